@@ -1,0 +1,634 @@
+// Package executor runs one command in isolation on a worker: its own
+// directory, session, clean environment, cgroup and (where the worker is
+// root on Linux) its own PID, mount, UTS and IPC namespaces. It reports how
+// the command ended as a devops.ExitStatus and copies its output to the
+// caller's writers. It speaks domain types only and must not import the API,
+// the manager or the worker.
+package executor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"os/user"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/devops-platform/devops"
+)
+
+// Log keys, in one place so every line of this package reads the same.
+const (
+	logKeyProcessID = "process_id"
+	logKeyPid       = "pid"
+	logKeyError     = "error"
+	logKeyMissing   = "missing"
+	logKeyCgroups   = "cgroups"
+)
+
+// defaultPath is the only PATH a command gets unless its spec sets one.
+const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+// copyDelay bounds how long Wait keeps copying output after the tree was
+// killed: a process that escaped every kill (only possible without cgroups
+// and namespaces) must not hold Wait forever by keeping a pipe open.
+const copyDelay = 2 * time.Second
+
+// Reasons written into ExitStatus.Reason.
+const (
+	ReasonOOMKilled       = "OOM_KILLED"
+	ReasonOutputTruncated = "output truncated"
+	reasonNotFound        = "command not found"
+	reasonNotExecutable   = "permission denied"
+)
+
+// Config says where and how an Executor runs processes.
+type Config struct {
+	// Root is required: per-process working directories are created under
+	// Root/<process id>. Root and its parents must be searchable by the
+	// users processes run as.
+	Root string
+	// Logger receives what the executor handles itself; nil discards.
+	Logger *slog.Logger
+	// MaxLimits are worker-wide maximums; a request's limits are capped by
+	// them. Zero fields cap nothing.
+	MaxLimits devops.Limits
+	// CgroupRoot names the cgroup subtree the worker owns; empty means
+	// "devops". Tests use a unique name each.
+	CgroupRoot string
+	// InitPath is the devops binary re-executed as the init inside the
+	// namespaces (its main must call RunInit for "__init"); empty means
+	// os.Executable().
+	InitPath string
+}
+
+// Executor starts processes. It is safe for concurrent use.
+type Executor struct {
+	root     string
+	log      *slog.Logger
+	max      devops.Limits
+	platform *platform
+}
+
+// New checks cfg, creates Root and finds what this machine can enforce
+// (cgroups, namespaces, switching users). Missing abilities are logged once
+// here and reported by Fingerprint; Start refuses specs that need them.
+func New(cfg Config) (*Executor, error) {
+	if cfg.Root == "" {
+		return nil, fmt.Errorf("new executor: %w: empty root", devops.ErrInvalid)
+	}
+	root, err := filepath.Abs(cfg.Root)
+	if err != nil {
+		return nil, fmt.Errorf("new executor: %w", err)
+	}
+	// 0711: users processes run as must reach their own directory below,
+	// without listing the others.
+	if err := os.MkdirAll(root, 0o711); err != nil {
+		return nil, fmt.Errorf("new executor: create root: %w", err)
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.CgroupRoot == "" {
+		cfg.CgroupRoot = "devops"
+	}
+	if strings.Contains(cfg.CgroupRoot, "..") {
+		return nil, fmt.Errorf("new executor: %w: cgroup root %q", devops.ErrInvalid, cfg.CgroupRoot)
+	}
+	if cfg.InitPath == "" {
+		if cfg.InitPath, err = os.Executable(); err != nil {
+			return nil, fmt.Errorf("new executor: find init binary: %w", err)
+		}
+	}
+	pl, err := newPlatform(cfg, log)
+	if err != nil {
+		return nil, fmt.Errorf("new executor: %w", err)
+	}
+	return &Executor{root: root, log: log, max: cfg.MaxLimits, platform: pl}, nil
+}
+
+// Close removes the cgroup subtree New made when no process is left in it.
+// Processes still running keep running; calling Close is optional.
+func (e *Executor) Close() error {
+	return e.platform.close()
+}
+
+// Fingerprint reports the machine and what the executor can enforce on it.
+func (e *Executor) Fingerprint() devops.Fingerprint {
+	fp := devops.Fingerprint{
+		OS:   runtime.GOOS,
+		Arch: runtime.GOARCH,
+		CPUs: runtime.NumCPU(),
+	}
+	e.platform.fingerprint(&fp)
+	return fp
+}
+
+// Process is one started command.
+type Process struct {
+	id      devops.ProcessID
+	spec    devops.Spec
+	log     *slog.Logger
+	dir     string
+	sandbox sandbox
+	pid     int
+	out     *output
+
+	exited chan struct{} // closed once the main process (or init) exited
+	done   chan struct{} // closed once status is final and cleanup ran
+	wg     sync.WaitGroup
+
+	mu sync.Mutex // protects the fields below
+	// stopReason is set by the first Terminate or the timeout; it decides
+	// between TERMINATED and TIMED_OUT.
+	stopState  devops.State
+	stopSignal syscall.Signal
+	status     devops.ExitStatus
+}
+
+// launch is what a platform needs to start one process.
+type launch struct {
+	id       devops.ProcessID
+	spec     devops.Spec
+	dir      string // cwd
+	env      []string
+	cred     *credential
+	hostname string
+	stdout   *os.File
+	stderr   *os.File
+}
+
+// credential is the user and groups a command runs as.
+type credential struct {
+	uid, gid uint32
+	groups   []uint32
+}
+
+// usage is what a process consumed, read after it ended.
+type usage struct {
+	cpu       time.Duration
+	peak      int64
+	oomKilled bool
+}
+
+// initResult is how the command itself ended, as the init (or the direct
+// start) saw it: a failed exec is told apart from an exit.
+type initResult struct {
+	Code   int    `json:"code"`
+	Signal int    `json:"signal"`
+	Reason string `json:"reason,omitempty"`
+}
+
+// sandbox is one running process and what confines it; the platform files
+// implement it.
+type sandbox interface {
+	// pid is the host pid of the started process (the init when there is one).
+	pid() int
+	// wait blocks until that process exited and says how the command ended.
+	wait() (initResult, *syscall.Rusage)
+	// signal sends sig to every process of the tree.
+	signal(sig syscall.Signal)
+	// kill SIGKILLs every process of the tree and returns once none is
+	// left (or it gave up, logged).
+	kill()
+	// usage reads CPU time, peak memory and OOM kills; rusage is the
+	// fallback where no cgroup counts them.
+	usage(ru *syscall.Rusage) usage
+	// destroy removes what the sandbox made (its cgroups).
+	destroy()
+}
+
+// Start runs spec as process id and copies its output to stdout and stderr
+// (which may be the same writer; writes are serialized). ctx bounds the start
+// only: the process lives on after ctx ends. A spec that is invalid, or that
+// asks a limit or feature this executor cannot enforce, yields an error
+// wrapping devops.ErrInvalid. A command that cannot be executed is not an
+// error: its Process ends FAILED with Code 127 or 126.
+func (e *Executor) Start(ctx context.Context, id devops.ProcessID, spec devops.Spec, stdout, stderr io.Writer) (*Process, error) {
+	if err := e.check(id, &spec); err != nil {
+		return nil, fmt.Errorf("start %s: %w", id, err)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", id, err)
+	}
+	cred, err := e.platform.lookupUser(spec.User)
+	if err != nil {
+		return nil, fmt.Errorf("start %s: %w", id, err)
+	}
+	home := filepath.Join(e.root, string(id))
+	if err := os.Mkdir(home, 0o700); err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			return nil, fmt.Errorf("start %s: %w: directory %s exists", id, devops.ErrAlreadyExists, home)
+		}
+		return nil, fmt.Errorf("start %s: create directory: %w", id, err)
+	}
+	if cred != nil {
+		if err := os.Chown(home, int(cred.uid), int(cred.gid)); err != nil {
+			os.RemoveAll(home)
+			return nil, fmt.Errorf("start %s: chown directory: %w", id, err)
+		}
+	}
+	cwd := home
+	if spec.Dir != "" {
+		cwd = spec.Dir
+	}
+	log := e.log.With(logKeyProcessID, string(id))
+	p := &Process{
+		id:     id,
+		spec:   spec,
+		log:    log,
+		dir:    home,
+		exited: make(chan struct{}),
+		done:   make(chan struct{}),
+	}
+	p.out = newOutput(stdout, stderr, spec.Limits.MaxOutputBytes, log)
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		p.removeDir()
+		return nil, fmt.Errorf("start %s: stdout pipe: %w", id, err)
+	}
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		outR.Close()
+		outW.Close()
+		p.removeDir()
+		return nil, fmt.Errorf("start %s: stderr pipe: %w", id, err)
+	}
+	l := launch{
+		id:       id,
+		spec:     spec,
+		dir:      cwd,
+		env:      buildEnv(spec.Env, home, id),
+		cred:     cred,
+		hostname: hostname(id),
+		stdout:   outW,
+		stderr:   errW,
+	}
+	sb, err := e.platform.start(ctx, l, log)
+	// The child has its own copies of the write ends: ours must go, or the
+	// readers never see EOF.
+	outW.Close()
+	errW.Close()
+	if err != nil {
+		outR.Close()
+		errR.Close()
+		p.removeDir()
+		return nil, fmt.Errorf("start %s: %w", id, err)
+	}
+	p.sandbox = sb
+	p.pid = sb.pid()
+	p.out.copy(outR, errR)
+	if spec.Timeout > 0 {
+		p.wg.Go(p.timeout)
+	}
+	go p.run()
+	log.Debug("process started", logKeyPid, p.pid)
+	return p, nil
+}
+
+// check validates the spec and caps its limits by the worker's maximums.
+func (e *Executor) check(id devops.ProcessID, spec *devops.Spec) error {
+	if id == "" || id == "." || id == ".." || strings.ContainsAny(string(id), "/\x00") {
+		return fmt.Errorf("%w: process id %q cannot name a directory", devops.ErrInvalid, id)
+	}
+	if err := spec.Validate(); err != nil {
+		return err
+	}
+	for k := range spec.Env {
+		if strings.ContainsAny(k, "=\x00") {
+			return fmt.Errorf("%w: environment variable name %q", devops.ErrInvalid, k)
+		}
+	}
+	if spec.Dir != "" {
+		if !filepath.IsAbs(spec.Dir) {
+			return fmt.Errorf("%w: directory %q is not absolute", devops.ErrInvalid, spec.Dir)
+		}
+		if fi, err := os.Stat(spec.Dir); err != nil || !fi.IsDir() {
+			return fmt.Errorf("%w: directory %q does not exist", devops.ErrInvalid, spec.Dir)
+		}
+	}
+	if spec.Image != "" {
+		return fmt.Errorf("%w: images are not supported by this executor", devops.ErrInvalid)
+	}
+	lim := &spec.Limits
+	if lim.MemoryBytes < 0 || lim.CPUs < 0 || lim.Pids < 0 || lim.MaxOutputBytes < 0 {
+		return fmt.Errorf("%w: negative limit", devops.ErrInvalid)
+	}
+	lim.MemoryBytes = capInt(lim.MemoryBytes, e.max.MemoryBytes)
+	lim.Pids = capInt(lim.Pids, e.max.Pids)
+	lim.MaxOutputBytes = capInt(lim.MaxOutputBytes, e.max.MaxOutputBytes)
+	if e.max.CPUs > 0 && (lim.CPUs == 0 || lim.CPUs > e.max.CPUs) {
+		lim.CPUs = e.max.CPUs
+	}
+	if spec.Grace == 0 {
+		spec.Grace = devops.DefaultGrace
+	}
+	return e.platform.check(*spec)
+}
+
+// capInt caps v by max, where zero means "none" on both sides.
+func capInt(v, max int64) int64 {
+	if max > 0 && (v == 0 || v > max) {
+		return max
+	}
+	return v
+}
+
+// buildEnv makes the whole environment of a command: nothing of the worker's
+// own leaks in. The spec may set PATH and HOME; DEVOPS_PROCESS_ID is ours.
+func buildEnv(specEnv map[string]string, home string, id devops.ProcessID) []string {
+	env := map[string]string{"PATH": defaultPath, "HOME": home}
+	for k, v := range specEnv {
+		env[k] = v
+	}
+	env["DEVOPS_PROCESS_ID"] = string(id)
+	out := make([]string, 0, len(env))
+	for k, v := range env {
+		out = append(out, k+"="+v)
+	}
+	return out
+}
+
+// envValue returns the value of key in env.
+func envValue(env []string, key string) string {
+	for _, kv := range env {
+		if k, v, ok := strings.Cut(kv, "="); ok && k == key {
+			return v
+		}
+	}
+	return ""
+}
+
+// hostname is the short form of id a process sees as its host name: the tail
+// of the id, since UUIDv7 ids start with the (shared) time.
+func hostname(id devops.ProcessID) string {
+	s := strings.ReplaceAll(string(id), "-", "")
+	if len(s) > 12 {
+		s = s[len(s)-12:]
+	}
+	return s
+}
+
+// lookPath finds file like a shell does with the command's own PATH and cwd.
+// It returns the initResult to report when the command cannot be executed.
+func lookPath(file string, env []string, cwd string) (string, *initResult) {
+	notFound := &initResult{Code: 127, Reason: reasonNotFound}
+	if strings.Contains(file, "/") {
+		path := file
+		if !filepath.IsAbs(path) {
+			path = filepath.Join(cwd, path)
+		}
+		fi, err := os.Stat(path)
+		if err != nil {
+			return "", &initResult{Code: 127, Reason: "no such file or directory"}
+		}
+		if fi.IsDir() || fi.Mode()&0o111 == 0 {
+			return "", &initResult{Code: 126, Reason: reasonNotExecutable}
+		}
+		return path, nil
+	}
+	var found *initResult = notFound
+	for _, d := range filepath.SplitList(envValue(env, "PATH")) {
+		if d == "" {
+			d = "."
+		}
+		path := filepath.Join(d, file)
+		if !filepath.IsAbs(path) {
+			path = filepath.Join(cwd, path)
+		}
+		fi, err := os.Stat(path)
+		if err != nil || fi.IsDir() {
+			continue
+		}
+		if fi.Mode()&0o111 == 0 {
+			// Like a shell: keep looking, but remember it was there.
+			found = &initResult{Code: 126, Reason: reasonNotExecutable}
+			continue
+		}
+		return path, nil
+	}
+	return "", found
+}
+
+// execFailure turns an error from starting an already found command into
+// the initResult a shell would give.
+func execFailure(err error) initResult {
+	switch {
+	case errors.Is(err, syscall.ENOENT):
+		return initResult{Code: 127, Reason: reasonNotFound}
+	case errors.Is(err, syscall.EACCES), errors.Is(err, syscall.ENOEXEC), errors.Is(err, syscall.EPERM),
+		errors.Is(err, syscall.EISDIR), errors.Is(err, syscall.ENOTDIR):
+		return initResult{Code: 126, Reason: reasonNotExecutable + ": " + err.Error()}
+	}
+	return initResult{Code: 126, Reason: err.Error()}
+}
+
+// execMessage is the line a shell writes when it cannot run argv0.
+func execMessage(argv0 string, r initResult) string {
+	return fmt.Sprintf("devops: %s: %s\n", argv0, r.Reason)
+}
+
+// Pid is the host pid of the process started: the init when the command
+// runs in its own namespaces, the command itself otherwise.
+func (p *Process) Pid() int { return p.pid }
+
+// Wait blocks until the command, all its children and the copy of all its
+// output are done, then returns how it ended. Any number of goroutines may
+// call it.
+func (p *Process) Wait() devops.ExitStatus {
+	<-p.done
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.status
+}
+
+// Terminate sends sig to the whole tree and SIGKILL after grace if it still
+// runs. The process then ends TERMINATED with the signal that ended it. It
+// returns without waiting; call Wait for the end. Terminating an ended
+// process does nothing.
+func (p *Process) Terminate(sig syscall.Signal, grace time.Duration) {
+	p.stop(devops.StateTerminated, sig, grace)
+}
+
+// timeout terminates the process when its spec's timeout expires.
+func (p *Process) timeout() {
+	t := time.NewTimer(p.spec.Timeout)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		p.log.Info("process timed out")
+		p.stop(devops.StateTimedOut, syscall.SIGTERM, p.spec.Grace)
+	case <-p.exited:
+	}
+}
+
+// stop signals the tree and arms the SIGKILL after grace. The first stop
+// decides the final state.
+func (p *Process) stop(state devops.State, sig syscall.Signal, grace time.Duration) {
+	p.mu.Lock()
+	select {
+	case <-p.exited:
+		p.mu.Unlock()
+		return
+	default:
+	}
+	if p.stopState == devops.StateUnknown {
+		p.stopState, p.stopSignal = state, sig
+	}
+	// Added under the lock, before run can see exited and start waiting on
+	// the group, so wg.Add never races wg.Wait, and run destroys the
+	// sandbox only after this stop is done with it.
+	p.wg.Add(1)
+	p.mu.Unlock()
+
+	if sig == syscall.SIGKILL {
+		defer p.wg.Done()
+		p.sandbox.kill()
+		return
+	}
+	p.sandbox.signal(sig)
+	go func() {
+		defer p.wg.Done()
+		t := time.NewTimer(grace)
+		defer t.Stop()
+		select {
+		case <-t.C:
+			p.log.Info("grace over, killing", "grace", grace)
+			p.sandbox.kill()
+		case <-p.exited:
+		}
+	}()
+}
+
+// run waits for the process, cleans up after it and sets the final status.
+func (p *Process) run() {
+	res, ru := p.sandbox.wait()
+	p.mu.Lock()
+	close(p.exited)
+	p.mu.Unlock()
+
+	// Whatever the command left behind dies with it.
+	p.sandbox.kill()
+	p.out.wait(copyDelay)
+	p.wg.Wait()
+
+	u := p.sandbox.usage(ru)
+	p.sandbox.destroy()
+	if !p.spec.KeepDir {
+		p.removeDir()
+	}
+
+	p.mu.Lock()
+	p.status = classify(res, u, p.stopState, p.stopSignal, p.out.truncated())
+	p.status.EndedAt = time.Now()
+	st := p.status
+	p.mu.Unlock()
+	p.log.Info("process ended", "state", st.State.String(), "code", st.Code, "signal", st.Signal, "reason", st.Reason)
+	close(p.done)
+}
+
+// classify turns how the command ended into an ExitStatus.
+func classify(res initResult, u usage, stopState devops.State, stopSignal syscall.Signal, truncated bool) devops.ExitStatus {
+	st := devops.ExitStatus{Code: res.Code, Signal: res.Signal, CPUTime: u.cpu, PeakMemory: u.peak}
+	var reasons []string
+	switch {
+	case res.Reason != "" && res.Signal == 0 && (res.Code == 126 || res.Code == 127):
+		// It never ran: a stop asked meanwhile does not change that.
+		st.State = devops.StateFailed
+		reasons = append(reasons, res.Reason)
+	case stopState != devops.StateUnknown:
+		st.State = stopState
+		if st.Signal == 0 {
+			st.Signal = int(stopSignal)
+		}
+	case u.oomKilled && res.Signal == int(syscall.SIGKILL):
+		st.State = devops.StateFailed
+		reasons = append(reasons, ReasonOOMKilled)
+	case res.Signal != 0:
+		st.State = devops.StateFailed
+		if res.Reason != "" {
+			reasons = append(reasons, res.Reason)
+		}
+	case res.Code == 0:
+		st.State = devops.StateSucceeded
+	default:
+		st.State = devops.StateFailed
+		if res.Reason != "" {
+			reasons = append(reasons, res.Reason)
+		}
+	}
+	if truncated {
+		reasons = append(reasons, ReasonOutputTruncated)
+	}
+	st.Reason = strings.Join(reasons, "; ")
+	return st
+}
+
+// waitResult reads how a directly started process ended.
+func waitResult(ws syscall.WaitStatus) initResult {
+	if ws.Signaled() {
+		return initResult{Signal: int(ws.Signal())}
+	}
+	return initResult{Code: ws.ExitStatus()}
+}
+
+func (p *Process) removeDir() {
+	if err := os.RemoveAll(p.dir); err != nil {
+		p.log.Warn("remove process directory", logKeyError, err)
+	}
+}
+
+// parseUser reads "name", "name:group", "uid" or "uid:gid" and finds the ids
+// and groups. Unknown users or groups wrap devops.ErrInvalid.
+func parseUser(s string) (*credential, error) {
+	name, group, hasGroup := strings.Cut(s, ":")
+	if name == "" || (hasGroup && group == "") {
+		return nil, fmt.Errorf("%w: user %q", devops.ErrInvalid, s)
+	}
+	var cred credential
+	var u *user.User
+	if uid, err := strconv.ParseUint(name, 10, 32); err == nil {
+		cred.uid = uint32(uid)
+		cred.gid = uint32(uid)
+		u, _ = user.LookupId(name) // a bare uid need not exist in passwd
+	} else {
+		if u, err = user.Lookup(name); err != nil {
+			return nil, fmt.Errorf("%w: user %q: %v", devops.ErrInvalid, name, err)
+		}
+		id, _ := strconv.ParseUint(u.Uid, 10, 32)
+		cred.uid = uint32(id)
+	}
+	if u != nil {
+		gid, _ := strconv.ParseUint(u.Gid, 10, 32)
+		cred.gid = uint32(gid)
+	}
+	if hasGroup {
+		if gid, err := strconv.ParseUint(group, 10, 32); err == nil {
+			cred.gid = uint32(gid)
+		} else {
+			g, err := user.LookupGroup(group)
+			if err != nil {
+				return nil, fmt.Errorf("%w: group %q: %v", devops.ErrInvalid, group, err)
+			}
+			gid, _ := strconv.ParseUint(g.Gid, 10, 32)
+			cred.gid = uint32(gid)
+		}
+	}
+	// Only the primary group: the worker's own supplementary groups must
+	// not carry over.
+	cred.groups = []uint32{cred.gid}
+	return &cred, nil
+}
+
+// initArg is the hidden subcommand that makes the devops binary the init.
+const initArg = "__init"

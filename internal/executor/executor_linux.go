@@ -1,0 +1,363 @@
+package executor
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/devops-platform/devops"
+)
+
+// namespaceFlags are the namespaces each process gets when the worker is
+// root: its own PIDs (so killing its init kills all of it), mounts (private
+// /proc and /tmp), host name and IPC.
+const namespaceFlags = syscall.CLONE_NEWPID | syscall.CLONE_NEWNS | syscall.CLONE_NEWUTS | syscall.CLONE_NEWIPC
+
+// platform is what this Linux machine offers, found once by New.
+type platform struct {
+	log      *slog.Logger
+	initPath string
+	root     bool     // the worker can switch users
+	cgroups  *cgroups // nil: none usable
+	// useInit: the init binary answers; processes start through it.
+	useInit bool
+	// namespaces: the init runs as PID 1 in fresh namespaces.
+	namespaces bool
+}
+
+func newPlatform(cfg Config, log *slog.Logger) (*platform, error) {
+	pl := &platform{log: log, initPath: cfg.InitPath, root: os.Geteuid() == 0}
+	var missing []string
+	cg, err := detectCgroups(cfg.CgroupRoot, log)
+	if err != nil {
+		missing = append(missing, "cgroups ("+err.Error()+")")
+	} else {
+		pl.cgroups = cg
+		for c, ok := range map[string]bool{"memory": cg.memory, "cpu": cg.cpu, "pids": cg.pids} {
+			if !ok {
+				missing = append(missing, c+" cgroup controller")
+			}
+		}
+	}
+	if pl.root {
+		if err := pl.probe(true); err == nil {
+			pl.useInit, pl.namespaces = true, true
+		} else {
+			missing = append(missing, "namespaces ("+err.Error()+")")
+		}
+	} else {
+		missing = append(missing, "namespaces and run-as (not root)")
+	}
+	if !pl.useInit {
+		if err := pl.probe(false); err == nil {
+			pl.useInit = true
+		} else {
+			missing = append(missing, "init binary ("+err.Error()+")")
+		}
+	}
+	if len(missing) > 0 {
+		log.Warn("executor runs without some isolation", logKeyMissing, strings.Join(missing, "; "), logKeyCgroups, pl.cgroupVersion())
+	} else {
+		log.Info("executor ready", logKeyCgroups, pl.cgroupVersion())
+	}
+	return pl, nil
+}
+
+// probe starts the init once with nothing to run, to learn whether the
+// binary speaks the init protocol and the kernel lets us make namespaces.
+func (pl *platform) probe(namespaces bool) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	stderr := &strings.Builder{}
+	cmd := exec.CommandContext(ctx, pl.initPath, initArg, "probe")
+	cmd.Env = []string{}
+	cmd.Stderr = stderr
+	cmd.Dir = "/"
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if namespaces {
+		cmd.SysProcAttr.Cloneflags = namespaceFlags
+	}
+	cfgR, cfgW, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	statR, statW, err := os.Pipe()
+	if err != nil {
+		cfgR.Close()
+		cfgW.Close()
+		return err
+	}
+	defer statR.Close()
+	cmd.ExtraFiles = []*os.File{cfgR, statW}
+	err = cmd.Start()
+	cfgR.Close()
+	statW.Close()
+	if err != nil {
+		cfgW.Close()
+		return err
+	}
+	json.NewEncoder(cfgW).Encode(initConfig{Probe: true, Namespaces: namespaces})
+	cfgW.Close()
+	werr := cmd.Wait()
+	var res initResult
+	if err := json.NewDecoder(statR).Decode(&res); err != nil {
+		return fmt.Errorf("%s does not answer %q (%v: %s)", pl.initPath, initArg, werr, strings.TrimSpace(stderr.String()))
+	}
+	if res.Code != 0 || res.Reason != "" {
+		return errors.New(res.Reason)
+	}
+	return nil
+}
+
+func (pl *platform) cgroupVersion() string {
+	if pl.cgroups == nil {
+		return ""
+	}
+	return pl.cgroups.version
+}
+
+func (pl *platform) close() error {
+	if pl.cgroups == nil {
+		return nil
+	}
+	return pl.cgroups.close()
+}
+
+func (pl *platform) fingerprint(fp *devops.Fingerprint) {
+	fp.Cgroups = pl.cgroupVersion()
+	fp.Namespaces = pl.namespaces
+	fp.RunAs = pl.root
+	var si syscall.Sysinfo_t
+	if err := syscall.Sysinfo(&si); err == nil {
+		fp.MemoryBytes = uint64(si.Totalram) * uint64(si.Unit)
+	}
+}
+
+// check refuses limits this machine cannot enforce, naming what is missing.
+func (pl *platform) check(spec devops.Spec) error {
+	lim := spec.Limits
+	cg := pl.cgroups
+	// Without cgroups, RLIMIT_AS approximates a memory limit; only an init
+	// that execs the command itself (no namespaces) can set it for it alone.
+	rlimitMemory := pl.useInit && !pl.namespaces
+	if lim.MemoryBytes > 0 && (cg == nil || !cg.memory) && !rlimitMemory {
+		return fmt.Errorf("%w: memory limit needs cgroups (memory controller)", devops.ErrInvalid)
+	}
+	if lim.CPUs > 0 && (cg == nil || !cg.cpu) {
+		return fmt.Errorf("%w: cpu limit needs cgroups (cpu controller)", devops.ErrInvalid)
+	}
+	if lim.Pids > 0 && (cg == nil || !cg.pids) {
+		return fmt.Errorf("%w: pids limit needs cgroups (pids controller)", devops.ErrInvalid)
+	}
+	return nil
+}
+
+// lookupUser resolves spec.User; nil means "as the worker".
+func (pl *platform) lookupUser(s string) (*credential, error) {
+	if s == "" {
+		return nil, nil
+	}
+	cred, err := parseUser(s)
+	if err != nil {
+		return nil, err
+	}
+	if cred.uid == uint32(os.Geteuid()) && cred.gid == uint32(os.Getegid()) {
+		return nil, nil
+	}
+	if !pl.root {
+		return nil, fmt.Errorf("%w: running as user %q needs a worker running as root", devops.ErrInvalid, s)
+	}
+	return cred, nil
+}
+
+// start launches the process: through the init when it answers, directly
+// otherwise.
+func (pl *platform) start(ctx context.Context, l launch, log *slog.Logger) (sandbox, error) {
+	var cg *cgroup
+	if pl.cgroups != nil {
+		var err error
+		if cg, err = pl.cgroups.create(l.id, l.spec.Limits); err != nil {
+			return nil, err
+		}
+	}
+	var (
+		sb  sandbox
+		err error
+	)
+	if pl.useInit {
+		sb, err = pl.startInit(ctx, l, cg, log)
+	} else {
+		sb, err = startDirect(l, log)
+	}
+	if err != nil && cg != nil {
+		cg.destroy()
+	}
+	return sb, err
+}
+
+// startInit starts the init, puts it in the cgroup and only then hands it the
+// command: no user code runs outside the cgroup.
+func (pl *platform) startInit(ctx context.Context, l launch, cg *cgroup, log *slog.Logger) (sandbox, error) {
+	cfgR, cfgW, err := os.Pipe()
+	if err != nil {
+		return nil, fmt.Errorf("config pipe: %w", err)
+	}
+	statR, statW, err := os.Pipe()
+	if err != nil {
+		cfgR.Close()
+		cfgW.Close()
+		return nil, fmt.Errorf("status pipe: %w", err)
+	}
+	// The command's argv follows for whoever reads ps on the host.
+	cmd := &exec.Cmd{
+		Path:       pl.initPath,
+		Args:       append([]string{pl.initPath, initArg, "--"}, l.spec.Argv...),
+		Env:        []string{}, // not nil, which would mean the worker's own
+		Dir:        "/",
+		Stdout:     l.stdout,
+		Stderr:     l.stderr,
+		ExtraFiles: []*os.File{cfgR, statW},
+		SysProcAttr: &syscall.SysProcAttr{
+			Setsid: true,
+		},
+	}
+	if pl.namespaces {
+		cmd.SysProcAttr.Cloneflags = namespaceFlags
+	}
+	err = cmd.Start()
+	cfgR.Close()
+	statW.Close()
+	if err != nil {
+		cfgW.Close()
+		statR.Close()
+		return nil, fmt.Errorf("start init: %w", err)
+	}
+	sb := &initSandbox{cmd: cmd, statR: statR, cg: cg, pidns: pl.namespaces, log: log}
+	fail := func(err error) (sandbox, error) {
+		cfgW.Close()
+		cmd.Process.Kill()
+		sb.wait()
+		return nil, err
+	}
+	if cg != nil {
+		if err := cg.join(cmd.Process.Pid); err != nil {
+			return fail(err)
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return fail(err)
+	}
+	c := initConfig{
+		Namespaces: pl.namespaces,
+		Argv:       l.spec.Argv,
+		Env:        l.env,
+		Dir:        l.dir,
+		Home:       envValue(l.env, "HOME"),
+		Hostname:   l.hostname,
+	}
+	if l.cred != nil {
+		c.Cred = &initCred{UID: l.cred.uid, GID: l.cred.gid, Groups: l.cred.groups}
+	}
+	if l.spec.Limits.MemoryBytes > 0 && (cg == nil || !pl.cgroups.memory) {
+		c.RlimitAS = uint64(l.spec.Limits.MemoryBytes)
+	}
+	if err := json.NewEncoder(cfgW).Encode(c); err != nil {
+		return fail(fmt.Errorf("send config to init: %w", err))
+	}
+	cfgW.Close()
+	return sb, nil
+}
+
+// initSandbox is a process started through the init.
+type initSandbox struct {
+	cmd   *exec.Cmd
+	statR *os.File
+	cg    *cgroup // nil: none
+	pidns bool
+	log   *slog.Logger
+}
+
+func (s *initSandbox) pid() int { return s.cmd.Process.Pid }
+
+func (s *initSandbox) wait() (initResult, *syscall.Rusage) {
+	s.cmd.Wait() // the status says it all
+	ps := s.cmd.ProcessState
+	ru, _ := ps.SysUsage().(*syscall.Rusage)
+	ws, _ := ps.Sys().(syscall.WaitStatus)
+	defer s.statR.Close()
+	// The init writes its result only when it outlived the command; when it
+	// exec'd the command, or was killed, the wait status is the truth.
+	var res initResult
+	if data, _ := io.ReadAll(io.LimitReader(s.statR, 64<<10)); len(data) > 0 && json.Unmarshal(data, &res) == nil {
+		return res, ru
+	}
+	return waitResult(ws), ru
+}
+
+func (s *initSandbox) signal(sig syscall.Signal) {
+	switch {
+	case s.pidns:
+		// The init forwards it to every process of its namespace.
+		s.cmd.Process.Signal(sig)
+	case s.cg != nil:
+		s.cg.signal(sig)
+	default:
+		syscall.Kill(-s.cmd.Process.Pid, sig)
+	}
+}
+
+func (s *initSandbox) kill() {
+	if s.pidns {
+		// Killing PID 1 kills its whole namespace. os.Process refuses once
+		// the init was reaped, so its pid cannot hit a stranger.
+		s.cmd.Process.Kill()
+	}
+	if s.cg != nil {
+		s.cg.kill()
+		return
+	}
+	if !s.pidns {
+		// Without a cgroup or namespace, the session is all we know.
+		syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
+	}
+}
+
+func (s *initSandbox) usage(ru *syscall.Rusage) usage {
+	u := rusage(ru)
+	if s.cg != nil {
+		cu := s.cg.usage()
+		if cu.cpu > 0 {
+			u.cpu = cu.cpu
+		}
+		if cu.peak > 0 {
+			u.peak = cu.peak
+		}
+		u.oomKilled = cu.oomKilled
+	}
+	return u
+}
+
+func (s *initSandbox) destroy() {
+	if s.cg != nil {
+		s.cg.destroy()
+	}
+}
+
+// rusage reads CPU time and peak RSS (KiB on Linux) from a rusage.
+func rusage(ru *syscall.Rusage) usage {
+	if ru == nil {
+		return usage{}
+	}
+	return usage{
+		cpu:  time.Duration(ru.Utime.Nano() + ru.Stime.Nano()),
+		peak: ru.Maxrss * 1024,
+	}
+}

@@ -1,0 +1,71 @@
+//go:build unix && !linux
+
+package executor
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"syscall"
+	"time"
+
+	"github.com/devops-platform/devops"
+)
+
+// platform is the minimal fallback for Unix systems other than Linux: a
+// session per process, no cgroups, no namespaces, no user switch.
+type platform struct{}
+
+func newPlatform(cfg Config, log *slog.Logger) (*platform, error) {
+	log.Warn("executor runs without isolation on this OS", logKeyMissing, "cgroups; namespaces; run-as")
+	return &platform{}, nil
+}
+
+func (pl *platform) close() error { return nil }
+
+func (pl *platform) fingerprint(fp *devops.Fingerprint) {}
+
+func (pl *platform) check(spec devops.Spec) error {
+	lim := spec.Limits
+	if lim.MemoryBytes > 0 || lim.CPUs > 0 || lim.Pids > 0 {
+		return fmt.Errorf("%w: memory, cpu and pids limits need cgroups (Linux)", devops.ErrInvalid)
+	}
+	return nil
+}
+
+func (pl *platform) lookupUser(s string) (*credential, error) {
+	if s == "" {
+		return nil, nil
+	}
+	cred, err := parseUser(s)
+	if err != nil {
+		return nil, err
+	}
+	if cred.uid == uint32(os.Geteuid()) {
+		return nil, nil
+	}
+	return nil, fmt.Errorf("%w: running as user %q is not supported on this OS", devops.ErrInvalid, s)
+}
+
+func (pl *platform) start(ctx context.Context, l launch, log *slog.Logger) (sandbox, error) {
+	return startDirect(l, log)
+}
+
+// rusage reads CPU time and peak RSS (bytes on BSD and macOS).
+func rusage(ru *syscall.Rusage) usage {
+	if ru == nil {
+		return usage{}
+	}
+	return usage{
+		cpu:  time.Duration(ru.Utime.Nano() + ru.Stime.Nano()),
+		peak: int64(ru.Maxrss),
+	}
+}
+
+// RunInit exists so the devops binary builds everywhere; only Linux runs
+// commands through an init.
+func RunInit(args []string) int {
+	fmt.Fprintln(os.Stderr, "devops: __init is only used on Linux")
+	return 2
+}

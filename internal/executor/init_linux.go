@@ -1,0 +1,254 @@
+package executor
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+)
+
+// The init's file descriptors, after stdin, stdout and stderr: the executor
+// writes the config on one and reads the result from the other.
+const (
+	initConfigFD = 3
+	initStatusFD = 4
+)
+
+// initConfig is what the executor tells the init, as JSON on initConfigFD.
+// Writing it is also the go-ahead: the init is in its cgroup by then.
+type initConfig struct {
+	Probe      bool      `json:"probe,omitempty"`
+	Namespaces bool      `json:"namespaces,omitempty"`
+	Argv       []string  `json:"argv,omitempty"`
+	Env        []string  `json:"env,omitempty"`
+	Dir        string    `json:"dir,omitempty"`
+	Home       string    `json:"home,omitempty"`
+	Hostname   string    `json:"hostname,omitempty"`
+	Cred       *initCred `json:"cred,omitempty"`
+	RlimitAS   uint64    `json:"rlimit_as,omitempty"`
+}
+
+type initCred struct {
+	UID    uint32   `json:"uid"`
+	GID    uint32   `json:"gid"`
+	Groups []uint32 `json:"groups"`
+}
+
+// forwarded are the signals the init passes on to every process of its
+// namespace; as PID 1 it would otherwise ignore them.
+var forwarded = []os.Signal{
+	syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGQUIT,
+	syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGCONT, syscall.SIGWINCH, syscall.SIGALRM,
+}
+
+// RunInit is the init the executor re-executes: the devops binary's main
+// calls it when os.Args[1] is "__init" and exits with what it returns. args
+// (what follows "__init") are only there for ps on the host; the executor
+// passes the real config on file descriptor 3. In namespaces, it mounts a
+// fresh /proc and a private /tmp, sets the host name, starts the command,
+// forwards signals, reaps every orphan and exits with the command's status;
+// it writes how the command ended on descriptor 4, so the executor can tell
+// a signal death from an exit code. Without namespaces it execs the command.
+func RunInit(args []string) int {
+	_ = args
+	var st syscall.Stat_t
+	if syscall.Fstat(initConfigFD, &st) != nil || syscall.Fstat(initStatusFD, &st) != nil {
+		fmt.Fprintln(os.Stderr, "devops: __init is started by the executor only")
+		return 2
+	}
+	// The command must inherit neither pipe.
+	syscall.CloseOnExec(initConfigFD)
+	syscall.CloseOnExec(initStatusFD)
+	cfgFile := os.NewFile(initConfigFD, "init-config")
+	status := os.NewFile(initStatusFD, "init-status")
+	var c initConfig
+	err := json.NewDecoder(cfgFile).Decode(&c)
+	cfgFile.Close()
+	if err != nil {
+		// The executor gave up before the go-ahead.
+		return 125
+	}
+	report := func(r initResult) int {
+		json.NewEncoder(status).Encode(r)
+		status.Close()
+		if r.Signal != 0 {
+			return 128 + r.Signal
+		}
+		return r.Code
+	}
+	if c.Probe {
+		if c.Namespaces && os.Getpid() != 1 {
+			return report(initResult{Code: 125, Reason: "init is not PID 1 in its namespace"})
+		}
+		return report(initResult{})
+	}
+	if len(c.Argv) == 0 {
+		return report(initResult{Code: 125, Reason: "init: empty command"})
+	}
+	if c.Namespaces {
+		if err := setupNamespaces(c); err != nil {
+			fmt.Fprintf(os.Stderr, "devops: init: %v\n", err)
+			return report(initResult{Code: 125, Reason: "init: " + err.Error()})
+		}
+	}
+	path, fail := lookPath(c.Argv[0], c.Env, c.Dir)
+	if fail != nil {
+		fmt.Fprint(os.Stderr, execMessage(c.Argv[0], *fail))
+		return report(*fail)
+	}
+	if !c.Namespaces {
+		res := execCommand(c, path)
+		fmt.Fprint(os.Stderr, execMessage(c.Argv[0], res))
+		return report(res)
+	}
+	return report(supervise(c, path))
+}
+
+// setupNamespaces makes the mount namespace private, mounts /proc for the new
+// PID namespace and a tmpfs on /tmp, and names the host. Directories of the
+// process under /tmp (as in tests) are bound back into the new /tmp.
+func setupNamespaces(c initConfig) error {
+	if err := syscall.Sethostname([]byte(c.Hostname)); err != nil {
+		return fmt.Errorf("set host name: %w", err)
+	}
+	type kept struct {
+		path string
+		fd   int
+	}
+	var keep []kept
+	for _, d := range []string{c.Home, c.Dir} {
+		d = filepath.Clean(d)
+		if !strings.HasPrefix(d, "/tmp/") || slices.ContainsFunc(keep, func(k kept) bool { return k.path == d }) {
+			continue
+		}
+		fd, err := syscall.Open(d, unixOPath|syscall.O_DIRECTORY|syscall.O_CLOEXEC, 0)
+		if err != nil {
+			return fmt.Errorf("open %s: %w", d, err)
+		}
+		keep = append(keep, kept{d, fd})
+	}
+	defer func() {
+		for _, k := range keep {
+			syscall.Close(k.fd)
+		}
+	}()
+	// First, so none of what follows propagates back to the host.
+	if err := syscall.Mount("", "/", "", syscall.MS_PRIVATE|syscall.MS_REC, ""); err != nil {
+		return fmt.Errorf("make mounts private: %w", err)
+	}
+	if err := syscall.Mount("proc", "/proc", "proc", syscall.MS_NOSUID|syscall.MS_NODEV|syscall.MS_NOEXEC, ""); err != nil {
+		return fmt.Errorf("mount /proc: %w", err)
+	}
+	if err := syscall.Mount("tmpfs", "/tmp", "tmpfs", syscall.MS_NOSUID|syscall.MS_NODEV, "mode=1777"); err != nil {
+		return fmt.Errorf("mount /tmp: %w", err)
+	}
+	for _, k := range keep {
+		if err := os.MkdirAll(k.path, 0o755); err != nil {
+			return fmt.Errorf("bind %s: %w", k.path, err)
+		}
+		src := fmt.Sprintf("/proc/self/fd/%d", k.fd)
+		if err := syscall.Mount(src, k.path, "", syscall.MS_BIND|syscall.MS_REC, ""); err != nil {
+			return fmt.Errorf("bind %s: %w", k.path, err)
+		}
+	}
+	return nil
+}
+
+// execCommand replaces the init with the command, as the user asked; it
+// returns only when that failed.
+func execCommand(c initConfig, path string) initResult {
+	if c.RlimitAS > 0 {
+		lim := syscall.Rlimit{Cur: c.RlimitAS, Max: c.RlimitAS}
+		if err := syscall.Setrlimit(syscall.RLIMIT_AS, &lim); err != nil {
+			return initResult{Code: 125, Reason: "init: set memory rlimit: " + err.Error()}
+		}
+	}
+	if c.Cred != nil {
+		groups := make([]int, len(c.Cred.Groups))
+		for i, g := range c.Cred.Groups {
+			groups[i] = int(g)
+		}
+		if err := syscall.Setgroups(groups); err != nil {
+			return initResult{Code: 125, Reason: "init: set groups: " + err.Error()}
+		}
+		if err := syscall.Setgid(int(c.Cred.GID)); err != nil {
+			return initResult{Code: 125, Reason: "init: set gid: " + err.Error()}
+		}
+		if err := syscall.Setuid(int(c.Cred.UID)); err != nil {
+			return initResult{Code: 125, Reason: "init: set uid: " + err.Error()}
+		}
+	}
+	// After the switch, so the user's own rights decide.
+	if err := os.Chdir(c.Dir); err != nil {
+		return execFailure(err)
+	}
+	return execFailure(syscall.Exec(path, c.Argv, c.Env))
+}
+
+// supervise runs the command as a child of this PID 1, forwards signals to
+// the namespace, reaps every process that ends and returns how the command
+// ended once it did, after killing whatever it left.
+func supervise(c initConfig, path string) initResult {
+	sigs := make(chan os.Signal, 32)
+	// Before the start, so no SIGCHLD is missed.
+	signal.Notify(sigs, append([]os.Signal{syscall.SIGCHLD}, forwarded...)...)
+	cmd := &exec.Cmd{
+		Path:        path,
+		Args:        c.Argv,
+		Env:         c.Env,
+		Dir:         c.Dir,
+		Stdout:      os.Stdout,
+		Stderr:      os.Stderr,
+		SysProcAttr: &syscall.SysProcAttr{Setsid: true},
+	}
+	if c.Cred != nil {
+		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: c.Cred.UID, Gid: c.Cred.GID, Groups: c.Cred.Groups}
+	}
+	if err := cmd.Start(); err != nil {
+		res := execFailure(err)
+		fmt.Fprint(os.Stderr, execMessage(c.Argv[0], res))
+		return res
+	}
+	main := cmd.Process.Pid
+	for {
+		if ws, done := reap(main); done {
+			// Orphans die with the command; exiting would kill them too,
+			// but explicitly is clearer than relying on it.
+			syscall.Kill(-1, syscall.SIGKILL)
+			return waitResult(ws)
+		}
+		sig := <-sigs
+		if sig != syscall.SIGCHLD {
+			syscall.Kill(-1, sig.(syscall.Signal))
+		}
+	}
+}
+
+// reap collects every ended child and reports whether main was one.
+func reap(main int) (syscall.WaitStatus, bool) {
+	var mainWS syscall.WaitStatus
+	done := false
+	for {
+		var ws syscall.WaitStatus
+		pid, err := syscall.Wait4(-1, &ws, syscall.WNOHANG, nil)
+		if errors.Is(err, syscall.EINTR) {
+			continue
+		}
+		if err != nil || pid <= 0 {
+			return mainWS, done
+		}
+		if pid == main {
+			mainWS, done = ws, true
+		}
+	}
+}
+
+// unixOPath is O_PATH, which package syscall does not name: an fd that
+// only marks a place in the tree, enough to bind-mount it.
+const unixOPath = 0x200000
