@@ -286,6 +286,17 @@ func (cg *cgroup) limit(lim devops.Limits) error {
 	return nil
 }
 
+// pidsFile is the path of the pids limit; empty without the controller.
+func (cg *cgroup) pidsFile() string {
+	if cg.version == "v2" {
+		return filepath.Join(cg.dirs[""], "pids.max")
+	}
+	if dir, ok := cg.dirs["pids"]; ok {
+		return filepath.Join(dir, "pids.max")
+	}
+	return ""
+}
+
 // join moves pid into the cgroup, in every hierarchy.
 func (cg *cgroup) join(pid int) error {
 	for _, dir := range cg.dirs {

@@ -78,7 +78,7 @@ func (pl *platform) probe(namespaces bool) error {
 	defer cancel()
 	stderr := &strings.Builder{}
 	cmd := exec.CommandContext(ctx, pl.initPath, initArg, "probe")
-	cmd.Env = []string{}
+	cmd.Env = []string{"GORACE=atexit_sleep_ms=0"}
 	cmd.Stderr = stderr
 	cmd.Dir = "/"
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
@@ -218,9 +218,12 @@ func (pl *platform) startInit(ctx context.Context, l launch, cg *cgroup, log *sl
 	}
 	// The command's argv follows for whoever reads ps on the host.
 	cmd := &exec.Cmd{
-		Path:       pl.initPath,
-		Args:       append([]string{pl.initPath, initArg, "--"}, l.spec.Argv...),
-		Env:        []string{}, // not nil, which would mean the worker's own
+		Path: pl.initPath,
+		Args: append([]string{pl.initPath, initArg, "--"}, l.spec.Argv...),
+		// Not nil, which would mean the worker's own. The command gets its
+		// env from the config; GORACE only spares a race-built init the
+		// detector's one-second pause at exit.
+		Env:        []string{"GORACE=atexit_sleep_ms=0"},
 		Dir:        "/",
 		Stdout:     l.stdout,
 		Stderr:     l.stderr,
@@ -262,6 +265,11 @@ func (pl *platform) startInit(ctx context.Context, l launch, cg *cgroup, log *sl
 		Dir:        l.dir,
 		Home:       envValue(l.env, "HOME"),
 		Hostname:   l.hostname,
+	}
+	if l.spec.Limits.Pids > 0 && pl.namespaces && cg != nil {
+		// The pids controller counts threads: the init, which outlives the
+		// exec here, raises the limit by its own before starting the command.
+		c.Pids, c.PidsFile = l.spec.Limits.Pids, cg.pidsFile()
 	}
 	if l.cred != nil {
 		c.Cred = &initCred{UID: l.cred.uid, GID: l.cred.gid, Groups: l.cred.groups}

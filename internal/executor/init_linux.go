@@ -8,7 +8,9 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 )
@@ -32,6 +34,10 @@ type initConfig struct {
 	Hostname   string    `json:"hostname,omitempty"`
 	Cred       *initCred `json:"cred,omitempty"`
 	RlimitAS   uint64    `json:"rlimit_as,omitempty"`
+	// Pids is the command's pids limit; the init writes it plus its own
+	// threads to PidsFile.
+	Pids     int64  `json:"pids,omitempty"`
+	PidsFile string `json:"pids_file,omitempty"`
 }
 
 type initCred struct {
@@ -57,6 +63,8 @@ var forwarded = []os.Signal{
 // a signal death from an exit code. Without namespaces it execs the command.
 func RunInit(args []string) int {
 	_ = args
+	// Fewer threads: the init only waits, and the pids limit counts them.
+	runtime.GOMAXPROCS(1)
 	var st syscall.Stat_t
 	if syscall.Fstat(initConfigFD, &st) != nil || syscall.Fstat(initStatusFD, &st) != nil {
 		fmt.Fprintln(os.Stderr, "devops: __init is started by the executor only")
@@ -210,6 +218,12 @@ func supervise(c initConfig, path string) initResult {
 	if c.Cred != nil {
 		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: c.Cred.UID, Gid: c.Cred.GID, Groups: c.Cred.Groups}
 	}
+	if c.PidsFile != "" {
+		n := strconv.FormatInt(c.Pids+int64(threads()), 10)
+		if err := os.WriteFile(c.PidsFile, []byte(n), 0); err != nil {
+			return initResult{Code: 125, Reason: "init: set pids limit: " + err.Error()}
+		}
+	}
 	if err := cmd.Start(); err != nil {
 		res := execFailure(err)
 		fmt.Fprint(os.Stderr, execMessage(c.Argv[0], res))
@@ -252,3 +266,19 @@ func reap(main int) (syscall.WaitStatus, bool) {
 // unixOPath is O_PATH, which package syscall does not name: an fd that
 // only marks a place in the tree, enough to bind-mount it.
 const unixOPath = 0x200000
+
+// threads counts the init's own threads; 1 when it cannot tell.
+func threads() int {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 1
+	}
+	for line := range strings.Lines(string(b)) {
+		if v, ok := strings.CutPrefix(line, "Threads:"); ok {
+			if n, err := strconv.Atoi(strings.TrimSpace(v)); err == nil && n > 0 {
+				return n
+			}
+		}
+	}
+	return 1
+}
