@@ -173,6 +173,11 @@ type Process struct {
 	CPUTime        time.Duration
 	// IdempotencyKey is the client's key of the request that created it.
 	IdempotencyKey string
+	// QueueTimeout is how long it may wait for a free slot; zero: the manager's default.
+	QueueTimeout time.Duration
+	// DisconnectGrace is how long it may stay DISCONNECTED before it is
+	// LOST; zero: the manager's default.
+	DisconnectGrace time.Duration
 }
 
 // Stream tells stdout from stderr.

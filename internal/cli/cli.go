@@ -1,0 +1,146 @@
+// Package cli is the devops command line: one cobra command per subcommand,
+// built fresh for every invocation so that nothing lives in globals and tests
+// can run it in-process. cmd/devops only calls Main.
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/devops-platform/devops"
+	"github.com/devops-platform/devops/internal/client"
+)
+
+// Env is what a command reads from and writes to.
+type Env struct {
+	Stdout, Stderr io.Writer
+	Getenv         func(string) string
+	// Interrupt delivers Ctrl-C presses; nil means none will come.
+	Interrupt <-chan os.Signal
+	// IsTerminal reports whether Stdout is a terminal (for --watch and tables).
+	IsTerminal bool
+}
+
+// exitError carries a process exit code out of a command.
+type exitError struct {
+	code int
+	msg  string // printed to stderr when not empty
+}
+
+func (e *exitError) Error() string { return e.msg }
+
+// Main runs the command line and returns the exit code.
+func Main(ctx context.Context, args []string, env Env) int {
+	if env.Getenv == nil {
+		env.Getenv = func(string) string { return "" }
+	}
+	root := newRoot(&env)
+	root.SetArgs(args)
+	root.SetOut(env.Stdout)
+	root.SetErr(env.Stderr)
+	err := root.ExecuteContext(ctx)
+	if err == nil {
+		return 0
+	}
+	var xe *exitError
+	if errors.As(err, &xe) {
+		if xe.msg != "" {
+			fmt.Fprintln(env.Stderr, "devops:", xe.msg)
+		}
+		return xe.code
+	}
+	fmt.Fprintln(env.Stderr, "devops:", describe(err))
+	if isUnreachable(err) {
+		return 255 // like ssh when it cannot connect
+	}
+	return 1
+}
+
+// describe turns an error into the one line a person reads: a gRPC status
+// prints as its message.
+func describe(err error) string {
+	if s, ok := status.FromError(err); ok {
+		if s.Code() == codes.Unavailable {
+			return "manager unreachable: " + s.Message()
+		}
+		return s.Message()
+	}
+	return err.Error()
+}
+
+func isUnreachable(err error) bool {
+	return status.Code(err) == codes.Unavailable || status.Code(errors.Unwrap(err)) == codes.Unavailable
+}
+
+type globals struct {
+	manager   string
+	logFormat string
+	logLevel  string
+}
+
+func newRoot(env *Env) *cobra.Command {
+	g := &globals{}
+	root := &cobra.Command{
+		Use:           "devops",
+		Short:         "Run commands on a fleet of machines and manage their processes",
+		Version:       devops.Version,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.PersistentFlags().StringVar(&g.manager, "manager", defaultManager(env.Getenv), "manager address host:port (default from MANAGER_HOST and MANAGER_PORT)")
+	root.PersistentFlags().StringVar(&g.logFormat, "log-format", "text", "log format: text or json")
+	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	root.AddCommand(
+		newManagerCmd(env, g),
+		newWorkerCmd(env, g),
+		newRunCmd(env, g),
+		newPsCmd(env, g),
+		newStatusCmd(env, g),
+		newLogsCmd(env, g),
+		newKillCmd(env, g),
+		newWorkersCmd(env, g),
+	)
+	return root
+}
+
+// defaultManager builds host:port from MANAGER_HOST and MANAGER_PORT, as the
+// original design names them.
+func defaultManager(getenv func(string) string) string {
+	host, port := getenv("MANAGER_HOST"), getenv("MANAGER_PORT")
+	if host == "" {
+		host = "localhost"
+	}
+	if port == "" {
+		port = "50051"
+	}
+	return net.JoinHostPort(host, port)
+}
+
+func (g *globals) logger(w io.Writer) (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(g.logLevel)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: %w", g.logLevel, err)
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	switch strings.ToLower(g.logFormat) {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format %q: want text or json", g.logFormat)
+}
+
+func (g *globals) dial() (*client.Client, error) {
+	return client.Dial(g.manager)
+}

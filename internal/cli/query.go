@@ -1,0 +1,398 @@
+package cli
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"maps"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/devops-platform/devops"
+	"github.com/devops-platform/devops/internal/client"
+)
+
+func newPsCmd(env *Env, g *globals) *cobra.Command {
+	var stateName, worker, output string
+	cmd := &cobra.Command{
+		Use:   "ps",
+		Short: "List processes",
+		Example: `  devops ps
+  devops ps --state RUNNING --worker w1
+  devops ps -o json`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var state devops.State
+			if stateName != "" {
+				var err error
+				if state, err = devops.ParseState(stateName); err != nil {
+					return err
+				}
+			}
+			c, err := g.dial()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			ps, err := c.Processes(cmd.Context(), state, worker)
+			if err != nil {
+				return err
+			}
+			if output == "json" {
+				return writeJSON(env.Stdout, ps)
+			}
+			tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "ID\tWORKER\tSTATE\tEXIT\tSTARTED\tDURATION\tCOMMAND")
+			for _, p := range ps {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.ID, dash(p.WorkerName), p.State, exitText(p),
+					timeText(p.StartedAt), durationText(p), commandText(p.Spec.Argv, 60))
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().StringVar(&stateName, "state", "", "only processes in this state (PENDING, RUNNING, SUCCEEDED, FAILED, TERMINATED, TIMED_OUT, LOST, DISCONNECTED)")
+	cmd.Flags().StringVar(&worker, "worker", "", "only processes on this worker (name or id)")
+	cmd.Flags().StringVarP(&output, "output", "o", "table", "output format: table or json")
+	return cmd
+}
+
+func newStatusCmd(env *Env, g *globals) *cobra.Command {
+	var output string
+	cmd := &cobra.Command{
+		Use:   "status ID",
+		Short: "Show a process's status",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.dial()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			p, err := c.Status(cmd.Context(), devops.ProcessID(args[0]))
+			if err != nil {
+				return err
+			}
+			if output == "json" {
+				return writeJSON(env.Stdout, p)
+			}
+			printStatus(env.Stdout, p)
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&output, "output", "o", "text", "output format: text or json")
+	return cmd
+}
+
+func printStatus(w io.Writer, p devops.Process) {
+	tw := tabwriter.NewWriter(w, 0, 4, 1, ' ', 0)
+	row := func(k, v string) { fmt.Fprintf(tw, "%s:\t%s\n", k, v) }
+	row("ID", string(p.ID))
+	row("State", p.State.String())
+	row("Worker", fmt.Sprintf("%s (%s)", dash(p.WorkerName), dash(string(p.WorkerID))))
+	row("Command", commandText(p.Spec.Argv, 0))
+	row("Exit code", exitText(p))
+	if p.Signal != 0 {
+		row("Signal", strconv.Itoa(p.Signal))
+	}
+	if p.Reason != "" {
+		row("Reason", p.Reason)
+	}
+	row("Created", timeText(p.CreatedAt))
+	row("Started", timeText(p.StartedAt))
+	row("Ended", timeText(p.EndedAt))
+	row("Duration", durationText(p))
+	row("Output", fmt.Sprintf("%d bytes", p.OutputBytes))
+	if p.PeakMemory > 0 {
+		row("Peak memory", sizeText(uint64(p.PeakMemory)))
+	}
+	if p.CPUTime > 0 {
+		row("CPU time", p.CPUTime.Round(time.Millisecond).String())
+	}
+	tw.Flush()
+}
+
+func newLogsCmd(env *Env, g *globals) *cobra.Command {
+	var follow bool
+	var from int64
+	cmd := &cobra.Command{
+		Use:   "logs [-f] [--from OFFSET] ID",
+		Short: "Print a process's output, from any offset, and follow it",
+		Long: `Print a process's output: stdout to stdout, stderr to stderr. Offsets count the
+bytes of both streams together, so --from resumes exactly where a reader stopped.
+With -f it follows the output until the process ends and exits with its exit code.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.dial()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			var final *devops.Process
+			err = c.Logs(cmd.Context(), devops.ProcessID(args[0]), from, follow, func(ev client.Event) error {
+				if ev.Chunk != nil {
+					w := env.Stdout
+					if ev.Chunk.Stream == devops.Stderr {
+						w = env.Stderr
+					}
+					_, err := w.Write(ev.Chunk.Data)
+					return err
+				}
+				final = ev.Process
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+			if follow && final != nil && final.State.Terminal() {
+				if msg := endMessage(*final, false); msg != "" {
+					fmt.Fprintln(env.Stderr, "devops:", msg)
+				}
+				if code := final.ExitCode(); code != 0 {
+					return &exitError{code: code}
+				}
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing until the process ends")
+	cmd.Flags().Int64Var(&from, "from", 0, "start at this byte offset")
+	return cmd
+}
+
+func newKillCmd(env *Env, g *globals) *cobra.Command {
+	var sigName string
+	var grace time.Duration
+	cmd := &cobra.Command{
+		Use:   "kill [--signal TERM] [--grace 10s] ID",
+		Short: "Terminate a process and every process it started",
+		Long: `Send a signal to the process's whole process group, then SIGKILL after the grace
+period: no child survives.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			sig, err := parseSignal(sigName)
+			if err != nil {
+				return err
+			}
+			c, err := g.dial()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			p, err := c.Terminate(cmd.Context(), devops.ProcessID(args[0]), sig, grace)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(env.Stdout, "%s: %s sent (was %s)\n", p.ID, sig, p.State)
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&sigName, "signal", "s", "TERM", "signal name or number")
+	cmd.Flags().DurationVar(&grace, "grace", devops.DefaultGrace, "time before SIGKILL")
+	return cmd
+}
+
+var signals = map[string]syscall.Signal{
+	"HUP": syscall.SIGHUP, "INT": syscall.SIGINT, "QUIT": syscall.SIGQUIT, "KILL": syscall.SIGKILL,
+	"USR1": syscall.SIGUSR1, "USR2": syscall.SIGUSR2, "TERM": syscall.SIGTERM, "STOP": syscall.SIGSTOP, "CONT": syscall.SIGCONT,
+}
+
+func parseSignal(s string) (syscall.Signal, error) {
+	name := strings.TrimPrefix(strings.ToUpper(strings.TrimSpace(s)), "SIG")
+	if sig, ok := signals[name]; ok {
+		return sig, nil
+	}
+	if n, err := strconv.Atoi(name); err == nil && n > 0 && n < 65 {
+		return syscall.Signal(n), nil
+	}
+	return 0, fmt.Errorf("%w: unknown signal %q", devops.ErrInvalid, s)
+}
+
+func newWorkersCmd(env *Env, g *globals) *cobra.Command {
+	var output string
+	var watch bool
+	var every time.Duration
+	cmd := &cobra.Command{
+		Use:   "workers",
+		Short: "List workers with their state, load and capacity",
+		Example: `  devops workers
+  devops workers -o wide
+  devops workers --watch`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.dial()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			for {
+				ws, err := c.Workers(cmd.Context())
+				if err != nil {
+					return err
+				}
+				if watch && env.IsTerminal {
+					fmt.Fprint(env.Stdout, "\x1b[H\x1b[2J") // home and clear: redraw in place
+				}
+				switch output {
+				case "json":
+					if err := writeJSON(env.Stdout, ws); err != nil {
+						return err
+					}
+				case "table", "wide":
+					printWorkers(env.Stdout, ws, output == "wide")
+				default:
+					return fmt.Errorf("%w: -o %q: want table, wide or json", devops.ErrInvalid, output)
+				}
+				if !watch {
+					return nil
+				}
+				select {
+				case <-cmd.Context().Done():
+					return nil
+				case <-time.After(every):
+				}
+			}
+		},
+	}
+	cmd.Flags().StringVarP(&output, "output", "o", "table", "output format: table, wide or json")
+	cmd.Flags().BoolVarP(&watch, "watch", "w", false, "refresh the table until interrupted")
+	cmd.Flags().DurationVar(&every, "interval", 2*time.Second, "refresh interval with --watch")
+	return cmd
+}
+
+func printWorkers(w io.Writer, ws []devops.Worker, wide bool) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	head := "NAME\tID\tADDRESS\tLABELS\tSTATE\tRUNNING\tCPU\tMEMORY\tDISK FREE\tLAST SEEN"
+	if wide {
+		head += "\tOS/ARCH\tCPUS\tCGROUPS\tNAMESPACES\tRUN-AS\tDOCKER\tVERSION"
+	}
+	fmt.Fprintln(tw, head)
+	for _, x := range ws {
+		m := x.Metrics
+		line := fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%d/%d\t%s\t%s\t%s\t%s", x.Name, shortID(string(x.ID)), x.Address, labelsText(x.Labels), x.State,
+			x.Running, x.Capacity, percentText(m), memoryText(m), diskText(m), agoText(x.LastSeen))
+		if wide {
+			f := x.Fingerprint
+			line += fmt.Sprintf("\t%s/%s\t%d\t%s\t%t\t%t\t%t\t%s", dash(f.OS), dash(f.Arch), f.CPUs, dash(f.Cgroups), f.Namespaces, f.RunAs, f.Docker, dash(x.Version))
+		}
+		fmt.Fprintln(tw, line)
+	}
+	tw.Flush()
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func shortID(id string) string {
+	if len(id) > 13 {
+		return id[:13]
+	}
+	return id
+}
+
+func labelsText(l map[string]string) string {
+	if len(l) == 0 {
+		return "-"
+	}
+	parts := make([]string, 0, len(l))
+	for _, k := range slices.Sorted(maps.Keys(l)) {
+		parts = append(parts, k+"="+l[k])
+	}
+	return strings.Join(parts, ",")
+}
+
+func exitText(p devops.Process) string {
+	if !p.State.Terminal() {
+		return "-"
+	}
+	return strconv.Itoa(p.ExitCode())
+}
+
+func timeText(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return t.Local().Format("2006-01-02 15:04:05")
+}
+
+func durationText(p devops.Process) string {
+	if p.StartedAt.IsZero() {
+		return "-"
+	}
+	end := p.EndedAt
+	if end.IsZero() {
+		end = time.Now()
+	}
+	return end.Sub(p.StartedAt).Round(time.Millisecond).String()
+}
+
+func agoText(t time.Time) string {
+	if t.IsZero() {
+		return "never"
+	}
+	return time.Since(t).Round(time.Second).String() + " ago"
+}
+
+func commandText(argv []string, limit int) string {
+	quoted := make([]string, len(argv))
+	for i, a := range argv {
+		if a == "" || strings.ContainsAny(a, " \t\n'\"\\$`|&;<>()*?") {
+			a = strconv.Quote(a)
+		}
+		quoted[i] = a
+	}
+	s := strings.Join(quoted, " ")
+	if limit > 0 && len(s) > limit {
+		s = s[:limit-3] + "..."
+	}
+	return s
+}
+
+func percentText(m devops.Metrics) string {
+	if m.Time.IsZero() {
+		return "-"
+	}
+	return fmt.Sprintf("%.0f%%", m.CPUPercent)
+}
+
+func memoryText(m devops.Metrics) string {
+	if m.MemoryTotalBytes == 0 {
+		return "-"
+	}
+	return sizeText(m.MemoryUsedBytes) + "/" + sizeText(m.MemoryTotalBytes)
+}
+
+func diskText(m devops.Metrics) string {
+	if m.DiskFreeBytes == 0 && m.DiskUsedBytes == 0 {
+		return "-"
+	}
+	return sizeText(m.DiskFreeBytes)
+}
+
+func sizeText(b uint64) string {
+	const unit = 1024
+	if b < unit {
+		return fmt.Sprintf("%dB", b)
+	}
+	div, exp := uint64(unit), 0
+	for n := b / unit; n >= unit; n /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f%ci", float64(b)/float64(div), "KMGTPE"[exp])
+}

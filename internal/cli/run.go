@@ -1,0 +1,320 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/devops-platform/devops"
+	"github.com/devops-platform/devops/internal/client"
+)
+
+func newRunCmd(env *Env, g *globals) *cobra.Command {
+	var (
+		req                 client.RunRequest
+		envs                []string
+		detach              bool
+		mem, maxOut         string
+		timeoutFlag, grace  time.Duration
+		queueTimeout, dGrac time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:   "run [flags] -- CMD [ARGS...]",
+		Short: "Run a command on one worker, or on many, and follow its output",
+		Long: `Run a command remotely. Its stdout and stderr arrive live on yours and devops exits
+with its exit code: 128+signal when it was killed, 124 when it timed out, 255 when it
+was lost or the manager cannot be reached (like ssh).
+
+Without a target the scheduler picks one worker. --worker names one; --all and
+--selector run it on every matching worker and prefix each line with the worker
+name (like pdsh); the exit code is then the highest of them.
+
+Ctrl-C terminates the remote process(es); a second Ctrl-C stops waiting.`,
+		Example: `  devops run -- uname -a
+  devops run --all -- uptime
+  devops run --selector zone=a --timeout 1m -- sh -c 'make test'
+  devops run --detach -- sleep 600`,
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			req.Spec.Argv = args
+			req.Spec.Timeout = timeoutFlag
+			req.Spec.Grace = grace
+			req.QueueTimeout = queueTimeout
+			req.DisconnectGrace = dGrac
+			var err error
+			if req.Spec.Env, err = parseEnv(envs); err != nil {
+				return err
+			}
+			if req.Spec.Limits.MemoryBytes, err = parseSize(mem); err != nil {
+				return fmt.Errorf("--memory: %w", err)
+			}
+			if req.Spec.Limits.MaxOutputBytes, err = parseSize(maxOut); err != nil {
+				return fmt.Errorf("--max-output: %w", err)
+			}
+			c, err := g.dial()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			if detach {
+				ps, err := c.Submit(cmd.Context(), req)
+				if err != nil {
+					return err
+				}
+				for _, p := range ps {
+					fmt.Fprintln(env.Stdout, p.ID)
+				}
+				return nil
+			}
+			fanout := req.Target.All || req.Target.Selector != ""
+			return runAndFollow(cmd.Context(), c, req, env, fanout)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&req.Target.Worker, "worker", "", "run on this worker (name or id)")
+	f.StringVar(&req.Target.Selector, "selector", "", "run on every worker whose labels match, e.g. zone=a,env!=prod")
+	f.BoolVar(&req.Target.All, "all", false, "run on every worker that is up")
+	f.DurationVar(&timeoutFlag, "timeout", 0, "end the command after this long (exit code 124); 0: no limit")
+	f.DurationVar(&grace, "grace", 0, "time between SIGTERM and SIGKILL when it is terminated or times out (default 10s)")
+	f.StringArrayVarP(&envs, "env", "e", nil, "set an environment variable K=V (repeatable)")
+	f.StringVar(&req.Spec.Dir, "dir", "", "working directory on the worker (default: a fresh directory per process)")
+	f.BoolVarP(&detach, "detach", "d", false, "print the process id(s) and return at once")
+	f.DurationVar(&queueTimeout, "queue-timeout", 0, "how long to wait for a free slot when workers are full (default 1m)")
+	f.DurationVar(&dGrac, "disconnect-grace", 0, "how long the process may be unreachable before it is LOST (default 2m)")
+	f.StringVar(&req.Spec.User, "user", "", "run as this user[:group] on the worker")
+	f.StringVar(&mem, "memory", "", "memory limit, e.g. 256M")
+	f.Float64Var(&req.Spec.Limits.CPUs, "cpus", 0, "CPU limit in cores, e.g. 0.5")
+	f.Int64Var(&req.Spec.Limits.Pids, "pids", 0, "most processes and threads")
+	f.StringVar(&maxOut, "max-output", "", "cut output beyond this many bytes, e.g. 50M")
+	f.BoolVar(&req.Spec.KeepDir, "keep-dir", false, "keep the process's working directory when it ends")
+	return cmd
+}
+
+func parseEnv(kvs []string) (map[string]string, error) {
+	if len(kvs) == 0 {
+		return nil, nil
+	}
+	env := make(map[string]string, len(kvs))
+	for _, kv := range kvs {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return nil, fmt.Errorf("--env %q: want K=V", kv)
+		}
+		env[k] = v
+	}
+	return env, nil
+}
+
+// runAndFollow runs the command, prints its output as it arrives and turns
+// the final states into the exit code.
+func runAndFollow(ctx context.Context, c *client.Client, req client.RunRequest, env *Env, fanout bool) error {
+	out := newPrinter(env.Stdout, env.Stderr, fanout)
+	var mu sync.Mutex // protects final and ids
+	final := map[devops.ProcessID]devops.Process{}
+	var ids []devops.ProcessID
+
+	// Ctrl-C terminates every process; a second one stops waiting.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		if env.Interrupt == nil {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-env.Interrupt:
+		}
+		mu.Lock()
+		todo := append([]devops.ProcessID(nil), ids...)
+		mu.Unlock()
+		fmt.Fprintln(env.Stderr, "devops: terminating; press Ctrl-C again to stop waiting")
+		for _, id := range todo {
+			if _, err := c.Terminate(ctx, id, syscall.SIGTERM, 0); err != nil {
+				fmt.Fprintf(env.Stderr, "devops: terminate %s: %s\n", id, describe(err))
+			}
+		}
+		select {
+		case <-ctx.Done():
+		case <-env.Interrupt:
+			cancel()
+		}
+	}()
+
+	err := c.Run(ctx, req, func(ev client.Event) error {
+		if ev.Chunk != nil {
+			return out.write(ev.ID, ev.Chunk.Stream, ev.Chunk.Data)
+		}
+		p := *ev.Process
+		out.name(p.ID, p.WorkerName)
+		mu.Lock()
+		defer mu.Unlock()
+		if _, seen := final[p.ID]; !seen && !containsID(ids, p.ID) {
+			ids = append(ids, p.ID)
+		}
+		if p.State.Terminal() {
+			final[p.ID] = p
+			out.flush(p.ID)
+		}
+		return nil
+	})
+	out.flushAll()
+	if err != nil {
+		if ctx.Err() != nil {
+			return &exitError{code: 130, msg: "stopped waiting; the processes may still run"}
+		}
+		return err
+	}
+	code := 0
+	mu.Lock()
+	defer mu.Unlock()
+	for _, id := range ids {
+		p := final[id]
+		if msg := endMessage(p, fanout); msg != "" {
+			fmt.Fprintln(env.Stderr, "devops:", msg)
+		}
+		code = max(code, p.ExitCode())
+	}
+	if code != 0 {
+		return &exitError{code: code}
+	}
+	return nil
+}
+
+func containsID(ids []devops.ProcessID, id devops.ProcessID) bool {
+	for _, x := range ids {
+		if x == id {
+			return true
+		}
+	}
+	return false
+}
+
+// endMessage explains an end that the exit code alone does not: a plain
+// non-zero exit says nothing, like ssh.
+func endMessage(p devops.Process, fanout bool) string {
+	where := ""
+	if p.WorkerName != "" {
+		where = " on " + p.WorkerName
+	}
+	switch p.State {
+	case devops.StateSucceeded:
+		return ""
+	case devops.StateFailed:
+		if p.Reason == "" && p.Signal == 0 {
+			if fanout {
+				return fmt.Sprintf("%s: exit code %d", p.WorkerName, p.Code)
+			}
+			return ""
+		}
+	}
+	msg := fmt.Sprintf("process %s%s %s", p.ID, where, p.State)
+	if p.Signal != 0 {
+		msg += fmt.Sprintf(" (signal %d)", p.Signal)
+	}
+	if p.Reason != "" {
+		msg += ": " + p.Reason
+	}
+	return msg
+}
+
+// printer writes output: raw for one process, or line by line with the
+// worker's name in front for many, like pdsh.
+type printer struct {
+	stdout, stderr io.Writer
+	prefix         bool
+
+	mu    sync.Mutex // protects names and parts
+	names map[devops.ProcessID]string
+	parts map[devops.ProcessID]*[3]bytes.Buffer // an unfinished line per stream
+}
+
+func newPrinter(stdout, stderr io.Writer, prefix bool) *printer {
+	return &printer{stdout: stdout, stderr: stderr, prefix: prefix, names: map[devops.ProcessID]string{}, parts: map[devops.ProcessID]*[3]bytes.Buffer{}}
+}
+
+func (p *printer) name(id devops.ProcessID, name string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if name != "" {
+		p.names[id] = name
+	}
+}
+
+func (p *printer) dest(s devops.Stream) io.Writer {
+	if s == devops.Stderr {
+		return p.stderr
+	}
+	return p.stdout
+}
+
+func (p *printer) write(id devops.ProcessID, s devops.Stream, data []byte) error {
+	if !p.prefix {
+		_, err := p.dest(s).Write(data)
+		return err
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	bufs, ok := p.parts[id]
+	if !ok {
+		bufs = new([3]bytes.Buffer)
+		p.parts[id] = bufs
+	}
+	buf := &bufs[s%3]
+	buf.Write(data)
+	for {
+		line, err := buf.ReadBytes('\n')
+		if err != nil {
+			// An unfinished line waits for the rest.
+			rest := append([]byte(nil), line...)
+			buf.Reset()
+			buf.Write(rest)
+			return nil
+		}
+		if _, err := fmt.Fprintf(p.dest(s), "%s: %s", p.label(id), line); err != nil {
+			return err
+		}
+	}
+}
+
+func (p *printer) label(id devops.ProcessID) string {
+	if n := p.names[id]; n != "" {
+		return n
+	}
+	return string(id)
+}
+
+// flush prints the unfinished lines of a process, with a newline.
+func (p *printer) flush(id devops.ProcessID) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	bufs, ok := p.parts[id]
+	if !ok {
+		return
+	}
+	for s := range bufs {
+		if bufs[s].Len() > 0 {
+			fmt.Fprintf(p.dest(devops.Stream(s)), "%s: %s\n", p.label(id), bufs[s].Bytes())
+			bufs[s].Reset()
+		}
+	}
+}
+
+func (p *printer) flushAll() {
+	p.mu.Lock()
+	ids := make([]devops.ProcessID, 0, len(p.parts))
+	for id := range p.parts {
+		ids = append(ids, id)
+	}
+	p.mu.Unlock()
+	for _, id := range ids {
+		p.flush(id)
+	}
+}

@@ -1,0 +1,366 @@
+// Package client is a Go client for the manager's ProcessManagementService
+// that speaks domain types. Following a process survives a restart of the
+// manager: the client reconnects and resumes from the last byte it saw. The
+// CLI and the tests use it.
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/google/uuid"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/status"
+
+	"github.com/devops-platform/devops"
+	pb "github.com/devops-platform/devops/api/devops/v1"
+	"github.com/devops-platform/devops/internal/retry"
+	"github.com/devops-platform/devops/internal/wire"
+)
+
+// Client talks to one manager.
+type Client struct {
+	conn *grpc.ClientConn
+	api  pb.ProcessManagementServiceClient
+	// Reconnect is how long a follower keeps trying to reach a manager that
+	// went away before it gives up.
+	Reconnect time.Duration
+}
+
+// Dial returns a client of the manager at addr. It does not wait for the
+// manager: the first call does.
+func Dial(addr string) (*Client, error) {
+	conn, err := grpc.NewClient(addr,
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{
+			// Within the manager's enforcement policy (MinTime 5s).
+			Time:    10 * time.Second,
+			Timeout: 5 * time.Second,
+		}),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(8<<20)),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("dial manager %s: %w", addr, err)
+	}
+	return &Client{conn: conn, api: pb.NewProcessManagementServiceClient(conn), Reconnect: time.Minute}, nil
+}
+
+// Close closes the connection.
+func (c *Client) Close() error { return c.conn.Close() }
+
+// Event is one thing a follower sees: a process record (a state change; the
+// last one of each process is its final state) or a chunk of its output.
+type Event struct {
+	ID      devops.ProcessID
+	Process *devops.Process
+	Chunk   *devops.Chunk
+}
+
+// Target says where a command runs; the zero Target lets the scheduler pick.
+type Target struct {
+	Worker   string
+	Selector string
+	All      bool
+}
+
+// RunRequest is a command to run.
+type RunRequest struct {
+	Spec            devops.Spec
+	Target          Target
+	QueueTimeout    time.Duration
+	DisconnectGrace time.Duration
+	// IdempotencyKey makes a retried request attach to what the first one
+	// started; empty: the client makes one.
+	IdempotencyKey string
+}
+
+func (r RunRequest) toPB(detach bool) *pb.ExecuteDistributedCommandRequest {
+	return &pb.ExecuteDistributedCommandRequest{
+		Spec:            wire.SpecToPB(r.Spec),
+		Target:          &pb.Target{Worker: r.Target.Worker, Selector: r.Target.Selector, All: r.Target.All},
+		QueueTimeout:    wire.Duration(r.QueueTimeout),
+		DisconnectGrace: wire.Duration(r.DisconnectGrace),
+		IdempotencyKey:  r.IdempotencyKey,
+		Detach:          detach,
+	}
+}
+
+// Submit starts the command and returns its processes without following them.
+func (c *Client) Submit(ctx context.Context, r RunRequest) ([]devops.Process, error) {
+	if r.IdempotencyKey == "" {
+		r.IdempotencyKey = uuid.NewString()
+	}
+	var ps []devops.Process
+	err := c.retryUnavailable(ctx, func() error {
+		ps = ps[:0]
+		stream, err := c.api.ExecuteDistributedCommand(ctx, r.toPB(true))
+		if err != nil {
+			return err
+		}
+		for {
+			msg, err := stream.Recv()
+			if err == io.EOF {
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			if p := msg.GetProcess(); p != nil {
+				ps = append(ps, wire.ProcessFromPB(p))
+			}
+		}
+	})
+	return ps, err
+}
+
+// Run starts the command and calls on for every event of every process it
+// started, until all have ended. If the manager goes away meanwhile, Run
+// reconnects and resumes each process's output from the last byte seen:
+// nothing is lost or repeated. on is never called concurrently.
+func (c *Client) Run(ctx context.Context, r RunRequest, on func(Event) error) error {
+	if r.IdempotencyKey == "" {
+		r.IdempotencyKey = uuid.NewString()
+	}
+	f := newFollower(on)
+	err := c.retryUnavailable(ctx, func() error {
+		if len(f.ids) > 0 {
+			return errAccepted // accepted before the break: resume below
+		}
+		stream, err := c.api.ExecuteDistributedCommand(ctx, r.toPB(false))
+		if err != nil {
+			return err
+		}
+		for {
+			msg, err := stream.Recv()
+			if err == io.EOF {
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			if p := msg.GetProcess(); p != nil {
+				err = f.process(wire.ProcessFromPB(p))
+			} else if o := msg.GetOutput(); o != nil {
+				err = f.chunk(devops.ProcessID(o.GetProcessId()), wire.ChunkFromPB(o))
+			}
+			if err != nil {
+				return permanent{err}
+			}
+		}
+	})
+	if !errors.Is(err, errAccepted) {
+		return unwrapPermanent(err)
+	}
+	return c.resume(ctx, f)
+}
+
+var errAccepted = errors.New("accepted")
+
+// resume follows every process of f that has not ended, each from where f stands.
+func (c *Client) resume(ctx context.Context, f *follower) error {
+	var wg sync.WaitGroup
+	errs := make([]error, len(f.ids))
+	for i, id := range f.ids {
+		if f.ended(id) {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = c.follow(ctx, id, f)
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// Logs calls on with the output of a process from offset from and, with
+// follow, until it ends (the last event is then its final record),
+// reconnecting to the manager as Run does.
+func (c *Client) Logs(ctx context.Context, id devops.ProcessID, from int64, follow bool, on func(Event) error) error {
+	f := newFollower(on)
+	f.ids = []devops.ProcessID{id}
+	f.offsets[id] = from
+	if !follow {
+		return unwrapPermanent(c.retryUnavailable(ctx, func() error { return c.stream(ctx, id, f, false) }))
+	}
+	return c.follow(ctx, id, f)
+}
+
+func (c *Client) follow(ctx context.Context, id devops.ProcessID, f *follower) error {
+	return unwrapPermanent(c.retryUnavailable(ctx, func() error { return c.stream(ctx, id, f, true) }))
+}
+
+func (c *Client) stream(ctx context.Context, id devops.ProcessID, f *follower, follow bool) error {
+	stream, err := c.api.StreamOutput(ctx, &pb.StreamOutputRequest{ProcessId: string(id), FromOffset: f.offset(id), Follow: follow})
+	if err != nil {
+		return err
+	}
+	for {
+		msg, err := stream.Recv()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if p := msg.GetProcess(); p != nil {
+			err = f.process(wire.ProcessFromPB(p))
+		} else if o := msg.GetOutput(); o != nil {
+			err = f.chunk(id, wire.ChunkFromPB(o))
+		}
+		if err != nil {
+			return permanent{err}
+		}
+	}
+}
+
+// permanent marks an error that must not be retried: it came from the
+// caller's callback.
+type permanent struct{ err error }
+
+func (p permanent) Error() string { return p.err.Error() }
+func (p permanent) Unwrap() error { return p.err }
+
+func unwrapPermanent(err error) error {
+	var p permanent
+	if errors.As(err, &p) {
+		return p.err
+	}
+	return err
+}
+
+// retryUnavailable calls f until it succeeds, fails for a reason other than
+// the manager being unreachable, or the manager stays unreachable for
+// c.Reconnect.
+func (c *Client) retryUnavailable(ctx context.Context, f func() error) error {
+	b := retry.Backoff{Min: 100 * time.Millisecond, Max: 2 * time.Second}
+	var since time.Time
+	for {
+		err := f()
+		var p permanent
+		if err == nil || errors.As(err, &p) || status.Code(err) != codes.Unavailable || ctx.Err() != nil {
+			return err
+		}
+		if since.IsZero() {
+			since = time.Now()
+		}
+		if time.Since(since) > c.Reconnect {
+			return fmt.Errorf("manager unreachable for %v: %w", c.Reconnect, err)
+		}
+		if err := retry.Sleep(ctx, b.Next()); err != nil {
+			return err
+		}
+	}
+}
+
+// follower keeps where each followed process stands, so that a resumed
+// stream neither repeats nor skips a byte.
+type follower struct {
+	on func(Event) error
+
+	mu      sync.Mutex // protects the fields below and serialises on
+	ids     []devops.ProcessID
+	offsets map[devops.ProcessID]int64
+	final   map[devops.ProcessID]bool
+}
+
+func newFollower(on func(Event) error) *follower {
+	return &follower{on: on, offsets: make(map[devops.ProcessID]int64), final: make(map[devops.ProcessID]bool)}
+}
+
+func (f *follower) process(p devops.Process) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, ok := f.offsets[p.ID]; !ok {
+		f.ids = append(f.ids, p.ID)
+		f.offsets[p.ID] = 0
+	}
+	if f.final[p.ID] {
+		return nil
+	}
+	if p.State.Terminal() {
+		f.final[p.ID] = true
+	}
+	return f.on(Event{ID: p.ID, Process: &p})
+}
+
+func (f *follower) chunk(id devops.ProcessID, c devops.Chunk) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	at := f.offsets[id]
+	if c.End() <= at {
+		return nil
+	}
+	if c.Offset < at {
+		c.Data = c.Data[at-c.Offset:]
+		c.Offset = at
+	}
+	f.offsets[id] = c.End()
+	return f.on(Event{ID: id, Chunk: &c})
+}
+
+func (f *follower) offset(id devops.ProcessID) int64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.offsets[id]
+}
+
+func (f *follower) ended(id devops.ProcessID) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.final[id]
+}
+
+// Status returns a process's record.
+func (c *Client) Status(ctx context.Context, id devops.ProcessID) (devops.Process, error) {
+	resp, err := c.api.GetProcessStatus(ctx, &pb.GetProcessStatusRequest{ProcessId: string(id)})
+	if err != nil {
+		return devops.Process{}, err
+	}
+	return wire.ProcessFromPB(resp.GetProcess()), nil
+}
+
+// Processes lists processes, filtered by state and worker when they are set.
+func (c *Client) Processes(ctx context.Context, state devops.State, worker string) ([]devops.Process, error) {
+	resp, err := c.api.ListProcesses(ctx, &pb.ListProcessesRequest{State: wire.StateToPB(state), Worker: worker})
+	if err != nil {
+		return nil, err
+	}
+	ps := make([]devops.Process, len(resp.GetProcesses()))
+	for i, p := range resp.GetProcesses() {
+		ps[i] = wire.ProcessFromPB(p)
+	}
+	return ps, nil
+}
+
+// Workers lists the manager's workers.
+func (c *Client) Workers(ctx context.Context) ([]devops.Worker, error) {
+	resp, err := c.api.ListWorkers(ctx, &pb.ListWorkersRequest{})
+	if err != nil {
+		return nil, err
+	}
+	ws := make([]devops.Worker, len(resp.GetWorkers()))
+	for i, w := range resp.GetWorkers() {
+		ws[i] = wire.WorkerFromPB(w)
+	}
+	return ws, nil
+}
+
+// Terminate asks for a process to end: sig (0: SIGTERM) to its process
+// group, SIGKILL after grace (0: the default).
+func (c *Client) Terminate(ctx context.Context, id devops.ProcessID, sig syscall.Signal, grace time.Duration) (devops.Process, error) {
+	resp, err := c.api.TerminateProcess(ctx, &pb.TerminateProcessRequest{ProcessId: string(id), Signal: int32(sig), Grace: wire.Duration(grace)})
+	if err != nil {
+		return devops.Process{}, err
+	}
+	return wire.ProcessFromPB(resp.GetProcess()), nil
+}

@@ -1,0 +1,288 @@
+// Package manager is the control plane: it registers workers, places each
+// command on a fitting worker, tracks every process and serves the API. It
+// wires the registry, the scheduler and the store together; the gRPC handlers
+// live here too and are the only place that speaks protobuf. It must not
+// import internal/worker.
+package manager
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/reflection"
+
+	"github.com/devops-platform/devops"
+	pb "github.com/devops-platform/devops/api/devops/v1"
+	"github.com/devops-platform/devops/internal/registry"
+	"github.com/devops-platform/devops/internal/store"
+)
+
+// Store keeps workers, process records and output durably.
+type Store interface {
+	PutWorker(ctx context.Context, w devops.Worker) error
+	Workers(ctx context.Context) ([]devops.Worker, error)
+	PutProcess(ctx context.Context, p devops.Process) error
+	Processes(ctx context.Context) ([]devops.Process, error)
+	AppendOutput(ctx context.Context, id devops.ProcessID, c devops.Chunk) error
+	CloseOutput(ctx context.Context, id devops.ProcessID) error
+	OutputEnd(ctx context.Context, id devops.ProcessID) (int64, error)
+	ReadOutput(ctx context.Context, id devops.ProcessID, from int64, follow bool, fn func(devops.Chunk) error) error
+	Close() error
+}
+
+var _ Store = (*store.JetStream)(nil)
+
+// Config configures a Manager. Zero values take the defaults in brackets.
+type Config struct {
+	Listen  string // gRPC address [":50051"]
+	HTTP    string // HTTP address for /healthz ["":8080"]; "-" disables it
+	DataDir string // where the store keeps its files ["./data/manager"]
+	// Store, if not nil, is used instead of the embedded JetStream in DataDir.
+	Store Store
+
+	WorkerTimeout    time.Duration // silence before a worker is DOWN [10s]
+	HealthInterval   time.Duration // how often workers report health [2s]
+	MetricsInterval  time.Duration // how often workers report metrics [5s]
+	DisconnectGrace  time.Duration // how long a process may be DISCONNECTED before it is LOST [2m]
+	QueueTimeout     time.Duration // default wait for a free slot [1m]
+	DispatchAttempts int           // workers tried when one refuses a command [3]
+
+	MaxOutputBytes        int64 // output kept across all processes [8 GiB]
+	MaxProcessOutputBytes int64 // output kept per process [1 GiB]
+
+	Logger *slog.Logger // nil discards logs
+}
+
+func (c *Config) setDefaults() {
+	if c.Listen == "" {
+		c.Listen = ":50051"
+	}
+	if c.HTTP == "" {
+		c.HTTP = ":8080"
+	}
+	if c.DataDir == "" {
+		c.DataDir = "./data/manager"
+	}
+	if c.WorkerTimeout <= 0 {
+		c.WorkerTimeout = 10 * time.Second
+	}
+	if c.HealthInterval <= 0 {
+		c.HealthInterval = 2 * time.Second
+	}
+	if c.MetricsInterval <= 0 {
+		c.MetricsInterval = 5 * time.Second
+	}
+	if c.DisconnectGrace <= 0 {
+		c.DisconnectGrace = 2 * time.Minute
+	}
+	if c.QueueTimeout <= 0 {
+		c.QueueTimeout = time.Minute
+	}
+	if c.DispatchAttempts <= 0 {
+		c.DispatchAttempts = 3
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// Manager is the control plane. Create it with New and run it with Run.
+type Manager struct {
+	cfg      Config
+	log      *slog.Logger
+	store    Store
+	registry *registry.Registry
+	procs    *table
+	workers  *connections
+
+	grpcLis  net.Listener
+	httpLis  net.Listener
+	server   *grpc.Server
+	health   *health.Server
+	httpSrv  *http.Server
+	wg       sync.WaitGroup     // every goroutine the manager starts
+	runCtx   context.Context    // lives as long as Run; parent of process trackers
+	stopRuns context.CancelFunc // ends runCtx
+}
+
+// New opens the store, loads what it holds and binds the listen addresses.
+// Nothing is served until Run.
+func New(ctx context.Context, cfg Config) (*Manager, error) {
+	cfg.setDefaults()
+	m := &Manager{cfg: cfg, log: cfg.Logger, store: cfg.Store, procs: newTable()}
+	if m.store == nil {
+		st, err := store.OpenJetStream(ctx, store.Config{
+			Dir:                   cfg.DataDir,
+			MaxOutputBytes:        cfg.MaxOutputBytes,
+			MaxProcessOutputBytes: cfg.MaxProcessOutputBytes,
+			Logger:                cfg.Logger,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("open store in %s: %w", cfg.DataDir, err)
+		}
+		m.store = st
+	}
+	m.registry = registry.New(registry.Config{Timeout: cfg.WorkerTimeout, OnChange: m.workerChanged})
+	m.workers = newConnections()
+	m.runCtx, m.stopRuns = context.WithCancel(context.Background())
+
+	if err := m.load(ctx); err != nil {
+		m.store.Close()
+		return nil, err
+	}
+	var err error
+	if m.grpcLis, err = net.Listen("tcp", cfg.Listen); err != nil {
+		m.store.Close()
+		return nil, fmt.Errorf("listen on %s: %w", cfg.Listen, err)
+	}
+	if cfg.HTTP != "-" {
+		if m.httpLis, err = net.Listen("tcp", cfg.HTTP); err != nil {
+			m.grpcLis.Close()
+			m.store.Close()
+			return nil, fmt.Errorf("listen on %s: %w", cfg.HTTP, err)
+		}
+	}
+	m.server = grpc.NewServer(
+		grpc.KeepaliveParams(keepalive.ServerParameters{
+			// Pings an idle client so a dead one is noticed within seconds.
+			Time:    10 * time.Second,
+			Timeout: 5 * time.Second,
+		}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
+			// Must allow the clients' ping interval (see internal/client), or
+			// healthy idle clients would be cut off with "too many pings".
+			MinTime:             5 * time.Second,
+			PermitWithoutStream: true,
+		}),
+		grpc.MaxRecvMsgSize(8<<20),
+	)
+	pb.RegisterWorkerRegistrationServiceServer(m.server, &registrationServer{m: m})
+	pb.RegisterProcessManagementServiceServer(m.server, &processServer{m: m})
+	m.health = health.NewServer()
+	healthpb.RegisterHealthServer(m.server, m.health)
+	reflection.Register(m.server)
+	return m, nil
+}
+
+// Addr is the address the gRPC server listens on.
+func (m *Manager) Addr() string { return m.grpcLis.Addr().String() }
+
+// HTTPAddr is the address of the HTTP server, or "" when it is disabled.
+func (m *Manager) HTTPAddr() string {
+	if m.httpLis == nil {
+		return ""
+	}
+	return m.httpLis.Addr().String()
+}
+
+// load restores workers and processes from the store and resumes tracking
+// every process that had not ended.
+func (m *Manager) load(ctx context.Context) error {
+	ws, err := m.store.Workers(ctx)
+	if err != nil {
+		return fmt.Errorf("load workers: %w", err)
+	}
+	m.registry.Load(ws)
+	ps, err := m.store.Processes(ctx)
+	if err != nil {
+		return fmt.Errorf("load processes: %w", err)
+	}
+	for _, p := range ps {
+		if !p.State.Terminal() {
+			end, err := m.store.OutputEnd(ctx, p.ID)
+			if err != nil {
+				return fmt.Errorf("load output end of %s: %w", p.ID, err)
+			}
+			p.OutputBytes = end
+		}
+		e := m.procs.add(p)
+		if !p.State.Terminal() && p.WorkerID != "" {
+			m.registry.Hold(p.WorkerID)
+			m.procs.setSlot(e)
+		}
+	}
+	m.log.Info("loaded state", "workers", len(ws), "processes", len(ps))
+	return nil
+}
+
+// Run serves until ctx ends, then stops gracefully (in-flight calls get a
+// few seconds) and closes the store.
+func (m *Manager) Run(ctx context.Context) error {
+	for _, w := range m.registry.Snapshot() {
+		m.watchWorker(w)
+	}
+	for _, e := range m.procs.live() {
+		m.startTracking(e)
+	}
+	m.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+
+	errc := make(chan error, 2)
+	go func() { errc <- m.server.Serve(m.grpcLis) }()
+	if m.httpLis != nil {
+		mux := http.NewServeMux()
+		mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
+			fmt.Fprintln(w, "ok")
+		})
+		m.httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		go func() {
+			if err := m.httpSrv.Serve(m.httpLis); !errors.Is(err, http.ErrServerClosed) {
+				errc <- err
+			}
+		}()
+	}
+	m.log.Info("manager serving", "grpc", m.Addr(), "http", m.HTTPAddr(), "version", devops.Version)
+
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+		err = fmt.Errorf("serve: %w", err)
+	}
+	m.shutdown()
+	return err
+}
+
+func (m *Manager) shutdown() {
+	m.health.Shutdown()
+	stopped := make(chan struct{})
+	go func() { m.server.GracefulStop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(5 * time.Second):
+		m.server.Stop()
+	}
+	if m.httpSrv != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		m.httpSrv.Shutdown(ctx)
+		cancel()
+	}
+	// Trackers stop without changing any record: the processes go on on their
+	// workers, and the next manager on this data dir picks them up.
+	m.stopRuns()
+	m.workers.closeAll()
+	m.wg.Wait()
+	m.registry.Stop()
+	if err := m.store.Close(); err != nil {
+		m.log.Error("close store", "err", err)
+	}
+}
+
+// workerChanged persists a worker's new record and reacts to its state.
+func (m *Manager) workerChanged(w devops.Worker, old devops.WorkerState) {
+	if err := m.store.PutWorker(context.Background(), w); err != nil {
+		m.log.Error("persist worker", "worker", w.Name, "err", err)
+	}
+	if old != w.State {
+		m.log.Info("worker state", "worker", w.Name, "worker_id", w.ID, "from", old, "to", w.State)
+	}
+}

@@ -1,0 +1,292 @@
+package manager
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/devops-platform/devops"
+	"github.com/devops-platform/devops/internal/scheduler"
+)
+
+// Target says where a command runs; the zero Target lets the scheduler pick
+// one worker.
+type Target struct {
+	Worker   string // a worker name or id
+	Selector string // every worker that matches
+	All      bool
+}
+
+// Submission is one request to run a command.
+type Submission struct {
+	Spec            devops.Spec
+	Target          Target
+	QueueTimeout    time.Duration
+	DisconnectGrace time.Duration
+	IdempotencyKey  string
+}
+
+// Submit creates the processes a submission asks for and starts tracking
+// them. A retried submission with the same idempotency key returns the
+// processes it created the first time instead of starting new ones. It fails
+// at once (devops.ErrNoMatch, ErrNotFound, ErrInvalid) when no worker can run
+// the command.
+func (m *Manager) Submit(ctx context.Context, s Submission) ([]devops.ProcessID, error) {
+	if err := s.Spec.Validate(); err != nil {
+		return nil, err
+	}
+	if s.QueueTimeout < 0 || s.DisconnectGrace < 0 {
+		return nil, fmt.Errorf("%w: negative timeout", devops.ErrInvalid)
+	}
+	if s.IdempotencyKey != "" {
+		if ids := m.procs.byIdempotencyKey(s.IdempotencyKey); len(ids) > 0 {
+			return ids, nil
+		}
+	}
+	targets, err := m.resolve(s.Target)
+	if err != nil {
+		return nil, err
+	}
+	now := time.Now()
+	base := devops.Process{
+		Spec:            s.Spec,
+		State:           devops.StatePending,
+		CreatedAt:       now,
+		StateChangedAt:  now,
+		IdempotencyKey:  s.IdempotencyKey,
+		QueueTimeout:    s.QueueTimeout,
+		DisconnectGrace: s.DisconnectGrace,
+	}
+	// The key check and the insert happen under one lock so that two
+	// concurrent retries of one request create the processes once.
+	m.procs.mu.Lock()
+	if s.IdempotencyKey != "" {
+		if ids := m.procs.byKey[s.IdempotencyKey]; len(ids) > 0 {
+			m.procs.mu.Unlock()
+			return ids, nil
+		}
+	}
+	var entries []*entry
+	for _, w := range targets {
+		p := base
+		p.ID = devops.ProcessID(newID())
+		p.WorkerID, p.WorkerName = w.ID, w.Name
+		entries = append(entries, m.procs.addLocked(p))
+	}
+	m.procs.mu.Unlock()
+
+	ids := make([]devops.ProcessID, len(entries))
+	for i, e := range entries {
+		m.persist(ctx, e)
+		ids[i] = e.p.ID
+		m.startTracking(e)
+	}
+	return ids, nil
+}
+
+// resolve turns a target into the workers that run the command: one zero
+// Worker (the scheduler picks later) for an empty target, else the named or
+// matching workers.
+func (m *Manager) resolve(t Target) ([]devops.Worker, error) {
+	switch {
+	case t.Worker != "" && (t.Selector != "" || t.All):
+		return nil, fmt.Errorf("%w: a worker name cannot be combined with a selector or all", devops.ErrInvalid)
+	case t.Worker != "":
+		w, err := m.registry.Get(t.Worker)
+		if err != nil {
+			return nil, fmt.Errorf("unknown worker %q: %w", t.Worker, devops.ErrNotFound)
+		}
+		if w.State != devops.WorkerUp {
+			return nil, fmt.Errorf("%w: worker %s is %s", devops.ErrNoMatch, w.Name, w.State)
+		}
+		return []devops.Worker{w}, nil
+	case t.All || t.Selector != "":
+		sel, err := scheduler.ParseSelector(t.Selector)
+		if err != nil {
+			return nil, err
+		}
+		return scheduler.Match(m.registry.Snapshot(), sel)
+	default:
+		// Fail now rather than queue when nothing could ever run it.
+		if _, err := scheduler.Match(m.registry.Snapshot(), scheduler.Selector{}); err != nil {
+			return nil, err
+		}
+		return []devops.Worker{{}}, nil
+	}
+}
+
+// Process returns the record of a process; devops.ErrNotFound when unknown.
+func (m *Manager) Process(id devops.ProcessID) (devops.Process, error) {
+	e, ok := m.procs.get(id)
+	if !ok {
+		return devops.Process{}, fmt.Errorf("process %q: %w", id, devops.ErrNotFound)
+	}
+	p, _ := m.procs.snapshot(e)
+	return p, nil
+}
+
+// ProcessFilter selects processes; zero fields select everything.
+type ProcessFilter struct {
+	State  devops.State
+	Worker string // a worker name or id
+}
+
+// Processes lists the processes that pass the filter, oldest first.
+func (m *Manager) Processes(f ProcessFilter) []devops.Process {
+	return m.procs.list(func(p devops.Process) bool {
+		if f.State != devops.StateUnknown && p.State != f.State {
+			return false
+		}
+		if f.Worker != "" && string(p.WorkerID) != f.Worker && p.WorkerName != f.Worker {
+			return false
+		}
+		return true
+	})
+}
+
+// Workers lists every known worker, by name.
+func (m *Manager) Workers() []devops.Worker {
+	return m.registry.Snapshot()
+}
+
+// Terminate asks for a process to end: sig to its process group, SIGKILL
+// after grace. A process still waiting for a slot ends at once. It returns
+// devops.ErrTerminal for a process that already ended, and ErrUnavailable
+// when its worker cannot be reached.
+func (m *Manager) Terminate(ctx context.Context, id devops.ProcessID, sig syscall.Signal, grace time.Duration) (devops.Process, error) {
+	e, ok := m.procs.get(id)
+	if !ok {
+		return devops.Process{}, fmt.Errorf("process %q: %w", id, devops.ErrNotFound)
+	}
+	if sig == 0 {
+		sig = syscall.SIGTERM
+	}
+	if sig < 0 || sig > 64 || grace < 0 {
+		return devops.Process{}, fmt.Errorf("%w: bad signal %d or grace %v", devops.ErrInvalid, sig, grace)
+	}
+	p, _ := m.procs.snapshot(e)
+	if p.State.Terminal() {
+		return p, fmt.Errorf("terminate %s: %w (%s)", id, devops.ErrTerminal, p.State)
+	}
+	// Recorded first, so a process being delivered right now is terminated
+	// as soon as its worker reports it started.
+	m.procs.askKill(e, sig, grace)
+	if p.State == devops.StatePending {
+		p, _ = m.procs.snapshot(e)
+		return p, nil
+	}
+	if err := m.signalWorker(ctx, p, sig, grace); err != nil {
+		return p, fmt.Errorf("terminate %s on worker %s: %w", id, p.WorkerName, fmt.Errorf("%v: %w", err, devops.ErrUnavailable))
+	}
+	p, _ = m.procs.snapshot(e)
+	return p, nil
+}
+
+// Event is one thing a watcher sees: a process record (a state change) or a
+// chunk of its output.
+type Event struct {
+	Process *devops.Process
+	ID      devops.ProcessID
+	Chunk   *devops.Chunk
+}
+
+// Watch streams the state changes and the output of processes, from offset
+// from, until every one of them has ended; the last event of each is its
+// final record. With follow false it sends what is stored now and the
+// current record. send is never called concurrently.
+func (m *Manager) Watch(ctx context.Context, ids []devops.ProcessID, from int64, follow, states bool, send func(Event) error) error {
+	entries := make([]*entry, len(ids))
+	for i, id := range ids {
+		e, ok := m.procs.get(id)
+		if !ok {
+			return fmt.Errorf("process %q: %w", id, devops.ErrNotFound)
+		}
+		entries[i] = e
+	}
+	if from < 0 {
+		return fmt.Errorf("%w: negative offset %d", devops.ErrInvalid, from)
+	}
+	if from > 0 {
+		for _, id := range ids {
+			end, err := m.store.OutputEnd(ctx, id)
+			if err != nil {
+				return fmt.Errorf("output end of %s: %w", id, err)
+			}
+			if from > end {
+				return fmt.Errorf("%w: offset %d is past the end of the output of %s (%d bytes)", devops.ErrOutOfRange, from, id, end)
+			}
+		}
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var mu sync.Mutex // serialises send
+	locked := func(ev Event) error {
+		mu.Lock()
+		defer mu.Unlock()
+		return send(ev)
+	}
+	errc := make(chan error, len(entries))
+	for _, e := range entries {
+		go func() { errc <- m.watchOne(ctx, e, from, follow, states, locked) }()
+	}
+	var first error
+	for range entries {
+		if err := <-errc; err != nil && first == nil {
+			first = err
+			cancel()
+		}
+	}
+	return first
+}
+
+func (m *Manager) watchOne(ctx context.Context, e *entry, from int64, follow, states bool, send func(Event) error) error {
+	p, changed := m.procs.snapshot(e)
+	id := p.ID
+	if states {
+		if err := send(Event{ID: id, Process: &p}); err != nil {
+			return err
+		}
+	}
+	done := make(chan struct{})
+	stateErr := make(chan error, 1)
+	if states && follow {
+		// State changes travel beside the output; the final record is sent
+		// after the last byte, below.
+		go func() {
+			last := p.State
+			for {
+				select {
+				case <-done:
+					stateErr <- nil
+					return
+				case <-changed:
+				}
+				var cur devops.Process
+				cur, changed = m.procs.snapshot(e)
+				if cur.State != last && !cur.State.Terminal() {
+					last = cur.State
+					if err := send(Event{ID: id, Process: &cur}); err != nil {
+						stateErr <- err
+						return
+					}
+				}
+			}
+		}()
+	} else {
+		stateErr <- nil
+	}
+	err := m.store.ReadOutput(ctx, id, from, follow, func(c devops.Chunk) error {
+		return send(Event{ID: id, Chunk: &c})
+	})
+	close(done)
+	if serr := <-stateErr; err == nil {
+		err = serr
+	}
+	if err != nil {
+		return err
+	}
+	final, _ := m.procs.snapshot(e)
+	return send(Event{ID: id, Process: &final})
+}

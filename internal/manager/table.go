@@ -1,0 +1,170 @@
+package manager
+
+import (
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/devops-platform/devops"
+)
+
+// table is the manager's in-memory view of every process; the store holds
+// the durable copy. Each entry carries a channel that is closed whenever its
+// record changes, so watchers wait without polling.
+type table struct {
+	mu    sync.Mutex // protects every field below and every entry's fields
+	byID  map[devops.ProcessID]*entry
+	byKey map[string][]devops.ProcessID // idempotency key to the processes it created
+}
+
+type entry struct {
+	p       devops.Process
+	changed chan struct{} // closed and replaced on every change of p
+	// kill is closed when termination is asked for before the worker could be
+	// told; killSig and killGrace say how.
+	kill      chan struct{}
+	killSig   syscall.Signal
+	killGrace time.Duration
+	killAsked bool
+	// slot is true while the process holds a slot on its worker in the
+	// registry's count.
+	slot bool
+}
+
+func newTable() *table {
+	return &table{byID: make(map[devops.ProcessID]*entry), byKey: make(map[string][]devops.ProcessID)}
+}
+
+func (t *table) add(p devops.Process) *entry {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.addLocked(p)
+}
+
+func (t *table) addLocked(p devops.Process) *entry {
+	e := &entry{p: p, changed: make(chan struct{}), kill: make(chan struct{})}
+	t.byID[p.ID] = e
+	if p.IdempotencyKey != "" {
+		t.byKey[p.IdempotencyKey] = append(t.byKey[p.IdempotencyKey], p.ID)
+	}
+	return e
+}
+
+// byIdempotencyKey returns the processes a key created, if any.
+func (t *table) byIdempotencyKey(key string) []devops.ProcessID {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return slices.Clone(t.byKey[key])
+}
+
+func (t *table) get(id devops.ProcessID) (*entry, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	e, ok := t.byID[id]
+	return e, ok
+}
+
+// snapshot returns a copy of the entry's record and the channel that closes
+// on its next change.
+func (t *table) snapshot(e *entry) (devops.Process, <-chan struct{}) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return e.p, e.changed
+}
+
+// update applies f to the entry's record and wakes its watchers. It refuses
+// (returns false) to change a record that is already terminal.
+func (t *table) update(e *entry, f func(p *devops.Process)) (devops.Process, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if e.p.State.Terminal() {
+		return e.p, false
+	}
+	old := e.p.State
+	f(&e.p)
+	if e.p.State != old {
+		e.p.StateChangedAt = time.Now()
+	}
+	close(e.changed)
+	e.changed = make(chan struct{})
+	return e.p, true
+}
+
+// addOutput counts output bytes without waking watchers: the output itself
+// reaches them through the store.
+func (t *table) addOutput(e *entry, end int64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if end > e.p.OutputBytes {
+		e.p.OutputBytes = end
+	}
+}
+
+// askKill records a termination request; it reports false if one was already made.
+func (t *table) askKill(e *entry, sig syscall.Signal, grace time.Duration) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if e.killAsked {
+		return false
+	}
+	e.killAsked, e.killSig, e.killGrace = true, sig, grace
+	close(e.kill)
+	return true
+}
+
+func (t *table) killRequest(e *entry) (bool, syscall.Signal, time.Duration) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return e.killAsked, e.killSig, e.killGrace
+}
+
+// live returns the entries that have not ended.
+func (t *table) live() []*entry {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var es []*entry
+	for _, e := range t.byID {
+		if !e.p.State.Terminal() {
+			es = append(es, e)
+		}
+	}
+	return es
+}
+
+// list returns the records that pass keep, sorted by id (creation order).
+func (t *table) list(keep func(devops.Process) bool) []devops.Process {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var ps []devops.Process
+	for _, e := range t.byID {
+		if keep(e.p) {
+			ps = append(ps, e.p)
+		}
+	}
+	slices.SortFunc(ps, func(a, b devops.Process) int { return strings.Compare(string(a.ID), string(b.ID)) })
+	return ps
+}
+
+func (t *table) setSlot(e *entry) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	e.slot = true
+}
+
+func (t *table) hasSlot(e *entry) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return e.slot
+}
+
+// releaseSlot clears the entry's slot; it reports whether there was one to
+// give back to the registry.
+func (t *table) releaseSlot(e *entry) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	had := e.slot
+	e.slot = false
+	return had
+}

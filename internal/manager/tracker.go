@@ -1,0 +1,334 @@
+package manager
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"syscall"
+	"time"
+
+	"github.com/google/uuid"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/devops-platform/devops"
+	pb "github.com/devops-platform/devops/api/devops/v1"
+	"github.com/devops-platform/devops/internal/retry"
+	"github.com/devops-platform/devops/internal/scheduler"
+	"github.com/devops-platform/devops/internal/store"
+	"github.com/devops-platform/devops/internal/wire"
+)
+
+// newID returns a UUIDv7: unique, and sortable by creation time.
+func newID() string {
+	return uuid.Must(uuid.NewV7()).String()
+}
+
+// startTracking starts the goroutine that carries one process from PENDING
+// to its end. The goroutine outlives every client stream that watches it.
+func (m *Manager) startTracking(e *entry) {
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		m.track(m.runCtx, e)
+	}()
+}
+
+// track places the process on a worker (unless it has one), delivers it and
+// follows its output and exit. It returns when the process has ended or the
+// manager stops.
+func (m *Manager) track(ctx context.Context, e *entry) {
+	p, _ := m.procs.snapshot(e)
+	log := m.log.With("process_id", p.ID)
+	if p.State == devops.StatePending && p.WorkerID == "" {
+		w, err := m.schedule(ctx, e)
+		if err != nil {
+			if ctx.Err() == nil {
+				m.finish(ctx, e, devops.ExitStatus{State: stateForScheduleError(err), Reason: err.Error(), EndedAt: time.Now()})
+			}
+			return
+		}
+		m.procs.update(e, func(p *devops.Process) { p.WorkerID, p.WorkerName = w.ID, w.Name })
+		m.persist(ctx, e)
+	} else if !m.procs.hasSlot(e) {
+		if err := m.waitForSlot(ctx, e); err != nil {
+			if ctx.Err() == nil {
+				m.finish(ctx, e, devops.ExitStatus{State: stateForScheduleError(err), Reason: err.Error(), EndedAt: time.Now()})
+			}
+			return
+		}
+	}
+	p, _ = m.procs.snapshot(e)
+	log = log.With("worker", p.WorkerName)
+	m.follow(ctx, e, log)
+}
+
+func stateForScheduleError(err error) devops.State {
+	if errors.Is(err, errKilledWhilePending) {
+		return devops.StateTerminated
+	}
+	return devops.StateFailed
+}
+
+var errKilledWhilePending = errors.New("terminated before it started")
+
+// schedule waits for a worker with a free slot among those that match (every
+// worker: a process without a fixed worker has no selector) and takes the
+// slot. It gives up after the queue timeout.
+func (m *Manager) schedule(ctx context.Context, e *entry) (devops.Worker, error) {
+	return m.acquire(ctx, e, func(ws []devops.Worker) (devops.Worker, error) {
+		return scheduler.Pick(ws, scheduler.Selector{})
+	})
+}
+
+// waitForSlot takes a slot on the process's fixed worker, waiting while it is
+// full, up to the queue timeout.
+func (m *Manager) waitForSlot(ctx context.Context, e *entry) error {
+	p, _ := m.procs.snapshot(e)
+	_, err := m.acquire(ctx, e, func(ws []devops.Worker) (devops.Worker, error) {
+		for _, w := range ws {
+			if w.ID != p.WorkerID {
+				continue
+			}
+			if w.State != devops.WorkerUp {
+				return devops.Worker{}, fmt.Errorf("%w: worker %s is %s", devops.ErrNoMatch, w.Name, w.State)
+			}
+			if w.Running >= w.Capacity {
+				return devops.Worker{}, fmt.Errorf("%w: worker %s is full", devops.ErrNoCapacity, w.Name)
+			}
+			return w, nil
+		}
+		return devops.Worker{}, fmt.Errorf("%w: worker %s is gone", devops.ErrNoMatch, p.WorkerName)
+	})
+	return err
+}
+
+func (m *Manager) acquire(ctx context.Context, e *entry, pick func([]devops.Worker) (devops.Worker, error)) (devops.Worker, error) {
+	p, _ := m.procs.snapshot(e)
+	timeout := p.QueueTimeout
+	if timeout <= 0 {
+		timeout = m.cfg.QueueTimeout
+	}
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	for {
+		changed := m.registry.Changed()
+		w, err := m.registry.Acquire(pick)
+		if err == nil {
+			m.procs.setSlot(e)
+			return w, nil
+		}
+		if !errors.Is(err, devops.ErrNoCapacity) {
+			return devops.Worker{}, err
+		}
+		select {
+		case <-ctx.Done():
+			return devops.Worker{}, ctx.Err()
+		case <-e.kill:
+			return devops.Worker{}, errKilledWhilePending
+		case <-deadline.C:
+			return devops.Worker{}, fmt.Errorf("%w: waited %v for a free slot (%v)", devops.ErrNoCapacity, timeout, err)
+		case <-changed:
+		}
+	}
+}
+
+// follow delivers the process to its worker (or re-attaches to it) and
+// stores its output until it ends. Connection trouble makes the process
+// DISCONNECTED until the worker answers again, or LOST after the grace.
+func (m *Manager) follow(ctx context.Context, e *entry, log *slog.Logger) {
+	b := retry.Backoff{Min: 50 * time.Millisecond, Max: 2 * time.Second}
+	var lostSince time.Time
+	for ctx.Err() == nil {
+		p, _ := m.procs.snapshot(e)
+		// A process the worker may have started is only ever attached to, so
+		// that a worker that restarted and lost it can never start it twice.
+		attachOnly := p.State != devops.StatePending
+		if p.State == devops.StatePending {
+			if asked, _, _ := m.procs.killRequest(e); asked {
+				m.finish(ctx, e, devops.ExitStatus{State: devops.StateTerminated, Signal: int(syscall.SIGTERM), Reason: errKilledWhilePending.Error(), EndedAt: time.Now()})
+				return
+			}
+		}
+		err := m.stream(ctx, e, p, attachOnly, log)
+		if err == nil || ctx.Err() != nil {
+			return
+		}
+		if attachOnly && status.Code(err) == codes.NotFound {
+			m.finish(ctx, e, devops.ExitStatus{State: devops.StateLost, Reason: fmt.Sprintf("worker %s no longer knows the process (it restarted without it)", p.WorkerName), EndedAt: time.Now()})
+			return
+		}
+		if refused(err) && p.State == devops.StatePending {
+			m.finish(ctx, e, devops.ExitStatus{State: devops.StateFailed, Reason: fmt.Sprintf("worker %s refused the command: %v", p.WorkerName, status.Convert(err).Message()), EndedAt: time.Now()})
+			return
+		}
+		if lostSince.IsZero() {
+			lostSince = time.Now()
+			if p.State == devops.StateRunning {
+				m.procs.update(e, func(p *devops.Process) {
+					p.State = devops.StateDisconnected
+					p.Reason = fmt.Sprintf("worker %s unreachable: %v", p.WorkerName, status.Convert(err).Message())
+				})
+				m.persist(ctx, e)
+				log.Warn("process disconnected", "err", err)
+			}
+		}
+		grace := p.DisconnectGrace
+		if grace <= 0 {
+			grace = m.cfg.DisconnectGrace
+		}
+		if time.Since(lostSince) > grace {
+			m.finish(ctx, e, devops.ExitStatus{State: devops.StateLost, Reason: fmt.Sprintf("worker %s unreachable for more than %v", p.WorkerName, grace), EndedAt: time.Now()})
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-m.registry.Changed():
+		case <-time.After(b.Next()):
+		}
+	}
+}
+
+// refused reports whether the worker answered that it will not run the
+// command, as opposed to not answering.
+func refused(err error) bool {
+	switch status.Code(err) {
+	case codes.InvalidArgument, codes.FailedPrecondition, codes.ResourceExhausted, codes.PermissionDenied, codes.AlreadyExists:
+		return true
+	}
+	return false
+}
+
+// stream runs one ExecuteCommand call: it returns nil once the exit was
+// recorded, or the error that broke the call.
+func (m *Manager) stream(ctx context.Context, e *entry, p devops.Process, attachOnly bool, log *slog.Logger) error {
+	client, err := m.client(p.WorkerID)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := client.ExecuteCommand(ctx, &pb.ExecuteCommandRequest{
+		ProcessId:  string(p.ID),
+		Spec:       wire.SpecToPB(p.Spec),
+		FromOffset: p.OutputBytes,
+		AttachOnly: attachOnly,
+	})
+	if err != nil {
+		return err
+	}
+	end := p.OutputBytes
+	for {
+		msg, err := stream.Recv()
+		if err == io.EOF {
+			return fmt.Errorf("worker ended the stream without an exit: %w", devops.ErrUnavailable)
+		}
+		if err != nil {
+			return err
+		}
+		switch ev := msg.GetEvent().(type) {
+		case *pb.ExecuteCommandResponse_Started:
+			m.started(ctx, e, wire.Time(ev.Started.GetStartedAt()), log)
+		case *pb.ExecuteCommandResponse_Output:
+			c := wire.ChunkFromPB(ev.Output)
+			if c.End() <= end {
+				continue // already stored: a resumed stream may repeat a little
+			}
+			if c.Offset < end {
+				c.Data = c.Data[end-c.Offset:]
+				c.Offset = end
+			}
+			if c.Offset > end {
+				log.Warn("output gap: the worker dropped output", "from", end, "to", c.Offset)
+			}
+			if err := m.store.AppendOutput(ctx, p.ID, c); err != nil && !errors.Is(err, store.ErrOutputLimit) {
+				return fmt.Errorf("store output: %w", err)
+			}
+			end = c.End()
+			m.procs.addOutput(e, end)
+			if p, _ := m.procs.snapshot(e); p.State == devops.StateDisconnected || p.State == devops.StatePending {
+				m.started(ctx, e, time.Time{}, log)
+			}
+		case *pb.ExecuteCommandResponse_Exit:
+			m.finish(ctx, e, wire.ExitFromPB(ev.Exit))
+			return nil
+		}
+	}
+}
+
+// started marks the process RUNNING (again, after a disconnection) and
+// carries out a termination asked for while it was being delivered.
+func (m *Manager) started(ctx context.Context, e *entry, at time.Time, log *slog.Logger) {
+	p, changed := m.procs.update(e, func(p *devops.Process) {
+		if p.StartedAt.IsZero() {
+			p.StartedAt = at
+			if at.IsZero() {
+				p.StartedAt = time.Now()
+			}
+		}
+		p.State = devops.StateRunning
+		p.Reason = ""
+	})
+	if !changed {
+		return
+	}
+	m.persist(ctx, e)
+	log.Info("process running", "argv0", p.Spec.Argv[0])
+	if asked, sig, grace := m.procs.killRequest(e); asked {
+		go func() {
+			if err := m.signalWorker(ctx, p, sig, grace); err != nil {
+				log.Warn("terminate after start", "err", err)
+			}
+		}()
+	}
+}
+
+// finish records the process's end, frees its slot and closes its output so
+// that followers return.
+func (m *Manager) finish(ctx context.Context, e *entry, x devops.ExitStatus) {
+	before, _ := m.procs.snapshot(e)
+	p, changed := m.procs.update(e, func(p *devops.Process) {
+		p.State = x.State
+		p.Code = x.Code
+		p.Signal = x.Signal
+		p.Reason = x.Reason
+		p.EndedAt = x.EndedAt
+		if p.EndedAt.IsZero() {
+			p.EndedAt = time.Now()
+		}
+		p.PeakMemory = x.PeakMemory
+		p.CPUTime = x.CPUTime
+	})
+	if !changed {
+		return
+	}
+	if m.procs.releaseSlot(e) {
+		m.registry.Release(before.WorkerID)
+	}
+	m.persist(ctx, e)
+	if err := m.store.CloseOutput(ctx, p.ID); err != nil {
+		m.log.Error("close output", "process_id", p.ID, "err", err)
+	}
+	m.log.Info("process ended", "process_id", p.ID, "worker", p.WorkerName, "state", p.State, "exit_code", p.Code, "signal", p.Signal, "reason", p.Reason)
+}
+
+// persist writes the entry's current record to the store.
+func (m *Manager) persist(ctx context.Context, e *entry) {
+	p, _ := m.procs.snapshot(e)
+	if err := m.store.PutProcess(context.WithoutCancel(ctx), p); err != nil {
+		m.log.Error("persist process", "process_id", p.ID, "err", err)
+	}
+}
+
+// signalWorker asks the process's worker to terminate it.
+func (m *Manager) signalWorker(ctx context.Context, p devops.Process, sig syscall.Signal, grace time.Duration) error {
+	client, err := m.client(p.WorkerID)
+	if err != nil {
+		return err
+	}
+	_, err = client.TerminateProcess(ctx, &pb.TerminateProcessRequest{ProcessId: string(p.ID), Signal: int32(sig), Grace: wire.Duration(grace)})
+	return err
+}

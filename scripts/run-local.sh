@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# `make run`: a manager and two workers on loopback, a demo command on both,
+# then the cluster stays up until Ctrl-C.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=./bin/devops
+DATA=./data
+mkdir -p "$DATA/logs"
+export MANAGER_HOST=127.0.0.1 MANAGER_PORT=50051
+
+pids=()
+cleanup() {
+  trap - INT TERM EXIT
+  echo
+  echo "stopping the cluster..."
+  kill -TERM "${pids[@]}" 2>/dev/null || true
+  wait "${pids[@]}" 2>/dev/null || true
+}
+trap cleanup INT TERM EXIT
+
+$BIN manager --listen 127.0.0.1:50051 --http 127.0.0.1:8080 --data-dir "$DATA/manager" >"$DATA/logs/manager.log" 2>&1 &
+pids+=($!)
+$BIN worker --name worker-1 --labels zone=a --listen 127.0.0.1:50061 --data-dir "$DATA/worker-1" >"$DATA/logs/worker-1.log" 2>&1 &
+pids+=($!)
+$BIN worker --name worker-2 --labels zone=b --listen 127.0.0.1:50062 --data-dir "$DATA/worker-2" >"$DATA/logs/worker-2.log" 2>&1 &
+pids+=($!)
+
+echo "waiting for both workers to join..."
+for _ in $(seq 1 100); do
+  up=$($BIN workers -o json 2>/dev/null | grep -c '"State": 1' || true)
+  [ "$up" -ge 2 ] && break
+  sleep 0.1
+done
+
+echo
+echo '$ devops run --all -- sh -c '"'"'for i in 1 2 3; do echo "step $i on $(hostname)"; sleep 0.3; done'"'"
+$BIN run --all -- sh -c 'for i in 1 2 3; do echo "step $i on $(hostname)"; sleep 0.3; done'
+echo
+echo '$ devops workers'
+$BIN workers
+echo
+echo '$ devops ps'
+$BIN ps
+cat <<TXT
+
+The cluster is up (logs in $DATA/logs). In another terminal, try:
+  export MANAGER_HOST=127.0.0.1 MANAGER_PORT=50051
+  ./bin/devops run -- uname -a
+  ./bin/devops run --selector zone=a -- sh -c 'echo to stdout; echo to stderr >&2; exit 3'; echo "exit code \$?"
+  ./bin/devops run --detach -- sh -c 'for i in \$(seq 100); do echo \$i; sleep 1; done'
+  ./bin/devops logs -f --from 0 ID
+  ./bin/devops kill ID
+  ./bin/devops status ID
+
+Press Ctrl-C to stop the cluster.
+TXT
+wait
