@@ -120,6 +120,16 @@ func decodeMsg(b []byte) (outputMsg, error) {
 // JetStream is the store on an embedded NATS JetStream server. The server
 // opens no network port: the client reaches it in process. Records live in
 // two KV buckets, output in one stream with a subject per process.
+//
+// A JetStream assumes it is the only writer of its data: it caches the end
+// of each open output to place and check chunks without asking the server.
+// When several managers share a cluster, appends will need the server to
+// check the expected last sequence of the subject instead.
+//
+// When MaxOutputBytes drops the oldest output, a process may lose its
+// output entirely, including the mark that it was closed: OutputEnd then
+// says 0 and a follower waits until its context ends. The manager knows such
+// a process has ended from its record and should not follow it.
 type JetStream struct {
 	log                   *slog.Logger
 	maxProcessOutputBytes int64
@@ -571,6 +581,7 @@ func (s *JetStream) appendOutput(ctx context.Context, id devops.ProcessID, c dev
 	}
 	defer st.mu.Unlock()
 	if st.closed {
+		s.releaseLocked(id, st)
 		return fmt.Errorf("%w: output closed", devops.ErrTerminal)
 	}
 	if st.truncated {
@@ -649,14 +660,23 @@ func (s *JetStream) closeOutput(ctx context.Context, id devops.ProcessID, purge 
 		return err
 	}
 	st.closed = true
-	// Closed output takes no more writes worth caching; the stream answers
-	// the rare later question.
+	s.releaseLocked(id, st)
+	return nil
+}
+
+// releaseLocked forgets the state of a closed output: it takes no more
+// writes worth caching, and the stream answers the rare later question. This
+// keeps the cache as small as the set of open outputs even when a restarted
+// manager asks about every process it knows.
+func (s *JetStream) releaseLocked(id devops.ProcessID, st *outputState) {
+	if !st.closed || st.last != nil {
+		return
+	}
 	s.mu.Lock()
 	if s.outputs[id] == st {
 		delete(s.outputs, id)
 	}
 	s.mu.Unlock()
-	return nil
 }
 
 // OutputEnd returns the offset just past the last stored chunk of process
@@ -694,6 +714,7 @@ func (s *JetStream) outputInfo(ctx context.Context, id devops.ProcessID) (Output
 	if err := s.waitLocked(ctx, st, subj); err != nil {
 		return OutputInfo{}, err
 	}
+	s.releaseLocked(id, st)
 	return OutputInfo{End: st.end, Closed: st.closed, Truncated: st.truncated}, nil
 }
 
