@@ -450,7 +450,7 @@ func (s *JetStream) state(ctx context.Context, id devops.ProcessID, subj string)
 	s.mu.Unlock()
 
 	st.mu.Lock()
-	if err := s.settleLocked(ctx, st, subj); err != nil {
+	if err := s.settleLocked(st, subj); err != nil {
 		st.mu.Unlock()
 		return nil, err
 	}
@@ -465,7 +465,7 @@ func (s *JetStream) state(ctx context.Context, id devops.ProcessID, subj string)
 
 // settleLocked reports an asynchronous publish failure of subj, if any, and
 // then forgets what the state believed: the stream is the truth again.
-func (s *JetStream) settleLocked(_ context.Context, st *outputState, subj string) error {
+func (s *JetStream) settleLocked(st *outputState, subj string) error {
 	err := s.takeFailure(subj)
 	if err == nil {
 		return nil
@@ -523,7 +523,7 @@ func (s *JetStream) waitLocked(ctx context.Context, st *outputState, subj string
 		return ctx.Err()
 	}
 	st.last = nil
-	return s.settleLocked(ctx, st, subj)
+	return s.settleLocked(st, subj)
 }
 
 // publishLocked sends one output message without waiting for its ack.
