@@ -246,4 +246,3 @@ func dialAddress(ctx context.Context, advertised string) (string, error) {
 	}
 	return net.JoinHostPort(peerHost, port), nil
 }
-

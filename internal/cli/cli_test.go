@@ -1,0 +1,408 @@
+package cli_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/devops-platform/devops"
+	"github.com/devops-platform/devops/internal/client"
+	"github.com/devops-platform/devops/internal/testcluster"
+	"github.com/devops-platform/devops/internal/worker"
+)
+
+func TestMain(m *testing.M) { testcluster.Main(m) }
+
+func TestRunStreamsOutputByteExact(t *testing.T) {
+	c := testcluster.Start(t, testcluster.Options{})
+	dir := t.TempDir()
+	// 10 MB of random bytes, interleaved between stdout and stderr.
+	parts := map[string][]byte{}
+	for _, name := range []string{"o1", "e1", "o2", "e2"} {
+		b := make([]byte, 2500*1000)
+		rand.Read(b)
+		parts[name] = b
+		if err := os.WriteFile(filepath.Join(dir, name), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := c.CLI(t.Context(), "run", "--dir", dir, "--", "sh", "-c", "cat o1; cat e1 >&2; cat o2; cat e2 >&2")
+	if r.Code != 0 {
+		t.Fatalf("run exited %d: %s", r.Code, tail(r.Stderr))
+	}
+	wantOut := append(append([]byte{}, parts["o1"]...), parts["o2"]...)
+	wantErr := append(append([]byte{}, parts["e1"]...), parts["e2"]...)
+	if !bytes.Equal([]byte(r.Stdout), wantOut) {
+		t.Errorf("stdout: got %d bytes, want %d, equal=%v", len(r.Stdout), len(wantOut), false)
+	}
+	if !bytes.Equal([]byte(r.Stderr), wantErr) {
+		t.Errorf("stderr: got %d bytes, want %d", len(r.Stderr), len(wantErr))
+	}
+	// The stored copy is exact too.
+	ps, err := c.Client.Processes(t.Context(), devops.StateSucceeded, "")
+	if err != nil || len(ps) != 1 {
+		t.Fatalf("Processes = %v, %v; want one", ps, err)
+	}
+	if ps[0].OutputBytes != 10_000_000 {
+		t.Errorf("OutputBytes = %d, want 10000000", ps[0].OutputBytes)
+	}
+	logs := c.CLI(t.Context(), "logs", string(ps[0].ID))
+	if !bytes.Equal([]byte(logs.Stdout), wantOut) || !bytes.Equal([]byte(logs.Stderr), wantErr) {
+		t.Errorf("logs: got %d/%d bytes, want %d/%d", len(logs.Stdout), len(logs.Stderr), len(wantOut), len(wantErr))
+	}
+}
+
+func TestRunExitCodes(t *testing.T) {
+	c := testcluster.Start(t, testcluster.Options{})
+	tests := []struct {
+		name    string
+		args    []string
+		want    int
+		wantErr string
+	}{
+		{"success", []string{"--", "true"}, 0, ""},
+		{"exit code", []string{"--", "sh", "-c", "echo oops >&2; exit 3"}, 3, "oops"},
+		{"killed by a signal", []string{"--", "sh", "-c", "kill -KILL $$"}, 128 + 9, "signal 9"},
+		{"timeout", []string{"--timeout", "300ms", "--grace", "200ms", "--", "sleep", "30"}, 124, "TIMED_OUT"},
+		{"timeout, SIGTERM ignored", []string{"--timeout", "300ms", "--grace", "200ms", "--", "sh", "-c", "trap '' TERM; sleep 30"}, 124, "TIMED_OUT"},
+		{"command not found", []string{"--", "no-such-command-here"}, 127, "command not found"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := c.CLI(t.Context(), append([]string{"run"}, tt.args...)...)
+			if r.Code != tt.want {
+				t.Errorf("run %v exited %d, want %d; stderr: %s", tt.args, r.Code, tt.want, r.Stderr)
+			}
+			if !strings.Contains(r.Stderr, tt.wantErr) {
+				t.Errorf("run %v stderr = %q, want it to contain %q", tt.args, r.Stderr, tt.wantErr)
+			}
+		})
+	}
+}
+
+func TestRunFansOutWithPrefixes(t *testing.T) {
+	c := testcluster.Start(t, testcluster.Options{Workers: 3, Labels: func(i int) map[string]string {
+		return map[string]string{"zone": string(rune('a' + i)), "role": "web"}
+	}})
+	// Each worker's process has its HOME under that worker's data dir.
+	script := `echo "hello"; printf 'partial'; case $HOME in */w2/*) exit 5;; */w3/*) exit 7;; esac`
+	r := c.CLI(t.Context(), "run", "--all", "--", "sh", "-c", script)
+	if r.Code != 7 {
+		t.Errorf("fan-out exit code = %d, want the highest, 7; stderr: %s", r.Code, r.Stderr)
+	}
+	for _, w := range []string{"w1", "w2", "w3"} {
+		for _, line := range []string{w + ": hello\n", w + ": partial\n"} {
+			if !strings.Contains(r.Stdout, line) {
+				t.Errorf("stdout lacks %q:\n%s", line, r.Stdout)
+			}
+		}
+	}
+	if n := strings.Count(r.Stdout, "\n"); n != 6 {
+		t.Errorf("stdout has %d lines, want 6:\n%s", n, r.Stdout)
+	}
+
+	r = c.CLI(t.Context(), "run", "--selector", "zone in (a,c),role=web", "--", "echo", "hi")
+	if r.Code != 0 || r.Stdout != "w1: hi\nw3: hi\n" && r.Stdout != "w3: hi\nw1: hi\n" {
+		t.Errorf("selector run = %d %q, want w1 and w3 only", r.Code, r.Stdout)
+	}
+}
+
+// survivors counts the sleep processes whose argument is marker.
+func survivors(t *testing.T, marker string) int {
+	t.Helper()
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, e := range entries {
+		cmdline, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err == nil && bytes.Equal(cmdline, []byte("sleep\x00"+marker+"\x00")) {
+			n++
+		}
+	}
+	return n
+}
+
+func TestKillLeavesNoChildBehind(t *testing.T) {
+	c := testcluster.Start(t, testcluster.Options{})
+	marker := fmt.Sprintf("1000.%d", time.Now().UnixNano()%100000)
+	r := c.CLI(t.Context(), "run", "--detach", "--", "sh", "-c", fmt.Sprintf("sleep %s & setsid sleep %s & sleep %s", marker, marker, marker))
+	if r.Code != 0 {
+		t.Fatalf("run --detach exited %d: %s", r.Code, r.Stderr)
+	}
+	id := strings.TrimSpace(r.Stdout)
+	testcluster.Eventually(t, 5*time.Second, "three sleeps running", func() bool { return survivors(t, marker) == 3 })
+	if r := c.CLI(t.Context(), "kill", "--grace", "1s", id); r.Code != 0 {
+		t.Fatalf("kill exited %d: %s", r.Code, r.Stderr)
+	}
+	r = c.CLI(t.Context(), "logs", "-f", id)
+	if r.Code != 128+15 {
+		t.Errorf("logs -f of the killed process exited %d, want 143", r.Code)
+	}
+	if n := survivors(t, marker); n != 0 {
+		t.Errorf("%d processes survived the kill", n)
+	}
+	p, err := c.Client.Status(t.Context(), devops.ProcessID(id))
+	if err != nil || p.State != devops.StateTerminated || p.Signal != 15 {
+		t.Errorf("status = %+v, %v; want TERMINATED by signal 15", p, err)
+	}
+}
+
+func TestCtrlCTerminatesTheRemoteProcess(t *testing.T) {
+	c := testcluster.Start(t, testcluster.Options{})
+	interrupt := make(chan os.Signal, 1)
+	var out syncBuffer
+	done := make(chan int)
+	go func() {
+		done <- c.CLIWith(t.Context(), &out, &out, interrupt, "run", "--", "sh", "-c", "echo started; sleep 30")
+	}()
+	testcluster.Eventually(t, 5*time.Second, "output started", func() bool { return strings.Contains(out.String(), "started") })
+	interrupt <- os.Interrupt
+	select {
+	case code := <-done:
+		if code != 128+15 {
+			t.Errorf("run exited %d after Ctrl-C, want 143; output: %s", code, out.String())
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("run did not return after Ctrl-C")
+	}
+}
+
+func TestLogsReattachFromAnyOffset(t *testing.T) {
+	c := testcluster.Start(t, testcluster.Options{})
+	script := `for i in 1 2 3 4 5 6 7 8 9 10; do echo "line $i"; sleep 0.05; done`
+	r := c.CLI(t.Context(), "run", "--detach", "--", "sh", "-c", script)
+	id := strings.TrimSpace(r.Stdout)
+	var want strings.Builder
+	for i := 1; i <= 10; i++ {
+		fmt.Fprintf(&want, "line %d\n", i)
+	}
+	// A follower attached while it runs sees every byte once.
+	f := c.CLI(t.Context(), "logs", "-f", id)
+	if f.Code != 0 || f.Stdout != want.String() {
+		t.Fatalf("logs -f = %d %q, want %q", f.Code, f.Stdout, want.String())
+	}
+	for _, from := range []int{0, 1, 7, 20, len(want.String())} {
+		r := c.CLI(t.Context(), "logs", "--from", fmt.Sprint(from), id)
+		if r.Code != 0 || r.Stdout != want.String()[from:] {
+			t.Errorf("logs --from %d = %d %q, want %q", from, r.Code, r.Stdout, want.String()[from:])
+		}
+	}
+}
+
+func TestManagerRestartKeepsRecordsAndFollowers(t *testing.T) {
+	c := testcluster.Start(t, testcluster.Options{})
+	done := c.CLI(t.Context(), "run", "--detach", "--", "sh", "-c", "echo kept")
+	doneID := strings.TrimSpace(done.Stdout)
+	testcluster.Eventually(t, 5*time.Second, "first process done", func() bool {
+		p, err := c.Client.Status(t.Context(), devops.ProcessID(doneID))
+		return err == nil && p.State.Terminal()
+	})
+
+	script := `i=1; while [ $i -le 40 ]; do echo "n $i"; i=$((i+1)); sleep 0.05; done`
+	var out syncBuffer
+	code := make(chan int)
+	go func() { code <- c.CLIWith(t.Context(), &out, &out, nil, "run", "--", "sh", "-c", script) }()
+	testcluster.Eventually(t, 5*time.Second, "output started", func() bool { return strings.Contains(out.String(), "n 3\n") })
+	c.StopManager()
+	c.StartManager()
+	select {
+	case got := <-code:
+		if got != 0 {
+			t.Errorf("run across a manager restart exited %d: %s", got, out.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("run did not finish after the manager restarted")
+	}
+	var want strings.Builder
+	for i := 1; i <= 40; i++ {
+		fmt.Fprintf(&want, "n %d\n", i)
+	}
+	if out.String() != want.String() {
+		t.Errorf("output across the restart:\n%s\nwant:\n%s", out.String(), want.String())
+	}
+	r := c.CLI(t.Context(), "logs", doneID)
+	if r.Code != 0 || r.Stdout != "kept\n" {
+		t.Errorf("logs after restart = %d %q, want kept", r.Code, r.Stdout)
+	}
+	p, err := c.Client.Status(t.Context(), devops.ProcessID(doneID))
+	if err != nil || p.State != devops.StateSucceeded {
+		t.Errorf("status after restart = %+v, %v", p, err)
+	}
+}
+
+func TestBadInputGetsAProperStatus(t *testing.T) {
+	c := testcluster.Start(t, testcluster.Options{})
+	ctx := t.Context()
+	run := func(r client.RunRequest) error {
+		return c.Client.Run(ctx, r, func(client.Event) error { return nil })
+	}
+	tests := []struct {
+		name string
+		call func() error
+		code codes.Code
+	}{
+		{"empty command", func() error { return run(client.RunRequest{}) }, codes.InvalidArgument},
+		{"unknown worker", func() error {
+			return run(client.RunRequest{Spec: devops.Spec{Argv: []string{"true"}}, Target: client.Target{Worker: "nope"}})
+		}, codes.NotFound},
+		{"malformed selector", func() error {
+			return run(client.RunRequest{Spec: devops.Spec{Argv: []string{"true"}}, Target: client.Target{Selector: "zone in a"}})
+		}, codes.InvalidArgument},
+		{"no match", func() error {
+			return run(client.RunRequest{Spec: devops.Spec{Argv: []string{"true"}}, Target: client.Target{Selector: "env=prod"}})
+		}, codes.FailedPrecondition},
+		{"unknown process", func() error { _, err := c.Client.Status(ctx, "nope"); return err }, codes.NotFound},
+		{"kill unknown process", func() error { _, err := c.Client.Terminate(ctx, "nope", 0, 0); return err }, codes.NotFound},
+		{"offset past the end", func() error {
+			ps, err := c.Client.Submit(ctx, client.RunRequest{Spec: devops.Spec{Argv: []string{"echo", "x"}}})
+			if err != nil {
+				return err
+			}
+			return c.Client.Logs(ctx, ps[0].ID, 1<<20, false, func(client.Event) error { return nil })
+		}, codes.OutOfRange},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := tt.call()
+			if status.Code(err) != tt.code {
+				t.Errorf("got %v, want code %v", err, tt.code)
+			}
+			if err != nil && strings.Contains(status.Convert(err).Message(), "\n") {
+				t.Errorf("message spans lines: %q", status.Convert(err).Message())
+			}
+		})
+	}
+
+	// The CLI prints the one-line message and exits non-zero.
+	r := c.CLI(ctx, "run", "--selector", "env=prod", "--", "true")
+	if r.Code == 0 || !strings.Contains(r.Stderr, "no worker matches env=prod") {
+		t.Errorf("run on no match = %d %q", r.Code, r.Stderr)
+	}
+	r = c.CLI(ctx, "status", "nope")
+	if r.Code == 0 || !strings.Contains(r.Stderr, `process "nope": not found`) {
+		t.Errorf("status nope = %d %q", r.Code, r.Stderr)
+	}
+
+	// A second live worker claiming a name in use is refused.
+	w, err := worker.New(worker.Config{Manager: c.Addr(), Name: testcluster.WorkerName(0), Listen: "127.0.0.1:0", DataDir: t.TempDir(), InitPath: os.Args[0]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := w.Run(runCtx); err == nil || !strings.Contains(err.Error(), "in use") {
+		t.Errorf("duplicate worker Run = %v, want a name-in-use error", err)
+	}
+}
+
+func TestRestartedWorkerKeepsItsIdentity(t *testing.T) {
+	c := testcluster.Start(t, testcluster.Options{})
+	before, _ := c.Client.Workers(t.Context())
+	c.StopWorker(0)
+	testcluster.Eventually(t, 5*time.Second, "worker down", func() bool {
+		ws, _ := c.Client.Workers(t.Context())
+		return len(ws) == 1 && ws[0].State == devops.WorkerDown
+	})
+	r := c.CLI(t.Context(), "run", "--worker", "w1", "--", "true")
+	if r.Code == 0 || !strings.Contains(r.Stderr, "w1 is DOWN") {
+		t.Errorf("run on a down worker = %d %q", r.Code, r.Stderr)
+	}
+	c.StartWorker(0)
+	c.WaitWorkers(1)
+	after, _ := c.Client.Workers(t.Context())
+	if len(after) != 1 || after[0].ID != before[0].ID {
+		t.Errorf("workers after restart = %+v, want the same single id %s", after, before[0].ID)
+	}
+}
+
+func TestFullWorkersQueueThenFail(t *testing.T) {
+	c := testcluster.Start(t, testcluster.Options{Capacity: 1})
+	r := c.CLI(t.Context(), "run", "--detach", "--", "sleep", "30")
+	first := strings.TrimSpace(r.Stdout)
+	testcluster.Eventually(t, 5*time.Second, "first running", func() bool {
+		p, _ := c.Client.Status(t.Context(), devops.ProcessID(first))
+		return p.State == devops.StateRunning
+	})
+	// Waits as PENDING for the queue timeout, then fails saying so.
+	r = c.CLI(t.Context(), "run", "--queue-timeout", "300ms", "--", "true")
+	if r.Code == 0 || !strings.Contains(r.Stderr, "free slot") {
+		t.Errorf("queued run = %d %q, want a no-free-slot failure", r.Code, r.Stderr)
+	}
+	// Waits, and runs as soon as the slot frees.
+	var out syncBuffer
+	done := make(chan int)
+	go func() { done <- c.CLIWith(t.Context(), &out, &out, nil, "run", "--", "echo", "second") }()
+	testcluster.Eventually(t, 5*time.Second, "second pending", func() bool {
+		ps, _ := c.Client.Processes(t.Context(), devops.StatePending, "")
+		return len(ps) == 1
+	})
+	if _, err := c.Client.Terminate(t.Context(), devops.ProcessID(first), syscall.SIGKILL, 0); err != nil {
+		t.Fatal(err)
+	}
+	if code := <-done; code != 0 || out.String() != "second\n" {
+		t.Errorf("queued run = %d %q, want 0 second", code, out.String())
+	}
+}
+
+func TestPsAndWorkersList(t *testing.T) {
+	c := testcluster.Start(t, testcluster.Options{Workers: 2, Labels: func(i int) map[string]string {
+		return map[string]string{"zone": string(rune('a' + i))}
+	}})
+	c.CLI(t.Context(), "run", "--worker", "w2", "--", "true")
+	r := c.CLI(t.Context(), "ps", "--worker", "w2", "--state", "succeeded")
+	if r.Code != 0 || strings.Count(r.Stdout, "\n") != 2 || !strings.Contains(r.Stdout, "SUCCEEDED") {
+		t.Errorf("ps = %d\n%s", r.Code, r.Stdout)
+	}
+	r = c.CLI(t.Context(), "ps", "--worker", "w1")
+	if strings.Count(r.Stdout, "\n") != 1 {
+		t.Errorf("ps --worker w1 lists processes of others:\n%s", r.Stdout)
+	}
+	r = c.CLI(t.Context(), "workers")
+	for _, want := range []string{"w1", "w2", "zone=a", "zone=b", "UP", "0/8"} {
+		if !strings.Contains(r.Stdout, want) {
+			t.Errorf("workers lacks %q:\n%s", want, r.Stdout)
+		}
+	}
+	r = c.CLI(t.Context(), "ps", "--state", "bogus")
+	if r.Code == 0 {
+		t.Errorf("ps --state bogus exited 0")
+	}
+}
+
+func tail(s string) string {
+	if len(s) > 500 {
+		return s[len(s)-500:]
+	}
+	return s
+}
+
+// syncBuffer is a bytes.Buffer safe for a writer and a reader at once.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}

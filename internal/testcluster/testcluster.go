@@ -1,0 +1,277 @@
+// Package testcluster starts a real manager and real workers in-process, on
+// 127.0.0.1 with ports the kernel picks, talking real gRPC over loopback.
+// Integration tests use it; it must only be imported from tests.
+package testcluster
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/devops-platform/devops"
+	"github.com/devops-platform/devops/internal/cli"
+	"github.com/devops-platform/devops/internal/client"
+	"github.com/devops-platform/devops/internal/executor"
+	"github.com/devops-platform/devops/internal/manager"
+	"github.com/devops-platform/devops/internal/worker"
+)
+
+// Main is for a test package's TestMain: the executor re-runs the test
+// binary as the init of each command, as it re-runs devops in production.
+func Main(m *testing.M) {
+	if len(os.Args) > 1 && os.Args[1] == "__init" {
+		os.Exit(executor.RunInit(os.Args[2:]))
+	}
+	os.Exit(m.Run())
+}
+
+// Options shape a cluster. Zero values take the defaults in brackets.
+type Options struct {
+	Workers  int                           // how many workers [1]
+	Labels   func(i int) map[string]string // labels of worker i [none]
+	Capacity int                           // slots per worker [8]
+	// Manager and Worker, if set, adjust each config before it is used.
+	Manager func(*manager.Config)
+	Worker  func(i int, c *worker.Config)
+	// Logs sends the cluster's logs to the test log.
+	Logs bool
+}
+
+// Cluster is a running manager and its workers.
+type Cluster struct {
+	tb   testing.TB
+	opts Options
+	dir  string
+	log  *slog.Logger
+
+	mu      sync.Mutex // protects the fields below
+	addr    string     // the manager's address, kept across restarts
+	manager *node
+	workers []*node
+	Client  *client.Client
+}
+
+type node struct {
+	cancel context.CancelFunc
+	done   chan error
+	w      *worker.Worker // nil for the manager
+	m      *manager.Manager
+}
+
+// Start starts a manager and the workers, waits until every worker is UP,
+// and stops everything when the test ends.
+func Start(tb testing.TB, opts Options) *Cluster {
+	tb.Helper()
+	if opts.Workers == 0 {
+		opts.Workers = 1
+	}
+	if opts.Capacity == 0 {
+		opts.Capacity = 8
+	}
+	c := &Cluster{tb: tb, opts: opts, dir: tb.TempDir(), log: slog.New(slog.DiscardHandler), addr: "127.0.0.1:0"}
+	if opts.Logs {
+		c.log = slog.New(slog.NewTextHandler(tbWriter{tb}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	c.StartManager()
+	cl, err := client.Dial(c.Addr())
+	if err != nil {
+		tb.Fatalf("dial manager: %v", err)
+	}
+	c.Client = cl
+	c.workers = make([]*node, opts.Workers)
+	for i := range opts.Workers {
+		c.StartWorker(i)
+	}
+	c.WaitWorkers(opts.Workers)
+	tb.Cleanup(func() {
+		for i := range c.workers {
+			c.StopWorker(i)
+		}
+		c.StopManager()
+		cl.Close()
+	})
+	return c
+}
+
+// Addr is the manager's gRPC address.
+func (c *Cluster) Addr() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.addr
+}
+
+// Manager returns the running manager, or nil.
+func (c *Cluster) Manager() *manager.Manager {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.manager == nil {
+		return nil
+	}
+	return c.manager.m
+}
+
+// StartManager starts the manager on its data dir and, after the first
+// start, on the same address.
+func (c *Cluster) StartManager() {
+	c.tb.Helper()
+	cfg := manager.Config{
+		Listen:          c.Addr(),
+		HTTP:            "-",
+		DataDir:         filepath.Join(c.dir, "manager"),
+		HealthInterval:  100 * time.Millisecond,
+		MetricsInterval: 200 * time.Millisecond,
+		WorkerTimeout:   2 * time.Second,
+		Logger:          c.log.With("node", "manager"),
+	}
+	if c.opts.Manager != nil {
+		c.opts.Manager(&cfg)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	m, err := manager.New(ctx, cfg)
+	if err != nil {
+		cancel()
+		c.tb.Fatalf("start manager: %v", err)
+	}
+	n := &node{cancel: cancel, done: make(chan error, 1), m: m}
+	go func() { n.done <- m.Run(ctx) }()
+	c.mu.Lock()
+	c.addr = m.Addr()
+	c.manager = n
+	c.mu.Unlock()
+}
+
+// StopManager stops the manager gracefully, as SIGTERM would.
+func (c *Cluster) StopManager() {
+	c.mu.Lock()
+	n := c.manager
+	c.manager = nil
+	c.mu.Unlock()
+	if n == nil {
+		return
+	}
+	n.cancel()
+	if err := <-n.done; err != nil {
+		c.tb.Errorf("manager stopped with: %v", err)
+	}
+}
+
+// WorkerName is the name of worker i.
+func WorkerName(i int) string { return fmt.Sprintf("w%d", i+1) }
+
+// WorkerDir is worker i's data dir.
+func (c *Cluster) WorkerDir(i int) string { return filepath.Join(c.dir, WorkerName(i)) }
+
+// StartWorker starts worker i (again) on its data dir.
+func (c *Cluster) StartWorker(i int) {
+	c.tb.Helper()
+	cfg := worker.Config{
+		Manager:         c.Addr(),
+		Name:            WorkerName(i),
+		Capacity:        c.opts.Capacity,
+		Listen:          "127.0.0.1:0",
+		DataDir:         c.WorkerDir(i),
+		ReregisterAfter: time.Second,
+		InitPath:        os.Args[0],
+		Logger:          c.log.With("node", WorkerName(i)),
+	}
+	if c.opts.Labels != nil {
+		cfg.Labels = c.opts.Labels(i)
+	}
+	if c.opts.Worker != nil {
+		c.opts.Worker(i, &cfg)
+	}
+	w, err := worker.New(cfg)
+	if err != nil {
+		c.tb.Fatalf("start worker %d: %v", i, err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	n := &node{cancel: cancel, done: make(chan error, 1), w: w}
+	go func() { n.done <- w.Run(ctx) }()
+	c.mu.Lock()
+	c.workers[i] = n
+	c.mu.Unlock()
+}
+
+// StopWorker stops worker i; what it runs is terminated.
+func (c *Cluster) StopWorker(i int) {
+	c.mu.Lock()
+	n := c.workers[i]
+	c.workers[i] = nil
+	c.mu.Unlock()
+	if n == nil {
+		return
+	}
+	n.cancel()
+	if err := <-n.done; err != nil {
+		c.tb.Errorf("worker %d stopped with: %v", i, err)
+	}
+}
+
+// WaitWorkers waits until n workers are UP.
+func (c *Cluster) WaitWorkers(n int) {
+	c.tb.Helper()
+	c.Eventually(10*time.Second, fmt.Sprintf("%d workers up", n), func() bool {
+		ws, err := c.Client.Workers(context.Background())
+		if err != nil {
+			return false
+		}
+		up := 0
+		for _, w := range ws {
+			if w.State == devops.WorkerUp {
+				up++
+			}
+		}
+		return up >= n
+	})
+}
+
+// Eventually polls cond until it holds, and fails the test at the deadline.
+func (c *Cluster) Eventually(timeout time.Duration, what string, cond func() bool) {
+	c.tb.Helper()
+	Eventually(c.tb, timeout, what, cond)
+}
+
+// Eventually polls cond every few milliseconds until it holds, and fails
+// the test when timeout passes first.
+func Eventually(tb testing.TB, timeout time.Duration, what string, cond func() bool) {
+	tb.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			tb.Fatalf("timed out after %v waiting for: %s", timeout, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// Result is what a CLI invocation printed and returned.
+type Result struct {
+	Stdout, Stderr string
+	Code           int
+}
+
+// CLI runs the devops command line in-process against this cluster.
+func (c *Cluster) CLI(ctx context.Context, args ...string) Result {
+	var out, errb bytes.Buffer
+	code := cli.Main(ctx, append([]string{"--manager", c.Addr()}, args...), cli.Env{Stdout: &out, Stderr: &errb})
+	return Result{Stdout: out.String(), Stderr: errb.String(), Code: code}
+}
+
+// CLIWith runs the command line with the given output writers and Ctrl-C channel.
+func (c *Cluster) CLIWith(ctx context.Context, stdout, stderr io.Writer, interrupt <-chan os.Signal, args ...string) int {
+	return cli.Main(ctx, append([]string{"--manager", c.Addr()}, args...), cli.Env{Stdout: stdout, Stderr: stderr, Interrupt: interrupt})
+}
+
+type tbWriter struct{ tb testing.TB }
+
+func (w tbWriter) Write(p []byte) (int, error) {
+	w.tb.Log(string(bytes.TrimRight(p, "\n")))
+	return len(p), nil
+}
