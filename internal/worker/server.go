@@ -113,6 +113,8 @@ func (s *server) HealthCheck(req *pb.HealthCheckRequest, stream pb.WorkerProcess
 		select {
 		case <-stream.Context().Done():
 			return nil
+		case <-s.w.quit:
+			return status.Error(codes.Unavailable, "worker is stopping")
 		case <-tick.C:
 		}
 	}
@@ -130,6 +132,8 @@ func (s *server) ReportMetrics(req *pb.ReportMetricsRequest, stream pb.WorkerPro
 		select {
 		case <-stream.Context().Done():
 			return nil
+		case <-s.w.quit:
+			return status.Error(codes.Unavailable, "worker is stopping")
 		case <-tick.C:
 		}
 	}

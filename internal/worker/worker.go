@@ -98,6 +98,7 @@ type Worker struct {
 	health   *health.Server
 	started  time.Time
 	spoolDir string
+	quit     chan struct{} // closed at shutdown: ends the health and metrics streams
 
 	mu         sync.Mutex // protects the fields below
 	id         devops.WorkerID
@@ -127,7 +128,7 @@ func New(cfg Config) (*Worker, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
 	}
-	w := &Worker{cfg: cfg, log: cfg.Logger.With("worker", cfg.Name), procs: make(map[devops.ProcessID]*proc), started: time.Now()}
+	w := &Worker{cfg: cfg, log: cfg.Logger.With("worker", cfg.Name), procs: make(map[devops.ProcessID]*proc), started: time.Now(), quit: make(chan struct{})}
 	w.spoolDir = filepath.Join(cfg.DataDir, "spool")
 	if err := os.MkdirAll(w.spoolDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data dir: %w", err)
@@ -225,6 +226,7 @@ func (w *Worker) shutdown() {
 	for _, p := range procs {
 		<-p.done
 	}
+	close(w.quit)
 	stopped := make(chan struct{})
 	go func() { w.server.GracefulStop(); close(stopped) }()
 	select {
