@@ -1084,6 +1084,86 @@ func (x *Worker) GetVersion() string {
 	return ""
 }
 
+type DeregisterWorkerRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	WorkerId      string                 `protobuf:"bytes,1,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeregisterWorkerRequest) Reset() {
+	*x = DeregisterWorkerRequest{}
+	mi := &file_devops_v1_devops_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeregisterWorkerRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeregisterWorkerRequest) ProtoMessage() {}
+
+func (x *DeregisterWorkerRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_devops_v1_devops_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeregisterWorkerRequest.ProtoReflect.Descriptor instead.
+func (*DeregisterWorkerRequest) Descriptor() ([]byte, []int) {
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *DeregisterWorkerRequest) GetWorkerId() string {
+	if x != nil {
+		return x.WorkerId
+	}
+	return ""
+}
+
+type DeregisterWorkerResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeregisterWorkerResponse) Reset() {
+	*x = DeregisterWorkerResponse{}
+	mi := &file_devops_v1_devops_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeregisterWorkerResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeregisterWorkerResponse) ProtoMessage() {}
+
+func (x *DeregisterWorkerResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_devops_v1_devops_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeregisterWorkerResponse.ProtoReflect.Descriptor instead.
+func (*DeregisterWorkerResponse) Descriptor() ([]byte, []int) {
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{9}
+}
+
 type RegisterWorkerRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The id the worker kept from an earlier registration; empty the first time.
@@ -1102,7 +1182,7 @@ type RegisterWorkerRequest struct {
 
 func (x *RegisterWorkerRequest) Reset() {
 	*x = RegisterWorkerRequest{}
-	mi := &file_devops_v1_devops_proto_msgTypes[8]
+	mi := &file_devops_v1_devops_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1114,7 +1194,7 @@ func (x *RegisterWorkerRequest) String() string {
 func (*RegisterWorkerRequest) ProtoMessage() {}
 
 func (x *RegisterWorkerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[8]
+	mi := &file_devops_v1_devops_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1127,7 +1207,7 @@ func (x *RegisterWorkerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterWorkerRequest.ProtoReflect.Descriptor instead.
 func (*RegisterWorkerRequest) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{8}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *RegisterWorkerRequest) GetWorkerId() string {
@@ -1188,7 +1268,7 @@ type RegisterWorkerResponse struct {
 
 func (x *RegisterWorkerResponse) Reset() {
 	*x = RegisterWorkerResponse{}
-	mi := &file_devops_v1_devops_proto_msgTypes[9]
+	mi := &file_devops_v1_devops_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1200,7 +1280,7 @@ func (x *RegisterWorkerResponse) String() string {
 func (*RegisterWorkerResponse) ProtoMessage() {}
 
 func (x *RegisterWorkerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[9]
+	mi := &file_devops_v1_devops_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1213,7 +1293,7 @@ func (x *RegisterWorkerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterWorkerResponse.ProtoReflect.Descriptor instead.
 func (*RegisterWorkerResponse) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{9}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *RegisterWorkerResponse) GetWorkerId() string {
@@ -1221,6 +1301,103 @@ func (x *RegisterWorkerResponse) GetWorkerId() string {
 		return x.WorkerId
 	}
 	return ""
+}
+
+type DrainWorkerRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A worker name or id.
+	Worker        string `protobuf:"bytes,1,opt,name=worker,proto3" json:"worker,omitempty"`
+	Undo          bool   `protobuf:"varint,2,opt,name=undo,proto3" json:"undo,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DrainWorkerRequest) Reset() {
+	*x = DrainWorkerRequest{}
+	mi := &file_devops_v1_devops_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DrainWorkerRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DrainWorkerRequest) ProtoMessage() {}
+
+func (x *DrainWorkerRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_devops_v1_devops_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DrainWorkerRequest.ProtoReflect.Descriptor instead.
+func (*DrainWorkerRequest) Descriptor() ([]byte, []int) {
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *DrainWorkerRequest) GetWorker() string {
+	if x != nil {
+		return x.Worker
+	}
+	return ""
+}
+
+func (x *DrainWorkerRequest) GetUndo() bool {
+	if x != nil {
+		return x.Undo
+	}
+	return false
+}
+
+type DrainWorkerResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Worker        *Worker                `protobuf:"bytes,1,opt,name=worker,proto3" json:"worker,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DrainWorkerResponse) Reset() {
+	*x = DrainWorkerResponse{}
+	mi := &file_devops_v1_devops_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DrainWorkerResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DrainWorkerResponse) ProtoMessage() {}
+
+func (x *DrainWorkerResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_devops_v1_devops_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DrainWorkerResponse.ProtoReflect.Descriptor instead.
+func (*DrainWorkerResponse) Descriptor() ([]byte, []int) {
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *DrainWorkerResponse) GetWorker() *Worker {
+	if x != nil {
+		return x.Worker
+	}
+	return nil
 }
 
 // Target says where a command runs. Empty: one worker the scheduler picks.
@@ -1237,7 +1414,7 @@ type Target struct {
 
 func (x *Target) Reset() {
 	*x = Target{}
-	mi := &file_devops_v1_devops_proto_msgTypes[10]
+	mi := &file_devops_v1_devops_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1249,7 +1426,7 @@ func (x *Target) String() string {
 func (*Target) ProtoMessage() {}
 
 func (x *Target) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[10]
+	mi := &file_devops_v1_devops_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1262,7 +1439,7 @@ func (x *Target) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Target.ProtoReflect.Descriptor instead.
 func (*Target) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{10}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Target) GetWorker() string {
@@ -1304,7 +1481,7 @@ type ExecuteDistributedCommandRequest struct {
 
 func (x *ExecuteDistributedCommandRequest) Reset() {
 	*x = ExecuteDistributedCommandRequest{}
-	mi := &file_devops_v1_devops_proto_msgTypes[11]
+	mi := &file_devops_v1_devops_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1316,7 +1493,7 @@ func (x *ExecuteDistributedCommandRequest) String() string {
 func (*ExecuteDistributedCommandRequest) ProtoMessage() {}
 
 func (x *ExecuteDistributedCommandRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[11]
+	mi := &file_devops_v1_devops_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1329,7 +1506,7 @@ func (x *ExecuteDistributedCommandRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecuteDistributedCommandRequest.ProtoReflect.Descriptor instead.
 func (*ExecuteDistributedCommandRequest) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{11}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ExecuteDistributedCommandRequest) GetSpec() *Spec {
@@ -1389,7 +1566,7 @@ type ExecuteDistributedCommandResponse struct {
 
 func (x *ExecuteDistributedCommandResponse) Reset() {
 	*x = ExecuteDistributedCommandResponse{}
-	mi := &file_devops_v1_devops_proto_msgTypes[12]
+	mi := &file_devops_v1_devops_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1401,7 +1578,7 @@ func (x *ExecuteDistributedCommandResponse) String() string {
 func (*ExecuteDistributedCommandResponse) ProtoMessage() {}
 
 func (x *ExecuteDistributedCommandResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[12]
+	mi := &file_devops_v1_devops_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1414,7 +1591,7 @@ func (x *ExecuteDistributedCommandResponse) ProtoReflect() protoreflect.Message 
 
 // Deprecated: Use ExecuteDistributedCommandResponse.ProtoReflect.Descriptor instead.
 func (*ExecuteDistributedCommandResponse) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{12}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ExecuteDistributedCommandResponse) GetEvent() isExecuteDistributedCommandResponse_Event {
@@ -1471,7 +1648,7 @@ type TerminateProcessRequest struct {
 
 func (x *TerminateProcessRequest) Reset() {
 	*x = TerminateProcessRequest{}
-	mi := &file_devops_v1_devops_proto_msgTypes[13]
+	mi := &file_devops_v1_devops_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1483,7 +1660,7 @@ func (x *TerminateProcessRequest) String() string {
 func (*TerminateProcessRequest) ProtoMessage() {}
 
 func (x *TerminateProcessRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[13]
+	mi := &file_devops_v1_devops_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1496,7 +1673,7 @@ func (x *TerminateProcessRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TerminateProcessRequest.ProtoReflect.Descriptor instead.
 func (*TerminateProcessRequest) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{13}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *TerminateProcessRequest) GetProcessId() string {
@@ -1529,7 +1706,7 @@ type TerminateProcessResponse struct {
 
 func (x *TerminateProcessResponse) Reset() {
 	*x = TerminateProcessResponse{}
-	mi := &file_devops_v1_devops_proto_msgTypes[14]
+	mi := &file_devops_v1_devops_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1541,7 +1718,7 @@ func (x *TerminateProcessResponse) String() string {
 func (*TerminateProcessResponse) ProtoMessage() {}
 
 func (x *TerminateProcessResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[14]
+	mi := &file_devops_v1_devops_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1554,7 +1731,7 @@ func (x *TerminateProcessResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TerminateProcessResponse.ProtoReflect.Descriptor instead.
 func (*TerminateProcessResponse) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{14}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *TerminateProcessResponse) GetProcess() *Process {
@@ -1573,7 +1750,7 @@ type GetProcessStatusRequest struct {
 
 func (x *GetProcessStatusRequest) Reset() {
 	*x = GetProcessStatusRequest{}
-	mi := &file_devops_v1_devops_proto_msgTypes[15]
+	mi := &file_devops_v1_devops_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1585,7 +1762,7 @@ func (x *GetProcessStatusRequest) String() string {
 func (*GetProcessStatusRequest) ProtoMessage() {}
 
 func (x *GetProcessStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[15]
+	mi := &file_devops_v1_devops_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1598,7 +1775,7 @@ func (x *GetProcessStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetProcessStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetProcessStatusRequest) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{15}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *GetProcessStatusRequest) GetProcessId() string {
@@ -1617,7 +1794,7 @@ type GetProcessStatusResponse struct {
 
 func (x *GetProcessStatusResponse) Reset() {
 	*x = GetProcessStatusResponse{}
-	mi := &file_devops_v1_devops_proto_msgTypes[16]
+	mi := &file_devops_v1_devops_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1629,7 +1806,7 @@ func (x *GetProcessStatusResponse) String() string {
 func (*GetProcessStatusResponse) ProtoMessage() {}
 
 func (x *GetProcessStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[16]
+	mi := &file_devops_v1_devops_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1642,7 +1819,7 @@ func (x *GetProcessStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetProcessStatusResponse.ProtoReflect.Descriptor instead.
 func (*GetProcessStatusResponse) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{16}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *GetProcessStatusResponse) GetProcess() *Process {
@@ -1663,7 +1840,7 @@ type ListProcessesRequest struct {
 
 func (x *ListProcessesRequest) Reset() {
 	*x = ListProcessesRequest{}
-	mi := &file_devops_v1_devops_proto_msgTypes[17]
+	mi := &file_devops_v1_devops_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1675,7 +1852,7 @@ func (x *ListProcessesRequest) String() string {
 func (*ListProcessesRequest) ProtoMessage() {}
 
 func (x *ListProcessesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[17]
+	mi := &file_devops_v1_devops_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1688,7 +1865,7 @@ func (x *ListProcessesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListProcessesRequest.ProtoReflect.Descriptor instead.
 func (*ListProcessesRequest) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{17}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ListProcessesRequest) GetState() ProcessState {
@@ -1714,7 +1891,7 @@ type ListProcessesResponse struct {
 
 func (x *ListProcessesResponse) Reset() {
 	*x = ListProcessesResponse{}
-	mi := &file_devops_v1_devops_proto_msgTypes[18]
+	mi := &file_devops_v1_devops_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1726,7 +1903,7 @@ func (x *ListProcessesResponse) String() string {
 func (*ListProcessesResponse) ProtoMessage() {}
 
 func (x *ListProcessesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[18]
+	mi := &file_devops_v1_devops_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1739,7 +1916,7 @@ func (x *ListProcessesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListProcessesResponse.ProtoReflect.Descriptor instead.
 func (*ListProcessesResponse) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{18}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ListProcessesResponse) GetProcesses() []*Process {
@@ -1757,7 +1934,7 @@ type ListWorkersRequest struct {
 
 func (x *ListWorkersRequest) Reset() {
 	*x = ListWorkersRequest{}
-	mi := &file_devops_v1_devops_proto_msgTypes[19]
+	mi := &file_devops_v1_devops_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1769,7 +1946,7 @@ func (x *ListWorkersRequest) String() string {
 func (*ListWorkersRequest) ProtoMessage() {}
 
 func (x *ListWorkersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[19]
+	mi := &file_devops_v1_devops_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1782,7 +1959,7 @@ func (x *ListWorkersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListWorkersRequest.ProtoReflect.Descriptor instead.
 func (*ListWorkersRequest) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{19}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{23}
 }
 
 type ListWorkersResponse struct {
@@ -1794,7 +1971,7 @@ type ListWorkersResponse struct {
 
 func (x *ListWorkersResponse) Reset() {
 	*x = ListWorkersResponse{}
-	mi := &file_devops_v1_devops_proto_msgTypes[20]
+	mi := &file_devops_v1_devops_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1806,7 +1983,7 @@ func (x *ListWorkersResponse) String() string {
 func (*ListWorkersResponse) ProtoMessage() {}
 
 func (x *ListWorkersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[20]
+	mi := &file_devops_v1_devops_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1819,7 +1996,7 @@ func (x *ListWorkersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListWorkersResponse.ProtoReflect.Descriptor instead.
 func (*ListWorkersResponse) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{20}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ListWorkersResponse) GetWorkers() []*Worker {
@@ -1840,7 +2017,7 @@ type StreamOutputRequest struct {
 
 func (x *StreamOutputRequest) Reset() {
 	*x = StreamOutputRequest{}
-	mi := &file_devops_v1_devops_proto_msgTypes[21]
+	mi := &file_devops_v1_devops_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1852,7 +2029,7 @@ func (x *StreamOutputRequest) String() string {
 func (*StreamOutputRequest) ProtoMessage() {}
 
 func (x *StreamOutputRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[21]
+	mi := &file_devops_v1_devops_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1865,7 +2042,7 @@ func (x *StreamOutputRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamOutputRequest.ProtoReflect.Descriptor instead.
 func (*StreamOutputRequest) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{21}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *StreamOutputRequest) GetProcessId() string {
@@ -1902,7 +2079,7 @@ type StreamOutputResponse struct {
 
 func (x *StreamOutputResponse) Reset() {
 	*x = StreamOutputResponse{}
-	mi := &file_devops_v1_devops_proto_msgTypes[22]
+	mi := &file_devops_v1_devops_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1914,7 +2091,7 @@ func (x *StreamOutputResponse) String() string {
 func (*StreamOutputResponse) ProtoMessage() {}
 
 func (x *StreamOutputResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[22]
+	mi := &file_devops_v1_devops_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1927,7 +2104,7 @@ func (x *StreamOutputResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamOutputResponse.ProtoReflect.Descriptor instead.
 func (*StreamOutputResponse) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{22}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *StreamOutputResponse) GetEvent() isStreamOutputResponse_Event {
@@ -1971,6 +2148,86 @@ func (*StreamOutputResponse_Process) isStreamOutputResponse_Event() {}
 
 func (*StreamOutputResponse_Output) isStreamOutputResponse_Event() {}
 
+type DrainRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Undo          bool                   `protobuf:"varint,1,opt,name=undo,proto3" json:"undo,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DrainRequest) Reset() {
+	*x = DrainRequest{}
+	mi := &file_devops_v1_devops_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DrainRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DrainRequest) ProtoMessage() {}
+
+func (x *DrainRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_devops_v1_devops_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DrainRequest.ProtoReflect.Descriptor instead.
+func (*DrainRequest) Descriptor() ([]byte, []int) {
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *DrainRequest) GetUndo() bool {
+	if x != nil {
+		return x.Undo
+	}
+	return false
+}
+
+type DrainResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DrainResponse) Reset() {
+	*x = DrainResponse{}
+	mi := &file_devops_v1_devops_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DrainResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DrainResponse) ProtoMessage() {}
+
+func (x *DrainResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_devops_v1_devops_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DrainResponse.ProtoReflect.Descriptor instead.
+func (*DrainResponse) Descriptor() ([]byte, []int) {
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{28}
+}
+
 type ExecuteCommandRequest struct {
 	state      protoimpl.MessageState `protogen:"open.v1"`
 	ProcessId  string                 `protobuf:"bytes,1,opt,name=process_id,json=processId,proto3" json:"process_id,omitempty"`
@@ -1984,7 +2241,7 @@ type ExecuteCommandRequest struct {
 
 func (x *ExecuteCommandRequest) Reset() {
 	*x = ExecuteCommandRequest{}
-	mi := &file_devops_v1_devops_proto_msgTypes[23]
+	mi := &file_devops_v1_devops_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1996,7 +2253,7 @@ func (x *ExecuteCommandRequest) String() string {
 func (*ExecuteCommandRequest) ProtoMessage() {}
 
 func (x *ExecuteCommandRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[23]
+	mi := &file_devops_v1_devops_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2009,7 +2266,7 @@ func (x *ExecuteCommandRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecuteCommandRequest.ProtoReflect.Descriptor instead.
 func (*ExecuteCommandRequest) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{23}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ExecuteCommandRequest) GetProcessId() string {
@@ -2054,7 +2311,7 @@ type ExecuteCommandResponse struct {
 
 func (x *ExecuteCommandResponse) Reset() {
 	*x = ExecuteCommandResponse{}
-	mi := &file_devops_v1_devops_proto_msgTypes[24]
+	mi := &file_devops_v1_devops_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2066,7 +2323,7 @@ func (x *ExecuteCommandResponse) String() string {
 func (*ExecuteCommandResponse) ProtoMessage() {}
 
 func (x *ExecuteCommandResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[24]
+	mi := &file_devops_v1_devops_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2079,7 +2336,7 @@ func (x *ExecuteCommandResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecuteCommandResponse.ProtoReflect.Descriptor instead.
 func (*ExecuteCommandResponse) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{24}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ExecuteCommandResponse) GetEvent() isExecuteCommandResponse_Event {
@@ -2148,7 +2405,7 @@ type Started struct {
 
 func (x *Started) Reset() {
 	*x = Started{}
-	mi := &file_devops_v1_devops_proto_msgTypes[25]
+	mi := &file_devops_v1_devops_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2160,7 +2417,7 @@ func (x *Started) String() string {
 func (*Started) ProtoMessage() {}
 
 func (x *Started) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[25]
+	mi := &file_devops_v1_devops_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2173,7 +2430,7 @@ func (x *Started) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Started.ProtoReflect.Descriptor instead.
 func (*Started) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{25}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *Started) GetStartedAt() *timestamppb.Timestamp {
@@ -2199,7 +2456,7 @@ type HealthCheckRequest struct {
 
 func (x *HealthCheckRequest) Reset() {
 	*x = HealthCheckRequest{}
-	mi := &file_devops_v1_devops_proto_msgTypes[26]
+	mi := &file_devops_v1_devops_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2211,7 +2468,7 @@ func (x *HealthCheckRequest) String() string {
 func (*HealthCheckRequest) ProtoMessage() {}
 
 func (x *HealthCheckRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[26]
+	mi := &file_devops_v1_devops_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2224,7 +2481,7 @@ func (x *HealthCheckRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthCheckRequest.ProtoReflect.Descriptor instead.
 func (*HealthCheckRequest) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{26}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *HealthCheckRequest) GetInterval() *durationpb.Duration {
@@ -2249,7 +2506,7 @@ type HealthCheckResponse struct {
 
 func (x *HealthCheckResponse) Reset() {
 	*x = HealthCheckResponse{}
-	mi := &file_devops_v1_devops_proto_msgTypes[27]
+	mi := &file_devops_v1_devops_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2261,7 +2518,7 @@ func (x *HealthCheckResponse) String() string {
 func (*HealthCheckResponse) ProtoMessage() {}
 
 func (x *HealthCheckResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[27]
+	mi := &file_devops_v1_devops_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2274,7 +2531,7 @@ func (x *HealthCheckResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthCheckResponse.ProtoReflect.Descriptor instead.
 func (*HealthCheckResponse) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{27}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *HealthCheckResponse) GetState() WorkerState {
@@ -2321,7 +2578,7 @@ type ReportMetricsRequest struct {
 
 func (x *ReportMetricsRequest) Reset() {
 	*x = ReportMetricsRequest{}
-	mi := &file_devops_v1_devops_proto_msgTypes[28]
+	mi := &file_devops_v1_devops_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2333,7 +2590,7 @@ func (x *ReportMetricsRequest) String() string {
 func (*ReportMetricsRequest) ProtoMessage() {}
 
 func (x *ReportMetricsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[28]
+	mi := &file_devops_v1_devops_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2346,7 +2603,7 @@ func (x *ReportMetricsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportMetricsRequest.ProtoReflect.Descriptor instead.
 func (*ReportMetricsRequest) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{28}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ReportMetricsRequest) GetInterval() *durationpb.Duration {
@@ -2460,7 +2717,10 @@ const file_devops_v1_devops_proto_rawDesc = "" +
 	"\aversion\x18\f \x01(\tR\aversion\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xd3\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"6\n" +
+	"\x17DeregisterWorkerRequest\x12\x1b\n" +
+	"\tworker_id\x18\x01 \x01(\tR\bworkerId\"\x1a\n" +
+	"\x18DeregisterWorkerResponse\"\xd3\x02\n" +
 	"\x15RegisterWorkerRequest\x12\x1b\n" +
 	"\tworker_id\x18\x01 \x01(\tR\bworkerId\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12D\n" +
@@ -2473,7 +2733,12 @@ const file_devops_v1_devops_proto_rawDesc = "" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"5\n" +
 	"\x16RegisterWorkerResponse\x12\x1b\n" +
-	"\tworker_id\x18\x01 \x01(\tR\bworkerId\"N\n" +
+	"\tworker_id\x18\x01 \x01(\tR\bworkerId\"@\n" +
+	"\x12DrainWorkerRequest\x12\x16\n" +
+	"\x06worker\x18\x01 \x01(\tR\x06worker\x12\x12\n" +
+	"\x04undo\x18\x02 \x01(\bR\x04undo\"@\n" +
+	"\x13DrainWorkerResponse\x12)\n" +
+	"\x06worker\x18\x01 \x01(\v2\x11.devops.v1.WorkerR\x06worker\"N\n" +
 	"\x06Target\x12\x16\n" +
 	"\x06worker\x18\x01 \x01(\tR\x06worker\x12\x1a\n" +
 	"\bselector\x18\x02 \x01(\tR\bselector\x12\x10\n" +
@@ -2518,7 +2783,10 @@ const file_devops_v1_devops_proto_rawDesc = "" +
 	"\x14StreamOutputResponse\x12.\n" +
 	"\aprocess\x18\x01 \x01(\v2\x12.devops.v1.ProcessH\x00R\aprocess\x120\n" +
 	"\x06output\x18\x02 \x01(\v2\x16.devops.v1.OutputChunkH\x00R\x06outputB\a\n" +
-	"\x05event\"\x9d\x01\n" +
+	"\x05event\"\"\n" +
+	"\fDrainRequest\x12\x12\n" +
+	"\x04undo\x18\x01 \x01(\bR\x04undo\"\x0f\n" +
+	"\rDrainResponse\"\x9d\x01\n" +
 	"\x15ExecuteCommandRequest\x12\x1d\n" +
 	"\n" +
 	"process_id\x18\x01 \x01(\tR\tprocessId\x12#\n" +
@@ -2565,21 +2833,24 @@ const file_devops_v1_devops_proto_rawDesc = "" +
 	"\x18WORKER_STATE_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fWORKER_STATE_UP\x10\x01\x12\x15\n" +
 	"\x11WORKER_STATE_DOWN\x10\x02\x12\x19\n" +
-	"\x15WORKER_STATE_DRAINING\x10\x032r\n" +
+	"\x15WORKER_STATE_DRAINING\x10\x032\xcf\x01\n" +
 	"\x19WorkerRegistrationService\x12U\n" +
-	"\x0eRegisterWorker\x12 .devops.v1.RegisterWorkerRequest\x1a!.devops.v1.RegisterWorkerResponse2\xc3\x04\n" +
+	"\x0eRegisterWorker\x12 .devops.v1.RegisterWorkerRequest\x1a!.devops.v1.RegisterWorkerResponse\x12[\n" +
+	"\x10DeregisterWorker\x12\".devops.v1.DeregisterWorkerRequest\x1a#.devops.v1.DeregisterWorkerResponse2\x91\x05\n" +
 	"\x18ProcessManagementService\x12x\n" +
 	"\x19ExecuteDistributedCommand\x12+.devops.v1.ExecuteDistributedCommandRequest\x1a,.devops.v1.ExecuteDistributedCommandResponse0\x01\x12[\n" +
 	"\x10TerminateProcess\x12\".devops.v1.TerminateProcessRequest\x1a#.devops.v1.TerminateProcessResponse\x12[\n" +
 	"\x10GetProcessStatus\x12\".devops.v1.GetProcessStatusRequest\x1a#.devops.v1.GetProcessStatusResponse\x12R\n" +
 	"\rListProcesses\x12\x1f.devops.v1.ListProcessesRequest\x1a .devops.v1.ListProcessesResponse\x12L\n" +
 	"\vListWorkers\x12\x1d.devops.v1.ListWorkersRequest\x1a\x1e.devops.v1.ListWorkersResponse\x12Q\n" +
-	"\fStreamOutput\x12\x1e.devops.v1.StreamOutputRequest\x1a\x1f.devops.v1.StreamOutputResponse0\x012\xea\x02\n" +
+	"\fStreamOutput\x12\x1e.devops.v1.StreamOutputRequest\x1a\x1f.devops.v1.StreamOutputResponse0\x01\x12L\n" +
+	"\vDrainWorker\x12\x1d.devops.v1.DrainWorkerRequest\x1a\x1e.devops.v1.DrainWorkerResponse2\xa6\x03\n" +
 	"\x14WorkerProcessService\x12W\n" +
 	"\x0eExecuteCommand\x12 .devops.v1.ExecuteCommandRequest\x1a!.devops.v1.ExecuteCommandResponse0\x01\x12[\n" +
 	"\x10TerminateProcess\x12\".devops.v1.TerminateProcessRequest\x1a#.devops.v1.TerminateProcessResponse\x12N\n" +
 	"\vHealthCheck\x12\x1d.devops.v1.HealthCheckRequest\x1a\x1e.devops.v1.HealthCheckResponse0\x01\x12L\n" +
-	"\rReportMetrics\x12\x1f.devops.v1.ReportMetricsRequest\x1a\x18.devops.v1.WorkerMetrics0\x01B:Z8github.com/devops-platform/devops/api/devops/v1;devopsv1b\x06proto3"
+	"\rReportMetrics\x12\x1f.devops.v1.ReportMetricsRequest\x1a\x18.devops.v1.WorkerMetrics0\x01\x12:\n" +
+	"\x05Drain\x12\x17.devops.v1.DrainRequest\x1a\x18.devops.v1.DrainResponseB:Z8github.com/devops-platform/devops/api/devops/v1;devopsv1b\x06proto3"
 
 var (
 	file_devops_v1_devops_proto_rawDescOnce sync.Once
@@ -2594,7 +2865,7 @@ func file_devops_v1_devops_proto_rawDescGZIP() []byte {
 }
 
 var file_devops_v1_devops_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_devops_v1_devops_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
+var file_devops_v1_devops_proto_msgTypes = make([]protoimpl.MessageInfo, 38)
 var file_devops_v1_devops_proto_goTypes = []any{
 	(ProcessState)(0),                         // 0: devops.v1.ProcessState
 	(Stream)(0),                               // 1: devops.v1.Stream
@@ -2607,109 +2878,122 @@ var file_devops_v1_devops_proto_goTypes = []any{
 	(*Fingerprint)(nil),                       // 8: devops.v1.Fingerprint
 	(*WorkerMetrics)(nil),                     // 9: devops.v1.WorkerMetrics
 	(*Worker)(nil),                            // 10: devops.v1.Worker
-	(*RegisterWorkerRequest)(nil),             // 11: devops.v1.RegisterWorkerRequest
-	(*RegisterWorkerResponse)(nil),            // 12: devops.v1.RegisterWorkerResponse
-	(*Target)(nil),                            // 13: devops.v1.Target
-	(*ExecuteDistributedCommandRequest)(nil),  // 14: devops.v1.ExecuteDistributedCommandRequest
-	(*ExecuteDistributedCommandResponse)(nil), // 15: devops.v1.ExecuteDistributedCommandResponse
-	(*TerminateProcessRequest)(nil),           // 16: devops.v1.TerminateProcessRequest
-	(*TerminateProcessResponse)(nil),          // 17: devops.v1.TerminateProcessResponse
-	(*GetProcessStatusRequest)(nil),           // 18: devops.v1.GetProcessStatusRequest
-	(*GetProcessStatusResponse)(nil),          // 19: devops.v1.GetProcessStatusResponse
-	(*ListProcessesRequest)(nil),              // 20: devops.v1.ListProcessesRequest
-	(*ListProcessesResponse)(nil),             // 21: devops.v1.ListProcessesResponse
-	(*ListWorkersRequest)(nil),                // 22: devops.v1.ListWorkersRequest
-	(*ListWorkersResponse)(nil),               // 23: devops.v1.ListWorkersResponse
-	(*StreamOutputRequest)(nil),               // 24: devops.v1.StreamOutputRequest
-	(*StreamOutputResponse)(nil),              // 25: devops.v1.StreamOutputResponse
-	(*ExecuteCommandRequest)(nil),             // 26: devops.v1.ExecuteCommandRequest
-	(*ExecuteCommandResponse)(nil),            // 27: devops.v1.ExecuteCommandResponse
-	(*Started)(nil),                           // 28: devops.v1.Started
-	(*HealthCheckRequest)(nil),                // 29: devops.v1.HealthCheckRequest
-	(*HealthCheckResponse)(nil),               // 30: devops.v1.HealthCheckResponse
-	(*ReportMetricsRequest)(nil),              // 31: devops.v1.ReportMetricsRequest
-	nil,                                       // 32: devops.v1.Spec.EnvEntry
-	nil,                                       // 33: devops.v1.Worker.LabelsEntry
-	nil,                                       // 34: devops.v1.RegisterWorkerRequest.LabelsEntry
-	(*durationpb.Duration)(nil),               // 35: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),             // 36: google.protobuf.Timestamp
+	(*DeregisterWorkerRequest)(nil),           // 11: devops.v1.DeregisterWorkerRequest
+	(*DeregisterWorkerResponse)(nil),          // 12: devops.v1.DeregisterWorkerResponse
+	(*RegisterWorkerRequest)(nil),             // 13: devops.v1.RegisterWorkerRequest
+	(*RegisterWorkerResponse)(nil),            // 14: devops.v1.RegisterWorkerResponse
+	(*DrainWorkerRequest)(nil),                // 15: devops.v1.DrainWorkerRequest
+	(*DrainWorkerResponse)(nil),               // 16: devops.v1.DrainWorkerResponse
+	(*Target)(nil),                            // 17: devops.v1.Target
+	(*ExecuteDistributedCommandRequest)(nil),  // 18: devops.v1.ExecuteDistributedCommandRequest
+	(*ExecuteDistributedCommandResponse)(nil), // 19: devops.v1.ExecuteDistributedCommandResponse
+	(*TerminateProcessRequest)(nil),           // 20: devops.v1.TerminateProcessRequest
+	(*TerminateProcessResponse)(nil),          // 21: devops.v1.TerminateProcessResponse
+	(*GetProcessStatusRequest)(nil),           // 22: devops.v1.GetProcessStatusRequest
+	(*GetProcessStatusResponse)(nil),          // 23: devops.v1.GetProcessStatusResponse
+	(*ListProcessesRequest)(nil),              // 24: devops.v1.ListProcessesRequest
+	(*ListProcessesResponse)(nil),             // 25: devops.v1.ListProcessesResponse
+	(*ListWorkersRequest)(nil),                // 26: devops.v1.ListWorkersRequest
+	(*ListWorkersResponse)(nil),               // 27: devops.v1.ListWorkersResponse
+	(*StreamOutputRequest)(nil),               // 28: devops.v1.StreamOutputRequest
+	(*StreamOutputResponse)(nil),              // 29: devops.v1.StreamOutputResponse
+	(*DrainRequest)(nil),                      // 30: devops.v1.DrainRequest
+	(*DrainResponse)(nil),                     // 31: devops.v1.DrainResponse
+	(*ExecuteCommandRequest)(nil),             // 32: devops.v1.ExecuteCommandRequest
+	(*ExecuteCommandResponse)(nil),            // 33: devops.v1.ExecuteCommandResponse
+	(*Started)(nil),                           // 34: devops.v1.Started
+	(*HealthCheckRequest)(nil),                // 35: devops.v1.HealthCheckRequest
+	(*HealthCheckResponse)(nil),               // 36: devops.v1.HealthCheckResponse
+	(*ReportMetricsRequest)(nil),              // 37: devops.v1.ReportMetricsRequest
+	nil,                                       // 38: devops.v1.Spec.EnvEntry
+	nil,                                       // 39: devops.v1.Worker.LabelsEntry
+	nil,                                       // 40: devops.v1.RegisterWorkerRequest.LabelsEntry
+	(*durationpb.Duration)(nil),               // 41: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),             // 42: google.protobuf.Timestamp
 }
 var file_devops_v1_devops_proto_depIdxs = []int32{
-	32, // 0: devops.v1.Spec.env:type_name -> devops.v1.Spec.EnvEntry
-	35, // 1: devops.v1.Spec.timeout:type_name -> google.protobuf.Duration
+	38, // 0: devops.v1.Spec.env:type_name -> devops.v1.Spec.EnvEntry
+	41, // 1: devops.v1.Spec.timeout:type_name -> google.protobuf.Duration
 	3,  // 2: devops.v1.Spec.limits:type_name -> devops.v1.Limits
-	35, // 3: devops.v1.Spec.grace:type_name -> google.protobuf.Duration
+	41, // 3: devops.v1.Spec.grace:type_name -> google.protobuf.Duration
 	1,  // 4: devops.v1.OutputChunk.stream:type_name -> devops.v1.Stream
 	0,  // 5: devops.v1.ExitStatus.state:type_name -> devops.v1.ProcessState
-	36, // 6: devops.v1.ExitStatus.ended_at:type_name -> google.protobuf.Timestamp
-	35, // 7: devops.v1.ExitStatus.cpu_time:type_name -> google.protobuf.Duration
+	42, // 6: devops.v1.ExitStatus.ended_at:type_name -> google.protobuf.Timestamp
+	41, // 7: devops.v1.ExitStatus.cpu_time:type_name -> google.protobuf.Duration
 	4,  // 8: devops.v1.Process.spec:type_name -> devops.v1.Spec
 	0,  // 9: devops.v1.Process.state:type_name -> devops.v1.ProcessState
-	36, // 10: devops.v1.Process.created_at:type_name -> google.protobuf.Timestamp
-	36, // 11: devops.v1.Process.started_at:type_name -> google.protobuf.Timestamp
-	36, // 12: devops.v1.Process.ended_at:type_name -> google.protobuf.Timestamp
-	35, // 13: devops.v1.Process.cpu_time:type_name -> google.protobuf.Duration
-	36, // 14: devops.v1.Process.state_changed_at:type_name -> google.protobuf.Timestamp
-	36, // 15: devops.v1.WorkerMetrics.time:type_name -> google.protobuf.Timestamp
-	35, // 16: devops.v1.WorkerMetrics.uptime:type_name -> google.protobuf.Duration
-	33, // 17: devops.v1.Worker.labels:type_name -> devops.v1.Worker.LabelsEntry
+	42, // 10: devops.v1.Process.created_at:type_name -> google.protobuf.Timestamp
+	42, // 11: devops.v1.Process.started_at:type_name -> google.protobuf.Timestamp
+	42, // 12: devops.v1.Process.ended_at:type_name -> google.protobuf.Timestamp
+	41, // 13: devops.v1.Process.cpu_time:type_name -> google.protobuf.Duration
+	42, // 14: devops.v1.Process.state_changed_at:type_name -> google.protobuf.Timestamp
+	42, // 15: devops.v1.WorkerMetrics.time:type_name -> google.protobuf.Timestamp
+	41, // 16: devops.v1.WorkerMetrics.uptime:type_name -> google.protobuf.Duration
+	39, // 17: devops.v1.Worker.labels:type_name -> devops.v1.Worker.LabelsEntry
 	2,  // 18: devops.v1.Worker.state:type_name -> devops.v1.WorkerState
-	36, // 19: devops.v1.Worker.registered_at:type_name -> google.protobuf.Timestamp
-	36, // 20: devops.v1.Worker.last_seen:type_name -> google.protobuf.Timestamp
+	42, // 19: devops.v1.Worker.registered_at:type_name -> google.protobuf.Timestamp
+	42, // 20: devops.v1.Worker.last_seen:type_name -> google.protobuf.Timestamp
 	8,  // 21: devops.v1.Worker.fingerprint:type_name -> devops.v1.Fingerprint
 	9,  // 22: devops.v1.Worker.metrics:type_name -> devops.v1.WorkerMetrics
-	34, // 23: devops.v1.RegisterWorkerRequest.labels:type_name -> devops.v1.RegisterWorkerRequest.LabelsEntry
+	40, // 23: devops.v1.RegisterWorkerRequest.labels:type_name -> devops.v1.RegisterWorkerRequest.LabelsEntry
 	8,  // 24: devops.v1.RegisterWorkerRequest.fingerprint:type_name -> devops.v1.Fingerprint
-	4,  // 25: devops.v1.ExecuteDistributedCommandRequest.spec:type_name -> devops.v1.Spec
-	13, // 26: devops.v1.ExecuteDistributedCommandRequest.target:type_name -> devops.v1.Target
-	35, // 27: devops.v1.ExecuteDistributedCommandRequest.queue_timeout:type_name -> google.protobuf.Duration
-	35, // 28: devops.v1.ExecuteDistributedCommandRequest.disconnect_grace:type_name -> google.protobuf.Duration
-	7,  // 29: devops.v1.ExecuteDistributedCommandResponse.process:type_name -> devops.v1.Process
-	5,  // 30: devops.v1.ExecuteDistributedCommandResponse.output:type_name -> devops.v1.OutputChunk
-	35, // 31: devops.v1.TerminateProcessRequest.grace:type_name -> google.protobuf.Duration
-	7,  // 32: devops.v1.TerminateProcessResponse.process:type_name -> devops.v1.Process
-	7,  // 33: devops.v1.GetProcessStatusResponse.process:type_name -> devops.v1.Process
-	0,  // 34: devops.v1.ListProcessesRequest.state:type_name -> devops.v1.ProcessState
-	7,  // 35: devops.v1.ListProcessesResponse.processes:type_name -> devops.v1.Process
-	10, // 36: devops.v1.ListWorkersResponse.workers:type_name -> devops.v1.Worker
-	7,  // 37: devops.v1.StreamOutputResponse.process:type_name -> devops.v1.Process
-	5,  // 38: devops.v1.StreamOutputResponse.output:type_name -> devops.v1.OutputChunk
-	4,  // 39: devops.v1.ExecuteCommandRequest.spec:type_name -> devops.v1.Spec
-	28, // 40: devops.v1.ExecuteCommandResponse.started:type_name -> devops.v1.Started
-	5,  // 41: devops.v1.ExecuteCommandResponse.output:type_name -> devops.v1.OutputChunk
-	6,  // 42: devops.v1.ExecuteCommandResponse.exit:type_name -> devops.v1.ExitStatus
-	36, // 43: devops.v1.Started.started_at:type_name -> google.protobuf.Timestamp
-	35, // 44: devops.v1.HealthCheckRequest.interval:type_name -> google.protobuf.Duration
-	2,  // 45: devops.v1.HealthCheckResponse.state:type_name -> devops.v1.WorkerState
-	36, // 46: devops.v1.HealthCheckResponse.time:type_name -> google.protobuf.Timestamp
-	35, // 47: devops.v1.ReportMetricsRequest.interval:type_name -> google.protobuf.Duration
-	11, // 48: devops.v1.WorkerRegistrationService.RegisterWorker:input_type -> devops.v1.RegisterWorkerRequest
-	14, // 49: devops.v1.ProcessManagementService.ExecuteDistributedCommand:input_type -> devops.v1.ExecuteDistributedCommandRequest
-	16, // 50: devops.v1.ProcessManagementService.TerminateProcess:input_type -> devops.v1.TerminateProcessRequest
-	18, // 51: devops.v1.ProcessManagementService.GetProcessStatus:input_type -> devops.v1.GetProcessStatusRequest
-	20, // 52: devops.v1.ProcessManagementService.ListProcesses:input_type -> devops.v1.ListProcessesRequest
-	22, // 53: devops.v1.ProcessManagementService.ListWorkers:input_type -> devops.v1.ListWorkersRequest
-	24, // 54: devops.v1.ProcessManagementService.StreamOutput:input_type -> devops.v1.StreamOutputRequest
-	26, // 55: devops.v1.WorkerProcessService.ExecuteCommand:input_type -> devops.v1.ExecuteCommandRequest
-	16, // 56: devops.v1.WorkerProcessService.TerminateProcess:input_type -> devops.v1.TerminateProcessRequest
-	29, // 57: devops.v1.WorkerProcessService.HealthCheck:input_type -> devops.v1.HealthCheckRequest
-	31, // 58: devops.v1.WorkerProcessService.ReportMetrics:input_type -> devops.v1.ReportMetricsRequest
-	12, // 59: devops.v1.WorkerRegistrationService.RegisterWorker:output_type -> devops.v1.RegisterWorkerResponse
-	15, // 60: devops.v1.ProcessManagementService.ExecuteDistributedCommand:output_type -> devops.v1.ExecuteDistributedCommandResponse
-	17, // 61: devops.v1.ProcessManagementService.TerminateProcess:output_type -> devops.v1.TerminateProcessResponse
-	19, // 62: devops.v1.ProcessManagementService.GetProcessStatus:output_type -> devops.v1.GetProcessStatusResponse
-	21, // 63: devops.v1.ProcessManagementService.ListProcesses:output_type -> devops.v1.ListProcessesResponse
-	23, // 64: devops.v1.ProcessManagementService.ListWorkers:output_type -> devops.v1.ListWorkersResponse
-	25, // 65: devops.v1.ProcessManagementService.StreamOutput:output_type -> devops.v1.StreamOutputResponse
-	27, // 66: devops.v1.WorkerProcessService.ExecuteCommand:output_type -> devops.v1.ExecuteCommandResponse
-	17, // 67: devops.v1.WorkerProcessService.TerminateProcess:output_type -> devops.v1.TerminateProcessResponse
-	30, // 68: devops.v1.WorkerProcessService.HealthCheck:output_type -> devops.v1.HealthCheckResponse
-	9,  // 69: devops.v1.WorkerProcessService.ReportMetrics:output_type -> devops.v1.WorkerMetrics
-	59, // [59:70] is the sub-list for method output_type
-	48, // [48:59] is the sub-list for method input_type
-	48, // [48:48] is the sub-list for extension type_name
-	48, // [48:48] is the sub-list for extension extendee
-	0,  // [0:48] is the sub-list for field type_name
+	10, // 25: devops.v1.DrainWorkerResponse.worker:type_name -> devops.v1.Worker
+	4,  // 26: devops.v1.ExecuteDistributedCommandRequest.spec:type_name -> devops.v1.Spec
+	17, // 27: devops.v1.ExecuteDistributedCommandRequest.target:type_name -> devops.v1.Target
+	41, // 28: devops.v1.ExecuteDistributedCommandRequest.queue_timeout:type_name -> google.protobuf.Duration
+	41, // 29: devops.v1.ExecuteDistributedCommandRequest.disconnect_grace:type_name -> google.protobuf.Duration
+	7,  // 30: devops.v1.ExecuteDistributedCommandResponse.process:type_name -> devops.v1.Process
+	5,  // 31: devops.v1.ExecuteDistributedCommandResponse.output:type_name -> devops.v1.OutputChunk
+	41, // 32: devops.v1.TerminateProcessRequest.grace:type_name -> google.protobuf.Duration
+	7,  // 33: devops.v1.TerminateProcessResponse.process:type_name -> devops.v1.Process
+	7,  // 34: devops.v1.GetProcessStatusResponse.process:type_name -> devops.v1.Process
+	0,  // 35: devops.v1.ListProcessesRequest.state:type_name -> devops.v1.ProcessState
+	7,  // 36: devops.v1.ListProcessesResponse.processes:type_name -> devops.v1.Process
+	10, // 37: devops.v1.ListWorkersResponse.workers:type_name -> devops.v1.Worker
+	7,  // 38: devops.v1.StreamOutputResponse.process:type_name -> devops.v1.Process
+	5,  // 39: devops.v1.StreamOutputResponse.output:type_name -> devops.v1.OutputChunk
+	4,  // 40: devops.v1.ExecuteCommandRequest.spec:type_name -> devops.v1.Spec
+	34, // 41: devops.v1.ExecuteCommandResponse.started:type_name -> devops.v1.Started
+	5,  // 42: devops.v1.ExecuteCommandResponse.output:type_name -> devops.v1.OutputChunk
+	6,  // 43: devops.v1.ExecuteCommandResponse.exit:type_name -> devops.v1.ExitStatus
+	42, // 44: devops.v1.Started.started_at:type_name -> google.protobuf.Timestamp
+	41, // 45: devops.v1.HealthCheckRequest.interval:type_name -> google.protobuf.Duration
+	2,  // 46: devops.v1.HealthCheckResponse.state:type_name -> devops.v1.WorkerState
+	42, // 47: devops.v1.HealthCheckResponse.time:type_name -> google.protobuf.Timestamp
+	41, // 48: devops.v1.ReportMetricsRequest.interval:type_name -> google.protobuf.Duration
+	13, // 49: devops.v1.WorkerRegistrationService.RegisterWorker:input_type -> devops.v1.RegisterWorkerRequest
+	11, // 50: devops.v1.WorkerRegistrationService.DeregisterWorker:input_type -> devops.v1.DeregisterWorkerRequest
+	18, // 51: devops.v1.ProcessManagementService.ExecuteDistributedCommand:input_type -> devops.v1.ExecuteDistributedCommandRequest
+	20, // 52: devops.v1.ProcessManagementService.TerminateProcess:input_type -> devops.v1.TerminateProcessRequest
+	22, // 53: devops.v1.ProcessManagementService.GetProcessStatus:input_type -> devops.v1.GetProcessStatusRequest
+	24, // 54: devops.v1.ProcessManagementService.ListProcesses:input_type -> devops.v1.ListProcessesRequest
+	26, // 55: devops.v1.ProcessManagementService.ListWorkers:input_type -> devops.v1.ListWorkersRequest
+	28, // 56: devops.v1.ProcessManagementService.StreamOutput:input_type -> devops.v1.StreamOutputRequest
+	15, // 57: devops.v1.ProcessManagementService.DrainWorker:input_type -> devops.v1.DrainWorkerRequest
+	32, // 58: devops.v1.WorkerProcessService.ExecuteCommand:input_type -> devops.v1.ExecuteCommandRequest
+	20, // 59: devops.v1.WorkerProcessService.TerminateProcess:input_type -> devops.v1.TerminateProcessRequest
+	35, // 60: devops.v1.WorkerProcessService.HealthCheck:input_type -> devops.v1.HealthCheckRequest
+	37, // 61: devops.v1.WorkerProcessService.ReportMetrics:input_type -> devops.v1.ReportMetricsRequest
+	30, // 62: devops.v1.WorkerProcessService.Drain:input_type -> devops.v1.DrainRequest
+	14, // 63: devops.v1.WorkerRegistrationService.RegisterWorker:output_type -> devops.v1.RegisterWorkerResponse
+	12, // 64: devops.v1.WorkerRegistrationService.DeregisterWorker:output_type -> devops.v1.DeregisterWorkerResponse
+	19, // 65: devops.v1.ProcessManagementService.ExecuteDistributedCommand:output_type -> devops.v1.ExecuteDistributedCommandResponse
+	21, // 66: devops.v1.ProcessManagementService.TerminateProcess:output_type -> devops.v1.TerminateProcessResponse
+	23, // 67: devops.v1.ProcessManagementService.GetProcessStatus:output_type -> devops.v1.GetProcessStatusResponse
+	25, // 68: devops.v1.ProcessManagementService.ListProcesses:output_type -> devops.v1.ListProcessesResponse
+	27, // 69: devops.v1.ProcessManagementService.ListWorkers:output_type -> devops.v1.ListWorkersResponse
+	29, // 70: devops.v1.ProcessManagementService.StreamOutput:output_type -> devops.v1.StreamOutputResponse
+	16, // 71: devops.v1.ProcessManagementService.DrainWorker:output_type -> devops.v1.DrainWorkerResponse
+	33, // 72: devops.v1.WorkerProcessService.ExecuteCommand:output_type -> devops.v1.ExecuteCommandResponse
+	21, // 73: devops.v1.WorkerProcessService.TerminateProcess:output_type -> devops.v1.TerminateProcessResponse
+	36, // 74: devops.v1.WorkerProcessService.HealthCheck:output_type -> devops.v1.HealthCheckResponse
+	9,  // 75: devops.v1.WorkerProcessService.ReportMetrics:output_type -> devops.v1.WorkerMetrics
+	31, // 76: devops.v1.WorkerProcessService.Drain:output_type -> devops.v1.DrainResponse
+	63, // [63:77] is the sub-list for method output_type
+	49, // [49:63] is the sub-list for method input_type
+	49, // [49:49] is the sub-list for extension type_name
+	49, // [49:49] is the sub-list for extension extendee
+	0,  // [0:49] is the sub-list for field type_name
 }
 
 func init() { file_devops_v1_devops_proto_init() }
@@ -2717,15 +3001,15 @@ func file_devops_v1_devops_proto_init() {
 	if File_devops_v1_devops_proto != nil {
 		return
 	}
-	file_devops_v1_devops_proto_msgTypes[12].OneofWrappers = []any{
+	file_devops_v1_devops_proto_msgTypes[16].OneofWrappers = []any{
 		(*ExecuteDistributedCommandResponse_Process)(nil),
 		(*ExecuteDistributedCommandResponse_Output)(nil),
 	}
-	file_devops_v1_devops_proto_msgTypes[22].OneofWrappers = []any{
+	file_devops_v1_devops_proto_msgTypes[26].OneofWrappers = []any{
 		(*StreamOutputResponse_Process)(nil),
 		(*StreamOutputResponse_Output)(nil),
 	}
-	file_devops_v1_devops_proto_msgTypes[24].OneofWrappers = []any{
+	file_devops_v1_devops_proto_msgTypes[30].OneofWrappers = []any{
 		(*ExecuteCommandResponse_Started)(nil),
 		(*ExecuteCommandResponse_Output)(nil),
 		(*ExecuteCommandResponse_Exit)(nil),
@@ -2736,7 +3020,7 @@ func file_devops_v1_devops_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_devops_v1_devops_proto_rawDesc), len(file_devops_v1_devops_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   32,
+			NumMessages:   38,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

@@ -26,7 +26,8 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	WorkerRegistrationService_RegisterWorker_FullMethodName = "/devops.v1.WorkerRegistrationService/RegisterWorker"
+	WorkerRegistrationService_RegisterWorker_FullMethodName   = "/devops.v1.WorkerRegistrationService/RegisterWorker"
+	WorkerRegistrationService_DeregisterWorker_FullMethodName = "/devops.v1.WorkerRegistrationService/DeregisterWorker"
 )
 
 // WorkerRegistrationServiceClient is the client API for WorkerRegistrationService service.
@@ -36,6 +37,8 @@ type WorkerRegistrationServiceClient interface {
 	// RegisterWorker admits a worker, or welcomes a known one back. A second
 	// live worker claiming a name in use gets ALREADY_EXISTS.
 	RegisterWorker(ctx context.Context, in *RegisterWorkerRequest, opts ...grpc.CallOption) (*RegisterWorkerResponse, error)
+	// DeregisterWorker removes a worker that drained and is leaving.
+	DeregisterWorker(ctx context.Context, in *DeregisterWorkerRequest, opts ...grpc.CallOption) (*DeregisterWorkerResponse, error)
 }
 
 type workerRegistrationServiceClient struct {
@@ -56,6 +59,16 @@ func (c *workerRegistrationServiceClient) RegisterWorker(ctx context.Context, in
 	return out, nil
 }
 
+func (c *workerRegistrationServiceClient) DeregisterWorker(ctx context.Context, in *DeregisterWorkerRequest, opts ...grpc.CallOption) (*DeregisterWorkerResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeregisterWorkerResponse)
+	err := c.cc.Invoke(ctx, WorkerRegistrationService_DeregisterWorker_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // WorkerRegistrationServiceServer is the server API for WorkerRegistrationService service.
 // All implementations must embed UnimplementedWorkerRegistrationServiceServer
 // for forward compatibility.
@@ -63,6 +76,8 @@ type WorkerRegistrationServiceServer interface {
 	// RegisterWorker admits a worker, or welcomes a known one back. A second
 	// live worker claiming a name in use gets ALREADY_EXISTS.
 	RegisterWorker(context.Context, *RegisterWorkerRequest) (*RegisterWorkerResponse, error)
+	// DeregisterWorker removes a worker that drained and is leaving.
+	DeregisterWorker(context.Context, *DeregisterWorkerRequest) (*DeregisterWorkerResponse, error)
 	mustEmbedUnimplementedWorkerRegistrationServiceServer()
 }
 
@@ -75,6 +90,9 @@ type UnimplementedWorkerRegistrationServiceServer struct{}
 
 func (UnimplementedWorkerRegistrationServiceServer) RegisterWorker(context.Context, *RegisterWorkerRequest) (*RegisterWorkerResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RegisterWorker not implemented")
+}
+func (UnimplementedWorkerRegistrationServiceServer) DeregisterWorker(context.Context, *DeregisterWorkerRequest) (*DeregisterWorkerResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DeregisterWorker not implemented")
 }
 func (UnimplementedWorkerRegistrationServiceServer) mustEmbedUnimplementedWorkerRegistrationServiceServer() {
 }
@@ -116,6 +134,24 @@ func _WorkerRegistrationService_RegisterWorker_Handler(srv interface{}, ctx cont
 	return interceptor(ctx, in, info, handler)
 }
 
+func _WorkerRegistrationService_DeregisterWorker_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeregisterWorkerRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(WorkerRegistrationServiceServer).DeregisterWorker(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: WorkerRegistrationService_DeregisterWorker_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(WorkerRegistrationServiceServer).DeregisterWorker(ctx, req.(*DeregisterWorkerRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // WorkerRegistrationService_ServiceDesc is the grpc.ServiceDesc for WorkerRegistrationService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -126,6 +162,10 @@ var WorkerRegistrationService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RegisterWorker",
 			Handler:    _WorkerRegistrationService_RegisterWorker_Handler,
+		},
+		{
+			MethodName: "DeregisterWorker",
+			Handler:    _WorkerRegistrationService_DeregisterWorker_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
@@ -139,6 +179,7 @@ const (
 	ProcessManagementService_ListProcesses_FullMethodName             = "/devops.v1.ProcessManagementService/ListProcesses"
 	ProcessManagementService_ListWorkers_FullMethodName               = "/devops.v1.ProcessManagementService/ListWorkers"
 	ProcessManagementService_StreamOutput_FullMethodName              = "/devops.v1.ProcessManagementService/StreamOutput"
+	ProcessManagementService_DrainWorker_FullMethodName               = "/devops.v1.ProcessManagementService/DrainWorker"
 )
 
 // ProcessManagementServiceClient is the client API for ProcessManagementService service.
@@ -156,6 +197,9 @@ type ProcessManagementServiceClient interface {
 	// StreamOutput replays a process's output from an offset and, with follow,
 	// keeps streaming until the process ends; the last message is its final state.
 	StreamOutput(ctx context.Context, in *StreamOutputRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[StreamOutputResponse], error)
+	// DrainWorker stops new work for a worker; its running processes finish,
+	// then it deregisters and exits. With undo, it takes work again.
+	DrainWorker(ctx context.Context, in *DrainWorkerRequest, opts ...grpc.CallOption) (*DrainWorkerResponse, error)
 }
 
 type processManagementServiceClient struct {
@@ -244,6 +288,16 @@ func (c *processManagementServiceClient) StreamOutput(ctx context.Context, in *S
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type ProcessManagementService_StreamOutputClient = grpc.ServerStreamingClient[StreamOutputResponse]
 
+func (c *processManagementServiceClient) DrainWorker(ctx context.Context, in *DrainWorkerRequest, opts ...grpc.CallOption) (*DrainWorkerResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DrainWorkerResponse)
+	err := c.cc.Invoke(ctx, ProcessManagementService_DrainWorker_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ProcessManagementServiceServer is the server API for ProcessManagementService service.
 // All implementations must embed UnimplementedProcessManagementServiceServer
 // for forward compatibility.
@@ -259,6 +313,9 @@ type ProcessManagementServiceServer interface {
 	// StreamOutput replays a process's output from an offset and, with follow,
 	// keeps streaming until the process ends; the last message is its final state.
 	StreamOutput(*StreamOutputRequest, grpc.ServerStreamingServer[StreamOutputResponse]) error
+	// DrainWorker stops new work for a worker; its running processes finish,
+	// then it deregisters and exits. With undo, it takes work again.
+	DrainWorker(context.Context, *DrainWorkerRequest) (*DrainWorkerResponse, error)
 	mustEmbedUnimplementedProcessManagementServiceServer()
 }
 
@@ -286,6 +343,9 @@ func (UnimplementedProcessManagementServiceServer) ListWorkers(context.Context, 
 }
 func (UnimplementedProcessManagementServiceServer) StreamOutput(*StreamOutputRequest, grpc.ServerStreamingServer[StreamOutputResponse]) error {
 	return status.Error(codes.Unimplemented, "method StreamOutput not implemented")
+}
+func (UnimplementedProcessManagementServiceServer) DrainWorker(context.Context, *DrainWorkerRequest) (*DrainWorkerResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DrainWorker not implemented")
 }
 func (UnimplementedProcessManagementServiceServer) mustEmbedUnimplementedProcessManagementServiceServer() {
 }
@@ -403,6 +463,24 @@ func _ProcessManagementService_StreamOutput_Handler(srv interface{}, stream grpc
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type ProcessManagementService_StreamOutputServer = grpc.ServerStreamingServer[StreamOutputResponse]
 
+func _ProcessManagementService_DrainWorker_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DrainWorkerRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ProcessManagementServiceServer).DrainWorker(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ProcessManagementService_DrainWorker_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ProcessManagementServiceServer).DrainWorker(ctx, req.(*DrainWorkerRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // ProcessManagementService_ServiceDesc is the grpc.ServiceDesc for ProcessManagementService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -426,6 +504,10 @@ var ProcessManagementService_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "ListWorkers",
 			Handler:    _ProcessManagementService_ListWorkers_Handler,
 		},
+		{
+			MethodName: "DrainWorker",
+			Handler:    _ProcessManagementService_DrainWorker_Handler,
+		},
 	},
 	Streams: []grpc.StreamDesc{
 		{
@@ -447,6 +529,7 @@ const (
 	WorkerProcessService_TerminateProcess_FullMethodName = "/devops.v1.WorkerProcessService/TerminateProcess"
 	WorkerProcessService_HealthCheck_FullMethodName      = "/devops.v1.WorkerProcessService/HealthCheck"
 	WorkerProcessService_ReportMetrics_FullMethodName    = "/devops.v1.WorkerProcessService/ReportMetrics"
+	WorkerProcessService_Drain_FullMethodName            = "/devops.v1.WorkerProcessService/Drain"
 )
 
 // WorkerProcessServiceClient is the client API for WorkerProcessService service.
@@ -462,6 +545,8 @@ type WorkerProcessServiceClient interface {
 	HealthCheck(ctx context.Context, in *HealthCheckRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[HealthCheckResponse], error)
 	// ReportMetrics sends a metrics sample every interval until the call ends.
 	ReportMetrics(ctx context.Context, in *ReportMetricsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WorkerMetrics], error)
+	// Drain stops new work; with undo, the worker takes work again.
+	Drain(ctx context.Context, in *DrainRequest, opts ...grpc.CallOption) (*DrainResponse, error)
 }
 
 type workerProcessServiceClient struct {
@@ -539,6 +624,16 @@ func (c *workerProcessServiceClient) ReportMetrics(ctx context.Context, in *Repo
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type WorkerProcessService_ReportMetricsClient = grpc.ServerStreamingClient[WorkerMetrics]
 
+func (c *workerProcessServiceClient) Drain(ctx context.Context, in *DrainRequest, opts ...grpc.CallOption) (*DrainResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DrainResponse)
+	err := c.cc.Invoke(ctx, WorkerProcessService_Drain_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // WorkerProcessServiceServer is the server API for WorkerProcessService service.
 // All implementations must embed UnimplementedWorkerProcessServiceServer
 // for forward compatibility.
@@ -552,6 +647,8 @@ type WorkerProcessServiceServer interface {
 	HealthCheck(*HealthCheckRequest, grpc.ServerStreamingServer[HealthCheckResponse]) error
 	// ReportMetrics sends a metrics sample every interval until the call ends.
 	ReportMetrics(*ReportMetricsRequest, grpc.ServerStreamingServer[WorkerMetrics]) error
+	// Drain stops new work; with undo, the worker takes work again.
+	Drain(context.Context, *DrainRequest) (*DrainResponse, error)
 	mustEmbedUnimplementedWorkerProcessServiceServer()
 }
 
@@ -573,6 +670,9 @@ func (UnimplementedWorkerProcessServiceServer) HealthCheck(*HealthCheckRequest, 
 }
 func (UnimplementedWorkerProcessServiceServer) ReportMetrics(*ReportMetricsRequest, grpc.ServerStreamingServer[WorkerMetrics]) error {
 	return status.Error(codes.Unimplemented, "method ReportMetrics not implemented")
+}
+func (UnimplementedWorkerProcessServiceServer) Drain(context.Context, *DrainRequest) (*DrainResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Drain not implemented")
 }
 func (UnimplementedWorkerProcessServiceServer) mustEmbedUnimplementedWorkerProcessServiceServer() {}
 func (UnimplementedWorkerProcessServiceServer) testEmbeddedByValue()                              {}
@@ -646,6 +746,24 @@ func _WorkerProcessService_ReportMetrics_Handler(srv interface{}, stream grpc.Se
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type WorkerProcessService_ReportMetricsServer = grpc.ServerStreamingServer[WorkerMetrics]
 
+func _WorkerProcessService_Drain_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DrainRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(WorkerProcessServiceServer).Drain(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: WorkerProcessService_Drain_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(WorkerProcessServiceServer).Drain(ctx, req.(*DrainRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // WorkerProcessService_ServiceDesc is the grpc.ServiceDesc for WorkerProcessService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -656,6 +774,10 @@ var WorkerProcessService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "TerminateProcess",
 			Handler:    _WorkerProcessService_TerminateProcess_Handler,
+		},
+		{
+			MethodName: "Drain",
+			Handler:    _WorkerProcessService_Drain_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
