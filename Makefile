@@ -46,3 +46,20 @@ test: vet
 
 clean:
 	rm -rf bin data
+
+# Docker images, built with no registry: bin/devops is copied into a FROM
+# scratch manager image and a worker image on BASE_IMAGE (by default a local
+# base made from Debian's busybox-static by scripts/docker-base.sh).
+IMAGE_PREFIX ?= devops
+IMAGE_TAG    ?= latest
+BASE_IMAGE   ?= devops-base:busybox
+DOCKER_ENV    = BIN=$(BIN) IMAGE_PREFIX=$(IMAGE_PREFIX) TAG=$(IMAGE_TAG) VERSION=$(VERSION) BASE_IMAGE=$(BASE_IMAGE)
+
+.PHONY: docker-build
+docker-build: build
+	$(DOCKER_ENV) ./scripts/docker-build.sh
+
+# The images, a docker-compose cluster (project devops-ci), the e2e suite
+# against it from the host, and the cluster torn down whatever happens.
+ci-test: docker-build
+	$(DOCKER_ENV) ./scripts/ci-test.sh

@@ -109,6 +109,7 @@ func newRoot(env *Env) *cobra.Command {
 		newLogsCmd(env, g),
 		newKillCmd(env, g),
 		newWorkersCmd(env, g),
+		newHealthcheckCmd(env, g),
 	)
 	return root
 }
