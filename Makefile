@@ -63,3 +63,12 @@ docker-build: build
 # against it from the host, and the cluster torn down whatever happens.
 ci-test: docker-build
 	$(DOCKER_ENV) ./scripts/ci-test.sh
+
+# Benchmarks against local exec, ssh, pdsh and Ansible (installed from Debian
+# packages when missing): writes bench/results.json and bench/results.md.
+# QUICK=1: a short run (smaller sizes, no installs) in under 2 minutes.
+# PPROF=1: the manager runs with pprof; profiles land in bench/profiles.
+.PHONY: bench
+bench: build
+	$(GO) build $(if $(PPROF),-tags benchpprof) -o bin/devops-bench ./internal/bench
+	./bin/devops-bench -devops $(BIN) -out bench $(if $(QUICK),-quick) $(if $(PPROF),-pprof)

@@ -1,0 +1,320 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/devops-platform/devops"
+	"github.com/devops-platform/devops/internal/client"
+)
+
+// child is a process the bench started: the manager, a worker, sshd. It is
+// killed (with its process group) by stop.
+type child struct {
+	name string
+	cmd  *exec.Cmd
+	done chan struct{} // closed when the process has been waited for
+	err  error         // valid once done is closed
+}
+
+// startChild starts argv with its output in logPath, in its own process group.
+func startChild(name, logPath string, argv ...string) (*child, error) {
+	logf, err := os.Create(logPath)
+	if err != nil {
+		return nil, fmt.Errorf("create log of %s: %w", name, err)
+	}
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	c := &child{name: name, cmd: cmd, done: make(chan struct{})}
+	go func() {
+		c.err = cmd.Wait()
+		logf.Close()
+		close(c.done)
+	}()
+	return c, nil
+}
+
+func (c *child) pid() int { return c.cmd.Process.Pid }
+
+// signal sends sig to the child alone (not its group).
+func (c *child) signal(sig syscall.Signal) error { return syscall.Kill(c.pid(), sig) }
+
+// stop ends the child: SIGTERM, then SIGKILL to its group after grace.
+func (c *child) stop(grace time.Duration) {
+	select {
+	case <-c.done:
+		return
+	default:
+	}
+	syscall.Kill(c.pid(), syscall.SIGCONT)
+	syscall.Kill(c.pid(), syscall.SIGTERM)
+	select {
+	case <-c.done:
+	case <-time.After(grace):
+		syscall.Kill(-c.pid(), syscall.SIGKILL)
+		<-c.done
+	}
+}
+
+// procStats is what /proc says about a process.
+type procStats struct {
+	CPU time.Duration // user + system time so far
+	RSS int64         // resident set, bytes
+}
+
+// readProc reads CPU time from /proc/PID/stat and RSS from /proc/PID/status.
+func readProc(pid int) (procStats, error) {
+	var st procStats
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return st, err
+	}
+	// Fields after the command name, which is in parentheses and may hold spaces.
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return st, fmt.Errorf("parse /proc/%d/stat", pid)
+	}
+	f := strings.Fields(s[i+1:])
+	if len(f) < 13 {
+		return st, fmt.Errorf("parse /proc/%d/stat: %d fields", pid, len(f))
+	}
+	// f[0] is field 3 (state); utime is field 14, stime field 15.
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	stt, _ := strconv.ParseInt(f[12], 10, 64)
+	const clkTck = 100 // USER_HZ on Linux
+	st.CPU = time.Duration(ut+stt) * time.Second / clkTck
+	b, err = os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return st, err
+	}
+	for line := range strings.SplitSeq(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			st.RSS = kb << 10
+		}
+	}
+	return st, nil
+}
+
+// rssSampler records the peak RSS of some processes until stopped.
+type rssSampler struct {
+	peak []int64
+	stop chan struct{}
+	done chan struct{}
+}
+
+func sampleRSS(every time.Duration, pids ...int) *rssSampler {
+	s := &rssSampler{peak: make([]int64, len(pids)), stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(s.done)
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			for i, pid := range pids {
+				if st, err := readProc(pid); err == nil {
+					s.peak[i] = max(s.peak[i], st.RSS)
+				}
+			}
+			select {
+			case <-s.stop:
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return s
+}
+
+// end stops sampling and returns the peak RSS of each process.
+func (s *rssSampler) end() []int64 {
+	close(s.stop)
+	<-s.done
+	return s.peak
+}
+
+// freePort returns a TCP port free on ip now.
+func freePort(ip string) (int, error) {
+	l, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// loopbackIP is the i-th address of the aliases the bench spreads workers
+// over: 127.0.0.10 upwards, then 127.0.1.x and so on.
+func loopbackIP(i int) string {
+	n := 10 + i
+	return fmt.Sprintf("127.0.%d.%d", n/250, n%250+1)
+}
+
+// cluster is a manager and the workers the bench started, as processes of
+// a devops binary (bin/devops, or the bench itself as a profiling manager).
+type cluster struct {
+	bin      string // the devops binary for workers and the CLI
+	dir      string
+	addr     string // the manager's gRPC address
+	pprof    string // the profiling manager's HTTP address; "" without -pprof
+	manager  *child
+	workers  map[string]*worker
+	client   *client.Client
+	quiet    bool
+	seq      int
+	rebootID int
+}
+
+type worker struct {
+	name, addr, dir, labels string
+	proc                    *child
+}
+
+// startCluster starts a manager; managerArgv, when set, is the command that
+// runs it instead of `bin manager` (the bench's own profiling manager).
+func startCluster(ctx context.Context, bin, dir string, managerArgv []string, pprofAddr string) (*cluster, error) {
+	port, err := freePort("127.0.0.1")
+	if err != nil {
+		return nil, fmt.Errorf("pick manager port: %w", err)
+	}
+	c := &cluster{bin: bin, dir: dir, addr: fmt.Sprintf("127.0.0.1:%d", port), workers: map[string]*worker{}, pprof: pprofAddr}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	argv := append([]string{bin, "manager"}, managerArgv...)
+	if len(managerArgv) > 0 && !strings.HasPrefix(managerArgv[0], "-") {
+		argv = managerArgv
+	}
+	argv = append(argv, "--listen", c.addr, "--http", "-", "--data-dir", filepath.Join(dir, "manager"), "--log-level", "warn")
+	if c.manager, err = startChild("manager", filepath.Join(dir, "manager.log"), argv...); err != nil {
+		return nil, err
+	}
+	if c.client, err = client.Dial(c.addr); err != nil {
+		c.close()
+		return nil, err
+	}
+	c.client.Reconnect = 5 * time.Second
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		cctx, cancel := context.WithTimeout(ctx, time.Second)
+		_, err := c.client.Workers(cctx)
+		cancel()
+		if err == nil {
+			return c, nil
+		}
+		select {
+		case <-c.manager.done:
+			c.close()
+			return nil, fmt.Errorf("manager exited: %v (see %s)", c.manager.err, filepath.Join(dir, "manager.log"))
+		default:
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			c.close()
+			return nil, fmt.Errorf("manager not answering: %w", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// addWorker starts a worker process named name listening on ip; it does
+// not wait for it to be UP (see waitUp).
+func (c *cluster) addWorker(name, ip, labels string) (*worker, error) {
+	port, err := freePort(ip)
+	if err != nil {
+		return nil, fmt.Errorf("pick port on %s: %w", ip, err)
+	}
+	w := &worker{name: name, addr: fmt.Sprintf("%s:%d", ip, port), dir: filepath.Join(c.dir, "w-"+name), labels: labels}
+	if err := c.startWorker(w); err != nil {
+		return nil, err
+	}
+	c.workers[name] = w
+	return w, nil
+}
+
+func (c *cluster) startWorker(w *worker) error {
+	c.seq++
+	argv := []string{c.bin, "worker", "--manager", c.addr, "--name", w.name, "--listen", w.addr,
+		"--data-dir", w.dir, "--capacity", "64", "--log-level", "warn"}
+	if w.labels != "" {
+		argv = append(argv, "--labels", w.labels)
+	}
+	var err error
+	w.proc, err = startChild("worker "+w.name, filepath.Join(c.dir, fmt.Sprintf("worker-%s-%d.log", w.name, c.seq)), argv...)
+	return err
+}
+
+// restart starts a worker again on the same address and data dir.
+func (c *cluster) restart(w *worker) error {
+	w.proc.stop(2 * time.Second)
+	return c.startWorker(w)
+}
+
+// removeWorker stops a worker process. The manager marks it DOWN.
+func (c *cluster) removeWorker(name string) {
+	if w, ok := c.workers[name]; ok {
+		w.proc.stop(5 * time.Second)
+		delete(c.workers, name)
+	}
+}
+
+// waitState waits until each named worker has state s in ListWorkers.
+func (c *cluster) waitState(ctx context.Context, s devops.WorkerState, timeout time.Duration, names ...string) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		ws, err := c.client.Workers(ctx)
+		if err == nil {
+			have := map[string]devops.WorkerState{}
+			for _, w := range ws {
+				have[w.Name] = w.State
+			}
+			missing := 0
+			for _, n := range names {
+				if have[n] != s {
+					missing++
+				}
+			}
+			if missing == 0 {
+				return nil
+			}
+			err = fmt.Errorf("%d of %d workers not %v", missing, len(names), s)
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return fmt.Errorf("wait for workers: %w", err)
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+}
+
+// managerStats reads the manager process's CPU time and RSS.
+func (c *cluster) managerStats() procStats {
+	st, _ := readProc(c.manager.pid())
+	return st
+}
+
+func (c *cluster) close() {
+	if c.client != nil {
+		c.client.Close()
+	}
+	for _, w := range c.workers {
+		w.proc.stop(3 * time.Second)
+	}
+	if c.manager != nil {
+		c.manager.stop(8 * time.Second)
+	}
+}
+
+var errSkipped = errors.New("skipped")

@@ -1,0 +1,760 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/devops-platform/devops"
+	"github.com/devops-platform/devops/internal/client"
+)
+
+// sizes is how much each scenario does; QUICK mode shrinks them.
+type sizes struct {
+	rounds        int   // interleaved rounds of ours and the baseline (at least 5)
+	dispatchPer   int   // dispatch samples per round and side
+	cliPer        int   // CLI round trips per round and side
+	tputCommands  int   // commands per throughput run
+	bulkBytes     int64 // bulk output size
+	lines         int   // 100-byte lines
+	stallBytes    int64 // output produced while the follower stalls
+	fanout        []int // worker counts
+	scale         []int // simulated worker counts
+	scaleSettle   time.Duration
+	scaleWindow   time.Duration
+	failReps      int
+	failHangReps  int
+	scenarioLimit time.Duration
+}
+
+var fullSizes = sizes{
+	rounds: 5, dispatchPer: 40, cliPer: 4, tputCommands: 128,
+	bulkBytes: 1 << 30, lines: 10_000_000, stallBytes: 1 << 30,
+	fanout: []int{8, 32}, scale: []int{1000, 5000, 10000}, scaleSettle: 6 * time.Second, scaleWindow: 10 * time.Second,
+	failReps: 5, failHangReps: 3, scenarioLimit: 4 * time.Minute,
+}
+
+var quickSizes = sizes{
+	rounds: 5, dispatchPer: 8, cliPer: 1, tputCommands: 32,
+	bulkBytes: 64 << 20, lines: 500_000, stallBytes: 128 << 20,
+	fanout: []int{8}, scale: []int{200}, scaleSettle: 3 * time.Second, scaleWindow: 4 * time.Second,
+	failReps: 1, failHangReps: 1, scenarioLimit: 45 * time.Second,
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+func mib(n int64) string {
+	if n >= 1<<30 && n%(1<<30) == 0 {
+		return fmt.Sprintf("%d GiB", n>>30)
+	}
+	return fmt.Sprintf("%d MiB", n>>20)
+}
+
+// runOnce runs argv through the API and reports the time to the first
+// output byte and to the final record, the bytes seen and the final state.
+func runOnce(ctx context.Context, c *client.Client, argv []string) (first, exit time.Duration, n int64, p devops.Process, err error) {
+	start := time.Now()
+	err = c.Run(ctx, client.RunRequest{Spec: devops.Spec{Argv: argv}}, func(e client.Event) error {
+		if e.Chunk != nil {
+			if n == 0 {
+				first = time.Since(start)
+			}
+			n += int64(len(e.Chunk.Data))
+		}
+		if e.Process != nil && e.Process.State.Terminal() {
+			exit = time.Since(start)
+			p = *e.Process
+		}
+		return nil
+	})
+	if err == nil && p.State != devops.StateSucceeded {
+		err = fmt.Errorf("%v ended %v (exit %d): %s", argv, p.State, p.ExitCode(), p.Reason)
+	}
+	return first, exit, n, p, err
+}
+
+// localOnce spawns argv through pipes and reads both to the end.
+func localOnce(ctx context.Context, argv []string) (first, exit time.Duration, n int64, err error) {
+	start := time.Now()
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	errp, err := cmd.StderrPipe()
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	if err := cmd.Start(); err != nil {
+		return 0, 0, 0, err
+	}
+	var total atomic.Int64
+	var once sync.Once
+	read := func(r io.Reader) {
+		buf := make([]byte, 256<<10)
+		for {
+			k, err := r.Read(buf)
+			if k > 0 {
+				once.Do(func() { first = time.Since(start) })
+				total.Add(int64(k))
+			}
+			if err != nil {
+				return
+			}
+		}
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); read(errp) }()
+	read(out)
+	wg.Wait()
+	err = cmd.Wait()
+	return first, time.Since(start), total.Load(), err
+}
+
+// dispatch: scenario 1.
+func (b *bench) dispatch(ctx context.Context) ([]Row, error) {
+	argv := []string{"/bin/echo", "hi"}
+	if _, _, _, _, err := runOnce(ctx, b.c.client, argv); err != nil { // warm the client and the worker
+		return nil, err
+	}
+	var first, exit, lfirst, lexit []float64
+	for range b.sz.rounds {
+		for range b.sz.dispatchPer {
+			f, e, _, _, err := runOnce(ctx, b.c.client, argv)
+			if err != nil {
+				return nil, err
+			}
+			first, exit = append(first, ms(f)), append(exit, ms(e))
+		}
+		for range b.sz.dispatchPer {
+			f, e, _, err := localOnce(ctx, argv)
+			if err != nil {
+				return nil, err
+			}
+			lfirst, lexit = append(lfirst, ms(f)), append(lexit, ms(e))
+		}
+	}
+	goal := func(o, l Summary) string { return yesNo(o.Median <= l.Median+1 && o.P99 < 5) }
+	return []Row{
+		compare(Row{Scenario: "1. dispatch `echo hi`, submit → first byte", Unit: "ms", Baseline: "local os/exec pipe", Goal: "p50 ≤ local + 1 ms, p99 < 5 ms"}, first, lfirst, goal),
+		compare(Row{Scenario: "1. dispatch `echo hi`, submit → exit", Unit: "ms", Baseline: "local os/exec pipe", Goal: "p50 ≤ local + 1 ms, p99 < 5 ms"}, exit, lexit, goal),
+	}, nil
+}
+
+// timeCmd runs a command and returns how long it took.
+func timeCmd(cmd *exec.Cmd) (time.Duration, []byte, error) {
+	start := time.Now()
+	out, err := cmd.CombinedOutput()
+	d := time.Since(start)
+	if err != nil {
+		return d, out, fmt.Errorf("%s: %v: %s", strings.Join(cmd.Args, " "), err, lastLine(out))
+	}
+	return d, out, nil
+}
+
+// cli: scenario 2.
+func (b *bench) cli(ctx context.Context) ([]Row, error) {
+	ours := func() (time.Duration, error) {
+		d, _, err := timeCmd(exec.CommandContext(ctx, b.bin, "run", "--manager", b.c.addr, "--", "/bin/true"))
+		return d, err
+	}
+	if _, err := ours(); err != nil {
+		return nil, err
+	}
+	var o, plain, mux []float64
+	var sshErr error
+	if b.ssh == nil {
+		sshErr = errors.New("sshd unavailable")
+	} else if _, _, err := timeCmd(b.ssh.command(ctx, true, "localhost", "true")); err != nil { // start the master
+		sshErr = err
+	}
+	for range b.sz.rounds {
+		for range b.sz.cliPer {
+			d, err := ours()
+			if err != nil {
+				return nil, err
+			}
+			o = append(o, ms(d))
+		}
+		if sshErr != nil {
+			continue
+		}
+		for range b.sz.cliPer {
+			d, _, err := timeCmd(b.ssh.command(ctx, false, "localhost", "true"))
+			if err != nil {
+				sshErr = err
+				break
+			}
+			plain = append(plain, ms(d))
+			d, _, err = timeCmd(b.ssh.command(ctx, true, "localhost", "true"))
+			if err != nil {
+				sshErr = err
+				break
+			}
+			mux = append(mux, ms(d))
+		}
+	}
+	note := ""
+	if sshErr != nil {
+		note = "ssh unavailable: " + sshErr.Error()
+		plain, mux = nil, nil
+	}
+	known := func(f func(o, base Summary) bool) func(o, base Summary) string {
+		return func(o, base Summary) string {
+			if base.N == 0 {
+				return "n/a"
+			}
+			return yesNo(f(o, base))
+		}
+	}
+	return []Row{
+		compare(Row{Scenario: "2. CLI `devops run -- true`", Unit: "ms", Baseline: "`ssh -p 2222 localhost true`", Goal: "≥ 20x faster than ssh", Note: note}, o, plain,
+			known(func(o, s Summary) bool { return o.Median*20 <= s.Median })),
+		compare(Row{Scenario: "2. CLI `devops run -- true`", Unit: "ms", Baseline: "ssh with ControlMaster", Goal: "faster than ssh with ControlMaster", Note: note}, o, mux,
+			known(func(o, s Summary) bool { return o.Median < s.Median })),
+	}, nil
+}
+
+// throughput: scenario 3.
+func (b *bench) throughput(ctx context.Context) ([]Row, error) {
+	argv := []string{"/bin/true"}
+	n := b.sz.tputCommands
+	ours := func(conc int) (float64, time.Duration, error) {
+		before := b.c.managerStats().CPU
+		start := time.Now()
+		var next atomic.Int64
+		var wg sync.WaitGroup
+		errs := make([]error, conc)
+		for i := range conc {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for next.Add(1) <= int64(n) {
+					if _, _, _, _, err := runOnce(ctx, b.c.client, argv); err != nil {
+						errs[i] = err
+						return
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		d := time.Since(start)
+		cpu := b.c.managerStats().CPU - before
+		return float64(n) / d.Seconds(), cpu / time.Duration(n), errors.Join(errs...)
+	}
+	local := func() (float64, error) {
+		start := time.Now()
+		var next atomic.Int64
+		var wg sync.WaitGroup
+		errs := make([]error, 2)
+		for i := range 2 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for next.Add(1) <= int64(n) {
+					if err := exec.CommandContext(ctx, argv[0]).Run(); err != nil {
+						errs[i] = err
+						return
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		return float64(n) / time.Since(start).Seconds(), errors.Join(errs...)
+	}
+	concs := []int{1, 16, 64}
+	rates := map[int][]float64{}
+	cpus := map[int][]float64{}
+	var lrates []float64
+	for range b.sz.rounds {
+		for _, c := range concs {
+			if c == 64 {
+				b.profileStart("throughput-c64")
+			}
+			r, cpu, err := ours(c)
+			if c == 64 {
+				b.profileStop("throughput-c64")
+			}
+			if err != nil {
+				return nil, err
+			}
+			rates[c] = append(rates[c], r)
+			cpus[c] = append(cpus[c], ms(cpu))
+		}
+		r, err := local()
+		if err != nil {
+			return nil, err
+		}
+		lrates = append(lrates, r)
+	}
+	var rows []Row
+	for _, c := range concs {
+		r := Row{Scenario: fmt.Sprintf("3. throughput `true`, concurrency %d, 2 workers", c), Unit: "cmd/s", Baseline: "local os/exec, 2 at a time", Goal: "—"}
+		var goal func(o, l Summary) string
+		if c == 64 {
+			r.Goal = "≥ 0.5x local"
+			goal = func(o, l Summary) string { return yesNo(o.Median >= 0.5*l.Median) }
+		}
+		rows = append(rows, compare(r, rates[c], lrates, goal))
+	}
+	rows = append(rows, compare(Row{Scenario: "3. manager CPU per command, concurrency 64", Unit: "ms", Goal: "reported"}, cpus[64], nil, nil))
+	return rows, nil
+}
+
+// genLines is the command that writes lines 100-byte lines, alternating
+// between stdout and stderr every 40 lines (one write each).
+func (b *bench) genLines(lines int) []string {
+	return []string{b.self, "-gen-lines", strconv.Itoa(lines)}
+}
+
+// bandwidth: scenario 4.
+func (b *bench) bandwidth(ctx context.Context) ([]Row, error) {
+	bulk := []string{"/usr/bin/head", "-c", strconv.FormatInt(b.sz.bulkBytes, 10), "/dev/zero"}
+	lines := b.genLines(b.sz.lines)
+	wantLines := int64(b.sz.lines) * 100
+	var ob, lb, ol, ll []float64
+	mbps := func(n int64, d time.Duration) float64 { return float64(n) / 1e6 / d.Seconds() }
+	for round := range b.sz.rounds {
+		if round == 0 {
+			b.profileStart("output-bulk")
+		}
+		_, d, n, _, err := runOnce(ctx, b.c.client, bulk)
+		if round == 0 {
+			b.profileStop("output-bulk")
+		}
+		if err != nil {
+			return nil, err
+		}
+		if n != b.sz.bulkBytes {
+			return nil, fmt.Errorf("bulk output: got %d bytes, want %d", n, b.sz.bulkBytes)
+		}
+		ob = append(ob, mbps(n, d))
+		_, d, n, err = localOnce(ctx, bulk)
+		if err != nil || n != b.sz.bulkBytes {
+			return nil, fmt.Errorf("local bulk: %d bytes: %v", n, err)
+		}
+		lb = append(lb, mbps(n, d))
+
+		if round == 0 {
+			b.profileStart("output-lines")
+		}
+		_, d, n, _, err = runOnce(ctx, b.c.client, lines)
+		if round == 0 {
+			b.profileStop("output-lines")
+		}
+		if err != nil {
+			return nil, err
+		}
+		if n != wantLines {
+			return nil, fmt.Errorf("lines output: got %d bytes, want %d", n, wantLines)
+		}
+		ol = append(ol, mbps(n, d))
+		_, d, n, err = localOnce(ctx, lines)
+		if err != nil || n != wantLines {
+			return nil, fmt.Errorf("local lines: %d bytes: %v", n, err)
+		}
+		ll = append(ll, mbps(n, d))
+	}
+	note := ""
+	if b.quick {
+		note = "QUICK: smaller size"
+	}
+	return []Row{
+		compare(Row{Scenario: fmt.Sprintf("4. output %s to stdout, followed to the end", mib(b.sz.bulkBytes)), Unit: "MB/s", Baseline: "local pipe", Goal: "≥ 300 MB/s and ≥ 0.25x local", Note: note}, ob, lb,
+			func(o, l Summary) string { return yesNo(o.Median >= 300 && o.Median >= 0.25*l.Median) }),
+		compare(Row{Scenario: fmt.Sprintf("4. output %d 100-byte lines, stdout/stderr interleaved", b.sz.lines), Unit: "MB/s", Baseline: "local pipe", Goal: "≥ 100 MB/s", Note: note}, ol, ll,
+			func(o, l Summary) string { return yesNo(o.Median >= 100) }),
+	}, nil
+}
+
+// stalled: scenario 5.
+func (b *bench) stalled(ctx context.Context) ([]Row, error) {
+	w := b.c.workers["main-1"]
+	ps, err := b.c.client.Submit(ctx, client.RunRequest{
+		Spec:   devops.Spec{Argv: []string{"/usr/bin/head", "-c", strconv.FormatInt(b.sz.stallBytes, 10), "/dev/zero"}},
+		Target: client.Target{Worker: "main-1"},
+	})
+	if err != nil {
+		return nil, err
+	}
+	if len(ps) != 1 {
+		return nil, fmt.Errorf("submit: %d processes", len(ps))
+	}
+	id := ps[0].ID
+	before := []int64{b.c.managerStats().RSS, 0}
+	if st, err := readProc(w.proc.pid()); err == nil {
+		before[1] = st.RSS
+	}
+	sampler := sampleRSS(20*time.Millisecond, b.c.manager.pid(), w.proc.pid())
+	// A second connection follows, reads one chunk, then stops reading
+	// until the process has ended.
+	follower, err := client.Dial(b.c.addr)
+	if err != nil {
+		return nil, err
+	}
+	defer follower.Close()
+	stalled := make(chan struct{})
+	resume := make(chan struct{})
+	var got int64
+	var final devops.Process
+	errc := make(chan error, 1)
+	go func() {
+		var once sync.Once
+		errc <- follower.Logs(ctx, id, 0, true, func(e client.Event) error {
+			if e.Chunk != nil {
+				got += int64(len(e.Chunk.Data))
+				once.Do(func() {
+					close(stalled)
+					<-resume
+				})
+			}
+			if e.Process != nil {
+				final = *e.Process
+			}
+			return nil
+		})
+	}()
+	select {
+	case <-stalled:
+	case err := <-errc:
+		return nil, fmt.Errorf("follow: ended before any output: %v", err)
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	for {
+		p, err := b.c.client.Status(ctx, id)
+		if err != nil {
+			close(resume)
+			return nil, err
+		}
+		if p.State.Terminal() {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(500 * time.Millisecond) // while still stalled, after the end
+	close(resume)
+	if err := <-errc; err != nil {
+		return nil, fmt.Errorf("follow after resume: %w", err)
+	}
+	peak := sampler.end()
+	lost := ""
+	ok := got == b.sz.stallBytes && final.State == devops.StateSucceeded
+	if !ok {
+		lost = fmt.Sprintf("; got %d of %d bytes, final %v", got, b.sz.stallBytes, final.State)
+	}
+	note := "nothing lost on resume"
+	if lost != "" {
+		note = "LOST OUTPUT" + lost
+	}
+	if b.quick {
+		note += "; QUICK: smaller size"
+	}
+	growth := func(i int) []float64 { return []float64{float64(max(peak[i]-before[i], 0)) / (1 << 20)} }
+	return []Row{
+		compare(Row{Scenario: fmt.Sprintf("5. stalled follower, %s produced: manager peak RSS growth", mib(b.sz.stallBytes)), Unit: "MiB", Goal: "< 64 MiB, nothing lost", Note: note}, growth(0), nil,
+			func(o, _ Summary) string { return yesNo(o.Median < 64 && ok) }),
+		compare(Row{Scenario: fmt.Sprintf("5. stalled follower, %s produced: worker peak RSS growth", mib(b.sz.stallBytes)), Unit: "MiB", Goal: "< 64 MiB, nothing lost", Note: note}, growth(1), nil,
+			func(o, _ Summary) string { return yesNo(o.Median < 64 && ok) }),
+	}, nil
+}
+
+// fanout: scenario 6. It starts the extra workers it needs and stops them after.
+func (b *bench) fanout(ctx context.Context) ([]Row, error) {
+	most := 0
+	for _, n := range b.sz.fanout {
+		most = max(most, n)
+	}
+	var names, hosts []string
+	for i := range most {
+		labels := fmt.Sprintf("fan%d=yes", most)
+		for _, n := range b.sz.fanout {
+			if i < n && n != most {
+				labels += fmt.Sprintf(",fan%d=yes", n)
+			}
+		}
+		name := fmt.Sprintf("fan-%02d", i)
+		if _, err := b.c.addWorker(name, loopbackIP(i), labels); err != nil {
+			return nil, err
+		}
+		names, hosts = append(names, name), append(hosts, loopbackIP(i))
+	}
+	defer func() {
+		for _, n := range names {
+			b.c.removeWorker(n)
+		}
+	}()
+	if err := b.c.waitState(ctx, devops.WorkerUp, time.Minute, names...); err != nil {
+		return nil, err
+	}
+	var rows []Row
+	pdshOK, ansibleOK := b.ssh != nil && b.available("pdsh"), b.ssh != nil && b.available("ansible")
+	for _, n := range b.sz.fanout {
+		var ours, pdsh, ans []float64
+		var pdshErr, ansErr error
+		wantOurs := make([]string, n)
+		for i := range wantOurs {
+			wantOurs[i] = names[i] + ":"
+		}
+		for range b.sz.rounds {
+			d, out, err := timeCmd(exec.CommandContext(ctx, b.bin, "run", "--manager", b.c.addr, "--selector", fmt.Sprintf("fan%d", n), "--", "/usr/bin/uptime"))
+			if err == nil {
+				err = allPresent(out, wantOurs)
+			}
+			if err != nil {
+				return nil, err
+			}
+			ours = append(ours, ms(d))
+			if pdshOK && pdshErr == nil {
+				d, out, err := timeCmd(b.ssh.pdshCommand(ctx, hosts[:n]))
+				if err == nil {
+					err = allPresent(out, prefixed(hosts[:n], ": "))
+				}
+				if pdshErr = err; err == nil {
+					pdsh = append(pdsh, ms(d))
+				}
+			}
+			if ansibleOK && ansErr == nil {
+				cmd, err := b.ssh.ansibleCommand(ctx, hosts[:n])
+				if err == nil {
+					var out []byte
+					d, out, err = timeCmd(cmd)
+					if err == nil {
+						want := make([]string, n)
+						for i := range want {
+							want[i] = fmt.Sprintf("h%02d | CHANGED", i)
+						}
+						err = allPresent(out, want)
+					}
+				}
+				if ansErr = err; err == nil {
+					ans = append(ans, ms(d))
+				}
+			}
+		}
+		why := func(ok bool, err error, name string) string {
+			if !ok {
+				return name + " unavailable"
+			}
+			if err != nil {
+				return name + " failed: " + err.Error()
+			}
+			return ""
+		}
+		faster := func(o, base Summary) string {
+			if base.N == 0 {
+				return "n/a"
+			}
+			return yesNo(o.Median < base.Median)
+		}
+		if pdshErr != nil {
+			pdsh = nil
+		}
+		if ansErr != nil {
+			ans = nil
+		}
+		rows = append(rows,
+			compare(Row{Scenario: fmt.Sprintf("6. fan-out `uptime` on %d workers (CLI, every output checked)", n), Unit: "ms", Baseline: "`pdsh -R ssh`", Goal: "faster than pdsh", Note: why(pdshOK, pdshErr, "pdsh")}, ours, pdsh, faster),
+			compare(Row{Scenario: fmt.Sprintf("6. fan-out `uptime` on %d workers (CLI, every output checked)", n), Unit: "ms", Baseline: "`ansible -m command -f 32`", Goal: "faster than ansible", Note: why(ansibleOK, ansErr, "ansible")}, ours, ans, faster),
+		)
+	}
+	return rows, nil
+}
+
+func prefixed(xs []string, suffix string) []string {
+	out := make([]string, len(xs))
+	for i, x := range xs {
+		out[i] = x + suffix
+	}
+	return out
+}
+
+// failure: scenario 8.
+func (b *bench) failure(ctx context.Context) ([]Row, error) {
+	w, err := b.c.addWorker("victim", loopbackIP(60), "victim=yes")
+	if err != nil {
+		return nil, err
+	}
+	defer b.c.removeWorker("victim")
+	if err := b.c.waitState(ctx, devops.WorkerUp, 30*time.Second, "victim"); err != nil {
+		return nil, err
+	}
+	// detect polls ListWorkers until the victim is DOWN; the poll costs a
+	// few ms, which bounds the resolution.
+	detect := func(limit time.Duration) (time.Duration, error) {
+		start := time.Now()
+		for time.Since(start) < limit {
+			ws, err := b.c.client.Workers(ctx)
+			if err != nil {
+				return 0, err
+			}
+			for _, x := range ws {
+				if x.Name == "victim" && x.State == devops.WorkerDown {
+					return time.Since(start), nil
+				}
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		return 0, fmt.Errorf("victim not DOWN after %v", limit)
+	}
+	var kill, hang []float64
+	for range b.sz.failReps {
+		time.Sleep(300 * time.Millisecond) // let the health streams settle
+		w.proc.signal(syscall.SIGKILL)
+		d, err := detect(30 * time.Second)
+		if err != nil {
+			return nil, fmt.Errorf("kill -9: %w", err)
+		}
+		kill = append(kill, ms(d))
+		<-w.proc.done
+		if err := b.c.restart(w); err != nil {
+			return nil, err
+		}
+		if err := b.c.waitState(ctx, devops.WorkerUp, 30*time.Second, "victim"); err != nil {
+			return nil, err
+		}
+	}
+	for range b.sz.failHangReps {
+		time.Sleep(500 * time.Millisecond)
+		w.proc.signal(syscall.SIGSTOP)
+		d, err := detect(40 * time.Second)
+		w.proc.signal(syscall.SIGCONT)
+		if err != nil {
+			return nil, fmt.Errorf("SIGSTOP: %w", err)
+		}
+		hang = append(hang, ms(d)/1000)
+		if err := b.c.waitState(ctx, devops.WorkerUp, 30*time.Second, "victim"); err != nil {
+			return nil, fmt.Errorf("after SIGCONT: %w", err)
+		}
+	}
+	note := "poll of ListWorkers every 5 ms; --worker-timeout 10s, --health-interval 2s (defaults)"
+	return []Row{
+		compare(Row{Scenario: "8. failure detection: kill -9 of a worker → DOWN", Unit: "ms", Goal: "< 1 s", Note: note}, kill, nil, func(o, _ Summary) string { return yesNo(o.P99 < 1000) }),
+		compare(Row{Scenario: "8. failure detection: SIGSTOP of a worker → DOWN", Unit: "s", Goal: "< 10 s", Note: note}, hang, nil, func(o, _ Summary) string { return yesNo(o.P99 < 10) }),
+	}, nil
+}
+
+// scale: scenario 7, on a manager of its own so that nothing earlier
+// weighs on its memory.
+func (b *bench) scale(ctx context.Context) ([]Row, error) {
+	c, err := b.newCluster(ctx, "scale")
+	if err != nil {
+		return nil, err
+	}
+	defer c.close()
+	fleet := &simGroups{self: b.self, manager: c.addr}
+	defer fleet.close()
+	time.Sleep(b.sz.scaleSettle)
+	base := c.managerStats()
+	idle0 := b.idleCPU(c, b.sz.scaleWindow)
+	var rows []Row
+	for i, n := range b.sz.scale {
+		start := time.Now()
+		if err := fleet.grow(ctx, n); err != nil {
+			return nil, err
+		}
+		reg := time.Since(start)
+		// Wait for all to be UP, then let the first health and metrics
+		// messages pass.
+		if err := waitCount(ctx, c, n, 2*time.Minute); err != nil {
+			return nil, err
+		}
+		time.Sleep(b.sz.scaleSettle)
+		if i == len(b.sz.scale)-1 {
+			b.profileStartOn(c, "idle-"+strconv.Itoa(n))
+		}
+		idle := b.idleCPU(c, b.sz.scaleWindow)
+		if i == len(b.sz.scale)-1 {
+			b.profileStopOn(c, "idle-"+strconv.Itoa(n))
+		}
+		st := c.managerStats()
+		per := float64(st.RSS-base.RSS) / float64(n) / 1024
+		note := fmt.Sprintf("registered in %.1fs; RSS %d MiB (%d MiB with no worker); idle CPU with no worker %.2f%%", reg.Seconds(), st.RSS>>20, base.RSS>>20, idle0)
+		if b.quick {
+			note += "; QUICK: 200 workers only"
+		}
+		last := n == 10000
+		rows = append(rows,
+			compare(Row{Scenario: fmt.Sprintf("7. scale: %d idle simulated workers, manager RSS per worker", n), Unit: "KiB", Goal: goalIf(last, "< 64 KiB at 10,000"), Note: note}, []float64{per}, nil,
+				goalFn(last, func(o Summary) bool { return o.Median < 64 })),
+			compare(Row{Scenario: fmt.Sprintf("7. scale: %d idle simulated workers, manager CPU", n), Unit: "% of a core", Goal: goalIf(last, "< 5% at 10,000")}, []float64{idle}, nil,
+				goalFn(last, func(o Summary) bool { return o.Median < 5 })),
+		)
+	}
+	return rows, nil
+}
+
+func goalIf(ok bool, goal string) string {
+	if ok {
+		return goal
+	}
+	return "— (goal at 10,000)"
+}
+
+func goalFn(ok bool, f func(Summary) bool) func(o, _ Summary) string {
+	if !ok {
+		return nil
+	}
+	return func(o, _ Summary) string { return yesNo(f(o)) }
+}
+
+// idleCPU is the manager's CPU use over window, in percent of one core.
+func (b *bench) idleCPU(c *cluster, window time.Duration) float64 {
+	before := c.managerStats().CPU
+	start := time.Now()
+	time.Sleep(window)
+	return float64(c.managerStats().CPU-before) / float64(time.Since(start)) * 100
+}
+
+// waitCount waits until n workers are UP.
+func waitCount(ctx context.Context, c *cluster, n int, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		ws, err := c.client.Workers(ctx)
+		up := 0
+		for _, w := range ws {
+			if w.State == devops.WorkerUp {
+				up++
+			}
+		}
+		if err == nil && up >= n {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%d of %d simulated workers UP after %v (last error %v)", up, n, timeout, err)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
+
+// genLinesMain writes n 100-byte lines, 40 lines per write, alternating
+// between stdout and stderr.
+func genLinesMain(n int) int {
+	line := bytes.Repeat([]byte("x"), 99)
+	line = append(line, '\n')
+	block := bytes.Repeat(line, 40)
+	outs := []*bufio.Writer{bufio.NewWriterSize(os.Stdout, len(block)), bufio.NewWriterSize(os.Stderr, len(block))}
+	for i := 0; i < n; i += 40 {
+		k := min(40, n-i)
+		w := outs[(i/40)%2]
+		if _, err := w.Write(block[:k*100]); err != nil {
+			return 1
+		}
+		if err := w.Flush(); err != nil {
+			return 1
+		}
+	}
+	return 0
+}
