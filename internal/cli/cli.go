@@ -109,6 +109,9 @@ func newRoot(env *Env) *cobra.Command {
 		newLogsCmd(env, g),
 		newKillCmd(env, g),
 		newWorkersCmd(env, g),
+		newRunsCmd(env, g),
+		newRunStatusCmd(env, g),
+		newRunResumeCmd(env, g),
 		newHealthcheckCmd(env, g),
 	)
 	return root

@@ -121,7 +121,7 @@ func newLogsCmd(env *Env, g *globals) *cobra.Command {
 	var follow bool
 	var from int64
 	cmd := &cobra.Command{
-		Use:   "logs [-f] [--from OFFSET] ID",
+		Use:   "logs [-f] [--from OFFSET] ID|RUN_ID",
 		Short: "Print a process's output, from any offset, and follow it",
 		Long: `Print a process's output: stdout to stdout, stderr to stderr. Offsets count the
 bytes of both streams together, so --from resumes exactly where a reader stopped.
@@ -133,6 +133,9 @@ With -f it follows the output until the process ends and exits with its exit cod
 				return err
 			}
 			defer c.Close()
+			if devops.IsRunID(args[0]) {
+				return logsRun(cmd.Context(), env, c, devops.RunID(args[0]), follow)
+			}
 			var final *devops.Process
 			err = c.Logs(cmd.Context(), devops.ProcessID(args[0]), from, follow, func(ev client.Event) error {
 				if ev.Chunk != nil {
@@ -169,7 +172,7 @@ func newKillCmd(env *Env, g *globals) *cobra.Command {
 	var sigName string
 	var grace time.Duration
 	cmd := &cobra.Command{
-		Use:   "kill [--signal TERM] [--grace 10s] ID",
+		Use:   "kill [--signal TERM] [--grace 10s] ID|RUN_ID",
 		Short: "Terminate a process and every process it started",
 		Long: `Send a signal to the process's whole process group, then SIGKILL after the grace
 period: no child survives.`,
@@ -184,6 +187,9 @@ period: no child survives.`,
 				return err
 			}
 			defer c.Close()
+			if devops.IsRunID(args[0]) {
+				return killRun(cmd.Context(), env, c, devops.RunID(args[0]), sig, grace)
+			}
 			p, err := c.Terminate(cmd.Context(), devops.ProcessID(args[0]), sig, grace)
 			if err != nil {
 				return err

@@ -24,6 +24,7 @@ func newRunCmd(env *Env, g *globals) *cobra.Command {
 		mem, maxOut         string
 		timeoutFlag, grace  time.Duration
 		queueTimeout, dGrac time.Duration
+		fleet               fleetFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "run [flags] -- CMD [ARGS...]",
@@ -36,11 +37,21 @@ Without a target the scheduler picks one worker. --worker names one; --all and
 --selector run it on every matching worker and prefix each line with the worker
 name (like pdsh); the exit code is then the highest of them.
 
-Ctrl-C terminates the remote process(es); a second Ctrl-C stops waiting.`,
+With --workers, --all or --selector (or any of the rollout flags) it is a fleet
+run, an object of its own (devops runs, devops run-status ID): --dry-run shows
+which workers would run it and why the others would not; --max-concurrency,
+--max-errors, --stop-on-error, --canary and --pause-after-canary control the
+rollout; the exit code is 0 only if every targeted worker succeeded.
+
+Ctrl-C terminates the remote process(es), or cancels the fleet run; a second
+Ctrl-C stops waiting.`,
 		Example: `  devops run -- uname -a
   devops run --all -- uptime
   devops run --selector zone=a --timeout 1m -- sh -c 'make test'
-  devops run --detach -- sleep 600`,
+  devops run --detach -- sleep 600
+  devops run --selector 'zone in (a,b),env!=prod' --dry-run -- uptime
+  devops run --all --max-concurrency 25% --max-errors 1 --stop-on-error kill -- ./upgrade.sh
+  devops run --workers w1,w2,w3 --canary 1 --pause-after-canary -- ./deploy.sh`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			req.Spec.Argv = args
@@ -57,6 +68,18 @@ Ctrl-C terminates the remote process(es); a second Ctrl-C stops waiting.`,
 			}
 			if req.Spec.Limits.MaxOutputBytes, err = parseSize(maxOut); err != nil {
 				return fmt.Errorf("--max-output: %w", err)
+			}
+			if fleet.isFleet(req) {
+				fr, err := fleet.request(req)
+				if err != nil {
+					return err
+				}
+				c, err := g.dial()
+				if err != nil {
+					return err
+				}
+				defer c.Close()
+				return runFleet(cmd.Context(), c, &fleet, fr, detach, env)
 			}
 			c, err := g.dial()
 			if err != nil {
@@ -94,6 +117,7 @@ Ctrl-C terminates the remote process(es); a second Ctrl-C stops waiting.`,
 	f.Int64Var(&req.Spec.Limits.Pids, "pids", 0, "most processes and threads")
 	f.StringVar(&maxOut, "max-output", "", "cut output beyond this many bytes, e.g. 50M")
 	f.BoolVar(&req.Spec.KeepDir, "keep-dir", false, "keep the process's working directory when it ends")
+	fleet.add(f)
 	return cmd
 }
 

@@ -103,6 +103,7 @@ type Manager struct {
 	store    Store
 	registry *registry.Registry
 	procs    *table
+	fleet    *fleet // fleet runs (fleet.go)
 	workers  *connections
 
 	grpcLis  net.Listener
@@ -119,7 +120,7 @@ type Manager struct {
 // Nothing is served until Run.
 func New(ctx context.Context, cfg Config) (*Manager, error) {
 	cfg.setDefaults()
-	m := &Manager{cfg: cfg, log: cfg.Logger, store: cfg.Store, procs: newTable()}
+	m := &Manager{cfg: cfg, log: cfg.Logger, store: cfg.Store, procs: newTable(), fleet: newFleet()}
 	if m.store == nil {
 		st, err := store.OpenJetStream(ctx, store.Config{
 			Dir:                   cfg.DataDir,
@@ -211,6 +212,9 @@ func (m *Manager) load(ctx context.Context) error {
 			m.procs.setSlot(e)
 		}
 	}
+	if err := m.loadRuns(ctx); err != nil {
+		return err
+	}
 	m.log.Info("loaded state", "workers", len(ws), "processes", len(ps))
 	return nil
 }
@@ -224,6 +228,7 @@ func (m *Manager) Run(ctx context.Context) error {
 	for _, e := range m.procs.live() {
 		m.startTracking(e)
 	}
+	m.driveAll()
 	m.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 
 	errc := make(chan error, 2)

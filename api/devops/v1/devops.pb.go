@@ -199,6 +199,112 @@ func (WorkerState) EnumDescriptor() ([]byte, []int) {
 	return file_devops_v1_devops_proto_rawDescGZIP(), []int{2}
 }
 
+type RunState int32
+
+const (
+	RunState_RUN_STATE_UNSPECIFIED RunState = 0
+	RunState_RUN_STATE_RUNNING     RunState = 1
+	RunState_RUN_STATE_PAUSED      RunState = 2
+	RunState_RUN_STATE_SUCCEEDED   RunState = 3
+	RunState_RUN_STATE_FAILED      RunState = 4
+	RunState_RUN_STATE_CANCELLED   RunState = 5
+)
+
+// Enum value maps for RunState.
+var (
+	RunState_name = map[int32]string{
+		0: "RUN_STATE_UNSPECIFIED",
+		1: "RUN_STATE_RUNNING",
+		2: "RUN_STATE_PAUSED",
+		3: "RUN_STATE_SUCCEEDED",
+		4: "RUN_STATE_FAILED",
+		5: "RUN_STATE_CANCELLED",
+	}
+	RunState_value = map[string]int32{
+		"RUN_STATE_UNSPECIFIED": 0,
+		"RUN_STATE_RUNNING":     1,
+		"RUN_STATE_PAUSED":      2,
+		"RUN_STATE_SUCCEEDED":   3,
+		"RUN_STATE_FAILED":      4,
+		"RUN_STATE_CANCELLED":   5,
+	}
+)
+
+func (x RunState) Enum() *RunState {
+	p := new(RunState)
+	*p = x
+	return p
+}
+
+func (x RunState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (RunState) Descriptor() protoreflect.EnumDescriptor {
+	return file_devops_v1_devops_proto_enumTypes[3].Descriptor()
+}
+
+func (RunState) Type() protoreflect.EnumType {
+	return &file_devops_v1_devops_proto_enumTypes[3]
+}
+
+func (x RunState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use RunState.Descriptor instead.
+func (RunState) EnumDescriptor() ([]byte, []int) {
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{3}
+}
+
+type StopOnError int32
+
+const (
+	// Let running children finish.
+	StopOnError_STOP_ON_ERROR_WAIT StopOnError = 0
+	// Terminate running children with the spec's grace period.
+	StopOnError_STOP_ON_ERROR_KILL StopOnError = 1
+)
+
+// Enum value maps for StopOnError.
+var (
+	StopOnError_name = map[int32]string{
+		0: "STOP_ON_ERROR_WAIT",
+		1: "STOP_ON_ERROR_KILL",
+	}
+	StopOnError_value = map[string]int32{
+		"STOP_ON_ERROR_WAIT": 0,
+		"STOP_ON_ERROR_KILL": 1,
+	}
+)
+
+func (x StopOnError) Enum() *StopOnError {
+	p := new(StopOnError)
+	*p = x
+	return p
+}
+
+func (x StopOnError) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (StopOnError) Descriptor() protoreflect.EnumDescriptor {
+	return file_devops_v1_devops_proto_enumTypes[4].Descriptor()
+}
+
+func (StopOnError) Type() protoreflect.EnumType {
+	return &file_devops_v1_devops_proto_enumTypes[4]
+}
+
+func (x StopOnError) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use StopOnError.Descriptor instead.
+func (StopOnError) EnumDescriptor() ([]byte, []int) {
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{4}
+}
+
 // Limits caps the resources one process may use. Zero means "no limit asked".
 type Limits struct {
 	state       protoimpl.MessageState `protogen:"open.v1"`
@@ -1303,6 +1409,1265 @@ func (x *RegisterWorkerResponse) GetWorkerId() string {
 	return ""
 }
 
+// Limit is a count or a percentage of the targets. An absent Limit is no limit.
+type Limit struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Value         int32                  `protobuf:"varint,1,opt,name=value,proto3" json:"value,omitempty"`
+	Percent       bool                   `protobuf:"varint,2,opt,name=percent,proto3" json:"percent,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Limit) Reset() {
+	*x = Limit{}
+	mi := &file_devops_v1_devops_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Limit) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Limit) ProtoMessage() {}
+
+func (x *Limit) ProtoReflect() protoreflect.Message {
+	mi := &file_devops_v1_devops_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Limit.ProtoReflect.Descriptor instead.
+func (*Limit) Descriptor() ([]byte, []int) {
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *Limit) GetValue() int32 {
+	if x != nil {
+		return x.Value
+	}
+	return 0
+}
+
+func (x *Limit) GetPercent() bool {
+	if x != nil {
+		return x.Percent
+	}
+	return false
+}
+
+type RunTarget struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Worker names or ids.
+	Workers       []string `protobuf:"bytes,1,rep,name=workers,proto3" json:"workers,omitempty"`
+	Selector      string   `protobuf:"bytes,2,opt,name=selector,proto3" json:"selector,omitempty"`
+	All           bool     `protobuf:"varint,3,opt,name=all,proto3" json:"all,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RunTarget) Reset() {
+	*x = RunTarget{}
+	mi := &file_devops_v1_devops_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RunTarget) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RunTarget) ProtoMessage() {}
+
+func (x *RunTarget) ProtoReflect() protoreflect.Message {
+	mi := &file_devops_v1_devops_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RunTarget.ProtoReflect.Descriptor instead.
+func (*RunTarget) Descriptor() ([]byte, []int) {
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *RunTarget) GetWorkers() []string {
+	if x != nil {
+		return x.Workers
+	}
+	return nil
+}
+
+func (x *RunTarget) GetSelector() string {
+	if x != nil {
+		return x.Selector
+	}
+	return ""
+}
+
+func (x *RunTarget) GetAll() bool {
+	if x != nil {
+		return x.All
+	}
+	return false
+}
+
+type RunOptions struct {
+	state            protoimpl.MessageState `protogen:"open.v1"`
+	MaxConcurrency   *Limit                 `protobuf:"bytes,1,opt,name=max_concurrency,json=maxConcurrency,proto3" json:"max_concurrency,omitempty"`
+	MaxErrors        *Limit                 `protobuf:"bytes,2,opt,name=max_errors,json=maxErrors,proto3" json:"max_errors,omitempty"`
+	StopOnError      StopOnError            `protobuf:"varint,3,opt,name=stop_on_error,json=stopOnError,proto3,enum=devops.v1.StopOnError" json:"stop_on_error,omitempty"`
+	Canary           int32                  `protobuf:"varint,4,opt,name=canary,proto3" json:"canary,omitempty"`
+	PauseAfterCanary bool                   `protobuf:"varint,5,opt,name=pause_after_canary,json=pauseAfterCanary,proto3" json:"pause_after_canary,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *RunOptions) Reset() {
+	*x = RunOptions{}
+	mi := &file_devops_v1_devops_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RunOptions) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RunOptions) ProtoMessage() {}
+
+func (x *RunOptions) ProtoReflect() protoreflect.Message {
+	mi := &file_devops_v1_devops_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RunOptions.ProtoReflect.Descriptor instead.
+func (*RunOptions) Descriptor() ([]byte, []int) {
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *RunOptions) GetMaxConcurrency() *Limit {
+	if x != nil {
+		return x.MaxConcurrency
+	}
+	return nil
+}
+
+func (x *RunOptions) GetMaxErrors() *Limit {
+	if x != nil {
+		return x.MaxErrors
+	}
+	return nil
+}
+
+func (x *RunOptions) GetStopOnError() StopOnError {
+	if x != nil {
+		return x.StopOnError
+	}
+	return StopOnError_STOP_ON_ERROR_WAIT
+}
+
+func (x *RunOptions) GetCanary() int32 {
+	if x != nil {
+		return x.Canary
+	}
+	return 0
+}
+
+func (x *RunOptions) GetPauseAfterCanary() bool {
+	if x != nil {
+		return x.PauseAfterCanary
+	}
+	return false
+}
+
+type RunTask struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	WorkerId   string                 `protobuf:"bytes,1,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
+	WorkerName string                 `protobuf:"bytes,2,opt,name=worker_name,json=workerName,proto3" json:"worker_name,omitempty"`
+	// Empty until the child started.
+	ProcessId     string       `protobuf:"bytes,3,opt,name=process_id,json=processId,proto3" json:"process_id,omitempty"`
+	Canary        bool         `protobuf:"varint,4,opt,name=canary,proto3" json:"canary,omitempty"`
+	Skipped       bool         `protobuf:"varint,5,opt,name=skipped,proto3" json:"skipped,omitempty"`
+	Reason        string       `protobuf:"bytes,6,opt,name=reason,proto3" json:"reason,omitempty"`
+	State         ProcessState `protobuf:"varint,7,opt,name=state,proto3,enum=devops.v1.ProcessState" json:"state,omitempty"`
+	ExitCode      int32        `protobuf:"varint,8,opt,name=exit_code,json=exitCode,proto3" json:"exit_code,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RunTask) Reset() {
+	*x = RunTask{}
+	mi := &file_devops_v1_devops_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RunTask) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RunTask) ProtoMessage() {}
+
+func (x *RunTask) ProtoReflect() protoreflect.Message {
+	mi := &file_devops_v1_devops_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RunTask.ProtoReflect.Descriptor instead.
+func (*RunTask) Descriptor() ([]byte, []int) {
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *RunTask) GetWorkerId() string {
+	if x != nil {
+		return x.WorkerId
+	}
+	return ""
+}
+
+func (x *RunTask) GetWorkerName() string {
+	if x != nil {
+		return x.WorkerName
+	}
+	return ""
+}
+
+func (x *RunTask) GetProcessId() string {
+	if x != nil {
+		return x.ProcessId
+	}
+	return ""
+}
+
+func (x *RunTask) GetCanary() bool {
+	if x != nil {
+		return x.Canary
+	}
+	return false
+}
+
+func (x *RunTask) GetSkipped() bool {
+	if x != nil {
+		return x.Skipped
+	}
+	return false
+}
+
+func (x *RunTask) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *RunTask) GetState() ProcessState {
+	if x != nil {
+		return x.State
+	}
+	return ProcessState_PROCESS_STATE_UNSPECIFIED
+}
+
+func (x *RunTask) GetExitCode() int32 {
+	if x != nil {
+		return x.ExitCode
+	}
+	return 0
+}
+
+type Exclusion struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	WorkerId      string                 `protobuf:"bytes,1,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
+	WorkerName    string                 `protobuf:"bytes,2,opt,name=worker_name,json=workerName,proto3" json:"worker_name,omitempty"`
+	Reason        string                 `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Exclusion) Reset() {
+	*x = Exclusion{}
+	mi := &file_devops_v1_devops_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Exclusion) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Exclusion) ProtoMessage() {}
+
+func (x *Exclusion) ProtoReflect() protoreflect.Message {
+	mi := &file_devops_v1_devops_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Exclusion.ProtoReflect.Descriptor instead.
+func (*Exclusion) Descriptor() ([]byte, []int) {
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *Exclusion) GetWorkerId() string {
+	if x != nil {
+		return x.WorkerId
+	}
+	return ""
+}
+
+func (x *Exclusion) GetWorkerName() string {
+	if x != nil {
+		return x.WorkerName
+	}
+	return ""
+}
+
+func (x *Exclusion) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type RunSummary struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Total         int32                  `protobuf:"varint,1,opt,name=total,proto3" json:"total,omitempty"`
+	Succeeded     int32                  `protobuf:"varint,2,opt,name=succeeded,proto3" json:"succeeded,omitempty"`
+	Failed        int32                  `protobuf:"varint,3,opt,name=failed,proto3" json:"failed,omitempty"`
+	Running       int32                  `protobuf:"varint,4,opt,name=running,proto3" json:"running,omitempty"`
+	Pending       int32                  `protobuf:"varint,5,opt,name=pending,proto3" json:"pending,omitempty"`
+	Skipped       int32                  `protobuf:"varint,6,opt,name=skipped,proto3" json:"skipped,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RunSummary) Reset() {
+	*x = RunSummary{}
+	mi := &file_devops_v1_devops_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RunSummary) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RunSummary) ProtoMessage() {}
+
+func (x *RunSummary) ProtoReflect() protoreflect.Message {
+	mi := &file_devops_v1_devops_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RunSummary.ProtoReflect.Descriptor instead.
+func (*RunSummary) Descriptor() ([]byte, []int) {
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *RunSummary) GetTotal() int32 {
+	if x != nil {
+		return x.Total
+	}
+	return 0
+}
+
+func (x *RunSummary) GetSucceeded() int32 {
+	if x != nil {
+		return x.Succeeded
+	}
+	return 0
+}
+
+func (x *RunSummary) GetFailed() int32 {
+	if x != nil {
+		return x.Failed
+	}
+	return 0
+}
+
+func (x *RunSummary) GetRunning() int32 {
+	if x != nil {
+		return x.Running
+	}
+	return 0
+}
+
+func (x *RunSummary) GetPending() int32 {
+	if x != nil {
+		return x.Pending
+	}
+	return 0
+}
+
+func (x *RunSummary) GetSkipped() int32 {
+	if x != nil {
+		return x.Skipped
+	}
+	return 0
+}
+
+type Run struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Empty in a dry run's answer.
+	Id              string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Spec            *Spec                  `protobuf:"bytes,2,opt,name=spec,proto3" json:"spec,omitempty"`
+	Target          *RunTarget             `protobuf:"bytes,3,opt,name=target,proto3" json:"target,omitempty"`
+	Options         *RunOptions            `protobuf:"bytes,4,opt,name=options,proto3" json:"options,omitempty"`
+	State           RunState               `protobuf:"varint,5,opt,name=state,proto3,enum=devops.v1.RunState" json:"state,omitempty"`
+	Reason          string                 `protobuf:"bytes,6,opt,name=reason,proto3" json:"reason,omitempty"`
+	Tasks           []*RunTask             `protobuf:"bytes,7,rep,name=tasks,proto3" json:"tasks,omitempty"`
+	Excluded        []*Exclusion           `protobuf:"bytes,8,rep,name=excluded,proto3" json:"excluded,omitempty"`
+	Summary         *RunSummary            `protobuf:"bytes,9,opt,name=summary,proto3" json:"summary,omitempty"`
+	CreatedAt       *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	EndedAt         *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=ended_at,json=endedAt,proto3" json:"ended_at,omitempty"`
+	Resumed         bool                   `protobuf:"varint,12,opt,name=resumed,proto3" json:"resumed,omitempty"`
+	Cancelled       bool                   `protobuf:"varint,13,opt,name=cancelled,proto3" json:"cancelled,omitempty"`
+	QueueTimeout    *durationpb.Duration   `protobuf:"bytes,14,opt,name=queue_timeout,json=queueTimeout,proto3" json:"queue_timeout,omitempty"`
+	DisconnectGrace *durationpb.Duration   `protobuf:"bytes,15,opt,name=disconnect_grace,json=disconnectGrace,proto3" json:"disconnect_grace,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *Run) Reset() {
+	*x = Run{}
+	mi := &file_devops_v1_devops_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Run) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Run) ProtoMessage() {}
+
+func (x *Run) ProtoReflect() protoreflect.Message {
+	mi := &file_devops_v1_devops_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Run.ProtoReflect.Descriptor instead.
+func (*Run) Descriptor() ([]byte, []int) {
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *Run) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *Run) GetSpec() *Spec {
+	if x != nil {
+		return x.Spec
+	}
+	return nil
+}
+
+func (x *Run) GetTarget() *RunTarget {
+	if x != nil {
+		return x.Target
+	}
+	return nil
+}
+
+func (x *Run) GetOptions() *RunOptions {
+	if x != nil {
+		return x.Options
+	}
+	return nil
+}
+
+func (x *Run) GetState() RunState {
+	if x != nil {
+		return x.State
+	}
+	return RunState_RUN_STATE_UNSPECIFIED
+}
+
+func (x *Run) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *Run) GetTasks() []*RunTask {
+	if x != nil {
+		return x.Tasks
+	}
+	return nil
+}
+
+func (x *Run) GetExcluded() []*Exclusion {
+	if x != nil {
+		return x.Excluded
+	}
+	return nil
+}
+
+func (x *Run) GetSummary() *RunSummary {
+	if x != nil {
+		return x.Summary
+	}
+	return nil
+}
+
+func (x *Run) GetCreatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return nil
+}
+
+func (x *Run) GetEndedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.EndedAt
+	}
+	return nil
+}
+
+func (x *Run) GetResumed() bool {
+	if x != nil {
+		return x.Resumed
+	}
+	return false
+}
+
+func (x *Run) GetCancelled() bool {
+	if x != nil {
+		return x.Cancelled
+	}
+	return false
+}
+
+func (x *Run) GetQueueTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.QueueTimeout
+	}
+	return nil
+}
+
+func (x *Run) GetDisconnectGrace() *durationpb.Duration {
+	if x != nil {
+		return x.DisconnectGrace
+	}
+	return nil
+}
+
+type StartRunRequest struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	Spec            *Spec                  `protobuf:"bytes,1,opt,name=spec,proto3" json:"spec,omitempty"`
+	Target          *RunTarget             `protobuf:"bytes,2,opt,name=target,proto3" json:"target,omitempty"`
+	Options         *RunOptions            `protobuf:"bytes,3,opt,name=options,proto3" json:"options,omitempty"`
+	QueueTimeout    *durationpb.Duration   `protobuf:"bytes,4,opt,name=queue_timeout,json=queueTimeout,proto3" json:"queue_timeout,omitempty"`
+	DisconnectGrace *durationpb.Duration   `protobuf:"bytes,5,opt,name=disconnect_grace,json=disconnectGrace,proto3" json:"disconnect_grace,omitempty"`
+	// A retried request with the same key gets the run the first one started.
+	IdempotencyKey string `protobuf:"bytes,6,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
+	DryRun         bool   `protobuf:"varint,7,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *StartRunRequest) Reset() {
+	*x = StartRunRequest{}
+	mi := &file_devops_v1_devops_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StartRunRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StartRunRequest) ProtoMessage() {}
+
+func (x *StartRunRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_devops_v1_devops_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StartRunRequest.ProtoReflect.Descriptor instead.
+func (*StartRunRequest) Descriptor() ([]byte, []int) {
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *StartRunRequest) GetSpec() *Spec {
+	if x != nil {
+		return x.Spec
+	}
+	return nil
+}
+
+func (x *StartRunRequest) GetTarget() *RunTarget {
+	if x != nil {
+		return x.Target
+	}
+	return nil
+}
+
+func (x *StartRunRequest) GetOptions() *RunOptions {
+	if x != nil {
+		return x.Options
+	}
+	return nil
+}
+
+func (x *StartRunRequest) GetQueueTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.QueueTimeout
+	}
+	return nil
+}
+
+func (x *StartRunRequest) GetDisconnectGrace() *durationpb.Duration {
+	if x != nil {
+		return x.DisconnectGrace
+	}
+	return nil
+}
+
+func (x *StartRunRequest) GetIdempotencyKey() string {
+	if x != nil {
+		return x.IdempotencyKey
+	}
+	return ""
+}
+
+func (x *StartRunRequest) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
+}
+
+type StartRunResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Run           *Run                   `protobuf:"bytes,1,opt,name=run,proto3" json:"run,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StartRunResponse) Reset() {
+	*x = StartRunResponse{}
+	mi := &file_devops_v1_devops_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StartRunResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StartRunResponse) ProtoMessage() {}
+
+func (x *StartRunResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_devops_v1_devops_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StartRunResponse.ProtoReflect.Descriptor instead.
+func (*StartRunResponse) Descriptor() ([]byte, []int) {
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *StartRunResponse) GetRun() *Run {
+	if x != nil {
+		return x.Run
+	}
+	return nil
+}
+
+type GetRunRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	RunId         string                 `protobuf:"bytes,1,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetRunRequest) Reset() {
+	*x = GetRunRequest{}
+	mi := &file_devops_v1_devops_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetRunRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetRunRequest) ProtoMessage() {}
+
+func (x *GetRunRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_devops_v1_devops_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetRunRequest.ProtoReflect.Descriptor instead.
+func (*GetRunRequest) Descriptor() ([]byte, []int) {
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *GetRunRequest) GetRunId() string {
+	if x != nil {
+		return x.RunId
+	}
+	return ""
+}
+
+type GetRunResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Run           *Run                   `protobuf:"bytes,1,opt,name=run,proto3" json:"run,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetRunResponse) Reset() {
+	*x = GetRunResponse{}
+	mi := &file_devops_v1_devops_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetRunResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetRunResponse) ProtoMessage() {}
+
+func (x *GetRunResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_devops_v1_devops_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetRunResponse.ProtoReflect.Descriptor instead.
+func (*GetRunResponse) Descriptor() ([]byte, []int) {
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *GetRunResponse) GetRun() *Run {
+	if x != nil {
+		return x.Run
+	}
+	return nil
+}
+
+type ListRunsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListRunsRequest) Reset() {
+	*x = ListRunsRequest{}
+	mi := &file_devops_v1_devops_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListRunsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListRunsRequest) ProtoMessage() {}
+
+func (x *ListRunsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_devops_v1_devops_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListRunsRequest.ProtoReflect.Descriptor instead.
+func (*ListRunsRequest) Descriptor() ([]byte, []int) {
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{23}
+}
+
+type ListRunsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Runs          []*Run                 `protobuf:"bytes,1,rep,name=runs,proto3" json:"runs,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListRunsResponse) Reset() {
+	*x = ListRunsResponse{}
+	mi := &file_devops_v1_devops_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListRunsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListRunsResponse) ProtoMessage() {}
+
+func (x *ListRunsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_devops_v1_devops_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListRunsResponse.ProtoReflect.Descriptor instead.
+func (*ListRunsResponse) Descriptor() ([]byte, []int) {
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *ListRunsResponse) GetRuns() []*Run {
+	if x != nil {
+		return x.Runs
+	}
+	return nil
+}
+
+type ResumeRunRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	RunId         string                 `protobuf:"bytes,1,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResumeRunRequest) Reset() {
+	*x = ResumeRunRequest{}
+	mi := &file_devops_v1_devops_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResumeRunRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResumeRunRequest) ProtoMessage() {}
+
+func (x *ResumeRunRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_devops_v1_devops_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResumeRunRequest.ProtoReflect.Descriptor instead.
+func (*ResumeRunRequest) Descriptor() ([]byte, []int) {
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *ResumeRunRequest) GetRunId() string {
+	if x != nil {
+		return x.RunId
+	}
+	return ""
+}
+
+type ResumeRunResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Run           *Run                   `protobuf:"bytes,1,opt,name=run,proto3" json:"run,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResumeRunResponse) Reset() {
+	*x = ResumeRunResponse{}
+	mi := &file_devops_v1_devops_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResumeRunResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResumeRunResponse) ProtoMessage() {}
+
+func (x *ResumeRunResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_devops_v1_devops_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResumeRunResponse.ProtoReflect.Descriptor instead.
+func (*ResumeRunResponse) Descriptor() ([]byte, []int) {
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *ResumeRunResponse) GetRun() *Run {
+	if x != nil {
+		return x.Run
+	}
+	return nil
+}
+
+type CancelRunRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	RunId string                 `protobuf:"bytes,1,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
+	// Signal number for the running children; zero means SIGTERM.
+	Signal int32 `protobuf:"varint,2,opt,name=signal,proto3" json:"signal,omitempty"`
+	// Time between the signal and SIGKILL; zero means the spec's grace.
+	Grace         *durationpb.Duration `protobuf:"bytes,3,opt,name=grace,proto3" json:"grace,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CancelRunRequest) Reset() {
+	*x = CancelRunRequest{}
+	mi := &file_devops_v1_devops_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CancelRunRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CancelRunRequest) ProtoMessage() {}
+
+func (x *CancelRunRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_devops_v1_devops_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CancelRunRequest.ProtoReflect.Descriptor instead.
+func (*CancelRunRequest) Descriptor() ([]byte, []int) {
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *CancelRunRequest) GetRunId() string {
+	if x != nil {
+		return x.RunId
+	}
+	return ""
+}
+
+func (x *CancelRunRequest) GetSignal() int32 {
+	if x != nil {
+		return x.Signal
+	}
+	return 0
+}
+
+func (x *CancelRunRequest) GetGrace() *durationpb.Duration {
+	if x != nil {
+		return x.Grace
+	}
+	return nil
+}
+
+type CancelRunResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Run           *Run                   `protobuf:"bytes,1,opt,name=run,proto3" json:"run,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CancelRunResponse) Reset() {
+	*x = CancelRunResponse{}
+	mi := &file_devops_v1_devops_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CancelRunResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CancelRunResponse) ProtoMessage() {}
+
+func (x *CancelRunResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_devops_v1_devops_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CancelRunResponse.ProtoReflect.Descriptor instead.
+func (*CancelRunResponse) Descriptor() ([]byte, []int) {
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *CancelRunResponse) GetRun() *Run {
+	if x != nil {
+		return x.Run
+	}
+	return nil
+}
+
+type WatchRunRequest struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	RunId  string                 `protobuf:"bytes,1,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
+	Follow bool                   `protobuf:"varint,2,opt,name=follow,proto3" json:"follow,omitempty"`
+	// Where the caller stands in each child's output: resume from there.
+	Offsets map[string]int64 `protobuf:"bytes,3,rep,name=offsets,proto3" json:"offsets,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	// Without output only run and process records are sent.
+	Output        bool `protobuf:"varint,4,opt,name=output,proto3" json:"output,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchRunRequest) Reset() {
+	*x = WatchRunRequest{}
+	mi := &file_devops_v1_devops_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchRunRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchRunRequest) ProtoMessage() {}
+
+func (x *WatchRunRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_devops_v1_devops_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchRunRequest.ProtoReflect.Descriptor instead.
+func (*WatchRunRequest) Descriptor() ([]byte, []int) {
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *WatchRunRequest) GetRunId() string {
+	if x != nil {
+		return x.RunId
+	}
+	return ""
+}
+
+func (x *WatchRunRequest) GetFollow() bool {
+	if x != nil {
+		return x.Follow
+	}
+	return false
+}
+
+func (x *WatchRunRequest) GetOffsets() map[string]int64 {
+	if x != nil {
+		return x.Offsets
+	}
+	return nil
+}
+
+func (x *WatchRunRequest) GetOutput() bool {
+	if x != nil {
+		return x.Output
+	}
+	return false
+}
+
+type WatchRunResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Event:
+	//
+	//	*WatchRunResponse_Run
+	//	*WatchRunResponse_Process
+	//	*WatchRunResponse_Output
+	Event         isWatchRunResponse_Event `protobuf_oneof:"event"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchRunResponse) Reset() {
+	*x = WatchRunResponse{}
+	mi := &file_devops_v1_devops_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchRunResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchRunResponse) ProtoMessage() {}
+
+func (x *WatchRunResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_devops_v1_devops_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchRunResponse.ProtoReflect.Descriptor instead.
+func (*WatchRunResponse) Descriptor() ([]byte, []int) {
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *WatchRunResponse) GetEvent() isWatchRunResponse_Event {
+	if x != nil {
+		return x.Event
+	}
+	return nil
+}
+
+func (x *WatchRunResponse) GetRun() *Run {
+	if x != nil {
+		if x, ok := x.Event.(*WatchRunResponse_Run); ok {
+			return x.Run
+		}
+	}
+	return nil
+}
+
+func (x *WatchRunResponse) GetProcess() *Process {
+	if x != nil {
+		if x, ok := x.Event.(*WatchRunResponse_Process); ok {
+			return x.Process
+		}
+	}
+	return nil
+}
+
+func (x *WatchRunResponse) GetOutput() *OutputChunk {
+	if x != nil {
+		if x, ok := x.Event.(*WatchRunResponse_Output); ok {
+			return x.Output
+		}
+	}
+	return nil
+}
+
+type isWatchRunResponse_Event interface {
+	isWatchRunResponse_Event()
+}
+
+type WatchRunResponse_Run struct {
+	Run *Run `protobuf:"bytes,1,opt,name=run,proto3,oneof"`
+}
+
+type WatchRunResponse_Process struct {
+	Process *Process `protobuf:"bytes,2,opt,name=process,proto3,oneof"`
+}
+
+type WatchRunResponse_Output struct {
+	Output *OutputChunk `protobuf:"bytes,3,opt,name=output,proto3,oneof"`
+}
+
+func (*WatchRunResponse_Run) isWatchRunResponse_Event() {}
+
+func (*WatchRunResponse_Process) isWatchRunResponse_Event() {}
+
+func (*WatchRunResponse_Output) isWatchRunResponse_Event() {}
+
 type DrainWorkerRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// A worker name or id.
@@ -1314,7 +2679,7 @@ type DrainWorkerRequest struct {
 
 func (x *DrainWorkerRequest) Reset() {
 	*x = DrainWorkerRequest{}
-	mi := &file_devops_v1_devops_proto_msgTypes[12]
+	mi := &file_devops_v1_devops_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1326,7 +2691,7 @@ func (x *DrainWorkerRequest) String() string {
 func (*DrainWorkerRequest) ProtoMessage() {}
 
 func (x *DrainWorkerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[12]
+	mi := &file_devops_v1_devops_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1339,7 +2704,7 @@ func (x *DrainWorkerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainWorkerRequest.ProtoReflect.Descriptor instead.
 func (*DrainWorkerRequest) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{12}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *DrainWorkerRequest) GetWorker() string {
@@ -1365,7 +2730,7 @@ type DrainWorkerResponse struct {
 
 func (x *DrainWorkerResponse) Reset() {
 	*x = DrainWorkerResponse{}
-	mi := &file_devops_v1_devops_proto_msgTypes[13]
+	mi := &file_devops_v1_devops_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1377,7 +2742,7 @@ func (x *DrainWorkerResponse) String() string {
 func (*DrainWorkerResponse) ProtoMessage() {}
 
 func (x *DrainWorkerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[13]
+	mi := &file_devops_v1_devops_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1390,7 +2755,7 @@ func (x *DrainWorkerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainWorkerResponse.ProtoReflect.Descriptor instead.
 func (*DrainWorkerResponse) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{13}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *DrainWorkerResponse) GetWorker() *Worker {
@@ -1414,7 +2779,7 @@ type Target struct {
 
 func (x *Target) Reset() {
 	*x = Target{}
-	mi := &file_devops_v1_devops_proto_msgTypes[14]
+	mi := &file_devops_v1_devops_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1426,7 +2791,7 @@ func (x *Target) String() string {
 func (*Target) ProtoMessage() {}
 
 func (x *Target) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[14]
+	mi := &file_devops_v1_devops_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1439,7 +2804,7 @@ func (x *Target) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Target.ProtoReflect.Descriptor instead.
 func (*Target) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{14}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *Target) GetWorker() string {
@@ -1481,7 +2846,7 @@ type ExecuteDistributedCommandRequest struct {
 
 func (x *ExecuteDistributedCommandRequest) Reset() {
 	*x = ExecuteDistributedCommandRequest{}
-	mi := &file_devops_v1_devops_proto_msgTypes[15]
+	mi := &file_devops_v1_devops_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1493,7 +2858,7 @@ func (x *ExecuteDistributedCommandRequest) String() string {
 func (*ExecuteDistributedCommandRequest) ProtoMessage() {}
 
 func (x *ExecuteDistributedCommandRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[15]
+	mi := &file_devops_v1_devops_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1506,7 +2871,7 @@ func (x *ExecuteDistributedCommandRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecuteDistributedCommandRequest.ProtoReflect.Descriptor instead.
 func (*ExecuteDistributedCommandRequest) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{15}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ExecuteDistributedCommandRequest) GetSpec() *Spec {
@@ -1566,7 +2931,7 @@ type ExecuteDistributedCommandResponse struct {
 
 func (x *ExecuteDistributedCommandResponse) Reset() {
 	*x = ExecuteDistributedCommandResponse{}
-	mi := &file_devops_v1_devops_proto_msgTypes[16]
+	mi := &file_devops_v1_devops_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1578,7 +2943,7 @@ func (x *ExecuteDistributedCommandResponse) String() string {
 func (*ExecuteDistributedCommandResponse) ProtoMessage() {}
 
 func (x *ExecuteDistributedCommandResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[16]
+	mi := &file_devops_v1_devops_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1591,7 +2956,7 @@ func (x *ExecuteDistributedCommandResponse) ProtoReflect() protoreflect.Message 
 
 // Deprecated: Use ExecuteDistributedCommandResponse.ProtoReflect.Descriptor instead.
 func (*ExecuteDistributedCommandResponse) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{16}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ExecuteDistributedCommandResponse) GetEvent() isExecuteDistributedCommandResponse_Event {
@@ -1648,7 +3013,7 @@ type TerminateProcessRequest struct {
 
 func (x *TerminateProcessRequest) Reset() {
 	*x = TerminateProcessRequest{}
-	mi := &file_devops_v1_devops_proto_msgTypes[17]
+	mi := &file_devops_v1_devops_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1660,7 +3025,7 @@ func (x *TerminateProcessRequest) String() string {
 func (*TerminateProcessRequest) ProtoMessage() {}
 
 func (x *TerminateProcessRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[17]
+	mi := &file_devops_v1_devops_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1673,7 +3038,7 @@ func (x *TerminateProcessRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TerminateProcessRequest.ProtoReflect.Descriptor instead.
 func (*TerminateProcessRequest) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{17}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *TerminateProcessRequest) GetProcessId() string {
@@ -1706,7 +3071,7 @@ type TerminateProcessResponse struct {
 
 func (x *TerminateProcessResponse) Reset() {
 	*x = TerminateProcessResponse{}
-	mi := &file_devops_v1_devops_proto_msgTypes[18]
+	mi := &file_devops_v1_devops_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1718,7 +3083,7 @@ func (x *TerminateProcessResponse) String() string {
 func (*TerminateProcessResponse) ProtoMessage() {}
 
 func (x *TerminateProcessResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[18]
+	mi := &file_devops_v1_devops_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1731,7 +3096,7 @@ func (x *TerminateProcessResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TerminateProcessResponse.ProtoReflect.Descriptor instead.
 func (*TerminateProcessResponse) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{18}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *TerminateProcessResponse) GetProcess() *Process {
@@ -1750,7 +3115,7 @@ type GetProcessStatusRequest struct {
 
 func (x *GetProcessStatusRequest) Reset() {
 	*x = GetProcessStatusRequest{}
-	mi := &file_devops_v1_devops_proto_msgTypes[19]
+	mi := &file_devops_v1_devops_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1762,7 +3127,7 @@ func (x *GetProcessStatusRequest) String() string {
 func (*GetProcessStatusRequest) ProtoMessage() {}
 
 func (x *GetProcessStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[19]
+	mi := &file_devops_v1_devops_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1775,7 +3140,7 @@ func (x *GetProcessStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetProcessStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetProcessStatusRequest) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{19}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *GetProcessStatusRequest) GetProcessId() string {
@@ -1794,7 +3159,7 @@ type GetProcessStatusResponse struct {
 
 func (x *GetProcessStatusResponse) Reset() {
 	*x = GetProcessStatusResponse{}
-	mi := &file_devops_v1_devops_proto_msgTypes[20]
+	mi := &file_devops_v1_devops_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1806,7 +3171,7 @@ func (x *GetProcessStatusResponse) String() string {
 func (*GetProcessStatusResponse) ProtoMessage() {}
 
 func (x *GetProcessStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[20]
+	mi := &file_devops_v1_devops_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1819,7 +3184,7 @@ func (x *GetProcessStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetProcessStatusResponse.ProtoReflect.Descriptor instead.
 func (*GetProcessStatusResponse) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{20}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *GetProcessStatusResponse) GetProcess() *Process {
@@ -1840,7 +3205,7 @@ type ListProcessesRequest struct {
 
 func (x *ListProcessesRequest) Reset() {
 	*x = ListProcessesRequest{}
-	mi := &file_devops_v1_devops_proto_msgTypes[21]
+	mi := &file_devops_v1_devops_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1852,7 +3217,7 @@ func (x *ListProcessesRequest) String() string {
 func (*ListProcessesRequest) ProtoMessage() {}
 
 func (x *ListProcessesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[21]
+	mi := &file_devops_v1_devops_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1865,7 +3230,7 @@ func (x *ListProcessesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListProcessesRequest.ProtoReflect.Descriptor instead.
 func (*ListProcessesRequest) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{21}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *ListProcessesRequest) GetState() ProcessState {
@@ -1891,7 +3256,7 @@ type ListProcessesResponse struct {
 
 func (x *ListProcessesResponse) Reset() {
 	*x = ListProcessesResponse{}
-	mi := &file_devops_v1_devops_proto_msgTypes[22]
+	mi := &file_devops_v1_devops_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1903,7 +3268,7 @@ func (x *ListProcessesResponse) String() string {
 func (*ListProcessesResponse) ProtoMessage() {}
 
 func (x *ListProcessesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[22]
+	mi := &file_devops_v1_devops_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1916,7 +3281,7 @@ func (x *ListProcessesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListProcessesResponse.ProtoReflect.Descriptor instead.
 func (*ListProcessesResponse) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{22}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *ListProcessesResponse) GetProcesses() []*Process {
@@ -1934,7 +3299,7 @@ type ListWorkersRequest struct {
 
 func (x *ListWorkersRequest) Reset() {
 	*x = ListWorkersRequest{}
-	mi := &file_devops_v1_devops_proto_msgTypes[23]
+	mi := &file_devops_v1_devops_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1946,7 +3311,7 @@ func (x *ListWorkersRequest) String() string {
 func (*ListWorkersRequest) ProtoMessage() {}
 
 func (x *ListWorkersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[23]
+	mi := &file_devops_v1_devops_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1959,7 +3324,7 @@ func (x *ListWorkersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListWorkersRequest.ProtoReflect.Descriptor instead.
 func (*ListWorkersRequest) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{23}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{42}
 }
 
 type ListWorkersResponse struct {
@@ -1971,7 +3336,7 @@ type ListWorkersResponse struct {
 
 func (x *ListWorkersResponse) Reset() {
 	*x = ListWorkersResponse{}
-	mi := &file_devops_v1_devops_proto_msgTypes[24]
+	mi := &file_devops_v1_devops_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1983,7 +3348,7 @@ func (x *ListWorkersResponse) String() string {
 func (*ListWorkersResponse) ProtoMessage() {}
 
 func (x *ListWorkersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[24]
+	mi := &file_devops_v1_devops_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1996,7 +3361,7 @@ func (x *ListWorkersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListWorkersResponse.ProtoReflect.Descriptor instead.
 func (*ListWorkersResponse) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{24}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *ListWorkersResponse) GetWorkers() []*Worker {
@@ -2017,7 +3382,7 @@ type StreamOutputRequest struct {
 
 func (x *StreamOutputRequest) Reset() {
 	*x = StreamOutputRequest{}
-	mi := &file_devops_v1_devops_proto_msgTypes[25]
+	mi := &file_devops_v1_devops_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2029,7 +3394,7 @@ func (x *StreamOutputRequest) String() string {
 func (*StreamOutputRequest) ProtoMessage() {}
 
 func (x *StreamOutputRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[25]
+	mi := &file_devops_v1_devops_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2042,7 +3407,7 @@ func (x *StreamOutputRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamOutputRequest.ProtoReflect.Descriptor instead.
 func (*StreamOutputRequest) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{25}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *StreamOutputRequest) GetProcessId() string {
@@ -2079,7 +3444,7 @@ type StreamOutputResponse struct {
 
 func (x *StreamOutputResponse) Reset() {
 	*x = StreamOutputResponse{}
-	mi := &file_devops_v1_devops_proto_msgTypes[26]
+	mi := &file_devops_v1_devops_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2091,7 +3456,7 @@ func (x *StreamOutputResponse) String() string {
 func (*StreamOutputResponse) ProtoMessage() {}
 
 func (x *StreamOutputResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[26]
+	mi := &file_devops_v1_devops_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2104,7 +3469,7 @@ func (x *StreamOutputResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamOutputResponse.ProtoReflect.Descriptor instead.
 func (*StreamOutputResponse) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{26}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *StreamOutputResponse) GetEvent() isStreamOutputResponse_Event {
@@ -2157,7 +3522,7 @@ type DrainRequest struct {
 
 func (x *DrainRequest) Reset() {
 	*x = DrainRequest{}
-	mi := &file_devops_v1_devops_proto_msgTypes[27]
+	mi := &file_devops_v1_devops_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2169,7 +3534,7 @@ func (x *DrainRequest) String() string {
 func (*DrainRequest) ProtoMessage() {}
 
 func (x *DrainRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[27]
+	mi := &file_devops_v1_devops_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2182,7 +3547,7 @@ func (x *DrainRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainRequest.ProtoReflect.Descriptor instead.
 func (*DrainRequest) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{27}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *DrainRequest) GetUndo() bool {
@@ -2200,7 +3565,7 @@ type DrainResponse struct {
 
 func (x *DrainResponse) Reset() {
 	*x = DrainResponse{}
-	mi := &file_devops_v1_devops_proto_msgTypes[28]
+	mi := &file_devops_v1_devops_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2212,7 +3577,7 @@ func (x *DrainResponse) String() string {
 func (*DrainResponse) ProtoMessage() {}
 
 func (x *DrainResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[28]
+	mi := &file_devops_v1_devops_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2225,7 +3590,7 @@ func (x *DrainResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainResponse.ProtoReflect.Descriptor instead.
 func (*DrainResponse) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{28}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{47}
 }
 
 type ExecuteCommandRequest struct {
@@ -2241,7 +3606,7 @@ type ExecuteCommandRequest struct {
 
 func (x *ExecuteCommandRequest) Reset() {
 	*x = ExecuteCommandRequest{}
-	mi := &file_devops_v1_devops_proto_msgTypes[29]
+	mi := &file_devops_v1_devops_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2253,7 +3618,7 @@ func (x *ExecuteCommandRequest) String() string {
 func (*ExecuteCommandRequest) ProtoMessage() {}
 
 func (x *ExecuteCommandRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[29]
+	mi := &file_devops_v1_devops_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2266,7 +3631,7 @@ func (x *ExecuteCommandRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecuteCommandRequest.ProtoReflect.Descriptor instead.
 func (*ExecuteCommandRequest) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{29}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *ExecuteCommandRequest) GetProcessId() string {
@@ -2311,7 +3676,7 @@ type ExecuteCommandResponse struct {
 
 func (x *ExecuteCommandResponse) Reset() {
 	*x = ExecuteCommandResponse{}
-	mi := &file_devops_v1_devops_proto_msgTypes[30]
+	mi := &file_devops_v1_devops_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2323,7 +3688,7 @@ func (x *ExecuteCommandResponse) String() string {
 func (*ExecuteCommandResponse) ProtoMessage() {}
 
 func (x *ExecuteCommandResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[30]
+	mi := &file_devops_v1_devops_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2336,7 +3701,7 @@ func (x *ExecuteCommandResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecuteCommandResponse.ProtoReflect.Descriptor instead.
 func (*ExecuteCommandResponse) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{30}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *ExecuteCommandResponse) GetEvent() isExecuteCommandResponse_Event {
@@ -2405,7 +3770,7 @@ type Started struct {
 
 func (x *Started) Reset() {
 	*x = Started{}
-	mi := &file_devops_v1_devops_proto_msgTypes[31]
+	mi := &file_devops_v1_devops_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2417,7 +3782,7 @@ func (x *Started) String() string {
 func (*Started) ProtoMessage() {}
 
 func (x *Started) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[31]
+	mi := &file_devops_v1_devops_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2430,7 +3795,7 @@ func (x *Started) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Started.ProtoReflect.Descriptor instead.
 func (*Started) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{31}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *Started) GetStartedAt() *timestamppb.Timestamp {
@@ -2456,7 +3821,7 @@ type HealthCheckRequest struct {
 
 func (x *HealthCheckRequest) Reset() {
 	*x = HealthCheckRequest{}
-	mi := &file_devops_v1_devops_proto_msgTypes[32]
+	mi := &file_devops_v1_devops_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2468,7 +3833,7 @@ func (x *HealthCheckRequest) String() string {
 func (*HealthCheckRequest) ProtoMessage() {}
 
 func (x *HealthCheckRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[32]
+	mi := &file_devops_v1_devops_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2481,7 +3846,7 @@ func (x *HealthCheckRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthCheckRequest.ProtoReflect.Descriptor instead.
 func (*HealthCheckRequest) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{32}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *HealthCheckRequest) GetInterval() *durationpb.Duration {
@@ -2506,7 +3871,7 @@ type HealthCheckResponse struct {
 
 func (x *HealthCheckResponse) Reset() {
 	*x = HealthCheckResponse{}
-	mi := &file_devops_v1_devops_proto_msgTypes[33]
+	mi := &file_devops_v1_devops_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2518,7 +3883,7 @@ func (x *HealthCheckResponse) String() string {
 func (*HealthCheckResponse) ProtoMessage() {}
 
 func (x *HealthCheckResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[33]
+	mi := &file_devops_v1_devops_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2531,7 +3896,7 @@ func (x *HealthCheckResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthCheckResponse.ProtoReflect.Descriptor instead.
 func (*HealthCheckResponse) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{33}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *HealthCheckResponse) GetState() WorkerState {
@@ -2578,7 +3943,7 @@ type ReportMetricsRequest struct {
 
 func (x *ReportMetricsRequest) Reset() {
 	*x = ReportMetricsRequest{}
-	mi := &file_devops_v1_devops_proto_msgTypes[34]
+	mi := &file_devops_v1_devops_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2590,7 +3955,7 @@ func (x *ReportMetricsRequest) String() string {
 func (*ReportMetricsRequest) ProtoMessage() {}
 
 func (x *ReportMetricsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[34]
+	mi := &file_devops_v1_devops_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2603,7 +3968,7 @@ func (x *ReportMetricsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportMetricsRequest.ProtoReflect.Descriptor instead.
 func (*ReportMetricsRequest) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{34}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *ReportMetricsRequest) GetInterval() *durationpb.Duration {
@@ -2733,7 +4098,104 @@ const file_devops_v1_devops_proto_rawDesc = "" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"5\n" +
 	"\x16RegisterWorkerResponse\x12\x1b\n" +
-	"\tworker_id\x18\x01 \x01(\tR\bworkerId\"@\n" +
+	"\tworker_id\x18\x01 \x01(\tR\bworkerId\"7\n" +
+	"\x05Limit\x12\x14\n" +
+	"\x05value\x18\x01 \x01(\x05R\x05value\x12\x18\n" +
+	"\apercent\x18\x02 \x01(\bR\apercent\"S\n" +
+	"\tRunTarget\x12\x18\n" +
+	"\aworkers\x18\x01 \x03(\tR\aworkers\x12\x1a\n" +
+	"\bselector\x18\x02 \x01(\tR\bselector\x12\x10\n" +
+	"\x03all\x18\x03 \x01(\bR\x03all\"\xfa\x01\n" +
+	"\n" +
+	"RunOptions\x129\n" +
+	"\x0fmax_concurrency\x18\x01 \x01(\v2\x10.devops.v1.LimitR\x0emaxConcurrency\x12/\n" +
+	"\n" +
+	"max_errors\x18\x02 \x01(\v2\x10.devops.v1.LimitR\tmaxErrors\x12:\n" +
+	"\rstop_on_error\x18\x03 \x01(\x0e2\x16.devops.v1.StopOnErrorR\vstopOnError\x12\x16\n" +
+	"\x06canary\x18\x04 \x01(\x05R\x06canary\x12,\n" +
+	"\x12pause_after_canary\x18\x05 \x01(\bR\x10pauseAfterCanary\"\xfc\x01\n" +
+	"\aRunTask\x12\x1b\n" +
+	"\tworker_id\x18\x01 \x01(\tR\bworkerId\x12\x1f\n" +
+	"\vworker_name\x18\x02 \x01(\tR\n" +
+	"workerName\x12\x1d\n" +
+	"\n" +
+	"process_id\x18\x03 \x01(\tR\tprocessId\x12\x16\n" +
+	"\x06canary\x18\x04 \x01(\bR\x06canary\x12\x18\n" +
+	"\askipped\x18\x05 \x01(\bR\askipped\x12\x16\n" +
+	"\x06reason\x18\x06 \x01(\tR\x06reason\x12-\n" +
+	"\x05state\x18\a \x01(\x0e2\x17.devops.v1.ProcessStateR\x05state\x12\x1b\n" +
+	"\texit_code\x18\b \x01(\x05R\bexitCode\"a\n" +
+	"\tExclusion\x12\x1b\n" +
+	"\tworker_id\x18\x01 \x01(\tR\bworkerId\x12\x1f\n" +
+	"\vworker_name\x18\x02 \x01(\tR\n" +
+	"workerName\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\"\xa6\x01\n" +
+	"\n" +
+	"RunSummary\x12\x14\n" +
+	"\x05total\x18\x01 \x01(\x05R\x05total\x12\x1c\n" +
+	"\tsucceeded\x18\x02 \x01(\x05R\tsucceeded\x12\x16\n" +
+	"\x06failed\x18\x03 \x01(\x05R\x06failed\x12\x18\n" +
+	"\arunning\x18\x04 \x01(\x05R\arunning\x12\x18\n" +
+	"\apending\x18\x05 \x01(\x05R\apending\x12\x18\n" +
+	"\askipped\x18\x06 \x01(\x05R\askipped\"\x99\x05\n" +
+	"\x03Run\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12#\n" +
+	"\x04spec\x18\x02 \x01(\v2\x0f.devops.v1.SpecR\x04spec\x12,\n" +
+	"\x06target\x18\x03 \x01(\v2\x14.devops.v1.RunTargetR\x06target\x12/\n" +
+	"\aoptions\x18\x04 \x01(\v2\x15.devops.v1.RunOptionsR\aoptions\x12)\n" +
+	"\x05state\x18\x05 \x01(\x0e2\x13.devops.v1.RunStateR\x05state\x12\x16\n" +
+	"\x06reason\x18\x06 \x01(\tR\x06reason\x12(\n" +
+	"\x05tasks\x18\a \x03(\v2\x12.devops.v1.RunTaskR\x05tasks\x120\n" +
+	"\bexcluded\x18\b \x03(\v2\x14.devops.v1.ExclusionR\bexcluded\x12/\n" +
+	"\asummary\x18\t \x01(\v2\x15.devops.v1.RunSummaryR\asummary\x129\n" +
+	"\n" +
+	"created_at\x18\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x125\n" +
+	"\bended_at\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\aendedAt\x12\x18\n" +
+	"\aresumed\x18\f \x01(\bR\aresumed\x12\x1c\n" +
+	"\tcancelled\x18\r \x01(\bR\tcancelled\x12>\n" +
+	"\rqueue_timeout\x18\x0e \x01(\v2\x19.google.protobuf.DurationR\fqueueTimeout\x12D\n" +
+	"\x10disconnect_grace\x18\x0f \x01(\v2\x19.google.protobuf.DurationR\x0fdisconnectGrace\"\xdd\x02\n" +
+	"\x0fStartRunRequest\x12#\n" +
+	"\x04spec\x18\x01 \x01(\v2\x0f.devops.v1.SpecR\x04spec\x12,\n" +
+	"\x06target\x18\x02 \x01(\v2\x14.devops.v1.RunTargetR\x06target\x12/\n" +
+	"\aoptions\x18\x03 \x01(\v2\x15.devops.v1.RunOptionsR\aoptions\x12>\n" +
+	"\rqueue_timeout\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\fqueueTimeout\x12D\n" +
+	"\x10disconnect_grace\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\x0fdisconnectGrace\x12'\n" +
+	"\x0fidempotency_key\x18\x06 \x01(\tR\x0eidempotencyKey\x12\x17\n" +
+	"\adry_run\x18\a \x01(\bR\x06dryRun\"4\n" +
+	"\x10StartRunResponse\x12 \n" +
+	"\x03run\x18\x01 \x01(\v2\x0e.devops.v1.RunR\x03run\"&\n" +
+	"\rGetRunRequest\x12\x15\n" +
+	"\x06run_id\x18\x01 \x01(\tR\x05runId\"2\n" +
+	"\x0eGetRunResponse\x12 \n" +
+	"\x03run\x18\x01 \x01(\v2\x0e.devops.v1.RunR\x03run\"\x11\n" +
+	"\x0fListRunsRequest\"6\n" +
+	"\x10ListRunsResponse\x12\"\n" +
+	"\x04runs\x18\x01 \x03(\v2\x0e.devops.v1.RunR\x04runs\")\n" +
+	"\x10ResumeRunRequest\x12\x15\n" +
+	"\x06run_id\x18\x01 \x01(\tR\x05runId\"5\n" +
+	"\x11ResumeRunResponse\x12 \n" +
+	"\x03run\x18\x01 \x01(\v2\x0e.devops.v1.RunR\x03run\"r\n" +
+	"\x10CancelRunRequest\x12\x15\n" +
+	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x16\n" +
+	"\x06signal\x18\x02 \x01(\x05R\x06signal\x12/\n" +
+	"\x05grace\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x05grace\"5\n" +
+	"\x11CancelRunResponse\x12 \n" +
+	"\x03run\x18\x01 \x01(\v2\x0e.devops.v1.RunR\x03run\"\xd7\x01\n" +
+	"\x0fWatchRunRequest\x12\x15\n" +
+	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x16\n" +
+	"\x06follow\x18\x02 \x01(\bR\x06follow\x12A\n" +
+	"\aoffsets\x18\x03 \x03(\v2'.devops.v1.WatchRunRequest.OffsetsEntryR\aoffsets\x12\x16\n" +
+	"\x06output\x18\x04 \x01(\bR\x06output\x1a:\n" +
+	"\fOffsetsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\"\xa1\x01\n" +
+	"\x10WatchRunResponse\x12\"\n" +
+	"\x03run\x18\x01 \x01(\v2\x0e.devops.v1.RunH\x00R\x03run\x12.\n" +
+	"\aprocess\x18\x02 \x01(\v2\x12.devops.v1.ProcessH\x00R\aprocess\x120\n" +
+	"\x06output\x18\x03 \x01(\v2\x16.devops.v1.OutputChunkH\x00R\x06outputB\a\n" +
+	"\x05event\"@\n" +
 	"\x12DrainWorkerRequest\x12\x16\n" +
 	"\x06worker\x18\x01 \x01(\tR\x06worker\x12\x12\n" +
 	"\x04undo\x18\x02 \x01(\bR\x04undo\"@\n" +
@@ -2833,10 +4295,20 @@ const file_devops_v1_devops_proto_rawDesc = "" +
 	"\x18WORKER_STATE_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fWORKER_STATE_UP\x10\x01\x12\x15\n" +
 	"\x11WORKER_STATE_DOWN\x10\x02\x12\x19\n" +
-	"\x15WORKER_STATE_DRAINING\x10\x032\xcf\x01\n" +
+	"\x15WORKER_STATE_DRAINING\x10\x03*\x9a\x01\n" +
+	"\bRunState\x12\x19\n" +
+	"\x15RUN_STATE_UNSPECIFIED\x10\x00\x12\x15\n" +
+	"\x11RUN_STATE_RUNNING\x10\x01\x12\x14\n" +
+	"\x10RUN_STATE_PAUSED\x10\x02\x12\x17\n" +
+	"\x13RUN_STATE_SUCCEEDED\x10\x03\x12\x14\n" +
+	"\x10RUN_STATE_FAILED\x10\x04\x12\x17\n" +
+	"\x13RUN_STATE_CANCELLED\x10\x05*=\n" +
+	"\vStopOnError\x12\x16\n" +
+	"\x12STOP_ON_ERROR_WAIT\x10\x00\x12\x16\n" +
+	"\x12STOP_ON_ERROR_KILL\x10\x012\xcf\x01\n" +
 	"\x19WorkerRegistrationService\x12U\n" +
 	"\x0eRegisterWorker\x12 .devops.v1.RegisterWorkerRequest\x1a!.devops.v1.RegisterWorkerResponse\x12[\n" +
-	"\x10DeregisterWorker\x12\".devops.v1.DeregisterWorkerRequest\x1a#.devops.v1.DeregisterWorkerResponse2\x91\x05\n" +
+	"\x10DeregisterWorker\x12\".devops.v1.DeregisterWorkerRequest\x1a#.devops.v1.DeregisterWorkerResponse2\xb1\b\n" +
 	"\x18ProcessManagementService\x12x\n" +
 	"\x19ExecuteDistributedCommand\x12+.devops.v1.ExecuteDistributedCommandRequest\x1a,.devops.v1.ExecuteDistributedCommandResponse0\x01\x12[\n" +
 	"\x10TerminateProcess\x12\".devops.v1.TerminateProcessRequest\x1a#.devops.v1.TerminateProcessResponse\x12[\n" +
@@ -2844,7 +4316,13 @@ const file_devops_v1_devops_proto_rawDesc = "" +
 	"\rListProcesses\x12\x1f.devops.v1.ListProcessesRequest\x1a .devops.v1.ListProcessesResponse\x12L\n" +
 	"\vListWorkers\x12\x1d.devops.v1.ListWorkersRequest\x1a\x1e.devops.v1.ListWorkersResponse\x12Q\n" +
 	"\fStreamOutput\x12\x1e.devops.v1.StreamOutputRequest\x1a\x1f.devops.v1.StreamOutputResponse0\x01\x12L\n" +
-	"\vDrainWorker\x12\x1d.devops.v1.DrainWorkerRequest\x1a\x1e.devops.v1.DrainWorkerResponse2\xa6\x03\n" +
+	"\vDrainWorker\x12\x1d.devops.v1.DrainWorkerRequest\x1a\x1e.devops.v1.DrainWorkerResponse\x12C\n" +
+	"\bStartRun\x12\x1a.devops.v1.StartRunRequest\x1a\x1b.devops.v1.StartRunResponse\x12=\n" +
+	"\x06GetRun\x12\x18.devops.v1.GetRunRequest\x1a\x19.devops.v1.GetRunResponse\x12C\n" +
+	"\bListRuns\x12\x1a.devops.v1.ListRunsRequest\x1a\x1b.devops.v1.ListRunsResponse\x12F\n" +
+	"\tResumeRun\x12\x1b.devops.v1.ResumeRunRequest\x1a\x1c.devops.v1.ResumeRunResponse\x12F\n" +
+	"\tCancelRun\x12\x1b.devops.v1.CancelRunRequest\x1a\x1c.devops.v1.CancelRunResponse\x12E\n" +
+	"\bWatchRun\x12\x1a.devops.v1.WatchRunRequest\x1a\x1b.devops.v1.WatchRunResponse0\x012\xa6\x03\n" +
 	"\x14WorkerProcessService\x12W\n" +
 	"\x0eExecuteCommand\x12 .devops.v1.ExecuteCommandRequest\x1a!.devops.v1.ExecuteCommandResponse0\x01\x12[\n" +
 	"\x10TerminateProcess\x12\".devops.v1.TerminateProcessRequest\x1a#.devops.v1.TerminateProcessResponse\x12N\n" +
@@ -2864,136 +4342,200 @@ func file_devops_v1_devops_proto_rawDescGZIP() []byte {
 	return file_devops_v1_devops_proto_rawDescData
 }
 
-var file_devops_v1_devops_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_devops_v1_devops_proto_msgTypes = make([]protoimpl.MessageInfo, 38)
+var file_devops_v1_devops_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
+var file_devops_v1_devops_proto_msgTypes = make([]protoimpl.MessageInfo, 58)
 var file_devops_v1_devops_proto_goTypes = []any{
 	(ProcessState)(0),                         // 0: devops.v1.ProcessState
 	(Stream)(0),                               // 1: devops.v1.Stream
 	(WorkerState)(0),                          // 2: devops.v1.WorkerState
-	(*Limits)(nil),                            // 3: devops.v1.Limits
-	(*Spec)(nil),                              // 4: devops.v1.Spec
-	(*OutputChunk)(nil),                       // 5: devops.v1.OutputChunk
-	(*ExitStatus)(nil),                        // 6: devops.v1.ExitStatus
-	(*Process)(nil),                           // 7: devops.v1.Process
-	(*Fingerprint)(nil),                       // 8: devops.v1.Fingerprint
-	(*WorkerMetrics)(nil),                     // 9: devops.v1.WorkerMetrics
-	(*Worker)(nil),                            // 10: devops.v1.Worker
-	(*DeregisterWorkerRequest)(nil),           // 11: devops.v1.DeregisterWorkerRequest
-	(*DeregisterWorkerResponse)(nil),          // 12: devops.v1.DeregisterWorkerResponse
-	(*RegisterWorkerRequest)(nil),             // 13: devops.v1.RegisterWorkerRequest
-	(*RegisterWorkerResponse)(nil),            // 14: devops.v1.RegisterWorkerResponse
-	(*DrainWorkerRequest)(nil),                // 15: devops.v1.DrainWorkerRequest
-	(*DrainWorkerResponse)(nil),               // 16: devops.v1.DrainWorkerResponse
-	(*Target)(nil),                            // 17: devops.v1.Target
-	(*ExecuteDistributedCommandRequest)(nil),  // 18: devops.v1.ExecuteDistributedCommandRequest
-	(*ExecuteDistributedCommandResponse)(nil), // 19: devops.v1.ExecuteDistributedCommandResponse
-	(*TerminateProcessRequest)(nil),           // 20: devops.v1.TerminateProcessRequest
-	(*TerminateProcessResponse)(nil),          // 21: devops.v1.TerminateProcessResponse
-	(*GetProcessStatusRequest)(nil),           // 22: devops.v1.GetProcessStatusRequest
-	(*GetProcessStatusResponse)(nil),          // 23: devops.v1.GetProcessStatusResponse
-	(*ListProcessesRequest)(nil),              // 24: devops.v1.ListProcessesRequest
-	(*ListProcessesResponse)(nil),             // 25: devops.v1.ListProcessesResponse
-	(*ListWorkersRequest)(nil),                // 26: devops.v1.ListWorkersRequest
-	(*ListWorkersResponse)(nil),               // 27: devops.v1.ListWorkersResponse
-	(*StreamOutputRequest)(nil),               // 28: devops.v1.StreamOutputRequest
-	(*StreamOutputResponse)(nil),              // 29: devops.v1.StreamOutputResponse
-	(*DrainRequest)(nil),                      // 30: devops.v1.DrainRequest
-	(*DrainResponse)(nil),                     // 31: devops.v1.DrainResponse
-	(*ExecuteCommandRequest)(nil),             // 32: devops.v1.ExecuteCommandRequest
-	(*ExecuteCommandResponse)(nil),            // 33: devops.v1.ExecuteCommandResponse
-	(*Started)(nil),                           // 34: devops.v1.Started
-	(*HealthCheckRequest)(nil),                // 35: devops.v1.HealthCheckRequest
-	(*HealthCheckResponse)(nil),               // 36: devops.v1.HealthCheckResponse
-	(*ReportMetricsRequest)(nil),              // 37: devops.v1.ReportMetricsRequest
-	nil,                                       // 38: devops.v1.Spec.EnvEntry
-	nil,                                       // 39: devops.v1.Worker.LabelsEntry
-	nil,                                       // 40: devops.v1.RegisterWorkerRequest.LabelsEntry
-	(*durationpb.Duration)(nil),               // 41: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),             // 42: google.protobuf.Timestamp
+	(RunState)(0),                             // 3: devops.v1.RunState
+	(StopOnError)(0),                          // 4: devops.v1.StopOnError
+	(*Limits)(nil),                            // 5: devops.v1.Limits
+	(*Spec)(nil),                              // 6: devops.v1.Spec
+	(*OutputChunk)(nil),                       // 7: devops.v1.OutputChunk
+	(*ExitStatus)(nil),                        // 8: devops.v1.ExitStatus
+	(*Process)(nil),                           // 9: devops.v1.Process
+	(*Fingerprint)(nil),                       // 10: devops.v1.Fingerprint
+	(*WorkerMetrics)(nil),                     // 11: devops.v1.WorkerMetrics
+	(*Worker)(nil),                            // 12: devops.v1.Worker
+	(*DeregisterWorkerRequest)(nil),           // 13: devops.v1.DeregisterWorkerRequest
+	(*DeregisterWorkerResponse)(nil),          // 14: devops.v1.DeregisterWorkerResponse
+	(*RegisterWorkerRequest)(nil),             // 15: devops.v1.RegisterWorkerRequest
+	(*RegisterWorkerResponse)(nil),            // 16: devops.v1.RegisterWorkerResponse
+	(*Limit)(nil),                             // 17: devops.v1.Limit
+	(*RunTarget)(nil),                         // 18: devops.v1.RunTarget
+	(*RunOptions)(nil),                        // 19: devops.v1.RunOptions
+	(*RunTask)(nil),                           // 20: devops.v1.RunTask
+	(*Exclusion)(nil),                         // 21: devops.v1.Exclusion
+	(*RunSummary)(nil),                        // 22: devops.v1.RunSummary
+	(*Run)(nil),                               // 23: devops.v1.Run
+	(*StartRunRequest)(nil),                   // 24: devops.v1.StartRunRequest
+	(*StartRunResponse)(nil),                  // 25: devops.v1.StartRunResponse
+	(*GetRunRequest)(nil),                     // 26: devops.v1.GetRunRequest
+	(*GetRunResponse)(nil),                    // 27: devops.v1.GetRunResponse
+	(*ListRunsRequest)(nil),                   // 28: devops.v1.ListRunsRequest
+	(*ListRunsResponse)(nil),                  // 29: devops.v1.ListRunsResponse
+	(*ResumeRunRequest)(nil),                  // 30: devops.v1.ResumeRunRequest
+	(*ResumeRunResponse)(nil),                 // 31: devops.v1.ResumeRunResponse
+	(*CancelRunRequest)(nil),                  // 32: devops.v1.CancelRunRequest
+	(*CancelRunResponse)(nil),                 // 33: devops.v1.CancelRunResponse
+	(*WatchRunRequest)(nil),                   // 34: devops.v1.WatchRunRequest
+	(*WatchRunResponse)(nil),                  // 35: devops.v1.WatchRunResponse
+	(*DrainWorkerRequest)(nil),                // 36: devops.v1.DrainWorkerRequest
+	(*DrainWorkerResponse)(nil),               // 37: devops.v1.DrainWorkerResponse
+	(*Target)(nil),                            // 38: devops.v1.Target
+	(*ExecuteDistributedCommandRequest)(nil),  // 39: devops.v1.ExecuteDistributedCommandRequest
+	(*ExecuteDistributedCommandResponse)(nil), // 40: devops.v1.ExecuteDistributedCommandResponse
+	(*TerminateProcessRequest)(nil),           // 41: devops.v1.TerminateProcessRequest
+	(*TerminateProcessResponse)(nil),          // 42: devops.v1.TerminateProcessResponse
+	(*GetProcessStatusRequest)(nil),           // 43: devops.v1.GetProcessStatusRequest
+	(*GetProcessStatusResponse)(nil),          // 44: devops.v1.GetProcessStatusResponse
+	(*ListProcessesRequest)(nil),              // 45: devops.v1.ListProcessesRequest
+	(*ListProcessesResponse)(nil),             // 46: devops.v1.ListProcessesResponse
+	(*ListWorkersRequest)(nil),                // 47: devops.v1.ListWorkersRequest
+	(*ListWorkersResponse)(nil),               // 48: devops.v1.ListWorkersResponse
+	(*StreamOutputRequest)(nil),               // 49: devops.v1.StreamOutputRequest
+	(*StreamOutputResponse)(nil),              // 50: devops.v1.StreamOutputResponse
+	(*DrainRequest)(nil),                      // 51: devops.v1.DrainRequest
+	(*DrainResponse)(nil),                     // 52: devops.v1.DrainResponse
+	(*ExecuteCommandRequest)(nil),             // 53: devops.v1.ExecuteCommandRequest
+	(*ExecuteCommandResponse)(nil),            // 54: devops.v1.ExecuteCommandResponse
+	(*Started)(nil),                           // 55: devops.v1.Started
+	(*HealthCheckRequest)(nil),                // 56: devops.v1.HealthCheckRequest
+	(*HealthCheckResponse)(nil),               // 57: devops.v1.HealthCheckResponse
+	(*ReportMetricsRequest)(nil),              // 58: devops.v1.ReportMetricsRequest
+	nil,                                       // 59: devops.v1.Spec.EnvEntry
+	nil,                                       // 60: devops.v1.Worker.LabelsEntry
+	nil,                                       // 61: devops.v1.RegisterWorkerRequest.LabelsEntry
+	nil,                                       // 62: devops.v1.WatchRunRequest.OffsetsEntry
+	(*durationpb.Duration)(nil),               // 63: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),             // 64: google.protobuf.Timestamp
 }
 var file_devops_v1_devops_proto_depIdxs = []int32{
-	38, // 0: devops.v1.Spec.env:type_name -> devops.v1.Spec.EnvEntry
-	41, // 1: devops.v1.Spec.timeout:type_name -> google.protobuf.Duration
-	3,  // 2: devops.v1.Spec.limits:type_name -> devops.v1.Limits
-	41, // 3: devops.v1.Spec.grace:type_name -> google.protobuf.Duration
+	59, // 0: devops.v1.Spec.env:type_name -> devops.v1.Spec.EnvEntry
+	63, // 1: devops.v1.Spec.timeout:type_name -> google.protobuf.Duration
+	5,  // 2: devops.v1.Spec.limits:type_name -> devops.v1.Limits
+	63, // 3: devops.v1.Spec.grace:type_name -> google.protobuf.Duration
 	1,  // 4: devops.v1.OutputChunk.stream:type_name -> devops.v1.Stream
 	0,  // 5: devops.v1.ExitStatus.state:type_name -> devops.v1.ProcessState
-	42, // 6: devops.v1.ExitStatus.ended_at:type_name -> google.protobuf.Timestamp
-	41, // 7: devops.v1.ExitStatus.cpu_time:type_name -> google.protobuf.Duration
-	4,  // 8: devops.v1.Process.spec:type_name -> devops.v1.Spec
+	64, // 6: devops.v1.ExitStatus.ended_at:type_name -> google.protobuf.Timestamp
+	63, // 7: devops.v1.ExitStatus.cpu_time:type_name -> google.protobuf.Duration
+	6,  // 8: devops.v1.Process.spec:type_name -> devops.v1.Spec
 	0,  // 9: devops.v1.Process.state:type_name -> devops.v1.ProcessState
-	42, // 10: devops.v1.Process.created_at:type_name -> google.protobuf.Timestamp
-	42, // 11: devops.v1.Process.started_at:type_name -> google.protobuf.Timestamp
-	42, // 12: devops.v1.Process.ended_at:type_name -> google.protobuf.Timestamp
-	41, // 13: devops.v1.Process.cpu_time:type_name -> google.protobuf.Duration
-	42, // 14: devops.v1.Process.state_changed_at:type_name -> google.protobuf.Timestamp
-	42, // 15: devops.v1.WorkerMetrics.time:type_name -> google.protobuf.Timestamp
-	41, // 16: devops.v1.WorkerMetrics.uptime:type_name -> google.protobuf.Duration
-	39, // 17: devops.v1.Worker.labels:type_name -> devops.v1.Worker.LabelsEntry
+	64, // 10: devops.v1.Process.created_at:type_name -> google.protobuf.Timestamp
+	64, // 11: devops.v1.Process.started_at:type_name -> google.protobuf.Timestamp
+	64, // 12: devops.v1.Process.ended_at:type_name -> google.protobuf.Timestamp
+	63, // 13: devops.v1.Process.cpu_time:type_name -> google.protobuf.Duration
+	64, // 14: devops.v1.Process.state_changed_at:type_name -> google.protobuf.Timestamp
+	64, // 15: devops.v1.WorkerMetrics.time:type_name -> google.protobuf.Timestamp
+	63, // 16: devops.v1.WorkerMetrics.uptime:type_name -> google.protobuf.Duration
+	60, // 17: devops.v1.Worker.labels:type_name -> devops.v1.Worker.LabelsEntry
 	2,  // 18: devops.v1.Worker.state:type_name -> devops.v1.WorkerState
-	42, // 19: devops.v1.Worker.registered_at:type_name -> google.protobuf.Timestamp
-	42, // 20: devops.v1.Worker.last_seen:type_name -> google.protobuf.Timestamp
-	8,  // 21: devops.v1.Worker.fingerprint:type_name -> devops.v1.Fingerprint
-	9,  // 22: devops.v1.Worker.metrics:type_name -> devops.v1.WorkerMetrics
-	40, // 23: devops.v1.RegisterWorkerRequest.labels:type_name -> devops.v1.RegisterWorkerRequest.LabelsEntry
-	8,  // 24: devops.v1.RegisterWorkerRequest.fingerprint:type_name -> devops.v1.Fingerprint
-	10, // 25: devops.v1.DrainWorkerResponse.worker:type_name -> devops.v1.Worker
-	4,  // 26: devops.v1.ExecuteDistributedCommandRequest.spec:type_name -> devops.v1.Spec
-	17, // 27: devops.v1.ExecuteDistributedCommandRequest.target:type_name -> devops.v1.Target
-	41, // 28: devops.v1.ExecuteDistributedCommandRequest.queue_timeout:type_name -> google.protobuf.Duration
-	41, // 29: devops.v1.ExecuteDistributedCommandRequest.disconnect_grace:type_name -> google.protobuf.Duration
-	7,  // 30: devops.v1.ExecuteDistributedCommandResponse.process:type_name -> devops.v1.Process
-	5,  // 31: devops.v1.ExecuteDistributedCommandResponse.output:type_name -> devops.v1.OutputChunk
-	41, // 32: devops.v1.TerminateProcessRequest.grace:type_name -> google.protobuf.Duration
-	7,  // 33: devops.v1.TerminateProcessResponse.process:type_name -> devops.v1.Process
-	7,  // 34: devops.v1.GetProcessStatusResponse.process:type_name -> devops.v1.Process
-	0,  // 35: devops.v1.ListProcessesRequest.state:type_name -> devops.v1.ProcessState
-	7,  // 36: devops.v1.ListProcessesResponse.processes:type_name -> devops.v1.Process
-	10, // 37: devops.v1.ListWorkersResponse.workers:type_name -> devops.v1.Worker
-	7,  // 38: devops.v1.StreamOutputResponse.process:type_name -> devops.v1.Process
-	5,  // 39: devops.v1.StreamOutputResponse.output:type_name -> devops.v1.OutputChunk
-	4,  // 40: devops.v1.ExecuteCommandRequest.spec:type_name -> devops.v1.Spec
-	34, // 41: devops.v1.ExecuteCommandResponse.started:type_name -> devops.v1.Started
-	5,  // 42: devops.v1.ExecuteCommandResponse.output:type_name -> devops.v1.OutputChunk
-	6,  // 43: devops.v1.ExecuteCommandResponse.exit:type_name -> devops.v1.ExitStatus
-	42, // 44: devops.v1.Started.started_at:type_name -> google.protobuf.Timestamp
-	41, // 45: devops.v1.HealthCheckRequest.interval:type_name -> google.protobuf.Duration
-	2,  // 46: devops.v1.HealthCheckResponse.state:type_name -> devops.v1.WorkerState
-	42, // 47: devops.v1.HealthCheckResponse.time:type_name -> google.protobuf.Timestamp
-	41, // 48: devops.v1.ReportMetricsRequest.interval:type_name -> google.protobuf.Duration
-	13, // 49: devops.v1.WorkerRegistrationService.RegisterWorker:input_type -> devops.v1.RegisterWorkerRequest
-	11, // 50: devops.v1.WorkerRegistrationService.DeregisterWorker:input_type -> devops.v1.DeregisterWorkerRequest
-	18, // 51: devops.v1.ProcessManagementService.ExecuteDistributedCommand:input_type -> devops.v1.ExecuteDistributedCommandRequest
-	20, // 52: devops.v1.ProcessManagementService.TerminateProcess:input_type -> devops.v1.TerminateProcessRequest
-	22, // 53: devops.v1.ProcessManagementService.GetProcessStatus:input_type -> devops.v1.GetProcessStatusRequest
-	24, // 54: devops.v1.ProcessManagementService.ListProcesses:input_type -> devops.v1.ListProcessesRequest
-	26, // 55: devops.v1.ProcessManagementService.ListWorkers:input_type -> devops.v1.ListWorkersRequest
-	28, // 56: devops.v1.ProcessManagementService.StreamOutput:input_type -> devops.v1.StreamOutputRequest
-	15, // 57: devops.v1.ProcessManagementService.DrainWorker:input_type -> devops.v1.DrainWorkerRequest
-	32, // 58: devops.v1.WorkerProcessService.ExecuteCommand:input_type -> devops.v1.ExecuteCommandRequest
-	20, // 59: devops.v1.WorkerProcessService.TerminateProcess:input_type -> devops.v1.TerminateProcessRequest
-	35, // 60: devops.v1.WorkerProcessService.HealthCheck:input_type -> devops.v1.HealthCheckRequest
-	37, // 61: devops.v1.WorkerProcessService.ReportMetrics:input_type -> devops.v1.ReportMetricsRequest
-	30, // 62: devops.v1.WorkerProcessService.Drain:input_type -> devops.v1.DrainRequest
-	14, // 63: devops.v1.WorkerRegistrationService.RegisterWorker:output_type -> devops.v1.RegisterWorkerResponse
-	12, // 64: devops.v1.WorkerRegistrationService.DeregisterWorker:output_type -> devops.v1.DeregisterWorkerResponse
-	19, // 65: devops.v1.ProcessManagementService.ExecuteDistributedCommand:output_type -> devops.v1.ExecuteDistributedCommandResponse
-	21, // 66: devops.v1.ProcessManagementService.TerminateProcess:output_type -> devops.v1.TerminateProcessResponse
-	23, // 67: devops.v1.ProcessManagementService.GetProcessStatus:output_type -> devops.v1.GetProcessStatusResponse
-	25, // 68: devops.v1.ProcessManagementService.ListProcesses:output_type -> devops.v1.ListProcessesResponse
-	27, // 69: devops.v1.ProcessManagementService.ListWorkers:output_type -> devops.v1.ListWorkersResponse
-	29, // 70: devops.v1.ProcessManagementService.StreamOutput:output_type -> devops.v1.StreamOutputResponse
-	16, // 71: devops.v1.ProcessManagementService.DrainWorker:output_type -> devops.v1.DrainWorkerResponse
-	33, // 72: devops.v1.WorkerProcessService.ExecuteCommand:output_type -> devops.v1.ExecuteCommandResponse
-	21, // 73: devops.v1.WorkerProcessService.TerminateProcess:output_type -> devops.v1.TerminateProcessResponse
-	36, // 74: devops.v1.WorkerProcessService.HealthCheck:output_type -> devops.v1.HealthCheckResponse
-	9,  // 75: devops.v1.WorkerProcessService.ReportMetrics:output_type -> devops.v1.WorkerMetrics
-	31, // 76: devops.v1.WorkerProcessService.Drain:output_type -> devops.v1.DrainResponse
-	63, // [63:77] is the sub-list for method output_type
-	49, // [49:63] is the sub-list for method input_type
-	49, // [49:49] is the sub-list for extension type_name
-	49, // [49:49] is the sub-list for extension extendee
-	0,  // [0:49] is the sub-list for field type_name
+	64, // 19: devops.v1.Worker.registered_at:type_name -> google.protobuf.Timestamp
+	64, // 20: devops.v1.Worker.last_seen:type_name -> google.protobuf.Timestamp
+	10, // 21: devops.v1.Worker.fingerprint:type_name -> devops.v1.Fingerprint
+	11, // 22: devops.v1.Worker.metrics:type_name -> devops.v1.WorkerMetrics
+	61, // 23: devops.v1.RegisterWorkerRequest.labels:type_name -> devops.v1.RegisterWorkerRequest.LabelsEntry
+	10, // 24: devops.v1.RegisterWorkerRequest.fingerprint:type_name -> devops.v1.Fingerprint
+	17, // 25: devops.v1.RunOptions.max_concurrency:type_name -> devops.v1.Limit
+	17, // 26: devops.v1.RunOptions.max_errors:type_name -> devops.v1.Limit
+	4,  // 27: devops.v1.RunOptions.stop_on_error:type_name -> devops.v1.StopOnError
+	0,  // 28: devops.v1.RunTask.state:type_name -> devops.v1.ProcessState
+	6,  // 29: devops.v1.Run.spec:type_name -> devops.v1.Spec
+	18, // 30: devops.v1.Run.target:type_name -> devops.v1.RunTarget
+	19, // 31: devops.v1.Run.options:type_name -> devops.v1.RunOptions
+	3,  // 32: devops.v1.Run.state:type_name -> devops.v1.RunState
+	20, // 33: devops.v1.Run.tasks:type_name -> devops.v1.RunTask
+	21, // 34: devops.v1.Run.excluded:type_name -> devops.v1.Exclusion
+	22, // 35: devops.v1.Run.summary:type_name -> devops.v1.RunSummary
+	64, // 36: devops.v1.Run.created_at:type_name -> google.protobuf.Timestamp
+	64, // 37: devops.v1.Run.ended_at:type_name -> google.protobuf.Timestamp
+	63, // 38: devops.v1.Run.queue_timeout:type_name -> google.protobuf.Duration
+	63, // 39: devops.v1.Run.disconnect_grace:type_name -> google.protobuf.Duration
+	6,  // 40: devops.v1.StartRunRequest.spec:type_name -> devops.v1.Spec
+	18, // 41: devops.v1.StartRunRequest.target:type_name -> devops.v1.RunTarget
+	19, // 42: devops.v1.StartRunRequest.options:type_name -> devops.v1.RunOptions
+	63, // 43: devops.v1.StartRunRequest.queue_timeout:type_name -> google.protobuf.Duration
+	63, // 44: devops.v1.StartRunRequest.disconnect_grace:type_name -> google.protobuf.Duration
+	23, // 45: devops.v1.StartRunResponse.run:type_name -> devops.v1.Run
+	23, // 46: devops.v1.GetRunResponse.run:type_name -> devops.v1.Run
+	23, // 47: devops.v1.ListRunsResponse.runs:type_name -> devops.v1.Run
+	23, // 48: devops.v1.ResumeRunResponse.run:type_name -> devops.v1.Run
+	63, // 49: devops.v1.CancelRunRequest.grace:type_name -> google.protobuf.Duration
+	23, // 50: devops.v1.CancelRunResponse.run:type_name -> devops.v1.Run
+	62, // 51: devops.v1.WatchRunRequest.offsets:type_name -> devops.v1.WatchRunRequest.OffsetsEntry
+	23, // 52: devops.v1.WatchRunResponse.run:type_name -> devops.v1.Run
+	9,  // 53: devops.v1.WatchRunResponse.process:type_name -> devops.v1.Process
+	7,  // 54: devops.v1.WatchRunResponse.output:type_name -> devops.v1.OutputChunk
+	12, // 55: devops.v1.DrainWorkerResponse.worker:type_name -> devops.v1.Worker
+	6,  // 56: devops.v1.ExecuteDistributedCommandRequest.spec:type_name -> devops.v1.Spec
+	38, // 57: devops.v1.ExecuteDistributedCommandRequest.target:type_name -> devops.v1.Target
+	63, // 58: devops.v1.ExecuteDistributedCommandRequest.queue_timeout:type_name -> google.protobuf.Duration
+	63, // 59: devops.v1.ExecuteDistributedCommandRequest.disconnect_grace:type_name -> google.protobuf.Duration
+	9,  // 60: devops.v1.ExecuteDistributedCommandResponse.process:type_name -> devops.v1.Process
+	7,  // 61: devops.v1.ExecuteDistributedCommandResponse.output:type_name -> devops.v1.OutputChunk
+	63, // 62: devops.v1.TerminateProcessRequest.grace:type_name -> google.protobuf.Duration
+	9,  // 63: devops.v1.TerminateProcessResponse.process:type_name -> devops.v1.Process
+	9,  // 64: devops.v1.GetProcessStatusResponse.process:type_name -> devops.v1.Process
+	0,  // 65: devops.v1.ListProcessesRequest.state:type_name -> devops.v1.ProcessState
+	9,  // 66: devops.v1.ListProcessesResponse.processes:type_name -> devops.v1.Process
+	12, // 67: devops.v1.ListWorkersResponse.workers:type_name -> devops.v1.Worker
+	9,  // 68: devops.v1.StreamOutputResponse.process:type_name -> devops.v1.Process
+	7,  // 69: devops.v1.StreamOutputResponse.output:type_name -> devops.v1.OutputChunk
+	6,  // 70: devops.v1.ExecuteCommandRequest.spec:type_name -> devops.v1.Spec
+	55, // 71: devops.v1.ExecuteCommandResponse.started:type_name -> devops.v1.Started
+	7,  // 72: devops.v1.ExecuteCommandResponse.output:type_name -> devops.v1.OutputChunk
+	8,  // 73: devops.v1.ExecuteCommandResponse.exit:type_name -> devops.v1.ExitStatus
+	64, // 74: devops.v1.Started.started_at:type_name -> google.protobuf.Timestamp
+	63, // 75: devops.v1.HealthCheckRequest.interval:type_name -> google.protobuf.Duration
+	2,  // 76: devops.v1.HealthCheckResponse.state:type_name -> devops.v1.WorkerState
+	64, // 77: devops.v1.HealthCheckResponse.time:type_name -> google.protobuf.Timestamp
+	63, // 78: devops.v1.ReportMetricsRequest.interval:type_name -> google.protobuf.Duration
+	15, // 79: devops.v1.WorkerRegistrationService.RegisterWorker:input_type -> devops.v1.RegisterWorkerRequest
+	13, // 80: devops.v1.WorkerRegistrationService.DeregisterWorker:input_type -> devops.v1.DeregisterWorkerRequest
+	39, // 81: devops.v1.ProcessManagementService.ExecuteDistributedCommand:input_type -> devops.v1.ExecuteDistributedCommandRequest
+	41, // 82: devops.v1.ProcessManagementService.TerminateProcess:input_type -> devops.v1.TerminateProcessRequest
+	43, // 83: devops.v1.ProcessManagementService.GetProcessStatus:input_type -> devops.v1.GetProcessStatusRequest
+	45, // 84: devops.v1.ProcessManagementService.ListProcesses:input_type -> devops.v1.ListProcessesRequest
+	47, // 85: devops.v1.ProcessManagementService.ListWorkers:input_type -> devops.v1.ListWorkersRequest
+	49, // 86: devops.v1.ProcessManagementService.StreamOutput:input_type -> devops.v1.StreamOutputRequest
+	36, // 87: devops.v1.ProcessManagementService.DrainWorker:input_type -> devops.v1.DrainWorkerRequest
+	24, // 88: devops.v1.ProcessManagementService.StartRun:input_type -> devops.v1.StartRunRequest
+	26, // 89: devops.v1.ProcessManagementService.GetRun:input_type -> devops.v1.GetRunRequest
+	28, // 90: devops.v1.ProcessManagementService.ListRuns:input_type -> devops.v1.ListRunsRequest
+	30, // 91: devops.v1.ProcessManagementService.ResumeRun:input_type -> devops.v1.ResumeRunRequest
+	32, // 92: devops.v1.ProcessManagementService.CancelRun:input_type -> devops.v1.CancelRunRequest
+	34, // 93: devops.v1.ProcessManagementService.WatchRun:input_type -> devops.v1.WatchRunRequest
+	53, // 94: devops.v1.WorkerProcessService.ExecuteCommand:input_type -> devops.v1.ExecuteCommandRequest
+	41, // 95: devops.v1.WorkerProcessService.TerminateProcess:input_type -> devops.v1.TerminateProcessRequest
+	56, // 96: devops.v1.WorkerProcessService.HealthCheck:input_type -> devops.v1.HealthCheckRequest
+	58, // 97: devops.v1.WorkerProcessService.ReportMetrics:input_type -> devops.v1.ReportMetricsRequest
+	51, // 98: devops.v1.WorkerProcessService.Drain:input_type -> devops.v1.DrainRequest
+	16, // 99: devops.v1.WorkerRegistrationService.RegisterWorker:output_type -> devops.v1.RegisterWorkerResponse
+	14, // 100: devops.v1.WorkerRegistrationService.DeregisterWorker:output_type -> devops.v1.DeregisterWorkerResponse
+	40, // 101: devops.v1.ProcessManagementService.ExecuteDistributedCommand:output_type -> devops.v1.ExecuteDistributedCommandResponse
+	42, // 102: devops.v1.ProcessManagementService.TerminateProcess:output_type -> devops.v1.TerminateProcessResponse
+	44, // 103: devops.v1.ProcessManagementService.GetProcessStatus:output_type -> devops.v1.GetProcessStatusResponse
+	46, // 104: devops.v1.ProcessManagementService.ListProcesses:output_type -> devops.v1.ListProcessesResponse
+	48, // 105: devops.v1.ProcessManagementService.ListWorkers:output_type -> devops.v1.ListWorkersResponse
+	50, // 106: devops.v1.ProcessManagementService.StreamOutput:output_type -> devops.v1.StreamOutputResponse
+	37, // 107: devops.v1.ProcessManagementService.DrainWorker:output_type -> devops.v1.DrainWorkerResponse
+	25, // 108: devops.v1.ProcessManagementService.StartRun:output_type -> devops.v1.StartRunResponse
+	27, // 109: devops.v1.ProcessManagementService.GetRun:output_type -> devops.v1.GetRunResponse
+	29, // 110: devops.v1.ProcessManagementService.ListRuns:output_type -> devops.v1.ListRunsResponse
+	31, // 111: devops.v1.ProcessManagementService.ResumeRun:output_type -> devops.v1.ResumeRunResponse
+	33, // 112: devops.v1.ProcessManagementService.CancelRun:output_type -> devops.v1.CancelRunResponse
+	35, // 113: devops.v1.ProcessManagementService.WatchRun:output_type -> devops.v1.WatchRunResponse
+	54, // 114: devops.v1.WorkerProcessService.ExecuteCommand:output_type -> devops.v1.ExecuteCommandResponse
+	42, // 115: devops.v1.WorkerProcessService.TerminateProcess:output_type -> devops.v1.TerminateProcessResponse
+	57, // 116: devops.v1.WorkerProcessService.HealthCheck:output_type -> devops.v1.HealthCheckResponse
+	11, // 117: devops.v1.WorkerProcessService.ReportMetrics:output_type -> devops.v1.WorkerMetrics
+	52, // 118: devops.v1.WorkerProcessService.Drain:output_type -> devops.v1.DrainResponse
+	99, // [99:119] is the sub-list for method output_type
+	79, // [79:99] is the sub-list for method input_type
+	79, // [79:79] is the sub-list for extension type_name
+	79, // [79:79] is the sub-list for extension extendee
+	0,  // [0:79] is the sub-list for field type_name
 }
 
 func init() { file_devops_v1_devops_proto_init() }
@@ -3001,15 +4543,20 @@ func file_devops_v1_devops_proto_init() {
 	if File_devops_v1_devops_proto != nil {
 		return
 	}
-	file_devops_v1_devops_proto_msgTypes[16].OneofWrappers = []any{
+	file_devops_v1_devops_proto_msgTypes[30].OneofWrappers = []any{
+		(*WatchRunResponse_Run)(nil),
+		(*WatchRunResponse_Process)(nil),
+		(*WatchRunResponse_Output)(nil),
+	}
+	file_devops_v1_devops_proto_msgTypes[35].OneofWrappers = []any{
 		(*ExecuteDistributedCommandResponse_Process)(nil),
 		(*ExecuteDistributedCommandResponse_Output)(nil),
 	}
-	file_devops_v1_devops_proto_msgTypes[26].OneofWrappers = []any{
+	file_devops_v1_devops_proto_msgTypes[45].OneofWrappers = []any{
 		(*StreamOutputResponse_Process)(nil),
 		(*StreamOutputResponse_Output)(nil),
 	}
-	file_devops_v1_devops_proto_msgTypes[30].OneofWrappers = []any{
+	file_devops_v1_devops_proto_msgTypes[49].OneofWrappers = []any{
 		(*ExecuteCommandResponse_Started)(nil),
 		(*ExecuteCommandResponse_Output)(nil),
 		(*ExecuteCommandResponse_Exit)(nil),
@@ -3019,8 +4566,8 @@ func file_devops_v1_devops_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_devops_v1_devops_proto_rawDesc), len(file_devops_v1_devops_proto_rawDesc)),
-			NumEnums:      3,
-			NumMessages:   38,
+			NumEnums:      5,
+			NumMessages:   58,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

@@ -180,6 +180,12 @@ const (
 	ProcessManagementService_ListWorkers_FullMethodName               = "/devops.v1.ProcessManagementService/ListWorkers"
 	ProcessManagementService_StreamOutput_FullMethodName              = "/devops.v1.ProcessManagementService/StreamOutput"
 	ProcessManagementService_DrainWorker_FullMethodName               = "/devops.v1.ProcessManagementService/DrainWorker"
+	ProcessManagementService_StartRun_FullMethodName                  = "/devops.v1.ProcessManagementService/StartRun"
+	ProcessManagementService_GetRun_FullMethodName                    = "/devops.v1.ProcessManagementService/GetRun"
+	ProcessManagementService_ListRuns_FullMethodName                  = "/devops.v1.ProcessManagementService/ListRuns"
+	ProcessManagementService_ResumeRun_FullMethodName                 = "/devops.v1.ProcessManagementService/ResumeRun"
+	ProcessManagementService_CancelRun_FullMethodName                 = "/devops.v1.ProcessManagementService/CancelRun"
+	ProcessManagementService_WatchRun_FullMethodName                  = "/devops.v1.ProcessManagementService/WatchRun"
 )
 
 // ProcessManagementServiceClient is the client API for ProcessManagementService service.
@@ -200,6 +206,20 @@ type ProcessManagementServiceClient interface {
 	// DrainWorker stops new work for a worker; its running processes finish,
 	// then it deregisters and exits. With undo, it takes work again.
 	DrainWorker(ctx context.Context, in *DrainWorkerRequest, opts ...grpc.CallOption) (*DrainWorkerResponse, error)
+	// StartRun starts a fleet run: one command on many workers, with a
+	// concurrency window, an error budget and a canary. With dry_run it only
+	// answers which workers would run it and why the others would not.
+	StartRun(ctx context.Context, in *StartRunRequest, opts ...grpc.CallOption) (*StartRunResponse, error)
+	GetRun(ctx context.Context, in *GetRunRequest, opts ...grpc.CallOption) (*GetRunResponse, error)
+	ListRuns(ctx context.Context, in *ListRunsRequest, opts ...grpc.CallOption) (*ListRunsResponse, error)
+	// ResumeRun continues a run paused after its canary.
+	ResumeRun(ctx context.Context, in *ResumeRunRequest, opts ...grpc.CallOption) (*ResumeRunResponse, error)
+	// CancelRun stops a run as a whole: nothing new starts and its running
+	// children are terminated.
+	CancelRun(ctx context.Context, in *CancelRunRequest, opts ...grpc.CallOption) (*CancelRunResponse, error)
+	// WatchRun streams a run's changes, its children's state changes and their
+	// output until the run ends; the last message is the run's final record.
+	WatchRun(ctx context.Context, in *WatchRunRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchRunResponse], error)
 }
 
 type processManagementServiceClient struct {
@@ -298,6 +318,75 @@ func (c *processManagementServiceClient) DrainWorker(ctx context.Context, in *Dr
 	return out, nil
 }
 
+func (c *processManagementServiceClient) StartRun(ctx context.Context, in *StartRunRequest, opts ...grpc.CallOption) (*StartRunResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(StartRunResponse)
+	err := c.cc.Invoke(ctx, ProcessManagementService_StartRun_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *processManagementServiceClient) GetRun(ctx context.Context, in *GetRunRequest, opts ...grpc.CallOption) (*GetRunResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetRunResponse)
+	err := c.cc.Invoke(ctx, ProcessManagementService_GetRun_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *processManagementServiceClient) ListRuns(ctx context.Context, in *ListRunsRequest, opts ...grpc.CallOption) (*ListRunsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListRunsResponse)
+	err := c.cc.Invoke(ctx, ProcessManagementService_ListRuns_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *processManagementServiceClient) ResumeRun(ctx context.Context, in *ResumeRunRequest, opts ...grpc.CallOption) (*ResumeRunResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ResumeRunResponse)
+	err := c.cc.Invoke(ctx, ProcessManagementService_ResumeRun_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *processManagementServiceClient) CancelRun(ctx context.Context, in *CancelRunRequest, opts ...grpc.CallOption) (*CancelRunResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CancelRunResponse)
+	err := c.cc.Invoke(ctx, ProcessManagementService_CancelRun_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *processManagementServiceClient) WatchRun(ctx context.Context, in *WatchRunRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchRunResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &ProcessManagementService_ServiceDesc.Streams[2], ProcessManagementService_WatchRun_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[WatchRunRequest, WatchRunResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type ProcessManagementService_WatchRunClient = grpc.ServerStreamingClient[WatchRunResponse]
+
 // ProcessManagementServiceServer is the server API for ProcessManagementService service.
 // All implementations must embed UnimplementedProcessManagementServiceServer
 // for forward compatibility.
@@ -316,6 +405,20 @@ type ProcessManagementServiceServer interface {
 	// DrainWorker stops new work for a worker; its running processes finish,
 	// then it deregisters and exits. With undo, it takes work again.
 	DrainWorker(context.Context, *DrainWorkerRequest) (*DrainWorkerResponse, error)
+	// StartRun starts a fleet run: one command on many workers, with a
+	// concurrency window, an error budget and a canary. With dry_run it only
+	// answers which workers would run it and why the others would not.
+	StartRun(context.Context, *StartRunRequest) (*StartRunResponse, error)
+	GetRun(context.Context, *GetRunRequest) (*GetRunResponse, error)
+	ListRuns(context.Context, *ListRunsRequest) (*ListRunsResponse, error)
+	// ResumeRun continues a run paused after its canary.
+	ResumeRun(context.Context, *ResumeRunRequest) (*ResumeRunResponse, error)
+	// CancelRun stops a run as a whole: nothing new starts and its running
+	// children are terminated.
+	CancelRun(context.Context, *CancelRunRequest) (*CancelRunResponse, error)
+	// WatchRun streams a run's changes, its children's state changes and their
+	// output until the run ends; the last message is the run's final record.
+	WatchRun(*WatchRunRequest, grpc.ServerStreamingServer[WatchRunResponse]) error
 	mustEmbedUnimplementedProcessManagementServiceServer()
 }
 
@@ -346,6 +449,24 @@ func (UnimplementedProcessManagementServiceServer) StreamOutput(*StreamOutputReq
 }
 func (UnimplementedProcessManagementServiceServer) DrainWorker(context.Context, *DrainWorkerRequest) (*DrainWorkerResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method DrainWorker not implemented")
+}
+func (UnimplementedProcessManagementServiceServer) StartRun(context.Context, *StartRunRequest) (*StartRunResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method StartRun not implemented")
+}
+func (UnimplementedProcessManagementServiceServer) GetRun(context.Context, *GetRunRequest) (*GetRunResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetRun not implemented")
+}
+func (UnimplementedProcessManagementServiceServer) ListRuns(context.Context, *ListRunsRequest) (*ListRunsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListRuns not implemented")
+}
+func (UnimplementedProcessManagementServiceServer) ResumeRun(context.Context, *ResumeRunRequest) (*ResumeRunResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ResumeRun not implemented")
+}
+func (UnimplementedProcessManagementServiceServer) CancelRun(context.Context, *CancelRunRequest) (*CancelRunResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CancelRun not implemented")
+}
+func (UnimplementedProcessManagementServiceServer) WatchRun(*WatchRunRequest, grpc.ServerStreamingServer[WatchRunResponse]) error {
+	return status.Error(codes.Unimplemented, "method WatchRun not implemented")
 }
 func (UnimplementedProcessManagementServiceServer) mustEmbedUnimplementedProcessManagementServiceServer() {
 }
@@ -481,6 +602,107 @@ func _ProcessManagementService_DrainWorker_Handler(srv interface{}, ctx context.
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ProcessManagementService_StartRun_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(StartRunRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ProcessManagementServiceServer).StartRun(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ProcessManagementService_StartRun_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ProcessManagementServiceServer).StartRun(ctx, req.(*StartRunRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ProcessManagementService_GetRun_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetRunRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ProcessManagementServiceServer).GetRun(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ProcessManagementService_GetRun_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ProcessManagementServiceServer).GetRun(ctx, req.(*GetRunRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ProcessManagementService_ListRuns_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListRunsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ProcessManagementServiceServer).ListRuns(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ProcessManagementService_ListRuns_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ProcessManagementServiceServer).ListRuns(ctx, req.(*ListRunsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ProcessManagementService_ResumeRun_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ResumeRunRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ProcessManagementServiceServer).ResumeRun(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ProcessManagementService_ResumeRun_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ProcessManagementServiceServer).ResumeRun(ctx, req.(*ResumeRunRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ProcessManagementService_CancelRun_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CancelRunRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ProcessManagementServiceServer).CancelRun(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ProcessManagementService_CancelRun_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ProcessManagementServiceServer).CancelRun(ctx, req.(*CancelRunRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ProcessManagementService_WatchRun_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(WatchRunRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(ProcessManagementServiceServer).WatchRun(m, &grpc.GenericServerStream[WatchRunRequest, WatchRunResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type ProcessManagementService_WatchRunServer = grpc.ServerStreamingServer[WatchRunResponse]
+
 // ProcessManagementService_ServiceDesc is the grpc.ServiceDesc for ProcessManagementService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -508,6 +730,26 @@ var ProcessManagementService_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "DrainWorker",
 			Handler:    _ProcessManagementService_DrainWorker_Handler,
 		},
+		{
+			MethodName: "StartRun",
+			Handler:    _ProcessManagementService_StartRun_Handler,
+		},
+		{
+			MethodName: "GetRun",
+			Handler:    _ProcessManagementService_GetRun_Handler,
+		},
+		{
+			MethodName: "ListRuns",
+			Handler:    _ProcessManagementService_ListRuns_Handler,
+		},
+		{
+			MethodName: "ResumeRun",
+			Handler:    _ProcessManagementService_ResumeRun_Handler,
+		},
+		{
+			MethodName: "CancelRun",
+			Handler:    _ProcessManagementService_CancelRun_Handler,
+		},
 	},
 	Streams: []grpc.StreamDesc{
 		{
@@ -518,6 +760,11 @@ var ProcessManagementService_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "StreamOutput",
 			Handler:       _ProcessManagementService_StreamOutput_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "WatchRun",
+			Handler:       _ProcessManagementService_WatchRun_Handler,
 			ServerStreams: true,
 		},
 	},

@@ -1,0 +1,249 @@
+package devops
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// RunID names one fleet run. The manager assigns it: RunIDPrefix and a
+// UUIDv7, so run ids sort by creation time and never look like a process id.
+type RunID string
+
+// RunIDPrefix starts every RunID.
+const RunIDPrefix = "run-"
+
+// IsRunID reports whether id names a fleet run rather than a process.
+func IsRunID(id string) bool { return strings.HasPrefix(id, RunIDPrefix) }
+
+// RunState is where a fleet run is in its life.
+//
+//	RUNNING ──(canary done, --pause-after-canary)──► PAUSED ──(resume)──► RUNNING
+//	   │                                                │
+//	   └──► SUCCEEDED | FAILED | CANCELLED ◄────────────┘ (kill)
+//
+// A run ends once every child it started has ended: SUCCEEDED when every
+// target succeeded, FAILED otherwise (a child failed, the canary failed or
+// the error budget ran out; Reason says which), CANCELLED when it was killed.
+type RunState int
+
+// The run states; their numbers match the API's RunState.
+const (
+	RunUnknown RunState = iota
+	RunRunning
+	RunPaused
+	RunSucceeded
+	RunFailed
+	RunCancelled
+)
+
+var runStateNames = [...]string{"UNKNOWN", "RUNNING", "PAUSED", "SUCCEEDED", "FAILED", "CANCELLED"}
+
+func (s RunState) String() string {
+	if s < 0 || int(s) >= len(runStateNames) {
+		return fmt.Sprintf("RunState(%d)", int(s))
+	}
+	return runStateNames[s]
+}
+
+// Terminal reports whether a run in this state has ended for good.
+func (s RunState) Terminal() bool {
+	return s == RunSucceeded || s == RunFailed || s == RunCancelled
+}
+
+// Limit is a count given either absolutely or as a share of the targets:
+// "3" or "25%". The zero Limit is not set: no limit.
+type Limit struct {
+	Set     bool
+	N       int  // the count, or the percentage when Percent
+	Percent bool // N is a percentage of the targets
+}
+
+// ParseLimit reads "N" or "P%"; the empty string is no limit. Anything else
+// is ErrInvalid.
+func ParseLimit(s string) (Limit, error) {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return Limit{}, nil
+	}
+	l := Limit{Set: true}
+	if strings.HasSuffix(s, "%") {
+		l.Percent = true
+		s = strings.TrimSuffix(s, "%")
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 0 || l.Percent && n > 100 {
+		return Limit{}, fmt.Errorf("%w: limit %q: want a count N or a percentage P%%", ErrInvalid, s)
+	}
+	l.N = n
+	return l, nil
+}
+
+func (l Limit) String() string {
+	switch {
+	case !l.Set:
+		return "none"
+	case l.Percent:
+		return fmt.Sprintf("%d%%", l.N)
+	}
+	return strconv.Itoa(l.N)
+}
+
+// Of returns the count the limit allows out of total targets, and false
+// when there is no limit. A percentage rounds down, so "10%" of 6 is 0.
+func (l Limit) Of(total int) (int, bool) {
+	if !l.Set {
+		return 0, false
+	}
+	if l.Percent {
+		return total * l.N / 100, true
+	}
+	return l.N, true
+}
+
+// StopOnError says what happens to the children still running when a fleet
+// run's error budget is exceeded.
+type StopOnError int
+
+const (
+	// StopWait lets them finish; nothing new starts.
+	StopWait StopOnError = iota
+	// StopKill terminates them with the spec's grace period.
+	StopKill
+)
+
+func (s StopOnError) String() string {
+	if s == StopKill {
+		return "kill"
+	}
+	return "wait"
+}
+
+// ParseStopOnError reads "wait" or "kill"; anything else is ErrInvalid.
+func ParseStopOnError(s string) (StopOnError, error) {
+	switch strings.ToLower(strings.TrimSpace(s)) {
+	case "", "wait":
+		return StopWait, nil
+	case "kill":
+		return StopKill, nil
+	}
+	return StopWait, fmt.Errorf("%w: stop-on-error %q: want wait or kill", ErrInvalid, s)
+}
+
+// RunOptions control how a fleet run rolls out.
+type RunOptions struct {
+	// MaxConcurrency is how many children run at once, a sliding window;
+	// not set: all of them. A resolved 0 counts as 1.
+	MaxConcurrency Limit
+	// MaxErrors is the error budget: once more children than this failed, no
+	// new child starts. Not set: no budget.
+	MaxErrors   Limit
+	StopOnError StopOnError
+	// Canary children run first; the others start only if all of them succeed.
+	Canary int
+	// PauseAfterCanary waits for a resume once the canary succeeded.
+	PauseAfterCanary bool
+}
+
+// Validate reports ErrInvalid for options no run can follow.
+func (o RunOptions) Validate() error {
+	if o.Canary < 0 {
+		return fmt.Errorf("%w: negative canary count", ErrInvalid)
+	}
+	if o.PauseAfterCanary && o.Canary == 0 {
+		return fmt.Errorf("%w: pause after canary needs a canary", ErrInvalid)
+	}
+	return nil
+}
+
+// RunTarget says which workers a fleet run targets: the named workers, the
+// workers whose labels match Selector, or all of them.
+type RunTarget struct {
+	Workers  []string // names or ids
+	Selector string
+	All      bool
+}
+
+// Empty reports whether the target names no worker at all.
+func (t RunTarget) Empty() bool { return len(t.Workers) == 0 && t.Selector == "" && !t.All }
+
+func (t RunTarget) String() string {
+	switch {
+	case len(t.Workers) > 0:
+		return "workers " + strings.Join(t.Workers, ",")
+	case t.Selector != "":
+		return "selector " + t.Selector
+	}
+	return "all"
+}
+
+// RunTask is one targeted worker of a fleet run and the child process that
+// runs there once it started.
+type RunTask struct {
+	WorkerID   WorkerID
+	WorkerName string
+	ProcessID  ProcessID // empty until the child started
+	Canary     bool
+	// Skipped is true when the run ended before this child could start;
+	// Reason says why.
+	Skipped bool
+	Reason  string
+	// State and ExitCode are those of the child process when the manager
+	// answered (StateUnknown when it has not started).
+	State    State
+	ExitCode int
+}
+
+// Exclusion is a worker a fleet run's target matched but that cannot run it.
+type Exclusion struct {
+	WorkerID   WorkerID
+	WorkerName string
+	Reason     string // "down", "draining", "full (8/8 running)", "no cgroups (--memory, --cpus, --pids)"...
+}
+
+// RunSummary counts the targets of a fleet run by where they stand.
+type RunSummary struct {
+	Total     int
+	Succeeded int
+	Failed    int // failed, terminated, timed out or lost
+	Running   int // started, not ended
+	Pending   int // not started yet
+	Skipped   int // never started: the run stopped first
+}
+
+// Run is the manager's record of one fleet run: one command on many workers.
+type Run struct {
+	ID        RunID
+	Spec      Spec
+	Target    RunTarget
+	Options   RunOptions
+	State     RunState
+	Reason    string
+	Tasks     []RunTask   // the targets, as resolved at start, in start order
+	Excluded  []Exclusion // matched but unable to run it
+	Summary   RunSummary
+	CreatedAt time.Time
+	EndedAt   time.Time
+	// Resumed is true once a run paused after its canary was resumed.
+	Resumed bool
+	// Cancelled is true once the run was killed as a whole.
+	Cancelled       bool
+	QueueTimeout    time.Duration
+	DisconnectGrace time.Duration
+	IdempotencyKey  string
+}
+
+// ExitCode is what a CLI should exit with for a run that ended: 0 only when
+// every target succeeded, else the highest exit code of its children, and
+// at least 1.
+func (r Run) ExitCode() int {
+	code := 0
+	for _, t := range r.Tasks {
+		code = max(code, t.ExitCode)
+	}
+	if code == 0 && (r.State != RunSucceeded || r.Summary.Succeeded != r.Summary.Total) {
+		code = 1
+	}
+	return code
+}

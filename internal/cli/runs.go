@@ -1,0 +1,567 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/devops-platform/devops"
+	"github.com/devops-platform/devops/internal/client"
+)
+
+// fleetFlags are the flags of `devops run` that make it a fleet run.
+type fleetFlags struct {
+	workers          []string
+	dryRun           bool
+	maxConcurrency   string
+	maxErrors        string
+	stopOnError      string
+	canary           int
+	pauseAfterCanary bool
+	output           string
+	group            bool
+	summary          bool
+	timestamps       bool
+}
+
+func (f *fleetFlags) add(fs interface {
+	StringSliceVar(*[]string, string, []string, string)
+	BoolVar(*bool, string, bool, string)
+	StringVar(*string, string, string, string)
+	IntVar(*int, string, int, string)
+	StringVarP(*string, string, string, string, string)
+}) {
+	fs.StringSliceVar(&f.workers, "workers", nil, "run on exactly these workers (names or ids, comma-separated)")
+	fs.BoolVar(&f.dryRun, "dry-run", false, "print which workers would run it, and why the others would not; run nothing")
+	fs.StringVar(&f.maxConcurrency, "max-concurrency", "", "at most N (or P% of the targets) running at once, a sliding window (default: all)")
+	fs.StringVar(&f.maxErrors, "max-errors", "", "error budget: once more than N (or P%) failed, start no more (default: no budget)")
+	fs.StringVar(&f.stopOnError, "stop-on-error", "wait", "when the budget is exceeded: wait for the running ones, or kill them")
+	fs.IntVar(&f.canary, "canary", 0, "run on N workers first; continue only if all N succeed")
+	fs.BoolVar(&f.pauseAfterCanary, "pause-after-canary", false, "after a successful canary, wait for devops run-resume ID")
+	fs.StringVarP(&f.output, "output", "o", "text", "output of a fleet run: text (lines prefixed with the worker) or json (one object per chunk)")
+	fs.BoolVar(&f.group, "group", false, "print each worker's output as one block when it ends")
+	fs.BoolVar(&f.summary, "summary", false, "print only the summary table")
+	fs.BoolVar(&f.timestamps, "timestamps", false, "put the time each line arrived in front of it")
+}
+
+// isFleet reports whether the flags ask for a fleet run.
+func (f *fleetFlags) isFleet(req client.RunRequest) bool {
+	return req.Target.All || req.Target.Selector != "" || len(f.workers) > 0 || f.dryRun ||
+		f.maxConcurrency != "" || f.maxErrors != "" || f.canary > 0 || f.pauseAfterCanary ||
+		f.output != "text" || f.group || f.summary || f.timestamps
+}
+
+// request turns the flags and the single-run request into a fleet request.
+func (f *fleetFlags) request(req client.RunRequest) (client.FleetRequest, error) {
+	fr := client.FleetRequest{
+		Spec:            req.Spec,
+		Target:          devops.RunTarget{Workers: f.workers, Selector: req.Target.Selector, All: req.Target.All},
+		QueueTimeout:    req.QueueTimeout,
+		DisconnectGrace: req.DisconnectGrace,
+	}
+	if req.Target.Worker != "" {
+		fr.Target.Workers = append([]string{req.Target.Worker}, fr.Target.Workers...)
+	}
+	var err error
+	if fr.Options.MaxConcurrency, err = devops.ParseLimit(f.maxConcurrency); err != nil {
+		return fr, fmt.Errorf("--max-concurrency: %w", err)
+	}
+	if fr.Options.MaxConcurrency.Set && fr.Options.MaxConcurrency.N == 0 {
+		return fr, fmt.Errorf("--max-concurrency: %w: must be at least 1", devops.ErrInvalid)
+	}
+	if fr.Options.MaxErrors, err = devops.ParseLimit(f.maxErrors); err != nil {
+		return fr, fmt.Errorf("--max-errors: %w", err)
+	}
+	if fr.Options.StopOnError, err = devops.ParseStopOnError(f.stopOnError); err != nil {
+		return fr, fmt.Errorf("--stop-on-error: %w", err)
+	}
+	fr.Options.Canary = f.canary
+	fr.Options.PauseAfterCanary = f.pauseAfterCanary
+	if f.output != "text" && f.output != "json" {
+		return fr, fmt.Errorf("%w: -o %q: want text or json", devops.ErrInvalid, f.output)
+	}
+	return fr, nil
+}
+
+// runFleet starts a fleet run (or plans it) and follows it.
+func runFleet(ctx context.Context, c *client.Client, f *fleetFlags, fr client.FleetRequest, detach bool, env *Env) error {
+	if f.dryRun {
+		r, err := c.PlanRun(ctx, fr)
+		if err != nil {
+			return err
+		}
+		if f.output == "json" {
+			if err := writeJSON(env.Stdout, r); err != nil {
+				return err
+			}
+		} else {
+			printPlan(env.Stdout, r)
+		}
+		if len(r.Tasks) == 0 {
+			return &exitError{code: 1, msg: "no worker would run it"}
+		}
+		return nil
+	}
+	r, err := c.StartRun(ctx, fr)
+	if err != nil {
+		return err
+	}
+	if detach {
+		fmt.Fprintln(env.Stdout, r.ID)
+		return nil
+	}
+	for _, x := range r.Excluded {
+		fmt.Fprintf(env.Stderr, "devops: not running on %s: %s\n", x.WorkerName, x.Reason)
+	}
+	return followRun(ctx, c, r.ID, true, f, env)
+}
+
+// followRun prints a run's output as the flags say, cancels it on Ctrl-C
+// and turns its end into the exit code.
+func followRun(ctx context.Context, c *client.Client, id devops.RunID, follow bool, f *fleetFlags, env *Env) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		if env.Interrupt == nil {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-env.Interrupt:
+		}
+		fmt.Fprintf(env.Stderr, "devops: cancelling run %s; press Ctrl-C again to stop waiting\n", id)
+		if _, err := c.CancelRun(ctx, id, syscall.SIGTERM, 0); err != nil {
+			fmt.Fprintf(env.Stderr, "devops: cancel %s: %s\n", id, describe(err))
+		}
+		select {
+		case <-ctx.Done():
+		case <-env.Interrupt:
+			cancel()
+		}
+	}()
+
+	out := newRunPrinter(env, f)
+	var final *devops.Run
+	paused := false
+	err := c.WatchRun(ctx, id, follow, !f.summary, func(ev client.RunEvent) error {
+		switch {
+		case ev.Run != nil:
+			final = ev.Run
+			out.run(*ev.Run)
+			if ev.Run.State == devops.RunPaused && !paused {
+				paused = true
+				fmt.Fprintf(env.Stderr, "devops: run %s paused after the canary; continue with: devops run-resume %s\n", id, id)
+			} else if ev.Run.State != devops.RunPaused {
+				paused = false
+			}
+			return nil
+		case ev.Chunk != nil:
+			return out.chunk(ev.ID, *ev.Chunk)
+		default:
+			return out.process(*ev.Process)
+		}
+	})
+	out.end()
+	if err != nil {
+		if ctx.Err() != nil {
+			return &exitError{code: 130, msg: fmt.Sprintf("stopped waiting; see devops run-status %s", id)}
+		}
+		return err
+	}
+	if final == nil || !final.State.Terminal() {
+		return nil // not following: what there is now was printed
+	}
+	if f.summary {
+		printRunSummary(env.Stdout, *final)
+	} else if f.output != "json" {
+		if final.State != devops.RunSucceeded || env.IsTerminal {
+			fmt.Fprintln(env.Stderr, "devops:", runLine(*final))
+		}
+	}
+	if code := final.ExitCode(); code != 0 {
+		return &exitError{code: code}
+	}
+	return nil
+}
+
+func runLine(r devops.Run) string {
+	s := r.Summary
+	line := fmt.Sprintf("run %s %s", r.ID, r.State)
+	if r.Reason != "" {
+		line += ": " + r.Reason
+	}
+	return line + fmt.Sprintf(" (%d/%d succeeded, %d failed, %d running, %d pending, %d skipped)",
+		s.Succeeded, s.Total, s.Failed, s.Running, s.Pending, s.Skipped)
+}
+
+func printPlan(w io.Writer, r devops.Run) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "WORKER\tWOULD RUN\tWHY NOT")
+	for _, t := range r.Tasks {
+		run := "yes"
+		if t.Canary {
+			run = "yes (canary)"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t-\n", t.WorkerName, run)
+	}
+	for _, x := range r.Excluded {
+		fmt.Fprintf(tw, "%s\tno\t%s\n", x.WorkerName, x.Reason)
+	}
+	tw.Flush()
+	fmt.Fprintf(w, "%d of %d targeted workers would run it\n", len(r.Tasks), len(r.Tasks)+len(r.Excluded))
+}
+
+func printRunSummary(w io.Writer, r devops.Run) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "WORKER\tSTATE\tEXIT\tPROCESS\tNOTE")
+	for _, t := range r.Tasks {
+		state, exit, note := t.State.String(), "-", ""
+		switch {
+		case t.Skipped:
+			state, note = "SKIPPED", t.Reason
+		case t.ProcessID == "":
+			state = "PENDING"
+		case t.State.Terminal():
+			exit = fmt.Sprint(t.ExitCode)
+		}
+		if t.Canary {
+			note = strings.TrimSpace("canary " + note)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", t.WorkerName, state, exit, dash(string(t.ProcessID)), dash(note))
+	}
+	for _, x := range r.Excluded {
+		fmt.Fprintf(tw, "%s\tEXCLUDED\t-\t-\t%s\n", x.WorkerName, x.Reason)
+	}
+	tw.Flush()
+	fmt.Fprintln(w, runLine(r))
+}
+
+// runPrinter prints a fleet run's output: lines prefixed with the worker
+// name (like pdsh), each worker's output as one block when it ends
+// (--group), JSON objects (-o json), or nothing (--summary). On a terminal
+// it keeps a progress line on stderr.
+type runPrinter struct {
+	env   *Env
+	f     *fleetFlags
+	start time.Time
+
+	mu       sync.Mutex // protects the fields below
+	names    map[devops.ProcessID]string
+	parts    map[devops.ProcessID]*[3]bytes.Buffer // an unfinished line per stream
+	blocks   map[devops.ProcessID]*[3]bytes.Buffer // --group: the output so far per stream
+	ended    map[devops.ProcessID]bool
+	total    int
+	done     int
+	failed   int
+	progress bool // a progress line is on the screen
+}
+
+func newRunPrinter(env *Env, f *fleetFlags) *runPrinter {
+	return &runPrinter{env: env, f: f, start: time.Now(), names: map[devops.ProcessID]string{},
+		parts: map[devops.ProcessID]*[3]bytes.Buffer{}, blocks: map[devops.ProcessID]*[3]bytes.Buffer{}, ended: map[devops.ProcessID]bool{}}
+}
+
+func (p *runPrinter) dest(s devops.Stream) io.Writer {
+	if s == devops.Stderr {
+		return p.env.Stderr
+	}
+	return p.env.Stdout
+}
+
+func (p *runPrinter) run(r devops.Run) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.total = len(r.Tasks)
+	for _, t := range r.Tasks {
+		if t.ProcessID != "" {
+			p.names[t.ProcessID] = t.WorkerName
+		}
+	}
+}
+
+func (p *runPrinter) label(id devops.ProcessID) string {
+	if n := p.names[id]; n != "" {
+		return n
+	}
+	return string(id)
+}
+
+type jsonChunk struct {
+	Worker    string    `json:"worker"`
+	ProcessID string    `json:"process_id"`
+	Stream    string    `json:"stream"`
+	Offset    int64     `json:"offset"`
+	Timestamp time.Time `json:"timestamp"`
+	Data      string    `json:"data"`
+}
+
+type jsonEnd struct {
+	Worker    string `json:"worker"`
+	ProcessID string `json:"process_id"`
+	State     string `json:"state"`
+	ExitCode  int    `json:"exit_code"`
+	Reason    string `json:"reason,omitempty"`
+}
+
+func (p *runPrinter) chunk(id devops.ProcessID, c devops.Chunk) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.f.summary {
+		return nil
+	}
+	if p.f.output == "json" {
+		return json.NewEncoder(p.env.Stdout).Encode(jsonChunk{Worker: p.label(id), ProcessID: string(id), Stream: c.Stream.String(),
+			Offset: c.Offset, Timestamp: time.Now().UTC(), Data: string(c.Data)})
+	}
+	bufs, ok := p.parts[id]
+	if !ok {
+		bufs = new([3]bytes.Buffer)
+		p.parts[id] = bufs
+	}
+	buf := &bufs[c.Stream%3]
+	buf.Write(c.Data)
+	for {
+		line, err := buf.ReadBytes('\n')
+		if err != nil {
+			rest := append([]byte(nil), line...)
+			buf.Reset()
+			buf.Write(rest)
+			return nil
+		}
+		if err := p.lineLocked(id, c.Stream, line); err != nil {
+			return err
+		}
+	}
+}
+
+// lineLocked prints or keeps one whole line (ending in a newline).
+func (p *runPrinter) lineLocked(id devops.ProcessID, s devops.Stream, line []byte) error {
+	ts := ""
+	if p.f.timestamps {
+		ts = time.Now().Format("2006-01-02T15:04:05.000Z07:00") + " "
+	}
+	if p.f.group {
+		b, ok := p.blocks[id]
+		if !ok {
+			b = new([3]bytes.Buffer)
+			p.blocks[id] = b
+		}
+		b[s%3].WriteString(ts)
+		b[s%3].Write(line)
+		return nil
+	}
+	p.clearProgressLocked()
+	_, err := fmt.Fprintf(p.dest(s), "%s%s: %s", ts, p.label(id), line)
+	return err
+}
+
+func (p *runPrinter) process(pr devops.Process) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if pr.WorkerName != "" {
+		p.names[pr.ID] = pr.WorkerName
+	}
+	if !pr.State.Terminal() || p.ended[pr.ID] {
+		return nil
+	}
+	p.ended[pr.ID] = true
+	p.done++
+	if pr.State != devops.StateSucceeded {
+		p.failed++
+	}
+	if p.f.summary {
+		p.progressLocked()
+		return nil
+	}
+	if p.f.output == "json" {
+		return json.NewEncoder(p.env.Stdout).Encode(jsonEnd{Worker: p.label(pr.ID), ProcessID: string(pr.ID), State: pr.State.String(), ExitCode: pr.ExitCode(), Reason: pr.Reason})
+	}
+	// The unfinished lines of a process that ended are whole lines now.
+	if bufs, ok := p.parts[pr.ID]; ok {
+		for s := range bufs {
+			if bufs[s].Len() > 0 {
+				line := append(bufs[s].Bytes(), '\n')
+				bufs[s].Reset()
+				if err := p.lineLocked(pr.ID, devops.Stream(s), line); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	if p.f.group {
+		p.clearProgressLocked()
+		fmt.Fprintf(p.env.Stdout, "==> %s: %s, exit %d <==\n", p.label(pr.ID), pr.State, pr.ExitCode())
+		if b, ok := p.blocks[pr.ID]; ok {
+			p.env.Stdout.Write(b[devops.Stdout].Bytes())
+			p.env.Stderr.Write(b[devops.Stderr].Bytes())
+			delete(p.blocks, pr.ID)
+		}
+	}
+	if msg := endMessage(pr, true); msg != "" {
+		p.clearProgressLocked()
+		fmt.Fprintln(p.env.Stderr, "devops:", msg)
+	}
+	p.progressLocked()
+	return nil
+}
+
+// progressLocked redraws the progress line on a terminal.
+func (p *runPrinter) progressLocked() {
+	if !p.env.IsTerminal {
+		return
+	}
+	rate := float64(p.done) / max(time.Since(p.start).Seconds(), 0.001)
+	fmt.Fprintf(p.env.Stderr, "\r\x1b[K%d/%d done, %d failed, %.1f/s", p.done, p.total, p.failed, rate)
+	p.progress = true
+}
+
+func (p *runPrinter) clearProgressLocked() {
+	if p.progress {
+		fmt.Fprint(p.env.Stderr, "\r\x1b[K")
+		p.progress = false
+	}
+}
+
+// end prints what is left: unfinished lines of children that did not end.
+func (p *runPrinter) end() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.clearProgressLocked()
+	if p.f.output == "json" || p.f.summary {
+		return
+	}
+	for id, bufs := range p.parts {
+		for s := range bufs {
+			if bufs[s].Len() > 0 {
+				line := append(bufs[s].Bytes(), '\n')
+				bufs[s].Reset()
+				p.lineLocked(id, devops.Stream(s), line)
+			}
+		}
+	}
+}
+
+func newRunsCmd(env *Env, g *globals) *cobra.Command {
+	var output string
+	cmd := &cobra.Command{
+		Use:   "runs",
+		Short: "List fleet runs",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.dial()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			rs, err := c.FleetRuns(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if output == "json" {
+				return writeJSON(env.Stdout, rs)
+			}
+			tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "ID\tSTATE\tTARGET\tDONE\tFAILED\tSKIPPED\tCREATED\tCOMMAND")
+			for _, r := range rs {
+				s := r.Summary
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%d/%d\t%d\t%d\t%s\t%s\n", r.ID, r.State, r.Target, s.Succeeded+s.Failed, s.Total,
+					s.Failed, s.Skipped, timeText(r.CreatedAt), commandText(r.Spec.Argv, 50))
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().StringVarP(&output, "output", "o", "table", "output format: table or json")
+	return cmd
+}
+
+func newRunStatusCmd(env *Env, g *globals) *cobra.Command {
+	var output string
+	cmd := &cobra.Command{
+		Use:   "run-status RUN_ID",
+		Short: "Show a fleet run: its options, its targets and their children, and its summary",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.dial()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			r, err := c.FleetRun(cmd.Context(), devops.RunID(args[0]))
+			if err != nil {
+				return err
+			}
+			if output == "json" {
+				return writeJSON(env.Stdout, r)
+			}
+			tw := tabwriter.NewWriter(env.Stdout, 0, 4, 1, ' ', 0)
+			row := func(k, v string) { fmt.Fprintf(tw, "%s:\t%s\n", k, v) }
+			row("ID", string(r.ID))
+			row("State", r.State.String())
+			if r.Reason != "" {
+				row("Reason", r.Reason)
+			}
+			row("Command", commandText(r.Spec.Argv, 0))
+			row("Target", r.Target.String())
+			o := r.Options
+			row("Options", fmt.Sprintf("max-concurrency %s, max-errors %s, stop-on-error %s, canary %d, pause-after-canary %t",
+				o.MaxConcurrency, o.MaxErrors, o.StopOnError, o.Canary, o.PauseAfterCanary))
+			row("Created", timeText(r.CreatedAt))
+			row("Ended", timeText(r.EndedAt))
+			tw.Flush()
+			fmt.Fprintln(env.Stdout)
+			printRunSummary(env.Stdout, r)
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&output, "output", "o", "text", "output format: text or json")
+	return cmd
+}
+
+func newRunResumeCmd(env *Env, g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "run-resume RUN_ID",
+		Short: "Continue a fleet run paused after its canary",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.dial()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			r, err := c.ResumeRun(cmd.Context(), devops.RunID(args[0]))
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(env.Stdout, "%s: %s\n", r.ID, r.State)
+			return nil
+		},
+	}
+}
+
+// killRun cancels a fleet run: `devops kill RUN_ID`.
+func killRun(ctx context.Context, env *Env, c *client.Client, id devops.RunID, sig syscall.Signal, grace time.Duration) error {
+	r, err := c.CancelRun(ctx, id, sig, grace)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(env.Stdout, "%s: cancelling (%d running, %d pending will not start)\n", r.ID, r.Summary.Running, r.Summary.Pending)
+	return nil
+}
+
+// logsRun prints a fleet run's output with worker prefixes and, with
+// follow, re-attaches until it ends: `devops logs [-f] RUN_ID`.
+func logsRun(ctx context.Context, env *Env, c *client.Client, id devops.RunID, follow bool) error {
+	quiet := *env
+	quiet.Interrupt = nil // Ctrl-C stops following; the run goes on
+	return followRun(ctx, c, id, follow, &fleetFlags{output: "text"}, &quiet)
+}
