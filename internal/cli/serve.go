@@ -42,7 +42,7 @@ func newManagerCmd(env *Env, g *globals) *cobra.Command {
 	}
 	f := cmd.Flags()
 	f.StringVar(&cfg.Listen, "listen", ":50051", "gRPC listen address")
-	f.StringVar(&cfg.HTTP, "http", ":8080", "HTTP listen address for /healthz (\"-\" disables it)")
+	f.StringVar(&cfg.HTTP, "http", ":8080", "HTTP listen address for /healthz and /metrics (\"-\" disables it)")
 	f.StringVar(&cfg.DataDir, "data-dir", "./data/manager", "where workers, process records and output are kept")
 	f.DurationVar(&cfg.WorkerTimeout, "worker-timeout", 10*time.Second, "a worker silent this long is marked DOWN")
 	f.DurationVar(&cfg.HealthInterval, "health-interval", 2*time.Second, "how often workers report health")
@@ -92,6 +92,7 @@ func newWorkerCmd(env *Env, g *globals) *cobra.Command {
 	f.StringVar(&labels, "labels", "", "labels k=v,k=v that selectors match")
 	f.IntVar(&cfg.Capacity, "capacity", 64, "most processes run at once")
 	f.StringVar(&cfg.Listen, "listen", ":50052", "own gRPC listen address")
+	f.StringVar(&cfg.HTTP, "http", ":8081", "HTTP listen address for /metrics and /healthz (\"-\" disables it)")
 	f.StringVar(&cfg.Advertise, "advertise", "", "address the manager dials (default: --listen, with the host the manager sees)")
 	f.StringVar(&cfg.DataDir, "data-dir", "./data/worker", "worker id, output spools and process directories")
 	f.StringVar(&maxMem, "max-memory", "", "cap on any process's memory limit, e.g. 2G")

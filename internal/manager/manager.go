@@ -23,6 +23,7 @@ import (
 
 	"github.com/devops-platform/devops"
 	pb "github.com/devops-platform/devops/api/devops/v1"
+	"github.com/devops-platform/devops/internal/metrics"
 	"github.com/devops-platform/devops/internal/registry"
 	"github.com/devops-platform/devops/internal/store"
 )
@@ -45,7 +46,7 @@ var _ Store = (*store.JetStream)(nil)
 // Config configures a Manager. Zero values take the defaults in brackets.
 type Config struct {
 	Listen  string // gRPC address [":50051"]
-	HTTP    string // HTTP address for /healthz ["":8080"]; "-" disables it
+	HTTP    string // HTTP address for /healthz and /metrics [":8080"]; "-" disables it
 	DataDir string // where the store keeps its files ["./data/manager"]
 	// Store, if not nil, is used instead of the embedded JetStream in DataDir.
 	Store Store
@@ -105,6 +106,7 @@ type Manager struct {
 	procs    *table
 	fleet    *fleet // fleet runs (fleet.go)
 	workers  *connections
+	metrics  *managerMetrics
 
 	grpcLis  net.Listener
 	httpLis  net.Listener
@@ -135,6 +137,7 @@ func New(ctx context.Context, cfg Config) (*Manager, error) {
 	}
 	m.registry = registry.New(registry.Config{Timeout: cfg.WorkerTimeout, OnChange: m.workerChanged})
 	m.workers = newConnections()
+	m.metrics = newManagerMetrics(m)
 	m.runCtx, m.stopRuns = context.WithCancel(context.Background())
 
 	if err := m.load(ctx); err != nil {
@@ -166,12 +169,15 @@ func New(ctx context.Context, cfg Config) (*Manager, error) {
 			PermitWithoutStream: true,
 		}),
 		grpc.MaxRecvMsgSize(8<<20),
+		grpc.ChainUnaryInterceptor(m.metrics.grpcServer.UnaryServerInterceptor()),
+		grpc.ChainStreamInterceptor(m.metrics.grpcServer.StreamServerInterceptor()),
 	)
 	pb.RegisterWorkerRegistrationServiceServer(m.server, &registrationServer{m: m})
 	pb.RegisterProcessManagementServiceServer(m.server, &processServer{m: m})
 	m.health = health.NewServer()
 	healthpb.RegisterHealthServer(m.server, m.health)
 	reflection.Register(m.server)
+	m.metrics.grpcServer.InitializeMetrics(m.server)
 	return m, nil
 }
 
@@ -234,11 +240,7 @@ func (m *Manager) Run(ctx context.Context) error {
 	errc := make(chan error, 2)
 	go func() { errc <- m.server.Serve(m.grpcLis) }()
 	if m.httpLis != nil {
-		mux := http.NewServeMux()
-		mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
-			fmt.Fprintln(w, "ok")
-		})
-		m.httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		m.httpSrv = &http.Server{Handler: metrics.Handler(m.metrics.reg, m.health), ReadHeaderTimeout: 5 * time.Second}
 		go func() {
 			if err := m.httpSrv.Serve(m.httpLis); !errors.Is(err, http.ErrServerClosed) {
 				errc <- err

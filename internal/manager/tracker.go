@@ -249,6 +249,7 @@ func (m *Manager) stream(ctx context.Context, e *entry, p devops.Process, attach
 			}
 			end = c.End()
 			m.procs.addOutput(e, end)
+			m.metrics.output(c)
 			if p, _ := m.procs.snapshot(e); p.State == devops.StateDisconnected || p.State == devops.StatePending {
 				m.started(ctx, e, time.Time{}, log)
 			}
@@ -262,7 +263,9 @@ func (m *Manager) stream(ctx context.Context, e *entry, p devops.Process, attach
 // started marks the process RUNNING (again, after a disconnection) and
 // carries out a termination asked for while it was being delivered.
 func (m *Manager) started(ctx context.Context, e *entry, at time.Time, log *slog.Logger) {
+	var first bool // PENDING to RUNNING, as opposed to back from DISCONNECTED
 	p, changed := m.procs.update(e, func(p *devops.Process) {
+		first = p.State == devops.StatePending
 		if p.StartedAt.IsZero() {
 			p.StartedAt = at
 			if at.IsZero() {
@@ -276,6 +279,9 @@ func (m *Manager) started(ctx context.Context, e *entry, at time.Time, log *slog
 		return
 	}
 	m.persist(ctx, e)
+	if first {
+		m.metrics.processStarted(p)
+	}
 	log.Info("process running", "argv0", p.Spec.Argv[0])
 	if asked, sig, grace := m.procs.killRequest(e); asked {
 		go func() {
@@ -308,9 +314,10 @@ func (m *Manager) finish(ctx context.Context, e *entry, x devops.ExitStatus) {
 	if m.procs.releaseSlot(e) {
 		m.registry.Release(before.WorkerID)
 	}
+	m.metrics.processFinished(p)
 	m.persist(ctx, e)
 	if err := m.store.CloseOutput(ctx, p.ID); err != nil {
-		m.log.Error("close output", "process_id", p.ID, "err", err)
+		m.log.Error("close output", "process_id", p.ID, "worker", p.WorkerName, "err", err)
 	}
 	m.log.Info("process ended", "process_id", p.ID, "worker", p.WorkerName, "state", p.State, "exit_code", p.Code, "signal", p.Signal, "reason", p.Reason)
 }
@@ -319,7 +326,7 @@ func (m *Manager) finish(ctx context.Context, e *entry, x devops.ExitStatus) {
 func (m *Manager) persist(ctx context.Context, e *entry) {
 	p, _ := m.procs.snapshot(e)
 	if err := m.store.PutProcess(context.WithoutCancel(ctx), p); err != nil {
-		m.log.Error("persist process", "process_id", p.ID, "err", err)
+		m.log.Error("persist process", "process_id", p.ID, "worker", p.WorkerName, "err", err)
 	}
 }
 

@@ -93,6 +93,8 @@ func (m *Manager) watchWorker(w devops.Worker) {
 			PermitWithoutStream: true,
 		}),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(8<<20)),
+		grpc.WithChainUnaryInterceptor(m.metrics.grpcClient.UnaryClientInterceptor()),
+		grpc.WithChainStreamInterceptor(m.metrics.grpcClient.StreamClientInterceptor()),
 	)
 	if err != nil {
 		m.log.Error("connect to worker", "worker", w.Name, "address", w.Address, "err", err)
@@ -160,10 +162,10 @@ func (m *Manager) reconcile(ctx context.Context, id devops.WorkerID, wc *workerC
 				continue // ended normally; the worker just has not forgotten it yet
 			}
 		}
-		m.log.Warn("worker runs a process the manager gave up on; killing it", "worker_id", id, "process_id", pid)
+		m.log.Warn("worker runs a process the manager gave up on; killing it", "worker", m.workerName(id), "worker_id", id, "process_id", pid)
 		_, err := wc.client.TerminateProcess(ctx, &pb.TerminateProcessRequest{ProcessId: pid, Signal: int32(syscall.SIGKILL)})
 		if err != nil {
-			m.log.Warn("kill abandoned process", "worker_id", id, "process_id", pid, "err", err)
+			m.log.Warn("kill abandoned process", "worker", m.workerName(id), "worker_id", id, "process_id", pid, "err", err)
 		}
 	}
 }

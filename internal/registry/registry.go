@@ -39,6 +39,8 @@ type Registry struct {
 type entry struct {
 	w     devops.Worker
 	timer *time.Timer // fires when the worker has been silent for Timeout
+	// history holds the latest metrics samples, oldest first (see history.go).
+	history []devops.Metrics
 }
 
 // New returns an empty registry.
@@ -168,12 +170,14 @@ func (r *Registry) MarkDown(id devops.WorkerID) {
 	r.notify(w, old)
 }
 
-// SetMetrics keeps the worker's latest metrics sample.
+// SetMetrics keeps the worker's latest metrics sample, and the last
+// HistoryLen in its history.
 func (r *Registry) SetMetrics(id devops.WorkerID, m devops.Metrics) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if e, ok := r.workers[id]; ok {
 		e.w.Metrics = m
+		e.remember(m)
 	}
 }
 

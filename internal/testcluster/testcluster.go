@@ -40,6 +40,11 @@ type Options struct {
 	// Manager and Worker, if set, adjust each config before it is used.
 	Manager func(*manager.Config)
 	Worker  func(i int, c *worker.Config)
+	// Logger, if set, receives the cluster's logs instead (Logs is ignored).
+	Logger *slog.Logger
+	// HTTP serves the manager's and the workers' /metrics and /healthz on
+	// 127.0.0.1 ports the kernel picks [off].
+	HTTP bool
 	// Logs sends the cluster's logs to the test log.
 	Logs bool
 }
@@ -78,6 +83,9 @@ func Start(tb testing.TB, opts Options) *Cluster {
 	c := &Cluster{tb: tb, opts: opts, dir: tb.TempDir(), log: slog.New(slog.DiscardHandler), addr: "127.0.0.1:0"}
 	if opts.Logs {
 		c.log = slog.New(slog.NewTextHandler(tbWriter{tb}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	if opts.Logger != nil {
+		c.log = opts.Logger
 	}
 	c.StartManager()
 	cl, err := client.Dial(c.Addr())
@@ -123,7 +131,7 @@ func (c *Cluster) StartManager() {
 	c.tb.Helper()
 	cfg := manager.Config{
 		Listen:          c.Addr(),
-		HTTP:            "-",
+		HTTP:            c.httpAddr(),
 		DataDir:         filepath.Join(c.dir, "manager"),
 		HealthInterval:  100 * time.Millisecond,
 		MetricsInterval: 200 * time.Millisecond,
@@ -162,6 +170,15 @@ func (c *Cluster) StopManager() {
 	}
 }
 
+// httpAddr is where the manager and the workers serve HTTP: nowhere
+// unless Options.HTTP.
+func (c *Cluster) httpAddr() string {
+	if c.opts.HTTP {
+		return "127.0.0.1:0"
+	}
+	return "-"
+}
+
 // WorkerName is the name of worker i.
 func WorkerName(i int) string { return fmt.Sprintf("w%d", i+1) }
 
@@ -176,6 +193,7 @@ func (c *Cluster) StartWorker(i int) {
 		Name:            WorkerName(i),
 		Capacity:        c.opts.Capacity,
 		Listen:          "127.0.0.1:0",
+		HTTP:            c.httpAddr(),
 		DataDir:         c.WorkerDir(i),
 		ReregisterAfter: time.Second,
 		InitPath:        os.Args[0],
@@ -197,6 +215,16 @@ func (c *Cluster) StartWorker(i int) {
 	c.mu.Lock()
 	c.workers[i] = n
 	c.mu.Unlock()
+}
+
+// Worker returns worker i, or nil when it is stopped.
+func (c *Cluster) Worker(i int) *worker.Worker {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.workers[i] == nil {
+		return nil
+	}
+	return c.workers[i].w
 }
 
 // StopWorker stops worker i; what it runs is terminated.

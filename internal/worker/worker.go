@@ -41,6 +41,7 @@ type Config struct {
 	Labels    map[string]string //
 	Capacity  int               // most processes at once [64]
 	Listen    string            // own gRPC address [":50052"]
+	HTTP      string            // HTTP address for /metrics and /healthz [":8081"]; "-" disables it
 	Advertise string            // address the manager dials [Listen; a missing host is the one the manager sees]
 	DataDir   string            // worker id, spools and process directories ["./data/worker"]
 	MaxLimits devops.Limits     // caps on every request's limits
@@ -73,6 +74,9 @@ func (c *Config) setDefaults() error {
 	if c.Listen == "" {
 		c.Listen = ":50052"
 	}
+	if c.HTTP == "" {
+		c.HTTP = ":8081"
+	}
 	if c.DataDir == "" {
 		c.DataDir = "./data/worker"
 	}
@@ -96,6 +100,7 @@ type Worker struct {
 	lis      net.Listener
 	server   *grpc.Server
 	health   *health.Server
+	metrics  *workerMetrics
 	started  time.Time
 	spoolDir string
 	quit     chan struct{} // closed at shutdown: ends the health and metrics streams
@@ -150,6 +155,11 @@ func New(cfg Config) (*Worker, error) {
 	if w.lis, err = net.Listen("tcp", cfg.Listen); err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", cfg.Listen, err)
 	}
+	w.health = health.NewServer()
+	if w.metrics, err = newWorkerMetrics(w); err != nil {
+		w.lis.Close()
+		return nil, err
+	}
 	w.server = grpc.NewServer(
 		grpc.KeepaliveParams(keepalive.ServerParameters{
 			// Pings an idle manager connection so a dead one is noticed.
@@ -161,11 +171,13 @@ func New(cfg Config) (*Worker, error) {
 			MinTime:             4 * time.Second,
 			PermitWithoutStream: true,
 		}),
+		grpc.ChainUnaryInterceptor(w.metrics.grpc.UnaryServerInterceptor()),
+		grpc.ChainStreamInterceptor(w.metrics.grpc.StreamServerInterceptor()),
 	)
 	pb.RegisterWorkerProcessServiceServer(w.server, &server{w: w})
-	w.health = health.NewServer()
 	healthpb.RegisterHealthServer(w.server, w.health)
 	reflection.Register(w.server)
+	w.metrics.grpc.InitializeMetrics(w.server)
 	return w, nil
 }
 
@@ -188,6 +200,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	defer cancel()
 	errc := make(chan error, 2)
 	go func() { errc <- w.server.Serve(w.lis) }()
+	w.serveHTTP(errc)
 	w.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	w.wg.Add(2)
 	go func() {
@@ -234,6 +247,7 @@ func (w *Worker) shutdown() {
 	case <-time.After(3 * time.Second):
 		w.server.Stop()
 	}
+	w.stopHTTP()
 	w.wg.Wait()
 	if err := w.exec.Close(); err != nil {
 		w.log.Warn("close executor", "err", err)
@@ -397,6 +411,7 @@ func (w *Worker) start(ctx context.Context, id devops.ProcessID, spec devops.Spe
 	p := &proc{id: id, spool: sp, x: x, started: time.Now(), done: make(chan struct{})}
 	w.procs[id] = p
 	w.log.Info("process started", "process_id", id, "pid", x.Pid(), "argv0", spec.Argv[0])
+	w.metrics.started.Inc()
 	w.wg.Add(1)
 	go func() {
 		defer w.wg.Done()
@@ -407,6 +422,7 @@ func (w *Worker) start(ctx context.Context, id devops.ProcessID, spec devops.Spe
 		w.mu.Lock()
 		p.exit = exit
 		p.endedAt = time.Now()
+		w.metrics.processEnded(exit.State) // before done closes: the exit is sent after it
 		w.mu.Unlock()
 		close(p.done)
 		w.log.Info("process ended", "process_id", id, "state", exit.State, "exit_code", exit.Code, "signal", exit.Signal)
