@@ -192,7 +192,9 @@ func (c *cluster) poll(timeout time.Duration, what string, cond func(ctx context
 		if ok {
 			return time.Since(start), nil
 		}
-		last = state
+		if ctx.Err() == nil { // an attempt cut short by the deadline says nothing
+			last = state
+		}
 		select {
 		case <-ctx.Done():
 			return time.Since(start), fmt.Errorf("%s: not within %v (last: %s)", what, timeout, strings.TrimSpace(last))
