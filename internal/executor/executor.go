@@ -143,6 +143,12 @@ type Process struct {
 	sandbox sandbox
 	pid     int
 	out     *output
+	started time.Time
+
+	// shim is set for a process held by a supervisor (StartSupervised,
+	// Adopt): Terminate and Wait go through it, and the fields below it
+	// that concern the sandbox stay unused.
+	shim *shimHandle
 
 	exited chan struct{} // closed once the main process (or init) exited
 	done   chan struct{} // closed once status is final and cleanup ran
@@ -215,61 +221,91 @@ type sandbox interface {
 // wrapping devops.ErrInvalid. A command that cannot be executed is not an
 // error: its Process ends FAILED with Code 127 or 126.
 func (e *Executor) Start(ctx context.Context, id devops.ProcessID, spec devops.Spec, stdout, stderr io.Writer) (*Process, error) {
-	if err := e.check(id, &spec); err != nil {
+	pr, err := e.prepare(ctx, id, &spec)
+	if err != nil {
 		return nil, fmt.Errorf("start %s: %w", id, err)
 	}
-	if err := ctx.Err(); err != nil {
+	p, err := e.launch(ctx, id, spec, pr, stdout, stderr)
+	if err != nil {
 		return nil, fmt.Errorf("start %s: %w", id, err)
+	}
+	return p, nil
+}
+
+// prepared is what prepare found and made for one process.
+type prepared struct {
+	cred *credential // nil: as the worker
+	home string      // the process's own directory, made by prepare
+	cwd  string
+}
+
+// prepare checks spec (capping its limits), resolves its user and makes the
+// process's directory.
+func (e *Executor) prepare(ctx context.Context, id devops.ProcessID, spec *devops.Spec) (prepared, error) {
+	if err := e.check(id, spec); err != nil {
+		return prepared{}, err
+	}
+	if err := ctx.Err(); err != nil {
+		return prepared{}, err
 	}
 	cred, err := e.platform.lookupUser(spec.User)
 	if err != nil {
-		return nil, fmt.Errorf("start %s: %w", id, err)
+		return prepared{}, err
 	}
 	home := filepath.Join(e.root, string(id))
 	if err := os.Mkdir(home, 0o700); err != nil {
 		if errors.Is(err, fs.ErrExist) {
-			return nil, fmt.Errorf("start %s: %w: directory %s exists", id, devops.ErrAlreadyExists, home)
+			return prepared{}, fmt.Errorf("%w: directory %s exists", devops.ErrAlreadyExists, home)
 		}
-		return nil, fmt.Errorf("start %s: create directory: %w", id, err)
+		return prepared{}, fmt.Errorf("create directory: %w", err)
 	}
 	if cred != nil {
 		if err := os.Chown(home, int(cred.uid), int(cred.gid)); err != nil {
 			os.RemoveAll(home)
-			return nil, fmt.Errorf("start %s: chown directory: %w", id, err)
+			return prepared{}, fmt.Errorf("chown directory: %w", err)
 		}
 	}
 	cwd := home
 	if spec.Dir != "" {
 		cwd = spec.Dir
 	}
+	return prepared{cred: cred, home: home, cwd: cwd}, nil
+}
+
+// launch starts a checked and prepared spec in this process: the command's
+// output comes through pipes into stdout and stderr. On error it removes
+// the process's directory.
+func (e *Executor) launch(ctx context.Context, id devops.ProcessID, spec devops.Spec, pr prepared, stdout, stderr io.Writer) (*Process, error) {
+	home := pr.home
 	log := e.log.With(logKeyProcessID, string(id))
 	p := &Process{
-		id:     id,
-		spec:   spec,
-		log:    log,
-		dir:    home,
-		exited: make(chan struct{}),
-		done:   make(chan struct{}),
+		id:      id,
+		spec:    spec,
+		log:     log,
+		dir:     home,
+		started: time.Now(),
+		exited:  make(chan struct{}),
+		done:    make(chan struct{}),
 	}
 	p.out = newOutput(stdout, stderr, spec.Limits.MaxOutputBytes, log)
 	outR, outW, err := os.Pipe()
 	if err != nil {
 		p.removeDir()
-		return nil, fmt.Errorf("start %s: stdout pipe: %w", id, err)
+		return nil, fmt.Errorf("stdout pipe: %w", err)
 	}
 	errR, errW, err := os.Pipe()
 	if err != nil {
 		outR.Close()
 		outW.Close()
 		p.removeDir()
-		return nil, fmt.Errorf("start %s: stderr pipe: %w", id, err)
+		return nil, fmt.Errorf("stderr pipe: %w", err)
 	}
 	l := launch{
 		id:       id,
 		spec:     spec,
-		dir:      cwd,
+		dir:      pr.cwd,
 		env:      buildEnv(spec.Env, home, id),
-		cred:     cred,
+		cred:     pr.cred,
 		hostname: hostname(id),
 		stdout:   outW,
 		stderr:   errW,
@@ -283,7 +319,7 @@ func (e *Executor) Start(ctx context.Context, id devops.ProcessID, spec devops.S
 		outR.Close()
 		errR.Close()
 		p.removeDir()
-		return nil, fmt.Errorf("start %s: %w", id, err)
+		return nil, err
 	}
 	p.sandbox = sb
 	p.pid = sb.pid()
@@ -442,6 +478,9 @@ func execMessage(argv0 string, r initResult) string {
 // runs in its own namespaces, the command itself otherwise.
 func (p *Process) Pid() int { return p.pid }
 
+// Done is closed once Wait would return without blocking.
+func (p *Process) Done() <-chan struct{} { return p.done }
+
 // Wait blocks until the command, all its children and the copy of all its
 // output are done, then returns how it ended. Any number of goroutines may
 // call it.
@@ -457,6 +496,10 @@ func (p *Process) Wait() devops.ExitStatus {
 // returns without waiting; call Wait for the end. Terminating an ended
 // process does nothing.
 func (p *Process) Terminate(sig syscall.Signal, grace time.Duration) {
+	if p.shim != nil {
+		p.shim.terminate(sig, grace)
+		return
+	}
 	p.stop(devops.StateTerminated, sig, grace)
 }
 

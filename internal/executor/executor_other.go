@@ -69,3 +69,27 @@ func RunInit(args []string) int {
 	fmt.Fprintln(os.Stderr, "devops: __init is only used on Linux")
 	return 2
 }
+
+// StartSupervised needs Linux (pidfds); elsewhere it refuses.
+func (e *Executor) StartSupervised(ctx context.Context, id devops.ProcessID, spec devops.Spec, dir string) (*Process, error) {
+	return nil, fmt.Errorf("start %s: %w: supervised processes need Linux", id, devops.ErrInvalid)
+}
+
+// Adopt finds nothing outside Linux.
+func (e *Executor) Adopt(id devops.ProcessID, dir string) (*Process, error) {
+	return nil, fmt.Errorf("adopt %s: %w", id, devops.ErrNotFound)
+}
+
+// StartedAt is when the process started.
+func (p *Process) StartedAt() time.Time { return p.started }
+
+// OutputFile and ExitFile name the files of a supervised process.
+const (
+	OutputFile  = "output"
+	ExitFile    = "exit.json"
+	FrameHeader = 5
+)
+
+type shimHandle struct{}
+
+func (h *shimHandle) terminate(sig syscall.Signal, grace time.Duration) {}

@@ -62,7 +62,9 @@ var forwarded = []os.Signal{
 // it writes how the command ended on descriptor 4, so the executor can tell
 // a signal death from an exit code. Without namespaces it execs the command.
 func RunInit(args []string) int {
-	_ = args
+	if len(args) > 0 && args[0] == shimArg {
+		return runShim(args[1:])
+	}
 	// Fewer threads: the init only waits, and the pids limit counts them.
 	runtime.GOMAXPROCS(1)
 	var st syscall.Stat_t

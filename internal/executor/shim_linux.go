@@ -1,0 +1,565 @@
+package executor
+
+// A supervised process is held by a shim, a small per-process supervisor
+// like Nomad's executor or containerd's shim: the devops binary re-run as
+// "__init shim <id>", in its own session, outside the process's cgroup and
+// namespaces, with no parent-death signal. The shim runs the process exactly
+// as Start does in the worker (through the init, in the cgroup, with the
+// timeout), writes its output itself into a file in the worker's framed
+// format and, once it ended, its ExitStatus beside it. So a worker that dies
+// (kill -9, an upgrade) takes nothing with it, and the next one finds the
+// process again with Adopt.
+//
+// Why a parent of the init rather than the init itself: the init must live
+// in the process's cgroup and be PID 1 of its namespace, so every kill of the
+// tree kills it too, and without namespaces it execs the command. Only a
+// process outside both can see the end, read the cgroup's usage, remove it
+// and record the status. It costs one more exec at start.
+//
+// The directory of a supervised process holds:
+//
+//	output     the framed output (1 byte stream, 4 bytes big-endian length, data)
+//	shim.json  shimState: how to find the shim again, written before it reports ready
+//	stop.json  the last stop asked (Terminate), read by the shim on SIGUSR1
+//	exit.json  the devops.ExitStatus, written (temp + rename) after the output is complete
+//	shim.log   the shim's own log
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/devops-platform/devops"
+)
+
+// Files in a supervised process's directory.
+const (
+	// OutputFile holds the output as frames: one byte of stream, four bytes
+	// of length (big endian), then the data. Each frame is one write.
+	OutputFile = "output"
+	// ExitFile holds the devops.ExitStatus as JSON once the process ended.
+	ExitFile  = "exit.json"
+	stateFile = "shim.json"
+	stopFile  = "stop.json"
+	logFile   = "shim.log"
+)
+
+// FrameHeader is the size of a frame's header in OutputFile.
+const FrameHeader = 5
+
+// shimArg follows initArg to make the init binary a shim.
+const shimArg = "shim"
+
+// The shim's file descriptors, after stdin, stdout and stderr.
+const (
+	shimConfigFD = 3
+	shimReadyFD  = 4
+	shimOutputFD = 5
+)
+
+// shimConfig is what the worker tells the shim, as JSON on shimConfigFD:
+// a checked spec, its prepared directory and what New found the machine
+// can do, so the shim need not probe again.
+type shimConfig struct {
+	ID         devops.ProcessID `json:"id"`
+	Spec       devops.Spec      `json:"spec"`
+	Dir        string           `json:"dir"`
+	Root       string           `json:"root"`
+	Home       string           `json:"home"`
+	Cwd        string           `json:"cwd"`
+	Cred       *initCred        `json:"cred,omitempty"`
+	InitPath   string           `json:"init_path"`
+	RunAsRoot  bool             `json:"run_as_root,omitempty"`
+	UseInit    bool             `json:"use_init,omitempty"`
+	Namespaces bool             `json:"namespaces,omitempty"`
+	Cgroups    *cgroupsState    `json:"cgroups,omitempty"`
+}
+
+type cgroupsState struct {
+	Version string            `json:"version"`
+	Base    map[string]string `json:"base"`
+	Memory  bool              `json:"memory,omitempty"`
+	CPU     bool              `json:"cpu,omitempty"`
+	Pids    bool              `json:"pids,omitempty"`
+}
+
+// shimReady is the shim's answer on shimReadyFD: the command started, or why not.
+type shimReady struct {
+	InitPid int    `json:"init_pid,omitempty"`
+	Error   string `json:"error,omitempty"`
+	Invalid bool   `json:"invalid,omitempty"`
+}
+
+// shimState is stateFile: enough to find and control the process after the
+// worker restarted.
+type shimState struct {
+	Pid int `json:"pid"` // the shim
+	// StartTicks is the shim's start time (field 22 of /proc/<pid>/stat):
+	// a pid reused by a stranger does not match it.
+	StartTicks uint64            `json:"start_ticks"`
+	InitPid    int               `json:"init_pid"`
+	StartedAt  time.Time         `json:"started_at"`
+	Cgroup     map[string]string `json:"cgroup,omitempty"` // controller ("" on v2) -> directory
+	CgroupV    string            `json:"cgroup_version,omitempty"`
+	Argv       []string          `json:"argv"`
+	Timeout    time.Duration     `json:"timeout,omitempty"` // enforced by the shim
+	Grace      time.Duration     `json:"grace,omitempty"`
+	Home       string            `json:"home"`
+	KeepDir    bool              `json:"keep_dir,omitempty"`
+}
+
+// stopRequest is stopFile.
+type stopRequest struct {
+	Signal int           `json:"signal"`
+	Grace  time.Duration `json:"grace"`
+}
+
+// StartSupervised starts spec as process id under a shim that outlives the
+// caller, with its output, state and exit status in dir (created if
+// missing; OutputFile exists when it returns). It returns the errors Start
+// returns. The Process's Wait and Terminate go through the shim; StartedAt
+// says when it started.
+func (e *Executor) StartSupervised(ctx context.Context, id devops.ProcessID, spec devops.Spec, dir string) (*Process, error) {
+	pr, err := e.prepare(ctx, id, &spec)
+	if err != nil {
+		return nil, fmt.Errorf("start %s: %w", id, err)
+	}
+	p, err := e.startShim(id, spec, pr, dir)
+	if err != nil {
+		os.RemoveAll(pr.home)
+		return nil, fmt.Errorf("start %s: %w", id, err)
+	}
+	return p, nil
+}
+
+func (e *Executor) startShim(id devops.ProcessID, spec devops.Spec, pr prepared, dir string) (*Process, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("create process state directory: %w", err)
+	}
+	out, err := os.OpenFile(filepath.Join(dir, OutputFile), os.O_CREATE|os.O_EXCL|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			return nil, fmt.Errorf("%w: output of %s exists", devops.ErrAlreadyExists, id)
+		}
+		return nil, fmt.Errorf("create output: %w", err)
+	}
+	defer out.Close()
+	logf, err := os.OpenFile(filepath.Join(dir, logFile), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("create shim log: %w", err)
+	}
+	defer logf.Close()
+	cfgR, cfgW, err := os.Pipe()
+	if err != nil {
+		return nil, fmt.Errorf("config pipe: %w", err)
+	}
+	defer cfgW.Close()
+	readyR, readyW, err := os.Pipe()
+	if err != nil {
+		cfgR.Close()
+		return nil, fmt.Errorf("ready pipe: %w", err)
+	}
+	defer readyR.Close()
+	pl := e.platform
+	cmd := &exec.Cmd{
+		Path:       pl.initPath,
+		Args:       []string{pl.initPath, initArg, shimArg, string(id)},
+		Env:        []string{"GORACE=atexit_sleep_ms=0"},
+		Dir:        "/",
+		Stderr:     logf,
+		ExtraFiles: []*os.File{cfgR, readyW, out},
+		// Its own session and no Pdeathsig: the shim outlives the worker.
+		SysProcAttr: &syscall.SysProcAttr{Setsid: true},
+	}
+	err = cmd.Start()
+	cfgR.Close()
+	readyW.Close()
+	if err != nil {
+		return nil, fmt.Errorf("start shim: %w", err)
+	}
+	shimPid := cmd.Process.Pid
+	// An unreaped child: its pid cannot have been reused yet.
+	pidfd, err := unix.PidfdOpen(shimPid, 0)
+	if err != nil {
+		cmd.Process.Kill()
+		cmd.Wait()
+		return nil, fmt.Errorf("open shim pidfd: %w", err)
+	}
+	// From here the pidfd watches and reaps the shim, not os/exec.
+	cmd.Process.Release()
+	c := shimConfig{
+		ID: id, Spec: spec, Dir: dir, Root: e.root, Home: pr.home, Cwd: pr.cwd,
+		InitPath: pl.initPath, RunAsRoot: pl.root, UseInit: pl.useInit, Namespaces: pl.namespaces,
+	}
+	if pr.cred != nil {
+		c.Cred = &initCred{UID: pr.cred.uid, GID: pr.cred.gid, Groups: pr.cred.groups}
+	}
+	if cg := pl.cgroups; cg != nil {
+		c.Cgroups = &cgroupsState{Version: cg.version, Base: cg.base, Memory: cg.memory, CPU: cg.cpu, Pids: cg.pids}
+	}
+	json.NewEncoder(cfgW).Encode(c) // a shim that died shows below
+	cfgW.Close()
+	var ready shimReady
+	data, _ := io.ReadAll(io.LimitReader(readyR, 64<<10))
+	if err := json.Unmarshal(data, &ready); err != nil || ready.Error != "" {
+		unix.Kill(shimPid, unix.SIGKILL)
+		reapShim(pidfd)
+		unix.Close(pidfd)
+		if err != nil {
+			msg, _ := os.ReadFile(filepath.Join(dir, logFile))
+			return nil, fmt.Errorf("shim did not start: %s", strings.TrimSpace(string(msg)))
+		}
+		if ready.Invalid {
+			return nil, fmt.Errorf("%w: %s", devops.ErrInvalid, ready.Error)
+		}
+		return nil, errors.New(ready.Error)
+	}
+	log := e.log.With(logKeyProcessID, string(id))
+	p := newShimProcess(id, spec, log, pr.home, ready.InitPid, &shimHandle{pid: shimPid, pidfd: pidfd, dir: dir, log: log})
+	log.Debug("process started under a shim", logKeyPid, p.pid, "shim_pid", shimPid)
+	return p, nil
+}
+
+// Adopt finds process id, started by StartSupervised with dir, again: after
+// the caller (a previous worker) died. A process still running comes back
+// under its shim; one that ended meanwhile comes back ended, with its exit
+// status. Anything else (a shim that died without a status, a directory
+// without a shim) yields devops.ErrNotFound, after what was left of the
+// process (its tree, its cgroup, its own directory) is removed; the caller
+// removes dir.
+func (e *Executor) Adopt(id devops.ProcessID, dir string) (*Process, error) {
+	log := e.log.With(logKeyProcessID, string(id))
+	var st shimState
+	stErr := readJSON(filepath.Join(dir, stateFile), &st)
+	if p, ok := e.adoptEnded(id, dir, st, log); ok {
+		return p, nil
+	}
+	if stErr != nil {
+		return nil, fmt.Errorf("adopt %s: %w: no supervisor state (%v)", id, devops.ErrNotFound, stErr)
+	}
+	spec := devops.Spec{Argv: st.Argv, Timeout: st.Timeout, Grace: st.Grace, KeepDir: st.KeepDir}
+	pidfd, err := openShim(st)
+	if err == nil {
+		p := newShimProcess(id, spec, log, st.Home, st.InitPid, &shimHandle{pid: st.Pid, pidfd: pidfd, dir: dir, log: log})
+		p.started = st.StartedAt
+		log.Info("process adopted", logKeyPid, st.InitPid, "shim_pid", st.Pid)
+		return p, nil
+	}
+	// It may have ended between the two looks.
+	if p, ok := e.adoptEnded(id, dir, st, log); ok {
+		return p, nil
+	}
+	// The shim is gone without a word: nothing can tell how it ended. What
+	// it left must not run on unseen.
+	if len(st.Cgroup) > 0 {
+		cg := &cgroup{version: st.CgroupV, log: log, dirs: st.Cgroup}
+		cg.kill()
+		cg.destroy()
+	}
+	if st.Home != "" && !st.KeepDir && filepath.Dir(st.Home) == e.root {
+		os.RemoveAll(st.Home)
+	}
+	log.Warn("process lost: its supervisor died without a status", logKeyError, err)
+	return nil, fmt.Errorf("adopt %s: %w: supervisor gone (%v)", id, devops.ErrNotFound, err)
+}
+
+// adoptEnded returns the ended process when dir holds its exit status.
+func (e *Executor) adoptEnded(id devops.ProcessID, dir string, st shimState, log *slog.Logger) (*Process, bool) {
+	var status devops.ExitStatus
+	if readJSON(filepath.Join(dir, ExitFile), &status) != nil {
+		return nil, false
+	}
+	p := &Process{id: id, log: log, dir: st.Home, pid: st.InitPid, started: st.StartedAt, exited: make(chan struct{}), done: make(chan struct{})}
+	p.status = status
+	close(p.exited)
+	close(p.done)
+	return p, true
+}
+
+// openShim opens a pidfd on the shim st names, if it is still that shim.
+func openShim(st shimState) (int, error) {
+	if st.Pid <= 0 {
+		return -1, errors.New("no shim pid")
+	}
+	fd, err := unix.PidfdOpen(st.Pid, 0)
+	if err != nil {
+		return -1, fmt.Errorf("shim %d: %w", st.Pid, err)
+	}
+	// Checked after the open: the fd now pins this pid, so a match means
+	// the fd is the shim's.
+	if ticks, err := startTicks(st.Pid); err != nil || ticks != st.StartTicks {
+		unix.Close(fd)
+		return -1, fmt.Errorf("shim %d is gone (pid reused or ended)", st.Pid)
+	}
+	return fd, nil
+}
+
+// startTicks reads when pid started, in clock ticks since boot.
+func startTicks(pid int) (uint64, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, err
+	}
+	// The command name (field 2) may hold spaces and parentheses: count
+	// from the last ')'.
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 {
+		return 0, errors.New("malformed stat")
+	}
+	f := strings.Fields(string(b[i+1:]))
+	// f[0] is field 3 (state); starttime is field 22.
+	if len(f) < 20 {
+		return 0, errors.New("malformed stat")
+	}
+	return strconv.ParseUint(f[19], 10, 64)
+}
+
+func newShimProcess(id devops.ProcessID, spec devops.Spec, log *slog.Logger, home string, pid int, h *shimHandle) *Process {
+	p := &Process{id: id, spec: spec, log: log, dir: home, pid: pid, shim: h, started: time.Now(), exited: make(chan struct{}), done: make(chan struct{})}
+	go p.watchShim()
+	return p
+}
+
+// watchShim waits for the shim to end and reads the status it left. It is
+// owned by the Process and ends with the shim.
+func (p *Process) watchShim() {
+	h := p.shim
+	fds := []unix.PollFd{{Fd: int32(h.pidfd), Events: unix.POLLIN}}
+	for {
+		if _, err := unix.Poll(fds, -1); err == nil || !errors.Is(err, unix.EINTR) {
+			break
+		}
+	}
+	reapShim(h.pidfd)
+	h.mu.Lock()
+	unix.Close(h.pidfd)
+	h.pidfd = -1
+	h.mu.Unlock()
+	var st devops.ExitStatus
+	if err := readJSON(filepath.Join(h.dir, ExitFile), &st); err != nil {
+		st = devops.ExitStatus{State: devops.StateFailed, Code: -1, Reason: "supervisor died without a status", EndedAt: time.Now()}
+		p.log.Warn("shim ended without a status", logKeyError, err)
+	}
+	p.mu.Lock()
+	p.status = st
+	close(p.exited)
+	p.mu.Unlock()
+	close(p.done)
+}
+
+// reapShim collects the shim's exit status when it is our child; for an
+// adopted shim (whose parent died) there is nothing to collect.
+func reapShim(pidfd int) {
+	var info unix.Siginfo
+	for {
+		err := unix.Waitid(unix.P_PIDFD, pidfd, &info, unix.WEXITED, nil)
+		if !errors.Is(err, unix.EINTR) {
+			return
+		}
+	}
+}
+
+// shimHandle is the worker's side of a shim.
+type shimHandle struct {
+	pid int
+	dir string
+	log *slog.Logger
+
+	mu    sync.Mutex // protects pidfd, closed (-1) once the shim ended, and stopFile
+	pidfd int
+}
+
+// terminate asks the shim to stop the process: the request goes in stopFile,
+// SIGUSR1 says it is there.
+func (h *shimHandle) terminate(sig syscall.Signal, grace time.Duration) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if err := writeJSONAtomic(filepath.Join(h.dir, stopFile), stopRequest{Signal: int(sig), Grace: grace}); err != nil {
+		h.log.Warn("ask shim to stop", logKeyError, err)
+		return
+	}
+	if h.pidfd < 0 {
+		return
+	}
+	if err := unix.PidfdSendSignal(h.pidfd, unix.SIGUSR1, nil, 0); err != nil && !errors.Is(err, unix.ESRCH) {
+		h.log.Warn("signal shim", logKeyError, err)
+	}
+}
+
+// StartedAt is when the process started (as its shim recorded it, for an
+// adopted one).
+func (p *Process) StartedAt() time.Time { return p.started }
+
+// runShim is the shim: it starts the command, reports, then supervises it
+// until it ended and records how.
+func runShim(args []string) int {
+	_ = args // the process id, for ps on the host
+	for _, fd := range []int{shimConfigFD, shimReadyFD, shimOutputFD} {
+		var st syscall.Stat_t
+		if syscall.Fstat(fd, &st) != nil {
+			fmt.Fprintln(os.Stderr, "devops: __init shim is started by the executor only")
+			return 2
+		}
+		// Neither the init nor the command may inherit them.
+		syscall.CloseOnExec(fd)
+	}
+	// Signals to the worker's session or group are not for us; the worker
+	// speaks through SIGUSR1.
+	signal.Ignore(syscall.SIGHUP, syscall.SIGINT, syscall.SIGTERM, syscall.SIGQUIT, syscall.SIGPIPE)
+	stops := make(chan os.Signal, 1)
+	signal.Notify(stops, syscall.SIGUSR1)
+	cfgFile := os.NewFile(shimConfigFD, "shim-config")
+	ready := os.NewFile(shimReadyFD, "shim-ready")
+	out := os.NewFile(shimOutputFD, "output")
+	var c shimConfig
+	err := json.NewDecoder(cfgFile).Decode(&c)
+	cfgFile.Close()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "devops: shim: read config: %v\n", err)
+		return 125
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil)).With(logKeyProcessID, string(c.ID))
+	pl := &platform{log: log, initPath: c.InitPath, root: c.RunAsRoot, useInit: c.UseInit, namespaces: c.Namespaces}
+	if cs := c.Cgroups; cs != nil {
+		pl.cgroups = &cgroups{version: cs.Version, log: log, base: cs.Base, memory: cs.Memory, cpu: cs.CPU, pids: cs.Pids}
+	}
+	e := &Executor{root: c.Root, log: log, platform: pl}
+	pr := prepared{home: c.Home, cwd: c.Cwd}
+	if c.Cred != nil {
+		pr.cred = &credential{uid: c.Cred.UID, gid: c.Cred.GID, groups: c.Cred.Groups}
+	}
+	fw := &frameWriter{f: out}
+	p, err := e.launch(context.Background(), c.ID, c.Spec, pr, fw.stream(devops.Stdout), fw.stream(devops.Stderr))
+	if err != nil {
+		json.NewEncoder(ready).Encode(shimReady{Error: err.Error(), Invalid: errors.Is(err, devops.ErrInvalid)})
+		return 1
+	}
+	ticks, _ := startTicks(os.Getpid())
+	st := shimState{
+		Pid: os.Getpid(), StartTicks: ticks, InitPid: p.pid, StartedAt: time.Now(),
+		Argv: c.Spec.Argv, Timeout: c.Spec.Timeout, Grace: c.Spec.Grace, Home: c.Home, KeepDir: c.Spec.KeepDir,
+	}
+	if ib, ok := p.sandbox.(*initSandbox); ok && ib.cg != nil {
+		st.Cgroup, st.CgroupV = ib.cg.dirs, ib.cg.version
+	}
+	if err := writeJSONAtomic(filepath.Join(c.Dir, stateFile), st); err != nil {
+		// Without it no worker could find the process again.
+		log.Error("write shim state", logKeyError, err)
+		p.stop(devops.StateFailed, syscall.SIGKILL, 0)
+		p.Wait()
+		json.NewEncoder(ready).Encode(shimReady{Error: "write shim state: " + err.Error()})
+		return 1
+	}
+	json.NewEncoder(ready).Encode(shimReady{InitPid: p.pid})
+	ready.Close()
+	for done := false; !done; {
+		select {
+		case <-stops:
+			var req stopRequest
+			if err := readJSON(filepath.Join(c.Dir, stopFile), &req); err != nil {
+				log.Warn("read stop request", logKeyError, err)
+				continue
+			}
+			log.Info("terminating", "signal", req.Signal, "grace", req.Grace)
+			p.stop(devops.StateTerminated, syscall.Signal(req.Signal), req.Grace)
+		case <-p.done:
+			done = true
+		}
+	}
+	status := p.Wait()
+	// The output is complete before the status says so.
+	if err := out.Sync(); err != nil {
+		log.Warn("sync output", logKeyError, err)
+	}
+	out.Close()
+	if err := writeJSONAtomic(filepath.Join(c.Dir, ExitFile), status); err != nil {
+		log.Error("write exit status", logKeyError, err)
+		return 1
+	}
+	return 0
+}
+
+// frameWriter appends frames to the output file; each frame is one write,
+// so a reader never sees a frame's header without the write that made it.
+type frameWriter struct {
+	mu  sync.Mutex // serializes frames of both streams
+	f   *os.File
+	buf []byte
+}
+
+func (fw *frameWriter) stream(s devops.Stream) io.Writer {
+	return streamWriter{fw: fw, s: s}
+}
+
+type streamWriter struct {
+	fw *frameWriter
+	s  devops.Stream
+}
+
+func (w streamWriter) Write(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	fw := w.fw
+	fw.mu.Lock()
+	defer fw.mu.Unlock()
+	fw.buf = append(fw.buf[:0], byte(w.s), 0, 0, 0, 0)
+	binary.BigEndian.PutUint32(fw.buf[1:FrameHeader], uint32(len(p)))
+	fw.buf = append(fw.buf, p...)
+	if _, err := fw.f.Write(fw.buf); err != nil {
+		return 0, fmt.Errorf("write output: %w", err)
+	}
+	return len(p), nil
+}
+
+// writeJSONAtomic writes v to path through a temporary file and a rename,
+// so a reader sees all of it or none.
+func writeJSONAtomic(path string, v any) error {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	tmp := path + ".tmp" + strconv.Itoa(os.Getpid())
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		os.Remove(tmp)
+	}
+	return err
+}
+
+func readJSON(path string, v any) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	return json.Unmarshal(data, v)
+}
