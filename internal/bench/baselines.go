@@ -64,8 +64,8 @@ func lastLine(b []byte) string {
 // and keys in a temporary directory.
 type sshd struct {
 	dir     string
-	config  string // ssh client config: port, user, key, no host key checks
-	proc    *child
+	config  string   // ssh client config: port, user, key, no host key checks
+	procs   []*child // one per maxListen addresses: sshd listens on at most 16
 	hosts   []string
 	version string
 }
@@ -99,12 +99,7 @@ func startSSHD(ctx context.Context, dir string, hosts []string) (*sshd, error) {
 	if err := os.WriteFile(filepath.Join(dir, "authorized_keys"), pub, 0o600); err != nil {
 		return nil, err
 	}
-	var cfg strings.Builder
-	for _, h := range hosts {
-		fmt.Fprintf(&cfg, "ListenAddress %s:%d\n", h, sshPort)
-	}
-	fmt.Fprintf(&cfg, `HostKey %[1]s/host_key
-PidFile %[1]s/sshd.pid
+	common := fmt.Sprintf(`HostKey %[1]s/host_key
 AuthorizedKeysFile %[1]s/authorized_keys
 PubkeyAuthentication yes
 PasswordAuthentication no
@@ -118,9 +113,20 @@ MaxSessions 200
 LogLevel ERROR
 Subsystem sftp internal-sftp
 `, dir)
-	sshdConfig := filepath.Join(dir, "sshd_config")
-	if err := os.WriteFile(sshdConfig, []byte(cfg.String()), 0o600); err != nil {
-		return nil, err
+	const maxListen = 16 // sshd's MAX_LISTEN_SOCKS
+	var configs []string
+	for i := 0; i < len(hosts); i += maxListen {
+		var cfg strings.Builder
+		for _, h := range hosts[i:min(i+maxListen, len(hosts))] {
+			fmt.Fprintf(&cfg, "ListenAddress %s:%d\n", h, sshPort)
+		}
+		fmt.Fprintf(&cfg, "PidFile %s/sshd-%d.pid\n", dir, len(configs))
+		cfg.WriteString(common)
+		path := filepath.Join(dir, fmt.Sprintf("sshd_config-%d", len(configs)))
+		if err := os.WriteFile(path, []byte(cfg.String()), 0o600); err != nil {
+			return nil, err
+		}
+		configs = append(configs, path)
 	}
 	s.config = filepath.Join(dir, "ssh_config")
 	client := fmt.Sprintf(`Host *
@@ -137,8 +143,13 @@ Subsystem sftp internal-sftp
 	if err := os.WriteFile(s.config, []byte(client), 0o600); err != nil {
 		return nil, err
 	}
-	if s.proc, err = startChild("sshd", filepath.Join(dir, "sshd.log"), "/usr/sbin/sshd", "-D", "-e", "-f", sshdConfig); err != nil {
-		return nil, err
+	for i, cfg := range configs {
+		p, err := startChild("sshd", filepath.Join(dir, fmt.Sprintf("sshd-%d.log", i)), "/usr/sbin/sshd", "-D", "-e", "-f", cfg)
+		if err != nil {
+			s.stop()
+			return nil, err
+		}
+		s.procs = append(s.procs, p)
 	}
 	// Wait until it accepts on every address.
 	deadline := time.Now().Add(10 * time.Second)
@@ -149,11 +160,14 @@ Subsystem sftp internal-sftp
 				c.Close()
 				break
 			}
-			select {
-			case <-s.proc.done:
-				log, _ := os.ReadFile(filepath.Join(dir, "sshd.log"))
-				return nil, fmt.Errorf("sshd exited: %v: %s", s.proc.err, lastLine(log))
-			default:
+			for i, p := range s.procs {
+				select {
+				case <-p.done:
+					log, _ := os.ReadFile(filepath.Join(dir, fmt.Sprintf("sshd-%d.log", i)))
+					s.stop()
+					return nil, fmt.Errorf("sshd exited: %v: %s", p.err, lastLine(log))
+				default:
+				}
 			}
 			if time.Now().After(deadline) {
 				s.stop()
@@ -185,12 +199,14 @@ func (s *sshd) command(ctx context.Context, mux bool, host string, args ...strin
 }
 
 func (s *sshd) stop() {
-	if s.proc != nil {
-		// Masters started with ControlPersist exit when asked.
-		for _, h := range s.hosts {
+	// Masters started with ControlPersist exit when asked.
+	for _, h := range append(s.hosts, "localhost") {
+		if _, err := os.Stat(filepath.Join(s.dir, "cm-"+h)); err == nil {
 			exec.Command("ssh", "-F", s.config, "-o", "ControlPath="+filepath.Join(s.dir, "cm-%h"), "-O", "exit", h).Run()
 		}
-		s.proc.stop(3 * time.Second)
+	}
+	for _, p := range s.procs {
+		p.stop(3 * time.Second)
 	}
 }
 

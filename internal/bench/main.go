@@ -182,7 +182,12 @@ func run() int {
 		if ctx.Err() != nil {
 			break
 		}
-		runScenario(s, b.sz.scenarioLimit)
+		limit := b.sz.scenarioLimit
+		if !b.quick && (s.name == "bandwidth" || s.name == "fanout") {
+			// 5 rounds of 2 GB through the system, or of Ansible on 32 hosts.
+			limit = 6 * time.Minute
+		}
+		runScenario(s, limit)
 	}
 	b.c.close()
 	if ctx.Err() == nil {

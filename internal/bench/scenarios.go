@@ -153,8 +153,13 @@ func (b *bench) dispatch(ctx context.Context) ([]Row, error) {
 	}, nil
 }
 
-// timeCmd runs a command and returns how long it took.
+// timeCmd runs a command and returns how long it took. The command runs
+// in its own process group, killed whole when its context ends, and Wait
+// gives up on pipes held open by orphans (Ansible's forks) after 5s.
 func timeCmd(cmd *exec.Cmd) (time.Duration, []byte, error) {
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	cmd.WaitDelay = 5 * time.Second
 	start := time.Now()
 	out, err := cmd.CombinedOutput()
 	d := time.Since(start)
@@ -517,8 +522,10 @@ func (b *bench) fanout(ctx context.Context) ([]Row, error) {
 				return nil, err
 			}
 			ours = append(ours, ms(d))
+			// A baseline that hangs is recorded as failed, not waited for.
+			bctx, cancel := context.WithTimeout(ctx, 90*time.Second)
 			if pdshOK && pdshErr == nil {
-				d, out, err := timeCmd(b.ssh.pdshCommand(ctx, hosts[:n]))
+				d, out, err := timeCmd(b.ssh.pdshCommand(bctx, hosts[:n]))
 				if err == nil {
 					err = allPresent(out, prefixed(hosts[:n], ": "))
 				}
@@ -527,7 +534,7 @@ func (b *bench) fanout(ctx context.Context) ([]Row, error) {
 				}
 			}
 			if ansibleOK && ansErr == nil {
-				cmd, err := b.ssh.ansibleCommand(ctx, hosts[:n])
+				cmd, err := b.ssh.ansibleCommand(bctx, hosts[:n])
 				if err == nil {
 					var out []byte
 					d, out, err = timeCmd(cmd)
@@ -543,6 +550,7 @@ func (b *bench) fanout(ctx context.Context) ([]Row, error) {
 					ans = append(ans, ms(d))
 				}
 			}
+			cancel()
 		}
 		why := func(ok bool, err error, name string) string {
 			if !ok {
