@@ -19,7 +19,18 @@ cleanup() {
 trap cleanup INT TERM EXIT
 
 $BIN manager --listen 127.0.0.1:50051 --http 127.0.0.1:8080 --data-dir "$DATA/manager" >"$DATA/logs/manager.log" 2>&1 &
-pids+=($!)
+manager_pid=$!
+pids+=($manager_pid)
+# The manager must be ours: another one already on the port would take our workers.
+for _ in $(seq 1 100); do
+  if ! kill -0 "$manager_pid" 2>/dev/null; then
+    echo "the manager did not start:" >&2
+    cat "$DATA/logs/manager.log" >&2
+    exit 1
+  fi
+  $BIN healthcheck >/dev/null 2>&1 && break
+  sleep 0.1
+done
 $BIN worker --name worker-1 --labels zone=a --listen 127.0.0.1:50061 --data-dir "$DATA/worker-1" >"$DATA/logs/worker-1.log" 2>&1 &
 pids+=($!)
 $BIN worker --name worker-2 --labels zone=b --listen 127.0.0.1:50062 --data-dir "$DATA/worker-2" >"$DATA/logs/worker-2.log" 2>&1 &

@@ -23,16 +23,27 @@ func main() {
 }
 
 func run() int {
-	// SIGTERM stops servers gracefully. Ctrl-C does too, but the client
-	// commands take it themselves (to terminate what they started), so it is
-	// delivered to them as well.
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
-	defer stop()
+	// Ctrl-C stops the manager and the worker; the client commands take it
+	// themselves, to terminate what they started. SIGTERM stops the manager
+	// and the client commands, and drains a worker (it handles it itself).
+	args := os.Args[1:]
+	cmd := ""
+	if len(args) > 0 {
+		cmd = args[0]
+	}
+	ctx := context.Background()
+	sigterm := make(chan os.Signal, 1)
+	if cmd == "worker" {
+		signal.Notify(sigterm, syscall.SIGTERM)
+	} else {
+		var stop context.CancelFunc
+		ctx, stop = signal.NotifyContext(ctx, syscall.SIGTERM)
+		defer stop()
+	}
 	interrupt := make(chan os.Signal, 2)
 	signal.Notify(interrupt, os.Interrupt)
-	args := os.Args[1:]
-	serving := len(args) > 0 && (args[0] == "manager" || args[0] == "worker")
-	if serving {
+	if cmd == "manager" || cmd == "worker" {
+		var stop context.CancelFunc
 		ctx, stop = signal.NotifyContext(ctx, os.Interrupt)
 		defer stop()
 	}
@@ -41,6 +52,7 @@ func run() int {
 		Stderr:     os.Stderr,
 		Getenv:     os.Getenv,
 		Interrupt:  interrupt,
+		Term:       sigterm,
 		IsTerminal: term.IsTerminal(int(os.Stdout.Fd())),
 	})
 }

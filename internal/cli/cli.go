@@ -27,6 +27,9 @@ type Env struct {
 	Getenv         func(string) string
 	// Interrupt delivers Ctrl-C presses; nil means none will come.
 	Interrupt <-chan os.Signal
+	// Term delivers SIGTERM to commands that handle it themselves (a worker
+	// drains); nil means none will come.
+	Term <-chan os.Signal
 	// IsTerminal reports whether Stdout is a terminal (for --watch and tables).
 	IsTerminal bool
 }
@@ -112,6 +115,7 @@ func newRoot(env *Env) *cobra.Command {
 		newRunsCmd(env, g),
 		newRunStatusCmd(env, g),
 		newRunResumeCmd(env, g),
+		newDrainCmd(env, g),
 		newHealthcheckCmd(env, g),
 	)
 	return root

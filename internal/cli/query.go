@@ -402,3 +402,30 @@ func sizeText(b uint64) string {
 	}
 	return fmt.Sprintf("%.1f%ci", float64(b)/float64(div), "KMGTPE"[exp])
 }
+
+func newDrainCmd(env *Env, g *globals) *cobra.Command {
+	var undo bool
+	cmd := &cobra.Command{
+		Use:   "drain [--undo] WORKER",
+		Short: "Stop new work for a worker; it leaves once its processes finish",
+		Long: `Drain a worker: the scheduler stops choosing it and it refuses new work; its
+running processes finish, then it deregisters and exits. SIGTERM to a worker
+does the same. --undo brings a draining worker back.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.dial()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			w, err := c.Drain(cmd.Context(), args[0], undo)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(env.Stdout, "%s: %s (%d running)\n", w.Name, w.State, w.Running)
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&undo, "undo", false, "take work again")
+	return cmd
+}

@@ -84,6 +84,15 @@ func newWorkerCmd(env *Env, g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			// SIGTERM drains: no new work, running processes finish, then the
+			// worker deregisters and exits. Ctrl-C stops at once.
+			go func() {
+				select {
+				case <-env.Term:
+					w.Drain(true)
+				case <-cmd.Context().Done():
+				}
+			}()
 			return w.Run(cmd.Context())
 		},
 	}

@@ -138,23 +138,7 @@ func (c *Client) Run(ctx context.Context, r RunRequest, on func(Event) error) er
 		if err != nil {
 			return err
 		}
-		for {
-			msg, err := stream.Recv()
-			if err == io.EOF {
-				return nil
-			}
-			if err != nil {
-				return err
-			}
-			if p := msg.GetProcess(); p != nil {
-				err = f.process(wire.ProcessFromPB(p))
-			} else if o := msg.GetOutput(); o != nil {
-				err = f.chunk(devops.ProcessID(o.GetProcessId()), wire.ChunkFromPB(o))
-			}
-			if err != nil {
-				return permanent{err}
-			}
-		}
+		return pump(stream.Recv, "", f)
 	})
 	if !errors.Is(err, errAccepted) {
 		return unwrapPermanent(err)
@@ -204,8 +188,21 @@ func (c *Client) stream(ctx context.Context, id devops.ProcessID, f *follower, f
 	if err != nil {
 		return err
 	}
+	return pump(stream.Recv, id, f)
+}
+
+// event is what both output streams of the API carry.
+type event interface {
+	GetProcess() *pb.Process
+	GetOutput() *pb.OutputChunk
+}
+
+// pump hands every event of a stream to f until the stream ends. Chunks
+// without a process id belong to id. An error from f's callback is
+// permanent: it must not be retried.
+func pump[E event](recv func() (E, error), id devops.ProcessID, f *follower) error {
 	for {
-		msg, err := stream.Recv()
+		msg, err := recv()
 		if err == io.EOF {
 			return nil
 		}
@@ -215,7 +212,11 @@ func (c *Client) stream(ctx context.Context, id devops.ProcessID, f *follower, f
 		if p := msg.GetProcess(); p != nil {
 			err = f.process(wire.ProcessFromPB(p))
 		} else if o := msg.GetOutput(); o != nil {
-			err = f.chunk(id, wire.ChunkFromPB(o))
+			chunkID := devops.ProcessID(o.GetProcessId())
+			if chunkID == "" {
+				chunkID = id
+			}
+			err = f.chunk(chunkID, wire.ChunkFromPB(o))
 		}
 		if err != nil {
 			return permanent{err}
@@ -363,4 +364,13 @@ func (c *Client) Terminate(ctx context.Context, id devops.ProcessID, sig syscall
 		return devops.Process{}, err
 	}
 	return wire.ProcessFromPB(resp.GetProcess()), nil
+}
+
+// Drain stops new work for a worker (name or id), or with undo takes it back.
+func (c *Client) Drain(ctx context.Context, worker string, undo bool) (devops.Worker, error) {
+	resp, err := c.api.DrainWorker(ctx, &pb.DrainWorkerRequest{Worker: worker, Undo: undo})
+	if err != nil {
+		return devops.Worker{}, err
+	}
+	return wire.WorkerFromPB(resp.GetWorker()), nil
 }

@@ -31,6 +31,7 @@ import (
 // Store keeps workers, process records and output durably.
 type Store interface {
 	PutWorker(ctx context.Context, w devops.Worker) error
+	DeleteWorker(ctx context.Context, id devops.WorkerID) error
 	Workers(ctx context.Context) ([]devops.Worker, error)
 	PutProcess(ctx context.Context, p devops.Process) error
 	Processes(ctx context.Context) ([]devops.Process, error)
@@ -291,5 +292,8 @@ func (m *Manager) workerChanged(w devops.Worker, old devops.WorkerState) {
 	}
 	if old != w.State {
 		m.log.Info("worker state", "worker", w.Name, "worker_id", w.ID, "from", old, "to", w.State)
+	}
+	if w.State == devops.WorkerDown {
+		m.procs.cancelStreamsOn(w.ID)
 	}
 }

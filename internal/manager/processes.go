@@ -73,7 +73,9 @@ func (m *Manager) Submit(ctx context.Context, s Submission) ([]devops.ProcessID,
 		p := base
 		p.ID = devops.ProcessID(newID())
 		p.WorkerID, p.WorkerName = w.ID, w.Name
-		entries = append(entries, m.procs.addLocked(p))
+		e := m.procs.addLocked(p)
+		e.pinned = w.ID != ""
+		entries = append(entries, e)
 	}
 	m.procs.mu.Unlock()
 

@@ -59,6 +59,13 @@ func (s *registrationServer) RegisterWorker(ctx context.Context, req *pb.Registe
 	return &pb.RegisterWorkerResponse{WorkerId: string(w.ID)}, nil
 }
 
+func (s *registrationServer) DeregisterWorker(ctx context.Context, req *pb.DeregisterWorkerRequest) (*pb.DeregisterWorkerResponse, error) {
+	if err := s.m.deregister(ctx, devops.WorkerID(req.GetWorkerId())); err != nil {
+		return nil, toStatus(err)
+	}
+	return &pb.DeregisterWorkerResponse{}, nil
+}
+
 type processServer struct {
 	pb.UnimplementedProcessManagementServiceServer
 	m *Manager
@@ -141,4 +148,15 @@ func (s *processServer) StreamOutput(req *pb.StreamOutputRequest, stream pb.Proc
 		return stream.Send(&pb.StreamOutputResponse{Event: &pb.StreamOutputResponse_Process{Process: wire.ProcessToPB(*ev.Process)}})
 	}
 	return toStatus(s.m.Watch(stream.Context(), []devops.ProcessID{id}, req.GetFromOffset(), req.GetFollow(), false, send))
+}
+
+func (s *processServer) DrainWorker(ctx context.Context, req *pb.DrainWorkerRequest) (*pb.DrainWorkerResponse, error) {
+	if req.GetWorker() == "" {
+		return nil, status.Error(codes.InvalidArgument, "worker is empty")
+	}
+	w, err := s.m.Drain(ctx, req.GetWorker(), req.GetUndo())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &pb.DrainWorkerResponse{Worker: wire.WorkerToPB(w)}, nil
 }

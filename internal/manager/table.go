@@ -1,6 +1,7 @@
 package manager
 
 import (
+	"context"
 	"slices"
 	"strings"
 	"sync"
@@ -31,6 +32,11 @@ type entry struct {
 	// slot is true while the process holds a slot on its worker in the
 	// registry's count.
 	slot bool
+	// pinned is true when the request named the worker (by name or by
+	// selector): the scheduler must not move the process elsewhere.
+	pinned bool
+	// cancelStream ends the tracker's current call to the worker, if any.
+	cancelStream context.CancelFunc
 }
 
 func newTable() *table {
@@ -167,4 +173,22 @@ func (t *table) releaseSlot(e *entry) bool {
 	had := e.slot
 	e.slot = false
 	return had
+}
+
+func (t *table) setStreamCancel(e *entry, cancel context.CancelFunc) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	e.cancelStream = cancel
+}
+
+// cancelStreamsOn ends the trackers' calls to a worker that went away, so
+// that its processes turn DISCONNECTED now rather than when TCP gives up.
+func (t *table) cancelStreamsOn(id devops.WorkerID) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, e := range t.byID {
+		if e.p.WorkerID == id && !e.p.State.Terminal() && e.cancelStream != nil {
+			e.cancelStream()
+		}
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"syscall"
 	"time"
 
@@ -43,7 +44,7 @@ func (m *Manager) track(ctx context.Context, e *entry) {
 	p, _ := m.procs.snapshot(e)
 	log := m.log.With("process_id", p.ID)
 	if p.State == devops.StatePending && p.WorkerID == "" {
-		w, err := m.schedule(ctx, e)
+		w, err := m.schedule(ctx, e, nil)
 		if err != nil {
 			if ctx.Err() == nil {
 				m.finish(ctx, e, devops.ExitStatus{State: stateForScheduleError(err), Reason: err.Error(), EndedAt: time.Now()})
@@ -74,11 +75,16 @@ func stateForScheduleError(err error) devops.State {
 
 var errKilledWhilePending = errors.New("terminated before it started")
 
+// errNotDelivered marks a call that certainly did not reach the worker, so
+// the command may be sent elsewhere without running twice.
+var errNotDelivered = errors.New("not delivered")
+
 // schedule waits for a worker with a free slot among those that match (every
 // worker: a process without a fixed worker has no selector) and takes the
 // slot. It gives up after the queue timeout.
-func (m *Manager) schedule(ctx context.Context, e *entry) (devops.Worker, error) {
+func (m *Manager) schedule(ctx context.Context, e *entry, exclude map[devops.WorkerID]bool) (devops.Worker, error) {
 	return m.acquire(ctx, e, func(ws []devops.Worker) (devops.Worker, error) {
+		ws = slices.DeleteFunc(ws, func(w devops.Worker) bool { return exclude[w.ID] })
 		return scheduler.Pick(ws, scheduler.Selector{})
 	})
 }
@@ -141,6 +147,7 @@ func (m *Manager) acquire(ctx context.Context, e *entry, pick func([]devops.Work
 func (m *Manager) follow(ctx context.Context, e *entry, log *slog.Logger) {
 	b := retry.Backoff{Min: 50 * time.Millisecond, Max: 2 * time.Second}
 	var lostSince time.Time
+	tried := map[devops.WorkerID]bool{} // workers that refused it or could not be reached
 	for ctx.Err() == nil {
 		p, _ := m.procs.snapshot(e)
 		// A process the worker may have started is only ever attached to, so
@@ -152,7 +159,20 @@ func (m *Manager) follow(ctx context.Context, e *entry, log *slog.Logger) {
 				return
 			}
 		}
-		err := m.stream(ctx, e, p, attachOnly, log)
+		grace := p.DisconnectGrace
+		if grace <= 0 {
+			grace = m.cfg.DisconnectGrace
+		}
+		var err error
+		if w, werr := m.registry.Get(string(p.WorkerID)); !lostSince.IsZero() && werr == nil && w.State == devops.WorkerDown {
+			err = fmt.Errorf("worker %s is down: %w", w.Name, devops.ErrUnavailable)
+		} else {
+			var giveUp time.Time
+			if !lostSince.IsZero() {
+				giveUp = lostSince.Add(grace)
+			}
+			err = m.stream(ctx, e, p, attachOnly, giveUp, log)
+		}
 		if err == nil || ctx.Err() != nil {
 			return
 		}
@@ -160,26 +180,42 @@ func (m *Manager) follow(ctx context.Context, e *entry, log *slog.Logger) {
 			m.finish(ctx, e, devops.ExitStatus{State: devops.StateLost, Reason: fmt.Sprintf("worker %s no longer knows the process (it restarted without it)", p.WorkerName), EndedAt: time.Now()})
 			return
 		}
-		if refused(err) && p.State == devops.StatePending {
+		cur, _ := m.procs.snapshot(e) // the call may have moved it on from p
+		if cur.State == devops.StatePending && (refused(err) || errors.Is(err, errNotDelivered)) && !e.pinned && len(tried)+1 < m.cfg.DispatchAttempts {
+			// It certainly did not start there: try another worker.
+			tried[p.WorkerID] = true
+			log.Warn("worker did not take the command; trying another", "err", err)
+			if m.procs.releaseSlot(e) {
+				m.registry.Release(p.WorkerID)
+			}
+			w, serr := m.schedule(ctx, e, tried)
+			if serr != nil {
+				m.finish(ctx, e, devops.ExitStatus{State: devops.StateFailed, Reason: fmt.Sprintf("worker %s did not take the command (%v), and no other could: %v", p.WorkerName, status.Convert(err).Message(), serr), EndedAt: time.Now()})
+				return
+			}
+			m.procs.update(e, func(p *devops.Process) { p.WorkerID, p.WorkerName = w.ID, w.Name })
+			m.persist(ctx, e)
+			log = m.log.With("process_id", p.ID, "worker", w.Name)
+			continue
+		}
+		if refused(err) && cur.State == devops.StatePending {
 			m.finish(ctx, e, devops.ExitStatus{State: devops.StateFailed, Reason: fmt.Sprintf("worker %s refused the command: %v", p.WorkerName, status.Convert(err).Message()), EndedAt: time.Now()})
 			return
 		}
-		if lostSince.IsZero() {
+		if cur.State == devops.StateRunning {
+			// It was running (again): this is a new disconnection.
 			lostSince = time.Now()
-			if p.State == devops.StateRunning {
-				m.procs.update(e, func(p *devops.Process) {
-					p.State = devops.StateDisconnected
-					p.Reason = fmt.Sprintf("worker %s unreachable: %v", p.WorkerName, status.Convert(err).Message())
-				})
-				m.persist(ctx, e)
-				log.Warn("process disconnected", "err", err)
-			}
+			m.procs.update(e, func(p *devops.Process) {
+				p.State = devops.StateDisconnected
+				p.Reason = fmt.Sprintf("worker %s unreachable: %v", p.WorkerName, status.Convert(err).Message())
+			})
+			m.persist(ctx, e)
+			log.Warn("process disconnected", "err", err)
+		} else if lostSince.IsZero() {
+			lostSince = time.Now()
 		}
-		grace := p.DisconnectGrace
-		if grace <= 0 {
-			grace = m.cfg.DisconnectGrace
-		}
-		if time.Since(lostSince) > grace {
+		remaining := time.Until(lostSince.Add(grace))
+		if remaining <= 0 {
 			m.finish(ctx, e, devops.ExitStatus{State: devops.StateLost, Reason: fmt.Sprintf("worker %s unreachable for more than %v", p.WorkerName, grace), EndedAt: time.Now()})
 			return
 		}
@@ -187,7 +223,7 @@ func (m *Manager) follow(ctx context.Context, e *entry, log *slog.Logger) {
 		case <-ctx.Done():
 			return
 		case <-m.registry.Changed():
-		case <-time.After(b.Next()):
+		case <-time.After(min(b.Next(), remaining)):
 		}
 	}
 }
@@ -203,14 +239,24 @@ func refused(err error) bool {
 }
 
 // stream runs one ExecuteCommand call: it returns nil once the exit was
-// recorded, or the error that broke the call.
-func (m *Manager) stream(ctx context.Context, e *entry, p devops.Process, attachOnly bool, log *slog.Logger) error {
+// recorded, or the error that broke the call. A call that has not reached
+// the process by giveUp (when set) is abandoned: re-attaching must not
+// outlast the disconnect grace, even through a network that swallows bytes.
+func (m *Manager) stream(ctx context.Context, e *entry, p devops.Process, attachOnly bool, giveUp time.Time, log *slog.Logger) error {
 	client, err := m.client(p.WorkerID)
 	if err != nil {
-		return err
+		return fmt.Errorf("%w: %v", errNotDelivered, err)
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	reached := func() {}
+	if !giveUp.IsZero() {
+		t := time.AfterFunc(time.Until(giveUp), cancel)
+		defer t.Stop()
+		reached = func() { t.Stop() }
+	}
+	m.procs.setStreamCancel(e, cancel)
+	defer m.procs.setStreamCancel(e, nil)
 	stream, err := client.ExecuteCommand(ctx, &pb.ExecuteCommandRequest{
 		ProcessId:  string(p.ID),
 		Spec:       wire.SpecToPB(p.Spec),
@@ -218,7 +264,8 @@ func (m *Manager) stream(ctx context.Context, e *entry, p devops.Process, attach
 		AttachOnly: attachOnly,
 	})
 	if err != nil {
-		return err
+		// The request never left: the connection was down.
+		return fmt.Errorf("%w: %v", errNotDelivered, err)
 	}
 	end := p.OutputBytes
 	for {
@@ -231,6 +278,7 @@ func (m *Manager) stream(ctx context.Context, e *entry, p devops.Process, attach
 		}
 		switch ev := msg.GetEvent().(type) {
 		case *pb.ExecuteCommandResponse_Started:
+			reached()
 			m.started(ctx, e, wire.Time(ev.Started.GetStartedAt()), log)
 		case *pb.ExecuteCommandResponse_Output:
 			c := wire.ChunkFromPB(ev.Output)

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
 
 	"github.com/devops-platform/devops"
 	pb "github.com/devops-platform/devops/api/devops/v1"
@@ -44,6 +45,16 @@ func (c *connections) get(id devops.WorkerID) (*workerConn, bool) {
 	defer c.mu.Unlock()
 	wc, ok := c.conns[id]
 	return wc, ok
+}
+
+func (c *connections) remove(id devops.WorkerID) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if wc, ok := c.conns[id]; ok {
+		wc.cancel()
+		wc.conn.Close()
+		delete(c.conns, id)
+	}
 }
 
 func (c *connections) closeAll() {
@@ -113,7 +124,7 @@ func (m *Manager) watchWorker(w devops.Worker) {
 // heartbeat timer.
 func (m *Manager) healthLoop(ctx context.Context, w devops.Worker, wc *workerConn) {
 	log := m.log.With("worker", w.Name, "worker_id", w.ID)
-	b := retry.Backoff{Min: 100 * time.Millisecond, Max: 5 * time.Second}
+	b := retry.Backoff{Min: 100 * time.Millisecond, Max: 2 * time.Second}
 	for ctx.Err() == nil {
 		err := m.healthStream(ctx, w.ID, wc)
 		if ctx.Err() != nil {
@@ -132,8 +143,14 @@ func (m *Manager) healthLoop(ctx context.Context, w devops.Worker, wc *workerCon
 }
 
 func (m *Manager) healthStream(ctx context.Context, id devops.WorkerID, wc *workerConn) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	// A silent worker (hung, or cut off by the network) sends nothing and
+	// breaks nothing: the watchdog ends the call, so the loop reconnects.
+	watchdog := time.AfterFunc(m.cfg.WorkerTimeout, func() {
+		cancel(fmt.Errorf("no health report for %v", m.cfg.WorkerTimeout))
+	})
+	defer watchdog.Stop()
 	stream, err := wc.client.HealthCheck(ctx, &pb.HealthCheckRequest{Interval: wire.Duration(m.cfg.HealthInterval)})
 	if err != nil {
 		return err
@@ -141,8 +158,12 @@ func (m *Manager) healthStream(ctx context.Context, id devops.WorkerID, wc *work
 	for {
 		msg, err := stream.Recv()
 		if err != nil {
+			if cause := context.Cause(ctx); cause != nil && ctx.Err() != nil {
+				return cause
+			}
 			return err
 		}
+		watchdog.Reset(m.cfg.WorkerTimeout)
 		m.registry.Heartbeat(id, msg.GetState() == pb.WorkerState_WORKER_STATE_DRAINING)
 		m.reconcile(ctx, id, wc, msg.GetProcessIds())
 	}
@@ -225,6 +246,47 @@ func (m *Manager) register(ctx context.Context, req *pb.RegisterWorkerRequest) (
 	}
 	m.watchWorker(w)
 	return w, nil
+}
+
+// Drain stops new work for a worker (or, with undo, takes it back): the
+// worker is told first, so that it refuses what the manager might still send,
+// then the scheduler stops choosing it. A drained worker deregisters by
+// itself once its processes have finished.
+func (m *Manager) Drain(ctx context.Context, worker string, undo bool) (devops.Worker, error) {
+	w, err := m.registry.Get(worker)
+	if err != nil {
+		return devops.Worker{}, err
+	}
+	client, err := m.client(w.ID)
+	if err != nil {
+		return devops.Worker{}, err
+	}
+	if _, err := client.Drain(ctx, &pb.DrainRequest{Undo: undo}); err != nil {
+		return devops.Worker{}, fmt.Errorf("drain %s: %v: %w", w.Name, status.Convert(err).Message(), devops.ErrUnavailable)
+	}
+	m.log.Info("worker drain", "worker", w.Name, "undo", undo)
+	return m.registry.SetDraining(w.ID, !undo)
+}
+
+// deregister forgets a worker that drained and left.
+func (m *Manager) deregister(ctx context.Context, id devops.WorkerID) error {
+	w, err := m.registry.Get(string(id))
+	if err != nil {
+		return err
+	}
+	// A worker leaves only once the manager has recorded how each of its
+	// processes ended; until then it keeps serving their streams and asks again.
+	live := m.procs.list(func(p devops.Process) bool { return p.WorkerID == id && !p.State.Terminal() })
+	if n := len(live); n > 0 {
+		return fmt.Errorf("%w: worker %s: the manager has not yet recorded the end of %d processes", devops.ErrUnavailable, w.Name, n)
+	}
+	m.workers.remove(id)
+	m.registry.Remove(id)
+	if err := m.store.DeleteWorker(ctx, id); err != nil {
+		return fmt.Errorf("deregister %s: %w", w.Name, err)
+	}
+	m.log.Info("worker deregistered", "worker", w.Name, "worker_id", id)
+	return nil
 }
 
 // dialAddress turns the address a worker advertises into one the manager

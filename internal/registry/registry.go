@@ -170,6 +170,40 @@ func (r *Registry) MarkDown(id devops.WorkerID) {
 	r.notify(w, old)
 }
 
+// SetDraining marks an up worker DRAINING (no new work), or UP again.
+func (r *Registry) SetDraining(id devops.WorkerID, draining bool) (devops.Worker, error) {
+	r.mu.Lock()
+	e, ok := r.workers[id]
+	if !ok {
+		r.mu.Unlock()
+		return devops.Worker{}, fmt.Errorf("worker %s: %w", id, devops.ErrNotFound)
+	}
+	old := e.w.State
+	switch {
+	case draining && old == devops.WorkerUp:
+		e.w.State = devops.WorkerDraining
+	case !draining && old == devops.WorkerDraining:
+		e.w.State = devops.WorkerUp
+	}
+	w := e.w
+	if old != w.State {
+		r.broadcastLocked()
+	}
+	r.mu.Unlock()
+	if old != w.State {
+		r.notify(w, old)
+	}
+	return w, nil
+}
+
+// Remove forgets a worker, as when it deregistered.
+func (r *Registry) Remove(id devops.WorkerID) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.removeLocked(id)
+	r.broadcastLocked()
+}
+
 // SetMetrics keeps the worker's latest metrics sample, and the last
 // HistoryLen in its history.
 func (r *Registry) SetMetrics(id devops.WorkerID, m devops.Metrics) {

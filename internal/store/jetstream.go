@@ -309,6 +309,18 @@ func (s *JetStream) PutWorker(ctx context.Context, w devops.Worker) error {
 	return nil
 }
 
+// DeleteWorker removes a worker's record; removing an unknown one is no error.
+func (s *JetStream) DeleteWorker(ctx context.Context, id devops.WorkerID) error {
+	k, err := key(string(id))
+	if err != nil {
+		return fmt.Errorf("delete worker %s: %w", id, err)
+	}
+	if err := s.workers.Purge(ctx, k); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+		return fmt.Errorf("delete worker %s: %w", id, err)
+	}
+	return nil
+}
+
 // Workers returns all worker records sorted by name (then ID).
 func (s *JetStream) Workers(ctx context.Context) ([]devops.Worker, error) {
 	ws, err := list[devops.Worker](ctx, s.workers)

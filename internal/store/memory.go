@@ -69,6 +69,17 @@ func (m *Memory) PutWorker(ctx context.Context, w devops.Worker) error {
 	return nil
 }
 
+// DeleteWorker removes a worker's record; removing an unknown one is no error.
+func (m *Memory) DeleteWorker(ctx context.Context, id devops.WorkerID) error {
+	if _, err := key(string(id)); err != nil {
+		return fmt.Errorf("delete worker %s: %w", id, err)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.workers, id)
+	return nil
+}
+
 // Workers returns all worker records sorted by name (then ID).
 func (m *Memory) Workers(ctx context.Context) ([]devops.Worker, error) {
 	m.mu.Lock()

@@ -47,6 +47,9 @@ type Options struct {
 	HTTP bool
 	// Logs sends the cluster's logs to the test log.
 	Logs bool
+	// Proxies puts a Proxy between the manager and each worker's server, so
+	// that tests can cut the network between them.
+	Proxies bool
 }
 
 // Cluster is a running manager and its workers.
@@ -61,6 +64,8 @@ type Cluster struct {
 	manager *node
 	workers []*node
 	Client  *client.Client
+	// Proxies[i] stands between the manager and worker i when Options.Proxies is set.
+	Proxies []*Proxy
 }
 
 type node struct {
@@ -94,11 +99,17 @@ func Start(tb testing.TB, opts Options) *Cluster {
 	}
 	c.Client = cl
 	c.workers = make([]*node, opts.Workers)
+	if opts.Proxies {
+		for range opts.Workers {
+			c.Proxies = append(c.Proxies, NewProxy(tb, ""))
+		}
+	}
 	for i := range opts.Workers {
 		c.StartWorker(i)
 	}
 	c.WaitWorkers(opts.Workers)
 	tb.Cleanup(func() {
+		c.terminateProcesses()
 		for i := range c.workers {
 			c.StopWorker(i)
 		}
@@ -202,12 +213,18 @@ func (c *Cluster) StartWorker(i int) {
 	if c.opts.Labels != nil {
 		cfg.Labels = c.opts.Labels(i)
 	}
+	if c.Proxies != nil {
+		cfg.Advertise = c.Proxies[i].Addr()
+	}
 	if c.opts.Worker != nil {
 		c.opts.Worker(i, &cfg)
 	}
 	w, err := worker.New(cfg)
 	if err != nil {
 		c.tb.Fatalf("start worker %d: %v", i, err)
+	}
+	if c.Proxies != nil {
+		c.Proxies[i].SetTarget(w.Addr())
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	n := &node{cancel: cancel, done: make(chan error, 1), w: w}
@@ -227,7 +244,25 @@ func (c *Cluster) Worker(i int) *worker.Worker {
 	return c.workers[i].w
 }
 
-// StopWorker stops worker i; what it runs is terminated.
+// WaitWorkerExit waits for worker i's Run to return by itself (as after a
+// drain) and returns its error.
+func (c *Cluster) WaitWorkerExit(i int, timeout time.Duration) error {
+	c.tb.Helper()
+	c.mu.Lock()
+	n := c.workers[i]
+	c.mu.Unlock()
+	select {
+	case err := <-n.done:
+		n.done <- err // StopWorker reads it again
+		return err
+	case <-time.After(timeout):
+		c.tb.Fatalf("worker %d did not exit within %v", i, timeout)
+		return nil
+	}
+}
+
+// StopWorker stops worker i gracefully; what it runs goes on under the
+// processes' shims, for StartWorker(i) to adopt.
 func (c *Cluster) StopWorker(i int) {
 	c.mu.Lock()
 	n := c.workers[i]

@@ -47,21 +47,45 @@ func (s *server) ExecuteCommand(req *pb.ExecuteCommandRequest, stream pb.WorkerP
 	}}}); err != nil {
 		return err
 	}
-	err = p.spool.read(stream.Context(), req.GetFromOffset(), func(c devops.Chunk) error {
+	// The stream ends when the worker stops, though the process runs on:
+	// the manager attaches again, to this worker or the next one.
+	ctx, cancel := context.WithCancel(stream.Context())
+	defer cancel()
+	go func() {
+		select {
+		case <-s.w.quit:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	err = p.spool.read(ctx, req.GetFromOffset(), func(c devops.Chunk) error {
 		return stream.Send(&pb.ExecuteCommandResponse{Event: &pb.ExecuteCommandResponse_Output{Output: wire.ChunkToPB(id, c)}})
 	})
 	if errors.Is(err, devops.ErrOutOfRange) {
 		return status.Error(codes.OutOfRange, err.Error())
 	}
 	if err != nil {
+		if isClosed(s.w.quit) {
+			return status.Error(codes.Unavailable, "worker is stopping")
+		}
 		return err
 	}
 	select {
 	case <-p.done:
-	case <-stream.Context().Done():
-		return stream.Context().Err()
+	case <-ctx.Done():
+		if isClosed(p.done) {
+			break // ended as the worker stops: the exit still goes out
+		}
+		if isClosed(s.w.quit) {
+			return status.Error(codes.Unavailable, "worker is stopping")
+		}
+		return ctx.Err()
 	}
-	return stream.Send(&pb.ExecuteCommandResponse{Event: &pb.ExecuteCommandResponse_Exit{Exit: wire.ExitToPB(p.exit)}})
+	if err := stream.Send(&pb.ExecuteCommandResponse{Event: &pb.ExecuteCommandResponse_Exit{Exit: wire.ExitToPB(p.exit)}}); err != nil {
+		return err
+	}
+	p.delivered.Do(func() { close(p.sent) })
+	return nil
 }
 
 func (s *server) TerminateProcess(ctx context.Context, req *pb.TerminateProcessRequest) (*pb.TerminateProcessResponse, error) {
@@ -164,4 +188,9 @@ func (w *Worker) sample(ctx context.Context) devops.Metrics {
 		m.DiskUsedBytes, m.DiskFreeBytes = d.Used, d.Free
 	}
 	return m
+}
+
+func (s *server) Drain(ctx context.Context, req *pb.DrainRequest) (*pb.DrainResponse, error) {
+	s.w.Drain(!req.GetUndo())
+	return &pb.DrainResponse{}, nil
 }

@@ -1,165 +1,154 @@
 package worker
 
 import (
-	"bufio"
 	"context"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"io"
 	"os"
-	"sync"
+	"path/filepath"
+	"time"
 
 	"github.com/devops-platform/devops"
+	"github.com/devops-platform/devops/internal/executor"
 )
 
-// spool keeps one process's output in a file on the worker's disk, so that
-// the manager can read it from any offset, again after a broken connection.
-// The file is a sequence of frames: one byte of stream, four bytes of length
-// (big endian), then the data.
+// spool is one process's output on the worker's disk, so that the manager
+// can read it from any offset, again after a broken connection or a worker
+// restart. The process's shim writes it (see executor.StartSupervised): a
+// sequence of frames, one byte of stream, four bytes of length (big endian),
+// then the data, each frame one write. The worker only reads it, following
+// the file as it grows.
 type spool struct {
-	path string
-
-	mu      sync.Mutex    // protects the fields below
-	f       *os.File      // open for appending until close
-	end     int64         // output bytes written (the offset of the next byte)
-	size    int64         // file bytes written, frames included
-	closed  bool          // no more output will come
-	changed chan struct{} // closed and replaced on every write and on close
+	dir  string          // the process's state directory, removed with the spool
+	path string          // the output file in it
+	done <-chan struct{} // closed once the process ended: the file is complete
 }
 
-const frameHeader = 5
-
-func newSpool(path string) (*spool, error) {
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("create spool: %w", err)
-	}
-	return &spool{path: path, f: f, changed: make(chan struct{})}, nil
+func newSpool(dir string, done <-chan struct{}) *spool {
+	return &spool{dir: dir, path: filepath.Join(dir, executor.OutputFile), done: done}
 }
 
-// writer returns an io.Writer that appends frames of one stream.
-func (s *spool) writer(stream devops.Stream) io.Writer {
-	return spoolWriter{s: s, stream: stream}
-}
-
-type spoolWriter struct {
-	s      *spool
-	stream devops.Stream
-}
-
-func (w spoolWriter) Write(p []byte) (int, error) {
-	if len(p) == 0 {
-		return 0, nil
-	}
-	return len(p), w.s.append(w.stream, p)
-}
-
-func (s *spool) append(stream devops.Stream, p []byte) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return errors.New("spool is closed")
-	}
-	var hdr [frameHeader]byte
-	hdr[0] = byte(stream)
-	binary.BigEndian.PutUint32(hdr[1:], uint32(len(p)))
-	// One write per frame keeps a frame whole in the file even if the worker
-	// dies between writes: a reader never sees half a header.
-	buf := make([]byte, 0, frameHeader+len(p))
-	buf = append(append(buf, hdr[:]...), p...)
-	if _, err := s.f.Write(buf); err != nil {
-		return fmt.Errorf("write spool: %w", err)
-	}
-	s.end += int64(len(p))
-	s.size += int64(len(buf))
-	s.broadcastLocked()
-	return nil
-}
-
-// close marks the end of the output: readers return once they reach it.
-func (s *spool) close() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return nil
-	}
-	s.closed = true
-	s.broadcastLocked()
-	return s.f.Close()
-}
-
-func (s *spool) broadcastLocked() {
-	close(s.changed)
-	s.changed = make(chan struct{})
-}
-
+// state reports the file's size and whether the output is complete; the
+// other results are kept for callers of the in-memory spool it replaced
+// (end is -1: unknown without reading the file; changed is nil).
 func (s *spool) state() (size int64, end int64, closed bool, changed <-chan struct{}) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.size, s.end, s.closed, s.changed
+	if fi, err := os.Stat(s.path); err == nil {
+		size = fi.Size()
+	}
+	return size, -1, isClosed(s.done), nil
 }
 
-// read calls fn with the output from offset from, waiting for more until the
-// spool is closed and read to its end. fn must not keep c.Data.
-func (s *spool) read(ctx context.Context, from int64, fn func(c devops.Chunk) error) error {
-	if _, end, _, _ := s.state(); from > end {
-		return fmt.Errorf("%w: offset %d is past the end of the output (%d bytes)", devops.ErrOutOfRange, from, end)
+func isClosed(c <-chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
 	}
+}
+
+// read calls fn with the output from offset from, following the file until
+// the process ended and the file is read to its end. An offset past the end
+// of a finished output yields devops.ErrOutOfRange. fn must not keep c.Data.
+func (s *spool) read(ctx context.Context, from int64, fn func(c devops.Chunk) error) error {
 	f, err := os.Open(s.path)
 	if err != nil {
 		return fmt.Errorf("open spool: %w", err)
 	}
 	defer f.Close()
-	r := bufio.NewReaderSize(f, 256<<10)
-	var pos, offset int64 // file position and output offset of the next frame
-	var hdr [frameHeader]byte
-	buf := make([]byte, 64<<10)
+	// Watch before the first look, so no write falls between them.
+	changed, stop := watchFile(s.path)
+	defer stop()
+	var (
+		readPos int64 // file bytes read into pending
+		offset  int64 // output offset of pending's first frame
+		base    = make([]byte, 0, 64<<10)
+		pending = base
+		chunk   = make([]byte, 64<<10)
+	)
 	for {
-		size, _, closed, changed := s.state()
-		for pos < size {
-			if _, err := io.ReadFull(r, hdr[:]); err != nil {
-				return fmt.Errorf("read spool frame at %d: %w", pos, err)
-			}
-			n := int64(binary.BigEndian.Uint32(hdr[1:]))
-			pos += frameHeader + n
-			if offset+n <= from {
-				if _, err := r.Discard(int(n)); err != nil {
-					return fmt.Errorf("skip spool frame: %w", err)
+		// Looked at before the size: once done, the size is final.
+		closed := isClosed(s.done)
+		fi, err := f.Stat()
+		if err != nil {
+			return fmt.Errorf("stat spool: %w", err)
+		}
+		for size := fi.Size(); readPos < size; {
+			n, err := f.ReadAt(chunk[:min(int64(len(chunk)), size-readPos)], readPos)
+			if n == 0 && err != nil {
+				if err == io.EOF {
+					break
 				}
+				return fmt.Errorf("read spool: %w", err)
+			}
+			readPos += int64(n)
+			pending = append(pending, chunk[:n]...)
+			for len(pending) >= executor.FrameHeader {
+				n := int64(binary.BigEndian.Uint32(pending[1:executor.FrameHeader]))
+				if int64(len(pending)) < executor.FrameHeader+n {
+					break // the rest of the frame is not written yet
+				}
+				c := devops.Chunk{Offset: offset, Stream: devops.Stream(pending[0]), Data: pending[executor.FrameHeader : executor.FrameHeader+n]}
+				pending = pending[executor.FrameHeader+n:]
 				offset += n
-				continue
+				if offset <= from {
+					continue
+				}
+				if c.Offset < from {
+					c.Data = c.Data[from-c.Offset:]
+					c.Offset = from
+				}
+				if err := fn(c); err != nil {
+					return err
+				}
 			}
-			if int64(cap(buf)) < n {
-				buf = make([]byte, n)
-			}
-			data := buf[:n]
-			if _, err := io.ReadFull(r, data); err != nil {
-				return fmt.Errorf("read spool data: %w", err)
-			}
-			c := devops.Chunk{Offset: offset, Stream: devops.Stream(hdr[0]), Data: data}
-			if c.Offset < from {
-				c.Data = c.Data[from-c.Offset:]
-				c.Offset = from
-			}
-			offset += n
-			if err := fn(c); err != nil {
-				return err
-			}
+			// Keep the unread tail at the start of the buffer.
+			pending = append(base[:0], pending...)
 		}
 		if closed {
+			if from > offset {
+				return fmt.Errorf("%w: offset %d is past the end of the output (%d bytes)", devops.ErrOutOfRange, from, offset)
+			}
 			return nil
 		}
 		select {
 		case <-ctx.Done():
-			return ctx.Err()
+			if !isClosed(s.done) {
+				return ctx.Err()
+			}
+			// Ended: the rest is on disk, read it to the end.
 		case <-changed:
+		case <-s.done:
 		}
 	}
 }
 
-// remove deletes the spool file.
+// remove deletes the spool and the rest of the process's state directory.
 func (s *spool) remove() error {
-	s.close()
-	return os.Remove(s.path)
+	return os.RemoveAll(s.dir)
+}
+
+// pollFile ticks every millisecond: output latency matters more than the
+// wake-ups of a fallback.
+func pollFile() (<-chan struct{}, func()) {
+	t := time.NewTicker(time.Millisecond)
+	ch := make(chan struct{}, 1)
+	quit := make(chan struct{})
+	ended := make(chan struct{})
+	go func() {
+		defer close(ended)
+		for {
+			select {
+			case <-quit:
+				return
+			case <-t.C:
+				select {
+				case ch <- struct{}{}:
+				default:
+				}
+			}
+		}
+	}()
+	return ch, func() { t.Stop(); close(quit); <-ended }
 }

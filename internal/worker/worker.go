@@ -103,14 +103,17 @@ type Worker struct {
 	metrics  *workerMetrics
 	started  time.Time
 	spoolDir string
-	quit     chan struct{} // closed at shutdown: ends the health and metrics streams
+	quit     chan struct{} // closed at shutdown: ends the health, metrics and output streams
+	crash    chan struct{} // closed by Crash
+	crashed  sync.Once
 
 	mu         sync.Mutex // protects the fields below
 	id         devops.WorkerID
 	procs      map[devops.ProcessID]*proc
 	draining   bool
-	lastHealth time.Time // when the manager last had a health stream open
-	healthSubs int       // health streams open now
+	drained    chan struct{} // closed once draining with nothing left to run; replaced on undo
+	lastHealth time.Time     // when the manager last had a health stream open
+	healthSubs int           // health streams open now
 
 	wg sync.WaitGroup // every goroutine the worker starts
 }
@@ -119,9 +122,12 @@ type Worker struct {
 type proc struct {
 	id      devops.ProcessID
 	spool   *spool
-	x       *executor.Process
+	x       *executor.Process // held by its shim: it outlives the worker
 	started time.Time
-	done    chan struct{} // closed when exit is set and the spool is closed
+	done    chan struct{} // closed when exit is set: the spool is complete
+
+	sent      chan struct{} // closed once the exit went out on a stream
+	delivered sync.Once     // closes sent
 
 	exit    devops.ExitStatus // valid once done is closed
 	endedAt time.Time         // when done closed, for cleanup
@@ -133,7 +139,7 @@ func New(cfg Config) (*Worker, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
 	}
-	w := &Worker{cfg: cfg, log: cfg.Logger.With("worker", cfg.Name), procs: make(map[devops.ProcessID]*proc), started: time.Now(), quit: make(chan struct{})}
+	w := &Worker{cfg: cfg, log: cfg.Logger.With("worker", cfg.Name), procs: make(map[devops.ProcessID]*proc), started: time.Now(), quit: make(chan struct{}), crash: make(chan struct{}), drained: make(chan struct{})}
 	w.spoolDir = filepath.Join(cfg.DataDir, "spool")
 	if err := os.MkdirAll(w.spoolDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data dir: %w", err)
@@ -160,6 +166,7 @@ func New(cfg Config) (*Worker, error) {
 		w.lis.Close()
 		return nil, err
 	}
+	w.adopt()
 	w.server = grpc.NewServer(
 		grpc.KeepaliveParams(keepalive.ServerParameters{
 			// Pings an idle manager connection so a dead one is noticed.
@@ -171,6 +178,7 @@ func New(cfg Config) (*Worker, error) {
 			MinTime:             4 * time.Second,
 			PermitWithoutStream: true,
 		}),
+		grpc.MaxRecvMsgSize(8<<20),
 		grpc.ChainUnaryInterceptor(w.metrics.grpc.UnaryServerInterceptor()),
 		grpc.ChainStreamInterceptor(w.metrics.grpc.StreamServerInterceptor()),
 	)
@@ -192,12 +200,24 @@ func (w *Worker) ID() devops.WorkerID {
 }
 
 // Run serves and keeps the worker registered until ctx ends. Then it stops
-// serving and terminates what it still runs. It returns early with an error
+// serving and leaves what it still runs to its shims: the next worker on the
+// same data dir adopts them (a restart for an upgrade must not kill running
+// commands; drain first to let them finish). It returns early with an error
 // when the manager refuses the worker for good (its name is taken, its
 // settings are invalid).
 func (w *Worker) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	conn, err := grpc.NewClient(w.cfg.Manager,
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 5 * time.Second}),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(8<<20)),
+	)
+	if err != nil {
+		return fmt.Errorf("manager address %q: %w", w.cfg.Manager, err)
+	}
+	defer conn.Close()
+	manager := pb.NewWorkerRegistrationServiceClient(conn)
 	errc := make(chan error, 2)
 	go func() { errc <- w.server.Serve(w.lis) }()
 	w.serveHTTP(errc)
@@ -205,68 +225,216 @@ func (w *Worker) Run(ctx context.Context) error {
 	w.wg.Add(2)
 	go func() {
 		defer w.wg.Done()
-		if err := w.registerLoop(ctx); err != nil {
+		if err := w.registerLoop(ctx, manager); err != nil {
 			errc <- err
 		}
 	}()
 	go func() { defer w.wg.Done(); w.cleanupLoop(ctx) }()
 	w.log.Info("worker serving", "address", w.Addr(), "manager", w.cfg.Manager, "version", devops.Version)
 
-	var err error
-	select {
-	case <-ctx.Done():
-	case err = <-errc:
+	hard := false
+	for {
+		w.mu.Lock()
+		drained := w.drained
+		w.mu.Unlock()
+		select {
+		case <-ctx.Done():
+		case <-w.crash:
+			hard = true
+		case err = <-errc:
+		case <-drained:
+			if !w.stillDrained() {
+				continue // undone meanwhile
+			}
+			w.log.Info("drained: every process has finished; deregistering")
+			w.waitExitsSent(ctx, 2*time.Second)
+			w.deregister(ctx, manager)
+		}
+		break
 	}
 	cancel()
-	w.shutdown()
+	w.shutdown(hard)
 	return err
 }
 
-func (w *Worker) shutdown() {
+// waitExitsSent waits, at most d, until the exit of every ended process
+// went out to the manager: deregistering closes the manager's streams, and
+// an exit not yet sent would leave its process DISCONNECTED.
+func (w *Worker) waitExitsSent(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	w.mu.Lock()
+	var sent []chan struct{}
+	for _, p := range w.procs {
+		sent = append(sent, p.sent)
+	}
+	w.mu.Unlock()
+	for _, c := range sent {
+		select {
+		case <-c:
+		case <-t.C:
+			return
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// Crash makes Run return as if the worker were killed (kill -9), for tests:
+// connections are cut rather than closed, nothing is deregistered and the
+// processes run on under their shims.
+func (w *Worker) Crash() {
+	w.crashed.Do(func() { close(w.crash) })
+}
+
+// adopt finds the processes a previous worker on this data dir left to
+// their shims: running ones are followed again, ended ones keep their
+// output and exit status for the manager to read; anything else is removed.
+func (w *Worker) adopt() {
+	entries, err := os.ReadDir(w.spoolDir)
+	if err != nil {
+		w.log.Warn("read spool directory", "err", err)
+		return
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, e := range entries {
+		id := devops.ProcessID(e.Name())
+		dir := filepath.Join(w.spoolDir, e.Name())
+		if !e.IsDir() {
+			// A spool of a worker from before shims, or a stray file.
+			os.Remove(dir)
+			continue
+		}
+		x, err := w.exec.Adopt(id, dir)
+		if err != nil {
+			w.log.Warn("process left by the previous worker is lost", "process_id", id, "err", err)
+			os.RemoveAll(dir)
+			continue
+		}
+		w.trackLocked(id, x, dir)
+		w.log.Info("process adopted", "process_id", id, "pid", x.Pid())
+	}
+}
+
+// deregister tells the manager this worker leaves. The manager says
+// Unavailable until it has recorded how every process here ended, so the
+// worker keeps serving and asks again, for at most a minute.
+func (w *Worker) deregister(ctx context.Context, manager pb.WorkerRegistrationServiceClient) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+	defer cancel()
+	b := retry.Backoff{Min: 50 * time.Millisecond, Max: time.Second}
+	for {
+		_, err := manager.DeregisterWorker(ctx, &pb.DeregisterWorkerRequest{WorkerId: string(w.ID())})
+		if err == nil || status.Code(err) != codes.Unavailable {
+			if err != nil {
+				w.log.Warn("deregister", "err", err)
+			}
+			return
+		}
+		if retry.Sleep(ctx, b.Next()) != nil {
+			w.log.Warn("deregister: gave up", "err", err)
+			return
+		}
+	}
+}
+
+// Drain stops taking new work (or, with false, takes it again). Once a
+// draining worker has nothing left to run, Run deregisters it and returns.
+func (w *Worker) Drain(draining bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.draining == draining {
+		return
+	}
+	w.draining = draining
+	if draining {
+		w.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
+		w.log.Info("draining: no new work; waiting for running processes")
+		w.checkDrainedLocked()
+		return
+	}
+	w.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	w.log.Info("drain undone: taking work again")
+	select {
+	case <-w.drained:
+		w.drained = make(chan struct{})
+	default:
+	}
+}
+
+func (w *Worker) checkDrainedLocked() {
+	if !w.draining || w.runningLocked() > 0 {
+		return
+	}
+	select {
+	case <-w.drained:
+	default:
+		close(w.drained)
+	}
+}
+
+func (w *Worker) stillDrained() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.draining && w.runningLocked() == 0
+}
+
+func (w *Worker) shutdown(hard bool) {
 	w.health.Shutdown()
+	// Processes are left running under their shims, for the next worker on
+	// this data dir to adopt. Their output streams end here; the manager
+	// attaches again from the offset it has.
+	close(w.quit)
+	if hard {
+		w.server.Stop()
+	} else {
+		stopped := make(chan struct{})
+		go func() { w.server.GracefulStop(); close(stopped) }()
+		select {
+		case <-stopped:
+		case <-time.After(3 * time.Second):
+			w.server.Stop()
+		}
+	}
+	w.stopHTTP()
+	w.wg.Wait()
+	w.mu.Lock()
+	running := w.runningLocked()
+	w.mu.Unlock()
+	if running == 0 {
+		if err := w.exec.Close(); err != nil {
+			w.log.Warn("close executor", "err", err)
+		}
+	}
+}
+
+// TerminateAll terminates every process the worker runs and waits until
+// they ended, for at most grace plus the kill. Tests use it to leave nothing
+// running; a worker that stops does not.
+func (w *Worker) TerminateAll(grace time.Duration) {
 	w.mu.Lock()
 	procs := make([]*proc, 0, len(w.procs))
 	for _, p := range w.procs {
 		procs = append(procs, p)
 	}
 	w.mu.Unlock()
-	// Nothing is left behind: a worker that stops ends what it runs.
 	for _, p := range procs {
-		if p.x != nil {
-			p.x.Terminate(syscall.SIGTERM, 2*time.Second)
+		p.x.Terminate(syscall.SIGTERM, grace)
+	}
+	for _, p := range procs {
+		select {
+		case <-p.x.Done():
+		case <-time.After(grace + 10*time.Second):
+			w.log.Warn("process did not end after terminate", "process_id", p.id)
 		}
-	}
-	for _, p := range procs {
-		<-p.done
-	}
-	close(w.quit)
-	stopped := make(chan struct{})
-	go func() { w.server.GracefulStop(); close(stopped) }()
-	select {
-	case <-stopped:
-	case <-time.After(3 * time.Second):
-		w.server.Stop()
-	}
-	w.stopHTTP()
-	w.wg.Wait()
-	if err := w.exec.Close(); err != nil {
-		w.log.Warn("close executor", "err", err)
 	}
 }
 
 // registerLoop registers with the manager, retrying with backoff until it
 // answers, and registers again whenever the manager has stopped checking
 // this worker's health for a while.
-func (w *Worker) registerLoop(ctx context.Context) error {
-	conn, err := grpc.NewClient(w.cfg.Manager,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 5 * time.Second}),
-	)
-	if err != nil {
-		return fmt.Errorf("manager address %q: %w", w.cfg.Manager, err)
-	}
-	defer conn.Close()
-	client := pb.NewWorkerRegistrationServiceClient(conn)
+func (w *Worker) registerLoop(ctx context.Context, client pb.WorkerRegistrationServiceClient) error {
 	b := retry.Backoff{Min: 100 * time.Millisecond, Max: 5 * time.Second}
 	for {
 		err := w.register(ctx, client)
@@ -396,38 +564,52 @@ func (w *Worker) start(ctx context.Context, id devops.ProcessID, spec devops.Spe
 	if n := w.runningLocked(); n >= w.cfg.Capacity {
 		return nil, status.Errorf(codes.ResourceExhausted, "worker is full (%d/%d)", n, w.cfg.Capacity)
 	}
-	sp, err := newSpool(filepath.Join(w.spoolDir, string(id)))
+	dir := filepath.Join(w.spoolDir, string(id))
+	x, err := w.exec.StartSupervised(ctx, id, spec, dir)
 	if err != nil {
-		return nil, status.Error(codes.Internal, err.Error())
-	}
-	x, err := w.exec.Start(ctx, id, spec, sp.writer(devops.Stdout), sp.writer(devops.Stderr))
-	if err != nil {
-		sp.remove()
+		if !errors.Is(err, devops.ErrAlreadyExists) {
+			os.RemoveAll(dir)
+		}
 		if errors.Is(err, devops.ErrInvalid) {
 			return nil, status.Error(codes.InvalidArgument, err.Error())
 		}
 		return nil, status.Errorf(codes.Internal, "start: %v", err)
 	}
-	p := &proc{id: id, spool: sp, x: x, started: time.Now(), done: make(chan struct{})}
-	w.procs[id] = p
+	p := w.trackLocked(id, x, dir)
 	w.log.Info("process started", "process_id", id, "pid", x.Pid(), "argv0", spec.Argv[0])
 	w.metrics.started.Inc()
+	return p, nil
+}
+
+// trackLocked adds x, whose state directory is dir, to the processes and
+// waits for its end; the wait gives up at shutdown, leaving x to its shim.
+func (w *Worker) trackLocked(id devops.ProcessID, x *executor.Process, dir string) *proc {
+	p := &proc{id: id, x: x, started: x.StartedAt(), done: make(chan struct{}), sent: make(chan struct{})}
+	p.spool = newSpool(dir, p.done)
+	w.procs[id] = p
 	w.wg.Add(1)
 	go func() {
 		defer w.wg.Done()
-		exit := x.Wait()
-		if err := sp.close(); err != nil {
-			w.log.Warn("close spool", "process_id", id, "err", err)
+		select {
+		case <-x.Done():
+		case <-w.quit:
+			return
 		}
+		exit := x.Wait()
 		w.mu.Lock()
 		p.exit = exit
 		p.endedAt = time.Now()
-		w.metrics.processEnded(exit.State) // before done closes: the exit is sent after it
 		w.mu.Unlock()
+		w.metrics.processEnded(exit.State) // before done: the exit is sent after it
 		close(p.done)
+		// After done: a drained worker stops, and its streams must be able
+		// to send this exit first.
+		w.mu.Lock()
+		w.checkDrainedLocked()
+		w.mu.Unlock()
 		w.log.Info("process ended", "process_id", id, "state", exit.State, "exit_code", exit.Code, "signal", exit.Signal)
 	}()
-	return p, nil
+	return p
 }
 
 func (w *Worker) runningLocked() int {

@@ -23,6 +23,7 @@ import (
 // store.Memory share.
 type Store interface {
 	PutWorker(ctx context.Context, w devops.Worker) error
+	DeleteWorker(ctx context.Context, id devops.WorkerID) error
 	Workers(ctx context.Context) ([]devops.Worker, error)
 	PutProcess(ctx context.Context, p devops.Process) error
 	Process(ctx context.Context, id devops.ProcessID) (devops.Process, error)
@@ -155,6 +156,16 @@ func testWorkers(t *testing.T, s Store) {
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("Workers() = %+v\nwant %+v", got, want)
+	}
+
+	for _, id := range []devops.WorkerID{in[1].ID, "never-stored"} {
+		if err := s.DeleteWorker(ctx, id); err != nil {
+			t.Errorf("DeleteWorker(%s) = %v", id, err)
+		}
+	}
+	got, err = s.Workers(ctx)
+	if err != nil || len(got) != 2 || got[0].ID != in[0].ID || got[1].ID != in[2].ID {
+		t.Errorf("Workers() after DeleteWorker = %+v, %v; want bravo and charlie", got, err)
 	}
 }
 

@@ -1,0 +1,249 @@
+package cli_test
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/devops-platform/devops"
+	"github.com/devops-platform/devops/internal/client"
+	"github.com/devops-platform/devops/internal/manager"
+	"github.com/devops-platform/devops/internal/testcluster"
+)
+
+// probe prints n numbered lines, one every 50 ms, and appends "start" to
+// runs.log in its working directory each time it starts, so a test can tell
+// how many times it ran.
+func probe(n int) (script, want string) {
+	var b strings.Builder
+	for i := 1; i <= n; i++ {
+		fmt.Fprintf(&b, "line %d\n", i)
+	}
+	return fmt.Sprintf(`echo start >> runs.log; i=1; while [ $i -le %d ]; do echo "line $i"; i=$((i+1)); sleep 0.05; done`, n), b.String()
+}
+
+func stateOf(t *testing.T, c *testcluster.Cluster, id devops.ProcessID) devops.State {
+	t.Helper()
+	p, err := c.Client.Status(t.Context(), id)
+	if err != nil {
+		t.Fatalf("status %s: %v", id, err)
+	}
+	return p.State
+}
+
+func firstProcess(t *testing.T, c *testcluster.Cluster) devops.ProcessID {
+	t.Helper()
+	var id devops.ProcessID
+	testcluster.Eventually(t, 5*time.Second, "a process exists", func() bool {
+		ps, _ := c.Client.Processes(t.Context(), devops.StateUnknown, "")
+		if len(ps) > 0 {
+			id = ps[0].ID
+		}
+		return id != ""
+	})
+	return id
+}
+
+func TestPartitionShorterThanGraceLosesNothing(t *testing.T) {
+	c := testcluster.Start(t, testcluster.Options{Proxies: true, Logs: os.Getenv("LOGS") != "", Manager: func(cfg *manager.Config) {
+		cfg.WorkerTimeout = time.Second
+	}})
+	dir := t.TempDir()
+	script, want := probe(60)
+	var out syncBuffer
+	code := make(chan int)
+	go func() { code <- c.CLIWith(t.Context(), &out, &out, nil, "run", "--dir", dir, "--", "sh", "-c", script) }()
+	testcluster.Eventually(t, 5*time.Second, "output started", func() bool { return strings.Contains(out.String(), "line 3\n") })
+	id := firstProcess(t, c)
+
+	cutAt := time.Now()
+	c.Proxies[0].Cut()
+	testcluster.Eventually(t, 10*time.Second, "process DISCONNECTED", func() bool { return stateOf(t, c, id) == devops.StateDisconnected })
+	t.Logf("manager noticed the partition after %v", time.Since(cutAt).Round(time.Millisecond))
+	c.Proxies[0].Heal()
+	testcluster.Eventually(t, 10*time.Second, "process RUNNING or done again", func() bool {
+		s := stateOf(t, c, id)
+		return s == devops.StateRunning || s == devops.StateSucceeded
+	})
+
+	select {
+	case got := <-code:
+		if got != 0 {
+			t.Errorf("run exited %d; output:\n%s", got, out.String())
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("run did not finish after the partition healed")
+	}
+	if out.String() != want {
+		t.Errorf("output across the partition:\n%s\nwant:\n%s", out.String(), want)
+	}
+	runs, _ := os.ReadFile(filepath.Join(dir, "runs.log"))
+	if string(runs) != "start\n" {
+		t.Errorf("the command started %d times, want once", strings.Count(string(runs), "start"))
+	}
+}
+
+func TestPartitionLongerThanGraceIsLostAndKilled(t *testing.T) {
+	c := testcluster.Start(t, testcluster.Options{Proxies: true, Manager: func(cfg *manager.Config) {
+		cfg.WorkerTimeout = time.Second
+	}})
+	marker := fmt.Sprintf("600.%d", time.Now().UnixNano()%100000)
+	var out syncBuffer
+	code := make(chan int)
+	go func() {
+		code <- c.CLIWith(t.Context(), &out, &out, nil, "run", "--disconnect-grace", "1s", "--", "sh", "-c", "echo up; sleep "+marker)
+	}()
+	testcluster.Eventually(t, 5*time.Second, "output started", func() bool { return strings.Contains(out.String(), "up\n") })
+	c.Proxies[0].Cut()
+	select {
+	case got := <-code:
+		if got != 255 || !strings.Contains(out.String(), "LOST") {
+			t.Errorf("run exited %d, want 255 with a LOST message; output:\n%s", got, out.String())
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("run did not end after the grace")
+	}
+	// The worker still runs it; once it is reachable again the manager tells
+	// it to kill what it runs for a LOST process: no zombie work.
+	if n := survivors(t, marker); n != 1 {
+		t.Fatalf("%d sleeps during the partition, want 1", n)
+	}
+	c.Proxies[0].Heal()
+	testcluster.Eventually(t, 15*time.Second, "the lost process killed on the worker", func() bool { return survivors(t, marker) == 0 })
+}
+
+func TestDrainLetsWorkFinishAndTakesNoNewWork(t *testing.T) {
+	c := testcluster.Start(t, testcluster.Options{Workers: 2})
+	r := c.CLI(t.Context(), "run", "--worker", "w1", "--detach", "--", "sh", "-c", "sleep 0.5; echo finished")
+	id := devops.ProcessID(strings.TrimSpace(r.Stdout))
+	testcluster.Eventually(t, 5*time.Second, "running", func() bool { return stateOf(t, c, id) == devops.StateRunning })
+
+	if r := c.CLI(t.Context(), "drain", "w1"); r.Code != 0 || !strings.Contains(r.Stdout, "DRAINING") {
+		t.Fatalf("drain = %d %q %q", r.Code, r.Stdout, r.Stderr)
+	}
+	if r := c.CLI(t.Context(), "run", "--worker", "w1", "--", "true"); r.Code == 0 {
+		t.Errorf("run on a draining worker succeeded")
+	}
+	for range 3 {
+		r := c.CLI(t.Context(), "run", "--", "sh", "-c", `echo $HOME`)
+		if r.Code != 0 || !strings.Contains(r.Stdout, "/w2/") {
+			t.Errorf("new work landed on %q (exit %d), want w2", r.Stdout, r.Code)
+		}
+	}
+	if r := c.CLI(t.Context(), "logs", "-f", string(id)); r.Code != 0 || r.Stdout != "finished\n" {
+		t.Errorf("drained worker's process = %d %q, want it to finish", r.Code, r.Stdout)
+	}
+	if err := c.WaitWorkerExit(0, 10*time.Second); err != nil {
+		t.Errorf("drained worker exited with %v", err)
+	}
+	testcluster.Eventually(t, 5*time.Second, "w1 deregistered", func() bool {
+		ws, _ := c.Client.Workers(t.Context())
+		return len(ws) == 1 && ws[0].Name == "w2"
+	})
+}
+
+func TestDrainUndo(t *testing.T) {
+	c := testcluster.Start(t, testcluster.Options{})
+	c.CLI(t.Context(), "run", "--detach", "--", "sleep", "1")
+	conn, err := grpc.NewClient(c.Worker(0).Addr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	health := healthpb.NewHealthClient(conn)
+	serving := func() healthpb.HealthCheckResponse_ServingStatus {
+		resp, err := health.Check(t.Context(), &healthpb.HealthCheckRequest{})
+		if err != nil {
+			t.Fatalf("health check: %v", err)
+		}
+		return resp.GetStatus()
+	}
+	if r := c.CLI(t.Context(), "drain", "w1"); r.Code != 0 {
+		t.Fatalf("drain = %d %q", r.Code, r.Stderr)
+	}
+	if s := serving(); s != healthpb.HealthCheckResponse_NOT_SERVING {
+		t.Errorf("a draining worker's health = %s, want NOT_SERVING", s)
+	}
+	if r := c.CLI(t.Context(), "drain", "--undo", "w1"); r.Code != 0 || !strings.Contains(r.Stdout, "UP") {
+		t.Fatalf("drain --undo = %d %q %q", r.Code, r.Stdout, r.Stderr)
+	}
+	if s := serving(); s != healthpb.HealthCheckResponse_SERVING {
+		t.Errorf("health after undo = %s, want SERVING", s)
+	}
+	if r := c.CLI(t.Context(), "run", "--", "echo", "back"); r.Code != 0 || r.Stdout != "back\n" {
+		t.Errorf("run after undo = %d %q %q", r.Code, r.Stdout, r.Stderr)
+	}
+}
+
+func TestRetriedRequestStartsOnce(t *testing.T) {
+	c := testcluster.Start(t, testcluster.Options{})
+	dir := t.TempDir()
+	req := client.RunRequest{
+		Spec:           devops.Spec{Argv: []string{"sh", "-c", "echo start >> runs.log; echo once"}, Dir: dir},
+		IdempotencyKey: "retry-me",
+	}
+	var wg sync.WaitGroup
+	outs := make([]string, 4)
+	for i := range outs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var b strings.Builder
+			err := c.Client.Run(t.Context(), req, func(ev client.Event) error {
+				if ev.Chunk != nil {
+					b.Write(ev.Chunk.Data)
+				}
+				return nil
+			})
+			if err != nil {
+				t.Errorf("Run #%d: %v", i, err)
+			}
+			outs[i] = b.String()
+		}()
+	}
+	wg.Wait()
+	for i, o := range outs {
+		if o != "once\n" {
+			t.Errorf("Run #%d saw %q, want the one process's output", i, o)
+		}
+	}
+	ps, _ := c.Client.Processes(t.Context(), devops.StateUnknown, "")
+	if len(ps) != 1 {
+		t.Errorf("%d processes for one request retried 4 times, want 1", len(ps))
+	}
+	runs, _ := os.ReadFile(filepath.Join(dir, "runs.log"))
+	if string(runs) != "start\n" {
+		t.Errorf("runs.log = %q, want one start", runs)
+	}
+}
+
+func TestRefusedCommandGoesToAnotherWorker(t *testing.T) {
+	// Health reports come once, at connection, so the manager keeps
+	// believing w1 takes work after w1 starts refusing it.
+	c := testcluster.Start(t, testcluster.Options{Workers: 2, Manager: func(cfg *manager.Config) {
+		cfg.HealthInterval = time.Hour
+		cfg.WorkerTimeout = time.Hour
+	}})
+	for _, w := range []string{"w1", "w2"} {
+		if r := c.CLI(t.Context(), "run", "--detach", "--worker", w, "--", "sleep", "5"); r.Code != 0 {
+			t.Fatalf("run on %s: %s", w, r.Stderr)
+		}
+	}
+	c.Worker(0).Drain(true) // behind the manager's back
+	r := c.CLI(t.Context(), "run", "--", "sh", "-c", "echo $HOME")
+	if r.Code != 0 || !strings.Contains(r.Stdout, "/w2/") {
+		t.Errorf("run = %d %q %q, want it to land on w2", r.Code, r.Stdout, r.Stderr)
+	}
+	ps, _ := c.Client.Processes(t.Context(), devops.StateSucceeded, "")
+	if len(ps) != 1 || ps[0].WorkerName != "w2" {
+		t.Errorf("succeeded processes = %+v, want one on w2", ps)
+	}
+}

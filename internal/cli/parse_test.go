@@ -1,0 +1,94 @@
+package cli
+
+import (
+	"bytes"
+	"syscall"
+	"testing"
+
+	"github.com/devops-platform/devops"
+)
+
+func TestParseSize(t *testing.T) {
+	tests := []struct {
+		in   string
+		want int64
+		ok   bool
+	}{
+		{"", 0, true}, {"512", 512, true}, {"64K", 64 << 10, true}, {"256M", 256 << 20, true},
+		{"1G", 1 << 30, true}, {"2Gi", 2 << 30, true}, {"1.5G", 3 << 29, true}, {"10MB", 10 << 20, true},
+		{"1T", 1 << 40, true}, {"lots", 0, false}, {"-1M", 0, false}, {"5X", 0, false},
+	}
+	for _, tt := range tests {
+		got, err := parseSize(tt.in)
+		if (err == nil) != tt.ok || got != tt.want {
+			t.Errorf("parseSize(%q) = %d, %v; want %d (ok=%v)", tt.in, got, err, tt.want, tt.ok)
+		}
+	}
+}
+
+func TestParseSignal(t *testing.T) {
+	tests := []struct {
+		in   string
+		want syscall.Signal
+	}{{"TERM", syscall.SIGTERM}, {"sigkill", syscall.SIGKILL}, {"SIGINT", syscall.SIGINT}, {"9", syscall.SIGKILL}, {"hup", syscall.SIGHUP}}
+	for _, tt := range tests {
+		if got, err := parseSignal(tt.in); err != nil || got != tt.want {
+			t.Errorf("parseSignal(%q) = %v, %v; want %v", tt.in, got, err, tt.want)
+		}
+	}
+	for _, bad := range []string{"", "NOPE", "0", "99"} {
+		if _, err := parseSignal(bad); err == nil {
+			t.Errorf("parseSignal(%q) succeeded, want an error", bad)
+		}
+	}
+}
+
+func TestParseLabels(t *testing.T) {
+	got, err := parseLabels("zone=a, env=prod")
+	if err != nil || len(got) != 2 || got["zone"] != "a" || got["env"] != "prod" {
+		t.Errorf("parseLabels = %v, %v", got, err)
+	}
+	for _, bad := range []string{"zone", "zo ne=a", "zone=a b"} {
+		if _, err := parseLabels(bad); err == nil {
+			t.Errorf("parseLabels(%q) succeeded, want an error", bad)
+		}
+	}
+}
+
+func TestPrinterPrefixesWholeLines(t *testing.T) {
+	var out, errb bytes.Buffer
+	p := newPrinter(&out, &errb, true)
+	p.name("1", "w1")
+	p.name("2", "w2")
+	p.write("1", devops.Stdout, []byte("hel"))
+	p.write("2", devops.Stdout, []byte("one\ntw"))
+	p.write("1", devops.Stdout, []byte("lo\nwor"))
+	p.write("1", devops.Stderr, []byte("oops\n"))
+	p.flushAll()
+	if want := "w2: one\nw1: hello\nw1: wor\nw2: tw\n"; out.String() != want && out.String() != "w2: one\nw1: hello\nw2: tw\nw1: wor\n" {
+		t.Errorf("stdout = %q, want %q", out.String(), want)
+	}
+	if errb.String() != "w1: oops\n" {
+		t.Errorf("stderr = %q", errb.String())
+	}
+}
+
+func TestExitCodes(t *testing.T) {
+	tests := []struct {
+		p    devops.Process
+		want int
+	}{
+		{devops.Process{State: devops.StateSucceeded}, 0},
+		{devops.Process{State: devops.StateFailed, Code: 3}, 3},
+		{devops.Process{State: devops.StateFailed, Signal: 9}, 137},
+		{devops.Process{State: devops.StateTerminated, Signal: 15}, 143},
+		{devops.Process{State: devops.StateTimedOut, Signal: 15}, 124},
+		{devops.Process{State: devops.StateLost}, 255},
+		{devops.Process{State: devops.StateFailed, Reason: "no free slot"}, 1},
+	}
+	for _, tt := range tests {
+		if got := tt.p.ExitCode(); got != tt.want {
+			t.Errorf("ExitCode(%s code=%d signal=%d) = %d, want %d", tt.p.State, tt.p.Code, tt.p.Signal, got, tt.want)
+		}
+	}
+}

@@ -1,0 +1,109 @@
+package worker
+
+import (
+	"encoding/binary"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/devops-platform/devops"
+	"github.com/devops-platform/devops/internal/executor"
+)
+
+// appendFrame writes one frame as a shim does: one write per frame.
+func appendFrame(tb testing.TB, f *os.File, s devops.Stream, data string) {
+	tb.Helper()
+	b := make([]byte, executor.FrameHeader, executor.FrameHeader+len(data))
+	b[0] = byte(s)
+	binary.BigEndian.PutUint32(b[1:], uint32(len(data)))
+	if _, err := f.Write(append(b, data...)); err != nil {
+		tb.Fatal(err)
+	}
+}
+
+func newTestSpool(tb testing.TB) (*spool, *os.File, chan struct{}) {
+	tb.Helper()
+	dir := filepath.Join(tb.TempDir(), "p")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		tb.Fatal(err)
+	}
+	f, err := os.OpenFile(filepath.Join(dir, executor.OutputFile), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { f.Close() })
+	done := make(chan struct{})
+	return newSpool(dir, done), f, done
+}
+
+// TestSpoolFollowsAnotherWriter reads a file another writer appends to,
+// from several offsets, and ends once done is closed.
+func TestSpoolFollowsAnotherWriter(t *testing.T) {
+	sp, f, done := newTestSpool(t)
+	appendFrame(t, f, devops.Stdout, "hello ")
+	tests := []struct {
+		name string
+		from int64
+		want string
+	}{
+		{"start", 0, "hello world\nerr"},
+		{"mid frame", 3, "lo world\nerr"},
+		{"frame edge", 6, "world\nerr"},
+		{"end", 15, ""},
+	}
+	var wg sync.WaitGroup
+	got := make([]string, len(tests))
+	errs := make([]error, len(tests))
+	for i, tt := range tests {
+		wg.Go(func() {
+			var b strings.Builder
+			errs[i] = sp.read(t.Context(), tt.from, func(c devops.Chunk) error {
+				if c.Offset != tt.from+int64(b.Len()) {
+					t.Errorf("%s: chunk at %d after %d bytes from %d", tt.name, c.Offset, b.Len(), tt.from)
+				}
+				b.Write(c.Data)
+				return nil
+			})
+			got[i] = b.String()
+		})
+	}
+	appendFrame(t, f, devops.Stdout, "world\n")
+	appendFrame(t, f, devops.Stderr, "err")
+	close(done)
+	wg.Wait()
+	for i, tt := range tests {
+		if errs[i] != nil || got[i] != tt.want {
+			t.Errorf("read(%d) = %q, %v; want %q", tt.from, got[i], errs[i], tt.want)
+		}
+	}
+	if err := sp.read(t.Context(), 16, func(devops.Chunk) error { return nil }); !errors.Is(err, devops.ErrOutOfRange) {
+		t.Errorf("read past the end = %v, want ErrOutOfRange", err)
+	}
+}
+
+// TestSpoolLatency: a reader sees a frame soon after it is written, and
+// returns soon after done.
+func TestSpoolLatency(t *testing.T) {
+	sp, f, done := newTestSpool(t)
+	seen := make(chan time.Time, 1)
+	ended := make(chan time.Time, 1)
+	go func() {
+		sp.read(t.Context(), 0, func(devops.Chunk) error { seen <- time.Now(); return nil })
+		ended <- time.Now()
+	}()
+	time.Sleep(20 * time.Millisecond) // let the reader wait; latency is what is measured
+	at := time.Now()
+	appendFrame(t, f, devops.Stdout, "x")
+	if d := (<-seen).Sub(at); d > 20*time.Millisecond {
+		t.Errorf("frame seen after %v", d)
+	}
+	at = time.Now()
+	close(done)
+	if d := (<-ended).Sub(at); d > 20*time.Millisecond {
+		t.Errorf("read returned %v after done", d)
+	}
+}
