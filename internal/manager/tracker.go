@@ -232,7 +232,8 @@ func (m *Manager) follow(ctx context.Context, e *entry, log *slog.Logger) {
 // command, as opposed to not answering.
 func refused(err error) bool {
 	switch status.Code(err) {
-	case codes.InvalidArgument, codes.FailedPrecondition, codes.ResourceExhausted, codes.PermissionDenied, codes.AlreadyExists:
+	case codes.InvalidArgument, codes.FailedPrecondition, codes.ResourceExhausted, codes.PermissionDenied,
+		codes.AlreadyExists, codes.Internal, codes.Unimplemented:
 		return true
 	}
 	return false
