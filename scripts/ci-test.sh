@@ -56,6 +56,19 @@ echo "--- starting $COMPOSE_PROJECT_NAME (manager on localhost:$DEVOPS_PORT)"
 compose down --volumes --remove-orphans --timeout 5 >/dev/null 2>&1 # leftovers of an aborted run
 compose up -d
 
+# The manager is secure by default: the CLI on the host needs its CA and
+# admin token, which it writes in its volume on first start.
+creds=$(mktemp -d)
+for _ in $(seq 1 300); do
+  cid=$(compose ps -q manager)
+  if [ -n "$cid" ] && docker cp "$cid:/data/ca.crt" "$creds/ca.crt" 2>/dev/null &&
+     docker cp "$cid:/data/admin.token" "$creds/admin.token" 2>/dev/null; then
+    break
+  fi
+  sleep 0.1
+done
+export DEVOPS_CA=$creds/ca.crt DEVOPS_TOKEN=$(cat "$creds/admin.token")
+
 echo "--- e2e suite"
 # go test runs as a background job in its own process group (set -m) and is
 # waited for: a signal to this script then runs the trap at once, which ends

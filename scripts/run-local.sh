@@ -31,9 +31,12 @@ for _ in $(seq 1 100); do
   $BIN healthcheck >/dev/null 2>&1 && break
   sleep 0.1
 done
-$BIN worker --name worker-1 --labels zone=a --listen 127.0.0.1:50061 --data-dir "$DATA/worker-1" >"$DATA/logs/worker-1.log" 2>&1 &
+# The manager made its CA, admin.token and join.token in its data dir at
+# first start: the workers join with join.token, and the CLI below finds
+# ./data/manager/ca.crt and ./data/manager/admin.token by itself.
+$BIN worker --name worker-1 --labels zone=a --listen 127.0.0.1:50061 --data-dir "$DATA/worker-1" --join-token-file "$DATA/manager/join.token" >"$DATA/logs/worker-1.log" 2>&1 &
 pids+=($!)
-$BIN worker --name worker-2 --labels zone=b --listen 127.0.0.1:50062 --data-dir "$DATA/worker-2" >"$DATA/logs/worker-2.log" 2>&1 &
+$BIN worker --name worker-2 --labels zone=b --listen 127.0.0.1:50062 --data-dir "$DATA/worker-2" --join-token-file "$DATA/manager/join.token" >"$DATA/logs/worker-2.log" 2>&1 &
 pids+=($!)
 
 echo "waiting for both workers to join..."

@@ -89,10 +89,12 @@ type globals struct {
 	manager   string
 	logFormat string
 	logLevel  string
+	sec       securityFlags // --ca, --token-file, --insecure (login.go)
+	env       *Env
 }
 
 func newRoot(env *Env) *cobra.Command {
-	g := &globals{}
+	g := &globals{env: env}
 	root := &cobra.Command{
 		Use:           "devops",
 		Short:         "Run commands on a fleet of machines and manage their processes",
@@ -103,6 +105,7 @@ func newRoot(env *Env) *cobra.Command {
 	root.PersistentFlags().StringVar(&g.manager, "manager", defaultManager(env.Getenv), "manager address host:port (default from MANAGER_HOST and MANAGER_PORT)")
 	root.PersistentFlags().StringVar(&g.logFormat, "log-format", "text", "log format: text or json")
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	g.sec.register(root)
 	root.AddCommand(
 		newManagerCmd(env, g),
 		newWorkerCmd(env, g),
@@ -111,12 +114,15 @@ func newRoot(env *Env) *cobra.Command {
 		newStatusCmd(env, g),
 		newLogsCmd(env, g),
 		newKillCmd(env, g),
-		newWorkersCmd(env, g),
+		withSub(newWorkersCmd(env, g), newWorkersRevokeCmd(env, g)),
 		newRunsCmd(env, g),
 		newRunStatusCmd(env, g),
 		newRunResumeCmd(env, g),
 		newDrainCmd(env, g),
 		newHealthcheckCmd(env, g),
+		newTokenCmd(env, g),
+		newAuditCmd(env, g),
+		newLoginCmd(env, g),
 	)
 	return root
 }
@@ -150,5 +156,15 @@ func (g *globals) logger(w io.Writer) (*slog.Logger, error) {
 }
 
 func (g *globals) dial() (*client.Client, error) {
-	return client.Dial(g.manager)
+	opts, err := g.clientOptions()
+	if err != nil {
+		return nil, err
+	}
+	return client.Dial(g.manager, opts...)
+}
+
+// withSub adds subcommands to a command.
+func withSub(cmd *cobra.Command, subs ...*cobra.Command) *cobra.Command {
+	cmd.AddCommand(subs...)
+	return cmd
 }

@@ -297,7 +297,8 @@ func TestBadInputGetsAProperStatus(t *testing.T) {
 	}
 
 	// A second live worker claiming a name in use is refused.
-	w, err := worker.New(worker.Config{Manager: c.Addr(), Name: testcluster.WorkerName(0), Listen: "127.0.0.1:0", HTTP: "-", DataDir: t.TempDir(), InitPath: os.Args[0]})
+	w, err := worker.New(worker.Config{Manager: c.Addr(), Name: testcluster.WorkerName(0), Listen: "127.0.0.1:0", HTTP: "-", DataDir: t.TempDir(), InitPath: os.Args[0],
+		Security: worker.SecurityConfig{JoinToken: c.JoinToken()}})
 	if err != nil {
 		t.Fatal(err)
 	}

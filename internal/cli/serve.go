@@ -33,6 +33,7 @@ func newManagerCmd(env *Env, g *globals) *cobra.Command {
 				return fmt.Errorf("--max-output-total: %w", err)
 			}
 			cfg.Logger = log
+			cfg.Security.Insecure = g.sec.insecure
 			m, err := manager.New(cmd.Context(), cfg)
 			if err != nil {
 				return err
@@ -52,12 +53,13 @@ func newManagerCmd(env *Env, g *globals) *cobra.Command {
 	f.IntVar(&cfg.DispatchAttempts, "dispatch-attempts", 3, "workers tried when one refuses a command")
 	f.StringVar(&maxOut, "max-output", "1G", "output kept per process (beyond it output is not stored)")
 	f.StringVar(&maxOutTotal, "max-output-total", "8G", "output kept across all processes (the oldest is dropped)")
+	addManagerSecurityFlags(cmd, &cfg.Security)
 	return cmd
 }
 
 func newWorkerCmd(env *Env, g *globals) *cobra.Command {
 	var cfg worker.Config
-	var labels, maxMem, maxOut string
+	var labels, maxMem, maxOut, joinTokenFile string
 	cmd := &cobra.Command{
 		Use:   "worker",
 		Short: "Run a worker: joins the manager and runs the commands it is given",
@@ -80,6 +82,10 @@ func newWorkerCmd(env *Env, g *globals) *cobra.Command {
 			}
 			cfg.Manager = g.manager
 			cfg.Logger = log
+			cfg.Security.Insecure = g.sec.insecure
+			if cfg.Security.JoinToken, err = g.joinToken(joinTokenFile); err != nil {
+				return err
+			}
 			w, err := worker.New(cfg)
 			if err != nil {
 				return err
@@ -109,6 +115,7 @@ func newWorkerCmd(env *Env, g *globals) *cobra.Command {
 	f.Int64Var(&cfg.MaxLimits.Pids, "max-pids", 0, "cap on any process's pids limit")
 	f.StringVar(&maxOut, "max-output", "", "cap on any process's output, e.g. 1G")
 	f.DurationVar(&cfg.KeepFinished, "keep-finished", 10*time.Minute, "how long finished output stays on disk for the manager")
+	f.StringVar(&joinTokenFile, "join-token-file", "", "file holding the join token (default $DEVOPS_JOIN_TOKEN; not needed once the worker holds a certificate)")
 	return cmd
 }
 

@@ -36,17 +36,23 @@ type Client struct {
 }
 
 // Dial returns a client of the manager at addr. It does not wait for the
-// manager: the first call does.
-func Dial(addr string) (*Client, error) {
-	conn, err := grpc.NewClient(addr,
+// manager: the first call does. Without options it talks plaintext with no
+// token, as to a manager run with --insecure; see WithTLS and WithToken.
+func Dial(addr string, opts ...Option) (*Client, error) {
+	var o dialOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	dopts := []grpc.DialOption{
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{
 			// Within the manager's enforcement policy (MinTime 5s).
 			Time:    10 * time.Second,
 			Timeout: 5 * time.Second,
 		}),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(8<<20)),
-	)
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(8<<20), grpc.MaxCallSendMsgSize(8<<20)),
+	}
+	conn, err := grpc.NewClient(addr, append(dopts, o.grpc()...)...)
 	if err != nil {
 		return nil, fmt.Errorf("dial manager %s: %w", addr, err)
 	}

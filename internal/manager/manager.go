@@ -62,6 +62,10 @@ type Config struct {
 	MaxOutputBytes        int64 // output kept across all processes [8 GiB]
 	MaxProcessOutputBytes int64 // output kept per process [1 GiB]
 
+	// Security is TLS, tokens and the audit log (security.go); the zero
+	// value serves TLS with a CA and tokens made in DataDir.
+	Security SecurityConfig
+
 	Logger *slog.Logger // nil discards logs
 }
 
@@ -108,6 +112,7 @@ type Manager struct {
 	fleet    *fleet // fleet runs (fleet.go)
 	workers  *connections
 	metrics  *managerMetrics
+	sec      *security // TLS, tokens, audit log
 
 	grpcLis  net.Listener
 	httpLis  net.Listener
@@ -146,13 +151,19 @@ func New(ctx context.Context, cfg Config) (*Manager, error) {
 		return nil, err
 	}
 	var err error
+	if m.sec, err = newSecurity(cfg, m.log); err != nil {
+		m.store.Close()
+		return nil, err
+	}
 	if m.grpcLis, err = net.Listen("tcp", cfg.Listen); err != nil {
+		m.sec.close()
 		m.store.Close()
 		return nil, fmt.Errorf("listen on %s: %w", cfg.Listen, err)
 	}
 	if cfg.HTTP != "-" {
 		if m.httpLis, err = net.Listen("tcp", cfg.HTTP); err != nil {
 			m.grpcLis.Close()
+			m.sec.close()
 			m.store.Close()
 			return nil, fmt.Errorf("listen on %s: %w", cfg.HTTP, err)
 		}
@@ -170,9 +181,12 @@ func New(ctx context.Context, cfg Config) (*Manager, error) {
 			PermitWithoutStream: true,
 		}),
 		grpc.MaxRecvMsgSize(8<<20),
-		grpc.ChainUnaryInterceptor(m.metrics.grpcServer.UnaryServerInterceptor()),
-		grpc.ChainStreamInterceptor(m.metrics.grpcServer.StreamServerInterceptor()),
+		grpc.MaxSendMsgSize(8<<20),
+		m.sec.serverOption(),
+		grpc.ChainUnaryInterceptor(m.metrics.grpcServer.UnaryServerInterceptor(), m.authUnary),
+		grpc.ChainStreamInterceptor(m.metrics.grpcServer.StreamServerInterceptor(), m.authStream),
 	)
+	pb.RegisterSecurityServiceServer(m.server, &securityServer{m: m})
 	pb.RegisterWorkerRegistrationServiceServer(m.server, &registrationServer{m: m})
 	pb.RegisterProcessManagementServiceServer(m.server, &processServer{m: m})
 	m.health = health.NewServer()
@@ -283,6 +297,7 @@ func (m *Manager) shutdown() {
 	if err := m.store.Close(); err != nil {
 		m.log.Error("close store", "err", err)
 	}
+	m.sec.close()
 }
 
 // workerChanged persists a worker's new record and reacts to its state.

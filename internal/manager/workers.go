@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
@@ -95,7 +94,7 @@ func (m *Manager) watchWorker(w devops.Worker) {
 		delete(m.workers.conns, w.ID)
 	}
 	conn, err := grpc.NewClient(w.Address,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithTransportCredentials(m.sec.workerCreds(w.Name)),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{
 			// Matches the worker's enforcement policy; a dead worker under a
 			// silent network is seen within Time+Timeout.

@@ -6,6 +6,7 @@ package metrics_test
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"io"
 	"log/slog"
@@ -21,6 +22,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/shirou/gopsutil/v4/mem"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
@@ -34,9 +36,16 @@ import (
 
 func TestMain(m *testing.M) { testcluster.Main(m) }
 
+// dial talks TLS without verifying the server, as a probe would: health
+// and reflection need no credentials.
 func dial(tb testing.TB, addr string) *grpc.ClientConn {
 	tb.Helper()
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	return dialWith(tb, addr, credentials.NewTLS(&tls.Config{InsecureSkipVerify: true}))
+}
+
+func dialWith(tb testing.TB, addr string, creds credentials.TransportCredentials) *grpc.ClientConn {
+	tb.Helper()
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds))
 	if err != nil {
 		tb.Fatalf("dial %s: %v", addr, err)
 	}
@@ -132,14 +141,16 @@ func TestReflectionListsServices(t *testing.T) {
 // TestReportMetricsMemoryTotal reads the worker's ReportMetrics stream
 // itself, then checks that the manager keeps the samples it reads.
 func TestReportMetricsMemoryTotal(t *testing.T) {
-	c := testcluster.Start(t, testcluster.Options{Capacity: 5})
+	// The test calls the worker as the manager does; without the manager's
+	// certificate, only a plaintext (--insecure) cluster lets it.
+	c := testcluster.Start(t, testcluster.Options{Capacity: 5, Insecure: true})
 	vm, err := mem.VirtualMemory()
 	if err != nil {
 		t.Skipf("gopsutil cannot read this machine's memory: %v", err)
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
-	stream, err := pb.NewWorkerProcessServiceClient(dial(t, c.Worker(0).Addr())).ReportMetrics(ctx, &pb.ReportMetricsRequest{Interval: wire.Duration(100 * time.Millisecond)})
+	stream, err := pb.NewWorkerProcessServiceClient(dialWith(t, c.Worker(0).Addr(), insecure.NewCredentials())).ReportMetrics(ctx, &pb.ReportMetricsRequest{Interval: wire.Duration(100 * time.Millisecond)})
 	if err != nil {
 		t.Fatalf("ReportMetrics: %v", err)
 	}

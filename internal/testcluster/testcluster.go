@@ -50,6 +50,10 @@ type Options struct {
 	// Proxies puts a Proxy between the manager and each worker's server, so
 	// that tests can cut the network between them.
 	Proxies bool
+	// Insecure runs the cluster in plaintext with no authentication
+	// (--insecure); by default it runs as in production: TLS, the admin
+	// token for the Client and the CLI, join tokens for the workers.
+	Insecure bool
 }
 
 // Cluster is a running manager and its workers.
@@ -93,7 +97,7 @@ func Start(tb testing.TB, opts Options) *Cluster {
 		c.log = opts.Logger
 	}
 	c.StartManager()
-	cl, err := client.Dial(c.Addr())
+	cl, err := client.Dial(c.Addr(), c.ClientOptions(c.AdminTokenFile())...)
 	if err != nil {
 		tb.Fatalf("dial manager: %v", err)
 	}
@@ -149,6 +153,7 @@ func (c *Cluster) StartManager() {
 		WorkerTimeout:   2 * time.Second,
 		Logger:          c.log.With("node", "manager"),
 	}
+	cfg.Security.Insecure = c.opts.Insecure
 	if c.opts.Manager != nil {
 		c.opts.Manager(&cfg)
 	}
@@ -213,6 +218,7 @@ func (c *Cluster) StartWorker(i int) {
 	if c.opts.Labels != nil {
 		cfg.Labels = c.opts.Labels(i)
 	}
+	cfg.Security = c.workerSecurity()
 	if c.Proxies != nil {
 		cfg.Advertise = c.Proxies[i].Addr()
 	}
@@ -323,13 +329,13 @@ type Result struct {
 // CLI runs the devops command line in-process against this cluster.
 func (c *Cluster) CLI(ctx context.Context, args ...string) Result {
 	var out, errb bytes.Buffer
-	code := cli.Main(ctx, append([]string{"--manager", c.Addr()}, args...), cli.Env{Stdout: &out, Stderr: &errb})
+	code := cli.Main(ctx, append(c.cliFlags(), args...), cli.Env{Stdout: &out, Stderr: &errb})
 	return Result{Stdout: out.String(), Stderr: errb.String(), Code: code}
 }
 
 // CLIWith runs the command line with the given output writers and Ctrl-C channel.
 func (c *Cluster) CLIWith(ctx context.Context, stdout, stderr io.Writer, interrupt <-chan os.Signal, args ...string) int {
-	return cli.Main(ctx, append([]string{"--manager", c.Addr()}, args...), cli.Env{Stdout: stdout, Stderr: stderr, Interrupt: interrupt})
+	return cli.Main(ctx, append(c.cliFlags(), args...), cli.Env{Stdout: stdout, Stderr: stderr, Interrupt: interrupt})
 }
 
 type tbWriter struct{ tb testing.TB }

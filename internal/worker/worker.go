@@ -20,7 +20,6 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
@@ -55,6 +54,8 @@ type Config struct {
 	// namespaces ["" = this executable].
 	InitPath string
 	Logger   *slog.Logger // nil discards logs
+	// Security is the join token, or --insecure (identity.go).
+	Security SecurityConfig
 }
 
 func (c *Config) setDefaults() error {
@@ -101,6 +102,7 @@ type Worker struct {
 	server   *grpc.Server
 	health   *health.Server
 	metrics  *workerMetrics
+	ident    *identity // certificate and TLS (identity.go)
 	started  time.Time
 	spoolDir string
 	quit     chan struct{} // closed at shutdown: ends the health, metrics and output streams
@@ -158,6 +160,9 @@ func New(cfg Config) (*Worker, error) {
 	if err != nil {
 		return nil, fmt.Errorf("start executor: %w", err)
 	}
+	if w.ident, err = newIdentity(cfg, w.log); err != nil {
+		return nil, err
+	}
 	if w.lis, err = net.Listen("tcp", cfg.Listen); err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", cfg.Listen, err)
 	}
@@ -178,9 +183,10 @@ func New(cfg Config) (*Worker, error) {
 			MinTime:             4 * time.Second,
 			PermitWithoutStream: true,
 		}),
+		w.ident.serverOption(),
 		grpc.MaxRecvMsgSize(8<<20),
-		grpc.ChainUnaryInterceptor(w.metrics.grpc.UnaryServerInterceptor()),
-		grpc.ChainStreamInterceptor(w.metrics.grpc.StreamServerInterceptor()),
+		grpc.ChainUnaryInterceptor(w.metrics.grpc.UnaryServerInterceptor(), w.ident.unary),
+		grpc.ChainStreamInterceptor(w.metrics.grpc.StreamServerInterceptor(), w.ident.stream),
 	)
 	pb.RegisterWorkerProcessServiceServer(w.server, &server{w: w})
 	healthpb.RegisterHealthServer(w.server, w.health)
@@ -209,7 +215,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	conn, err := grpc.NewClient(w.cfg.Manager,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithTransportCredentials(w.ident.managerCreds(w.cfg.Manager)),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 5 * time.Second}),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(8<<20)),
 	)
@@ -225,6 +231,10 @@ func (w *Worker) Run(ctx context.Context) error {
 	w.wg.Add(2)
 	go func() {
 		defer w.wg.Done()
+		if err := w.join(ctx, conn); err != nil {
+			errc <- err
+			return
+		}
 		if err := w.registerLoop(ctx, manager); err != nil {
 			errc <- err
 		}
