@@ -167,16 +167,20 @@ func loopbackIP(i int) string {
 // cluster is a manager and the workers the bench started, as processes of
 // a devops binary (bin/devops, or the bench itself as a profiling manager).
 type cluster struct {
-	bin      string // the devops binary for workers and the CLI
-	dir      string
-	addr     string // the manager's gRPC address
-	pprof    string // the profiling manager's HTTP address; "" without -pprof
-	manager  *child
-	workers  map[string]*worker
-	client   *client.Client
-	quiet    bool
-	seq      int
-	rebootID int
+	bin     string // the devops binary for workers and the CLI
+	dir     string
+	addr    string // the manager's gRPC address
+	pprof   string // the profiling manager's HTTP address; "" without -pprof
+	manager *child
+	workers map[string]*worker
+	client  *client.Client
+	seq     int
+	// workerHTTP disables the worker's HTTP server when it has one.
+	workerHTTP []string
+	// insecure holds "--insecure" when the binary has TLS and that flag
+	// (the bench runs plaintext on loopback, as its report says), else
+	// nothing; it goes to the manager, the workers and the CLI.
+	insecure []string
 }
 
 type worker struct {
@@ -192,6 +196,12 @@ func startCluster(ctx context.Context, bin, dir string, managerArgv []string, pp
 		return nil, fmt.Errorf("pick manager port: %w", err)
 	}
 	c := &cluster{bin: bin, dir: dir, addr: fmt.Sprintf("127.0.0.1:%d", port), workers: map[string]*worker{}, pprof: pprofAddr}
+	if out, _ := exec.Command(bin, "--help").CombinedOutput(); strings.Contains(string(out), "--insecure") {
+		c.insecure = []string{"--insecure"}
+	}
+	if out, _ := exec.Command(bin, "worker", "--help").CombinedOutput(); strings.Contains(string(out), "--http ") {
+		c.workerHTTP = []string{"--http", "-"}
+	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
@@ -200,6 +210,9 @@ func startCluster(ctx context.Context, bin, dir string, managerArgv []string, pp
 		argv = managerArgv
 	}
 	argv = append(argv, "--listen", c.addr, "--http", "-", "--data-dir", filepath.Join(dir, "manager"), "--log-level", "warn")
+	if len(managerArgv) == 0 {
+		argv = append(argv, c.insecure...)
+	}
 	if c.manager, err = startChild("manager", filepath.Join(dir, "manager.log"), argv...); err != nil {
 		return nil, err
 	}
@@ -249,6 +262,7 @@ func (c *cluster) startWorker(w *worker) error {
 	c.seq++
 	argv := []string{c.bin, "worker", "--manager", c.addr, "--name", w.name, "--listen", w.addr,
 		"--data-dir", w.dir, "--capacity", "64", "--log-level", "warn"}
+	argv = append(append(argv, c.insecure...), c.workerHTTP...)
 	if w.labels != "" {
 		argv = append(argv, "--labels", w.labels)
 	}

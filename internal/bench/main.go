@@ -67,6 +67,7 @@ func run() int {
 	out := flag.String("out", "bench", "where results.json and results.md go")
 	prof := flag.Bool("pprof", false, "run the manager with pprof and save CPU and heap profiles of the hot scenarios in <out>/profiles")
 	only := flag.String("only", "", "comma-separated scenarios to run (dispatch,cli,throughput,bandwidth,stalled,fanout,failure,scale); empty: all")
+	keep := flag.Bool("keep", false, "keep the temporary directory (logs of the manager, workers and sshd)")
 	install := flag.Bool("install", true, "install missing baselines with apt-get (never in -quick mode)")
 	flag.Parse()
 
@@ -99,7 +100,13 @@ func run() int {
 		logf("%v", err)
 		return 1
 	}
-	defer os.RemoveAll(b.tmp)
+	defer func() {
+		if *keep {
+			logf("kept %s", b.tmp)
+			return
+		}
+		os.RemoveAll(b.tmp)
+	}()
 
 	cmdline := "make bench"
 	if b.quick {
