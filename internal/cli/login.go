@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -193,4 +194,19 @@ func addManagerSecurityFlags(cmd *cobra.Command, sc *manager.SecurityConfig) {
 	f.DurationVar(&sc.WorkerCertTTL, "worker-cert-ttl", time.Hour, "lifetime of worker certificates (renewed at two thirds)")
 	f.Float64Var(&sc.RunRate, "run-rate", 10, "run requests per second allowed per client on average (negative: no limit)")
 	f.IntVar(&sc.RunBurst, "run-burst", 50, "run requests a client may send in a burst")
+}
+
+// parseSecretEnv merges --env and --secret-env; the keys of the latter are
+// marked secret.
+func parseSecretEnv(envs, secrets []string) (map[string]string, []string, error) {
+	env, err := parseEnv(append(slices.Clone(envs), secrets...))
+	if err != nil {
+		return nil, nil, err
+	}
+	var keys []string
+	for _, kv := range secrets {
+		k, _, _ := strings.Cut(kv, "=")
+		keys = append(keys, k)
+	}
+	return env, keys, nil
 }

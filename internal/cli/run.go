@@ -20,6 +20,7 @@ func newRunCmd(env *Env, g *globals) *cobra.Command {
 	var (
 		req                 client.RunRequest
 		envs                []string
+		secretEnvs          []string
 		detach              bool
 		mem, maxOut         string
 		timeoutFlag, grace  time.Duration
@@ -60,7 +61,7 @@ Ctrl-C stops waiting.`,
 			req.QueueTimeout = queueTimeout
 			req.DisconnectGrace = dGrac
 			var err error
-			if req.Spec.Env, err = parseEnv(envs); err != nil {
+			if req.Spec.Env, req.Spec.SecretEnvKeys, err = parseSecretEnv(envs, secretEnvs); err != nil {
 				return err
 			}
 			if req.Spec.Limits.MemoryBytes, err = parseSize(mem); err != nil {
@@ -107,6 +108,7 @@ Ctrl-C stops waiting.`,
 	f.DurationVar(&timeoutFlag, "timeout", 0, "end the command after this long (exit code 124); 0: no limit")
 	f.DurationVar(&grace, "grace", 0, "time between SIGTERM and SIGKILL when it is terminated or times out (default 10s)")
 	f.StringArrayVarP(&envs, "env", "e", nil, "set an environment variable K=V (repeatable)")
+	f.StringArrayVar(&secretEnvs, "secret-env", nil, "set a secret environment variable K=V: its value never shows in status, logs, audit or metrics (repeatable)")
 	f.StringVar(&req.Spec.Dir, "dir", "", "working directory on the worker (default: a fresh directory per process)")
 	f.BoolVarP(&detach, "detach", "d", false, "print the process id(s) and return at once")
 	f.DurationVar(&queueTimeout, "queue-timeout", 0, "how long to wait for a free slot when workers are full (default 1m)")

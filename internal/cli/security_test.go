@@ -293,3 +293,22 @@ func TestSecurityWorkers(t *testing.T) {
 		}
 	})
 }
+
+func TestSecretEnvNeverShown(t *testing.T) {
+	c := testcluster.Start(t, testcluster.Options{})
+	ctx := t.Context()
+	r := c.CLI(ctx, "run", "--secret-env", "PASSWORD=hunter2", "-e", "PLAIN=visible", "--", "sh", "-c", `test ${#PASSWORD} = 7 && echo has-secret`)
+	if r.Code != 0 || r.Stdout != "has-secret\n" {
+		t.Fatalf("run with a secret = %d %q %q", r.Code, r.Stdout, r.Stderr)
+	}
+	for _, args := range [][]string{{"ps", "-o", "json"}, {"audit", "-o", "json"}} {
+		r := c.CLI(ctx, args...)
+		if r.Code != 0 || strings.Contains(r.Stdout, "hunter2") {
+			t.Errorf("devops %v = %d, shows the secret: %q", args, r.Code, r.Stdout)
+		}
+	}
+	ps, err := c.Client.Processes(ctx, devops.StateUnknown, "")
+	if err != nil || len(ps) != 1 || ps[0].Spec.Env["PASSWORD"] == "hunter2" || ps[0].Spec.Env["PLAIN"] != "visible" {
+		t.Errorf("process record env = %v (%v), want the secret redacted", ps, err)
+	}
+}
