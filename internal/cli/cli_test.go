@@ -25,7 +25,7 @@ import (
 func TestMain(m *testing.M) { testcluster.Main(m) }
 
 func TestRunStreamsOutputByteExact(t *testing.T) {
-	c := testcluster.Start(t, testcluster.Options{})
+	c := testcluster.Start(t, testcluster.Options{Logs: os.Getenv("LOGS") != ""})
 	dir := t.TempDir()
 	// 10 MB of random bytes, interleaved between stdout and stderr.
 	parts := map[string][]byte{}

@@ -197,9 +197,13 @@ func TestRetriedRequestStartsOnce(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			var b strings.Builder
+			var final devops.Process
 			err := c.Client.Run(t.Context(), req, func(ev client.Event) error {
 				if ev.Chunk != nil {
 					b.Write(ev.Chunk.Data)
+				}
+				if ev.Process != nil {
+					final = *ev.Process
 				}
 				return nil
 			})
@@ -207,6 +211,9 @@ func TestRetriedRequestStartsOnce(t *testing.T) {
 				t.Errorf("Run #%d: %v", i, err)
 			}
 			outs[i] = b.String()
+			if final.State != devops.StateSucceeded {
+				t.Errorf("Run #%d: process ended %s: %s", i, final.State, final.Reason)
+			}
 		}()
 	}
 	wg.Wait()

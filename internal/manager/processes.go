@@ -210,15 +210,12 @@ func (m *Manager) Watch(ctx context.Context, ids []devops.ProcessID, from int64,
 	if from < 0 {
 		return fmt.Errorf("%w: negative offset %d", devops.ErrInvalid, from)
 	}
-	if from > 0 {
-		for _, id := range ids {
-			end, err := m.store.OutputEnd(ctx, id)
-			if err != nil {
-				return fmt.Errorf("output end of %s: %w", id, err)
-			}
-			if from > end {
-				return fmt.Errorf("%w: offset %d is past the end of the output of %s (%d bytes)", devops.ErrOutOfRange, from, id, end)
-			}
+	for _, e := range entries {
+		// A follower of a live process may stand past the end (after a
+		// manager restart it can be ahead of what was stored: the worker
+		// sends it again); anyone else may not.
+		if p, _ := m.procs.snapshot(e); from > p.OutputBytes && (p.State.Terminal() || !follow) {
+			return fmt.Errorf("%w: offset %d is past the end of the output of %s (%d bytes)", devops.ErrOutOfRange, from, p.ID, p.OutputBytes)
 		}
 	}
 	ctx, cancel := context.WithCancel(ctx)
@@ -279,7 +276,7 @@ func (m *Manager) watchOne(ctx context.Context, e *entry, from int64, follow, st
 	} else {
 		stateErr <- nil
 	}
-	err := m.store.ReadOutput(ctx, id, from, follow, func(c devops.Chunk) error {
+	err := m.readOutput(ctx, e, from, follow, func(c devops.Chunk) error {
 		return send(Event{ID: id, Chunk: &c})
 	})
 	close(done)
@@ -291,4 +288,52 @@ func (m *Manager) watchOne(ctx context.Context, e *entry, from int64, follow, st
 	}
 	final, _ := m.procs.snapshot(e)
 	return send(Event{ID: id, Process: &final})
+}
+
+// readOutput sends a process's output from offset from: what left the
+// in-memory tail comes from the store, the rest from the tail. With follow
+// it waits for more until the output is closed.
+func (m *Manager) readOutput(ctx context.Context, e *entry, from int64, follow bool, send func(devops.Chunk) error) error {
+	id := e.p.ID // set once, never changed
+	pos := from
+	for {
+		chunks, closed, behind, changed := e.out.read(pos)
+		if behind {
+			before := pos
+			err := m.store.ReadOutput(ctx, id, pos, false, func(c devops.Chunk) error {
+				pos = c.End()
+				return send(c)
+			})
+			if err != nil {
+				return fmt.Errorf("read stored output of %s: %w", id, err)
+			}
+			if pos == before {
+				// The bytes are on their way to the store: wait for its acks.
+				if _, err := m.store.OutputEnd(ctx, id); err != nil {
+					return fmt.Errorf("read stored output of %s: %w", id, err)
+				}
+				if closed {
+					return nil // retention dropped them for good
+				}
+			}
+			continue
+		}
+		for _, c := range chunks {
+			if err := send(c); err != nil {
+				return err
+			}
+			pos = c.End()
+		}
+		if len(chunks) > 0 {
+			continue
+		}
+		if closed || !follow {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-changed:
+		}
+	}
 }

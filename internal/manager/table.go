@@ -35,6 +35,8 @@ type entry struct {
 	// pinned is true when the request named the worker (by name or by
 	// selector): the scheduler must not move the process elsewhere.
 	pinned bool
+	// out is the latest output, for live followers; set once at creation.
+	out *tail
 	// cancelStream ends the tracker's current call to the worker, if any.
 	cancelStream context.CancelFunc
 }
@@ -50,7 +52,7 @@ func (t *table) add(p devops.Process) *entry {
 }
 
 func (t *table) addLocked(p devops.Process) *entry {
-	e := &entry{p: p, changed: make(chan struct{}), kill: make(chan struct{})}
+	e := &entry{p: p, changed: make(chan struct{}), kill: make(chan struct{}), out: newTail(p.OutputBytes, p.State.Terminal())}
 	t.byID[p.ID] = e
 	if p.IdempotencyKey != "" {
 		t.byKey[p.IdempotencyKey] = append(t.byKey[p.IdempotencyKey], p.ID)

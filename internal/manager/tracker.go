@@ -293,9 +293,18 @@ func (m *Manager) stream(ctx context.Context, e *entry, p devops.Process, attach
 			if c.Offset > end {
 				log.Warn("output gap: the worker dropped output", "from", end, "to", c.Offset)
 			}
-			if err := m.store.AppendOutput(ctx, p.ID, c); err != nil && !errors.Is(err, store.ErrOutputLimit) {
-				return fmt.Errorf("store output: %w", err)
+			if err := m.store.AppendOutput(ctx, p.ID, c); err != nil {
+				if !errors.Is(err, store.ErrOutputLimit) {
+					return fmt.Errorf("store output: %w", err)
+				}
+				// The store keeps output up to its limit and no more; live
+				// followers must see exactly what a replay would.
+				if stored, err := m.store.OutputEnd(ctx, p.ID); err == nil && stored > c.Offset && stored < c.End() {
+					e.out.append(devops.Chunk{Offset: c.Offset, Stream: c.Stream, Data: c.Data[:stored-c.Offset]})
+				}
+				e.out.freeze()
 			}
+			e.out.append(c)
 			end = c.End()
 			m.procs.addOutput(e, end)
 			m.metrics.output(c)
@@ -368,6 +377,7 @@ func (m *Manager) finish(ctx context.Context, e *entry, x devops.ExitStatus) {
 	if err := m.store.CloseOutput(ctx, p.ID); err != nil {
 		m.log.Error("close output", "process_id", p.ID, "worker", p.WorkerName, "err", err)
 	}
+	e.out.close() // after the store has every byte: a follower that ends may replay at once
 	m.log.Info("process ended", "process_id", p.ID, "worker", p.WorkerName, "state", p.State, "exit_code", p.Code, "signal", p.Signal, "reason", p.Reason)
 }
 
