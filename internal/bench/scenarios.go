@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -64,8 +65,14 @@ func mib(n int64) string {
 // runOnce runs argv through the API and reports the time to the first
 // output byte and to the final record, the bytes seen and the final state.
 func runOnce(ctx context.Context, c *client.Client, argv []string) (first, exit time.Duration, n int64, p devops.Process, err error) {
+	spec := devops.Spec{Argv: argv}
+	if filepath.IsAbs(argv[0]) {
+		// Commands get a private /tmp: running from the program's own
+		// directory binds it back, so a repository under /tmp works too.
+		spec.Dir = filepath.Dir(argv[0])
+	}
 	start := time.Now()
-	err = c.Run(ctx, client.RunRequest{Spec: devops.Spec{Argv: argv}}, func(e client.Event) error {
+	err = c.Run(ctx, client.RunRequest{Spec: spec}, func(e client.Event) error {
 		if e.Chunk != nil {
 			if n == 0 {
 				first = time.Since(start)
