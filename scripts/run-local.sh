@@ -13,8 +13,16 @@ cleanup() {
   trap - INT TERM EXIT
   echo
   echo "stopping the cluster..."
-  kill -TERM "${pids[@]}" 2>/dev/null || true
-  wait "${pids[@]}" 2>/dev/null || true
+  # Commands outlive their workers by design (a worker restart must not kill
+  # them), so end them first: the demo leaves nothing behind.
+  for id in $($BIN ps -o json 2>/dev/null | sed -n 's/.*"ID": "\(.*\)",/\1/p'); do
+    $BIN kill --grace 2s "$id" >/dev/null 2>&1 || true
+  done
+  # SIGTERM drains a worker: it leaves once its processes have ended.
+  kill -TERM "${pids[@]:1}" 2>/dev/null || true
+  wait "${pids[@]:1}" 2>/dev/null || true
+  kill -TERM "${pids[0]}" 2>/dev/null || true
+  wait "${pids[0]}" 2>/dev/null || true
 }
 trap cleanup INT TERM EXIT
 

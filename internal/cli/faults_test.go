@@ -152,7 +152,10 @@ func TestDrainLetsWorkFinishAndTakesNoNewWork(t *testing.T) {
 
 func TestDrainUndo(t *testing.T) {
 	c := testcluster.Start(t, testcluster.Options{})
-	c.CLI(t.Context(), "run", "--detach", "--", "sleep", "1")
+	r := c.CLI(t.Context(), "run", "--detach", "--", "sleep", "1")
+	id := devops.ProcessID(strings.TrimSpace(r.Stdout))
+	// Running, so that the drain waits for it rather than ending at once.
+	testcluster.Eventually(t, 5*time.Second, "running", func() bool { return stateOf(t, c, id) == devops.StateRunning })
 	conn, err := grpc.NewClient(c.Worker(0).Addr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)

@@ -200,15 +200,12 @@ func ownCgroups() (map[string]string, error) {
 	return own, nil
 }
 
-// close removes the empty subtree.
+// close leaves the subtree in place: every worker on a machine shares it,
+// and removing it under another worker's feet makes its next start fail
+// (an empty cgroup directory costs nothing). Processes that outlive their
+// worker also keep their cgroups in it.
 func (c *cgroups) close() error {
-	var errs []error
-	for _, dir := range c.base {
-		if err := os.Remove(dir); err != nil && !errors.Is(err, os.ErrNotExist) {
-			errs = append(errs, err)
-		}
-	}
-	return errors.Join(errs...)
+	return nil
 }
 
 // cgroup is the cgroup of one process.

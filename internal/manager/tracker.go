@@ -84,7 +84,11 @@ var errNotDelivered = errors.New("not delivered")
 // slot. It gives up after the queue timeout.
 func (m *Manager) schedule(ctx context.Context, e *entry, exclude map[devops.WorkerID]bool) (devops.Worker, error) {
 	return m.acquire(ctx, e, func(ws []devops.Worker) (devops.Worker, error) {
+		all := len(ws)
 		ws = slices.DeleteFunc(ws, func(w devops.Worker) bool { return exclude[w.ID] })
+		if len(ws) == 0 && all > 0 {
+			return devops.Worker{}, fmt.Errorf("%w: no other worker", devops.ErrNoMatch)
+		}
 		return scheduler.Pick(ws, scheduler.Selector{})
 	})
 }

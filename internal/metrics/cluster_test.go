@@ -379,7 +379,7 @@ func TestDispatchMovesMetrics(t *testing.T) {
 		t.Fatalf("Run: %v", err)
 	}
 	if final.State != devops.StateFailed || final.Code != 3 {
-		t.Fatalf("process ended %v with code %d, want FAILED with 3", final.State, final.Code)
+		t.Fatalf("process ended %v with code %d (%s), want FAILED with 3", final.State, final.Code, final.Reason)
 	}
 	for i, s := range checks {
 		got, _ := value(t, s.g, s.name, s.labels)

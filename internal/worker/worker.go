@@ -258,7 +258,9 @@ func (w *Worker) Run(ctx context.Context) error {
 			}
 			w.log.Info("drained: every process has finished; deregistering")
 			w.waitExitsSent(ctx, 2*time.Second)
-			w.deregister(ctx, manager)
+			if !w.deregister(ctx, manager) {
+				continue
+			}
 		}
 		break
 	}
@@ -330,21 +332,25 @@ func (w *Worker) adopt() {
 // deregister tells the manager this worker leaves. The manager says
 // Unavailable until it has recorded how every process here ended, so the
 // worker keeps serving and asks again, for at most a minute.
-func (w *Worker) deregister(ctx context.Context, manager pb.WorkerRegistrationServiceClient) {
+// It reports false when the drain was undone meanwhile: the worker stays.
+func (w *Worker) deregister(ctx context.Context, manager pb.WorkerRegistrationServiceClient) bool {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
 	defer cancel()
 	b := retry.Backoff{Min: 50 * time.Millisecond, Max: time.Second}
 	for {
+		if !w.stillDrained() {
+			return false // undone meanwhile: stay
+		}
 		_, err := manager.DeregisterWorker(ctx, &pb.DeregisterWorkerRequest{WorkerId: string(w.ID())})
 		if err == nil || status.Code(err) != codes.Unavailable {
 			if err != nil {
 				w.log.Warn("deregister", "err", err)
 			}
-			return
+			return true
 		}
 		if retry.Sleep(ctx, b.Next()) != nil {
 			w.log.Warn("deregister: gave up", "err", err)
-			return
+			return true
 		}
 	}
 }
