@@ -51,6 +51,12 @@ func isClosed(c <-chan struct{}) bool {
 // read calls fn with the output from offset from, following the file until
 // the process ended and the file is read to its end. An offset past the end
 // of a finished output yields devops.ErrOutOfRange. fn must not keep c.Data.
+// The sizes of spool reads and of the chunks sent.
+const (
+	readSize = 256 << 10
+	maxChunk = 256 << 10
+)
+
 func (s *spool) read(ctx context.Context, from int64, fn func(c devops.Chunk) error) error {
 	f, err := os.Open(s.path)
 	if err != nil {
@@ -63,10 +69,23 @@ func (s *spool) read(ctx context.Context, from int64, fn func(c devops.Chunk) er
 	var (
 		readPos int64 // file bytes read into pending
 		offset  int64 // output offset of pending's first frame
-		base    = make([]byte, 0, 64<<10)
+		base    = make([]byte, 0, readSize)
 		pending = base
-		chunk   = make([]byte, 64<<10)
+		chunk   = make([]byte, readSize)
+		// Consecutive frames of one stream go out as one chunk of up to
+		// maxChunk bytes: each message costs the manager a store write and
+		// a send, whatever its size.
+		accBuf = make([]byte, 0, maxChunk)
+		acc    = devops.Chunk{Data: accBuf}
 	)
+	flush := func() error {
+		if len(acc.Data) == 0 {
+			return nil
+		}
+		c := acc
+		acc.Data = accBuf[:0]
+		return fn(c)
+	}
 	for {
 		// Looked at before the size: once done, the size is final.
 		closed := isClosed(s.done)
@@ -99,12 +118,21 @@ func (s *spool) read(ctx context.Context, from int64, fn func(c devops.Chunk) er
 					c.Data = c.Data[from-c.Offset:]
 					c.Offset = from
 				}
-				if err := fn(c); err != nil {
-					return err
+				if len(acc.Data) > 0 && (acc.Stream != c.Stream || len(acc.Data)+len(c.Data) > maxChunk) {
+					if err := flush(); err != nil {
+						return err
+					}
 				}
+				if len(acc.Data) == 0 {
+					acc.Offset, acc.Stream = c.Offset, c.Stream
+				}
+				acc.Data = append(acc.Data, c.Data...)
 			}
 			// Keep the unread tail at the start of the buffer.
 			pending = append(base[:0], pending...)
+		}
+		if err := flush(); err != nil {
+			return err
 		}
 		if closed {
 			if from > offset {
