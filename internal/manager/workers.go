@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
@@ -277,7 +278,7 @@ func (m *Manager) deregister(ctx context.Context, id devops.WorkerID) error {
 	// processes ended; until then it keeps serving their streams and asks again.
 	live := m.procs.list(func(p devops.Process) bool { return p.WorkerID == id && !p.State.Terminal() })
 	if n := len(live); n > 0 {
-		return fmt.Errorf("%w: worker %s: the manager has not yet recorded the end of %d processes", devops.ErrUnavailable, w.Name, n)
+		return status.Errorf(codes.FailedPrecondition, "worker %s: the manager has not yet recorded the end of %d processes; ask again", w.Name, n)
 	}
 	m.workers.remove(id)
 	m.registry.Remove(id)

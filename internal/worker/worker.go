@@ -330,19 +330,26 @@ func (w *Worker) adopt() {
 }
 
 // deregister tells the manager this worker leaves. The manager says
-// Unavailable until it has recorded how every process here ended, so the
+// FailedPrecondition until it has recorded how every process here ended, so the
 // worker keeps serving and asks again, for at most a minute.
 // It reports false when the drain was undone meanwhile: the worker stays.
 func (w *Worker) deregister(ctx context.Context, manager pb.WorkerRegistrationServiceClient) bool {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
 	defer cancel()
 	b := retry.Backoff{Min: 50 * time.Millisecond, Max: time.Second}
+	began := time.Now()
 	for {
 		if !w.stillDrained() {
 			return false // undone meanwhile: stay
 		}
 		_, err := manager.DeregisterWorker(ctx, &pb.DeregisterWorkerRequest{WorkerId: string(w.ID())})
-		if err == nil || status.Code(err) != codes.Unavailable {
+		// FailedPrecondition: the manager still waits for exits from here.
+		// Unavailable: it is not there; it would only hold the worker up.
+		if status.Code(err) == codes.Unavailable && time.Since(began) > 5*time.Second {
+			w.log.Warn("deregister: manager unreachable; leaving anyway", "err", err)
+			return true
+		}
+		if err == nil || status.Code(err) != codes.FailedPrecondition && status.Code(err) != codes.Unavailable {
 			if err != nil {
 				w.log.Warn("deregister", "err", err)
 			}
