@@ -3,6 +3,7 @@ package worker
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -51,6 +52,9 @@ func isClosed(c <-chan struct{}) bool {
 // read calls fn with the output from offset from, following the file until
 // the process ended and the file is read to its end. An offset past the end
 // of a finished output yields devops.ErrOutOfRange. fn must not keep c.Data.
+// errCorruptSpool is a spool file that no shim could have written.
+var errCorruptSpool = errors.New("corrupt spool")
+
 // The sizes of spool reads and of the chunks sent.
 const (
 	readSize = 256 << 10
@@ -109,6 +113,9 @@ func (s *spool) read(ctx context.Context, from int64, fn func(c devops.Chunk) er
 					break // the rest of the frame is not written yet
 				}
 				c := devops.Chunk{Offset: offset, Stream: devops.Stream(pending[0]), Data: pending[executor.FrameHeader : executor.FrameHeader+n]}
+				if c.Stream != devops.Stdout && c.Stream != devops.Stderr {
+					return fmt.Errorf("%w: spool frame at offset %d has unknown stream %d", errCorruptSpool, offset, c.Stream)
+				}
 				pending = pending[executor.FrameHeader+n:]
 				offset += n
 				if offset <= from {
