@@ -50,6 +50,7 @@ Ctrl-C stops waiting.`,
   devops run --all -- uptime
   devops run --selector zone=a --timeout 1m -- sh -c 'make test'
   devops run --detach -- sleep 600
+  devops run --image devops-base:busybox --memory 64M -- sh -c 'cat /etc/os-release'
   devops run --selector 'zone in (a,b),env!=prod' --dry-run -- uptime
   devops run --all --max-concurrency 25% --max-errors 1 --stop-on-error kill -- ./upgrade.sh
   devops run --workers w1,w2,w3 --canary 1 --pause-after-canary -- ./deploy.sh`,
@@ -114,6 +115,7 @@ Ctrl-C stops waiting.`,
 	f.DurationVar(&queueTimeout, "queue-timeout", 0, "how long to wait for a free slot when workers are full (default 1m)")
 	f.DurationVar(&dGrac, "disconnect-grace", 0, "how long the process may be unreachable before it is LOST (default 2m)")
 	f.StringVar(&req.Spec.User, "user", "", "run as this user[:group] on the worker")
+	f.StringVar(&req.Spec.Image, "image", "", "run in a container of this image (Docker on the worker; the image must be on it, nothing is pulled)")
 	f.StringVar(&mem, "memory", "", "memory limit, e.g. 256M")
 	f.Float64Var(&req.Spec.Limits.CPUs, "cpus", 0, "CPU limit in cores, e.g. 0.5")
 	f.Int64Var(&req.Spec.Limits.Pids, "pids", 0, "most processes and threads")

@@ -1,6 +1,8 @@
 // Package executor runs one command in isolation on a worker: its own
 // directory, session, clean environment, cgroup and (where the worker is
-// root on Linux) its own PID, mount, UTS and IPC namespaces. It reports how
+// root on Linux) its own PID, mount, UTS and IPC namespaces; a spec with an
+// Image runs in a container of the local Docker engine instead (docker.go).
+// It reports how
 // the command ended as a devops.ExitStatus and copies its output to the
 // caller's writers. It speaks domain types only and must not import the API,
 // the manager or the worker.
@@ -22,6 +24,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/moby/moby/client"
 
 	"github.com/devops-platform/devops"
 )
@@ -69,6 +73,10 @@ type Config struct {
 	// namespaces (its main must call RunInit for "__init"); empty means
 	// os.Executable().
 	InitPath string
+	// NoDocker leaves the Docker engine alone: no ping at New, and specs
+	// with an Image are refused. By default New pings the engine the
+	// DOCKER_* environment names (the local socket when unset).
+	NoDocker bool
 }
 
 // Executor starts processes. It is safe for concurrent use.
@@ -77,6 +85,9 @@ type Executor struct {
 	log      *slog.Logger
 	max      devops.Limits
 	platform *platform
+
+	dockerMu sync.Mutex     // protects docker
+	docker   *client.Client // nil: no engine answered (docker.go)
 }
 
 // New checks cfg, creates Root and finds what this machine can enforce
@@ -114,12 +125,24 @@ func New(cfg Config) (*Executor, error) {
 	if err != nil {
 		return nil, fmt.Errorf("new executor: %w", err)
 	}
-	return &Executor{root: root, log: log, max: cfg.MaxLimits, platform: pl}, nil
+	e := &Executor{root: root, log: log, max: cfg.MaxLimits, platform: pl}
+	if !cfg.NoDocker {
+		if e.docker, err = newDockerClient(context.Background()); err != nil {
+			log.Info("containers unavailable", logKeyMissing, "docker", logKeyError, err)
+		}
+	}
+	return e, nil
 }
 
 // Close removes the cgroup subtree New made when no process is left in it.
 // Processes still running keep running; calling Close is optional.
 func (e *Executor) Close() error {
+	e.dockerMu.Lock()
+	if e.docker != nil {
+		e.docker.Close()
+		e.docker = nil
+	}
+	e.dockerMu.Unlock()
 	return e.platform.close()
 }
 
@@ -131,6 +154,9 @@ func (e *Executor) Fingerprint() devops.Fingerprint {
 		CPUs: runtime.NumCPU(),
 	}
 	e.platform.fingerprint(&fp)
+	e.dockerMu.Lock()
+	fp.Docker = e.docker != nil
+	e.dockerMu.Unlock()
 	return fp
 }
 
@@ -248,9 +274,14 @@ func (e *Executor) prepare(ctx context.Context, id devops.ProcessID, spec *devop
 	if err := ctx.Err(); err != nil {
 		return prepared{}, err
 	}
-	cred, err := e.platform.lookupUser(spec.User)
-	if err != nil {
-		return prepared{}, err
+	var cred *credential
+	if spec.Image == "" {
+		// In a container the user is the image's to resolve.
+		c, err := e.platform.lookupUser(spec.User)
+		if err != nil {
+			return prepared{}, err
+		}
+		cred = c
 	}
 	home := filepath.Join(e.root, string(id))
 	if err := os.Mkdir(home, 0o700); err != nil {
@@ -266,7 +297,7 @@ func (e *Executor) prepare(ctx context.Context, id devops.ProcessID, spec *devop
 		}
 	}
 	cwd := home
-	if spec.Dir != "" {
+	if spec.Dir != "" || spec.Image != "" {
 		cwd = spec.Dir
 	}
 	return prepared{cred: cred, home: home, cwd: cwd}, nil
@@ -310,11 +341,17 @@ func (e *Executor) launch(ctx context.Context, id devops.ProcessID, spec devops.
 		stdout:   outW,
 		stderr:   errW,
 	}
-	sb, err := e.platform.start(ctx, l, log)
-	// The child has its own copies of the write ends: ours must go, or the
-	// readers never see EOF.
-	outW.Close()
-	errW.Close()
+	var sb sandbox
+	if spec.Image != "" {
+		// It owns the write ends and closes them when the output ends.
+		sb, err = e.startContainer(ctx, l, log)
+	} else {
+		sb, err = e.platform.start(ctx, l, log)
+		// The child has its own copies of the write ends: ours must go, or
+		// the readers never see EOF.
+		outW.Close()
+		errW.Close()
+	}
 	if err != nil {
 		outR.Close()
 		errR.Close()
@@ -349,12 +386,12 @@ func (e *Executor) check(id devops.ProcessID, spec *devops.Spec) error {
 		if !filepath.IsAbs(spec.Dir) {
 			return fmt.Errorf("%w: directory %q is not absolute", devops.ErrInvalid, spec.Dir)
 		}
-		if fi, err := os.Stat(spec.Dir); err != nil || !fi.IsDir() {
-			return fmt.Errorf("%w: directory %q does not exist", devops.ErrInvalid, spec.Dir)
+		// In a container it is a directory of the image (made if missing).
+		if spec.Image == "" {
+			if fi, err := os.Stat(spec.Dir); err != nil || !fi.IsDir() {
+				return fmt.Errorf("%w: directory %q does not exist", devops.ErrInvalid, spec.Dir)
+			}
 		}
-	}
-	if spec.Image != "" {
-		return fmt.Errorf("%w: images are not supported by this executor", devops.ErrInvalid)
 	}
 	lim := &spec.Limits
 	if lim.MemoryBytes < 0 || lim.CPUs < 0 || lim.Pids < 0 || lim.MaxOutputBytes < 0 {
@@ -368,6 +405,10 @@ func (e *Executor) check(id devops.ProcessID, spec *devops.Spec) error {
 	}
 	if spec.Grace == 0 {
 		spec.Grace = devops.DefaultGrace
+	}
+	if spec.Image != "" {
+		// The engine enforces the limits, users and namespaces.
+		return e.checkImage(*spec)
 	}
 	return e.platform.check(*spec)
 }

@@ -180,7 +180,7 @@ func (e *Executor) startShim(id devops.ProcessID, spec devops.Spec, pr prepared,
 	cmd := &exec.Cmd{
 		Path:       pl.initPath,
 		Args:       []string{pl.initPath, initArg, shimArg, string(id)},
-		Env:        []string{"GORACE=atexit_sleep_ms=0"},
+		Env:        append([]string{"GORACE=atexit_sleep_ms=0"}, dockerEnv()...), // the engine the worker reaches
 		Dir:        "/",
 		Stderr:     logf,
 		ExtraFiles: []*os.File{cfgR, readyW, out},
