@@ -112,6 +112,7 @@ type Worker struct {
 	mu         sync.Mutex // protects the fields below
 	id         devops.WorkerID
 	procs      map[devops.ProcessID]*proc
+	starting   map[devops.ProcessID]chan struct{} // ids being started; closed when done
 	draining   bool
 	drained    chan struct{} // closed once draining with nothing left to run; replaced on undo
 	lastHealth time.Time     // when the manager last had a health stream open
@@ -141,7 +142,7 @@ func New(cfg Config) (*Worker, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
 	}
-	w := &Worker{cfg: cfg, log: cfg.Logger.With("worker", cfg.Name), procs: make(map[devops.ProcessID]*proc), started: time.Now(), quit: make(chan struct{}), crash: make(chan struct{}), drained: make(chan struct{})}
+	w := &Worker{cfg: cfg, log: cfg.Logger.With("worker", cfg.Name), procs: make(map[devops.ProcessID]*proc), starting: make(map[devops.ProcessID]chan struct{}), started: time.Now(), quit: make(chan struct{}), crash: make(chan struct{}), drained: make(chan struct{})}
 	w.spoolDir = filepath.Join(cfg.DataDir, "spool")
 	if err := os.MkdirAll(w.spoolDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data dir: %w", err)
@@ -574,22 +575,51 @@ func (w *Worker) cleanupLoop(ctx context.Context) {
 // process id is started at most once.
 func (w *Worker) start(ctx context.Context, id devops.ProcessID, spec devops.Spec, attachOnly bool) (*proc, error) {
 	w.mu.Lock()
-	defer w.mu.Unlock()
-	if p, ok := w.procs[id]; ok {
-		return p, nil
+	for {
+		if p, ok := w.procs[id]; ok {
+			w.mu.Unlock()
+			return p, nil
+		}
+		wait, ok := w.starting[id]
+		if !ok {
+			break
+		}
+		// Another call is starting this id: attach once it has.
+		w.mu.Unlock()
+		select {
+		case <-wait:
+		case <-ctx.Done():
+			return nil, status.FromContextError(ctx.Err()).Err()
+		}
+		w.mu.Lock()
 	}
 	if attachOnly {
+		w.mu.Unlock()
 		return nil, status.Errorf(codes.NotFound, "process %s is not known on this worker", id)
 	}
 	if w.draining {
+		w.mu.Unlock()
 		return nil, status.Error(codes.FailedPrecondition, "worker is draining")
 	}
 	if n := w.runningLocked(); n >= w.cfg.Capacity {
+		w.mu.Unlock()
 		return nil, status.Errorf(codes.ResourceExhausted, "worker is full (%d/%d)", n, w.cfg.Capacity)
 	}
+	// The start takes milliseconds (two processes are spawned): it runs
+	// outside the lock, so that starts on one worker overlap.
+	started := make(chan struct{})
+	w.starting[id] = started
+	w.mu.Unlock()
+
 	dir := filepath.Join(w.spoolDir, string(id))
 	x, err := w.exec.StartSupervised(ctx, id, spec, dir)
+
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	delete(w.starting, id)
+	close(started)
 	if err != nil {
+		w.checkDrainedLocked()
 		if !errors.Is(err, devops.ErrAlreadyExists) {
 			os.RemoveAll(dir)
 		}
@@ -636,7 +666,7 @@ func (w *Worker) trackLocked(id devops.ProcessID, x *executor.Process, dir strin
 }
 
 func (w *Worker) runningLocked() int {
-	n := 0
+	n := len(w.starting)
 	for _, p := range w.procs {
 		if p.endedAt.IsZero() {
 			n++
