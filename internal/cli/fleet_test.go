@@ -344,3 +344,21 @@ func TestFleetRunSurvivesManagerRestart(t *testing.T) {
 		t.Errorf("run after a restart = %+v, %v", run, err)
 	}
 }
+
+func TestNamedWorkerThatCannotRunFailsTheRun(t *testing.T) {
+	c := testcluster.Start(t, testcluster.Options{Workers: 2})
+	c.StopWorker(1)
+	testcluster.Eventually(t, 10*time.Second, "w2 down", func() bool {
+		ws, _ := c.Client.Workers(t.Context())
+		for _, w := range ws {
+			if w.Name == "w2" {
+				return w.State == devops.WorkerDown
+			}
+		}
+		return false
+	})
+	r := c.CLI(t.Context(), "run", "--workers", "w1,w2", "--", "echo", "hi")
+	if r.Code == 0 || !strings.Contains(r.Stderr, "not running on w2") || !strings.Contains(r.Stdout, "w1: hi") {
+		t.Errorf("run on w1 and a down w2 = %d %q %q, want w1's output and a failure naming w2", r.Code, r.Stdout, r.Stderr)
+	}
+}

@@ -122,7 +122,13 @@ func runFleet(ctx context.Context, c *client.Client, f *fleetFlags, fr client.Fl
 	for _, x := range r.Excluded {
 		fmt.Fprintf(env.Stderr, "devops: not running on %s: %s\n", x.WorkerName, x.Reason)
 	}
-	return followRun(ctx, c, r.ID, true, f, env)
+	err = followRun(ctx, c, r.ID, true, f, env)
+	// A worker named with --workers that could not run it is a failure:
+	// the exit code is 0 only when every targeted worker succeeded.
+	if err == nil && len(fr.Target.Workers) > 0 && len(r.Excluded) > 0 {
+		return &exitError{code: 1, msg: fmt.Sprintf("%d of the named workers did not run it", len(r.Excluded))}
+	}
+	return err
 }
 
 // followRun prints a run's output as the flags say, cancels it on Ctrl-C
