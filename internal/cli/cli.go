@@ -36,8 +36,9 @@ type Env struct {
 
 // exitError carries a process exit code out of a command.
 type exitError struct {
-	code int
-	msg  string // printed to stderr when not empty
+	code      int
+	msg       string // printed to stderr when not empty
+	retryable bool   // the command failed by itself: --retries may run it again
 }
 
 func (e *exitError) Error() string { return e.msg }

@@ -257,3 +257,22 @@ func TestRefusedCommandGoesToAnotherWorker(t *testing.T) {
 		t.Errorf("succeeded processes = %+v, want one on w2", ps)
 	}
 }
+
+func TestRetriesRunAgainOnlyWhenAsked(t *testing.T) {
+	c := testcluster.Start(t, testcluster.Options{})
+	dir := t.TempDir()
+	// Fails twice, then succeeds: each attempt is a new process.
+	script := `echo try >> tries; [ $(wc -l < tries) -ge 3 ] && echo ok`
+	r := c.CLI(t.Context(), "run", "--dir", dir, "--retries", "3", "--", "sh", "-c", script)
+	if r.Code != 0 || r.Stdout != "ok\n" || strings.Count(r.Stderr, "running it again") != 2 {
+		t.Errorf("run --retries 3 = %d %q %q, want success on the third attempt, each shown", r.Code, r.Stdout, r.Stderr)
+	}
+	if ps, _ := c.Client.Processes(t.Context(), devops.StateUnknown, ""); len(ps) != 3 {
+		t.Errorf("%d processes, want one per attempt (3)", len(ps))
+	}
+	// Without --retries a failure is final.
+	r = c.CLI(t.Context(), "run", "--dir", dir, "--", "sh", "-c", "exit 4")
+	if r.Code != 4 || strings.Contains(r.Stderr, "again") {
+		t.Errorf("run without --retries = %d %q", r.Code, r.Stderr)
+	}
+}

@@ -3,6 +3,7 @@ package cli
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -22,6 +23,7 @@ func newRunCmd(env *Env, g *globals) *cobra.Command {
 		envs                []string
 		secretEnvs          []string
 		detach              bool
+		retries             int
 		mem, maxOut         string
 		timeoutFlag, grace  time.Duration
 		queueTimeout, dGrac time.Duration
@@ -99,10 +101,20 @@ Ctrl-C stops waiting.`,
 				return nil
 			}
 			fanout := req.Target.All || req.Target.Selector != ""
-			return runAndFollow(cmd.Context(), c, req, env, fanout)
+			for attempt := 1; ; attempt++ {
+				err := runAndFollow(cmd.Context(), c, req, env, fanout)
+				var xe *exitError
+				if attempt > retries || !errors.As(err, &xe) || !xe.retryable {
+					return err
+				}
+				// Explicit, and each attempt is a new process with its own id:
+				// a new request, so a new idempotency key (Run makes one).
+				fmt.Fprintf(env.Stderr, "devops: attempt %d of %d failed (exit %d); running it again\n", attempt, retries+1, xe.code)
+			}
 		},
 	}
 	f := cmd.Flags()
+	f.IntVar(&retries, "retries", 0, "run it again, up to this many times, when it fails or times out (each attempt is a new process)")
 	f.StringVar(&req.Target.Worker, "worker", "", "run on this worker (name or id)")
 	f.StringVar(&req.Target.Selector, "selector", "", "run on every worker whose labels match, e.g. zone=a,env!=prod")
 	f.BoolVar(&req.Target.All, "all", false, "run on every worker that is up")
@@ -211,7 +223,17 @@ func runAndFollow(ctx context.Context, c *client.Client, req client.RunRequest, 
 		code = max(code, p.ExitCode())
 	}
 	if code != 0 {
-		return &exitError{code: code}
+		// Worth another attempt when every process that did not succeed
+		// failed or timed out by itself: never after a kill or a loss.
+		retryable := true
+		for _, id := range ids {
+			switch final[id].State {
+			case devops.StateSucceeded, devops.StateFailed, devops.StateTimedOut:
+			default:
+				retryable = false
+			}
+		}
+		return &exitError{code: code, retryable: retryable}
 	}
 	return nil
 }
