@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -28,6 +29,9 @@ import (
 func Main(m *testing.M) {
 	if len(os.Args) > 1 && os.Args[1] == "__init" {
 		os.Exit(executor.RunInit(os.Args[2:]))
+	}
+	if len(os.Args) > 1 && os.Args[1] == "devops" {
+		os.Exit(runDevops(os.Args[2:]))
 	}
 	os.Exit(m.Run())
 }
@@ -54,6 +58,10 @@ type Options struct {
 	// (--insecure); by default it runs as in production: TLS, the admin
 	// token for the Client and the CLI, join tokens for the workers.
 	Insecure bool
+	// ManagerProcess runs the manager as a child process (the test binary
+	// acting as devops) instead of in-process, so that KillManager can
+	// kill -9 it. Manager (the config hook) does not apply then.
+	ManagerProcess bool
 }
 
 // Cluster is a running manager and its workers.
@@ -77,6 +85,7 @@ type node struct {
 	done   chan error
 	w      *worker.Worker // nil for the manager
 	m      *manager.Manager
+	cmd    *exec.Cmd // the manager's process, with Options.ManagerProcess
 }
 
 // Start starts a manager and the workers, waits until every worker is UP,
@@ -144,6 +153,10 @@ func (c *Cluster) Manager() *manager.Manager {
 // start, on the same address.
 func (c *Cluster) StartManager() {
 	c.tb.Helper()
+	if c.opts.ManagerProcess {
+		c.startManagerProcess()
+		return
+	}
 	cfg := manager.Config{
 		Listen:          c.Addr(),
 		HTTP:            c.httpAddr(),
@@ -178,6 +191,10 @@ func (c *Cluster) StopManager() {
 	c.manager = nil
 	c.mu.Unlock()
 	if n == nil {
+		return
+	}
+	if n.cmd != nil {
+		c.stopManagerProcess(n)
 		return
 	}
 	n.cancel()
