@@ -3,6 +3,8 @@ package manager
 import (
 	"context"
 	"fmt"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"sync"
 	"syscall"
 	"time"
@@ -179,8 +181,29 @@ func (m *Manager) Terminate(ctx context.Context, id devops.ProcessID, sig syscal
 		p, _ = m.procs.snapshot(e)
 		return p, nil
 	}
-	if err := m.signalWorker(ctx, p, sig, grace); err != nil {
-		return p, fmt.Errorf("terminate %s on worker %s: %w", id, p.WorkerName, fmt.Errorf("%v: %w", err, devops.ErrUnavailable))
+	// A worker that just restarted may not be reachable at its new address
+	// for a moment: give it a few seconds. Either way the request stands,
+	// and the tracker delivers it when the process is attached again.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		changed := m.registry.Changed()
+		err := m.signalWorker(ctx, p, sig, grace)
+		if err == nil {
+			break
+		}
+		if status.Code(err) != codes.Unavailable || time.Now().After(deadline) {
+			return p, fmt.Errorf("terminate %s on worker %s: %v (the request stands: it is sent when the worker answers): %w", id, p.WorkerName, err, devops.ErrUnavailable)
+		}
+		select {
+		case <-ctx.Done():
+			return p, ctx.Err()
+		case <-changed:
+		case <-time.After(200 * time.Millisecond):
+		}
+		p, _ = m.procs.snapshot(e)
+		if p.State.Terminal() {
+			return p, nil
+		}
 	}
 	p, _ = m.procs.snapshot(e)
 	return p, nil

@@ -104,6 +104,12 @@ func (m *Manager) watchWorker(w devops.Worker) {
 			PermitWithoutStream: true,
 		}),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(8<<20)),
+		// One connection per worker, most of them idle: grpc's 32 KiB read
+		// and write buffers would be 64 KiB a worker before anything else.
+		// Output still arrives in chunks of up to 256 KiB; these only size
+		// the socket reads and writes.
+		grpc.WithReadBufferSize(8<<10),
+		grpc.WithWriteBufferSize(8<<10),
 		grpc.WithChainUnaryInterceptor(m.metrics.grpcClient.UnaryClientInterceptor()),
 		grpc.WithChainStreamInterceptor(m.metrics.grpcClient.StreamClientInterceptor()),
 	)
