@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -335,5 +334,3 @@ func (c *cluster) close() {
 		c.manager.stop(8 * time.Second)
 	}
 }
-
-var errSkipped = errors.New("skipped")
