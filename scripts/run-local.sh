@@ -42,17 +42,29 @@ done
 # The manager made its CA, admin.token and join.token in its data dir at
 # first start: the workers join with join.token, and the CLI below finds
 # ./data/manager/ca.crt and ./data/manager/admin.token by itself.
-$BIN worker --name worker-1 --labels zone=a --listen 127.0.0.1:50061 --data-dir "$DATA/worker-1" --join-token-file "$DATA/manager/join.token" >"$DATA/logs/worker-1.log" 2>&1 &
+$BIN worker --name worker-1 --labels zone=a --listen 127.0.0.1:50061 --http 127.0.0.1:8081 --data-dir "$DATA/worker-1" --join-token-file "$DATA/manager/join.token" >"$DATA/logs/worker-1.log" 2>&1 &
 pids+=($!)
-$BIN worker --name worker-2 --labels zone=b --listen 127.0.0.1:50062 --data-dir "$DATA/worker-2" --join-token-file "$DATA/manager/join.token" >"$DATA/logs/worker-2.log" 2>&1 &
+$BIN worker --name worker-2 --labels zone=b --listen 127.0.0.1:50062 --http 127.0.0.1:8082 --data-dir "$DATA/worker-2" --join-token-file "$DATA/manager/join.token" >"$DATA/logs/worker-2.log" 2>&1 &
 pids+=($!)
 
 echo "waiting for both workers to join..."
+up=0
 for _ in $(seq 1 100); do
+  for i in 1 2; do
+    if ! kill -0 "${pids[$i]}" 2>/dev/null; then
+      echo "worker-$i did not start:" >&2
+      cat "$DATA/logs/worker-$i.log" >&2
+      exit 1
+    fi
+  done
   up=$($BIN workers -o json 2>/dev/null | grep -c '"State": 1' || true)
   [ "$up" -ge 2 ] && break
   sleep 0.1
 done
+if [ "$up" -lt 2 ]; then
+  echo "the workers did not join within 10 s; see $DATA/logs" >&2
+  exit 1
+fi
 
 echo
 echo '$ devops run --all -- sh -c '"'"'for i in 1 2 3; do echo "step $i on $(hostname)"; sleep 0.3; done'"'"

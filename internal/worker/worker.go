@@ -81,6 +81,13 @@ func (c *Config) setDefaults() error {
 	if c.DataDir == "" {
 		c.DataDir = "./data/worker"
 	}
+	// Absolute, because the processes' supervisors outlive the worker and
+	// do not share its working directory.
+	dir, err := filepath.Abs(c.DataDir)
+	if err != nil {
+		return fmt.Errorf("data dir %q: %w", c.DataDir, err)
+	}
+	c.DataDir = dir
 	if c.KeepFinished <= 0 {
 		c.KeepFinished = 10 * time.Minute
 	}
