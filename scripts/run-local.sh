@@ -26,7 +26,9 @@ cleanup() {
 }
 trap cleanup INT TERM EXIT
 
-$BIN manager --listen 127.0.0.1:50051 --http 127.0.0.1:8080 --data-dir "$DATA/manager" >"$DATA/logs/manager.log" 2>&1 &
+# Each node in its own session: Ctrl-C reaches only this script, which then
+# stops them in order (ends the commands, drains the workers, stops the manager).
+setsid $BIN manager --listen 127.0.0.1:50051 --http 127.0.0.1:8080 --data-dir "$DATA/manager" >"$DATA/logs/manager.log" 2>&1 &
 manager_pid=$!
 pids+=($manager_pid)
 # The manager must be ours: another one already on the port would take our workers.
@@ -42,9 +44,9 @@ done
 # The manager made its CA, admin.token and join.token in its data dir at
 # first start: the workers join with join.token, and the CLI below finds
 # ./data/manager/ca.crt and ./data/manager/admin.token by itself.
-$BIN worker --name worker-1 --labels zone=a --listen 127.0.0.1:50061 --http 127.0.0.1:8081 --data-dir "$DATA/worker-1" --join-token-file "$DATA/manager/join.token" >"$DATA/logs/worker-1.log" 2>&1 &
+setsid $BIN worker --name worker-1 --labels zone=a --listen 127.0.0.1:50061 --http 127.0.0.1:8081 --data-dir "$DATA/worker-1" --join-token-file "$DATA/manager/join.token" >"$DATA/logs/worker-1.log" 2>&1 &
 pids+=($!)
-$BIN worker --name worker-2 --labels zone=b --listen 127.0.0.1:50062 --http 127.0.0.1:8082 --data-dir "$DATA/worker-2" --join-token-file "$DATA/manager/join.token" >"$DATA/logs/worker-2.log" 2>&1 &
+setsid $BIN worker --name worker-2 --labels zone=b --listen 127.0.0.1:50062 --http 127.0.0.1:8082 --data-dir "$DATA/worker-2" --join-token-file "$DATA/manager/join.token" >"$DATA/logs/worker-2.log" 2>&1 &
 pids+=($!)
 
 echo "waiting for both workers to join..."
