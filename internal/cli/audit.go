@@ -2,6 +2,7 @@ package cli
 
 import (
 	"fmt"
+	"github.com/devops-platform/devops/internal/client"
 	"strings"
 	"text/tabwriter"
 
@@ -18,29 +19,26 @@ func newAuditCmd(env *Env, g *globals) *cobra.Command {
   devops audit -n 1000 -o json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.dial()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			es, err := c.Audit(cmd.Context(), limit)
-			if err != nil {
-				return err
-			}
-			if output == "json" {
-				return writeJSON(env.Stdout, es)
-			}
-			tw := tabwriter.NewWriter(env.Stdout, 0, 0, 2, ' ', 0)
-			fmt.Fprintln(tw, "TIME\tWHO\tROLE\tACTION\tWORKERS\tWHAT\tRESULT")
-			for _, e := range es {
-				what := e.Target
-				if len(e.Argv) > 0 {
-					what = strings.TrimSpace(what + " -- " + strings.Join(e.Argv, " "))
+			return g.call(func(c *client.Client) error {
+				es, err := c.Audit(cmd.Context(), limit)
+				if err != nil {
+					return err
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", e.Time.Local().Format("2006-01-02 15:04:05"), e.Principal, orDash(e.Role),
-					e.Action, orDash(strings.Join(e.Workers, ",")), orDash(oneLine(what, 80)), oneLine(e.Result, 100))
-			}
-			return tw.Flush()
+				if output == "json" {
+					return writeJSON(env.Stdout, es)
+				}
+				tw := tabwriter.NewWriter(env.Stdout, 0, 0, 2, ' ', 0)
+				fmt.Fprintln(tw, "TIME\tWHO\tROLE\tACTION\tWORKERS\tWHAT\tRESULT")
+				for _, e := range es {
+					what := e.Target
+					if len(e.Argv) > 0 {
+						what = strings.TrimSpace(what + " -- " + strings.Join(e.Argv, " "))
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", e.Time.Local().Format("2006-01-02 15:04:05"), e.Principal, orDash(e.Role),
+						e.Action, orDash(strings.Join(e.Workers, ",")), orDash(oneLine(what, 80)), oneLine(e.Result, 100))
+				}
+				return tw.Flush()
+			})
 		},
 	}
 	cmd.Flags().IntVarP(&limit, "limit", "n", 100, "most recent entries to show")

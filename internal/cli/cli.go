@@ -156,6 +156,16 @@ func (g *globals) logger(w io.Writer) (*slog.Logger, error) {
 	return nil, fmt.Errorf("--log-format %q: want text or json", g.logFormat)
 }
 
+// call dials the manager, hands the client to f and closes it afterwards.
+func (g *globals) call(f func(c *client.Client) error) error {
+	c, err := g.dial()
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	return f(c)
+}
+
 func (g *globals) dial() (*client.Client, error) {
 	opts, err := g.clientOptions()
 	if err != nil {

@@ -35,25 +35,22 @@ func newPsCmd(env *Env, g *globals) *cobra.Command {
 					return err
 				}
 			}
-			c, err := g.dial()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			ps, err := c.Processes(cmd.Context(), state, worker)
-			if err != nil {
-				return err
-			}
-			if output == "json" {
-				return writeJSON(env.Stdout, ps)
-			}
-			tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "ID\tWORKER\tSTATE\tEXIT\tSTARTED\tDURATION\tCOMMAND")
-			for _, p := range ps {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.ID, dash(p.WorkerName), p.State, exitText(p),
-					timeText(p.StartedAt), durationText(p), commandText(p.Spec.Argv, 60))
-			}
-			return tw.Flush()
+			return g.call(func(c *client.Client) error {
+				ps, err := c.Processes(cmd.Context(), state, worker)
+				if err != nil {
+					return err
+				}
+				if output == "json" {
+					return writeJSON(env.Stdout, ps)
+				}
+				tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "ID\tWORKER\tSTATE\tEXIT\tSTARTED\tDURATION\tCOMMAND")
+				for _, p := range ps {
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.ID, dash(p.WorkerName), p.State, exitText(p),
+						timeText(p.StartedAt), durationText(p), commandText(p.Spec.Argv, 60))
+				}
+				return tw.Flush()
+			})
 		},
 	}
 	cmd.Flags().StringVar(&stateName, "state", "", "only processes in this state (PENDING, RUNNING, SUCCEEDED, FAILED, TERMINATED, TIMED_OUT, LOST, DISCONNECTED)")
@@ -69,20 +66,17 @@ func newStatusCmd(env *Env, g *globals) *cobra.Command {
 		Short: "Show a process's status",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.dial()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			p, err := c.Status(cmd.Context(), devops.ProcessID(args[0]))
-			if err != nil {
-				return err
-			}
-			if output == "json" {
-				return writeJSON(env.Stdout, p)
-			}
-			printStatus(env.Stdout, p)
-			return nil
+			return g.call(func(c *client.Client) error {
+				p, err := c.Status(cmd.Context(), devops.ProcessID(args[0]))
+				if err != nil {
+					return err
+				}
+				if output == "json" {
+					return writeJSON(env.Stdout, p)
+				}
+				printStatus(env.Stdout, p)
+				return nil
+			})
 		},
 	}
 	cmd.Flags().StringVarP(&output, "output", "o", "text", "output format: text or json")
@@ -128,39 +122,36 @@ bytes of both streams together, so --from resumes exactly where a reader stopped
 With -f it follows the output until the process ends and exits with its exit code.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.dial()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			if devops.IsRunID(args[0]) {
-				return logsRun(cmd.Context(), env, c, devops.RunID(args[0]), follow)
-			}
-			var final *devops.Process
-			err = c.Logs(cmd.Context(), devops.ProcessID(args[0]), from, follow, func(ev client.Event) error {
-				if ev.Chunk != nil {
-					w := env.Stdout
-					if ev.Chunk.Stream == devops.Stderr {
-						w = env.Stderr
+			return g.call(func(c *client.Client) error {
+				if devops.IsRunID(args[0]) {
+					return logsRun(cmd.Context(), env, c, devops.RunID(args[0]), follow)
+				}
+				var final *devops.Process
+				err := c.Logs(cmd.Context(), devops.ProcessID(args[0]), from, follow, func(ev client.Event) error {
+					if ev.Chunk != nil {
+						w := env.Stdout
+						if ev.Chunk.Stream == devops.Stderr {
+							w = env.Stderr
+						}
+						_, err := w.Write(ev.Chunk.Data)
+						return err
 					}
-					_, err := w.Write(ev.Chunk.Data)
+					final = ev.Process
+					return nil
+				})
+				if err != nil {
 					return err
 				}
-				final = ev.Process
+				if follow && final != nil && final.State.Terminal() {
+					if msg := endMessage(*final, false); msg != "" {
+						fmt.Fprintln(env.Stderr, "devops:", msg)
+					}
+					if code := final.ExitCode(); code != 0 {
+						return &exitError{code: code}
+					}
+				}
 				return nil
 			})
-			if err != nil {
-				return err
-			}
-			if follow && final != nil && final.State.Terminal() {
-				if msg := endMessage(*final, false); msg != "" {
-					fmt.Fprintln(env.Stderr, "devops:", msg)
-				}
-				if code := final.ExitCode(); code != 0 {
-					return &exitError{code: code}
-				}
-			}
-			return nil
 		},
 	}
 	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing until the process ends")
@@ -182,20 +173,17 @@ period: no child survives.`,
 			if err != nil {
 				return err
 			}
-			c, err := g.dial()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			if devops.IsRunID(args[0]) {
-				return killRun(cmd.Context(), env, c, devops.RunID(args[0]), sig, grace)
-			}
-			p, err := c.Terminate(cmd.Context(), devops.ProcessID(args[0]), sig, grace)
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(env.Stdout, "%s: %s sent (was %s)\n", p.ID, sig, p.State)
-			return nil
+			return g.call(func(c *client.Client) error {
+				if devops.IsRunID(args[0]) {
+					return killRun(cmd.Context(), env, c, devops.RunID(args[0]), sig, grace)
+				}
+				p, err := c.Terminate(cmd.Context(), devops.ProcessID(args[0]), sig, grace)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(env.Stdout, "%s: %s sent (was %s)\n", p.ID, sig, p.State)
+				return nil
+			})
 		},
 	}
 	cmd.Flags().StringVarP(&sigName, "signal", "s", "TERM", "signal name or number")
@@ -231,38 +219,35 @@ func newWorkersCmd(env *Env, g *globals) *cobra.Command {
   devops workers --watch`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.dial()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			for {
-				ws, err := c.Workers(cmd.Context())
-				if err != nil {
-					return err
-				}
-				if watch && env.IsTerminal {
-					fmt.Fprint(env.Stdout, "\x1b[H\x1b[2J") // home and clear: redraw in place
-				}
-				switch output {
-				case "json":
-					if err := writeJSON(env.Stdout, ws); err != nil {
+			return g.call(func(c *client.Client) error {
+				for {
+					ws, err := c.Workers(cmd.Context())
+					if err != nil {
 						return err
 					}
-				case "table", "wide":
-					printWorkers(env.Stdout, ws, output == "wide")
-				default:
-					return fmt.Errorf("%w: -o %q: want table, wide or json", devops.ErrInvalid, output)
+					if watch && env.IsTerminal {
+						fmt.Fprint(env.Stdout, "\x1b[H\x1b[2J") // home and clear: redraw in place
+					}
+					switch output {
+					case "json":
+						if err := writeJSON(env.Stdout, ws); err != nil {
+							return err
+						}
+					case "table", "wide":
+						printWorkers(env.Stdout, ws, output == "wide")
+					default:
+						return fmt.Errorf("%w: -o %q: want table, wide or json", devops.ErrInvalid, output)
+					}
+					if !watch {
+						return nil
+					}
+					select {
+					case <-cmd.Context().Done():
+						return nil
+					case <-time.After(every):
+					}
 				}
-				if !watch {
-					return nil
-				}
-				select {
-				case <-cmd.Context().Done():
-					return nil
-				case <-time.After(every):
-				}
-			}
+			})
 		},
 	}
 	cmd.Flags().StringVarP(&output, "output", "o", "table", "output format: table, wide or json")
@@ -413,17 +398,14 @@ running processes finish, then it deregisters and exits. SIGTERM to a worker
 does the same. --undo brings a draining worker back.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.dial()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			w, err := c.Drain(cmd.Context(), args[0], undo)
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(env.Stdout, "%s: %s (%d running)\n", w.Name, w.State, w.Running)
-			return nil
+			return g.call(func(c *client.Client) error {
+				w, err := c.Drain(cmd.Context(), args[0], undo)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(env.Stdout, "%s: %s (%d running)\n", w.Name, w.State, w.Running)
+				return nil
+			})
 		},
 	}
 	cmd.Flags().BoolVar(&undo, "undo", false, "take work again")

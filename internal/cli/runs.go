@@ -464,26 +464,23 @@ func newRunsCmd(env *Env, g *globals) *cobra.Command {
 		Short: "List fleet runs",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.dial()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			rs, err := c.FleetRuns(cmd.Context())
-			if err != nil {
-				return err
-			}
-			if output == "json" {
-				return writeJSON(env.Stdout, rs)
-			}
-			tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "ID\tSTATE\tTARGET\tDONE\tFAILED\tSKIPPED\tCREATED\tCOMMAND")
-			for _, r := range rs {
-				s := r.Summary
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%d/%d\t%d\t%d\t%s\t%s\n", r.ID, r.State, r.Target, s.Succeeded+s.Failed, s.Total,
-					s.Failed, s.Skipped, timeText(r.CreatedAt), commandText(r.Spec.Argv, 50))
-			}
-			return tw.Flush()
+			return g.call(func(c *client.Client) error {
+				rs, err := c.FleetRuns(cmd.Context())
+				if err != nil {
+					return err
+				}
+				if output == "json" {
+					return writeJSON(env.Stdout, rs)
+				}
+				tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "ID\tSTATE\tTARGET\tDONE\tFAILED\tSKIPPED\tCREATED\tCOMMAND")
+				for _, r := range rs {
+					s := r.Summary
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%d/%d\t%d\t%d\t%s\t%s\n", r.ID, r.State, r.Target, s.Succeeded+s.Failed, s.Total,
+						s.Failed, s.Skipped, timeText(r.CreatedAt), commandText(r.Spec.Argv, 50))
+				}
+				return tw.Flush()
+			})
 		},
 	}
 	cmd.Flags().StringVarP(&output, "output", "o", "table", "output format: table or json")
@@ -497,36 +494,33 @@ func newRunStatusCmd(env *Env, g *globals) *cobra.Command {
 		Short: "Show a fleet run: its options, its targets and their children, and its summary",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.dial()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			r, err := c.FleetRun(cmd.Context(), devops.RunID(args[0]))
-			if err != nil {
-				return err
-			}
-			if output == "json" {
-				return writeJSON(env.Stdout, r)
-			}
-			tw := tabwriter.NewWriter(env.Stdout, 0, 4, 1, ' ', 0)
-			row := func(k, v string) { fmt.Fprintf(tw, "%s:\t%s\n", k, v) }
-			row("ID", string(r.ID))
-			row("State", r.State.String())
-			if r.Reason != "" {
-				row("Reason", r.Reason)
-			}
-			row("Command", commandText(r.Spec.Argv, 0))
-			row("Target", r.Target.String())
-			o := r.Options
-			row("Options", fmt.Sprintf("max-concurrency %s, max-errors %s, stop-on-error %s, canary %d, pause-after-canary %t",
-				o.MaxConcurrency, o.MaxErrors, o.StopOnError, o.Canary, o.PauseAfterCanary))
-			row("Created", timeText(r.CreatedAt))
-			row("Ended", timeText(r.EndedAt))
-			tw.Flush()
-			fmt.Fprintln(env.Stdout)
-			printRunSummary(env.Stdout, r)
-			return nil
+			return g.call(func(c *client.Client) error {
+				r, err := c.FleetRun(cmd.Context(), devops.RunID(args[0]))
+				if err != nil {
+					return err
+				}
+				if output == "json" {
+					return writeJSON(env.Stdout, r)
+				}
+				tw := tabwriter.NewWriter(env.Stdout, 0, 4, 1, ' ', 0)
+				row := func(k, v string) { fmt.Fprintf(tw, "%s:\t%s\n", k, v) }
+				row("ID", string(r.ID))
+				row("State", r.State.String())
+				if r.Reason != "" {
+					row("Reason", r.Reason)
+				}
+				row("Command", commandText(r.Spec.Argv, 0))
+				row("Target", r.Target.String())
+				o := r.Options
+				row("Options", fmt.Sprintf("max-concurrency %s, max-errors %s, stop-on-error %s, canary %d, pause-after-canary %t",
+					o.MaxConcurrency, o.MaxErrors, o.StopOnError, o.Canary, o.PauseAfterCanary))
+				row("Created", timeText(r.CreatedAt))
+				row("Ended", timeText(r.EndedAt))
+				tw.Flush()
+				fmt.Fprintln(env.Stdout)
+				printRunSummary(env.Stdout, r)
+				return nil
+			})
 		},
 	}
 	cmd.Flags().StringVarP(&output, "output", "o", "text", "output format: text or json")
@@ -539,17 +533,14 @@ func newRunResumeCmd(env *Env, g *globals) *cobra.Command {
 		Short: "Continue a fleet run paused after its canary",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.dial()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			r, err := c.ResumeRun(cmd.Context(), devops.RunID(args[0]))
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(env.Stdout, "%s: %s\n", r.ID, r.State)
-			return nil
+			return g.call(func(c *client.Client) error {
+				r, err := c.ResumeRun(cmd.Context(), devops.RunID(args[0]))
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(env.Stdout, "%s: %s\n", r.ID, r.State)
+				return nil
+			})
 		},
 	}
 }

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"fmt"
+	"github.com/devops-platform/devops/internal/client"
 	"text/tabwriter"
 	"time"
 
@@ -31,22 +32,19 @@ func newTokenCreateCmd(env *Env, g *globals) *cobra.Command {
   devops token create --role worker --ttl 1h   # a join token: DEVOPS_JOIN_TOKEN=... devops worker`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.dial()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			t, secret, err := c.CreateToken(cmd.Context(), role, scope, desc, ttl)
-			if err != nil {
-				return err
-			}
-			fmt.Fprintln(env.Stdout, secret)
-			exp := "never expires"
-			if !t.ExpiresAt.IsZero() {
-				exp = "expires " + t.ExpiresAt.Local().Format(time.RFC3339)
-			}
-			fmt.Fprintf(env.Stderr, "token %s: role %s, %s; it is shown once\n", t.ID, t.Role, exp)
-			return nil
+			return g.call(func(c *client.Client) error {
+				t, secret, err := c.CreateToken(cmd.Context(), role, scope, desc, ttl)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintln(env.Stdout, secret)
+				exp := "never expires"
+				if !t.ExpiresAt.IsZero() {
+					exp = "expires " + t.ExpiresAt.Local().Format(time.RFC3339)
+				}
+				fmt.Fprintf(env.Stderr, "token %s: role %s, %s; it is shown once\n", t.ID, t.Role, exp)
+				return nil
+			})
 		},
 	}
 	f := cmd.Flags()
@@ -65,36 +63,33 @@ func newTokenListCmd(env *Env, g *globals) *cobra.Command {
 		Short: "List tokens (never their secrets)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.dial()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			ts, err := c.Tokens(cmd.Context())
-			if err != nil {
-				return err
-			}
-			if output == "json" {
-				return writeJSON(env.Stdout, ts)
-			}
-			tw := tabwriter.NewWriter(env.Stdout, 0, 0, 2, ' ', 0)
-			fmt.Fprintln(tw, "ID\tROLE\tSCOPE\tSTATE\tEXPIRES\tCREATED\tBY\tDESCRIPTION")
-			now := time.Now()
-			for _, t := range ts {
-				state, exp := "valid", "never"
-				if !t.ExpiresAt.IsZero() {
-					exp = t.ExpiresAt.Local().Format("2006-01-02 15:04")
-					if now.After(t.ExpiresAt) {
-						state = "expired"
+			return g.call(func(c *client.Client) error {
+				ts, err := c.Tokens(cmd.Context())
+				if err != nil {
+					return err
+				}
+				if output == "json" {
+					return writeJSON(env.Stdout, ts)
+				}
+				tw := tabwriter.NewWriter(env.Stdout, 0, 0, 2, ' ', 0)
+				fmt.Fprintln(tw, "ID\tROLE\tSCOPE\tSTATE\tEXPIRES\tCREATED\tBY\tDESCRIPTION")
+				now := time.Now()
+				for _, t := range ts {
+					state, exp := "valid", "never"
+					if !t.ExpiresAt.IsZero() {
+						exp = t.ExpiresAt.Local().Format("2006-01-02 15:04")
+						if now.After(t.ExpiresAt) {
+							state = "expired"
+						}
 					}
+					if t.Revoked {
+						state = "revoked"
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", t.ID, t.Role, orDash(t.Scope), state, exp,
+						t.CreatedAt.Local().Format("2006-01-02 15:04"), orDash(t.CreatedBy), orDash(t.Description))
 				}
-				if t.Revoked {
-					state = "revoked"
-				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", t.ID, t.Role, orDash(t.Scope), state, exp,
-					t.CreatedAt.Local().Format("2006-01-02 15:04"), orDash(t.CreatedBy), orDash(t.Description))
-			}
-			return tw.Flush()
+				return tw.Flush()
+			})
 		},
 	}
 	cmd.Flags().StringVarP(&output, "output", "o", "table", "table or json")
@@ -107,17 +102,14 @@ func newTokenRevokeCmd(env *Env, g *globals) *cobra.Command {
 		Short: "Revoke a token at once",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.dial()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			t, err := c.RevokeToken(cmd.Context(), args[0])
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(env.Stdout, "token %s (%s) revoked\n", t.ID, t.Role)
-			return nil
+			return g.call(func(c *client.Client) error {
+				t, err := c.RevokeToken(cmd.Context(), args[0])
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(env.Stdout, "token %s (%s) revoked\n", t.ID, t.Role)
+				return nil
+			})
 		},
 	}
 }
@@ -132,21 +124,18 @@ func newWorkersRevokeCmd(env *Env, g *globals) *cobra.Command {
 			"token, until `devops workers revoke --undo NAME`.",
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.dial()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			name, err := c.RevokeWorker(cmd.Context(), args[0], undo)
-			if err != nil {
-				return err
-			}
-			if undo {
-				fmt.Fprintf(env.Stdout, "worker %s may join again\n", name)
-			} else {
-				fmt.Fprintf(env.Stdout, "worker %s revoked: its certificates are denied and its connections closed\n", name)
-			}
-			return nil
+			return g.call(func(c *client.Client) error {
+				name, err := c.RevokeWorker(cmd.Context(), args[0], undo)
+				if err != nil {
+					return err
+				}
+				if undo {
+					fmt.Fprintf(env.Stdout, "worker %s may join again\n", name)
+				} else {
+					fmt.Fprintf(env.Stdout, "worker %s revoked: its certificates are denied and its connections closed\n", name)
+				}
+				return nil
+			})
 		},
 	}
 	cmd.Flags().BoolVar(&undo, "undo", false, "admit the name again (it must join with a join token)")
