@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command bench measures DevOps Platform against what it replaces, on this
 // machine, in one run: dispatch latency, CLI round trip, throughput, output
 // bandwidth, a stalled follower, fan-out, scale and failure detection, each

@@ -1,4 +1,4 @@
-//go:build benchpprof
+//go:build linux && benchpprof
 
 package main
 
