@@ -25,8 +25,10 @@ echo "building base image $IMAGE from Debian's busybox-static"
 deb=$(ls /var/cache/apt/archives/busybox-static_*.deb 2>/dev/null | head -n1 || true)
 if [ -z "$deb" ]; then
   # apt-get download writes to the current directory; run it as _apt-readable.
-  (cd "$work" && chmod 755 . && apt-get download -q busybox-static >/dev/null 2>&1) || {
-    echo "apt-get download busybox-static failed: run 'apt-get update' first" >&2
+  # On a fresh machine the package lists may be empty: update them once.
+  (cd "$work" && chmod 755 . && apt-get download -q busybox-static >/dev/null 2>&1) ||
+    { apt-get update -qq >/dev/null 2>&1 && (cd "$work" && apt-get download -q busybox-static >/dev/null 2>&1); } || {
+    echo "apt-get download busybox-static failed (after apt-get update)" >&2
     exit 1
   }
   deb=$(ls "$work"/busybox-static_*.deb)
