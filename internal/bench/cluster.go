@@ -211,13 +211,12 @@ func startCluster(ctx context.Context, bin, dir string, managerArgv []string, pp
 		argv = managerArgv
 	}
 	argv = append(argv, "--listen", c.addr, "--http", "-", "--data-dir", filepath.Join(dir, "manager"), "--log-level", "warn")
-	if len(managerArgv) == 0 {
-		argv = append(argv, c.insecure...)
-		// The bench is one client sending as fast as it can: the per-client
-		// rate limit on runs would measure the limit, not the system.
-		if out, _ := exec.Command(bin, "manager", "--help").CombinedOutput(); strings.Contains(string(out), "--run-rate") {
-			argv = append(argv, "--run-rate", "-1")
-		}
+	// The profiling manager (-pprof) takes the same two flags.
+	argv = append(argv, c.insecure...)
+	// The bench is one client sending as fast as it can: the per-client
+	// rate limit on runs would measure the limit, not the system.
+	if out, _ := exec.Command(bin, "manager", "--help").CombinedOutput(); strings.Contains(string(out), "--run-rate") {
+		argv = append(argv, "--run-rate", "-1")
 	}
 	if c.manager, err = startChild("manager", filepath.Join(dir, "manager.log"), argv...); err != nil {
 		return nil, err

@@ -32,6 +32,8 @@ func managerMain(args []string) int {
 	fs.StringVar(&cfg.HTTP, "http", "-", "")
 	fs.StringVar(&cfg.DataDir, "data-dir", "./data/manager", "")
 	fs.String("log-level", "warn", "")
+	fs.BoolVar(&cfg.Security.Insecure, "insecure", false, "")
+	fs.Float64Var(&cfg.Security.RunRate, "run-rate", 10, "")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
