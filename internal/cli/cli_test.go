@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -163,7 +162,7 @@ func TestKillLeavesNoChildBehind(t *testing.T) {
 func TestCtrlCTerminatesTheRemoteProcess(t *testing.T) {
 	c := testcluster.Start(t, testcluster.Options{})
 	interrupt := make(chan os.Signal, 1)
-	var out syncBuffer
+	var out testcluster.SyncBuffer
 	done := make(chan int)
 	go func() {
 		done <- c.CLIWith(t.Context(), &out, &out, interrupt, "run", "--", "sh", "-c", "echo started; sleep 30")
@@ -212,7 +211,7 @@ func TestManagerRestartKeepsRecordsAndFollowers(t *testing.T) {
 	})
 
 	script := `i=1; while [ $i -le 40 ]; do echo "n $i"; i=$((i+1)); sleep 0.05; done`
-	var out syncBuffer
+	var out testcluster.SyncBuffer
 	code := make(chan int)
 	go func() { code <- c.CLIWith(t.Context(), &out, &out, nil, "run", "--", "sh", "-c", script) }()
 	testcluster.Eventually(t, 5*time.Second, "output started", func() bool { return strings.Contains(out.String(), "n 3\n") })
@@ -343,7 +342,7 @@ func TestFullWorkersQueueThenFail(t *testing.T) {
 		t.Errorf("queued run = %d %q, want a no-free-slot failure", r.Code, r.Stderr)
 	}
 	// Waits, and runs as soon as the slot frees.
-	var out syncBuffer
+	var out testcluster.SyncBuffer
 	done := make(chan int)
 	go func() { done <- c.CLIWith(t.Context(), &out, &out, nil, "run", "--", "echo", "second") }()
 	testcluster.Eventually(t, 5*time.Second, "second pending", func() bool {
@@ -388,22 +387,4 @@ func tail(s string) string {
 		return s[len(s)-500:]
 	}
 	return s
-}
-
-// syncBuffer is a bytes.Buffer safe for a writer and a reader at once.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

@@ -58,7 +58,7 @@ func TestPartitionShorterThanGraceLosesNothing(t *testing.T) {
 	}})
 	dir := t.TempDir()
 	script, want := probe(60)
-	var out syncBuffer
+	var out testcluster.SyncBuffer
 	code := make(chan int)
 	go func() { code <- c.CLIWith(t.Context(), &out, &out, nil, "run", "--dir", dir, "--", "sh", "-c", script) }()
 	testcluster.Eventually(t, 5*time.Second, "output started", func() bool { return strings.Contains(out.String(), "line 3\n") })
@@ -96,7 +96,7 @@ func TestPartitionLongerThanGraceIsLostAndKilled(t *testing.T) {
 		cfg.WorkerTimeout = time.Second
 	}})
 	marker := fmt.Sprintf("600.%d", time.Now().UnixNano()%100000)
-	var out syncBuffer
+	var out testcluster.SyncBuffer
 	code := make(chan int)
 	go func() {
 		code <- c.CLIWith(t.Context(), &out, &out, nil, "run", "--disconnect-grace", "1s", "--", "sh", "-c", "echo up; sleep "+marker)

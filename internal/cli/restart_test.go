@@ -19,7 +19,7 @@ func TestWorkerKilledMidRunIsAdopted(t *testing.T) {
 	c := testcluster.Start(t, testcluster.Options{Logs: os.Getenv("LOGS") != ""})
 	dir := t.TempDir()
 	script, want := probe(80)
-	var out syncBuffer
+	var out testcluster.SyncBuffer
 	code := make(chan int)
 	go func() { code <- c.CLIWith(t.Context(), &out, &out, nil, "run", "--dir", dir, "--", "sh", "-c", script) }()
 	testcluster.Eventually(t, 5*time.Second, "output started", func() bool { return strings.Contains(out.String(), "line 3\n") })

@@ -78,39 +78,13 @@ Ctrl-C stops waiting.`,
 				if err != nil {
 					return err
 				}
-				c, err := g.dial()
-				if err != nil {
-					return err
-				}
-				defer c.Close()
-				return runFleet(cmd.Context(), c, &fleet, fr, detach, env)
+				return g.call(func(c *client.Client) error {
+					return runFleet(cmd.Context(), c, &fleet, fr, detach, env)
+				})
 			}
-			c, err := g.dial()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			if detach {
-				ps, err := c.Submit(cmd.Context(), req)
-				if err != nil {
-					return err
-				}
-				for _, p := range ps {
-					fmt.Fprintln(env.Stdout, p.ID)
-				}
-				return nil
-			}
-			fanout := req.Target.All || req.Target.Selector != ""
-			for attempt := 1; ; attempt++ {
-				err := runAndFollow(cmd.Context(), c, req, env, fanout)
-				var xe *exitError
-				if attempt > retries || !errors.As(err, &xe) || !xe.retryable {
-					return err
-				}
-				// Explicit, and each attempt is a new process with its own id:
-				// a new request, so a new idempotency key (Run makes one).
-				fmt.Fprintf(env.Stderr, "devops: attempt %d of %d failed (exit %d); running it again\n", attempt, retries+1, xe.code)
-			}
+			return g.call(func(c *client.Client) error {
+				return runSingle(cmd.Context(), c, req, retries, detach, env)
+			})
 		},
 	}
 	f := cmd.Flags()
@@ -152,6 +126,33 @@ func parseEnv(kvs []string) (map[string]string, error) {
 	return env, nil
 }
 
+// runSingle runs a command that is not a fleet run: with detach it prints
+// the process id, else it follows it, and runs it again up to retries times
+// when it fails by itself.
+func runSingle(ctx context.Context, c *client.Client, req client.RunRequest, retries int, detach bool, env *Env) error {
+	if detach {
+		ps, err := c.Submit(ctx, req)
+		if err != nil {
+			return err
+		}
+		for _, p := range ps {
+			fmt.Fprintln(env.Stdout, p.ID)
+		}
+		return nil
+	}
+	fanout := req.Target.All || req.Target.Selector != ""
+	for attempt := 1; ; attempt++ {
+		err := runAndFollow(ctx, c, req, env, fanout)
+		var xe *exitError
+		if attempt > retries || !errors.As(err, &xe) || !xe.retryable {
+			return err
+		}
+		// Explicit, and each attempt is a new process with its own id:
+		// a new request, so a new idempotency key (Run makes one).
+		fmt.Fprintf(env.Stderr, "devops: attempt %d of %d failed (exit %d); running it again\n", attempt, retries+1, xe.code)
+	}
+}
+
 // runAndFollow runs the command, prints its output as it arrives and turns
 // the final states into the exit code.
 func runAndFollow(ctx context.Context, c *client.Client, req client.RunRequest, env *Env, fanout bool) error {
@@ -163,15 +164,7 @@ func runAndFollow(ctx context.Context, c *client.Client, req client.RunRequest, 
 	// Ctrl-C terminates every process; a second one stops waiting.
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	go func() {
-		if env.Interrupt == nil {
-			return
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-env.Interrupt:
-		}
+	go onInterrupt(ctx, env, cancel, func() {
 		mu.Lock()
 		todo := append([]devops.ProcessID(nil), ids...)
 		mu.Unlock()
@@ -181,12 +174,7 @@ func runAndFollow(ctx context.Context, c *client.Client, req client.RunRequest, 
 				fmt.Fprintf(env.Stderr, "devops: terminate %s: %s\n", id, describe(err))
 			}
 		}
-		select {
-		case <-ctx.Done():
-		case <-env.Interrupt:
-			cancel()
-		}
-	}()
+	})
 
 	err := c.Run(ctx, req, func(ev client.Event) error {
 		if ev.Chunk != nil {
@@ -236,6 +224,26 @@ func runAndFollow(ctx context.Context, c *client.Client, req client.RunRequest, 
 		return &exitError{code: code, retryable: retryable}
 	}
 	return nil
+}
+
+// onInterrupt carries out the CLI's Ctrl-C protocol until ctx ends: the
+// first press runs first (terminate what was started) and the command keeps
+// waiting for the ends; a second press cancels, to stop waiting.
+func onInterrupt(ctx context.Context, env *Env, cancel context.CancelFunc, first func()) {
+	if env.Interrupt == nil {
+		return
+	}
+	select {
+	case <-ctx.Done():
+		return
+	case <-env.Interrupt:
+	}
+	first()
+	select {
+	case <-ctx.Done():
+	case <-env.Interrupt:
+		cancel()
+	}
 }
 
 func containsID(ids []devops.ProcessID, id devops.ProcessID) bool {

@@ -136,25 +136,12 @@ func runFleet(ctx context.Context, c *client.Client, f *fleetFlags, fr client.Fl
 func followRun(ctx context.Context, c *client.Client, id devops.RunID, follow bool, f *fleetFlags, env *Env) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	go func() {
-		if env.Interrupt == nil {
-			return
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-env.Interrupt:
-		}
+	go onInterrupt(ctx, env, cancel, func() {
 		fmt.Fprintf(env.Stderr, "devops: cancelling run %s; press Ctrl-C again to stop waiting\n", id)
 		if _, err := c.CancelRun(ctx, id, syscall.SIGTERM, 0); err != nil {
 			fmt.Fprintf(env.Stderr, "devops: cancel %s: %s\n", id, describe(err))
 		}
-		select {
-		case <-ctx.Done():
-		case <-env.Interrupt:
-			cancel()
-		}
-	}()
+	})
 
 	out := newRunPrinter(env, f)
 	var final *devops.Run

@@ -5,10 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"google.golang.org/grpc"
@@ -79,7 +77,7 @@ func newSecurity(cfg Config, log *slog.Logger) (*security, error) {
 	}
 	if sc.Insecure {
 		for _, a := range []string{cfg.Listen, cfg.HTTP} {
-			if a != "-" && !isLoopback(a) {
+			if a != "-" && !pki.IsLoopback(a) {
 				s.audit.Close()
 				return nil, fmt.Errorf("--insecure is refused: %s is not a loopback address (plaintext without authentication is for development on 127.0.0.1 only)", a)
 			}
@@ -233,17 +231,4 @@ func (s *security) close() {
 	if err := s.audit.Close(); err != nil {
 		_ = err // nothing left to report it to at shutdown
 	}
-}
-
-// isLoopback reports whether a listen address binds loopback only.
-func isLoopback(addr string) bool {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return false
-	}
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }

@@ -4,7 +4,6 @@ package metrics_test
 // on a real manager and real workers (internal/testcluster).
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/json"
@@ -14,7 +13,6 @@ import (
 	"os/exec"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -397,31 +395,12 @@ func TestDispatchMovesMetrics(t *testing.T) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer that slog handlers on many goroutines can
-// write to.
-type syncBuffer struct {
-	mu  sync.Mutex // protects buf
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // TestLogsNameProcessAndWorkerAndHideSecrets runs commands that start, fail,
 // print and get killed, with a secret in their environment, and reads every
 // log line the manager and the worker wrote meanwhile.
 func TestLogsNameProcessAndWorkerAndHideSecrets(t *testing.T) {
 	const secret = "hunter2-7f3a9c-very-secret"
-	var logs syncBuffer
+	var logs testcluster.SyncBuffer
 	log := slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	c := testcluster.Start(t, testcluster.Options{Logger: log})
 	spec := devops.Spec{

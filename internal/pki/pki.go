@@ -373,3 +373,17 @@ func VerifyPinned(chain []*x509.Certificate, hash, host string) (*x509.Certifica
 	}
 	return nil, fmt.Errorf("the manager's CA does not match the join token's CA hash %s: not the manager the token was made for", hash)
 }
+
+// IsLoopback reports whether a listen address binds loopback only: the
+// condition for serving in plaintext with --insecure.
+func IsLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}

@@ -361,3 +361,22 @@ func (w tbWriter) Write(p []byte) (int, error) {
 	w.tb.Log(string(bytes.TrimRight(p, "\n")))
 	return len(p), nil
 }
+
+// SyncBuffer is a bytes.Buffer that one goroutine (a CLI, a logger) writes
+// while a test reads it.
+type SyncBuffer struct {
+	mu  sync.Mutex // protects buf
+	buf bytes.Buffer
+}
+
+func (b *SyncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *SyncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}

@@ -64,7 +64,7 @@ func newIdentity(cfg Config, log *slog.Logger) (*identity, error) {
 	id := &identity{dir: cfg.DataDir, name: cfg.Name, token: strings.TrimSpace(sc.JoinToken), insecure: sc.Insecure, log: log}
 	if sc.Insecure {
 		for _, a := range []string{cfg.Listen, cfg.HTTP} {
-			if a != "-" && !loopback(a) {
+			if a != "-" && !pki.IsLoopback(a) {
 				return nil, fmt.Errorf("--insecure is refused: %s is not a loopback address (plaintext without authentication is for development on 127.0.0.1 only)", a)
 			}
 		}
@@ -350,18 +350,6 @@ func (id *identity) renewOnce(ctx context.Context, conn *grpc.ClientConn) error 
 		return err
 	}
 	return id.install(key, resp.GetCertificatePem(), resp.GetCaPem())
-}
-
-func loopback(addr string) bool {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return false
-	}
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }
 
 func peerCert(ctx context.Context) *x509.Certificate {

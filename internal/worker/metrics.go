@@ -99,8 +99,7 @@ func (w *Worker) spoolBytes() int64 {
 	w.mu.Unlock()
 	var n int64
 	for _, s := range spools {
-		size, _, _, _ := s.state()
-		n += size
+		n += s.size()
 	}
 	return n
 }

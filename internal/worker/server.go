@@ -117,44 +117,41 @@ func (s *server) HealthCheck(req *pb.HealthCheckRequest, stream pb.WorkerProcess
 		s.w.lastHealth = time.Now()
 		s.w.mu.Unlock()
 	}()
-	tick := time.NewTicker(interval)
-	defer tick.Stop()
-	for {
+	return s.every(stream.Context(), interval, func() error {
 		running, ids, draining := s.w.snapshot()
 		state := pb.WorkerState_WORKER_STATE_UP
 		if draining {
 			state = pb.WorkerState_WORKER_STATE_DRAINING
 		}
-		if err := stream.Send(&pb.HealthCheckResponse{
+		return stream.Send(&pb.HealthCheckResponse{
 			State:      state,
 			Running:    int32(running),
 			Capacity:   int32(s.w.cfg.Capacity),
 			Time:       wire.Timestamp(time.Now()),
 			ProcessIds: ids,
-		}); err != nil {
-			return err
-		}
-		select {
-		case <-stream.Context().Done():
-			return nil
-		case <-s.w.quit:
-			return status.Error(codes.Unavailable, "worker is stopping")
-		case <-tick.C:
-		}
-	}
+		})
+	})
 }
 
 func (s *server) ReportMetrics(req *pb.ReportMetricsRequest, stream pb.WorkerProcessService_ReportMetricsServer) error {
 	interval := max(wire.FromDuration(req.GetInterval()), 100*time.Millisecond)
+	return s.every(stream.Context(), interval, func() error {
+		return stream.Send(wire.MetricsToPB(s.w.sample(stream.Context())))
+	})
+}
+
+// every calls send at once and then every interval, until send fails, the
+// call ends (nil) or the worker stops (Unavailable, so the manager
+// reconnects elsewhere or later).
+func (s *server) every(ctx context.Context, interval time.Duration, send func() error) error {
 	tick := time.NewTicker(interval)
 	defer tick.Stop()
 	for {
-		m := s.w.sample(stream.Context())
-		if err := stream.Send(wire.MetricsToPB(m)); err != nil {
+		if err := send(); err != nil {
 			return err
 		}
 		select {
-		case <-stream.Context().Done():
+		case <-ctx.Done():
 			return nil
 		case <-s.w.quit:
 			return status.Error(codes.Unavailable, "worker is stopping")

@@ -30,14 +30,13 @@ func newSpool(dir string, done <-chan struct{}) *spool {
 	return &spool{dir: dir, path: filepath.Join(dir, executor.OutputFile), done: done}
 }
 
-// state reports the file's size and whether the output is complete; the
-// other results are kept for callers of the in-memory spool it replaced
-// (end is -1: unknown without reading the file; changed is nil).
-func (s *spool) state() (size int64, end int64, closed bool, changed <-chan struct{}) {
-	if fi, err := os.Stat(s.path); err == nil {
-		size = fi.Size()
+// size is the spool file's size on disk, frames included (0 when it is gone).
+func (s *spool) size() int64 {
+	fi, err := os.Stat(s.path)
+	if err != nil {
+		return 0
 	}
-	return size, -1, isClosed(s.done), nil
+	return fi.Size()
 }
 
 func isClosed(c <-chan struct{}) bool {
