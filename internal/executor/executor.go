@@ -77,6 +77,9 @@ type Config struct {
 	// with an Image are refused. By default New pings the engine the
 	// DOCKER_* environment names (the local socket when unset).
 	NoDocker bool
+	// SpoolMax bounds the output a supervised process keeps on disk (see
+	// StartSupervised); zero keeps all of it.
+	SpoolMax int64
 }
 
 // Executor starts processes. It is safe for concurrent use.
@@ -84,6 +87,7 @@ type Executor struct {
 	root     string
 	log      *slog.Logger
 	max      devops.Limits
+	spoolMax int64
 	platform *platform
 
 	dockerMu sync.Mutex     // protects docker
@@ -125,7 +129,7 @@ func New(cfg Config) (*Executor, error) {
 	if err != nil {
 		return nil, fmt.Errorf("new executor: %w", err)
 	}
-	e := &Executor{root: root, log: log, max: cfg.MaxLimits, platform: pl}
+	e := &Executor{root: root, log: log, max: cfg.MaxLimits, spoolMax: cfg.SpoolMax, platform: pl}
 	if !cfg.NoDocker {
 		if e.docker, err = newDockerClient(context.Background()); err != nil {
 			log.Info("containers unavailable", logKeyMissing, "docker", logKeyError, err)

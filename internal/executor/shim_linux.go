@@ -18,11 +18,12 @@ package executor
 //
 // The directory of a supervised process holds:
 //
-//	output     the framed output (1 byte stream, 4 bytes big-endian length, data)
-//	shim.json  shimState: how to find the shim again, written before it reports ready
-//	stop.json  the last stop asked (Terminate), read by the shim on SIGUSR1
-//	exit.json  the devops.ExitStatus, written (temp + rename) after the output is complete
-//	shim.log   the shim's own log
+//	output        the framed output (1 byte stream, 4 bytes big-endian length, data)
+//	dropped.json  where the output starts again once the oldest was dropped (DroppedFile)
+//	shim.json     shimState: how to find the shim again, written before it reports ready
+//	stop.json     the last stop asked (Terminate), read by the shim on SIGUSR1
+//	exit.json     the devops.ExitStatus, written (temp + rename) after the output is complete
+//	shim.log      the shim's own log
 
 import (
 	"context"
@@ -88,6 +89,7 @@ type shimConfig struct {
 	UseInit    bool             `json:"use_init,omitempty"`
 	Namespaces bool             `json:"namespaces,omitempty"`
 	Cgroups    *cgroupsState    `json:"cgroups,omitempty"`
+	SpoolMax   int64            `json:"spool_max,omitempty"`
 }
 
 type cgroupsState struct {
@@ -133,7 +135,8 @@ type stopRequest struct {
 // caller, with its output, state and exit status in dir (created if
 // missing; OutputFile exists when it returns). It returns the errors Start
 // returns. The Process's Wait and Terminate go through the shim; StartedAt
-// says when it started.
+// says when it started. With Config.SpoolMax set, the shim keeps at most
+// that many bytes of frames on disk, dropping the oldest (see DroppedFile).
 func (e *Executor) StartSupervised(ctx context.Context, id devops.ProcessID, spec devops.Spec, dir string) (*Process, error) {
 	pr, err := e.prepare(ctx, id, &spec)
 	if err != nil {
@@ -205,6 +208,7 @@ func (e *Executor) startShim(id devops.ProcessID, spec devops.Spec, pr prepared,
 	c := shimConfig{
 		ID: id, Spec: spec, Dir: dir, Root: e.root, Home: pr.home, Cwd: pr.cwd,
 		InitPath: pl.initPath, RunAsRoot: pl.root, UseInit: pl.useInit, Namespaces: pl.namespaces,
+		SpoolMax: e.spoolMax,
 	}
 	if pr.cred != nil {
 		c.Cred = &initCred{UID: pr.cred.uid, GID: pr.cred.gid, Groups: pr.cred.groups}
@@ -443,7 +447,7 @@ func runShim(args []string) int {
 	if c.Cred != nil {
 		pr.cred = &credential{uid: c.Cred.UID, gid: c.Cred.GID, groups: c.Cred.Groups}
 	}
-	fw := &frameWriter{f: out}
+	fw := newFrameWriter(out, c.Dir, c.SpoolMax, log)
 	p, err := e.launch(context.Background(), c.ID, c.Spec, pr, fw.stream(devops.Stdout), fw.stream(devops.Stderr))
 	if err != nil {
 		json.NewEncoder(ready).Encode(shimReady{Error: err.Error(), Invalid: errors.Is(err, devops.ErrInvalid)})
