@@ -64,7 +64,7 @@ const (
 // Each output message starts with a fixed header, so that the payload stays
 // binary-safe and no NATS headers need parsing on the hot path:
 //
-//	byte 0     kind: 1 stdout chunk, 2 stderr chunk, kindTruncated, kindClosed
+//	byte 0     kind: 1 stdout chunk, 2 stderr chunk, kindTruncated, kindClosed, kindSkipped
 //	byte 1     flags: flagTruncated
 //	bytes 2-9  offset, big endian; for markers the end of the output
 //	bytes 10-  chunk data
@@ -72,6 +72,7 @@ const (
 	msgHeaderLen       = 10
 	kindTruncated byte = 0x10
 	kindClosed    byte = 0x11
+	kindSkipped   byte = 0x12 // the output before its offset, from the previous end, is lost
 	flagTruncated byte = 1
 )
 
@@ -111,7 +112,7 @@ func decodeMsg(b []byte) (outputMsg, error) {
 		data:      b[msgHeaderLen:],
 	}
 	switch m.kind {
-	case byte(devops.Stdout), byte(devops.Stderr), kindTruncated, kindClosed:
+	case byte(devops.Stdout), byte(devops.Stderr), kindTruncated, kindClosed, kindSkipped:
 		return m, nil
 	}
 	return outputMsg{}, fmt.Errorf("unknown output message kind %d", m.kind)
@@ -619,6 +620,46 @@ func (s *JetStream) appendOutput(ctx context.Context, id devops.ProcessID, c dev
 	st.truncated = true
 	s.log.Warn("process output truncated", logKeyProcessID, id, "limit", s.maxProcessOutputBytes)
 	return ErrOutputLimit
+}
+
+// SkipOutput records that the output of process id from OutputEnd up to
+// offset to is lost (the worker dropped it before it was sent): OutputEnd
+// becomes to, the next chunk may start there, and readers pass over the
+// range. An offset at or below OutputEnd changes nothing. After CloseOutput
+// it returns ErrTerminal.
+func (s *JetStream) SkipOutput(ctx context.Context, id devops.ProcessID, to int64) error {
+	if err := s.skipOutput(ctx, id, to); err != nil {
+		return fmt.Errorf("skip output %s: %w", id, err)
+	}
+	return nil
+}
+
+func (s *JetStream) skipOutput(ctx context.Context, id devops.ProcessID, to int64) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	subj, err := subject(id)
+	if err != nil {
+		return err
+	}
+	st, err := s.state(ctx, id, subj)
+	if err != nil {
+		return err
+	}
+	defer st.mu.Unlock()
+	if st.closed {
+		s.releaseLocked(id, st)
+		return fmt.Errorf("%w: output closed", devops.ErrTerminal)
+	}
+	if st.truncated || to <= st.end {
+		return nil
+	}
+	// A marker, so that the new end survives a restart like a chunk's.
+	if err := s.publishLocked(ctx, st, subj, encodeMsg(kindSkipped, false, to, nil)); err != nil {
+		return err
+	}
+	st.end = to
+	return nil
 }
 
 // CloseOutput marks the output of process id complete: followers return

@@ -150,6 +150,39 @@ func TestJetStreamRestart(t *testing.T) {
 	}
 }
 
+// TestJetStreamSkipRestart: the end that lost output moved on is where a
+// restarted store expects the next chunk.
+func TestJetStreamSkipRestart(t *testing.T) {
+	ctx := storetest.Context(t)
+	dir := t.TempDir()
+	s := openJetStream(t, dir)
+	id := storetest.ProcessID(1)
+	if err := s.AppendOutput(ctx, id, devops.Chunk{Stream: devops.Stdout, Data: []byte("kept\n")}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SkipOutput(ctx, id, 500); err != nil {
+		t.Fatalf("SkipOutput = %v", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = openJetStream(t, dir)
+	if end, err := s.OutputEnd(ctx, id); err != nil || end != 500 {
+		t.Fatalf("OutputEnd after restart = %d, %v; want 500", end, err)
+	}
+	if err := s.AppendOutput(ctx, id, devops.Chunk{Offset: 500, Stream: devops.Stdout, Data: []byte("more\n")}); err != nil {
+		t.Fatalf("AppendOutput at the skipped end after restart = %v", err)
+	}
+	var offsets []int64
+	err := s.ReadOutput(ctx, id, 0, false, func(c devops.Chunk) error {
+		offsets = append(offsets, c.Offset)
+		return nil
+	})
+	if err != nil || !reflect.DeepEqual(offsets, []int64{0, 500}) {
+		t.Errorf("ReadOutput after restart: chunks at %v, %v; want [0 500]", offsets, err)
+	}
+}
+
 func id2n(id devops.ProcessID) int {
 	switch id {
 	case storetest.ProcessID(1):

@@ -198,6 +198,27 @@ func (m *Memory) appendOutput(ctx context.Context, id devops.ProcessID, c devops
 	return nil
 }
 
+// SkipOutput records that the output of process id from its end up to
+// offset to is lost; see JetStream.SkipOutput.
+func (m *Memory) SkipOutput(ctx context.Context, id devops.ProcessID, to int64) error {
+	if _, err := key(string(id)); err != nil {
+		return fmt.Errorf("skip output %s: %w", id, err)
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("skip output %s: %w", id, err)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	o := m.outputLocked(id)
+	if o.closed {
+		return fmt.Errorf("skip output %s: %w: output closed", id, devops.ErrTerminal)
+	}
+	if !o.truncated && to > o.end {
+		o.end = to
+	}
+	return nil
+}
+
 // CloseOutput marks the output of process id complete. Closing twice is not
 // an error.
 func (m *Memory) CloseOutput(ctx context.Context, id devops.ProcessID) error {

@@ -6,7 +6,9 @@
 //
 // Output of a process is a sequence of chunks whose offsets count stdout and
 // stderr bytes together. The stores keep them contiguous from offset 0, so a
-// reader asking for everything past an offset gets every byte exactly once.
+// reader asking for everything past an offset gets every byte exactly once;
+// the one exception is output a worker lost before it was sent, which
+// SkipOutput records as a gap readers pass over.
 package store
 
 import (

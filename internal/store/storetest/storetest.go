@@ -29,6 +29,7 @@ type Store interface {
 	Process(ctx context.Context, id devops.ProcessID) (devops.Process, error)
 	Processes(ctx context.Context) ([]devops.Process, error)
 	AppendOutput(ctx context.Context, id devops.ProcessID, c devops.Chunk) error
+	SkipOutput(ctx context.Context, id devops.ProcessID, to int64) error
 	CloseOutput(ctx context.Context, id devops.ProcessID) error
 	DeleteOutput(ctx context.Context, id devops.ProcessID) error
 	OutputEnd(ctx context.Context, id devops.ProcessID) (int64, error)
@@ -67,6 +68,7 @@ func Run(t *testing.T, open func(tb testing.TB) Store) {
 		{"Limit", testLimit},
 		{"AppendAfterClose", testAppendAfterClose},
 		{"DeleteOutput", testDeleteOutput},
+		{"SkipOutput", testSkipOutput},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -761,4 +763,72 @@ func testDeleteOutput(t *testing.T, s Store) {
 		t.Fatalf("ReadOutput(other) = %v", err)
 	}
 	checkChunks(t, "ReadOutput(other)", got, &otherTape, 0)
+}
+
+// testSkipOutput: lost output (a worker's spool dropped it) moves the end
+// on; readers pass over it, from before, in and after the gap, and the
+// chunks on both sides keep their offsets.
+func testSkipOutput(t *testing.T, s Store) {
+	ctx := Context(t)
+	id := ProcessID(1)
+	before := devops.Chunk{Offset: 0, Stream: devops.Stdout, Data: []byte("before\n")}
+	after := devops.Chunk{Offset: 100, Stream: devops.Stderr, Data: []byte("after\n")}
+	appendAll(t, ctx, s, id, []devops.Chunk{before})
+	f := startFollower(ctx, s, id, 0)
+	if err := s.SkipOutput(ctx, id, after.Offset); err != nil {
+		t.Fatalf("SkipOutput(%d) = %v", after.Offset, err)
+	}
+	// Behind the end: nothing changes.
+	if err := s.SkipOutput(ctx, id, 50); err != nil {
+		t.Fatalf("SkipOutput(50) = %v", err)
+	}
+	if end, err := s.OutputEnd(ctx, id); err != nil || end != after.Offset {
+		t.Fatalf("OutputEnd after SkipOutput = %d, %v; want %d", end, err, after.Offset)
+	}
+	appendAll(t, ctx, s, id, []devops.Chunk{after})
+	if err := s.CloseOutput(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SkipOutput(ctx, id, 1000); !errors.Is(err, devops.ErrTerminal) {
+		t.Errorf("SkipOutput after CloseOutput = %v, want ErrTerminal", err)
+	}
+	want := func(from int64) []devops.Chunk {
+		var cs []devops.Chunk
+		for _, c := range []devops.Chunk{before, after} {
+			if c.End() > from {
+				if c.Offset < from {
+					c.Data, c.Offset = c.Data[from-c.Offset:], from
+				}
+				cs = append(cs, c)
+			}
+		}
+		return cs
+	}
+	for _, from := range []int64{0, 3, 7, 50, 100, 103} {
+		got, err := collect(ctx, s, id, from, false)
+		if err != nil {
+			t.Fatalf("ReadOutput(from %d) = %v", from, err)
+		}
+		if !reflect.DeepEqual(joined(got), want(from)) {
+			t.Errorf("ReadOutput(from %d) = %+v, want %+v", from, joined(got), want(from))
+		}
+	}
+	got, err := f.wait(t, ctx)
+	if err != nil || !reflect.DeepEqual(joined(got), want(0)) {
+		t.Errorf("follower across the gap got %+v, %v; want %+v", joined(got), err, want(0))
+	}
+}
+
+// joined merges adjacent chunks of one stream, so that how a store split
+// what it was given does not matter.
+func joined(cs []devops.Chunk) []devops.Chunk {
+	var out []devops.Chunk
+	for _, c := range cs {
+		if n := len(out); n > 0 && out[n-1].Stream == c.Stream && out[n-1].End() == c.Offset {
+			out[n-1].Data = append(bytes.Clone(out[n-1].Data), c.Data...)
+			continue
+		}
+		out = append(out, c)
+	}
+	return out
 }
