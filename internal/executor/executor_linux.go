@@ -181,17 +181,11 @@ func (pl *platform) lookupUser(s string) (*credential, error) {
 // start launches the process: through the init when it answers, directly
 // otherwise.
 func (pl *platform) start(ctx context.Context, l launch, log *slog.Logger) (sandbox, error) {
-	var cg *cgroup
-	if pl.cgroups != nil {
-		var err error
-		if cg, err = pl.cgroups.create(l.id, l.spec.Limits); err != nil {
-			return nil, err
-		}
+	cg, err := pl.newCgroup(l)
+	if err != nil {
+		return nil, err
 	}
-	var (
-		sb  sandbox
-		err error
-	)
+	var sb sandbox
 	if pl.useInit {
 		sb, err = pl.startInit(ctx, l, cg, log)
 	} else {
@@ -203,9 +197,62 @@ func (pl *platform) start(ctx context.Context, l launch, log *slog.Logger) (sand
 	return sb, err
 }
 
+// startWarm launches the process through in, an init a warm shim started
+// before the process was known (pool_linux.go): the cgroup is made now and
+// the init joins it before its go-ahead, as in startInit. l's stdout and
+// stderr are unused: in already has its own. On error in is ended.
+func (pl *platform) startWarm(ctx context.Context, l launch, in *idleInit, log *slog.Logger) (sandbox, error) {
+	cg, err := pl.newCgroup(l)
+	if err != nil {
+		in.abandon()
+		return nil, err
+	}
+	sb, err := pl.goAhead(ctx, in, l, cg, log)
+	if err != nil && cg != nil {
+		cg.destroy()
+	}
+	return sb, err
+}
+
+// newCgroup makes the cgroup of l with its limits; nil when there are no
+// cgroups.
+func (pl *platform) newCgroup(l launch) (*cgroup, error) {
+	if pl.cgroups == nil {
+		return nil, nil
+	}
+	lim := l.spec.Limits
+	if pl.useInit && pl.namespaces {
+		// The init writes the pids limit itself, raised by its own threads,
+		// before it starts the command (see goAhead). In force before
+		// that, it would count the init's threads, and a Go runtime that
+		// cannot start a thread dies: an init joins with all of them
+		// started when it was started ahead (pool_linux.go).
+		lim.Pids = 0
+	}
+	return pl.cgroups.create(l.id, lim)
+}
+
 // startInit starts the init, puts it in the cgroup and only then hands it the
 // command: no user code runs outside the cgroup.
 func (pl *platform) startInit(ctx context.Context, l launch, cg *cgroup, log *slog.Logger) (sandbox, error) {
+	in, err := pl.spawnInit(l.spec.Argv, l.stdout, l.stderr)
+	if err != nil {
+		return nil, err
+	}
+	return pl.goAhead(ctx, in, l, cg, log)
+}
+
+// idleInit is an init started and waiting for its config, which is also
+// its go-ahead: until then it runs nothing of the command's.
+type idleInit struct {
+	cmd   *exec.Cmd
+	cfgW  *os.File // the config goes here; EOF instead ends the init
+	statR *os.File // how the command ended, when the init outlived it
+}
+
+// spawnInit starts the init, in the namespaces when there are some, with
+// stdout and stderr as its output; argv is only shown to ps on the host.
+func (pl *platform) spawnInit(argv []string, stdout, stderr *os.File) (*idleInit, error) {
 	cfgR, cfgW, err := os.Pipe()
 	if err != nil {
 		return nil, fmt.Errorf("config pipe: %w", err)
@@ -219,14 +266,14 @@ func (pl *platform) startInit(ctx context.Context, l launch, cg *cgroup, log *sl
 	// The command's argv follows for whoever reads ps on the host.
 	cmd := &exec.Cmd{
 		Path: pl.initPath,
-		Args: append([]string{pl.initPath, initArg, "--"}, l.spec.Argv...),
+		Args: append([]string{pl.initPath, initArg, "--"}, argv...),
 		// Not nil, which would mean the worker's own. The command gets its
 		// env from the config; GORACE only spares a race-built init the
 		// detector's one-second pause at exit.
 		Env:        []string{"GORACE=atexit_sleep_ms=0"},
 		Dir:        "/",
-		Stdout:     l.stdout,
-		Stderr:     l.stderr,
+		Stdout:     stdout,
+		Stderr:     stderr,
 		ExtraFiles: []*os.File{cfgR, statW},
 		SysProcAttr: &syscall.SysProcAttr{
 			Setsid: true,
@@ -243,7 +290,22 @@ func (pl *platform) startInit(ctx context.Context, l launch, cg *cgroup, log *sl
 		statR.Close()
 		return nil, fmt.Errorf("start init: %w", err)
 	}
-	sb := &initSandbox{cmd: cmd, statR: statR, cg: cg, pidns: pl.namespaces, log: log}
+	return &idleInit{cmd: cmd, cfgW: cfgW, statR: statR}, nil
+}
+
+// abandon ends an init that never got its go-ahead: at EOF on its config
+// pipe it exits at once. It returns once the init is reaped.
+func (in *idleInit) abandon() {
+	in.cfgW.Close()
+	in.cmd.Wait()
+	in.statR.Close()
+}
+
+// goAhead puts the init in the cgroup and only then sends it the command:
+// no user code runs outside the cgroup. On error the init is killed.
+func (pl *platform) goAhead(ctx context.Context, in *idleInit, l launch, cg *cgroup, log *slog.Logger) (sandbox, error) {
+	cmd, cfgW := in.cmd, in.cfgW
+	sb := &initSandbox{cmd: cmd, statR: in.statR, cg: cg, pidns: pl.namespaces, log: log}
 	fail := func(err error) (sandbox, error) {
 		cfgW.Close()
 		cmd.Process.Kill()
