@@ -73,6 +73,10 @@ type Config struct {
 	// namespaces (its main must call RunInit for "__init"); empty means
 	// os.Executable().
 	InitPath string
+	// WarmShims is how many shims, each with its init, StartSupervised
+	// keeps started ahead of need (pool_linux.go); 0 starts every process
+	// cold.
+	WarmShims int
 	// NoDocker leaves the Docker engine alone: no ping at New, and specs
 	// with an Image are refused. By default New pings the engine the
 	// DOCKER_* environment names (the local socket when unset).
@@ -92,6 +96,8 @@ type Executor struct {
 
 	dockerMu sync.Mutex     // protects docker
 	docker   *client.Client // nil: no engine answered (docker.go)
+
+	pool *pool // warm shims for StartSupervised; nil: none (pool_linux.go)
 }
 
 // New checks cfg, creates Root and finds what this machine can enforce
@@ -117,6 +123,9 @@ func New(cfg Config) (*Executor, error) {
 	if cfg.CgroupRoot == "" {
 		cfg.CgroupRoot = "devops"
 	}
+	if cfg.WarmShims < 0 {
+		return nil, fmt.Errorf("new executor: %w: %d warm shims", devops.ErrInvalid, cfg.WarmShims)
+	}
 	if strings.Contains(cfg.CgroupRoot, "..") {
 		return nil, fmt.Errorf("new executor: %w: cgroup root %q", devops.ErrInvalid, cfg.CgroupRoot)
 	}
@@ -135,12 +144,16 @@ func New(cfg Config) (*Executor, error) {
 			log.Info("containers unavailable", logKeyMissing, "docker", logKeyError, err)
 		}
 	}
+	e.startPool(cfg.WarmShims)
 	return e, nil
 }
 
-// Close removes the cgroup subtree New made when no process is left in it.
-// Processes still running keep running; calling Close is optional.
+// Close ends the shims kept warm for StartSupervised and removes the cgroup
+// subtree New made when no process is left in it. Processes still running
+// keep running. A process that exits need not call it: its warm shims end
+// with it.
 func (e *Executor) Close() error {
+	e.pool.close()
 	e.dockerMu.Lock()
 	if e.docker != nil {
 		e.docker.Close()
@@ -311,18 +324,7 @@ func (e *Executor) prepare(ctx context.Context, id devops.ProcessID, spec *devop
 // output comes through pipes into stdout and stderr. On error it removes
 // the process's directory.
 func (e *Executor) launch(ctx context.Context, id devops.ProcessID, spec devops.Spec, pr prepared, stdout, stderr io.Writer) (*Process, error) {
-	home := pr.home
-	log := e.log.With(logKeyProcessID, string(id))
-	p := &Process{
-		id:      id,
-		spec:    spec,
-		log:     log,
-		dir:     home,
-		started: time.Now(),
-		exited:  make(chan struct{}),
-		done:    make(chan struct{}),
-	}
-	p.out = newOutput(stdout, stderr, spec.Limits.MaxOutputBytes, log)
+	p := e.newProcess(id, spec, pr.home, stdout, stderr)
 	outR, outW, err := os.Pipe()
 	if err != nil {
 		p.removeDir()
@@ -335,22 +337,14 @@ func (e *Executor) launch(ctx context.Context, id devops.ProcessID, spec devops.
 		p.removeDir()
 		return nil, fmt.Errorf("stderr pipe: %w", err)
 	}
-	l := launch{
-		id:       id,
-		spec:     spec,
-		dir:      pr.cwd,
-		env:      buildEnv(spec.Env, home, id),
-		cred:     pr.cred,
-		hostname: hostname(id),
-		stdout:   outW,
-		stderr:   errW,
-	}
+	l := newLaunch(id, spec, pr)
+	l.stdout, l.stderr = outW, errW
 	var sb sandbox
 	if spec.Image != "" {
 		// It owns the write ends and closes them when the output ends.
-		sb, err = e.startContainer(ctx, l, log)
+		sb, err = e.startContainer(ctx, l, p.log)
 	} else {
-		sb, err = e.platform.start(ctx, l, log)
+		sb, err = e.platform.start(ctx, l, p.log)
 		// The child has its own copies of the write ends: ours must go, or
 		// the readers never see EOF.
 		outW.Close()
@@ -362,15 +356,51 @@ func (e *Executor) launch(ctx context.Context, id devops.ProcessID, spec devops.
 		p.removeDir()
 		return nil, err
 	}
+	p.begin(sb, outR, errR)
+	return p, nil
+}
+
+// newProcess is the Process of a command about to start, writing its
+// output to stdout and stderr; home is its own directory.
+func (e *Executor) newProcess(id devops.ProcessID, spec devops.Spec, home string, stdout, stderr io.Writer) *Process {
+	log := e.log.With(logKeyProcessID, string(id))
+	p := &Process{
+		id:      id,
+		spec:    spec,
+		log:     log,
+		dir:     home,
+		started: time.Now(),
+		exited:  make(chan struct{}),
+		done:    make(chan struct{}),
+	}
+	p.out = newOutput(stdout, stderr, spec.Limits.MaxOutputBytes, log)
+	return p
+}
+
+// newLaunch is what the platform needs to start a prepared spec, but for
+// its output.
+func newLaunch(id devops.ProcessID, spec devops.Spec, pr prepared) launch {
+	return launch{
+		id:       id,
+		spec:     spec,
+		dir:      pr.cwd,
+		env:      buildEnv(spec.Env, pr.home, id),
+		cred:     pr.cred,
+		hostname: hostname(id),
+	}
+}
+
+// begin follows the started sandbox: it copies the output from outR and
+// errR, arms the timeout and waits for the end.
+func (p *Process) begin(sb sandbox, outR, errR *os.File) {
 	p.sandbox = sb
 	p.pid = sb.pid()
 	p.out.copy(outR, errR)
-	if spec.Timeout > 0 {
+	if p.spec.Timeout > 0 {
 		p.wg.Go(p.timeout)
 	}
 	go p.run()
-	log.Debug("process started", logKeyPid, p.pid)
-	return p, nil
+	p.log.Debug("process started", logKeyPid, p.pid)
 }
 
 // check validates the spec and caps its limits by the worker's maximums.

@@ -92,4 +92,11 @@ const (
 
 type shimHandle struct{}
 
+// pool is empty: warm shims serve StartSupervised, which needs Linux.
+type pool struct{}
+
+func (p *pool) close() {}
+
+func (e *Executor) startPool(size int) {}
+
 func (h *shimHandle) terminate(sig syscall.Signal, grace time.Duration) {}

@@ -29,6 +29,8 @@ func TestMain(m *testing.M) {
 	switch os.Getenv(helperEnv) {
 	case "memhog":
 		memHog()
+	case "warmpool":
+		warmPool()
 	}
 	os.Exit(m.Run())
 }
@@ -45,6 +47,36 @@ func memHog() {
 	}
 	fmt.Println("allocated", len(hold), "MiB")
 	os.Exit(0)
+}
+
+// warmPool is a worker for TestPoolEndsWithWorker: an executor with warm
+// shims in the directory $DEVOPS_TEST_ROOT; it prints the pids of the shims
+// and inits once they are ready and waits to be killed.
+func warmPool() {
+	e, err := executor.New(executor.Config{
+		Root:       os.Getenv("DEVOPS_TEST_ROOT"),
+		CgroupRoot: fmt.Sprintf("devops-test-%d-warmpool", os.Getpid()),
+		InitPath:   os.Args[0],
+		NoDocker:   true,
+		WarmShims:  2,
+	})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		if shims, inits := executor.WarmShims(e); len(shims) == 2 {
+			fmt.Println(shims[0], shims[1], inits[0], inits[1])
+			break
+		}
+		if time.Now().After(deadline) {
+			fmt.Fprintln(os.Stderr, "no warm shims after 30s")
+			os.Exit(1)
+		}
+	}
+	for {
+		time.Sleep(time.Hour)
+	}
 }
 
 // syncBuffer is a writer tests can read while a process still writes.
@@ -80,20 +112,24 @@ func waitFor(tb testing.TB, what string, timeout time.Duration, cond func() bool
 // newExecutor makes an executor with its own root and cgroup subtree.
 func newExecutor(tb testing.TB, root string, max devops.Limits) *executor.Executor {
 	tb.Helper()
-	if root == "" {
-		root = tb.TempDir()
+	return newExecutorConfig(tb, executor.Config{Root: root, MaxLimits: max})
+}
+
+// newExecutorConfig makes an executor of cfg with its own root (unless cfg
+// names one) and cgroup subtree; Close is a cleanup of the test.
+func newExecutorConfig(tb testing.TB, cfg executor.Config) *executor.Executor {
+	tb.Helper()
+	if cfg.Root == "" {
+		cfg.Root = tb.TempDir()
 	}
 	init, err := filepath.Abs(os.Args[0])
 	if err != nil {
 		tb.Fatal(err)
 	}
-	e, err := executor.New(executor.Config{
-		Root:       root,
-		Logger:     slog.New(slog.DiscardHandler),
-		MaxLimits:  max,
-		CgroupRoot: fmt.Sprintf("devops-test-%d-%s", os.Getpid(), strings.ReplaceAll(tb.Name(), "/", "_")),
-		InitPath:   init,
-	})
+	cfg.Logger = slog.New(slog.DiscardHandler)
+	cfg.CgroupRoot = fmt.Sprintf("devops-test-%d-%s", os.Getpid(), strings.ReplaceAll(tb.Name(), "/", "_"))
+	cfg.InitPath = init
+	e, err := executor.New(cfg)
 	if err != nil {
 		tb.Fatalf("New: %v", err)
 	}

@@ -1,7 +1,32 @@
 package executor
 
 // WithoutNamespaces makes e start processes through the init but outside
-// namespaces, so tests reach the cgroup-only paths on a root machine.
+// namespaces, so tests reach the cgroup-only paths on a root machine. Its
+// warm shims, started with namespaces, are replaced.
 func WithoutNamespaces(e *Executor) {
+	size := 0
+	if e.pool != nil {
+		size = e.pool.size
+	}
+	e.pool.close()
+	e.pool = nil
 	e.platform.namespaces = false
+	e.startPool(size)
 }
+
+// WarmShims lists the pids of e's idle warm shims and of their inits.
+func WarmShims(e *Executor) (shims, inits []int) {
+	if e.pool == nil {
+		return nil, nil
+	}
+	e.pool.mu.Lock()
+	defer e.pool.mu.Unlock()
+	for _, ws := range e.pool.idle {
+		shims = append(shims, ws.pid)
+		inits = append(inits, ws.initPid)
+	}
+	return shims, inits
+}
+
+// Pooled reports whether p was started by a warm shim.
+func Pooled(p *Process) bool { return p.shim != nil && p.shim.pooled }

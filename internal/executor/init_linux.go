@@ -65,6 +65,9 @@ func RunInit(args []string) int {
 	if len(args) > 0 && args[0] == shimArg {
 		return runShim(args[1:])
 	}
+	if len(args) > 0 && args[0] == warmShimArg {
+		return runWarmShim()
+	}
 	// Fewer threads: the init only waits, and the pids limit counts them.
 	runtime.GOMAXPROCS(1)
 	var st syscall.Stat_t

@@ -101,10 +101,15 @@ type cgroupsState struct {
 }
 
 // shimReady is the shim's answer on shimReadyFD: the command started, or why not.
+// A warm shim (pool_linux.go) answers twice: once its init is started, then
+// for the process it was given.
 type shimReady struct {
 	InitPid int    `json:"init_pid,omitempty"`
 	Error   string `json:"error,omitempty"`
 	Invalid bool   `json:"invalid,omitempty"`
+	// Stale: a warm shim could not take the process and started nothing
+	// of it (its init ended meanwhile, or the machine's settings changed).
+	Stale bool `json:"stale,omitempty"`
 }
 
 // shimState is stateFile: enough to find and control the process after the
@@ -162,6 +167,18 @@ func (e *Executor) startShim(id devops.ProcessID, spec devops.Spec, pr prepared,
 		return nil, fmt.Errorf("create output: %w", err)
 	}
 	defer out.Close()
+	c := e.newShimConfig(id, spec, pr, dir)
+	// A container's shim needs the Docker environment, and no init: it
+	// starts cold.
+	for spec.Image == "" {
+		ws := e.pool.take()
+		if ws == nil {
+			break
+		}
+		if p, err := e.handOff(ws, c); !errors.Is(err, errStale) {
+			return p, err
+		}
+	}
 	logf, err := os.OpenFile(filepath.Join(dir, logFile), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("create shim log: %w", err)
@@ -205,6 +222,19 @@ func (e *Executor) startShim(id devops.ProcessID, spec devops.Spec, pr prepared,
 	}
 	// From here the pidfd watches and reaps the shim, not os/exec.
 	cmd.Process.Release()
+	json.NewEncoder(cfgW).Encode(c) // a shim that died shows below
+	cfgW.Close()
+	var ready shimReady
+	data, _ := io.ReadAll(io.LimitReader(readyR, 64<<10))
+	err = json.Unmarshal(data, &ready)
+	return e.shimAnswered(c, shimPid, pidfd, false, ready, err)
+}
+
+// newShimConfig is what a shim needs to run the prepared spec as process id
+// with its files in dir. With no id, it is only what New found about the
+// machine: what a warm shim is told first.
+func (e *Executor) newShimConfig(id devops.ProcessID, spec devops.Spec, pr prepared, dir string) shimConfig {
+	pl := e.platform
 	c := shimConfig{
 		ID: id, Spec: spec, Dir: dir, Root: e.root, Home: pr.home, Cwd: pr.cwd,
 		InitPath: pl.initPath, RunAsRoot: pl.root, UseInit: pl.useInit, Namespaces: pl.namespaces,
@@ -216,16 +246,20 @@ func (e *Executor) startShim(id devops.ProcessID, spec devops.Spec, pr prepared,
 	if cg := pl.cgroups; cg != nil {
 		c.Cgroups = &cgroupsState{Version: cg.version, Base: cg.base, Memory: cg.memory, CPU: cg.cpu, Pids: cg.pids}
 	}
-	json.NewEncoder(cfgW).Encode(c) // a shim that died shows below
-	cfgW.Close()
-	var ready shimReady
-	data, _ := io.ReadAll(io.LimitReader(readyR, 64<<10))
-	if err := json.Unmarshal(data, &ready); err != nil || ready.Error != "" {
-		unix.Kill(shimPid, unix.SIGKILL)
+	return c
+}
+
+// shimAnswered makes the Process of the shim (pid, watched by pidfd) that
+// was given c and answered ready; err is why its answer could not be read.
+// A shim that did not start the process is killed and reaped, and the error
+// says why. pooled says the shim came warm from the pool.
+func (e *Executor) shimAnswered(c shimConfig, pid, pidfd int, pooled bool, ready shimReady, err error) (*Process, error) {
+	if err != nil || ready.Error != "" {
+		unix.Kill(pid, unix.SIGKILL)
 		reapShim(pidfd)
 		unix.Close(pidfd)
 		if err != nil {
-			msg, _ := os.ReadFile(filepath.Join(dir, logFile))
+			msg, _ := os.ReadFile(filepath.Join(c.Dir, logFile))
 			return nil, fmt.Errorf("shim did not start: %s", strings.TrimSpace(string(msg)))
 		}
 		if ready.Invalid {
@@ -233,9 +267,9 @@ func (e *Executor) startShim(id devops.ProcessID, spec devops.Spec, pr prepared,
 		}
 		return nil, errors.New(ready.Error)
 	}
-	log := e.log.With(logKeyProcessID, string(id))
-	p := newShimProcess(id, spec, log, pr.home, ready.InitPid, &shimHandle{pid: shimPid, pidfd: pidfd, dir: dir, log: log})
-	log.Debug("process started under a shim", logKeyPid, p.pid, "shim_pid", shimPid)
+	log := e.log.With(logKeyProcessID, string(c.ID))
+	p := newShimProcess(c.ID, c.Spec, log, c.Home, ready.InitPid, &shimHandle{pid: pid, pidfd: pidfd, dir: c.Dir, log: log, pooled: pooled})
+	log.Debug("process started under a shim", logKeyPid, p.pid, "shim_pid", pid, "pooled", pooled)
 	return p, nil
 }
 
@@ -380,9 +414,10 @@ func reapShim(pidfd int) {
 
 // shimHandle is the worker's side of a shim.
 type shimHandle struct {
-	pid int
-	dir string
-	log *slog.Logger
+	pid    int
+	dir    string
+	log    *slog.Logger
+	pooled bool // it came warm from the pool
 
 	mu    sync.Mutex // protects pidfd, closed (-1) once the shim ended, and stopFile
 	pidfd int
@@ -437,6 +472,14 @@ func runShim(args []string) int {
 		fmt.Fprintf(os.Stderr, "devops: shim: read config: %v\n", err)
 		return 125
 	}
+	return superviseShim(c, ready, out, stops, nil)
+}
+
+// superviseShim is the shim once it has its config: it starts the command
+// (through in, when a warm shim started the init beforehand), reports on
+// ready, then supervises it until it ended and records how in out's
+// directory. stops tells of SIGUSR1.
+func superviseShim(c shimConfig, ready, out *os.File, stops <-chan os.Signal, in *warmInit) int {
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil)).With(logKeyProcessID, string(c.ID))
 	pl := &platform{log: log, initPath: c.InitPath, root: c.RunAsRoot, useInit: c.UseInit, namespaces: c.Namespaces}
 	if cs := c.Cgroups; cs != nil {
@@ -448,7 +491,15 @@ func runShim(args []string) int {
 		pr.cred = &credential{uid: c.Cred.UID, gid: c.Cred.GID, groups: c.Cred.Groups}
 	}
 	fw := newFrameWriter(out, c.Dir, c.SpoolMax, log)
-	p, err := e.launch(context.Background(), c.ID, c.Spec, pr, fw.stream(devops.Stdout), fw.stream(devops.Stderr))
+	var (
+		p   *Process
+		err error
+	)
+	if in != nil {
+		p, err = e.launchWarm(c.ID, c.Spec, pr, in, fw.stream(devops.Stdout), fw.stream(devops.Stderr))
+	} else {
+		p, err = e.launch(context.Background(), c.ID, c.Spec, pr, fw.stream(devops.Stdout), fw.stream(devops.Stderr))
+	}
 	if err != nil {
 		json.NewEncoder(ready).Encode(shimReady{Error: err.Error(), Invalid: errors.Is(err, devops.ErrInvalid)})
 		return 1

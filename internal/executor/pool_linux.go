@@ -1,0 +1,475 @@
+package executor
+
+// The warm pool: each Executor keeps a few shims started ahead of need, each
+// with its init already started in fresh namespaces and waiting for its
+// config, so that StartSupervised only has to hand one a process.
+//
+// Why: a supervised process costs two starts of the devops binary, its shim
+// and its init, and each spends ~13 ms of CPU and wall time (runtime start,
+// page faults and the package initialisers of a 30 MB binary that links
+// gRPC, NATS, Prometheus and the Docker client) before it does anything.
+// That was most of the time from submission to first output byte. The
+// other ways out, and why not them:
+//
+//   - a small shim and init that link nothing else (a second binary, or a
+//     build of this one without the rest): every start gets cheaper, but
+//     there are two artefacts to ship, version and keep in step, and the
+//     shim still reads the worker's spool format and the process's cgroups;
+//   - no shim (the worker supervises, as before shims): processes would die
+//     with the worker again, which is why shims exist;
+//   - one long-lived supervisor for every process of the machine: one crash
+//     or upgrade of it takes every process with it;
+//   - fork without exec: a Go process cannot fork its multi-threaded
+//     runtime safely.
+//
+// A pool keeps one binary, the same protocols and the same process tree,
+// and moves both starts off the critical path: they happen before the
+// request arrives. It does not lower the CPU a command costs, so throughput
+// at saturation stays where it was; it lowers the latency of a start while
+// the worker has spare CPU to refill.
+//
+// What is done ahead and what waits for the process: the shim's and the
+// init's runtime start, and the init's namespaces (made by clone), are
+// done ahead; everything that depends on the process waits for the take:
+// its cgroup is made and the init joins it before the go-ahead, exactly as
+// for a cold start, so no user code runs outside it; the init then mounts
+// /proc and /tmp, names the host, switches to the user and runs the
+// command as always. The shim opens the output file (which the worker made,
+// O_EXCL, before the take) and its log by path. One difference is visible:
+// a warm init's mount namespace is a copy of the host's taken when it was
+// started, so a mount the host makes meanwhile reaches it only through
+// shared propagation (the default under systemd); its argv in ps on the
+// host does not show the command.
+//
+// Nothing idle may outlive the worker: an idle shim waits on its config
+// pipe, whose only writer is the worker, so when the worker dies (or Close
+// ends the pool) it reads EOF, ends its init the same way (EOF on the
+// init's config pipe, which only the shim holds) and exits. A shim whose
+// init died while idle exits too; take finds it gone and skips it.
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/devops-platform/devops"
+	"github.com/devops-platform/devops/internal/retry"
+)
+
+// warmShimArg follows initArg to make the init binary a warm shim.
+const warmShimArg = "warm-shim"
+
+// discardWait bounds how long ending an idle shim waits for it to exit by
+// itself before it is killed.
+const discardWait = 5 * time.Second
+
+// errStale says a warm shim could not take a process and started nothing
+// of it: the next one, or a cold start, may.
+var errStale = errors.New("warm shim cannot take the process")
+
+// startPool starts keeping size warm shims, where the init binary answers.
+func (e *Executor) startPool(size int) {
+	if size == 0 {
+		return
+	}
+	if !e.platform.useInit {
+		e.log.Warn("no warm shims: the init binary does not answer")
+		return
+	}
+	e.pool = newPool(size, e.startWarmShim, e.log)
+}
+
+// pool holds the idle warm shims and refills itself in the background.
+type pool struct {
+	size   int
+	start  func(ctx context.Context) (*warmShim, error)
+	log    *slog.Logger
+	cancel context.CancelFunc // ends refill
+	kick   chan struct{}      // cap 1: a shim was taken; refill looks again
+	done   chan struct{}      // closed when refill returned
+
+	mu   sync.Mutex // protects idle
+	idle []*warmShim
+}
+
+func newPool(size int, start func(context.Context) (*warmShim, error), log *slog.Logger) *pool {
+	ctx, cancel := context.WithCancel(context.Background())
+	p := &pool{size: size, start: start, log: log, cancel: cancel, kick: make(chan struct{}, 1), done: make(chan struct{})}
+	go p.refill(ctx)
+	return p
+}
+
+// refill starts shims, one at a time so that a refill takes at most one of
+// the machine's cores from the commands, until the pool is full, then waits
+// for a take. It is owned by the pool and returns when ctx ends.
+func (p *pool) refill(ctx context.Context) {
+	defer close(p.done)
+	b := retry.Backoff{Min: 100 * time.Millisecond, Max: 30 * time.Second}
+	for {
+		for p.short() {
+			ws, err := p.start(ctx)
+			if err != nil {
+				if ctx.Err() != nil {
+					return
+				}
+				p.log.Warn("warm shim did not start; starting cold meanwhile", logKeyError, err)
+				if retry.Sleep(ctx, b.Next()) != nil {
+					return
+				}
+				continue
+			}
+			b.Reset()
+			p.mu.Lock()
+			p.idle = append(p.idle, ws)
+			p.mu.Unlock()
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-p.kick:
+		}
+	}
+}
+
+func (p *pool) short() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.idle) < p.size
+}
+
+// take returns an idle shim that is still there, oldest first, or nil, and
+// has the pool refilled.
+func (p *pool) take() *warmShim {
+	if p == nil {
+		return nil
+	}
+	var ws *warmShim
+	var gone []*warmShim
+	p.mu.Lock()
+	for len(p.idle) > 0 && ws == nil {
+		w := p.idle[0]
+		p.idle = p.idle[1:]
+		if w.exited() {
+			gone = append(gone, w)
+		} else {
+			ws = w
+		}
+	}
+	p.mu.Unlock()
+	select {
+	case p.kick <- struct{}{}:
+	default:
+	}
+	for _, w := range gone {
+		w.discard()
+	}
+	return ws
+}
+
+// close stops the refill and ends every idle shim; it returns once they
+// are reaped. A nil pool does nothing.
+func (p *pool) close() {
+	if p == nil {
+		return
+	}
+	p.cancel()
+	<-p.done
+	p.mu.Lock()
+	idle := p.idle
+	p.idle = nil
+	p.mu.Unlock()
+	// All at once, then one by one: they end in parallel.
+	for _, ws := range idle {
+		ws.cfg.Close()
+	}
+	for _, ws := range idle {
+		ws.discard()
+	}
+}
+
+// warmShim is the worker's side of a shim waiting in the pool.
+type warmShim struct {
+	pid     int
+	pidfd   int      // watches and reaps the shim
+	initPid int      // its init, waiting for a config
+	cfg     *os.File // the process's config goes here; EOF ends the shim
+	ready   *os.File
+	answers *json.Decoder // on ready: first the warm-up, then the start
+}
+
+// startWarmShim starts a shim with no process yet and waits until it has
+// started its init. ctx ending gives up on it.
+func (e *Executor) startWarmShim(ctx context.Context) (*warmShim, error) {
+	pl := e.platform
+	cfgR, cfgW, err := os.Pipe()
+	if err != nil {
+		return nil, fmt.Errorf("config pipe: %w", err)
+	}
+	readyR, readyW, err := os.Pipe()
+	if err != nil {
+		cfgR.Close()
+		cfgW.Close()
+		return nil, fmt.Errorf("ready pipe: %w", err)
+	}
+	cmd := &exec.Cmd{
+		Path: pl.initPath,
+		Args: []string{pl.initPath, initArg, warmShimArg},
+		// No Docker environment: containers start cold.
+		Env:        []string{"GORACE=atexit_sleep_ms=0"},
+		Dir:        "/",
+		ExtraFiles: []*os.File{cfgR, readyW},
+		// Like every shim: its own session and no Pdeathsig. While idle it
+		// ends at EOF on its config pipe instead.
+		SysProcAttr: &syscall.SysProcAttr{Setsid: true},
+	}
+	err = cmd.Start()
+	cfgR.Close()
+	readyW.Close()
+	if err != nil {
+		cfgW.Close()
+		readyR.Close()
+		return nil, fmt.Errorf("start warm shim: %w", err)
+	}
+	pid := cmd.Process.Pid
+	pidfd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		cfgW.Close()
+		readyR.Close()
+		cmd.Process.Kill()
+		cmd.Wait()
+		return nil, fmt.Errorf("open warm shim pidfd: %w", err)
+	}
+	// From here the pidfd watches and reaps the shim, not os/exec.
+	cmd.Process.Release()
+	ws := &warmShim{pid: pid, pidfd: pidfd, cfg: cfgW, ready: readyR, answers: json.NewDecoder(readyR)}
+	if err := json.NewEncoder(cfgW).Encode(e.newShimConfig("", devops.Spec{}, prepared{}, "")); err != nil {
+		ws.discard()
+		return nil, fmt.Errorf("configure warm shim: %w", err)
+	}
+	stop := context.AfterFunc(ctx, func() { readyR.SetReadDeadline(time.Now()) })
+	var hello shimReady
+	err = ws.answers.Decode(&hello)
+	if !stop() {
+		err = ctx.Err()
+	}
+	if err == nil && hello.Error != "" {
+		err = errors.New(hello.Error)
+	}
+	if err != nil {
+		ws.discard()
+		return nil, fmt.Errorf("warm shim: %w", err)
+	}
+	ws.initPid = hello.InitPid
+	return ws, nil
+}
+
+// handOff gives process c to ws and returns its Process once ws started
+// it, or errStale when ws could not take it (it is ended then).
+func (e *Executor) handOff(ws *warmShim, c shimConfig) (*Process, error) {
+	err := json.NewEncoder(ws.cfg).Encode(c)
+	ws.cfg.Close()
+	if err != nil {
+		// It ended after take looked.
+		ws.discard()
+		return nil, errStale
+	}
+	var ready shimReady
+	err = ws.answers.Decode(&ready)
+	if err == nil && ready.Stale {
+		ws.discard()
+		return nil, errStale
+	}
+	ws.ready.Close()
+	return e.shimAnswered(c, ws.pid, ws.pidfd, true, ready, err)
+}
+
+// exited reports whether the shim has ended.
+func (ws *warmShim) exited() bool {
+	fds := []unix.PollFd{{Fd: int32(ws.pidfd), Events: unix.POLLIN}}
+	n, err := unix.Poll(fds, 0)
+	return err == nil && n > 0
+}
+
+// discard ends an idle shim: at EOF on its config pipe it ends its init and
+// exits; after discardWait it is killed. It returns once the shim is reaped.
+func (ws *warmShim) discard() {
+	ws.cfg.Close()
+	ws.ready.Close()
+	fds := []unix.PollFd{{Fd: int32(ws.pidfd), Events: unix.POLLIN}}
+	deadline := time.Now().Add(discardWait)
+	for {
+		n, err := unix.Poll(fds, max(0, int(time.Until(deadline).Milliseconds())))
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if n == 0 && err == nil {
+			// Its init, now without a shim, still ends at EOF on its config.
+			unix.PidfdSendSignal(ws.pidfd, unix.SIGKILL, nil, 0)
+		}
+		break
+	}
+	reapShim(ws.pidfd)
+	unix.Close(ws.pidfd)
+}
+
+// warmInit is the shim's side of an init it started before it had a
+// process: the init waits for its config; its output comes on outR and errR.
+type warmInit struct {
+	idle       *idleInit
+	outR, errR *os.File
+	pidfd      int // watches the init while idle
+}
+
+// spawnWarm starts an init with no process yet, in the namespaces when
+// there are some, and pipes for its output.
+func (pl *platform) spawnWarm() (*warmInit, error) {
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		return nil, fmt.Errorf("stdout pipe: %w", err)
+	}
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		outR.Close()
+		outW.Close()
+		return nil, fmt.Errorf("stderr pipe: %w", err)
+	}
+	in, err := pl.spawnInit(nil, outW, errW)
+	// The init has its own copies of the write ends.
+	outW.Close()
+	errW.Close()
+	if err != nil {
+		outR.Close()
+		errR.Close()
+		return nil, err
+	}
+	pidfd, err := unix.PidfdOpen(in.cmd.Process.Pid, 0)
+	if err != nil {
+		in.abandon()
+		outR.Close()
+		errR.Close()
+		return nil, fmt.Errorf("open init pidfd: %w", err)
+	}
+	return &warmInit{idle: in, outR: outR, errR: errR, pidfd: pidfd}, nil
+}
+
+// waitTake blocks until something comes on fd (the config, or EOF) and
+// reports false when the init ended first.
+func (in *warmInit) waitTake(fd int) bool {
+	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}, {Fd: int32(in.pidfd), Events: unix.POLLIN}}
+	for {
+		_, err := unix.Poll(fds, -1)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			return true // the read decides
+		}
+		return fds[0].Revents != 0 || fds[1].Revents == 0
+	}
+}
+
+// exited reports whether the init has ended.
+func (in *warmInit) exited() bool {
+	fds := []unix.PollFd{{Fd: int32(in.pidfd), Events: unix.POLLIN}}
+	n, err := unix.Poll(fds, 0)
+	return err == nil && n > 0
+}
+
+// abandon ends an init that never got a process.
+func (in *warmInit) abandon() {
+	in.idle.abandon()
+	in.outR.Close()
+	in.errR.Close()
+	unix.Close(in.pidfd)
+}
+
+// launchWarm is launch through an init a warm shim started beforehand.
+func (e *Executor) launchWarm(id devops.ProcessID, spec devops.Spec, pr prepared, in *warmInit, stdout, stderr io.Writer) (*Process, error) {
+	unix.Close(in.pidfd) // the init's end is now the sandbox's to see
+	p := e.newProcess(id, spec, pr.home, stdout, stderr)
+	sb, err := e.platform.startWarm(context.Background(), newLaunch(id, spec, pr), in.idle, p.log)
+	if err != nil {
+		in.outR.Close()
+		in.errR.Close()
+		p.removeDir()
+		return nil, err
+	}
+	p.begin(sb, in.outR, in.errR)
+	return p, nil
+}
+
+// runWarmShim is a shim started before its process is known: it reads
+// what New found about the machine, starts the init, says so, and waits.
+// Given a process, it checks the init is still there and becomes that
+// process's shim; EOF instead (the worker closed the pool or died) ends the
+// init and the shim.
+func runWarmShim() int {
+	for _, fd := range []int{shimConfigFD, shimReadyFD} {
+		var st syscall.Stat_t
+		if syscall.Fstat(fd, &st) != nil {
+			fmt.Fprintln(os.Stderr, "devops: __init warm-shim is started by the executor only")
+			return 2
+		}
+		syscall.CloseOnExec(fd)
+	}
+	signal.Ignore(syscall.SIGHUP, syscall.SIGINT, syscall.SIGTERM, syscall.SIGQUIT, syscall.SIGPIPE)
+	stops := make(chan os.Signal, 1)
+	signal.Notify(stops, syscall.SIGUSR1)
+	cfgFile := os.NewFile(shimConfigFD, "shim-config")
+	ready := os.NewFile(shimReadyFD, "shim-ready")
+	configs := json.NewDecoder(cfgFile)
+	var base shimConfig
+	if err := configs.Decode(&base); err != nil {
+		return 125
+	}
+	pl := &platform{initPath: base.InitPath, namespaces: base.Namespaces}
+	in, err := pl.spawnWarm()
+	if err != nil {
+		json.NewEncoder(ready).Encode(shimReady{Error: err.Error()})
+		return 1
+	}
+	json.NewEncoder(ready).Encode(shimReady{InitPid: in.idle.cmd.Process.Pid})
+	// The config cannot have come with the first message (it is sent only
+	// after the answer above), so the pipe is where to wait for it.
+	if !in.waitTake(shimConfigFD) {
+		// The init died while idle: so does the shim, and take skips it.
+		in.abandon()
+		return 1
+	}
+	var c shimConfig
+	err = configs.Decode(&c)
+	cfgFile.Close()
+	if err != nil {
+		in.abandon()
+		return 0
+	}
+	if in.exited() || !c.UseInit || c.InitPath != base.InitPath || c.Namespaces != base.Namespaces {
+		json.NewEncoder(ready).Encode(shimReady{Stale: true})
+		in.abandon()
+		return 0
+	}
+	// What a cold shim is given at exec: its output and its log.
+	out, err := os.OpenFile(filepath.Join(c.Dir, OutputFile), os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		json.NewEncoder(ready).Encode(shimReady{Error: "open output: " + err.Error()})
+		in.abandon()
+		return 1
+	}
+	if logf, err := os.OpenFile(filepath.Join(c.Dir, logFile), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600); err == nil {
+		unix.Dup3(int(logf.Fd()), 2, 0)
+		logf.Close()
+	}
+	return superviseShim(c, ready, out, stops, in)
+}

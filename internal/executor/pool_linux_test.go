@@ -1,0 +1,334 @@
+package executor_test
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/devops-platform/devops"
+	"github.com/devops-platform/devops/internal/executor"
+)
+
+// waitWarm waits until e has at least n idle warm shims.
+func waitWarm(tb testing.TB, e *executor.Executor, n int) {
+	tb.Helper()
+	waitFor(tb, fmt.Sprintf("%d warm shims", n), 30*time.Second, func() bool {
+		shims, _ := executor.WarmShims(e)
+		return len(shims) >= n
+	})
+}
+
+// startSupervised starts spec as id with its files in a new directory.
+func startSupervised(tb testing.TB, e *executor.Executor, id string, spec devops.Spec) (*executor.Process, string) {
+	tb.Helper()
+	dir := filepath.Join(tb.TempDir(), id)
+	p, err := e.StartSupervised(tb.Context(), devops.ProcessID(id), spec, dir)
+	if err != nil {
+		tb.Fatalf("StartSupervised(%q): %v", spec.Argv, err)
+	}
+	return p, dir
+}
+
+// cgroupLimits prints the memory and CPU limits of the cgroup the shell is
+// in, on v1 or v2, and whether its init (PID 1) is in the same cgroups.
+const cgroupLimits = `while IFS=: read -r _ ctrls path; do
+  case ",$ctrls," in
+  *,memory,*) cat /sys/fs/cgroup/memory$path/memory.limit_in_bytes ;;
+  *,cpu,*) cat /sys/fs/cgroup/cpu$path/cpu.cfs_quota_us ;;
+  ,,) cat /sys/fs/cgroup$path/memory.max /sys/fs/cgroup$path/cpu.max 2>/dev/null ;;
+  esac
+done < /proc/self/cgroup
+cmp -s /proc/1/cgroup /proc/self/cgroup && echo init in the same cgroups`
+
+// TestPoolSameAsCold runs each spec cold and through a warm shim and
+// expects the same output and status.
+func TestPoolSameAsCold(t *testing.T) {
+	coldRoot, warmRoot := t.TempDir(), t.TempDir()
+	cold := newExecutorConfig(t, executor.Config{Root: coldRoot})
+	warm := newExecutorConfig(t, executor.Config{Root: warmRoot, WarmShims: 2})
+	root := os.Geteuid() == 0
+	tests := []struct {
+		name     string
+		spec     devops.Spec
+		root     bool // needs root and cgroups
+		contains string
+	}{
+		{name: "exit and streams", spec: devops.Spec{Argv: []string{"sh", "-c", "echo out; echo err >&2; exit 3"}}, contains: "out"},
+		{name: "not found", spec: devops.Spec{Argv: []string{"no-such-command-xyz"}}, contains: "command not found"},
+		{name: "env", spec: devops.Spec{Argv: []string{"sh", "-c", "env | sort"}, Env: map[string]string{"FOO": "bar"}}, contains: "FOO=bar"},
+		{name: "dir and home", spec: devops.Spec{Argv: []string{"sh", "-c", "pwd; echo $HOME; touch f && echo ok"}}, contains: "ok"},
+		{name: "truncated", spec: devops.Spec{Argv: []string{"echo", "0123456789"}, Limits: devops.Limits{MaxOutputBytes: 4}}, contains: "0123"},
+		{name: "timeout", spec: devops.Spec{Argv: []string{"sleep", "60"}, Timeout: 200 * time.Millisecond, Grace: time.Second}},
+		{name: "namespaces", root: true, spec: devops.Spec{Argv: []string{"sh", "-c", "echo $PPID; hostname; ls /tmp | wc -l; grep -c ' /proc proc ' /proc/self/mounts"}}, contains: "ID"},
+		{name: "user", root: true, spec: devops.Spec{Argv: []string{"sh", "-c", "id -u; id -g"}, User: "65534", Dir: "/"}, contains: "65534"},
+		{name: "limits", root: true, spec: devops.Spec{Argv: []string{"sh", "-c", cgroupLimits}, Limits: devops.Limits{MemoryBytes: 64 << 20, CPUs: 0.5}}, contains: "init in the same cgroups"},
+		{name: "pids limit", root: true, spec: devops.Spec{Argv: []string{"sh", "-c", "for i in 1 2 3 4 5 6 7 8; do sleep 0.5 & done; wait"}, Limits: devops.Limits{Pids: 4}}, contains: "fork"},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if tt.root {
+				if !root {
+					t.Skip("needs root")
+				}
+				requireCgroups(t, warm)
+			}
+			type outcome struct {
+				st             devops.ExitStatus
+				stdout, stderr string
+			}
+			runIn := func(e *executor.Executor, root, id string, pooled bool) outcome {
+				t.Helper()
+				if pooled {
+					waitWarm(t, e, 1)
+				}
+				p, dir := startSupervised(t, e, id, tt.spec)
+				if executor.Pooled(p) != pooled {
+					t.Fatalf("%s: Pooled = %v, want %v", id, executor.Pooled(p), pooled)
+				}
+				st := waitEnd(t, p, 20*time.Second)
+				stdout, stderr := readFrames(t, dir)
+				// What depends on the executor and the id: the root, the
+				// host name and the id itself.
+				r := strings.NewReplacer(root, "ROOT", id, "ID", strings.ReplaceAll(id, "-", ""), "ID")
+				st.EndedAt, st.CPUTime, st.PeakMemory = time.Time{}, 0, 0
+				return outcome{st: st, stdout: r.Replace(stdout), stderr: r.Replace(stderr)}
+			}
+			c := runIn(cold, coldRoot, fmt.Sprintf("cold-%d", i), false)
+			w := runIn(warm, warmRoot, fmt.Sprintf("warm-%d", i), true)
+			if c != w {
+				t.Errorf("cold:   %+v\nwarm:   %+v", c, w)
+			}
+			if !strings.Contains(w.stdout+w.stderr, tt.contains) {
+				t.Errorf("output %q %q does not contain %q", w.stdout, w.stderr, tt.contains)
+			}
+			t.Logf("%+v", w)
+		})
+	}
+}
+
+// TestPoolRefills: a take is refilled by a new shim, and the pool holds
+// no more than its size.
+func TestPoolRefills(t *testing.T) {
+	e := newExecutorConfig(t, executor.Config{WarmShims: 2})
+	waitWarm(t, e, 2)
+	before, _ := executor.WarmShims(e)
+	p, _ := startSupervised(t, e, "refill", devops.Spec{Argv: []string{"true"}})
+	if !executor.Pooled(p) {
+		t.Errorf("the start did not take a warm shim")
+	}
+	waitEnd(t, p, 10*time.Second)
+	waitFor(t, "a new warm shim", 30*time.Second, func() bool {
+		now, _ := executor.WarmShims(e)
+		return len(now) == 2 && !slices.Equal(now, before)
+	})
+	now, inits := executor.WarmShims(e)
+	if now[0] != before[1] {
+		t.Errorf("warm shims %v after %v: want the oldest taken, the other kept", now, before)
+	}
+	for _, pid := range append(now, inits...) {
+		if !alive(pid) {
+			t.Errorf("warm shim or init %d is not running", pid)
+		}
+	}
+	if len(now) > 2 {
+		t.Errorf("%d warm shims, want 2", len(now))
+	}
+}
+
+// TestPoolClose: Close ends every idle shim and init, also while a refill
+// is under way, and leaves running processes alone.
+func TestPoolClose(t *testing.T) {
+	t.Run("idle", func(t *testing.T) {
+		e := newExecutorConfig(t, executor.Config{WarmShims: 2})
+		waitWarm(t, e, 2)
+		p, dir := startSupervised(t, e, "keeps-running", devops.Spec{Argv: []string{"sh", "-c", "echo up; exec sleep 60"}})
+		shims, inits := executor.WarmShims(e)
+		if err := e.Close(); err != nil {
+			t.Fatal(err)
+		}
+		for _, pid := range append(shims, inits...) {
+			if alive(pid) {
+				t.Errorf("warm shim or init %d runs on after Close", pid)
+			}
+		}
+		// The process's own shim and init came from the pool too.
+		if left := warmChildren(p.Pid(), atoi(ppid(fmt.Sprint(p.Pid())))); len(left) > 0 {
+			t.Errorf("warm shims left after Close: %v", left)
+		}
+		select {
+		case <-p.Done():
+			t.Fatalf("a running process ended with Close: %+v", p.Wait())
+		default:
+		}
+		waitFor(t, "output", 10*time.Second, func() bool { o, _ := readFrames(t, dir); return o == "up\n" })
+		p.Terminate(syscall.SIGKILL, 0)
+		if st := waitEnd(t, p, 10*time.Second); st.State != devops.StateTerminated {
+			t.Errorf("status = %+v, want TERMINATED", st)
+		}
+	})
+	t.Run("while refilling", func(t *testing.T) {
+		e := newExecutorConfig(t, executor.Config{WarmShims: 2})
+		if err := e.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if left := warmChildren(); len(left) > 0 {
+			t.Errorf("warm shims left after Close: %v", left)
+		}
+	})
+}
+
+// warmChildren lists the warm shims this test binary started, and inits
+// with no command (a warm shim's), but for the pids in except.
+func warmChildren(except ...int) []string {
+	self := fmt.Sprint(os.Getpid())
+	var found []string
+	ents, _ := os.ReadDir("/proc")
+	for _, ent := range ents {
+		b, err := os.ReadFile(filepath.Join("/proc", ent.Name(), "cmdline"))
+		if err != nil || !alive(atoi(ent.Name())) || slices.Contains(except, atoi(ent.Name())) {
+			continue
+		}
+		args := strings.Split(strings.TrimSuffix(string(b), "\x00"), "\x00")
+		if len(args) < 3 || args[0] != os.Args[0] || args[1] != "__init" {
+			continue
+		}
+		switch {
+		case args[2] == "warm-shim" && ppid(ent.Name()) == self:
+			found = append(found, "shim "+ent.Name())
+		case args[2] == "--" && len(args) == 3:
+			found = append(found, "init "+ent.Name())
+		}
+	}
+	return found
+}
+
+func atoi(s string) int {
+	var n int
+	fmt.Sscan(s, &n)
+	return n
+}
+
+// ppid reads the parent of pid from /proc.
+func ppid(pid string) string {
+	b, _ := os.ReadFile(filepath.Join("/proc", pid, "status"))
+	for line := range strings.Lines(string(b)) {
+		if v, ok := strings.CutPrefix(line, "PPid:"); ok {
+			return strings.TrimSpace(v)
+		}
+	}
+	return ""
+}
+
+// TestPoolEndsWithWorker: when the worker dies (kill -9), its idle shims
+// read EOF on their config pipes and end, with their inits.
+func TestPoolEndsWithWorker(t *testing.T) {
+	cmd := exec.Command(os.Args[0])
+	cmd.Env = append(os.Environ(), helperEnv+"=warmpool", "DEVOPS_TEST_ROOT="+t.TempDir())
+	cmd.Stderr = os.Stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Wait()
+	defer cmd.Process.Kill()
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil {
+		t.Fatalf("helper: %v", err)
+	}
+	var pids [4]int
+	if _, err := fmt.Sscan(line, &pids[0], &pids[1], &pids[2], &pids[3]); err != nil {
+		t.Fatalf("helper said %q: %v", line, err)
+	}
+	for _, pid := range pids {
+		if !alive(pid) {
+			t.Fatalf("warm shim or init %d is not running", pid)
+		}
+	}
+	cmd.Process.Kill()
+	cmd.Wait()
+	waitFor(t, "the warm shims and inits to end", 10*time.Second, func() bool {
+		return !slices.ContainsFunc(pids[:], alive)
+	})
+}
+
+// TestPoolAdopt: a process started by a warm shim outlives its executor and
+// is adopted and terminated by the next one.
+func TestPoolAdopt(t *testing.T) {
+	root := t.TempDir()
+	e := newExecutorConfig(t, executor.Config{Root: root, WarmShims: 1})
+	waitWarm(t, e, 1)
+	p, dir := startSupervised(t, e, "adopted", devops.Spec{Argv: []string{"sh", "-c", "echo up; exec sleep 60"}})
+	if !executor.Pooled(p) {
+		t.Fatalf("the start did not take a warm shim")
+	}
+	waitFor(t, "output", 10*time.Second, func() bool { o, _ := readFrames(t, dir); return o == "up\n" })
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+	next := newExecutorConfig(t, executor.Config{Root: root})
+	q, err := next.Adopt("adopted", dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if q.Pid() != p.Pid() {
+		t.Errorf("adopted pid %d, want %d", q.Pid(), p.Pid())
+	}
+	q.Terminate(syscall.SIGTERM, 5*time.Second)
+	if st := waitEnd(t, q, 10*time.Second); st.State != devops.StateTerminated || st.Signal != int(syscall.SIGTERM) {
+		t.Errorf("status = %+v, want TERMINATED by SIGTERM", st)
+	}
+}
+
+// TestPoolDisabled: with no warm shims every start is cold, and a negative
+// size is refused.
+func TestPoolDisabled(t *testing.T) {
+	e := newExecutorConfig(t, executor.Config{WarmShims: 0})
+	p, dir := startSupervised(t, e, "cold", devops.Spec{Argv: []string{"echo", "hi"}})
+	if executor.Pooled(p) {
+		t.Errorf("Pooled with no pool")
+	}
+	if st := waitEnd(t, p, 10*time.Second); st.State != devops.StateSucceeded {
+		t.Errorf("status = %+v", st)
+	}
+	if o, _ := readFrames(t, dir); o != "hi\n" {
+		t.Errorf("output = %q", o)
+	}
+	if shims, _ := executor.WarmShims(e); len(shims) != 0 {
+		t.Errorf("warm shims %v with the pool off", shims)
+	}
+	_, err := executor.New(executor.Config{Root: t.TempDir(), WarmShims: -1, NoDocker: true})
+	if !errors.Is(err, devops.ErrInvalid) {
+		t.Errorf("New with -1 warm shims = %v, want ErrInvalid", err)
+	}
+}
+
+// TestPoolWithoutNamespaces: warm shims also serve an executor that starts
+// processes without namespaces (cgroups only).
+func TestPoolWithoutNamespaces(t *testing.T) {
+	requireRoot(t)
+	e := newExecutorConfig(t, executor.Config{WarmShims: 1})
+	requireCgroups(t, e)
+	executor.WithoutNamespaces(e)
+	waitWarm(t, e, 1)
+	p, dir := startSupervised(t, e, "nons", devops.Spec{Argv: []string{"sh", "-c", "test $$ != 1 && echo not-pid-1"}})
+	if !executor.Pooled(p) {
+		t.Errorf("the start did not take a warm shim")
+	}
+	if st := waitEnd(t, p, 10*time.Second); st.State != devops.StateSucceeded {
+		t.Errorf("status = %+v", st)
+	}
+	if o, e := readFrames(t, dir); o != "not-pid-1\n" {
+		t.Errorf("output = %q, %q", o, e)
+	}
+}
