@@ -86,6 +86,9 @@ func newWorkerCmd(env *Env, g *globals) *cobra.Command {
 			if cfg.Security.JoinToken, err = g.joinToken(joinTokenFile); err != nil {
 				return err
 			}
+			if cfg.WarmShims == 0 {
+				cfg.WarmShims = -1 // none, as the flag's help says
+			}
 			w, err := worker.New(cfg)
 			if err != nil {
 				return err
@@ -106,6 +109,7 @@ func newWorkerCmd(env *Env, g *globals) *cobra.Command {
 	f.StringVar(&cfg.Name, "name", "", "worker name (default the hostname)")
 	f.StringVar(&labels, "labels", "", "labels k=v,k=v that selectors match")
 	f.IntVar(&cfg.Capacity, "capacity", 64, "most processes run at once")
+	f.IntVar(&cfg.WarmShims, "warm-shims", worker.DefaultWarmShims, "process supervisors kept started ahead of need, for fast starts (0: none)")
 	f.StringVar(&cfg.Listen, "listen", ":50052", "own gRPC listen address")
 	f.StringVar(&cfg.HTTP, "http", ":8081", "HTTP listen address for /metrics and /healthz (\"-\" disables it)")
 	f.StringVar(&cfg.Advertise, "advertise", "", "address the manager dials (default: --listen, with the host the manager sees)")

@@ -50,6 +50,10 @@ type Config struct {
 	// ReregisterAfter: with no health stream from the manager for this long,
 	// the worker registers again, as after the manager lost its data [10s].
 	ReregisterAfter time.Duration
+	// WarmShims is how many process supervisors (shims), each with its
+	// init, the executor keeps started ahead of need, for fast starts
+	// [DefaultWarmShims]. Negative: none.
+	WarmShims int
 	// InitPath is the devops binary that the executor re-runs as init in
 	// namespaces ["" = this executable].
 	InitPath string
@@ -91,6 +95,9 @@ func (c *Config) setDefaults() error {
 	if c.KeepFinished <= 0 {
 		c.KeepFinished = 10 * time.Minute
 	}
+	if c.WarmShims == 0 {
+		c.WarmShims = DefaultWarmShims
+	}
 	if c.ReregisterAfter <= 0 {
 		c.ReregisterAfter = 10 * time.Second
 	}
@@ -99,6 +106,10 @@ func (c *Config) setDefaults() error {
 	}
 	return nil
 }
+
+// DefaultWarmShims is Config.WarmShims's default: enough for a burst of two
+// starts; each idle one holds two processes of the devops binary.
+const DefaultWarmShims = 2
 
 // Worker is the agent. Create it with New and run it with Run.
 type Worker struct {
@@ -161,6 +172,7 @@ func New(cfg Config) (*Worker, error) {
 	w.id = devops.WorkerID(strings.TrimSpace(string(id)))
 	w.exec, err = executor.New(executor.Config{
 		Root:      filepath.Join(cfg.DataDir, "processes"),
+		WarmShims: max(cfg.WarmShims, 0),
 		Logger:    w.log,
 		MaxLimits: cfg.MaxLimits,
 		InitPath:  cfg.InitPath,
@@ -169,14 +181,17 @@ func New(cfg Config) (*Worker, error) {
 		return nil, fmt.Errorf("start executor: %w", err)
 	}
 	if w.ident, err = newIdentity(cfg, w.log); err != nil {
+		w.exec.Close()
 		return nil, err
 	}
 	if w.lis, err = net.Listen("tcp", cfg.Listen); err != nil {
+		w.exec.Close()
 		return nil, fmt.Errorf("listen on %s: %w", cfg.Listen, err)
 	}
 	w.health = health.NewServer()
 	if w.metrics, err = newWorkerMetrics(w); err != nil {
 		w.lis.Close()
+		w.exec.Close()
 		return nil, err
 	}
 	w.adopt()
@@ -430,13 +445,9 @@ func (w *Worker) shutdown(hard bool) {
 	}
 	w.stopHTTP()
 	w.wg.Wait()
-	w.mu.Lock()
-	running := w.runningLocked()
-	w.mu.Unlock()
-	if running == 0 {
-		if err := w.exec.Close(); err != nil {
-			w.log.Warn("close executor", "err", err)
-		}
+	// It ends the warm shims; running processes go on under their shims.
+	if err := w.exec.Close(); err != nil {
+		w.log.Warn("close executor", "err", err)
 	}
 }
 
