@@ -169,8 +169,12 @@ type Process struct {
 	EndedAt        time.Time
 	StateChangedAt time.Time
 	OutputBytes    int64
-	PeakMemory     int64
-	CPUTime        time.Duration
+	// OutputLost counts output bytes the worker dropped before the manager
+	// had them (its spool reached its bound while the manager was away);
+	// their offsets are a gap in the output.
+	OutputLost int64
+	PeakMemory int64
+	CPUTime    time.Duration
 	// IdempotencyKey is the client's key of the request that created it.
 	IdempotencyKey string
 	// QueueTimeout is how long it may wait for a free slot; zero: the manager's default.

@@ -102,6 +102,9 @@ func printStatus(w io.Writer, p devops.Process) {
 	row("Ended", timeText(p.EndedAt))
 	row("Duration", durationText(p))
 	row("Output", fmt.Sprintf("%d bytes", p.OutputBytes))
+	if p.OutputLost > 0 {
+		row("Output lost", fmt.Sprintf("%d bytes: the worker's spool was full while the manager was unreachable", p.OutputLost))
+	}
 	if p.PeakMemory > 0 {
 		row("Peak memory", sizeText(uint64(p.PeakMemory)))
 	}
@@ -129,6 +132,7 @@ With -f it follows the output until the process ends and exits with its exit cod
 				var final *devops.Process
 				err := c.Logs(cmd.Context(), devops.ProcessID(args[0]), from, follow, func(ev client.Event) error {
 					if ev.Chunk != nil {
+						lostNote(env.Stderr, ev.ID, ev.Lost)
 						w := env.Stdout
 						if ev.Chunk.Stream == devops.Stderr {
 							w = env.Stderr

@@ -178,6 +178,7 @@ func runAndFollow(ctx context.Context, c *client.Client, req client.RunRequest, 
 
 	err := c.Run(ctx, req, func(ev client.Event) error {
 		if ev.Chunk != nil {
+			lostNote(env.Stderr, ev.ID, ev.Lost)
 			return out.write(ev.ID, ev.Chunk.Stream, ev.Chunk.Data)
 		}
 		p := *ev.Process
@@ -253,6 +254,14 @@ func containsID(ids []devops.ProcessID, id devops.ProcessID) bool {
 		}
 	}
 	return false
+}
+
+// lostNote says, where output goes, that n bytes of a process's output are
+// missing at this point: never a silent gap.
+func lostNote(w io.Writer, id devops.ProcessID, n int64) {
+	if n > 0 {
+		fmt.Fprintf(w, "devops: %s: %d bytes of output lost here: the worker's spool was full while the manager was unreachable\n", id, n)
+	}
 }
 
 // endMessage explains an end that the exit code alone does not: a plain

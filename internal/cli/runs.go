@@ -159,6 +159,7 @@ func followRun(ctx context.Context, c *client.Client, id devops.RunID, follow bo
 			}
 			return nil
 		case ev.Chunk != nil:
+			lostNote(env.Stderr, ev.ID, ev.Lost)
 			return out.chunk(ev.ID, *ev.Chunk)
 		default:
 			return out.process(*ev.Process)

@@ -59,7 +59,7 @@ func newManagerCmd(env *Env, g *globals) *cobra.Command {
 
 func newWorkerCmd(env *Env, g *globals) *cobra.Command {
 	var cfg worker.Config
-	var labels, maxMem, maxOut, joinTokenFile string
+	var labels, maxMem, maxOut, spoolMax, joinTokenFile string
 	cmd := &cobra.Command{
 		Use:   "worker",
 		Short: "Run a worker: joins the manager and runs the commands it is given",
@@ -79,6 +79,12 @@ func newWorkerCmd(env *Env, g *globals) *cobra.Command {
 			}
 			if cfg.MaxLimits.MaxOutputBytes, err = parseSize(maxOut); err != nil {
 				return fmt.Errorf("--max-output: %w", err)
+			}
+			if cfg.SpoolMax, err = parseSize(spoolMax); err != nil {
+				return fmt.Errorf("--spool-max: %w", err)
+			}
+			if cfg.SpoolMax == 0 {
+				cfg.SpoolMax = -1 // no bound, as the flag's help says
 			}
 			cfg.Manager = g.manager
 			cfg.Logger = log
@@ -119,6 +125,7 @@ func newWorkerCmd(env *Env, g *globals) *cobra.Command {
 	f.Int64Var(&cfg.MaxLimits.Pids, "max-pids", 0, "cap on any process's pids limit")
 	f.StringVar(&maxOut, "max-output", "", "cap on any process's output, e.g. 1G")
 	f.DurationVar(&cfg.KeepFinished, "keep-finished", 10*time.Minute, "how long finished output stays on disk for the manager")
+	f.StringVar(&spoolMax, "spool-max", "256M", "output of one process kept on disk while the manager is away; past it the oldest is dropped and the loss shown (0: no bound)")
 	f.StringVar(&joinTokenFile, "join-token-file", "", "file holding the join token (default $DEVOPS_JOIN_TOKEN; not needed once the worker holds a certificate)")
 	return cmd
 }

@@ -68,6 +68,10 @@ type Event struct {
 	ID      devops.ProcessID
 	Process *devops.Process
 	Chunk   *devops.Chunk
+	// Lost counts the output bytes right before Chunk that are gone: the
+	// worker dropped them before the manager had them (devops.Process's
+	// OutputLost). Chunk starts that far past the previous one.
+	Lost int64
 }
 
 // Target says where a command runs; the zero Target lets the scheduler pick.
@@ -312,7 +316,7 @@ func (f *follower) chunk(id devops.ProcessID, c devops.Chunk) error {
 		c.Offset = at
 	}
 	f.offsets[id] = c.End()
-	return f.on(Event{ID: id, Chunk: &c})
+	return f.on(Event{ID: id, Chunk: &c, Lost: c.Offset - at})
 }
 
 func (f *follower) offset(id devops.ProcessID) int64 {

@@ -113,6 +113,7 @@ type RunEvent struct {
 	ID      devops.ProcessID
 	Process *devops.Process
 	Chunk   *devops.Chunk
+	Lost    int64 // as in Event
 }
 
 // WatchRun calls on with a run's changes, its children's state changes and,
@@ -159,7 +160,7 @@ func (c *Client) WatchRun(ctx context.Context, id devops.RunID, follow, output b
 					ch.Offset = at
 				}
 				offsets[pid] = ch.End()
-				err = on(RunEvent{ID: pid, Chunk: &ch})
+				err = on(RunEvent{ID: pid, Chunk: &ch, Lost: ch.Offset - at})
 			}
 			if err != nil {
 				return permanent{err}

@@ -36,6 +36,7 @@ type Store interface {
 	PutProcess(ctx context.Context, p devops.Process) error
 	Processes(ctx context.Context) ([]devops.Process, error)
 	AppendOutput(ctx context.Context, id devops.ProcessID, c devops.Chunk) error
+	SkipOutput(ctx context.Context, id devops.ProcessID, to int64) error
 	CloseOutput(ctx context.Context, id devops.ProcessID) error
 	OutputEnd(ctx context.Context, id devops.ProcessID) (int64, error)
 	ReadOutput(ctx context.Context, id devops.ProcessID, from int64, follow bool, fn func(devops.Chunk) error) error

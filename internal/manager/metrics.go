@@ -22,6 +22,7 @@ type managerMetrics struct {
 
 	dispatch    prometheus.Histogram   // submit to start, seconds
 	outputBytes *prometheus.CounterVec // by stream
+	outputLost  prometheus.Counter     // dropped by workers' spools before they were sent
 	started     prometheus.Counter     // processes that reached RUNNING
 	finished    *prometheus.CounterVec // by final state
 }
@@ -43,6 +44,11 @@ func newManagerMetrics(m *Manager) *managerMetrics {
 			Name:      "output_bytes_total",
 			Help:      "Output bytes received from workers and stored, by stream.",
 		}, []string{"stream"}),
+		outputLost: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: metrics.Namespace,
+			Name:      "output_lost_bytes_total",
+			Help:      "Output bytes workers dropped before they were sent: a spool reached its bound while the manager was unreachable.",
+		}),
 		started: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: metrics.Namespace,
 			Name:      "processes_started_total",
@@ -60,7 +66,7 @@ func newManagerMetrics(m *Manager) *managerMetrics {
 	for _, s := range terminalStates() {
 		mm.finished.WithLabelValues(stateLabel(s.String()))
 	}
-	reg.MustRegister(mm.dispatch, mm.outputBytes, mm.started, mm.finished, newStateCollector(m))
+	reg.MustRegister(mm.dispatch, mm.outputBytes, mm.outputLost, mm.started, mm.finished, newStateCollector(m))
 	return mm
 }
 

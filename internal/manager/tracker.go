@@ -295,7 +295,9 @@ func (m *Manager) stream(ctx context.Context, e *entry, p devops.Process, attach
 				c.Offset = end
 			}
 			if c.Offset > end {
-				log.Warn("output gap: the worker dropped output", "from", end, "to", c.Offset)
+				if err := m.lost(ctx, e, p.ID, end, c.Offset, log); err != nil {
+					return err
+				}
 			}
 			if err := m.store.AppendOutput(ctx, p.ID, c); err != nil {
 				if !errors.Is(err, store.ErrOutputLimit) {
@@ -383,6 +385,21 @@ func (m *Manager) finish(ctx context.Context, e *entry, x devops.ExitStatus) {
 	}
 	e.out.close() // after the store has every byte: a follower that ends may replay at once
 	m.log.Info("process ended", "process_id", p.ID, "worker", p.WorkerName, "state", p.State, "exit_code", p.Code, "signal", p.Signal, "reason", p.Reason)
+}
+
+// lost records the output from offset from to offset to, which the worker
+// dropped before it was sent (its spool reached its bound while this
+// manager was away): the store passes over the gap, and the record and the
+// metrics count it, so the loss is shown and never silent.
+func (m *Manager) lost(ctx context.Context, e *entry, id devops.ProcessID, from, to int64, log *slog.Logger) error {
+	if err := m.store.SkipOutput(ctx, id, to); err != nil {
+		return fmt.Errorf("record lost output: %w", err)
+	}
+	m.procs.update(e, func(p *devops.Process) { p.OutputLost += to - from })
+	m.persist(ctx, e)
+	m.metrics.outputLost.Add(float64(to - from))
+	log.Warn("output lost: the worker's spool dropped it before it was sent", "from", from, "to", to, "bytes", to-from)
+	return nil
 }
 
 // persist writes the entry's current record to the store.

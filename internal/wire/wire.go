@@ -139,6 +139,7 @@ func ProcessToPB(p devops.Process) *pb.Process {
 		EndedAt:         Timestamp(p.EndedAt),
 		StateChangedAt:  Timestamp(p.StateChangedAt),
 		OutputBytes:     p.OutputBytes,
+		OutputLostBytes: p.OutputLost,
 		PeakMemoryBytes: p.PeakMemory,
 		CpuTime:         Duration(p.CPUTime),
 	}
@@ -160,6 +161,7 @@ func ProcessFromPB(p *pb.Process) devops.Process {
 		EndedAt:        Time(p.GetEndedAt()),
 		StateChangedAt: Time(p.GetStateChangedAt()),
 		OutputBytes:    p.GetOutputBytes(),
+		OutputLost:     p.GetOutputLostBytes(),
 		PeakMemory:     p.GetPeakMemoryBytes(),
 		CPUTime:        FromDuration(p.GetCpuTime()),
 	}

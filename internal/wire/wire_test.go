@@ -13,7 +13,7 @@ func TestProcessRoundTrip(t *testing.T) {
 	p := devops.Process{
 		ID: "p1", WorkerID: "w1", WorkerName: "one", State: devops.StateTerminated, Code: 0, Signal: 15, Reason: "asked",
 		CreatedAt: at, StartedAt: at.Add(time.Second), EndedAt: at.Add(2 * time.Second), StateChangedAt: at.Add(2 * time.Second),
-		OutputBytes: 42, PeakMemory: 1 << 20, CPUTime: 3 * time.Millisecond,
+		OutputBytes: 42, OutputLost: 7, PeakMemory: 1 << 20, CPUTime: 3 * time.Millisecond,
 		Spec: devops.Spec{Argv: []string{"sh", "-c", "x"}, Env: map[string]string{"A": "1"}, Dir: "/d", Timeout: time.Minute,
 			Grace: time.Second, User: "nobody", KeepDir: true, Limits: devops.Limits{MemoryBytes: 1 << 30, CPUs: 0.5, Pids: 10, MaxOutputBytes: 100}},
 	}

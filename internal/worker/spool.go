@@ -3,11 +3,13 @@ package worker
 import (
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	"github.com/devops-platform/devops"
@@ -30,11 +32,16 @@ func newSpool(dir string, done <-chan struct{}) *spool {
 	return &spool{dir: dir, path: filepath.Join(dir, executor.OutputFile), done: done}
 }
 
-// size is the spool file's size on disk, frames included (0 when it is gone).
+// size is the spool file's size on disk, frames included (0 when it is
+// gone): the blocks it holds, since one whose oldest output was dropped is
+// a sparse file that looks larger than it is.
 func (s *spool) size() int64 {
 	fi, err := os.Stat(s.path)
 	if err != nil {
 		return 0
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		return st.Blocks * 512
 	}
 	return fi.Size()
 }
@@ -48,9 +55,6 @@ func isClosed(c <-chan struct{}) bool {
 	}
 }
 
-// read calls fn with the output from offset from, following the file until
-// the process ended and the file is read to its end. An offset past the end
-// of a finished output yields devops.ErrOutOfRange. fn must not keep c.Data.
 // errCorruptSpool is a spool file that no shim could have written.
 var errCorruptSpool = errors.New("corrupt spool")
 
@@ -60,6 +64,11 @@ const (
 	maxChunk = 256 << 10
 )
 
+// read calls fn with the output from offset from, following the file until
+// the process ended and the file is read to its end. An offset past the end
+// of a finished output yields devops.ErrOutOfRange. fn must not keep c.Data.
+// Output the shim dropped to keep the spool under its bound is skipped: the
+// first chunk then starts past from, and the manager counts the bytes lost.
 func (s *spool) read(ctx context.Context, from int64, fn func(c devops.Chunk) error) error {
 	f, err := os.Open(s.path)
 	if err != nil {
@@ -106,6 +115,17 @@ func (s *spool) read(ctx context.Context, from int64, fn func(c devops.Chunk) er
 			}
 			readPos += int64(n)
 			pending = append(pending, chunk[:n]...)
+			// Looked at after the read: the shim writes the mark before it
+			// punches the hole, so whatever this read found below it may be
+			// zeros and is thrown away.
+			if d, ok := s.dropped(); ok && d.Pos > readPos-int64(len(pending)) {
+				if d.Pos >= readPos {
+					pending, readPos = pending[:0], d.Pos
+				} else {
+					pending = pending[d.Pos-(readPos-int64(len(pending))):]
+				}
+				offset = d.Offset
+			}
 			for len(pending) >= executor.FrameHeader {
 				n := int64(binary.BigEndian.Uint32(pending[1:executor.FrameHeader]))
 				if int64(len(pending)) < executor.FrameHeader+n {
@@ -156,6 +176,18 @@ func (s *spool) read(ctx context.Context, from int64, fn func(c devops.Chunk) er
 		case <-s.done:
 		}
 	}
+}
+
+// dropped reads where the output starts again after the shim dropped the
+// oldest of it to stay under its bound; false: nothing was dropped.
+func (s *spool) dropped() (executor.Dropped, bool) {
+	var d executor.Dropped
+	b, err := os.ReadFile(filepath.Join(s.dir, executor.DroppedFile))
+	if err != nil || json.Unmarshal(b, &d) != nil {
+		// Missing until the first drop; written whole (temp and rename).
+		return d, false
+	}
+	return d, true
 }
 
 // remove deletes the spool and the rest of the process's state directory.

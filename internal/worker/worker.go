@@ -47,6 +47,11 @@ type Config struct {
 	// KeepFinished is how long a finished process's output stays on disk
 	// for the manager to read again after a failure [10m].
 	KeepFinished time.Duration
+	// SpoolMax bounds one process's output on the worker's disk. While the
+	// manager is unreachable the output waits there; past the bound the
+	// oldest is dropped, and what the manager never read is counted as
+	// lost in the process's record [DefaultSpoolMax]. Negative: no bound.
+	SpoolMax int64
 	// ReregisterAfter: with no health stream from the manager for this long,
 	// the worker registers again, as after the manager lost its data [10s].
 	ReregisterAfter time.Duration
@@ -61,6 +66,11 @@ type Config struct {
 	// Security is the join token, or --insecure (identity.go).
 	Security SecurityConfig
 }
+
+// DefaultSpoolMax is Config.SpoolMax's default: at the rate of a chatty
+// build log (1 MB/s) it holds minutes of a manager's absence, and a worker
+// full of processes (Capacity) still fits a common disk.
+const DefaultSpoolMax = 256 << 20
 
 func (c *Config) setDefaults() error {
 	if c.Manager == "" {
@@ -92,6 +102,9 @@ func (c *Config) setDefaults() error {
 		return fmt.Errorf("data dir %q: %w", c.DataDir, err)
 	}
 	c.DataDir = dir
+	if c.SpoolMax == 0 {
+		c.SpoolMax = DefaultSpoolMax
+	}
 	if c.KeepFinished <= 0 {
 		c.KeepFinished = 10 * time.Minute
 	}
@@ -176,6 +189,7 @@ func New(cfg Config) (*Worker, error) {
 		Logger:    w.log,
 		MaxLimits: cfg.MaxLimits,
 		InitPath:  cfg.InitPath,
+		SpoolMax:  max(cfg.SpoolMax, 0),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("start executor: %w", err)

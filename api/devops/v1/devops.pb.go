@@ -677,6 +677,10 @@ type Process struct {
 	PeakMemoryBytes int64                  `protobuf:"varint,13,opt,name=peak_memory_bytes,json=peakMemoryBytes,proto3" json:"peak_memory_bytes,omitempty"`
 	CpuTime         *durationpb.Duration   `protobuf:"bytes,14,opt,name=cpu_time,json=cpuTime,proto3" json:"cpu_time,omitempty"`
 	StateChangedAt  *timestamppb.Timestamp `protobuf:"bytes,15,opt,name=state_changed_at,json=stateChangedAt,proto3" json:"state_changed_at,omitempty"`
+	// Output bytes the worker dropped before it could send them: its spool
+	// reached its bound (devops serve worker --spool-max) while the manager
+	// was unreachable. Their offsets are a gap in the output.
+	OutputLostBytes int64 `protobuf:"varint,16,opt,name=output_lost_bytes,json=outputLostBytes,proto3" json:"output_lost_bytes,omitempty"`
 	unknownFields   protoimpl.UnknownFields
 	sizeCache       protoimpl.SizeCache
 }
@@ -814,6 +818,13 @@ func (x *Process) GetStateChangedAt() *timestamppb.Timestamp {
 		return x.StateChangedAt
 	}
 	return nil
+}
+
+func (x *Process) GetOutputLostBytes() int64 {
+	if x != nil {
+		return x.OutputLostBytes
+	}
+	return 0
 }
 
 // Fingerprint is what a worker can enforce and what it runs on.
@@ -4017,7 +4028,7 @@ const file_devops_v1_devops_proto_rawDesc = "" +
 	"\x06reason\x18\x04 \x01(\tR\x06reason\x125\n" +
 	"\bended_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\aendedAt\x12*\n" +
 	"\x11peak_memory_bytes\x18\x06 \x01(\x03R\x0fpeakMemoryBytes\x124\n" +
-	"\bcpu_time\x18\a \x01(\v2\x19.google.protobuf.DurationR\acpuTime\"\xf0\x04\n" +
+	"\bcpu_time\x18\a \x01(\v2\x19.google.protobuf.DurationR\acpuTime\"\x9c\x05\n" +
 	"\aProcess\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\tworker_id\x18\x02 \x01(\tR\bworkerId\x12\x1f\n" +
@@ -4037,7 +4048,8 @@ const file_devops_v1_devops_proto_rawDesc = "" +
 	"\foutput_bytes\x18\f \x01(\x03R\voutputBytes\x12*\n" +
 	"\x11peak_memory_bytes\x18\r \x01(\x03R\x0fpeakMemoryBytes\x124\n" +
 	"\bcpu_time\x18\x0e \x01(\v2\x19.google.protobuf.DurationR\acpuTime\x12D\n" +
-	"\x10state_changed_at\x18\x0f \x01(\v2\x1a.google.protobuf.TimestampR\x0estateChangedAt\"\xd1\x01\n" +
+	"\x10state_changed_at\x18\x0f \x01(\v2\x1a.google.protobuf.TimestampR\x0estateChangedAt\x12*\n" +
+	"\x11output_lost_bytes\x18\x10 \x01(\x03R\x0foutputLostBytes\"\xd1\x01\n" +
 	"\vFingerprint\x12\x0e\n" +
 	"\x02os\x18\x01 \x01(\tR\x02os\x12\x12\n" +
 	"\x04arch\x18\x02 \x01(\tR\x04arch\x12\x12\n" +
