@@ -144,7 +144,15 @@ type RunOptions struct {
 	Canary int
 	// PauseAfterCanary waits for a resume once the canary succeeded.
 	PauseAfterCanary bool
+	// Retries is how many more times a child that failed by itself (see
+	// RetryableState) is run again, each time as a new process on the same
+	// worker, before its failure counts. 0: never.
+	Retries int
 }
+
+// MaxRetries bounds RunOptions.Retries: every attempt stays in the run's
+// record, which the store keeps as one value.
+const MaxRetries = 100
 
 // Validate reports ErrInvalid for options no run can follow.
 func (o RunOptions) Validate() error {
@@ -154,7 +162,19 @@ func (o RunOptions) Validate() error {
 	if o.PauseAfterCanary && o.Canary == 0 {
 		return fmt.Errorf("%w: pause after canary needs a canary", ErrInvalid)
 	}
+	if o.Retries < 0 || o.Retries > MaxRetries {
+		return fmt.Errorf("%w: retries %d: want 0 to %d", ErrInvalid, o.Retries, MaxRetries)
+	}
 	return nil
+}
+
+// RetryableState reports whether a process that ended in state s failed by
+// itself, the only end --retries runs again after: FAILED or TIMED_OUT.
+// Never TERMINATED (killed on request, or its run was cancelled) nor LOST
+// (it may still be running where nobody can see it: running it again could
+// run it twice).
+func RetryableState(s State) bool {
+	return s == StateFailed || s == StateTimedOut
 }
 
 // RunTarget says which workers a fleet run targets: the named workers, the
@@ -179,12 +199,17 @@ func (t RunTarget) String() string {
 }
 
 // RunTask is one targeted worker of a fleet run and the child process that
-// runs there once it started.
+// runs there once it started. With RunOptions.Retries a task may run its
+// command more than once, each attempt a new child process on the same
+// worker: ProcessID is the latest attempt, Previous the earlier ones.
 type RunTask struct {
 	WorkerID   WorkerID
 	WorkerName string
 	ProcessID  ProcessID // empty until the child started
-	Canary     bool
+	// Previous are the task's earlier attempts, oldest first: children that
+	// failed by themselves and were run again.
+	Previous []RunAttempt
+	Canary   bool
 	// Skipped is true when the run ended before this child could start;
 	// Reason says why.
 	Skipped bool
@@ -193,6 +218,17 @@ type RunTask struct {
 	// answered (StateUnknown when it has not started).
 	State    State
 	ExitCode int
+}
+
+// Attempt is the number of the task's latest attempt, from 1.
+func (t RunTask) Attempt() int { return len(t.Previous) + 1 }
+
+// RunAttempt is an earlier attempt of a run's task: a child that ended and
+// was run again. Its record stays in the process table under ProcessID.
+type RunAttempt struct {
+	ProcessID ProcessID
+	State     State
+	ExitCode  int
 }
 
 // Exclusion is a worker a fleet run's target matched but that cannot run it.
@@ -206,8 +242,8 @@ type Exclusion struct {
 type RunSummary struct {
 	Total     int
 	Succeeded int
-	Failed    int // failed, terminated, timed out or lost
-	Running   int // started, not ended
+	Failed    int // failed, terminated, timed out or lost, with no attempt left
+	Running   int // started, not ended; or about to run again (see Retrying)
 	Pending   int // not started yet
 	Skipped   int // never started: the run stopped first
 }
@@ -219,7 +255,7 @@ type Run struct {
 	Target    RunTarget
 	Options   RunOptions
 	State     RunState
-	Reason    string
+	Reason    string      // why it stopped starting children, paused or ended; empty while a RUNNING run goes on
 	Tasks     []RunTask   // the targets, as resolved at start, in start order
 	Excluded  []Exclusion // matched but unable to run it
 	Summary   RunSummary
@@ -234,9 +270,18 @@ type Run struct {
 	IdempotencyKey  string
 }
 
+// Retrying reports whether the run is about to start task t again: its
+// latest child failed by itself, it has attempts left and the run goes on
+// (not cancelled, not stopped by its budget or canary, not ended). Only a
+// task's final failure counts as one.
+func (r Run) Retrying(t RunTask) bool {
+	return t.ProcessID != "" && RetryableState(t.State) && len(t.Previous) < r.Options.Retries &&
+		r.State == RunRunning && !r.Cancelled && r.Reason == ""
+}
+
 // ExitCode is what a CLI should exit with for a run that ended: 0 only when
-// every target succeeded, else the highest exit code of its children, and
-// at least 1.
+// every target succeeded, else the highest exit code of its children's
+// latest attempts, and at least 1.
 func (r Run) ExitCode() int {
 	code := 0
 	for _, t := range r.Tasks {

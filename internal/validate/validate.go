@@ -167,6 +167,9 @@ func Request(req any) error {
 				return err
 			}
 		}
+		if n := r.GetOptions().GetRetries(); n < 0 || n > devops.MaxRetries {
+			return invalid("retries %d: want 0 to %d", n, devops.MaxRetries)
+		}
 		if err := Duration("queue timeout", r.GetQueueTimeout()); err != nil {
 			return err
 		}

@@ -39,6 +39,7 @@ func RunOptionsToPB(o devops.RunOptions) *pb.RunOptions {
 		StopOnError:      pb.StopOnError(o.StopOnError),
 		Canary:           int32(o.Canary),
 		PauseAfterCanary: o.PauseAfterCanary,
+		Retries:          int32(o.Retries),
 	}
 }
 
@@ -50,6 +51,7 @@ func RunOptionsFromPB(o *pb.RunOptions) devops.RunOptions {
 		StopOnError:      devops.StopOnError(o.GetStopOnError()),
 		Canary:           int(o.GetCanary()),
 		PauseAfterCanary: o.GetPauseAfterCanary(),
+		Retries:          int(o.GetRetries()),
 	}
 }
 
@@ -78,7 +80,7 @@ func RunToPB(r devops.Run) *pb.Run {
 		},
 	}
 	for _, t := range r.Tasks {
-		out.Tasks = append(out.Tasks, &pb.RunTask{
+		pt := &pb.RunTask{
 			WorkerId:   string(t.WorkerID),
 			WorkerName: t.WorkerName,
 			ProcessId:  string(t.ProcessID),
@@ -87,7 +89,11 @@ func RunToPB(r devops.Run) *pb.Run {
 			Reason:     t.Reason,
 			State:      StateToPB(t.State),
 			ExitCode:   int32(t.ExitCode),
-		})
+		}
+		for _, a := range t.Previous {
+			pt.Previous = append(pt.Previous, &pb.RunAttempt{ProcessId: string(a.ProcessID), State: StateToPB(a.State), ExitCode: int32(a.ExitCode)})
+		}
+		out.Tasks = append(out.Tasks, pt)
 	}
 	for _, x := range r.Excluded {
 		out.Excluded = append(out.Excluded, &pb.Exclusion{WorkerId: string(x.WorkerID), WorkerName: x.WorkerName, Reason: x.Reason})
@@ -121,7 +127,7 @@ func RunFromPB(r *pb.Run) devops.Run {
 		},
 	}
 	for _, t := range r.GetTasks() {
-		out.Tasks = append(out.Tasks, devops.RunTask{
+		dt := devops.RunTask{
 			WorkerID:   devops.WorkerID(t.GetWorkerId()),
 			WorkerName: t.GetWorkerName(),
 			ProcessID:  devops.ProcessID(t.GetProcessId()),
@@ -130,7 +136,11 @@ func RunFromPB(r *pb.Run) devops.Run {
 			Reason:     t.GetReason(),
 			State:      StateFromPB(t.GetState()),
 			ExitCode:   int(t.GetExitCode()),
-		})
+		}
+		for _, a := range t.GetPrevious() {
+			dt.Previous = append(dt.Previous, devops.RunAttempt{ProcessID: devops.ProcessID(a.GetProcessId()), State: StateFromPB(a.GetState()), ExitCode: int(a.GetExitCode())})
+		}
+		out.Tasks = append(out.Tasks, dt)
 	}
 	for _, x := range r.GetExcluded() {
 		out.Excluded = append(out.Excluded, devops.Exclusion{WorkerID: devops.WorkerID(x.GetWorkerId()), WorkerName: x.GetWorkerName(), Reason: x.GetReason()})

@@ -35,3 +35,24 @@ func TestSecretsAreRedacted(t *testing.T) {
 		t.Errorf("the spec sent to a worker must keep the secret")
 	}
 }
+
+func TestRunRoundTrip(t *testing.T) {
+	at := time.Date(2026, 1, 2, 3, 4, 5, 6, time.UTC)
+	r := devops.Run{
+		ID: "run-1", Spec: devops.Spec{Argv: []string{"sh", "-c", "x"}}, Target: devops.RunTarget{Workers: []string{"w1", "w2"}},
+		Options: devops.RunOptions{MaxConcurrency: devops.Limit{Set: true, N: 50, Percent: true}, MaxErrors: devops.Limit{Set: true, N: 1},
+			StopOnError: devops.StopKill, Canary: 1, Retries: 2},
+		State: devops.RunFailed, Reason: "1 of 2 failed",
+		Tasks: []devops.RunTask{
+			{WorkerID: "i1", WorkerName: "w1", ProcessID: "p3", Canary: true, State: devops.StateFailed, ExitCode: 3,
+				Previous: []devops.RunAttempt{{ProcessID: "p1", State: devops.StateFailed, ExitCode: 3}, {ProcessID: "p2", State: devops.StateTimedOut, ExitCode: 124}}},
+			{WorkerID: "i2", WorkerName: "w2", Skipped: true, Reason: "canary failed on w1"},
+		},
+		Excluded:  []devops.Exclusion{{WorkerID: "i3", WorkerName: "w3", Reason: "down"}},
+		Summary:   devops.RunSummary{Total: 2, Failed: 1, Skipped: 1},
+		CreatedAt: at, EndedAt: at.Add(time.Second), QueueTimeout: time.Minute, DisconnectGrace: 2 * time.Minute,
+	}
+	if got := RunFromPB(RunToPB(r)); !reflect.DeepEqual(got, r) {
+		t.Errorf("round trip:\n got %+v\nwant %+v", got, r)
+	}
+}

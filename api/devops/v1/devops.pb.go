@@ -1541,8 +1541,12 @@ type RunOptions struct {
 	StopOnError      StopOnError            `protobuf:"varint,3,opt,name=stop_on_error,json=stopOnError,proto3,enum=devops.v1.StopOnError" json:"stop_on_error,omitempty"`
 	Canary           int32                  `protobuf:"varint,4,opt,name=canary,proto3" json:"canary,omitempty"`
 	PauseAfterCanary bool                   `protobuf:"varint,5,opt,name=pause_after_canary,json=pauseAfterCanary,proto3" json:"pause_after_canary,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// How many more times a child that failed by itself (FAILED or TIMED_OUT,
+	// never TERMINATED or LOST) is run again, each time as a new process on
+	// the same worker, before its failure counts. 0: never.
+	Retries       int32 `protobuf:"varint,6,opt,name=retries,proto3" json:"retries,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RunOptions) Reset() {
@@ -1610,17 +1614,27 @@ func (x *RunOptions) GetPauseAfterCanary() bool {
 	return false
 }
 
+func (x *RunOptions) GetRetries() int32 {
+	if x != nil {
+		return x.Retries
+	}
+	return 0
+}
+
 type RunTask struct {
 	state      protoimpl.MessageState `protogen:"open.v1"`
 	WorkerId   string                 `protobuf:"bytes,1,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
 	WorkerName string                 `protobuf:"bytes,2,opt,name=worker_name,json=workerName,proto3" json:"worker_name,omitempty"`
 	// Empty until the child started.
-	ProcessId     string       `protobuf:"bytes,3,opt,name=process_id,json=processId,proto3" json:"process_id,omitempty"`
-	Canary        bool         `protobuf:"varint,4,opt,name=canary,proto3" json:"canary,omitempty"`
-	Skipped       bool         `protobuf:"varint,5,opt,name=skipped,proto3" json:"skipped,omitempty"`
-	Reason        string       `protobuf:"bytes,6,opt,name=reason,proto3" json:"reason,omitempty"`
-	State         ProcessState `protobuf:"varint,7,opt,name=state,proto3,enum=devops.v1.ProcessState" json:"state,omitempty"`
-	ExitCode      int32        `protobuf:"varint,8,opt,name=exit_code,json=exitCode,proto3" json:"exit_code,omitempty"`
+	ProcessId string       `protobuf:"bytes,3,opt,name=process_id,json=processId,proto3" json:"process_id,omitempty"`
+	Canary    bool         `protobuf:"varint,4,opt,name=canary,proto3" json:"canary,omitempty"`
+	Skipped   bool         `protobuf:"varint,5,opt,name=skipped,proto3" json:"skipped,omitempty"`
+	Reason    string       `protobuf:"bytes,6,opt,name=reason,proto3" json:"reason,omitempty"`
+	State     ProcessState `protobuf:"varint,7,opt,name=state,proto3,enum=devops.v1.ProcessState" json:"state,omitempty"`
+	ExitCode  int32        `protobuf:"varint,8,opt,name=exit_code,json=exitCode,proto3" json:"exit_code,omitempty"`
+	// The task's earlier attempts, oldest first (with retries): process_id is
+	// the latest one.
+	Previous      []*RunAttempt `protobuf:"bytes,9,rep,name=previous,proto3" json:"previous,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1711,6 +1725,75 @@ func (x *RunTask) GetExitCode() int32 {
 	return 0
 }
 
+func (x *RunTask) GetPrevious() []*RunAttempt {
+	if x != nil {
+		return x.Previous
+	}
+	return nil
+}
+
+// RunAttempt is an earlier attempt of a run's task: a child that failed by
+// itself and was run again.
+type RunAttempt struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ProcessId     string                 `protobuf:"bytes,1,opt,name=process_id,json=processId,proto3" json:"process_id,omitempty"`
+	State         ProcessState           `protobuf:"varint,2,opt,name=state,proto3,enum=devops.v1.ProcessState" json:"state,omitempty"`
+	ExitCode      int32                  `protobuf:"varint,3,opt,name=exit_code,json=exitCode,proto3" json:"exit_code,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RunAttempt) Reset() {
+	*x = RunAttempt{}
+	mi := &file_devops_v1_devops_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RunAttempt) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RunAttempt) ProtoMessage() {}
+
+func (x *RunAttempt) ProtoReflect() protoreflect.Message {
+	mi := &file_devops_v1_devops_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RunAttempt.ProtoReflect.Descriptor instead.
+func (*RunAttempt) Descriptor() ([]byte, []int) {
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *RunAttempt) GetProcessId() string {
+	if x != nil {
+		return x.ProcessId
+	}
+	return ""
+}
+
+func (x *RunAttempt) GetState() ProcessState {
+	if x != nil {
+		return x.State
+	}
+	return ProcessState_PROCESS_STATE_UNSPECIFIED
+}
+
+func (x *RunAttempt) GetExitCode() int32 {
+	if x != nil {
+		return x.ExitCode
+	}
+	return 0
+}
+
 type Exclusion struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	WorkerId      string                 `protobuf:"bytes,1,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
@@ -1722,7 +1805,7 @@ type Exclusion struct {
 
 func (x *Exclusion) Reset() {
 	*x = Exclusion{}
-	mi := &file_devops_v1_devops_proto_msgTypes[16]
+	mi := &file_devops_v1_devops_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1734,7 +1817,7 @@ func (x *Exclusion) String() string {
 func (*Exclusion) ProtoMessage() {}
 
 func (x *Exclusion) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[16]
+	mi := &file_devops_v1_devops_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1747,7 +1830,7 @@ func (x *Exclusion) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Exclusion.ProtoReflect.Descriptor instead.
 func (*Exclusion) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{16}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Exclusion) GetWorkerId() string {
@@ -1785,7 +1868,7 @@ type RunSummary struct {
 
 func (x *RunSummary) Reset() {
 	*x = RunSummary{}
-	mi := &file_devops_v1_devops_proto_msgTypes[17]
+	mi := &file_devops_v1_devops_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1797,7 +1880,7 @@ func (x *RunSummary) String() string {
 func (*RunSummary) ProtoMessage() {}
 
 func (x *RunSummary) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[17]
+	mi := &file_devops_v1_devops_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1810,7 +1893,7 @@ func (x *RunSummary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunSummary.ProtoReflect.Descriptor instead.
 func (*RunSummary) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{17}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *RunSummary) GetTotal() int32 {
@@ -1879,7 +1962,7 @@ type Run struct {
 
 func (x *Run) Reset() {
 	*x = Run{}
-	mi := &file_devops_v1_devops_proto_msgTypes[18]
+	mi := &file_devops_v1_devops_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1891,7 +1974,7 @@ func (x *Run) String() string {
 func (*Run) ProtoMessage() {}
 
 func (x *Run) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[18]
+	mi := &file_devops_v1_devops_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1904,7 +1987,7 @@ func (x *Run) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Run.ProtoReflect.Descriptor instead.
 func (*Run) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{18}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Run) GetId() string {
@@ -2028,7 +2111,7 @@ type StartRunRequest struct {
 
 func (x *StartRunRequest) Reset() {
 	*x = StartRunRequest{}
-	mi := &file_devops_v1_devops_proto_msgTypes[19]
+	mi := &file_devops_v1_devops_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2040,7 +2123,7 @@ func (x *StartRunRequest) String() string {
 func (*StartRunRequest) ProtoMessage() {}
 
 func (x *StartRunRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[19]
+	mi := &file_devops_v1_devops_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2053,7 +2136,7 @@ func (x *StartRunRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartRunRequest.ProtoReflect.Descriptor instead.
 func (*StartRunRequest) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{19}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *StartRunRequest) GetSpec() *Spec {
@@ -2114,7 +2197,7 @@ type StartRunResponse struct {
 
 func (x *StartRunResponse) Reset() {
 	*x = StartRunResponse{}
-	mi := &file_devops_v1_devops_proto_msgTypes[20]
+	mi := &file_devops_v1_devops_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2126,7 +2209,7 @@ func (x *StartRunResponse) String() string {
 func (*StartRunResponse) ProtoMessage() {}
 
 func (x *StartRunResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[20]
+	mi := &file_devops_v1_devops_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2139,7 +2222,7 @@ func (x *StartRunResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartRunResponse.ProtoReflect.Descriptor instead.
 func (*StartRunResponse) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{20}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *StartRunResponse) GetRun() *Run {
@@ -2158,7 +2241,7 @@ type GetRunRequest struct {
 
 func (x *GetRunRequest) Reset() {
 	*x = GetRunRequest{}
-	mi := &file_devops_v1_devops_proto_msgTypes[21]
+	mi := &file_devops_v1_devops_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2170,7 +2253,7 @@ func (x *GetRunRequest) String() string {
 func (*GetRunRequest) ProtoMessage() {}
 
 func (x *GetRunRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[21]
+	mi := &file_devops_v1_devops_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2183,7 +2266,7 @@ func (x *GetRunRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRunRequest.ProtoReflect.Descriptor instead.
 func (*GetRunRequest) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{21}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *GetRunRequest) GetRunId() string {
@@ -2202,7 +2285,7 @@ type GetRunResponse struct {
 
 func (x *GetRunResponse) Reset() {
 	*x = GetRunResponse{}
-	mi := &file_devops_v1_devops_proto_msgTypes[22]
+	mi := &file_devops_v1_devops_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2214,7 +2297,7 @@ func (x *GetRunResponse) String() string {
 func (*GetRunResponse) ProtoMessage() {}
 
 func (x *GetRunResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[22]
+	mi := &file_devops_v1_devops_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2227,7 +2310,7 @@ func (x *GetRunResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRunResponse.ProtoReflect.Descriptor instead.
 func (*GetRunResponse) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{22}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *GetRunResponse) GetRun() *Run {
@@ -2245,7 +2328,7 @@ type ListRunsRequest struct {
 
 func (x *ListRunsRequest) Reset() {
 	*x = ListRunsRequest{}
-	mi := &file_devops_v1_devops_proto_msgTypes[23]
+	mi := &file_devops_v1_devops_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2257,7 +2340,7 @@ func (x *ListRunsRequest) String() string {
 func (*ListRunsRequest) ProtoMessage() {}
 
 func (x *ListRunsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[23]
+	mi := &file_devops_v1_devops_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2270,7 +2353,7 @@ func (x *ListRunsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRunsRequest.ProtoReflect.Descriptor instead.
 func (*ListRunsRequest) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{23}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{24}
 }
 
 type ListRunsResponse struct {
@@ -2282,7 +2365,7 @@ type ListRunsResponse struct {
 
 func (x *ListRunsResponse) Reset() {
 	*x = ListRunsResponse{}
-	mi := &file_devops_v1_devops_proto_msgTypes[24]
+	mi := &file_devops_v1_devops_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2294,7 +2377,7 @@ func (x *ListRunsResponse) String() string {
 func (*ListRunsResponse) ProtoMessage() {}
 
 func (x *ListRunsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[24]
+	mi := &file_devops_v1_devops_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2307,7 +2390,7 @@ func (x *ListRunsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRunsResponse.ProtoReflect.Descriptor instead.
 func (*ListRunsResponse) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{24}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ListRunsResponse) GetRuns() []*Run {
@@ -2326,7 +2409,7 @@ type ResumeRunRequest struct {
 
 func (x *ResumeRunRequest) Reset() {
 	*x = ResumeRunRequest{}
-	mi := &file_devops_v1_devops_proto_msgTypes[25]
+	mi := &file_devops_v1_devops_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2338,7 +2421,7 @@ func (x *ResumeRunRequest) String() string {
 func (*ResumeRunRequest) ProtoMessage() {}
 
 func (x *ResumeRunRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[25]
+	mi := &file_devops_v1_devops_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2351,7 +2434,7 @@ func (x *ResumeRunRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeRunRequest.ProtoReflect.Descriptor instead.
 func (*ResumeRunRequest) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{25}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ResumeRunRequest) GetRunId() string {
@@ -2370,7 +2453,7 @@ type ResumeRunResponse struct {
 
 func (x *ResumeRunResponse) Reset() {
 	*x = ResumeRunResponse{}
-	mi := &file_devops_v1_devops_proto_msgTypes[26]
+	mi := &file_devops_v1_devops_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2382,7 +2465,7 @@ func (x *ResumeRunResponse) String() string {
 func (*ResumeRunResponse) ProtoMessage() {}
 
 func (x *ResumeRunResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[26]
+	mi := &file_devops_v1_devops_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2395,7 +2478,7 @@ func (x *ResumeRunResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeRunResponse.ProtoReflect.Descriptor instead.
 func (*ResumeRunResponse) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{26}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ResumeRunResponse) GetRun() *Run {
@@ -2418,7 +2501,7 @@ type CancelRunRequest struct {
 
 func (x *CancelRunRequest) Reset() {
 	*x = CancelRunRequest{}
-	mi := &file_devops_v1_devops_proto_msgTypes[27]
+	mi := &file_devops_v1_devops_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2430,7 +2513,7 @@ func (x *CancelRunRequest) String() string {
 func (*CancelRunRequest) ProtoMessage() {}
 
 func (x *CancelRunRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[27]
+	mi := &file_devops_v1_devops_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2443,7 +2526,7 @@ func (x *CancelRunRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelRunRequest.ProtoReflect.Descriptor instead.
 func (*CancelRunRequest) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{27}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *CancelRunRequest) GetRunId() string {
@@ -2476,7 +2559,7 @@ type CancelRunResponse struct {
 
 func (x *CancelRunResponse) Reset() {
 	*x = CancelRunResponse{}
-	mi := &file_devops_v1_devops_proto_msgTypes[28]
+	mi := &file_devops_v1_devops_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2488,7 +2571,7 @@ func (x *CancelRunResponse) String() string {
 func (*CancelRunResponse) ProtoMessage() {}
 
 func (x *CancelRunResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[28]
+	mi := &file_devops_v1_devops_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2501,7 +2584,7 @@ func (x *CancelRunResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelRunResponse.ProtoReflect.Descriptor instead.
 func (*CancelRunResponse) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{28}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *CancelRunResponse) GetRun() *Run {
@@ -2525,7 +2608,7 @@ type WatchRunRequest struct {
 
 func (x *WatchRunRequest) Reset() {
 	*x = WatchRunRequest{}
-	mi := &file_devops_v1_devops_proto_msgTypes[29]
+	mi := &file_devops_v1_devops_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2537,7 +2620,7 @@ func (x *WatchRunRequest) String() string {
 func (*WatchRunRequest) ProtoMessage() {}
 
 func (x *WatchRunRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[29]
+	mi := &file_devops_v1_devops_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2550,7 +2633,7 @@ func (x *WatchRunRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRunRequest.ProtoReflect.Descriptor instead.
 func (*WatchRunRequest) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{29}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *WatchRunRequest) GetRunId() string {
@@ -2595,7 +2678,7 @@ type WatchRunResponse struct {
 
 func (x *WatchRunResponse) Reset() {
 	*x = WatchRunResponse{}
-	mi := &file_devops_v1_devops_proto_msgTypes[30]
+	mi := &file_devops_v1_devops_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2607,7 +2690,7 @@ func (x *WatchRunResponse) String() string {
 func (*WatchRunResponse) ProtoMessage() {}
 
 func (x *WatchRunResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[30]
+	mi := &file_devops_v1_devops_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2620,7 +2703,7 @@ func (x *WatchRunResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRunResponse.ProtoReflect.Descriptor instead.
 func (*WatchRunResponse) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{30}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *WatchRunResponse) GetEvent() isWatchRunResponse_Event {
@@ -2690,7 +2773,7 @@ type DrainWorkerRequest struct {
 
 func (x *DrainWorkerRequest) Reset() {
 	*x = DrainWorkerRequest{}
-	mi := &file_devops_v1_devops_proto_msgTypes[31]
+	mi := &file_devops_v1_devops_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2702,7 +2785,7 @@ func (x *DrainWorkerRequest) String() string {
 func (*DrainWorkerRequest) ProtoMessage() {}
 
 func (x *DrainWorkerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[31]
+	mi := &file_devops_v1_devops_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2715,7 +2798,7 @@ func (x *DrainWorkerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainWorkerRequest.ProtoReflect.Descriptor instead.
 func (*DrainWorkerRequest) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{31}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *DrainWorkerRequest) GetWorker() string {
@@ -2741,7 +2824,7 @@ type DrainWorkerResponse struct {
 
 func (x *DrainWorkerResponse) Reset() {
 	*x = DrainWorkerResponse{}
-	mi := &file_devops_v1_devops_proto_msgTypes[32]
+	mi := &file_devops_v1_devops_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2753,7 +2836,7 @@ func (x *DrainWorkerResponse) String() string {
 func (*DrainWorkerResponse) ProtoMessage() {}
 
 func (x *DrainWorkerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[32]
+	mi := &file_devops_v1_devops_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2766,7 +2849,7 @@ func (x *DrainWorkerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainWorkerResponse.ProtoReflect.Descriptor instead.
 func (*DrainWorkerResponse) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{32}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *DrainWorkerResponse) GetWorker() *Worker {
@@ -2790,7 +2873,7 @@ type Target struct {
 
 func (x *Target) Reset() {
 	*x = Target{}
-	mi := &file_devops_v1_devops_proto_msgTypes[33]
+	mi := &file_devops_v1_devops_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2802,7 +2885,7 @@ func (x *Target) String() string {
 func (*Target) ProtoMessage() {}
 
 func (x *Target) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[33]
+	mi := &file_devops_v1_devops_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2815,7 +2898,7 @@ func (x *Target) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Target.ProtoReflect.Descriptor instead.
 func (*Target) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{33}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *Target) GetWorker() string {
@@ -2857,7 +2940,7 @@ type ExecuteDistributedCommandRequest struct {
 
 func (x *ExecuteDistributedCommandRequest) Reset() {
 	*x = ExecuteDistributedCommandRequest{}
-	mi := &file_devops_v1_devops_proto_msgTypes[34]
+	mi := &file_devops_v1_devops_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2869,7 +2952,7 @@ func (x *ExecuteDistributedCommandRequest) String() string {
 func (*ExecuteDistributedCommandRequest) ProtoMessage() {}
 
 func (x *ExecuteDistributedCommandRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[34]
+	mi := &file_devops_v1_devops_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2882,7 +2965,7 @@ func (x *ExecuteDistributedCommandRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecuteDistributedCommandRequest.ProtoReflect.Descriptor instead.
 func (*ExecuteDistributedCommandRequest) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{34}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ExecuteDistributedCommandRequest) GetSpec() *Spec {
@@ -2942,7 +3025,7 @@ type ExecuteDistributedCommandResponse struct {
 
 func (x *ExecuteDistributedCommandResponse) Reset() {
 	*x = ExecuteDistributedCommandResponse{}
-	mi := &file_devops_v1_devops_proto_msgTypes[35]
+	mi := &file_devops_v1_devops_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2954,7 +3037,7 @@ func (x *ExecuteDistributedCommandResponse) String() string {
 func (*ExecuteDistributedCommandResponse) ProtoMessage() {}
 
 func (x *ExecuteDistributedCommandResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[35]
+	mi := &file_devops_v1_devops_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2967,7 +3050,7 @@ func (x *ExecuteDistributedCommandResponse) ProtoReflect() protoreflect.Message 
 
 // Deprecated: Use ExecuteDistributedCommandResponse.ProtoReflect.Descriptor instead.
 func (*ExecuteDistributedCommandResponse) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{35}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ExecuteDistributedCommandResponse) GetEvent() isExecuteDistributedCommandResponse_Event {
@@ -3024,7 +3107,7 @@ type TerminateProcessRequest struct {
 
 func (x *TerminateProcessRequest) Reset() {
 	*x = TerminateProcessRequest{}
-	mi := &file_devops_v1_devops_proto_msgTypes[36]
+	mi := &file_devops_v1_devops_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3036,7 +3119,7 @@ func (x *TerminateProcessRequest) String() string {
 func (*TerminateProcessRequest) ProtoMessage() {}
 
 func (x *TerminateProcessRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[36]
+	mi := &file_devops_v1_devops_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3049,7 +3132,7 @@ func (x *TerminateProcessRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TerminateProcessRequest.ProtoReflect.Descriptor instead.
 func (*TerminateProcessRequest) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{36}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *TerminateProcessRequest) GetProcessId() string {
@@ -3082,7 +3165,7 @@ type TerminateProcessResponse struct {
 
 func (x *TerminateProcessResponse) Reset() {
 	*x = TerminateProcessResponse{}
-	mi := &file_devops_v1_devops_proto_msgTypes[37]
+	mi := &file_devops_v1_devops_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3094,7 +3177,7 @@ func (x *TerminateProcessResponse) String() string {
 func (*TerminateProcessResponse) ProtoMessage() {}
 
 func (x *TerminateProcessResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[37]
+	mi := &file_devops_v1_devops_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3107,7 +3190,7 @@ func (x *TerminateProcessResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TerminateProcessResponse.ProtoReflect.Descriptor instead.
 func (*TerminateProcessResponse) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{37}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *TerminateProcessResponse) GetProcess() *Process {
@@ -3126,7 +3209,7 @@ type GetProcessStatusRequest struct {
 
 func (x *GetProcessStatusRequest) Reset() {
 	*x = GetProcessStatusRequest{}
-	mi := &file_devops_v1_devops_proto_msgTypes[38]
+	mi := &file_devops_v1_devops_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3138,7 +3221,7 @@ func (x *GetProcessStatusRequest) String() string {
 func (*GetProcessStatusRequest) ProtoMessage() {}
 
 func (x *GetProcessStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[38]
+	mi := &file_devops_v1_devops_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3151,7 +3234,7 @@ func (x *GetProcessStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetProcessStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetProcessStatusRequest) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{38}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *GetProcessStatusRequest) GetProcessId() string {
@@ -3170,7 +3253,7 @@ type GetProcessStatusResponse struct {
 
 func (x *GetProcessStatusResponse) Reset() {
 	*x = GetProcessStatusResponse{}
-	mi := &file_devops_v1_devops_proto_msgTypes[39]
+	mi := &file_devops_v1_devops_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3182,7 +3265,7 @@ func (x *GetProcessStatusResponse) String() string {
 func (*GetProcessStatusResponse) ProtoMessage() {}
 
 func (x *GetProcessStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[39]
+	mi := &file_devops_v1_devops_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3195,7 +3278,7 @@ func (x *GetProcessStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetProcessStatusResponse.ProtoReflect.Descriptor instead.
 func (*GetProcessStatusResponse) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{39}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *GetProcessStatusResponse) GetProcess() *Process {
@@ -3216,7 +3299,7 @@ type ListProcessesRequest struct {
 
 func (x *ListProcessesRequest) Reset() {
 	*x = ListProcessesRequest{}
-	mi := &file_devops_v1_devops_proto_msgTypes[40]
+	mi := &file_devops_v1_devops_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3228,7 +3311,7 @@ func (x *ListProcessesRequest) String() string {
 func (*ListProcessesRequest) ProtoMessage() {}
 
 func (x *ListProcessesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[40]
+	mi := &file_devops_v1_devops_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3241,7 +3324,7 @@ func (x *ListProcessesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListProcessesRequest.ProtoReflect.Descriptor instead.
 func (*ListProcessesRequest) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{40}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *ListProcessesRequest) GetState() ProcessState {
@@ -3267,7 +3350,7 @@ type ListProcessesResponse struct {
 
 func (x *ListProcessesResponse) Reset() {
 	*x = ListProcessesResponse{}
-	mi := &file_devops_v1_devops_proto_msgTypes[41]
+	mi := &file_devops_v1_devops_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3279,7 +3362,7 @@ func (x *ListProcessesResponse) String() string {
 func (*ListProcessesResponse) ProtoMessage() {}
 
 func (x *ListProcessesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[41]
+	mi := &file_devops_v1_devops_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3292,7 +3375,7 @@ func (x *ListProcessesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListProcessesResponse.ProtoReflect.Descriptor instead.
 func (*ListProcessesResponse) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{41}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *ListProcessesResponse) GetProcesses() []*Process {
@@ -3310,7 +3393,7 @@ type ListWorkersRequest struct {
 
 func (x *ListWorkersRequest) Reset() {
 	*x = ListWorkersRequest{}
-	mi := &file_devops_v1_devops_proto_msgTypes[42]
+	mi := &file_devops_v1_devops_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3322,7 +3405,7 @@ func (x *ListWorkersRequest) String() string {
 func (*ListWorkersRequest) ProtoMessage() {}
 
 func (x *ListWorkersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[42]
+	mi := &file_devops_v1_devops_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3335,7 +3418,7 @@ func (x *ListWorkersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListWorkersRequest.ProtoReflect.Descriptor instead.
 func (*ListWorkersRequest) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{42}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{43}
 }
 
 type ListWorkersResponse struct {
@@ -3347,7 +3430,7 @@ type ListWorkersResponse struct {
 
 func (x *ListWorkersResponse) Reset() {
 	*x = ListWorkersResponse{}
-	mi := &file_devops_v1_devops_proto_msgTypes[43]
+	mi := &file_devops_v1_devops_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3359,7 +3442,7 @@ func (x *ListWorkersResponse) String() string {
 func (*ListWorkersResponse) ProtoMessage() {}
 
 func (x *ListWorkersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[43]
+	mi := &file_devops_v1_devops_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3372,7 +3455,7 @@ func (x *ListWorkersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListWorkersResponse.ProtoReflect.Descriptor instead.
 func (*ListWorkersResponse) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{43}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *ListWorkersResponse) GetWorkers() []*Worker {
@@ -3393,7 +3476,7 @@ type StreamOutputRequest struct {
 
 func (x *StreamOutputRequest) Reset() {
 	*x = StreamOutputRequest{}
-	mi := &file_devops_v1_devops_proto_msgTypes[44]
+	mi := &file_devops_v1_devops_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3405,7 +3488,7 @@ func (x *StreamOutputRequest) String() string {
 func (*StreamOutputRequest) ProtoMessage() {}
 
 func (x *StreamOutputRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[44]
+	mi := &file_devops_v1_devops_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3418,7 +3501,7 @@ func (x *StreamOutputRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamOutputRequest.ProtoReflect.Descriptor instead.
 func (*StreamOutputRequest) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{44}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *StreamOutputRequest) GetProcessId() string {
@@ -3455,7 +3538,7 @@ type StreamOutputResponse struct {
 
 func (x *StreamOutputResponse) Reset() {
 	*x = StreamOutputResponse{}
-	mi := &file_devops_v1_devops_proto_msgTypes[45]
+	mi := &file_devops_v1_devops_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3467,7 +3550,7 @@ func (x *StreamOutputResponse) String() string {
 func (*StreamOutputResponse) ProtoMessage() {}
 
 func (x *StreamOutputResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[45]
+	mi := &file_devops_v1_devops_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3480,7 +3563,7 @@ func (x *StreamOutputResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamOutputResponse.ProtoReflect.Descriptor instead.
 func (*StreamOutputResponse) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{45}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *StreamOutputResponse) GetEvent() isStreamOutputResponse_Event {
@@ -3533,7 +3616,7 @@ type DrainRequest struct {
 
 func (x *DrainRequest) Reset() {
 	*x = DrainRequest{}
-	mi := &file_devops_v1_devops_proto_msgTypes[46]
+	mi := &file_devops_v1_devops_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3545,7 +3628,7 @@ func (x *DrainRequest) String() string {
 func (*DrainRequest) ProtoMessage() {}
 
 func (x *DrainRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[46]
+	mi := &file_devops_v1_devops_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3558,7 +3641,7 @@ func (x *DrainRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainRequest.ProtoReflect.Descriptor instead.
 func (*DrainRequest) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{46}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *DrainRequest) GetUndo() bool {
@@ -3576,7 +3659,7 @@ type DrainResponse struct {
 
 func (x *DrainResponse) Reset() {
 	*x = DrainResponse{}
-	mi := &file_devops_v1_devops_proto_msgTypes[47]
+	mi := &file_devops_v1_devops_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3588,7 +3671,7 @@ func (x *DrainResponse) String() string {
 func (*DrainResponse) ProtoMessage() {}
 
 func (x *DrainResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[47]
+	mi := &file_devops_v1_devops_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3601,7 +3684,7 @@ func (x *DrainResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainResponse.ProtoReflect.Descriptor instead.
 func (*DrainResponse) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{47}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{48}
 }
 
 type ExecuteCommandRequest struct {
@@ -3617,7 +3700,7 @@ type ExecuteCommandRequest struct {
 
 func (x *ExecuteCommandRequest) Reset() {
 	*x = ExecuteCommandRequest{}
-	mi := &file_devops_v1_devops_proto_msgTypes[48]
+	mi := &file_devops_v1_devops_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3629,7 +3712,7 @@ func (x *ExecuteCommandRequest) String() string {
 func (*ExecuteCommandRequest) ProtoMessage() {}
 
 func (x *ExecuteCommandRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[48]
+	mi := &file_devops_v1_devops_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3642,7 +3725,7 @@ func (x *ExecuteCommandRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecuteCommandRequest.ProtoReflect.Descriptor instead.
 func (*ExecuteCommandRequest) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{48}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *ExecuteCommandRequest) GetProcessId() string {
@@ -3687,7 +3770,7 @@ type ExecuteCommandResponse struct {
 
 func (x *ExecuteCommandResponse) Reset() {
 	*x = ExecuteCommandResponse{}
-	mi := &file_devops_v1_devops_proto_msgTypes[49]
+	mi := &file_devops_v1_devops_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3699,7 +3782,7 @@ func (x *ExecuteCommandResponse) String() string {
 func (*ExecuteCommandResponse) ProtoMessage() {}
 
 func (x *ExecuteCommandResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[49]
+	mi := &file_devops_v1_devops_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3712,7 +3795,7 @@ func (x *ExecuteCommandResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecuteCommandResponse.ProtoReflect.Descriptor instead.
 func (*ExecuteCommandResponse) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{49}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *ExecuteCommandResponse) GetEvent() isExecuteCommandResponse_Event {
@@ -3781,7 +3864,7 @@ type Started struct {
 
 func (x *Started) Reset() {
 	*x = Started{}
-	mi := &file_devops_v1_devops_proto_msgTypes[50]
+	mi := &file_devops_v1_devops_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3793,7 +3876,7 @@ func (x *Started) String() string {
 func (*Started) ProtoMessage() {}
 
 func (x *Started) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[50]
+	mi := &file_devops_v1_devops_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3806,7 +3889,7 @@ func (x *Started) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Started.ProtoReflect.Descriptor instead.
 func (*Started) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{50}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *Started) GetStartedAt() *timestamppb.Timestamp {
@@ -3832,7 +3915,7 @@ type HealthCheckRequest struct {
 
 func (x *HealthCheckRequest) Reset() {
 	*x = HealthCheckRequest{}
-	mi := &file_devops_v1_devops_proto_msgTypes[51]
+	mi := &file_devops_v1_devops_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3844,7 +3927,7 @@ func (x *HealthCheckRequest) String() string {
 func (*HealthCheckRequest) ProtoMessage() {}
 
 func (x *HealthCheckRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[51]
+	mi := &file_devops_v1_devops_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3857,7 +3940,7 @@ func (x *HealthCheckRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthCheckRequest.ProtoReflect.Descriptor instead.
 func (*HealthCheckRequest) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{51}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *HealthCheckRequest) GetInterval() *durationpb.Duration {
@@ -3882,7 +3965,7 @@ type HealthCheckResponse struct {
 
 func (x *HealthCheckResponse) Reset() {
 	*x = HealthCheckResponse{}
-	mi := &file_devops_v1_devops_proto_msgTypes[52]
+	mi := &file_devops_v1_devops_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3894,7 +3977,7 @@ func (x *HealthCheckResponse) String() string {
 func (*HealthCheckResponse) ProtoMessage() {}
 
 func (x *HealthCheckResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[52]
+	mi := &file_devops_v1_devops_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3907,7 +3990,7 @@ func (x *HealthCheckResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthCheckResponse.ProtoReflect.Descriptor instead.
 func (*HealthCheckResponse) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{52}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *HealthCheckResponse) GetState() WorkerState {
@@ -3954,7 +4037,7 @@ type ReportMetricsRequest struct {
 
 func (x *ReportMetricsRequest) Reset() {
 	*x = ReportMetricsRequest{}
-	mi := &file_devops_v1_devops_proto_msgTypes[53]
+	mi := &file_devops_v1_devops_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3966,7 +4049,7 @@ func (x *ReportMetricsRequest) String() string {
 func (*ReportMetricsRequest) ProtoMessage() {}
 
 func (x *ReportMetricsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[53]
+	mi := &file_devops_v1_devops_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3979,7 +4062,7 @@ func (x *ReportMetricsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportMetricsRequest.ProtoReflect.Descriptor instead.
 func (*ReportMetricsRequest) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{53}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *ReportMetricsRequest) GetInterval() *durationpb.Duration {
@@ -4117,7 +4200,7 @@ const file_devops_v1_devops_proto_rawDesc = "" +
 	"\tRunTarget\x12\x18\n" +
 	"\aworkers\x18\x01 \x03(\tR\aworkers\x12\x1a\n" +
 	"\bselector\x18\x02 \x01(\tR\bselector\x12\x10\n" +
-	"\x03all\x18\x03 \x01(\bR\x03all\"\xfa\x01\n" +
+	"\x03all\x18\x03 \x01(\bR\x03all\"\x94\x02\n" +
 	"\n" +
 	"RunOptions\x129\n" +
 	"\x0fmax_concurrency\x18\x01 \x01(\v2\x10.devops.v1.LimitR\x0emaxConcurrency\x12/\n" +
@@ -4125,7 +4208,8 @@ const file_devops_v1_devops_proto_rawDesc = "" +
 	"max_errors\x18\x02 \x01(\v2\x10.devops.v1.LimitR\tmaxErrors\x12:\n" +
 	"\rstop_on_error\x18\x03 \x01(\x0e2\x16.devops.v1.StopOnErrorR\vstopOnError\x12\x16\n" +
 	"\x06canary\x18\x04 \x01(\x05R\x06canary\x12,\n" +
-	"\x12pause_after_canary\x18\x05 \x01(\bR\x10pauseAfterCanary\"\xfc\x01\n" +
+	"\x12pause_after_canary\x18\x05 \x01(\bR\x10pauseAfterCanary\x12\x18\n" +
+	"\aretries\x18\x06 \x01(\x05R\aretries\"\xaf\x02\n" +
 	"\aRunTask\x12\x1b\n" +
 	"\tworker_id\x18\x01 \x01(\tR\bworkerId\x12\x1f\n" +
 	"\vworker_name\x18\x02 \x01(\tR\n" +
@@ -4136,7 +4220,14 @@ const file_devops_v1_devops_proto_rawDesc = "" +
 	"\askipped\x18\x05 \x01(\bR\askipped\x12\x16\n" +
 	"\x06reason\x18\x06 \x01(\tR\x06reason\x12-\n" +
 	"\x05state\x18\a \x01(\x0e2\x17.devops.v1.ProcessStateR\x05state\x12\x1b\n" +
-	"\texit_code\x18\b \x01(\x05R\bexitCode\"a\n" +
+	"\texit_code\x18\b \x01(\x05R\bexitCode\x121\n" +
+	"\bprevious\x18\t \x03(\v2\x15.devops.v1.RunAttemptR\bprevious\"w\n" +
+	"\n" +
+	"RunAttempt\x12\x1d\n" +
+	"\n" +
+	"process_id\x18\x01 \x01(\tR\tprocessId\x12-\n" +
+	"\x05state\x18\x02 \x01(\x0e2\x17.devops.v1.ProcessStateR\x05state\x12\x1b\n" +
+	"\texit_code\x18\x03 \x01(\x05R\bexitCode\"a\n" +
 	"\tExclusion\x12\x1b\n" +
 	"\tworker_id\x18\x01 \x01(\tR\bworkerId\x12\x1f\n" +
 	"\vworker_name\x18\x02 \x01(\tR\n" +
@@ -4355,7 +4446,7 @@ func file_devops_v1_devops_proto_rawDescGZIP() []byte {
 }
 
 var file_devops_v1_devops_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_devops_v1_devops_proto_msgTypes = make([]protoimpl.MessageInfo, 58)
+var file_devops_v1_devops_proto_msgTypes = make([]protoimpl.MessageInfo, 59)
 var file_devops_v1_devops_proto_goTypes = []any{
 	(ProcessState)(0),                         // 0: devops.v1.ProcessState
 	(Stream)(0),                               // 1: devops.v1.Stream
@@ -4378,176 +4469,179 @@ var file_devops_v1_devops_proto_goTypes = []any{
 	(*RunTarget)(nil),                         // 18: devops.v1.RunTarget
 	(*RunOptions)(nil),                        // 19: devops.v1.RunOptions
 	(*RunTask)(nil),                           // 20: devops.v1.RunTask
-	(*Exclusion)(nil),                         // 21: devops.v1.Exclusion
-	(*RunSummary)(nil),                        // 22: devops.v1.RunSummary
-	(*Run)(nil),                               // 23: devops.v1.Run
-	(*StartRunRequest)(nil),                   // 24: devops.v1.StartRunRequest
-	(*StartRunResponse)(nil),                  // 25: devops.v1.StartRunResponse
-	(*GetRunRequest)(nil),                     // 26: devops.v1.GetRunRequest
-	(*GetRunResponse)(nil),                    // 27: devops.v1.GetRunResponse
-	(*ListRunsRequest)(nil),                   // 28: devops.v1.ListRunsRequest
-	(*ListRunsResponse)(nil),                  // 29: devops.v1.ListRunsResponse
-	(*ResumeRunRequest)(nil),                  // 30: devops.v1.ResumeRunRequest
-	(*ResumeRunResponse)(nil),                 // 31: devops.v1.ResumeRunResponse
-	(*CancelRunRequest)(nil),                  // 32: devops.v1.CancelRunRequest
-	(*CancelRunResponse)(nil),                 // 33: devops.v1.CancelRunResponse
-	(*WatchRunRequest)(nil),                   // 34: devops.v1.WatchRunRequest
-	(*WatchRunResponse)(nil),                  // 35: devops.v1.WatchRunResponse
-	(*DrainWorkerRequest)(nil),                // 36: devops.v1.DrainWorkerRequest
-	(*DrainWorkerResponse)(nil),               // 37: devops.v1.DrainWorkerResponse
-	(*Target)(nil),                            // 38: devops.v1.Target
-	(*ExecuteDistributedCommandRequest)(nil),  // 39: devops.v1.ExecuteDistributedCommandRequest
-	(*ExecuteDistributedCommandResponse)(nil), // 40: devops.v1.ExecuteDistributedCommandResponse
-	(*TerminateProcessRequest)(nil),           // 41: devops.v1.TerminateProcessRequest
-	(*TerminateProcessResponse)(nil),          // 42: devops.v1.TerminateProcessResponse
-	(*GetProcessStatusRequest)(nil),           // 43: devops.v1.GetProcessStatusRequest
-	(*GetProcessStatusResponse)(nil),          // 44: devops.v1.GetProcessStatusResponse
-	(*ListProcessesRequest)(nil),              // 45: devops.v1.ListProcessesRequest
-	(*ListProcessesResponse)(nil),             // 46: devops.v1.ListProcessesResponse
-	(*ListWorkersRequest)(nil),                // 47: devops.v1.ListWorkersRequest
-	(*ListWorkersResponse)(nil),               // 48: devops.v1.ListWorkersResponse
-	(*StreamOutputRequest)(nil),               // 49: devops.v1.StreamOutputRequest
-	(*StreamOutputResponse)(nil),              // 50: devops.v1.StreamOutputResponse
-	(*DrainRequest)(nil),                      // 51: devops.v1.DrainRequest
-	(*DrainResponse)(nil),                     // 52: devops.v1.DrainResponse
-	(*ExecuteCommandRequest)(nil),             // 53: devops.v1.ExecuteCommandRequest
-	(*ExecuteCommandResponse)(nil),            // 54: devops.v1.ExecuteCommandResponse
-	(*Started)(nil),                           // 55: devops.v1.Started
-	(*HealthCheckRequest)(nil),                // 56: devops.v1.HealthCheckRequest
-	(*HealthCheckResponse)(nil),               // 57: devops.v1.HealthCheckResponse
-	(*ReportMetricsRequest)(nil),              // 58: devops.v1.ReportMetricsRequest
-	nil,                                       // 59: devops.v1.Spec.EnvEntry
-	nil,                                       // 60: devops.v1.Worker.LabelsEntry
-	nil,                                       // 61: devops.v1.RegisterWorkerRequest.LabelsEntry
-	nil,                                       // 62: devops.v1.WatchRunRequest.OffsetsEntry
-	(*durationpb.Duration)(nil),               // 63: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),             // 64: google.protobuf.Timestamp
+	(*RunAttempt)(nil),                        // 21: devops.v1.RunAttempt
+	(*Exclusion)(nil),                         // 22: devops.v1.Exclusion
+	(*RunSummary)(nil),                        // 23: devops.v1.RunSummary
+	(*Run)(nil),                               // 24: devops.v1.Run
+	(*StartRunRequest)(nil),                   // 25: devops.v1.StartRunRequest
+	(*StartRunResponse)(nil),                  // 26: devops.v1.StartRunResponse
+	(*GetRunRequest)(nil),                     // 27: devops.v1.GetRunRequest
+	(*GetRunResponse)(nil),                    // 28: devops.v1.GetRunResponse
+	(*ListRunsRequest)(nil),                   // 29: devops.v1.ListRunsRequest
+	(*ListRunsResponse)(nil),                  // 30: devops.v1.ListRunsResponse
+	(*ResumeRunRequest)(nil),                  // 31: devops.v1.ResumeRunRequest
+	(*ResumeRunResponse)(nil),                 // 32: devops.v1.ResumeRunResponse
+	(*CancelRunRequest)(nil),                  // 33: devops.v1.CancelRunRequest
+	(*CancelRunResponse)(nil),                 // 34: devops.v1.CancelRunResponse
+	(*WatchRunRequest)(nil),                   // 35: devops.v1.WatchRunRequest
+	(*WatchRunResponse)(nil),                  // 36: devops.v1.WatchRunResponse
+	(*DrainWorkerRequest)(nil),                // 37: devops.v1.DrainWorkerRequest
+	(*DrainWorkerResponse)(nil),               // 38: devops.v1.DrainWorkerResponse
+	(*Target)(nil),                            // 39: devops.v1.Target
+	(*ExecuteDistributedCommandRequest)(nil),  // 40: devops.v1.ExecuteDistributedCommandRequest
+	(*ExecuteDistributedCommandResponse)(nil), // 41: devops.v1.ExecuteDistributedCommandResponse
+	(*TerminateProcessRequest)(nil),           // 42: devops.v1.TerminateProcessRequest
+	(*TerminateProcessResponse)(nil),          // 43: devops.v1.TerminateProcessResponse
+	(*GetProcessStatusRequest)(nil),           // 44: devops.v1.GetProcessStatusRequest
+	(*GetProcessStatusResponse)(nil),          // 45: devops.v1.GetProcessStatusResponse
+	(*ListProcessesRequest)(nil),              // 46: devops.v1.ListProcessesRequest
+	(*ListProcessesResponse)(nil),             // 47: devops.v1.ListProcessesResponse
+	(*ListWorkersRequest)(nil),                // 48: devops.v1.ListWorkersRequest
+	(*ListWorkersResponse)(nil),               // 49: devops.v1.ListWorkersResponse
+	(*StreamOutputRequest)(nil),               // 50: devops.v1.StreamOutputRequest
+	(*StreamOutputResponse)(nil),              // 51: devops.v1.StreamOutputResponse
+	(*DrainRequest)(nil),                      // 52: devops.v1.DrainRequest
+	(*DrainResponse)(nil),                     // 53: devops.v1.DrainResponse
+	(*ExecuteCommandRequest)(nil),             // 54: devops.v1.ExecuteCommandRequest
+	(*ExecuteCommandResponse)(nil),            // 55: devops.v1.ExecuteCommandResponse
+	(*Started)(nil),                           // 56: devops.v1.Started
+	(*HealthCheckRequest)(nil),                // 57: devops.v1.HealthCheckRequest
+	(*HealthCheckResponse)(nil),               // 58: devops.v1.HealthCheckResponse
+	(*ReportMetricsRequest)(nil),              // 59: devops.v1.ReportMetricsRequest
+	nil,                                       // 60: devops.v1.Spec.EnvEntry
+	nil,                                       // 61: devops.v1.Worker.LabelsEntry
+	nil,                                       // 62: devops.v1.RegisterWorkerRequest.LabelsEntry
+	nil,                                       // 63: devops.v1.WatchRunRequest.OffsetsEntry
+	(*durationpb.Duration)(nil),               // 64: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),             // 65: google.protobuf.Timestamp
 }
 var file_devops_v1_devops_proto_depIdxs = []int32{
-	59, // 0: devops.v1.Spec.env:type_name -> devops.v1.Spec.EnvEntry
-	63, // 1: devops.v1.Spec.timeout:type_name -> google.protobuf.Duration
-	5,  // 2: devops.v1.Spec.limits:type_name -> devops.v1.Limits
-	63, // 3: devops.v1.Spec.grace:type_name -> google.protobuf.Duration
-	1,  // 4: devops.v1.OutputChunk.stream:type_name -> devops.v1.Stream
-	0,  // 5: devops.v1.ExitStatus.state:type_name -> devops.v1.ProcessState
-	64, // 6: devops.v1.ExitStatus.ended_at:type_name -> google.protobuf.Timestamp
-	63, // 7: devops.v1.ExitStatus.cpu_time:type_name -> google.protobuf.Duration
-	6,  // 8: devops.v1.Process.spec:type_name -> devops.v1.Spec
-	0,  // 9: devops.v1.Process.state:type_name -> devops.v1.ProcessState
-	64, // 10: devops.v1.Process.created_at:type_name -> google.protobuf.Timestamp
-	64, // 11: devops.v1.Process.started_at:type_name -> google.protobuf.Timestamp
-	64, // 12: devops.v1.Process.ended_at:type_name -> google.protobuf.Timestamp
-	63, // 13: devops.v1.Process.cpu_time:type_name -> google.protobuf.Duration
-	64, // 14: devops.v1.Process.state_changed_at:type_name -> google.protobuf.Timestamp
-	64, // 15: devops.v1.WorkerMetrics.time:type_name -> google.protobuf.Timestamp
-	63, // 16: devops.v1.WorkerMetrics.uptime:type_name -> google.protobuf.Duration
-	60, // 17: devops.v1.Worker.labels:type_name -> devops.v1.Worker.LabelsEntry
-	2,  // 18: devops.v1.Worker.state:type_name -> devops.v1.WorkerState
-	64, // 19: devops.v1.Worker.registered_at:type_name -> google.protobuf.Timestamp
-	64, // 20: devops.v1.Worker.last_seen:type_name -> google.protobuf.Timestamp
-	10, // 21: devops.v1.Worker.fingerprint:type_name -> devops.v1.Fingerprint
-	11, // 22: devops.v1.Worker.metrics:type_name -> devops.v1.WorkerMetrics
-	61, // 23: devops.v1.RegisterWorkerRequest.labels:type_name -> devops.v1.RegisterWorkerRequest.LabelsEntry
-	10, // 24: devops.v1.RegisterWorkerRequest.fingerprint:type_name -> devops.v1.Fingerprint
-	17, // 25: devops.v1.RunOptions.max_concurrency:type_name -> devops.v1.Limit
-	17, // 26: devops.v1.RunOptions.max_errors:type_name -> devops.v1.Limit
-	4,  // 27: devops.v1.RunOptions.stop_on_error:type_name -> devops.v1.StopOnError
-	0,  // 28: devops.v1.RunTask.state:type_name -> devops.v1.ProcessState
-	6,  // 29: devops.v1.Run.spec:type_name -> devops.v1.Spec
-	18, // 30: devops.v1.Run.target:type_name -> devops.v1.RunTarget
-	19, // 31: devops.v1.Run.options:type_name -> devops.v1.RunOptions
-	3,  // 32: devops.v1.Run.state:type_name -> devops.v1.RunState
-	20, // 33: devops.v1.Run.tasks:type_name -> devops.v1.RunTask
-	21, // 34: devops.v1.Run.excluded:type_name -> devops.v1.Exclusion
-	22, // 35: devops.v1.Run.summary:type_name -> devops.v1.RunSummary
-	64, // 36: devops.v1.Run.created_at:type_name -> google.protobuf.Timestamp
-	64, // 37: devops.v1.Run.ended_at:type_name -> google.protobuf.Timestamp
-	63, // 38: devops.v1.Run.queue_timeout:type_name -> google.protobuf.Duration
-	63, // 39: devops.v1.Run.disconnect_grace:type_name -> google.protobuf.Duration
-	6,  // 40: devops.v1.StartRunRequest.spec:type_name -> devops.v1.Spec
-	18, // 41: devops.v1.StartRunRequest.target:type_name -> devops.v1.RunTarget
-	19, // 42: devops.v1.StartRunRequest.options:type_name -> devops.v1.RunOptions
-	63, // 43: devops.v1.StartRunRequest.queue_timeout:type_name -> google.protobuf.Duration
-	63, // 44: devops.v1.StartRunRequest.disconnect_grace:type_name -> google.protobuf.Duration
-	23, // 45: devops.v1.StartRunResponse.run:type_name -> devops.v1.Run
-	23, // 46: devops.v1.GetRunResponse.run:type_name -> devops.v1.Run
-	23, // 47: devops.v1.ListRunsResponse.runs:type_name -> devops.v1.Run
-	23, // 48: devops.v1.ResumeRunResponse.run:type_name -> devops.v1.Run
-	63, // 49: devops.v1.CancelRunRequest.grace:type_name -> google.protobuf.Duration
-	23, // 50: devops.v1.CancelRunResponse.run:type_name -> devops.v1.Run
-	62, // 51: devops.v1.WatchRunRequest.offsets:type_name -> devops.v1.WatchRunRequest.OffsetsEntry
-	23, // 52: devops.v1.WatchRunResponse.run:type_name -> devops.v1.Run
-	9,  // 53: devops.v1.WatchRunResponse.process:type_name -> devops.v1.Process
-	7,  // 54: devops.v1.WatchRunResponse.output:type_name -> devops.v1.OutputChunk
-	12, // 55: devops.v1.DrainWorkerResponse.worker:type_name -> devops.v1.Worker
-	6,  // 56: devops.v1.ExecuteDistributedCommandRequest.spec:type_name -> devops.v1.Spec
-	38, // 57: devops.v1.ExecuteDistributedCommandRequest.target:type_name -> devops.v1.Target
-	63, // 58: devops.v1.ExecuteDistributedCommandRequest.queue_timeout:type_name -> google.protobuf.Duration
-	63, // 59: devops.v1.ExecuteDistributedCommandRequest.disconnect_grace:type_name -> google.protobuf.Duration
-	9,  // 60: devops.v1.ExecuteDistributedCommandResponse.process:type_name -> devops.v1.Process
-	7,  // 61: devops.v1.ExecuteDistributedCommandResponse.output:type_name -> devops.v1.OutputChunk
-	63, // 62: devops.v1.TerminateProcessRequest.grace:type_name -> google.protobuf.Duration
-	9,  // 63: devops.v1.TerminateProcessResponse.process:type_name -> devops.v1.Process
-	9,  // 64: devops.v1.GetProcessStatusResponse.process:type_name -> devops.v1.Process
-	0,  // 65: devops.v1.ListProcessesRequest.state:type_name -> devops.v1.ProcessState
-	9,  // 66: devops.v1.ListProcessesResponse.processes:type_name -> devops.v1.Process
-	12, // 67: devops.v1.ListWorkersResponse.workers:type_name -> devops.v1.Worker
-	9,  // 68: devops.v1.StreamOutputResponse.process:type_name -> devops.v1.Process
-	7,  // 69: devops.v1.StreamOutputResponse.output:type_name -> devops.v1.OutputChunk
-	6,  // 70: devops.v1.ExecuteCommandRequest.spec:type_name -> devops.v1.Spec
-	55, // 71: devops.v1.ExecuteCommandResponse.started:type_name -> devops.v1.Started
-	7,  // 72: devops.v1.ExecuteCommandResponse.output:type_name -> devops.v1.OutputChunk
-	8,  // 73: devops.v1.ExecuteCommandResponse.exit:type_name -> devops.v1.ExitStatus
-	64, // 74: devops.v1.Started.started_at:type_name -> google.protobuf.Timestamp
-	63, // 75: devops.v1.HealthCheckRequest.interval:type_name -> google.protobuf.Duration
-	2,  // 76: devops.v1.HealthCheckResponse.state:type_name -> devops.v1.WorkerState
-	64, // 77: devops.v1.HealthCheckResponse.time:type_name -> google.protobuf.Timestamp
-	63, // 78: devops.v1.ReportMetricsRequest.interval:type_name -> google.protobuf.Duration
-	15, // 79: devops.v1.WorkerRegistrationService.RegisterWorker:input_type -> devops.v1.RegisterWorkerRequest
-	13, // 80: devops.v1.WorkerRegistrationService.DeregisterWorker:input_type -> devops.v1.DeregisterWorkerRequest
-	39, // 81: devops.v1.ProcessManagementService.ExecuteDistributedCommand:input_type -> devops.v1.ExecuteDistributedCommandRequest
-	41, // 82: devops.v1.ProcessManagementService.TerminateProcess:input_type -> devops.v1.TerminateProcessRequest
-	43, // 83: devops.v1.ProcessManagementService.GetProcessStatus:input_type -> devops.v1.GetProcessStatusRequest
-	45, // 84: devops.v1.ProcessManagementService.ListProcesses:input_type -> devops.v1.ListProcessesRequest
-	47, // 85: devops.v1.ProcessManagementService.ListWorkers:input_type -> devops.v1.ListWorkersRequest
-	49, // 86: devops.v1.ProcessManagementService.StreamOutput:input_type -> devops.v1.StreamOutputRequest
-	36, // 87: devops.v1.ProcessManagementService.DrainWorker:input_type -> devops.v1.DrainWorkerRequest
-	24, // 88: devops.v1.ProcessManagementService.StartRun:input_type -> devops.v1.StartRunRequest
-	26, // 89: devops.v1.ProcessManagementService.GetRun:input_type -> devops.v1.GetRunRequest
-	28, // 90: devops.v1.ProcessManagementService.ListRuns:input_type -> devops.v1.ListRunsRequest
-	30, // 91: devops.v1.ProcessManagementService.ResumeRun:input_type -> devops.v1.ResumeRunRequest
-	32, // 92: devops.v1.ProcessManagementService.CancelRun:input_type -> devops.v1.CancelRunRequest
-	34, // 93: devops.v1.ProcessManagementService.WatchRun:input_type -> devops.v1.WatchRunRequest
-	53, // 94: devops.v1.WorkerProcessService.ExecuteCommand:input_type -> devops.v1.ExecuteCommandRequest
-	41, // 95: devops.v1.WorkerProcessService.TerminateProcess:input_type -> devops.v1.TerminateProcessRequest
-	56, // 96: devops.v1.WorkerProcessService.HealthCheck:input_type -> devops.v1.HealthCheckRequest
-	58, // 97: devops.v1.WorkerProcessService.ReportMetrics:input_type -> devops.v1.ReportMetricsRequest
-	51, // 98: devops.v1.WorkerProcessService.Drain:input_type -> devops.v1.DrainRequest
-	16, // 99: devops.v1.WorkerRegistrationService.RegisterWorker:output_type -> devops.v1.RegisterWorkerResponse
-	14, // 100: devops.v1.WorkerRegistrationService.DeregisterWorker:output_type -> devops.v1.DeregisterWorkerResponse
-	40, // 101: devops.v1.ProcessManagementService.ExecuteDistributedCommand:output_type -> devops.v1.ExecuteDistributedCommandResponse
-	42, // 102: devops.v1.ProcessManagementService.TerminateProcess:output_type -> devops.v1.TerminateProcessResponse
-	44, // 103: devops.v1.ProcessManagementService.GetProcessStatus:output_type -> devops.v1.GetProcessStatusResponse
-	46, // 104: devops.v1.ProcessManagementService.ListProcesses:output_type -> devops.v1.ListProcessesResponse
-	48, // 105: devops.v1.ProcessManagementService.ListWorkers:output_type -> devops.v1.ListWorkersResponse
-	50, // 106: devops.v1.ProcessManagementService.StreamOutput:output_type -> devops.v1.StreamOutputResponse
-	37, // 107: devops.v1.ProcessManagementService.DrainWorker:output_type -> devops.v1.DrainWorkerResponse
-	25, // 108: devops.v1.ProcessManagementService.StartRun:output_type -> devops.v1.StartRunResponse
-	27, // 109: devops.v1.ProcessManagementService.GetRun:output_type -> devops.v1.GetRunResponse
-	29, // 110: devops.v1.ProcessManagementService.ListRuns:output_type -> devops.v1.ListRunsResponse
-	31, // 111: devops.v1.ProcessManagementService.ResumeRun:output_type -> devops.v1.ResumeRunResponse
-	33, // 112: devops.v1.ProcessManagementService.CancelRun:output_type -> devops.v1.CancelRunResponse
-	35, // 113: devops.v1.ProcessManagementService.WatchRun:output_type -> devops.v1.WatchRunResponse
-	54, // 114: devops.v1.WorkerProcessService.ExecuteCommand:output_type -> devops.v1.ExecuteCommandResponse
-	42, // 115: devops.v1.WorkerProcessService.TerminateProcess:output_type -> devops.v1.TerminateProcessResponse
-	57, // 116: devops.v1.WorkerProcessService.HealthCheck:output_type -> devops.v1.HealthCheckResponse
-	11, // 117: devops.v1.WorkerProcessService.ReportMetrics:output_type -> devops.v1.WorkerMetrics
-	52, // 118: devops.v1.WorkerProcessService.Drain:output_type -> devops.v1.DrainResponse
-	99, // [99:119] is the sub-list for method output_type
-	79, // [79:99] is the sub-list for method input_type
-	79, // [79:79] is the sub-list for extension type_name
-	79, // [79:79] is the sub-list for extension extendee
-	0,  // [0:79] is the sub-list for field type_name
+	60,  // 0: devops.v1.Spec.env:type_name -> devops.v1.Spec.EnvEntry
+	64,  // 1: devops.v1.Spec.timeout:type_name -> google.protobuf.Duration
+	5,   // 2: devops.v1.Spec.limits:type_name -> devops.v1.Limits
+	64,  // 3: devops.v1.Spec.grace:type_name -> google.protobuf.Duration
+	1,   // 4: devops.v1.OutputChunk.stream:type_name -> devops.v1.Stream
+	0,   // 5: devops.v1.ExitStatus.state:type_name -> devops.v1.ProcessState
+	65,  // 6: devops.v1.ExitStatus.ended_at:type_name -> google.protobuf.Timestamp
+	64,  // 7: devops.v1.ExitStatus.cpu_time:type_name -> google.protobuf.Duration
+	6,   // 8: devops.v1.Process.spec:type_name -> devops.v1.Spec
+	0,   // 9: devops.v1.Process.state:type_name -> devops.v1.ProcessState
+	65,  // 10: devops.v1.Process.created_at:type_name -> google.protobuf.Timestamp
+	65,  // 11: devops.v1.Process.started_at:type_name -> google.protobuf.Timestamp
+	65,  // 12: devops.v1.Process.ended_at:type_name -> google.protobuf.Timestamp
+	64,  // 13: devops.v1.Process.cpu_time:type_name -> google.protobuf.Duration
+	65,  // 14: devops.v1.Process.state_changed_at:type_name -> google.protobuf.Timestamp
+	65,  // 15: devops.v1.WorkerMetrics.time:type_name -> google.protobuf.Timestamp
+	64,  // 16: devops.v1.WorkerMetrics.uptime:type_name -> google.protobuf.Duration
+	61,  // 17: devops.v1.Worker.labels:type_name -> devops.v1.Worker.LabelsEntry
+	2,   // 18: devops.v1.Worker.state:type_name -> devops.v1.WorkerState
+	65,  // 19: devops.v1.Worker.registered_at:type_name -> google.protobuf.Timestamp
+	65,  // 20: devops.v1.Worker.last_seen:type_name -> google.protobuf.Timestamp
+	10,  // 21: devops.v1.Worker.fingerprint:type_name -> devops.v1.Fingerprint
+	11,  // 22: devops.v1.Worker.metrics:type_name -> devops.v1.WorkerMetrics
+	62,  // 23: devops.v1.RegisterWorkerRequest.labels:type_name -> devops.v1.RegisterWorkerRequest.LabelsEntry
+	10,  // 24: devops.v1.RegisterWorkerRequest.fingerprint:type_name -> devops.v1.Fingerprint
+	17,  // 25: devops.v1.RunOptions.max_concurrency:type_name -> devops.v1.Limit
+	17,  // 26: devops.v1.RunOptions.max_errors:type_name -> devops.v1.Limit
+	4,   // 27: devops.v1.RunOptions.stop_on_error:type_name -> devops.v1.StopOnError
+	0,   // 28: devops.v1.RunTask.state:type_name -> devops.v1.ProcessState
+	21,  // 29: devops.v1.RunTask.previous:type_name -> devops.v1.RunAttempt
+	0,   // 30: devops.v1.RunAttempt.state:type_name -> devops.v1.ProcessState
+	6,   // 31: devops.v1.Run.spec:type_name -> devops.v1.Spec
+	18,  // 32: devops.v1.Run.target:type_name -> devops.v1.RunTarget
+	19,  // 33: devops.v1.Run.options:type_name -> devops.v1.RunOptions
+	3,   // 34: devops.v1.Run.state:type_name -> devops.v1.RunState
+	20,  // 35: devops.v1.Run.tasks:type_name -> devops.v1.RunTask
+	22,  // 36: devops.v1.Run.excluded:type_name -> devops.v1.Exclusion
+	23,  // 37: devops.v1.Run.summary:type_name -> devops.v1.RunSummary
+	65,  // 38: devops.v1.Run.created_at:type_name -> google.protobuf.Timestamp
+	65,  // 39: devops.v1.Run.ended_at:type_name -> google.protobuf.Timestamp
+	64,  // 40: devops.v1.Run.queue_timeout:type_name -> google.protobuf.Duration
+	64,  // 41: devops.v1.Run.disconnect_grace:type_name -> google.protobuf.Duration
+	6,   // 42: devops.v1.StartRunRequest.spec:type_name -> devops.v1.Spec
+	18,  // 43: devops.v1.StartRunRequest.target:type_name -> devops.v1.RunTarget
+	19,  // 44: devops.v1.StartRunRequest.options:type_name -> devops.v1.RunOptions
+	64,  // 45: devops.v1.StartRunRequest.queue_timeout:type_name -> google.protobuf.Duration
+	64,  // 46: devops.v1.StartRunRequest.disconnect_grace:type_name -> google.protobuf.Duration
+	24,  // 47: devops.v1.StartRunResponse.run:type_name -> devops.v1.Run
+	24,  // 48: devops.v1.GetRunResponse.run:type_name -> devops.v1.Run
+	24,  // 49: devops.v1.ListRunsResponse.runs:type_name -> devops.v1.Run
+	24,  // 50: devops.v1.ResumeRunResponse.run:type_name -> devops.v1.Run
+	64,  // 51: devops.v1.CancelRunRequest.grace:type_name -> google.protobuf.Duration
+	24,  // 52: devops.v1.CancelRunResponse.run:type_name -> devops.v1.Run
+	63,  // 53: devops.v1.WatchRunRequest.offsets:type_name -> devops.v1.WatchRunRequest.OffsetsEntry
+	24,  // 54: devops.v1.WatchRunResponse.run:type_name -> devops.v1.Run
+	9,   // 55: devops.v1.WatchRunResponse.process:type_name -> devops.v1.Process
+	7,   // 56: devops.v1.WatchRunResponse.output:type_name -> devops.v1.OutputChunk
+	12,  // 57: devops.v1.DrainWorkerResponse.worker:type_name -> devops.v1.Worker
+	6,   // 58: devops.v1.ExecuteDistributedCommandRequest.spec:type_name -> devops.v1.Spec
+	39,  // 59: devops.v1.ExecuteDistributedCommandRequest.target:type_name -> devops.v1.Target
+	64,  // 60: devops.v1.ExecuteDistributedCommandRequest.queue_timeout:type_name -> google.protobuf.Duration
+	64,  // 61: devops.v1.ExecuteDistributedCommandRequest.disconnect_grace:type_name -> google.protobuf.Duration
+	9,   // 62: devops.v1.ExecuteDistributedCommandResponse.process:type_name -> devops.v1.Process
+	7,   // 63: devops.v1.ExecuteDistributedCommandResponse.output:type_name -> devops.v1.OutputChunk
+	64,  // 64: devops.v1.TerminateProcessRequest.grace:type_name -> google.protobuf.Duration
+	9,   // 65: devops.v1.TerminateProcessResponse.process:type_name -> devops.v1.Process
+	9,   // 66: devops.v1.GetProcessStatusResponse.process:type_name -> devops.v1.Process
+	0,   // 67: devops.v1.ListProcessesRequest.state:type_name -> devops.v1.ProcessState
+	9,   // 68: devops.v1.ListProcessesResponse.processes:type_name -> devops.v1.Process
+	12,  // 69: devops.v1.ListWorkersResponse.workers:type_name -> devops.v1.Worker
+	9,   // 70: devops.v1.StreamOutputResponse.process:type_name -> devops.v1.Process
+	7,   // 71: devops.v1.StreamOutputResponse.output:type_name -> devops.v1.OutputChunk
+	6,   // 72: devops.v1.ExecuteCommandRequest.spec:type_name -> devops.v1.Spec
+	56,  // 73: devops.v1.ExecuteCommandResponse.started:type_name -> devops.v1.Started
+	7,   // 74: devops.v1.ExecuteCommandResponse.output:type_name -> devops.v1.OutputChunk
+	8,   // 75: devops.v1.ExecuteCommandResponse.exit:type_name -> devops.v1.ExitStatus
+	65,  // 76: devops.v1.Started.started_at:type_name -> google.protobuf.Timestamp
+	64,  // 77: devops.v1.HealthCheckRequest.interval:type_name -> google.protobuf.Duration
+	2,   // 78: devops.v1.HealthCheckResponse.state:type_name -> devops.v1.WorkerState
+	65,  // 79: devops.v1.HealthCheckResponse.time:type_name -> google.protobuf.Timestamp
+	64,  // 80: devops.v1.ReportMetricsRequest.interval:type_name -> google.protobuf.Duration
+	15,  // 81: devops.v1.WorkerRegistrationService.RegisterWorker:input_type -> devops.v1.RegisterWorkerRequest
+	13,  // 82: devops.v1.WorkerRegistrationService.DeregisterWorker:input_type -> devops.v1.DeregisterWorkerRequest
+	40,  // 83: devops.v1.ProcessManagementService.ExecuteDistributedCommand:input_type -> devops.v1.ExecuteDistributedCommandRequest
+	42,  // 84: devops.v1.ProcessManagementService.TerminateProcess:input_type -> devops.v1.TerminateProcessRequest
+	44,  // 85: devops.v1.ProcessManagementService.GetProcessStatus:input_type -> devops.v1.GetProcessStatusRequest
+	46,  // 86: devops.v1.ProcessManagementService.ListProcesses:input_type -> devops.v1.ListProcessesRequest
+	48,  // 87: devops.v1.ProcessManagementService.ListWorkers:input_type -> devops.v1.ListWorkersRequest
+	50,  // 88: devops.v1.ProcessManagementService.StreamOutput:input_type -> devops.v1.StreamOutputRequest
+	37,  // 89: devops.v1.ProcessManagementService.DrainWorker:input_type -> devops.v1.DrainWorkerRequest
+	25,  // 90: devops.v1.ProcessManagementService.StartRun:input_type -> devops.v1.StartRunRequest
+	27,  // 91: devops.v1.ProcessManagementService.GetRun:input_type -> devops.v1.GetRunRequest
+	29,  // 92: devops.v1.ProcessManagementService.ListRuns:input_type -> devops.v1.ListRunsRequest
+	31,  // 93: devops.v1.ProcessManagementService.ResumeRun:input_type -> devops.v1.ResumeRunRequest
+	33,  // 94: devops.v1.ProcessManagementService.CancelRun:input_type -> devops.v1.CancelRunRequest
+	35,  // 95: devops.v1.ProcessManagementService.WatchRun:input_type -> devops.v1.WatchRunRequest
+	54,  // 96: devops.v1.WorkerProcessService.ExecuteCommand:input_type -> devops.v1.ExecuteCommandRequest
+	42,  // 97: devops.v1.WorkerProcessService.TerminateProcess:input_type -> devops.v1.TerminateProcessRequest
+	57,  // 98: devops.v1.WorkerProcessService.HealthCheck:input_type -> devops.v1.HealthCheckRequest
+	59,  // 99: devops.v1.WorkerProcessService.ReportMetrics:input_type -> devops.v1.ReportMetricsRequest
+	52,  // 100: devops.v1.WorkerProcessService.Drain:input_type -> devops.v1.DrainRequest
+	16,  // 101: devops.v1.WorkerRegistrationService.RegisterWorker:output_type -> devops.v1.RegisterWorkerResponse
+	14,  // 102: devops.v1.WorkerRegistrationService.DeregisterWorker:output_type -> devops.v1.DeregisterWorkerResponse
+	41,  // 103: devops.v1.ProcessManagementService.ExecuteDistributedCommand:output_type -> devops.v1.ExecuteDistributedCommandResponse
+	43,  // 104: devops.v1.ProcessManagementService.TerminateProcess:output_type -> devops.v1.TerminateProcessResponse
+	45,  // 105: devops.v1.ProcessManagementService.GetProcessStatus:output_type -> devops.v1.GetProcessStatusResponse
+	47,  // 106: devops.v1.ProcessManagementService.ListProcesses:output_type -> devops.v1.ListProcessesResponse
+	49,  // 107: devops.v1.ProcessManagementService.ListWorkers:output_type -> devops.v1.ListWorkersResponse
+	51,  // 108: devops.v1.ProcessManagementService.StreamOutput:output_type -> devops.v1.StreamOutputResponse
+	38,  // 109: devops.v1.ProcessManagementService.DrainWorker:output_type -> devops.v1.DrainWorkerResponse
+	26,  // 110: devops.v1.ProcessManagementService.StartRun:output_type -> devops.v1.StartRunResponse
+	28,  // 111: devops.v1.ProcessManagementService.GetRun:output_type -> devops.v1.GetRunResponse
+	30,  // 112: devops.v1.ProcessManagementService.ListRuns:output_type -> devops.v1.ListRunsResponse
+	32,  // 113: devops.v1.ProcessManagementService.ResumeRun:output_type -> devops.v1.ResumeRunResponse
+	34,  // 114: devops.v1.ProcessManagementService.CancelRun:output_type -> devops.v1.CancelRunResponse
+	36,  // 115: devops.v1.ProcessManagementService.WatchRun:output_type -> devops.v1.WatchRunResponse
+	55,  // 116: devops.v1.WorkerProcessService.ExecuteCommand:output_type -> devops.v1.ExecuteCommandResponse
+	43,  // 117: devops.v1.WorkerProcessService.TerminateProcess:output_type -> devops.v1.TerminateProcessResponse
+	58,  // 118: devops.v1.WorkerProcessService.HealthCheck:output_type -> devops.v1.HealthCheckResponse
+	11,  // 119: devops.v1.WorkerProcessService.ReportMetrics:output_type -> devops.v1.WorkerMetrics
+	53,  // 120: devops.v1.WorkerProcessService.Drain:output_type -> devops.v1.DrainResponse
+	101, // [101:121] is the sub-list for method output_type
+	81,  // [81:101] is the sub-list for method input_type
+	81,  // [81:81] is the sub-list for extension type_name
+	81,  // [81:81] is the sub-list for extension extendee
+	0,   // [0:81] is the sub-list for field type_name
 }
 
 func init() { file_devops_v1_devops_proto_init() }
@@ -4555,20 +4649,20 @@ func file_devops_v1_devops_proto_init() {
 	if File_devops_v1_devops_proto != nil {
 		return
 	}
-	file_devops_v1_devops_proto_msgTypes[30].OneofWrappers = []any{
+	file_devops_v1_devops_proto_msgTypes[31].OneofWrappers = []any{
 		(*WatchRunResponse_Run)(nil),
 		(*WatchRunResponse_Process)(nil),
 		(*WatchRunResponse_Output)(nil),
 	}
-	file_devops_v1_devops_proto_msgTypes[35].OneofWrappers = []any{
+	file_devops_v1_devops_proto_msgTypes[36].OneofWrappers = []any{
 		(*ExecuteDistributedCommandResponse_Process)(nil),
 		(*ExecuteDistributedCommandResponse_Output)(nil),
 	}
-	file_devops_v1_devops_proto_msgTypes[45].OneofWrappers = []any{
+	file_devops_v1_devops_proto_msgTypes[46].OneofWrappers = []any{
 		(*StreamOutputResponse_Process)(nil),
 		(*StreamOutputResponse_Output)(nil),
 	}
-	file_devops_v1_devops_proto_msgTypes[49].OneofWrappers = []any{
+	file_devops_v1_devops_proto_msgTypes[50].OneofWrappers = []any{
 		(*ExecuteCommandResponse_Started)(nil),
 		(*ExecuteCommandResponse_Output)(nil),
 		(*ExecuteCommandResponse_Exit)(nil),
@@ -4579,7 +4673,7 @@ func file_devops_v1_devops_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_devops_v1_devops_proto_rawDesc), len(file_devops_v1_devops_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   58,
+			NumMessages:   59,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

@@ -1,0 +1,23 @@
+package validate
+
+import (
+	"errors"
+	"testing"
+
+	"github.com/devops-platform/devops"
+	pb "github.com/devops-platform/devops/api/devops/v1"
+)
+
+func TestStartRunRetries(t *testing.T) {
+	tests := []struct {
+		retries int32
+		ok      bool
+	}{{0, true}, {3, true}, {devops.MaxRetries, true}, {-1, false}, {devops.MaxRetries + 1, false}}
+	for _, tt := range tests {
+		req := &pb.StartRunRequest{Spec: &pb.Spec{Argv: []string{"true"}}, Target: &pb.RunTarget{All: true}, Options: &pb.RunOptions{Retries: tt.retries}}
+		err := Request(req)
+		if (err == nil) != tt.ok || err != nil && !errors.Is(err, devops.ErrInvalid) {
+			t.Errorf("Request(retries %d) = %v, want ok %t", tt.retries, err, tt.ok)
+		}
+	}
+}
