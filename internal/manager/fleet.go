@@ -164,7 +164,7 @@ func (m *Manager) PlanRun(s RunSubmission) (devops.Run, error) {
 	for i, w := range fit {
 		r.Tasks = append(r.Tasks, devops.RunTask{WorkerID: w.ID, WorkerName: w.Name, Canary: i < s.Options.Canary})
 	}
-	r.Summary = summarize(r.Tasks)
+	r.Summary = summarize(r)
 	return r, nil
 }
 
@@ -265,13 +265,15 @@ func (m *Manager) fillRun(r devops.Run) devops.Run {
 			}
 		}
 	}
-	r.Summary = summarize(r.Tasks)
+	r.Summary = summarize(r)
 	return r
 }
 
-func summarize(tasks []devops.RunTask) devops.RunSummary {
-	s := devops.RunSummary{Total: len(tasks)}
-	for _, t := range tasks {
+// summarize counts a run's tasks by where they stand, from their latest
+// attempts; a task about to run again counts as running, not failed.
+func summarize(r devops.Run) devops.RunSummary {
+	s := devops.RunSummary{Total: len(r.Tasks)}
+	for _, t := range r.Tasks {
 		switch {
 		case t.Skipped:
 			s.Skipped++
@@ -279,6 +281,8 @@ func summarize(tasks []devops.RunTask) devops.RunSummary {
 			s.Pending++
 		case t.State == devops.StateSucceeded:
 			s.Succeeded++
+		case r.Retrying(t):
+			s.Running++
 		case t.State.Terminal():
 			s.Failed++
 		default:
@@ -409,6 +413,7 @@ func (m *Manager) startDriving(e *runEntry) {
 // decision is what the controller does next, given where a run stands.
 type decision struct {
 	start  []int  // tasks to start now, by index
+	retry  []int  // tasks whose child failed by itself, to run again now, by index
 	stop   string // non-empty: start nothing more and skip the rest, for this reason
 	kill   bool   // terminate the running children
 	pause  bool   // wait for a resume
@@ -420,6 +425,11 @@ type decision struct {
 // decide is the rollout policy, a pure function of a run whose tasks carry
 // their children's states (see fillRun):
 //
+//   - a child that failed by itself (FAILED or TIMED_OUT) while its task has
+//     attempts left (--retries) is not a failure yet: it is run again, on
+//     the same worker, unless the run stops (below), and counts meanwhile
+//     as running. Only a task's final failure counts against the budget
+//     and the canary;
 //   - the run is cancelled: start nothing, kill what runs;
 //   - a canary child failed: start nothing more (kill what runs with
 //     --stop-on-error=kill);
@@ -438,20 +448,24 @@ func decide(r devops.Run) decision {
 	var next []int
 	canary := min(r.Options.Canary, total)
 	canaryDone, canaryFailed := true, ""
+	var again []int
 	for i, t := range r.Tasks {
 		started := t.ProcessID != ""
 		ended := started && t.State.Terminal()
+		retry := ended && devops.RetryableState(t.State) && len(t.Previous) < r.Options.Retries
 		switch {
 		case t.Skipped:
 		case !started:
 			next = append(next, i)
 		case !ended:
 			running++
+		case retry:
+			again = append(again, i)
 		case t.State != devops.StateSucceeded:
 			failed++
 		}
 		if i < canary {
-			if !ended {
+			if !ended || retry {
 				canaryDone = false
 			} else if t.State != devops.StateSucceeded && canaryFailed == "" {
 				canaryFailed = t.WorkerName
@@ -470,10 +484,14 @@ func decide(r devops.Run) decision {
 		d.kill, d.state = r.Options.StopOnError == devops.StopKill, devops.RunFailed
 	}
 	if d.stop != "" {
+		// What would have run again is a failure now.
 		d.reason = d.stop
 		d.end = running == 0
 		return d
 	}
+	// A child run again takes the place its last attempt had in the window.
+	d.retry = again
+	running += len(again)
 	if len(next) == 0 {
 		if running == 0 {
 			d.end, d.state = true, devops.RunSucceeded
@@ -536,8 +554,8 @@ func (m *Manager) drive(ctx context.Context, e *runEntry) {
 				m.killChildren(ctx, e, sig, grace)
 			}
 		}
-		if d.stop != "" || d.end || d.pause || len(d.start) > 0 || r.State == devops.RunPaused {
-			var started []devops.RunTask
+		if d.stop != "" || d.end || d.pause || len(d.start) > 0 || len(d.retry) > 0 || r.State == devops.RunPaused {
+			var started, retried []devops.RunTask
 			_, changed := m.fleet.update(e, func(x *devops.Run) {
 				if d.stop != "" {
 					for i := range x.Tasks {
@@ -548,6 +566,20 @@ func (m *Manager) drive(ctx context.Context, e *runEntry) {
 					if x.Reason == "" {
 						x.Reason = d.reason // the first reason to stop is the one that counts
 					}
+				}
+				for _, i := range d.retry {
+					t := r.Tasks[i] // as decide saw it, with its child's final state
+					if x.Cancelled {
+						break // cancelled since decide looked
+					}
+					if x.Tasks[i].ProcessID != t.ProcessID {
+						continue // already run again
+					}
+					x.Tasks[i].Previous = append(x.Tasks[i].Previous, devops.RunAttempt{ProcessID: t.ProcessID, State: t.State, ExitCode: t.ExitCode})
+					x.Tasks[i].ProcessID = devops.ProcessID(newID())
+					x.Tasks[i].State, x.Tasks[i].ExitCode = devops.StateUnknown, 0
+					started = append(started, x.Tasks[i])
+					retried = append(retried, t)
 				}
 				for _, i := range d.start {
 					if x.Cancelled {
@@ -563,7 +595,7 @@ func (m *Manager) drive(ctx context.Context, e *runEntry) {
 						x.Reason = d.reason
 					}
 					x.Tasks = m.fillRun(*x).Tasks
-					x.Summary = summarize(x.Tasks)
+					x.Summary = summarize(*x)
 				case d.pause:
 					x.State = devops.RunPaused
 					x.Reason = "paused after the canary; resume with devops run-resume " + string(x.ID)
@@ -574,8 +606,14 @@ func (m *Manager) drive(ctx context.Context, e *runEntry) {
 				}
 			})
 			if changed {
+				for _, t := range retried {
+					log.Info("running a failed child again", "worker", t.WorkerName, "process_id", t.ProcessID,
+						"state", t.State, "exit_code", t.ExitCode, "attempt", t.Attempt()+1, "attempts", r.Options.Retries+1)
+				}
 				// The run's record names each child before the child exists,
-				// so a restart in between creates it rather than losing it.
+				// so a restart in between creates it rather than losing it;
+				// a retry is recorded the same way, so a restart neither
+				// loses nor repeats an attempt.
 				m.persistRun(ctx, e)
 				for _, t := range started {
 					m.startChild(ctx, e, r, t)
@@ -709,12 +747,15 @@ func (m *Manager) WatchRun(ctx context.Context, id devops.RunID, follow, output 
 			return err
 		}
 		for _, t := range r.Tasks {
-			if t.ProcessID == "" || watching[t.ProcessID] {
-				continue
+			// Every attempt of a task, the earlier ones first.
+			for _, pid := range append(attemptIDs(t.Previous), t.ProcessID) {
+				if pid == "" || watching[pid] {
+					continue
+				}
+				if _, ok := m.procs.get(pid); ok {
+					watch(pid)
+				} // else it is being created: the run changes again once it is
 			}
-			if _, ok := m.procs.get(t.ProcessID); ok {
-				watch(t.ProcessID)
-			} // else it is being created: the run changes again once it is
 		}
 		if !follow || r.State.Terminal() {
 			done := make(chan struct{})
@@ -745,6 +786,14 @@ func (m *Manager) WatchRun(ctx context.Context, id devops.RunID, follow, output 
 		case <-changed:
 		}
 	}
+}
+
+func attemptIDs(as []devops.RunAttempt) []devops.ProcessID {
+	ids := make([]devops.ProcessID, len(as))
+	for i, a := range as {
+		ids[i] = a.ProcessID
+	}
+	return ids
 }
 
 // watchChild follows one child of a run: its output from offset from (only
