@@ -512,7 +512,9 @@ func superviseShim(c shimConfig, ready, out *os.File, stops <-chan os.Signal, in
 	if ib, ok := p.sandbox.(*initSandbox); ok && ib.cg != nil {
 		st.Cgroup, st.CgroupV = ib.cg.dirs, ib.cg.version
 	}
-	if err := writeJSONAtomic(filepath.Join(c.Dir, stateFile), st); err != nil {
+	// Not synced to disk: it is on the way to ready, and the shim it
+	// describes does not outlive a crash of the machine either.
+	if err := replaceJSON(filepath.Join(c.Dir, stateFile), st, false); err != nil {
 		// Without it no worker could find the process again.
 		log.Error("write shim state", logKeyError, err)
 		p.stop(devops.StateFailed, syscall.SIGKILL, 0)
@@ -550,8 +552,12 @@ func superviseShim(c shimConfig, ready, out *os.File, stops <-chan os.Signal, in
 }
 
 // writeJSONAtomic writes v to path through a temporary file and a rename,
-// so a reader sees all of it or none.
-func writeJSONAtomic(path string, v any) error {
+// so a reader sees all of it or none, synced to disk.
+func writeJSONAtomic(path string, v any) error { return replaceJSON(path, v, true) }
+
+// replaceJSON is writeJSONAtomic; durable says whether to sync to disk
+// before the rename.
+func replaceJSON(path string, v any, durable bool) error {
 	data, err := json.Marshal(v)
 	if err != nil {
 		return err
@@ -562,7 +568,7 @@ func writeJSONAtomic(path string, v any) error {
 		return err
 	}
 	_, err = f.Write(data)
-	if err == nil {
+	if err == nil && durable {
 		err = f.Sync()
 	}
 	if cerr := f.Close(); err == nil {
