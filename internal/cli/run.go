@@ -44,7 +44,9 @@ With --workers, --all or --selector (or any of the rollout flags) it is a fleet
 run, an object of its own (devops runs, devops run-status ID): --dry-run shows
 which workers would run it and why the others would not; --max-concurrency,
 --max-errors, --stop-on-error, --canary and --pause-after-canary control the
-rollout; the exit code is 0 only if every targeted worker succeeded.
+rollout; --retries runs a child that failed by itself again on its worker (the
+manager does, so it goes on without this command), and only its last attempt
+counts; the exit code is 0 only if every targeted worker succeeded.
 
 Ctrl-C terminates the remote process(es), or cancels the fleet run; a second
 Ctrl-C stops waiting.`,
@@ -55,7 +57,8 @@ Ctrl-C stops waiting.`,
   devops run --image devops-base:busybox --memory 64M -- sh -c 'cat /etc/os-release'
   devops run --selector 'zone in (a,b),env!=prod' --dry-run -- uptime
   devops run --all --max-concurrency 25% --max-errors 1 --stop-on-error kill -- ./upgrade.sh
-  devops run --workers w1,w2,w3 --canary 1 --pause-after-canary -- ./deploy.sh`,
+  devops run --workers w1,w2,w3 --canary 1 --pause-after-canary -- ./deploy.sh
+  devops run --all --retries 2 -- ./flaky-check.sh`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			req.Spec.Argv = args
@@ -73,11 +76,17 @@ Ctrl-C stops waiting.`,
 			if req.Spec.Limits.MaxOutputBytes, err = parseSize(maxOut); err != nil {
 				return fmt.Errorf("--max-output: %w", err)
 			}
+			if retries < 0 {
+				return fmt.Errorf("--retries: %w: %d: want 0 or more", devops.ErrInvalid, retries)
+			}
 			if fleet.isFleet(req) {
 				fr, err := fleet.request(req)
 				if err != nil {
 					return err
 				}
+				// The manager runs a fleet run's failed children again, so
+				// the retries go on without this CLI.
+				fr.Options.Retries = retries
 				return g.call(func(c *client.Client) error {
 					return runFleet(cmd.Context(), c, &fleet, fr, detach, env)
 				})
@@ -88,7 +97,7 @@ Ctrl-C stops waiting.`,
 		},
 	}
 	f := cmd.Flags()
-	f.IntVar(&retries, "retries", 0, "run it again, up to this many times, when it fails or times out (each attempt is a new process)")
+	f.IntVar(&retries, "retries", 0, "run it again, up to this many times, when it fails or times out by itself (each attempt is a new process; in a fleet run, on the same worker)")
 	f.StringVar(&req.Target.Worker, "worker", "", "run on this worker (name or id)")
 	f.StringVar(&req.Target.Selector, "selector", "", "run on every worker whose labels match, e.g. zone=a,env!=prod")
 	f.BoolVar(&req.Target.All, "all", false, "run on every worker that is up")
@@ -216,9 +225,7 @@ func runAndFollow(ctx context.Context, c *client.Client, req client.RunRequest, 
 		// failed or timed out by itself: never after a kill or a loss.
 		retryable := true
 		for _, id := range ids {
-			switch final[id].State {
-			case devops.StateSucceeded, devops.StateFailed, devops.StateTimedOut:
-			default:
+			if s := final[id].State; s != devops.StateSucceeded && !devops.RetryableState(s) {
 				retryable = false
 			}
 		}

@@ -215,26 +215,41 @@ func printPlan(w io.Writer, r devops.Run) {
 	fmt.Fprintf(w, "%d of %d targeted workers would run it\n", len(r.Tasks), len(r.Tasks)+len(r.Excluded))
 }
 
+// printRunSummary prints a run's table, one row per target; with --retries
+// one row per attempt, the earlier ones first, and an ATTEMPT column.
 func printRunSummary(w io.Writer, r devops.Run) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "WORKER\tSTATE\tEXIT\tPROCESS\tNOTE")
+	attempts := r.Options.Retries > 0
+	col := func(attempt string) string {
+		if !attempts {
+			return ""
+		}
+		return attempt + "\t"
+	}
+	of := func(k int) string { return fmt.Sprintf("%d/%d", k, r.Options.Retries+1) }
+	fmt.Fprintf(tw, "WORKER\t%sSTATE\tEXIT\tPROCESS\tNOTE\n", col("ATTEMPT"))
 	for _, t := range r.Tasks {
-		state, exit, note := t.State.String(), "-", ""
+		for k, a := range t.Previous {
+			fmt.Fprintf(tw, "%s\t%s%s\t%d\t%s\tran again\n", t.WorkerName, col(of(k+1)), a.State, a.ExitCode, a.ProcessID)
+		}
+		state, exit, note, attempt := t.State.String(), "-", "", of(t.Attempt())
 		switch {
 		case t.Skipped:
-			state, note = "SKIPPED", t.Reason
+			state, note, attempt = "SKIPPED", t.Reason, "-"
 		case t.ProcessID == "":
-			state = "PENDING"
+			state, attempt = "PENDING", "-"
+		case r.Retrying(t):
+			exit, note = fmt.Sprint(t.ExitCode), "runs again"
 		case t.State.Terminal():
 			exit = fmt.Sprint(t.ExitCode)
 		}
 		if t.Canary {
 			note = strings.TrimSpace("canary " + note)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", t.WorkerName, state, exit, dash(string(t.ProcessID)), dash(note))
+		fmt.Fprintf(tw, "%s\t%s%s\t%s\t%s\t%s\n", t.WorkerName, col(attempt), state, exit, dash(string(t.ProcessID)), dash(note))
 	}
 	for _, x := range r.Excluded {
-		fmt.Fprintf(tw, "%s\tEXCLUDED\t-\t-\t%s\n", x.WorkerName, x.Reason)
+		fmt.Fprintf(tw, "%s\t%sEXCLUDED\t-\t-\t%s\n", x.WorkerName, col("-"), x.Reason)
 	}
 	tw.Flush()
 	fmt.Fprintln(w, runLine(r))
@@ -258,11 +273,22 @@ type runPrinter struct {
 	done     int
 	failed   int
 	progress bool // a progress line is on the screen
+
+	// With --retries a child that failed may be run again. Its end is told
+	// once the run's record says which: "attempt K of N failed; running it
+	// again", or its final end.
+	latest    devops.Run                             // the latest record
+	attempts  map[devops.ProcessID]int               // each child's attempt number, from 1
+	held      map[devops.ProcessID]devops.Process    // ended, maybe to be run again: not told yet
+	retried   map[devops.ProcessID]devops.RunAttempt // run again, per the record: told once its end is seen
+	announced map[devops.ProcessID]bool
 }
 
 func newRunPrinter(env *Env, f *fleetFlags) *runPrinter {
 	return &runPrinter{env: env, f: f, start: time.Now(), names: map[devops.ProcessID]string{},
-		parts: map[devops.ProcessID]*[3]bytes.Buffer{}, blocks: map[devops.ProcessID]*[3]bytes.Buffer{}, ended: map[devops.ProcessID]bool{}}
+		parts: map[devops.ProcessID]*[3]bytes.Buffer{}, blocks: map[devops.ProcessID]*[3]bytes.Buffer{}, ended: map[devops.ProcessID]bool{},
+		attempts: map[devops.ProcessID]int{}, held: map[devops.ProcessID]devops.Process{},
+		retried: map[devops.ProcessID]devops.RunAttempt{}, announced: map[devops.ProcessID]bool{}}
 }
 
 func (p *runPrinter) dest(s devops.Stream) io.Writer {
@@ -276,11 +302,66 @@ func (p *runPrinter) run(r devops.Run) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.total = len(r.Tasks)
+	p.latest = r
 	for _, t := range r.Tasks {
-		if t.ProcessID != "" {
-			p.names[t.ProcessID] = t.WorkerName
+		for k, a := range t.Previous {
+			p.names[a.ProcessID] = t.WorkerName
+			p.attempts[a.ProcessID] = k + 1
+			if p.announced[a.ProcessID] {
+				continue
+			}
+			p.retried[a.ProcessID] = a
+			if _, ok := p.held[a.ProcessID]; ok {
+				delete(p.held, a.ProcessID)
+				p.announceLocked(a.ProcessID)
+			}
+		}
+		if t.ProcessID == "" {
+			continue
+		}
+		p.names[t.ProcessID] = t.WorkerName
+		p.attempts[t.ProcessID] = t.Attempt()
+		if pr, ok := p.held[t.ProcessID]; ok {
+			t.State = pr.State
+			if !r.Retrying(t) {
+				// Not to be run again after all: the run stopped or ended.
+				delete(p.held, t.ProcessID)
+				p.finalLocked(pr)
+			}
 		}
 	}
+}
+
+// announceLocked tells that a child failed and was run again, once.
+func (p *runPrinter) announceLocked(id devops.ProcessID) {
+	a := p.retried[id]
+	delete(p.retried, id)
+	p.announced[id] = true
+	p.clearProgressLocked()
+	fmt.Fprintf(p.env.Stderr, "devops: %s: attempt %d of %d failed (exit %d); running it again\n",
+		p.label(id), p.attempts[id], p.latest.Options.Retries+1, a.ExitCode)
+	p.progressLocked()
+}
+
+// mayRetryLocked reports whether the child that ended as pr may be run
+// again, as far as the latest record of the run tells.
+func (p *runPrinter) mayRetryLocked(pr devops.Process) bool {
+	for _, t := range p.latest.Tasks {
+		if t.ProcessID == pr.ID {
+			t.State = pr.State
+			return p.latest.Retrying(t)
+		}
+	}
+	return false
+}
+
+// attemptLabel names a child with its attempt when the run has retries:
+// "w1 (attempt 2 of 3)".
+func (p *runPrinter) attemptLabel(id devops.ProcessID) string {
+	if p.latest.Options.Retries == 0 || p.attempts[id] == 0 {
+		return p.label(id)
+	}
+	return fmt.Sprintf("%s (attempt %d of %d)", p.label(id), p.attempts[id], p.latest.Options.Retries+1)
 }
 
 func (p *runPrinter) label(id devops.ProcessID) string {
@@ -305,6 +386,7 @@ type jsonEnd struct {
 	State     string `json:"state"`
 	ExitCode  int    `json:"exit_code"`
 	Reason    string `json:"reason,omitempty"`
+	Attempt   int    `json:"attempt,omitempty"` // with --retries: 1 for the first
 }
 
 func (p *runPrinter) chunk(id devops.ProcessID, c devops.Chunk) error {
@@ -369,16 +451,32 @@ func (p *runPrinter) process(pr devops.Process) error {
 		return nil
 	}
 	p.ended[pr.ID] = true
-	p.done++
-	if pr.State != devops.StateSucceeded {
-		p.failed++
+	if err := p.outputEndLocked(pr); err != nil {
+		return err
 	}
+	if _, again := p.retried[pr.ID]; again {
+		p.announceLocked(pr.ID)
+	} else if p.mayRetryLocked(pr) {
+		p.held[pr.ID] = pr // the next record of the run tells
+	} else {
+		p.finalLocked(pr)
+	}
+	return nil
+}
+
+// outputEndLocked ends a child's output: its JSON end object, its
+// unfinished lines, its --group block.
+func (p *runPrinter) outputEndLocked(pr devops.Process) error {
 	if p.f.summary {
-		p.progressLocked()
 		return nil
 	}
 	if p.f.output == "json" {
-		return json.NewEncoder(p.env.Stdout).Encode(jsonEnd{Worker: p.label(pr.ID), ProcessID: string(pr.ID), State: pr.State.String(), ExitCode: pr.ExitCode(), Reason: pr.Reason})
+		attempt := 0
+		if p.latest.Options.Retries > 0 {
+			attempt = p.attempts[pr.ID]
+		}
+		return json.NewEncoder(p.env.Stdout).Encode(jsonEnd{Worker: p.label(pr.ID), ProcessID: string(pr.ID), State: pr.State.String(),
+			ExitCode: pr.ExitCode(), Reason: pr.Reason, Attempt: attempt})
 	}
 	// The unfinished lines of a process that ended are whole lines now.
 	if bufs, ok := p.parts[pr.ID]; ok {
@@ -394,24 +492,33 @@ func (p *runPrinter) process(pr devops.Process) error {
 	}
 	if p.f.group {
 		p.clearProgressLocked()
-		fmt.Fprintf(p.env.Stdout, "==> %s: %s, exit %d <==\n", p.label(pr.ID), pr.State, pr.ExitCode())
+		fmt.Fprintf(p.env.Stdout, "==> %s: %s, exit %d <==\n", p.attemptLabel(pr.ID), pr.State, pr.ExitCode())
 		if b, ok := p.blocks[pr.ID]; ok {
 			p.env.Stdout.Write(b[devops.Stdout].Bytes())
 			p.env.Stderr.Write(b[devops.Stderr].Bytes())
 			delete(p.blocks, pr.ID)
 		}
 	}
-	if msg := endMessage(pr, true); msg != "" {
+	return nil
+}
+
+// finalLocked counts a child's end as its worker's last and says what the
+// exit code alone does not.
+func (p *runPrinter) finalLocked(pr devops.Process) {
+	p.done++
+	if pr.State != devops.StateSucceeded {
+		p.failed++
+	}
+	if msg := endMessage(pr, true); msg != "" && !p.f.summary && p.f.output != "json" {
 		p.clearProgressLocked()
 		fmt.Fprintln(p.env.Stderr, "devops:", msg)
 	}
 	p.progressLocked()
-	return nil
 }
 
 // progressLocked redraws the progress line on a terminal.
 func (p *runPrinter) progressLocked() {
-	if !p.env.IsTerminal {
+	if !p.env.IsTerminal || p.f.output == "json" {
 		return
 	}
 	rate := float64(p.done) / max(time.Since(p.start).Seconds(), 0.001)
@@ -426,10 +533,15 @@ func (p *runPrinter) clearProgressLocked() {
 	}
 }
 
-// end prints what is left: unfinished lines of children that did not end.
+// end prints what is left: the ends of children held back, unfinished lines
+// of children that did not end.
 func (p *runPrinter) end() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	for id, pr := range p.held {
+		delete(p.held, id)
+		p.finalLocked(pr)
+	}
 	p.clearProgressLocked()
 	if p.f.output == "json" || p.f.summary {
 		return
@@ -500,8 +612,8 @@ func newRunStatusCmd(env *Env, g *globals) *cobra.Command {
 				row("Command", commandText(r.Spec.Argv, 0))
 				row("Target", r.Target.String())
 				o := r.Options
-				row("Options", fmt.Sprintf("max-concurrency %s, max-errors %s, stop-on-error %s, canary %d, pause-after-canary %t",
-					o.MaxConcurrency, o.MaxErrors, o.StopOnError, o.Canary, o.PauseAfterCanary))
+				row("Options", fmt.Sprintf("max-concurrency %s, max-errors %s, stop-on-error %s, canary %d, pause-after-canary %t, retries %d",
+					o.MaxConcurrency, o.MaxErrors, o.StopOnError, o.Canary, o.PauseAfterCanary, o.Retries))
 				row("Created", timeText(r.CreatedAt))
 				row("Ended", timeText(r.EndedAt))
 				tw.Flush()
