@@ -52,9 +52,11 @@ const (
 	// records without a config change.
 	maxPayload = 4 << 20
 	// maxPendingPublishes bounds the output published but not yet
-	// acknowledged: enough to keep the pipe full (256 x 32 KiB = 8 MiB)
-	// without holding unbounded memory when the disk is slow.
-	maxPendingPublishes = 256
+	// acknowledged: enough to keep the pipe full (32 chunks of up to
+	// 256 KiB, as workers send them, is 8 MiB) without holding much memory
+	// when the disk is slow. At 256 the manager held 64 MiB of output in
+	// flight, most of scenario 5's growth.
+	maxPendingPublishes = 32
 	// readBufferBytes bounds what one reader asks the server for at once.
 	readBufferBytes = 8 << 20
 	// opTimeout bounds waits that have no caller context (Close, cleanup).
