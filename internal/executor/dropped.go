@@ -1,5 +1,7 @@
 package executor
 
+import "time"
+
 // DroppedFile, beside OutputFile, says where the output file starts to hold
 // frames again after the shim dropped the oldest ones to keep the spool
 // under its bound (a Dropped, as JSON). It is written before the bytes are
@@ -13,3 +15,15 @@ type Dropped struct {
 	Pos    int64 `json:"pos"`
 	Offset int64 `json:"offset"`
 }
+
+// ReadFile, beside OutputFile, holds how far into OutputFile the worker has
+// read and sent (8 bytes, big endian), rewritten in place as it reads. The
+// shim drops only what the worker has read while the worker keeps reading,
+// and holds the command back instead (like a full pipe); only once the
+// worker has not moved for a while with output waiting (the manager is
+// unreachable, or the worker is gone) does it drop unsent output.
+const ReadFile = "read"
+
+// ReaderStall is how long the worker may not read with output waiting
+// before the shim counts it as away and drops output it has not read.
+const ReaderStall = 5 * time.Second

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/devops-platform/devops"
 )
@@ -37,6 +38,8 @@ func readFrames(tb testing.TB, dir string, pos int64) []byte {
 	return out
 }
 
+// TestFrameWriterBound: with nobody reading, the oldest output goes and the
+// disk stays within the bound; DroppedFile says where output starts again.
 func TestFrameWriterBound(t *testing.T) {
 	tests := []struct {
 		name  string
@@ -59,6 +62,8 @@ func TestFrameWriterBound(t *testing.T) {
 			}
 			defer f.Close()
 			fw := newFrameWriter(f, dir, tt.max, slog.New(slog.DiscardHandler))
+			// No worker reads here: it counts as away at once.
+			fw.stall = 0
 			if fw.cantDrop {
 				t.Skip("the temporary directory's file system cannot punch holes")
 			}
@@ -112,5 +117,109 @@ func TestFrameWriterBound(t *testing.T) {
 				t.Fatalf("output from the dropped mark (pos %d, offset %d) differs from what was written", d.Pos, d.Offset)
 			}
 		})
+	}
+}
+
+// TestFrameWriterWaitsForReader: while the worker reads on, nothing it has
+// not read is dropped: the writer waits for it, the disk stays within the
+// bound, and the reader gets every byte.
+func TestFrameWriterWaitsForReader(t *testing.T) {
+	const bound = 256 << 10
+	dir := t.TempDir()
+	path := filepath.Join(dir, OutputFile)
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	fw := newFrameWriter(f, dir, bound, slog.New(slog.DiscardHandler))
+	if fw.cantDrop {
+		t.Skip("the temporary directory's file system cannot punch holes")
+	}
+	fw.stall = time.Hour // the reader below never stalls for this long
+	defer fw.close()
+
+	var want []byte
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := range 4000 {
+			line := bytes.Repeat([]byte{'a' + byte(i%26)}, 1000)
+			copy(line, fmt.Sprintf("%d\n", i))
+			want = append(want, line...)
+			if _, err := fw.stream(devops.Stdout).Write(line); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	}()
+
+	// A slow reader, as the worker: it reads frames in order and says how
+	// far it got in ReadFile.
+	in, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	pos, err := os.OpenFile(filepath.Join(dir, ReadFile), os.O_CREATE|os.O_WRONLY, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pos.Close()
+	var (
+		got     []byte
+		readPos int64
+		buf     = make([]byte, 8<<10) // slower than the writer on purpose
+		pending []byte
+		most    int64
+	)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		n, _ := in.ReadAt(buf, readPos)
+		readPos += int64(n)
+		pending = append(pending, buf[:n]...)
+		for len(pending) >= FrameHeader {
+			size := int(binary.BigEndian.Uint32(pending[1:FrameHeader]))
+			if len(pending) < FrameHeader+size {
+				break
+			}
+			if s := devops.Stream(pending[0]); s != devops.Stdout {
+				t.Fatalf("frame at %d has stream %d: a hole was read, output dropped before it was read", readPos-int64(len(pending)), pending[0])
+			}
+			got = append(got, pending[FrameHeader:FrameHeader+size]...)
+			pending = pending[FrameHeader+size:]
+		}
+		var b [8]byte
+		binary.BigEndian.PutUint64(b[:], uint64(readPos-int64(len(pending))))
+		if _, err := pos.WriteAt(b[:], 0); err != nil {
+			t.Fatal(err)
+		}
+		var st syscall.Stat_t
+		if err := syscall.Fstat(int(in.Fd()), &st); err == nil {
+			most = max(most, st.Blocks*512)
+		}
+		select {
+		case <-done:
+			if n == 0 && len(pending) == 0 {
+				if !bytes.Equal(got, want) {
+					t.Fatalf("the reader got %d bytes, want the %d written", len(got), len(want))
+				}
+				if err := readJSON(filepath.Join(dir, DroppedFile), new(Dropped)); err != nil {
+					t.Errorf("nothing was dropped (%v): the test did not reach the bound", err)
+				}
+				// Unsynced blocks count here: allow a quarter more.
+				if most > bound+bound/4+64<<10 {
+					t.Errorf("up to %d bytes allocated, bound %d", most, bound)
+				}
+				return
+			}
+		default:
+			if n == 0 {
+				time.Sleep(time.Millisecond)
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("stuck: read %d bytes of %d", len(got), len(want))
+		}
 	}
 }

@@ -491,6 +491,7 @@ func superviseShim(c shimConfig, ready, out *os.File, stops <-chan os.Signal, in
 		pr.cred = &credential{uid: c.Cred.UID, gid: c.Cred.GID, groups: c.Cred.Groups}
 	}
 	fw := newFrameWriter(out, c.Dir, c.SpoolMax, log)
+	defer fw.close()
 	var (
 		p   *Process
 		err error

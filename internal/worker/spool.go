@@ -78,6 +78,8 @@ func (s *spool) read(ctx context.Context, from int64, fn func(c devops.Chunk) er
 	// Watch before the first look, so no write falls between them.
 	changed, stop := watchFile(s.path)
 	defer stop()
+	pos := s.openReadPos()
+	defer pos.close()
 	var (
 		readPos int64 // file bytes read into pending
 		offset  int64 // output offset of pending's first frame
@@ -156,9 +158,11 @@ func (s *spool) read(ctx context.Context, from int64, fn func(c devops.Chunk) er
 			}
 			// Keep the unread tail at the start of the buffer.
 			pending = append(base[:0], pending...)
-		}
-		if err := flush(); err != nil {
-			return err
+			// Sent, then said: the shim may drop what is below it.
+			if err := flush(); err != nil {
+				return err
+			}
+			pos.report(readPos - int64(len(pending)))
 		}
 		if closed {
 			if from > offset {
@@ -175,6 +179,36 @@ func (s *spool) read(ctx context.Context, from int64, fn func(c devops.Chunk) er
 		case <-changed:
 		case <-s.done:
 		}
+	}
+}
+
+// readPos tells the shim how far into the spool the worker has read and
+// sent (executor.ReadFile), so that it drops that first and holds the
+// command back rather than drop what was not sent.
+type readPos struct{ f *os.File }
+
+func (s *spool) openReadPos() readPos {
+	f, err := os.OpenFile(filepath.Join(s.dir, executor.ReadFile), os.O_CREATE|os.O_WRONLY, 0o600)
+	if err != nil {
+		// Without it the shim sees a stalled reader: it drops the oldest
+		// output when the bound is reached, as with the manager away.
+		return readPos{}
+	}
+	return readPos{f: f}
+}
+
+func (r readPos) report(pos int64) {
+	if r.f == nil {
+		return
+	}
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], uint64(pos))
+	r.f.WriteAt(b[:], 0) // one write of 8 bytes: the shim never sees half of it
+}
+
+func (r readPos) close() {
+	if r.f != nil {
+		r.f.Close()
 	}
 }
 
