@@ -19,6 +19,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/keepalive"
 
 	pb "github.com/devops-platform/devops/api/devops/v1"
 	"github.com/devops-platform/devops/internal/wire"
@@ -83,7 +84,13 @@ type simFleet struct {
 }
 
 func newSimFleet(managerAddr string, first int) (*simFleet, error) {
-	f := &simFleet{nextID: first, srv: grpc.NewServer(), impl: &simServer{started: time.Now()}}
+	// The keepalive of a real worker's server (internal/worker.New): it
+	// decides how often an idle worker pings the manager.
+	srv := grpc.NewServer(
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: time.Minute, Timeout: 5 * time.Second}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 4 * time.Second, PermitWithoutStream: true}),
+	)
+	f := &simFleet{nextID: first, srv: srv, impl: &simServer{started: time.Now()}}
 	pb.RegisterWorkerProcessServiceServer(f.srv, f.impl)
 	for range 4 {
 		conn, err := grpc.NewClient(managerAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))

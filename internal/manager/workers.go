@@ -97,9 +97,14 @@ func (m *Manager) watchWorker(w devops.Worker) {
 	conn, err := grpc.NewClient(w.Address,
 		grpc.WithTransportCredentials(m.sec.workerCreds(w.Name)),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{
-			// Matches the worker's enforcement policy; a dead worker under a
-			// silent network is seen within Time+Timeout.
-			Time:                5 * time.Second,
+			// Pings only a connection silent for --worker-timeout (at
+			// least 5 s, the worker's enforcement policy allows 4): a
+			// healthy worker's health keeps it busy and is never pinged,
+			// and a connection to a worker gone silent is closed within
+			// Time+Timeout, so the next call dials again instead of
+			// waiting on a dead one. The health stream's watchdog has
+			// marked the worker DOWN by then.
+			Time:                max(m.cfg.WorkerTimeout, 5*time.Second),
 			Timeout:             3 * time.Second,
 			PermitWithoutStream: true,
 		}),

@@ -211,12 +211,17 @@ func New(cfg Config) (*Worker, error) {
 	w.adopt()
 	w.server = grpc.NewServer(
 		grpc.KeepaliveParams(keepalive.ServerParameters{
-			// Pings an idle manager connection so a dead one is noticed.
-			Time:    10 * time.Second,
+			// Pings a manager connection that has sent nothing for a
+			// minute, so a manager gone silent is noticed. Not sooner: an
+			// idle worker's health flows to the manager and nothing comes
+			// back, so every idle worker would ping its manager this often
+			// (at 10,000 workers, every second of Time is 10,000 pings).
+			Time:    time.Minute,
 			Timeout: 5 * time.Second,
 		}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
-			// The manager pings every 5 s (see internal/manager); allow it.
+			// The manager pings a connection silent for --worker-timeout,
+			// at least 5 s (see internal/manager); allow it.
 			MinTime:             4 * time.Second,
 			PermitWithoutStream: true,
 		}),
