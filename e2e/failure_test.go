@@ -113,8 +113,9 @@ func TestNetworkPartition(t *testing.T) {
 	c.docker("network", "disconnect", network, w2)
 	down := c.waitWorker("w2", devops.WorkerDown, 30*time.Second)
 	t.Logf("network disconnect w2: worker DOWN after %v", down.Round(time.Millisecond))
-	// The manager's keepalive on its worker connections (5s+3s) bounds how
-	// long the process may look RUNNING while its worker is cut off.
+	// The worker is DOWN after --worker-timeout without health (10s), which
+	// cuts its processes' output streams: that bounds how long the process
+	// may look RUNNING while its worker is cut off.
 	if _, err := c.poll(15*time.Second, "process DISCONNECTED", func(ctx context.Context) (bool, string) {
 		p, err := c.status(ctx, id)
 		if err != nil {

@@ -657,7 +657,7 @@ func (b *bench) failure(ctx context.Context) ([]Row, error) {
 			return nil, fmt.Errorf("after SIGCONT: %w", err)
 		}
 	}
-	note := "poll of ListWorkers every 5 ms; --worker-timeout 10s, --health-interval 2s (defaults)"
+	note := "poll of ListWorkers every 5 ms; --worker-timeout 10s, --health-interval 5s (defaults)"
 	return []Row{
 		compare(Row{Scenario: "8. failure detection: kill -9 of a worker → DOWN", Unit: "ms", Goal: "< 1 s", Note: note}, kill, nil, func(o, _ Summary) string { return yesNo(o.P99 < 1000) }),
 		compare(Row{Scenario: "8. failure detection: SIGSTOP of a worker → DOWN", Unit: "s", Goal: "< 10 s", Note: note}, hang, nil, func(o, _ Summary) string { return yesNo(o.P99 < 10) }),

@@ -46,7 +46,7 @@ func newManagerCmd(env *Env, g *globals) *cobra.Command {
 	f.StringVar(&cfg.HTTP, "http", ":8080", "HTTP listen address for /healthz and /metrics (\"-\" disables it)")
 	f.StringVar(&cfg.DataDir, "data-dir", "./data/manager", "where workers, process records and output are kept")
 	f.DurationVar(&cfg.WorkerTimeout, "worker-timeout", 10*time.Second, "a worker silent this long is marked DOWN")
-	f.DurationVar(&cfg.HealthInterval, "health-interval", 2*time.Second, "how often workers report health")
+	f.DurationVar(&cfg.HealthInterval, "health-interval", 0, "how often workers report health (0: half of --worker-timeout)")
 	f.DurationVar(&cfg.MetricsInterval, "metrics-interval", 5*time.Second, "how often workers report metrics")
 	f.DurationVar(&cfg.DisconnectGrace, "disconnect-grace", 2*time.Minute, "how long a process may be DISCONNECTED before it is LOST")
 	f.DurationVar(&cfg.QueueTimeout, "queue-timeout", time.Minute, "default wait for a free slot")

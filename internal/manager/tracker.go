@@ -102,6 +102,12 @@ func (m *Manager) waitForSlot(ctx context.Context, e *entry) error {
 			if w.ID != p.WorkerID {
 				continue
 			}
+			if w.State == devops.WorkerDown {
+				// Submit refuses a worker that is down, so it went down
+				// since, or this manager just restarted and the worker has
+				// not reconnected yet: wait for it as for a free slot.
+				return devops.Worker{}, fmt.Errorf("%w: worker %s is %s", devops.ErrNoCapacity, w.Name, w.State)
+			}
 			if w.State != devops.WorkerUp {
 				return devops.Worker{}, fmt.Errorf("%w: worker %s is %s", devops.ErrNoMatch, w.Name, w.State)
 			}

@@ -158,3 +158,24 @@ func TestIdleWorkerCostsNoWrites(t *testing.T) {
 		t.Errorf("the manager wrote %d bytes to an idle worker during %d health messages, want 0", n, f.last-3)
 	}
 }
+
+func TestHealthIntervalDefault(t *testing.T) {
+	tests := []struct {
+		name                    string
+		workerTimeout, health   time.Duration
+		wantTimeout, wantHealth time.Duration
+	}{
+		{"defaults", 0, 0, 10 * time.Second, 5 * time.Second},
+		{"half the timeout", 4 * time.Second, 0, 4 * time.Second, 2 * time.Second},
+		{"set", 0, time.Second, 10 * time.Second, time.Second},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := Config{WorkerTimeout: tt.workerTimeout, HealthInterval: tt.health}
+			c.setDefaults()
+			if c.WorkerTimeout != tt.wantTimeout || c.HealthInterval != tt.wantHealth {
+				t.Errorf("setDefaults() = timeout %v, health %v; want %v, %v", c.WorkerTimeout, c.HealthInterval, tt.wantTimeout, tt.wantHealth)
+			}
+		})
+	}
+}
