@@ -113,6 +113,11 @@ func TestKillStopsContainer(t *testing.T) {
 		}
 		return true
 	})
+	// Running is not yet past the echo: a SIGTERM before it would leave no output.
+	testcluster.Eventually(t, 10*time.Second, "output started", func() bool {
+		p, err := c.Client.Status(t.Context(), devops.ProcessID(id))
+		return err == nil && p.OutputBytes >= int64(len("started\n"))
+	})
 	if r := c.CLI(t.Context(), "kill", "--grace", "5s", id); r.Code != 0 {
 		t.Fatalf("kill exited %d: %s", r.Code, r.Stderr)
 	}
