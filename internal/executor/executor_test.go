@@ -338,7 +338,8 @@ func TestTimeout(t *testing.T) {
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			start := time.Now()
-			r := run(t, e, fmt.Sprintf("timeout-%d", i), devops.Spec{Argv: tt.argv, Timeout: 200 * time.Millisecond, Grace: 300 * time.Millisecond})
+			// Long enough for sh to set its trap even on a loaded machine.
+			r := run(t, e, fmt.Sprintf("timeout-%d", i), devops.Spec{Argv: tt.argv, Timeout: time.Second, Grace: 300 * time.Millisecond})
 			if r.status.State != devops.StateTimedOut || r.status.Signal != tt.signal {
 				t.Errorf("%q ended %+v, want TIMED_OUT signal %d", tt.argv, r.status, tt.signal)
 			}
