@@ -829,7 +829,7 @@ func (s *JetStream) readOutput(ctx context.Context, id devops.ProcessID, from in
 	// The last message says whether there is anything to read at all, and
 	// where a non-following reader stops.
 	raw, err := s.output.GetLastMsgForSubject(ctx, subj)
-	var lastSeq uint64
+	var lastSeq, startSeq uint64
 	switch {
 	case errors.Is(err, jetstream.ErrMsgNotFound):
 		if !follow {
@@ -846,16 +846,23 @@ func (s *JetStream) readOutput(ctx context.Context, id devops.ProcessID, from in
 			return nil
 		}
 		lastSeq = raw.Sequence
+		if startSeq, err = s.seqPast(ctx, subj, from, last, raw.Sequence); err != nil {
+			return err
+		}
 	}
 
 	// An ordered consumer delivers the stored messages and then new ones as
 	// they arrive, in stream order, recreating itself on any gap; it is
 	// ephemeral and deleted below, so readers leave nothing behind.
-	cons, err := s.js.OrderedConsumer(ctx, outputStream, jetstream.OrderedConsumerConfig{
+	cfg := jetstream.OrderedConsumerConfig{
 		FilterSubjects:    []string{subj},
 		DeliverPolicy:     jetstream.DeliverAllPolicy,
 		InactiveThreshold: 30 * time.Second,
-	})
+	}
+	if startSeq > 1 {
+		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, startSeq
+	}
+	cons, err := s.js.OrderedConsumer(ctx, outputStream, cfg)
 	if err != nil {
 		return fmt.Errorf("consumer: %w", err)
 	}
@@ -906,6 +913,41 @@ func (s *JetStream) readOutput(ctx context.Context, id devops.ProcessID, from in
 			}
 		}
 	}
+}
+
+// seqPast returns the stream sequence to read subj from so that the first
+// message delivered is the first whose output reaches past offset from;
+// last is subj's last message, at sequence lastSeq. Offsets grow with the
+// sequence within a subject, so a binary search over sequences finds it
+// in a few lookups instead of a replay of everything before from, which
+// made a follower that fell behind a long output read it again and again.
+func (s *JetStream) seqPast(ctx context.Context, subj string, from int64, last outputMsg, lastSeq uint64) (uint64, error) {
+	if from == 0 {
+		return 0, nil
+	}
+	if last.end() <= from {
+		return lastSeq + 1, nil // only what comes next
+	}
+	// The answer is in [lo, hi]: the first subj message at or after it
+	// reaches past from.
+	lo, hi := uint64(1), lastSeq
+	for lo < hi {
+		mid := lo + (hi-lo)/2
+		raw, err := s.output.GetMsg(ctx, mid, jetstream.WithGetMsgSubject(subj))
+		if err != nil {
+			return 0, fmt.Errorf("look up offset %d: message at or after %d: %w", from, mid, err)
+		}
+		m, err := decodeMsg(raw.Data)
+		if err != nil {
+			return 0, fmt.Errorf("message %d: %w", raw.Sequence, err)
+		}
+		if m.end() > from {
+			hi = mid
+		} else {
+			lo = raw.Sequence + 1
+		}
+	}
+	return lo, nil
 }
 
 // serverLogger hands the embedded server's logs to slog. Notices are the

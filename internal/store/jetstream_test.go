@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"reflect"
 	"sync"
@@ -180,6 +181,40 @@ func TestJetStreamSkipRestart(t *testing.T) {
 	})
 	if err != nil || !reflect.DeepEqual(offsets, []int64{0, 500}) {
 		t.Errorf("ReadOutput after restart: chunks at %v, %v; want [0 500]", offsets, err)
+	}
+}
+
+// TestJetStreamReadFromInterleaved reads two processes whose chunks are
+// interleaved in the stream from many offsets: the lookup of where to
+// start must land on the right chunk of the right process.
+func TestJetStreamReadFromInterleaved(t *testing.T) {
+	ctx := storetest.Context(t)
+	s := openJetStream(t, t.TempDir())
+	ids := []devops.ProcessID{storetest.ProcessID(1), storetest.ProcessID(2)}
+	var want [2][]byte
+	for i := range 200 {
+		for j, id := range ids {
+			c := devops.Chunk{Offset: int64(len(want[j])), Stream: devops.Stream(1 + i%2), Data: []byte(fmt.Sprintf("p%d chunk %d\n", j, i))}
+			if err := s.AppendOutput(ctx, id, c); err != nil {
+				t.Fatal(err)
+			}
+			want[j] = append(want[j], c.Data...)
+		}
+	}
+	for j, id := range ids {
+		for _, from := range []int64{0, 1, 13, 14, 15, int64(len(want[j]) / 2), int64(len(want[j]) - 1), int64(len(want[j]))} {
+			var got []byte
+			err := s.ReadOutput(ctx, id, from, false, func(c devops.Chunk) error {
+				if c.Offset != from+int64(len(got)) {
+					t.Fatalf("ReadOutput(%s, %d): chunk at %d after %d bytes", id, from, c.Offset, len(got))
+				}
+				got = append(got, c.Data...)
+				return nil
+			})
+			if err != nil || !bytes.Equal(got, want[j][from:]) {
+				t.Errorf("ReadOutput(%s, %d) = %q, %v; want %q", id, from, got, err, want[j][from:])
+			}
+		}
 	}
 }
 
