@@ -54,15 +54,22 @@ func (s *simServer) HealthCheck(req *pb.HealthCheckRequest, stream pb.WorkerProc
 	}
 }
 
+// simMetricsRefresh is the worker's metricsRefresh (internal/worker): a
+// worker sends a sample that did not change much only every this many
+// intervals, and an idle simulated worker's samples never change.
+const simMetricsRefresh = 12
+
 func (s *simServer) ReportMetrics(req *pb.ReportMetricsRequest, stream pb.WorkerProcessService_ReportMetricsServer) error {
 	interval := max(wire.FromDuration(req.GetInterval()), 100*time.Millisecond)
 	t := time.NewTicker(interval)
 	defer t.Stop()
-	for {
-		now := time.Now()
-		if err := stream.Send(&pb.WorkerMetrics{Time: wire.Timestamp(now), CpuPercent: 1, Load1: 0.1, MemoryUsedBytes: 1 << 30, MemoryTotalBytes: 8 << 30,
-			DiskFreeBytes: 100 << 30, FreeSlots: 1, Uptime: wire.Duration(now.Sub(s.started)), Version: "sim"}); err != nil {
-			return err
+	for i := 0; ; i++ {
+		if i%simMetricsRefresh == 0 {
+			now := time.Now()
+			if err := stream.Send(&pb.WorkerMetrics{Time: wire.Timestamp(now), CpuPercent: 1, Load1: 0.1, MemoryUsedBytes: 1 << 30, MemoryTotalBytes: 8 << 30,
+				DiskFreeBytes: 100 << 30, FreeSlots: 1, Uptime: wire.Duration(now.Sub(s.started)), Version: "sim"}); err != nil {
+				return err
+			}
 		}
 		select {
 		case <-stream.Context().Done():

@@ -3,6 +3,8 @@ package worker
 import (
 	"context"
 	"errors"
+	"math"
+	"runtime"
 	"syscall"
 	"time"
 
@@ -133,11 +135,60 @@ func (s *server) HealthCheck(req *pb.HealthCheckRequest, stream pb.WorkerProcess
 	})
 }
 
+// ReportMetrics samples the host every interval and sends the samples that
+// matter (see metricsSender): an idle worker's metrics barely move, and at
+// 10,000 workers every message is CPU time of the manager.
 func (s *server) ReportMetrics(req *pb.ReportMetricsRequest, stream pb.WorkerProcessService_ReportMetricsServer) error {
 	interval := max(wire.FromDuration(req.GetInterval()), 100*time.Millisecond)
+	f := metricsSender{cpus: runtime.NumCPU()}
 	return s.every(stream.Context(), interval, func() error {
-		return stream.Send(wire.MetricsToPB(s.w.sample(stream.Context())))
+		m := s.w.sample(stream.Context())
+		if !f.due(m) {
+			return nil
+		}
+		return stream.Send(wire.MetricsToPB(m))
 	})
+}
+
+// metricsRefresh is how many samples in a row may go unsent when none
+// changed much: an idle worker sends one a minute at the default interval
+// of 5 s.
+const metricsRefresh = 12
+
+// metricsSender picks the samples a ReportMetrics stream sends: the first;
+// one that changed much since the last one sent (slots in use, CPU use by 5
+// points, the 1-minute load by a tenth of a CPU, memory used or disk free by
+// 1% of the total); and otherwise every metricsRefresh-th.
+type metricsSender struct {
+	cpus    int
+	sent    bool           // whether last was sent
+	last    devops.Metrics // the last sample sent
+	skipped int            // samples not sent since last
+}
+
+// due reports whether m goes out, and if so remembers it as the last one sent.
+func (f *metricsSender) due(m devops.Metrics) bool {
+	if f.sent && f.skipped+1 < metricsRefresh && !f.changed(m) {
+		f.skipped++
+		return false
+	}
+	f.sent, f.last, f.skipped = true, m, 0
+	return true
+}
+
+func (f *metricsSender) changed(m devops.Metrics) bool {
+	l := f.last
+	return m.Running != l.Running || m.FreeSlots != l.FreeSlots ||
+		math.Abs(m.CPUPercent-l.CPUPercent) >= 5 ||
+		math.Abs(m.Load1-l.Load1) >= 0.1*float64(max(f.cpus, 1)) ||
+		movedPercent(l.MemoryUsedBytes, m.MemoryUsedBytes, m.MemoryTotalBytes) ||
+		movedPercent(l.DiskFreeBytes, m.DiskFreeBytes, m.DiskUsedBytes+m.DiskFreeBytes)
+}
+
+// movedPercent reports whether a and b are at least 1% of total apart.
+func movedPercent(a, b, total uint64) bool {
+	d := max(a, b) - min(a, b)
+	return d > 0 && d*100 >= total
 }
 
 // every calls send at once and then every interval, until send fails, the
