@@ -35,11 +35,13 @@ package executor
 // for a cold start, so no user code runs outside it; the init then mounts
 // /proc and /tmp, names the host, switches to the user and runs the
 // command as always. The shim opens the output file (which the worker made,
-// O_EXCL, before the take) and its log by path. One difference is visible:
-// a warm init's mount namespace is a copy of the host's taken when it was
-// started, so a mount the host makes meanwhile reaches it only through
-// shared propagation (the default under systemd); its argv in ps on the
-// host does not show the command.
+// O_EXCL, before the take) and its log by path. What differs from a cold
+// start: a warm init's mount namespace is a copy of the host's taken when
+// it was started, so a mount the host makes meanwhile reaches it only
+// through shared propagation (the default under systemd); the CPU and
+// memory the init used to start are charged to the worker's cgroup, not
+// the process's; and in ps on the host neither the shim ("__init
+// warm-shim") nor the init shows the process's id or command.
 //
 // Nothing idle may outlive the worker: an idle shim waits on its config
 // pipe, whose only writer is the worker, so when the worker dies (or Close
