@@ -447,11 +447,18 @@ func (b *bench) stalled(ctx context.Context) ([]Row, error) {
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
+	// With -pprof: CPU from the stall to halfway, and the heap halfway.
+	b.profileStart("stalled")
+	profiling := true
 	for {
 		p, err := b.c.client.Status(ctx, id)
 		if err != nil {
 			close(resume)
 			return nil, err
+		}
+		if profiling && (p.OutputBytes > b.sz.stallBytes/2 || p.State.Terminal()) {
+			b.profileStop("stalled")
+			profiling = false
 		}
 		if p.State.Terminal() {
 			break
