@@ -131,17 +131,19 @@ func (m *Manager) watchWorker(w devops.Worker) {
 }
 
 // dialWorker connects to a worker with TCP keepalive probes once nothing
-// has come from it for --worker-timeout, and a user timeout of
-// --worker-timeout for what it does not acknowledge, so the kernel closes
-// a connection to a worker that is gone (dead host, silent network) and the
-// next call dials again instead of waiting on it. A hung worker's kernel
-// still answers both: the health stream's watchdog catches it, and the
+// has come from it for --worker-timeout, and a user timeout as long for
+// what it does not acknowledge, so the kernel closes a connection to a
+// worker that is gone (dead host, silent network) and the next call dials
+// again instead of waiting on it. Both are at least 5 s: shorter, a few
+// lost packets would cut a healthy connection. A hung worker's kernel still
+// answers both: the health stream's watchdog catches it, and the
 // connection is still good once it runs again.
 func (m *Manager) dialWorker(ctx context.Context, addr string) (net.Conn, error) {
+	silence := max(m.cfg.WorkerTimeout, 5*time.Second)
 	d := net.Dialer{
-		KeepAliveConfig: net.KeepAliveConfig{Enable: true, Idle: m.cfg.WorkerTimeout, Interval: time.Second, Count: 3},
+		KeepAliveConfig: net.KeepAliveConfig{Enable: true, Idle: silence, Interval: time.Second, Count: 3},
 		Control: func(_, _ string, c syscall.RawConn) error {
-			return setUserTimeout(c, m.cfg.WorkerTimeout)
+			return setUserTimeout(c, silence)
 		},
 	}
 	return d.DialContext(ctx, "tcp", addr)
