@@ -583,22 +583,11 @@ func (s *JetStream) appendOutput(ctx context.Context, id devops.ProcessID, c dev
 	if len(c.Data) == 0 {
 		return nil
 	}
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	subj, err := subject(id)
-	if err != nil {
-		return err
-	}
-	st, err := s.state(ctx, id, subj)
+	st, subj, err := s.openForWrite(ctx, id)
 	if err != nil {
 		return err
 	}
 	defer st.mu.Unlock()
-	if st.closed {
-		s.releaseLocked(id, st)
-		return fmt.Errorf("%w: output closed", devops.ErrTerminal)
-	}
 	if st.truncated {
 		return nil
 	}
@@ -637,22 +626,11 @@ func (s *JetStream) SkipOutput(ctx context.Context, id devops.ProcessID, to int6
 }
 
 func (s *JetStream) skipOutput(ctx context.Context, id devops.ProcessID, to int64) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	subj, err := subject(id)
-	if err != nil {
-		return err
-	}
-	st, err := s.state(ctx, id, subj)
+	st, subj, err := s.openForWrite(ctx, id)
 	if err != nil {
 		return err
 	}
 	defer st.mu.Unlock()
-	if st.closed {
-		s.releaseLocked(id, st)
-		return fmt.Errorf("%w: output closed", devops.ErrTerminal)
-	}
 	if st.truncated || to <= st.end {
 		return nil
 	}
@@ -662,6 +640,29 @@ func (s *JetStream) skipOutput(ctx context.Context, id devops.ProcessID, to int6
 	}
 	st.end = to
 	return nil
+}
+
+// openForWrite returns the state of process id's output, locked, and its
+// subject, for a write; ErrTerminal once the output was closed. The caller
+// unlocks st.mu.
+func (s *JetStream) openForWrite(ctx context.Context, id devops.ProcessID) (*outputState, string, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, "", err
+	}
+	subj, err := subject(id)
+	if err != nil {
+		return nil, "", err
+	}
+	st, err := s.state(ctx, id, subj)
+	if err != nil {
+		return nil, "", err
+	}
+	if st.closed {
+		s.releaseLocked(id, st)
+		st.mu.Unlock()
+		return nil, "", fmt.Errorf("%w: output closed", devops.ErrTerminal)
+	}
+	return st, subj, nil
 }
 
 // CloseOutput marks the output of process id complete: followers return
