@@ -678,7 +678,7 @@ type Process struct {
 	CpuTime         *durationpb.Duration   `protobuf:"bytes,14,opt,name=cpu_time,json=cpuTime,proto3" json:"cpu_time,omitempty"`
 	StateChangedAt  *timestamppb.Timestamp `protobuf:"bytes,15,opt,name=state_changed_at,json=stateChangedAt,proto3" json:"state_changed_at,omitempty"`
 	// Output bytes the worker dropped before it could send them: its spool
-	// reached its bound (devops serve worker --spool-max) while the manager
+	// reached its bound (devops worker --spool-max) while the manager
 	// was unreachable. Their offsets are a gap in the output.
 	OutputLostBytes int64 `protobuf:"varint,16,opt,name=output_lost_bytes,json=outputLostBytes,proto3" json:"output_lost_bytes,omitempty"`
 	unknownFields   protoimpl.UnknownFields
