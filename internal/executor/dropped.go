@@ -1,7 +1,5 @@
 package executor
 
-import "time"
-
 // DroppedFile, beside OutputFile, says where the output file starts to hold
 // frames again after the shim dropped the oldest ones to keep the spool
 // under its bound (a Dropped, as JSON). It is written before the bytes are
@@ -23,7 +21,3 @@ type Dropped struct {
 // worker has not moved for a while with output waiting (the manager is
 // unreachable, or the worker is gone) does it drop unsent output.
 const ReadFile = "read"
-
-// ReaderStall is how long the worker may not read with output waiting
-// before the shim counts it as away and drops output it has not read.
-const ReaderStall = 5 * time.Second

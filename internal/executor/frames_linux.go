@@ -15,6 +15,10 @@ import (
 	"github.com/devops-platform/devops"
 )
 
+// readerStall is how long the worker may not read with output waiting
+// before the shim counts it as away and drops output it has not read.
+const readerStall = 5 * time.Second
+
 // markEvery is how often (in file bytes) the writer remembers a frame's
 // start: the places it can drop up to. Dropping keeps up to this much more
 // than it must; remembering every frame would cost memory per line.
@@ -30,7 +34,7 @@ const markEvery = 64 << 10
 // it, or will ask the worker again from where it stopped. While the worker
 // keeps reading, the writer waits for it rather than drop more, which holds
 // the command back like a full pipe; once the worker has not moved for
-// ReaderStall with output waiting (the manager is unreachable, or the
+// readerStall with output waiting (the manager is unreachable, or the
 // worker is gone), the oldest output goes whether it was read or not. That
 // loss is counted by the manager when the worker's next read jumps over it.
 type frameWriter struct {
@@ -56,7 +60,7 @@ type frameWriter struct {
 // newFrameWriter writes frames to f, the output file of the process in dir,
 // keeping at most max bytes of them on disk (zero: no bound).
 func newFrameWriter(f *os.File, dir string, max int64, log *slog.Logger) *frameWriter {
-	fw := &frameWriter{f: f, dir: dir, max: max, stall: ReaderStall, log: log, moved: time.Now()}
+	fw := &frameWriter{f: f, dir: dir, max: max, stall: readerStall, log: log, moved: time.Now()}
 	if max > 0 {
 		// Asked once, on the empty file: a file system that cannot punch
 		// holes keeps everything rather than lose output for no disk.
@@ -86,7 +90,7 @@ func (w streamWriter) Write(p []byte) (int, error) {
 	defer fw.mu.Unlock()
 	if fw.max > 0 && !fw.cantDrop {
 		fw.makeRoomLocked(int64(FrameHeader + len(p)))
-		if n := len(fw.marks); n == 0 && fw.pos-fw.kept.Pos >= markEvery || n > 0 && fw.pos-fw.marks[n-1].Pos >= markEvery {
+		if fw.pos-fw.lastMarkLocked() >= markEvery {
 			fw.marks = append(fw.marks, Dropped{Pos: fw.pos, Offset: fw.offset})
 			fw.lookLocked() // now and then, so that a stall is timed from its start
 		}
@@ -100,6 +104,15 @@ func (w streamWriter) Write(p []byte) (int, error) {
 	fw.pos += int64(len(fw.buf))
 	fw.offset += int64(len(p))
 	return len(p), nil
+}
+
+// lastMarkLocked is the latest place the writer can drop up to: its newest
+// mark, or the oldest frame kept when it has none.
+func (fw *frameWriter) lastMarkLocked() int64 {
+	if n := len(fw.marks); n > 0 {
+		return fw.marks[n-1].Pos
+	}
+	return fw.kept.Pos
 }
 
 // waitForReader is how often a writer held back looks whether the worker

@@ -58,7 +58,6 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"sync"
 	"syscall"
@@ -418,17 +417,10 @@ func (e *Executor) launchWarm(id devops.ProcessID, spec devops.Spec, pr prepared
 // process's shim; EOF instead (the worker closed the pool or died) ends the
 // init and the shim.
 func runWarmShim() int {
-	for _, fd := range []int{shimConfigFD, shimReadyFD} {
-		var st syscall.Stat_t
-		if syscall.Fstat(fd, &st) != nil {
-			fmt.Fprintln(os.Stderr, "devops: __init warm-shim is started by the executor only")
-			return 2
-		}
-		syscall.CloseOnExec(fd)
+	stops, ok := shimSetup(warmShimArg, shimConfigFD, shimReadyFD)
+	if !ok {
+		return 2
 	}
-	signal.Ignore(syscall.SIGHUP, syscall.SIGINT, syscall.SIGTERM, syscall.SIGQUIT, syscall.SIGPIPE)
-	stops := make(chan os.Signal, 1)
-	signal.Notify(stops, syscall.SIGUSR1)
 	cfgFile := os.NewFile(shimConfigFD, "shim-config")
 	ready := os.NewFile(shimReadyFD, "shim-ready")
 	configs := json.NewDecoder(cfgFile)

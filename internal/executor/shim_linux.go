@@ -448,20 +448,10 @@ func (p *Process) StartedAt() time.Time { return p.started }
 // until it ended and records how.
 func runShim(args []string) int {
 	_ = args // the process id, for ps on the host
-	for _, fd := range []int{shimConfigFD, shimReadyFD, shimOutputFD} {
-		var st syscall.Stat_t
-		if syscall.Fstat(fd, &st) != nil {
-			fmt.Fprintln(os.Stderr, "devops: __init shim is started by the executor only")
-			return 2
-		}
-		// Neither the init nor the command may inherit them.
-		syscall.CloseOnExec(fd)
+	stops, ok := shimSetup(shimArg, shimConfigFD, shimReadyFD, shimOutputFD)
+	if !ok {
+		return 2
 	}
-	// Signals to the worker's session or group are not for us; the worker
-	// speaks through SIGUSR1.
-	signal.Ignore(syscall.SIGHUP, syscall.SIGINT, syscall.SIGTERM, syscall.SIGQUIT, syscall.SIGPIPE)
-	stops := make(chan os.Signal, 1)
-	signal.Notify(stops, syscall.SIGUSR1)
 	cfgFile := os.NewFile(shimConfigFD, "shim-config")
 	ready := os.NewFile(shimReadyFD, "shim-ready")
 	out := os.NewFile(shimOutputFD, "output")
@@ -473,6 +463,25 @@ func runShim(args []string) int {
 		return 125
 	}
 	return superviseShim(c, ready, out, stops, nil)
+}
+
+// shimSetup is how every shim begins: it checks that the executor gave it
+// fds (a person running "__init <mode>" by hand is told off) and keeps them
+// from the init and the command; it ignores the signals meant for the
+// worker's session or group and returns SIGUSR1, the worker's word.
+func shimSetup(mode string, fds ...int) (<-chan os.Signal, bool) {
+	for _, fd := range fds {
+		var st syscall.Stat_t
+		if syscall.Fstat(fd, &st) != nil {
+			fmt.Fprintf(os.Stderr, "devops: __init %s is started by the executor only\n", mode)
+			return nil, false
+		}
+		syscall.CloseOnExec(fd)
+	}
+	signal.Ignore(syscall.SIGHUP, syscall.SIGINT, syscall.SIGTERM, syscall.SIGQUIT, syscall.SIGPIPE)
+	stops := make(chan os.Signal, 1)
+	signal.Notify(stops, syscall.SIGUSR1)
+	return stops, true
 }
 
 // superviseShim is the shim once it has its config: it starts the command
