@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -198,11 +199,22 @@ func (pl *platform) start(ctx context.Context, l launch, log *slog.Logger) (sand
 }
 
 // startWarm launches the process through in, an init a warm shim started
-// before the process was known (pool_linux.go): the cgroup is made now and
+// before the process was known (pool_linux.go): the cgroup it joined while
+// idle gets the process's limits, or, when it has none, one is made now and
 // the init joins it before its go-ahead, as in startInit. l's stdout and
 // stderr are unused: in already has its own. On error in is ended.
 func (pl *platform) startWarm(ctx context.Context, l launch, in *idleInit, log *slog.Logger) (sandbox, error) {
-	cg, err := pl.newCgroup(l)
+	var (
+		cg  *cgroup
+		err error
+	)
+	if in.cg != nil && pl.cgroups != nil {
+		cg = in.cg
+		cg.log = pl.cgroups.log
+		err = cg.limit(pl.cgroupLimits(l))
+	} else {
+		cg, err = pl.newCgroup(l)
+	}
 	if err != nil {
 		in.abandon()
 		return nil, err
@@ -220,6 +232,11 @@ func (pl *platform) newCgroup(l launch) (*cgroup, error) {
 	if pl.cgroups == nil {
 		return nil, nil
 	}
+	return pl.cgroups.create(l.id, pl.cgroupLimits(l))
+}
+
+// cgroupLimits is what the cgroup of l is given.
+func (pl *platform) cgroupLimits(l launch) devops.Limits {
 	lim := l.spec.Limits
 	if pl.useInit && pl.namespaces {
 		// The init writes the pids limit itself, raised by its own threads,
@@ -229,7 +246,7 @@ func (pl *platform) newCgroup(l launch) (*cgroup, error) {
 		// started when it was started ahead (pool_linux.go).
 		lim.Pids = 0
 	}
-	return pl.cgroups.create(l.id, lim)
+	return lim
 }
 
 // startInit starts the init, puts it in the cgroup and only then hands it the
@@ -248,6 +265,7 @@ type idleInit struct {
 	cmd   *exec.Cmd
 	cfgW  *os.File // the config goes here; EOF instead ends the init
 	statR *os.File // how the command ended, when the init outlived it
+	cg    *cgroup  // the cgroup it joined while idle (joinCgroup); nil: none yet
 }
 
 // spawnInit starts the init, in the namespaces when there are some, with
@@ -299,6 +317,46 @@ func (in *idleInit) abandon() {
 	in.cfgW.Close()
 	in.cmd.Wait()
 	in.statR.Close()
+	if in.cg != nil {
+		in.cg.destroy()
+	}
+}
+
+// joinCgroup makes a cgroup with no limits yet, named name, and has the
+// idle init move itself into it (see joinIdle). startWarm later gives it the
+// process's limits, so the go-ahead no longer waits for the move.
+func (in *idleInit) joinCgroup(cs *cgroups, name string) error {
+	cg, err := cs.create(devops.ProcessID(name), devops.Limits{})
+	if err != nil {
+		return err
+	}
+	procs := make([]string, 0, len(cg.dirs))
+	for _, dir := range cg.dirs {
+		procs = append(procs, filepath.Join(dir, "cgroup.procs"))
+	}
+	if err := json.NewEncoder(in.cfgW).Encode(initConfig{Join: procs}); err != nil {
+		cg.destroy()
+		return fmt.Errorf("send cgroup to init: %w", err)
+	}
+	// Byte by byte up to the newline: the rest of the pipe is the command's
+	// status, read whole at its end.
+	var line []byte
+	b := make([]byte, 1)
+	for len(line) < 4096 {
+		if n, err := in.statR.Read(b); n == 0 || err != nil || b[0] == '\n' {
+			break
+		}
+		line = append(line, b[0])
+	}
+	if string(line) != "ok" {
+		cg.destroy()
+		if len(line) == 0 {
+			return errors.New("init ended before it joined its cgroup")
+		}
+		return fmt.Errorf("init: %s", line)
+	}
+	in.cg = cg
+	return nil
 }
 
 // goAhead puts the init in the cgroup and only then sends it the command:
@@ -312,7 +370,7 @@ func (pl *platform) goAhead(ctx context.Context, in *idleInit, l launch, cg *cgr
 		sb.wait()
 		return nil, err
 	}
-	if cg != nil {
+	if cg != nil && cg != in.cg {
 		if err := cg.join(cmd.Process.Pid); err != nil {
 			return fail(err)
 		}

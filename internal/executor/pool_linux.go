@@ -29,19 +29,23 @@ package executor
 // the worker has spare CPU to refill.
 //
 // What is done ahead and what waits for the process: the shim's and the
-// init's runtime start, and the init's namespaces (made by clone), are
-// done ahead; everything that depends on the process waits for the take:
-// its cgroup is made and the init joins it before the go-ahead, exactly as
-// for a cold start, so no user code runs outside it; the init then mounts
-// /proc and /tmp, names the host, switches to the user and runs the
-// command as always. The shim opens the output file (which the worker made,
+// init's runtime start, the init's namespaces (made by clone), and its move
+// into a cgroup of its own with no limits yet ("warm-<shim pid>": a move
+// waits for the kernel, 1-10 ms per v1 hierarchy, more than everything
+// else in a start) are done ahead; everything that depends on the process
+// waits for the take: the cgroup gets the process's limits before the
+// go-ahead, so no user code runs outside them; the init then mounts /proc
+// and /tmp, names the host, switches to the user and runs the command as
+// always. The shim opens the output file (which the worker made,
 // O_EXCL, before the take) and its log by path. What differs from a cold
 // start: a warm init's mount namespace is a copy of the host's taken when
 // it was started, so a mount the host makes meanwhile reaches it only
 // through shared propagation (the default under systemd); the CPU and
 // memory the init used to start are charged to the worker's cgroup, not
-// the process's; and in ps on the host neither the shim ("__init
-// warm-shim") nor the init shows the process's id or command.
+// the process's (it joins once started); the process's cgroup is named
+// after the shim, not the process (the shim's state file records it); and
+// in ps on the host neither the shim ("__init warm-shim") nor the init
+// shows the process's id or command.
 //
 // Nothing idle may outlive the worker: an idle shim waits on its config
 // pipe, whose only writer is the worker, so when the worker dies (or Close
@@ -59,6 +63,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"syscall"
 	"time"
@@ -434,6 +439,14 @@ func runWarmShim() int {
 		json.NewEncoder(ready).Encode(shimReady{Error: err.Error()})
 		return 1
 	}
+	if cs := base.Cgroups; cs != nil {
+		pl.cgroups = &cgroups{version: cs.Version, log: slog.Default(), base: cs.Base}
+		if err := in.idle.joinCgroup(pl.cgroups, "warm-"+strconv.Itoa(os.Getpid())); err != nil {
+			json.NewEncoder(ready).Encode(shimReady{Error: err.Error()})
+			in.abandon()
+			return 1
+		}
+	}
 	json.NewEncoder(ready).Encode(shimReady{InitPid: in.idle.cmd.Process.Pid})
 	// The config cannot have come with the first message (it is sent only
 	// after the answer above), so the pipe is where to wait for it.
@@ -449,7 +462,7 @@ func runWarmShim() int {
 		in.abandon()
 		return 0
 	}
-	if in.exited() || !c.UseInit || c.InitPath != base.InitPath || c.Namespaces != base.Namespaces {
+	if in.exited() || !c.UseInit || c.InitPath != base.InitPath || c.Namespaces != base.Namespaces || (c.Cgroups == nil) != (base.Cgroups == nil) {
 		json.NewEncoder(ready).Encode(shimReady{Stale: true})
 		in.abandon()
 		return 0

@@ -356,3 +356,84 @@ func BenchmarkStartSupervised(b *testing.B) {
 		})
 	}
 }
+
+// TestPoolJoinsCgroupAhead: an idle warm init is already in a cgroup of its
+// own (the move waits for the kernel, so it is done before a start needs
+// it); the process it starts runs there under the process's limits, and the
+// cgroup goes with the process, or with the idle shim when the pool closes.
+func TestPoolJoinsCgroupAhead(t *testing.T) {
+	requireRoot(t)
+	e := newExecutorConfig(t, executor.Config{WarmShims: 1})
+	requireCgroups(t, e)
+	waitWarm(t, e, 1)
+	shims, inits := executor.WarmShims(e)
+	name := fmt.Sprintf("warm-%d", shims[0])
+	dirs := warmCgroupDirs(t, inits[0], name)
+
+	p, dir := startSupervised(t, e, "limited", devops.Spec{
+		Argv:   []string{"sh", "-c", cgroupLimits + "; grep -c " + name + " /proc/self/cgroup"},
+		Limits: devops.Limits{MemoryBytes: 64 << 20},
+	})
+	if !executor.Pooled(p) {
+		t.Fatal("the start did not take the warm shim")
+	}
+	if st := waitEnd(t, p, 10*time.Second); st.State != devops.StateSucceeded {
+		t.Fatalf("status = %+v", st)
+	}
+	out, _ := readFrames(t, dir)
+	if !strings.Contains(out, "67108864") || !strings.Contains(out, "init in the same cgroups") {
+		t.Errorf("output = %q: want the 64 MiB limit, with the init in the same cgroups", out)
+	}
+	if n := strings.Fields(out); len(n) == 0 || atoi(n[len(n)-1]) != len(dirs) {
+		t.Errorf("output = %q: want the command in the %d cgroups its init joined ahead", out, len(dirs))
+	}
+	for _, d := range dirs {
+		if _, err := os.Stat(d); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("cgroup %s of the ended process: %v, want it removed", d, err)
+		}
+	}
+
+	// The refill's idle cgroup goes with the pool.
+	waitWarm(t, e, 1)
+	shims, inits = executor.WarmShims(e)
+	dirs = warmCgroupDirs(t, inits[0], fmt.Sprintf("warm-%d", shims[0]))
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range dirs {
+		if _, err := os.Stat(d); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("cgroup %s of an idle shim after Close: %v, want it removed", d, err)
+		}
+	}
+}
+
+// warmCgroupDirs lists the directories of the cgroups named name that pid
+// is in, one per hierarchy, and fails when there is none.
+func warmCgroupDirs(t *testing.T, pid int, name string) []string {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dirs []string
+	for line := range strings.Lines(string(b)) {
+		f := strings.SplitN(strings.TrimSpace(line), ":", 3)
+		if len(f) != 3 || filepath.Base(f[2]) != name {
+			continue
+		}
+		mounts := []string{"/sys/fs/cgroup", "/sys/fs/cgroup/unified"} // v2, pure or hybrid
+		if f[1] != "" {
+			mounts = []string{filepath.Join("/sys/fs/cgroup", strings.Split(f[1], ",")[0])}
+		}
+		for _, m := range mounts {
+			if _, err := os.Stat(filepath.Join(m, f[2])); err == nil {
+				dirs = append(dirs, filepath.Join(m, f[2]))
+				break
+			}
+		}
+	}
+	if len(dirs) == 0 {
+		t.Fatalf("idle warm init %d is in no cgroup %s:\n%s", pid, name, b)
+	}
+	return dirs
+}
