@@ -30,18 +30,32 @@ func (b *bench) profileStopOn(c *cluster, name string) {
 		return
 	}
 	b.benchHTTP(c, "/bench/cpu?stop=1")
-	// A heap profile at the same moment shows what the manager holds.
-	resp, err := http.Get("http://" + c.pprof + "/debug/pprof/heap")
+	// A heap profile at the same moment shows what the manager holds; its
+	// goroutines (counted by where they wait) and memory statistics show
+	// the rest of its RSS, mostly their stacks.
+	b.saveHTTP(c, "/debug/pprof/heap", name+".heap.pprof")
+	b.saveHTTP(c, "/debug/pprof/goroutine?debug=1", name+".goroutines.txt")
+	b.saveHTTP(c, "/bench/memstats", name+".memstats.json")
+}
+
+// saveHTTP saves what the manager's pprof server answers at path in
+// <out>/profiles/file.
+func (b *bench) saveHTTP(c *cluster, path, file string) {
+	resp, err := http.Get("http://" + c.pprof + path)
 	if err != nil {
+		b.logf("pprof %s: %v", path, err)
 		return
 	}
 	defer resp.Body.Close()
-	f, err := os.Create(filepath.Join(b.out, "profiles", name+".heap.pprof"))
+	f, err := os.Create(filepath.Join(b.out, "profiles", file))
 	if err != nil {
+		b.logf("pprof %s: %v", path, err)
 		return
 	}
 	defer f.Close()
-	io.Copy(f, resp.Body)
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		b.logf("pprof %s: %v", path, err)
+	}
 }
 
 func (b *bench) benchHTTP(c *cluster, path string) {

@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -12,6 +13,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"os/signal"
+	"runtime"
 	rpprof "runtime/pprof"
 	"sync"
 	"syscall"
@@ -72,6 +74,19 @@ func managerMain(args []string) int {
 			cpuFile.Close()
 			cpuFile = nil
 		}
+	})
+	// Where the manager's memory is, for the scale scenario: RSS is mostly
+	// goroutine stacks and heap, and goroutines per worker are what the
+	// design decides.
+	mux.HandleFunc("/bench/memstats", func(w http.ResponseWriter, r *http.Request) {
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(map[string]any{
+			"goroutines": runtime.NumGoroutine(), "heap_inuse": ms.HeapInuse, "heap_alloc": ms.HeapAlloc,
+			"heap_idle": ms.HeapIdle, "heap_released": ms.HeapReleased, "stack_inuse": ms.StackInuse,
+			"sys": ms.Sys, "num_gc": ms.NumGC, "gc_cpu_fraction": ms.GCCPUFraction,
+		})
 	})
 	lis, err := net.Listen("tcp", *pprofAddr)
 	if err != nil {

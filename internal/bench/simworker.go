@@ -25,33 +25,14 @@ import (
 	"github.com/devops-platform/devops/internal/wire"
 )
 
-// simServer is the WorkerProcessService of many simulated workers at once:
-// idle workers only answer HealthCheck and ReportMetrics, and those answers
-// do not depend on which worker is asked, so one grpc.Server serves every
-// simulated worker's listener. Each worker still has its own address, its
-// own registration and its own connection from the manager, which is what
-// the manager pays for.
+// simServer is the WorkerProcessService of many simulated workers at once.
+// The manager calls a worker only when it has work for it, and idle
+// workers get none, so one grpc.Server serves every simulated worker's
+// listener. Each worker still has its own address, its own connection to
+// the manager, its own registration and its own ReportStatus stream, which
+// is what the manager pays for.
 type simServer struct {
 	pb.UnimplementedWorkerProcessServiceServer
-	started time.Time
-	health  atomic.Int64 // health messages sent
-}
-
-func (s *simServer) HealthCheck(req *pb.HealthCheckRequest, stream pb.WorkerProcessService_HealthCheckServer) error {
-	interval := max(wire.FromDuration(req.GetInterval()), 50*time.Millisecond)
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		if err := stream.Send(&pb.HealthCheckResponse{State: pb.WorkerState_WORKER_STATE_UP, Capacity: 1, Time: wire.Timestamp(time.Now())}); err != nil {
-			return err
-		}
-		s.health.Add(1)
-		select {
-		case <-stream.Context().Done():
-			return nil
-		case <-t.C:
-		}
-	}
 }
 
 // simMetricsRefresh is the worker's metricsRefresh (internal/worker): a
@@ -59,59 +40,33 @@ func (s *simServer) HealthCheck(req *pb.HealthCheckRequest, stream pb.WorkerProc
 // intervals, and an idle simulated worker's samples never change.
 const simMetricsRefresh = 12
 
-func (s *simServer) ReportMetrics(req *pb.ReportMetricsRequest, stream pb.WorkerProcessService_ReportMetricsServer) error {
-	interval := max(wire.FromDuration(req.GetInterval()), 100*time.Millisecond)
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for i := 0; ; i++ {
-		if i%simMetricsRefresh == 0 {
-			now := time.Now()
-			if err := stream.Send(&pb.WorkerMetrics{Time: wire.Timestamp(now), CpuPercent: 1, Load1: 0.1, MemoryUsedBytes: 1 << 30, MemoryTotalBytes: 8 << 30,
-				DiskFreeBytes: 100 << 30, FreeSlots: 1, Uptime: wire.Duration(now.Sub(s.started)), Version: "sim"}); err != nil {
-				return err
-			}
-		}
-		select {
-		case <-stream.Context().Done():
-			return nil
-		case <-t.C:
-		}
-	}
-}
-
 // simFleet is a set of simulated workers in this process.
 type simFleet struct {
-	srv    *grpc.Server
-	impl   *simServer
-	mu     sync.Mutex // protects lis
-	lis    []net.Listener
-	conns  []*grpc.ClientConn // to the manager, for registration
-	wg     sync.WaitGroup     // the Serve goroutines
-	nextID int                // the next worker's number
+	manager string
+	srv     *grpc.Server
+	started time.Time
+	mu      sync.Mutex // protects lis and conns
+	lis     []net.Listener
+	conns   []*grpc.ClientConn // to the manager, one per worker
+	wg      sync.WaitGroup     // the Serve goroutines and the workers' report loops
+	nextID  int                // the next worker's number
+	reports atomic.Int64       // status reports sent
 }
 
-func newSimFleet(managerAddr string, first int) (*simFleet, error) {
+func newSimFleet(managerAddr string, first int) *simFleet {
 	// The keepalive of a real worker's server (internal/worker.New): it
 	// decides how often an idle worker pings the manager.
 	srv := grpc.NewServer(
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: time.Minute, Timeout: 5 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 4 * time.Second, PermitWithoutStream: true}),
 	)
-	f := &simFleet{nextID: first, srv: srv, impl: &simServer{started: time.Now()}}
-	pb.RegisterWorkerProcessServiceServer(f.srv, f.impl)
-	for range 4 {
-		conn, err := grpc.NewClient(managerAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-		if err != nil {
-			return nil, fmt.Errorf("dial manager: %w", err)
-		}
-		f.conns = append(f.conns, conn)
-	}
-	return f, nil
+	pb.RegisterWorkerProcessServiceServer(srv, &simServer{})
+	return &simFleet{manager: managerAddr, nextID: first, srv: srv, started: time.Now()}
 }
 
 // grow adds simulated workers until the next one's number is n, registering up to 32 at
 // a time; each listens on its own port, spread over 127.0.x.y aliases
-// (perIP per address).
+// (perIP per address), and connects to the manager from that address.
 func (f *simFleet) grow(ctx context.Context, n int) error {
 	const perIP = 250
 	sem := make(chan struct{}, 32)
@@ -128,8 +83,26 @@ func (f *simFleet) grow(ctx context.Context, n int) error {
 		if err != nil {
 			return fmt.Errorf("listen for simulated worker %d: %w", i, err)
 		}
+		// The client settings of a real worker's connection to the
+		// manager (internal/worker.Run), from the worker's own address.
+		local := &net.TCPAddr{IP: net.ParseIP(ip)}
+		conn, err := grpc.NewClient(f.manager,
+			grpc.WithTransportCredentials(insecure.NewCredentials()),
+			grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: time.Minute, Timeout: 10 * time.Second}),
+			grpc.WithStaticStreamWindowSize(1<<20),
+			grpc.WithStaticConnWindowSize(1<<20),
+			grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
+				d := net.Dialer{LocalAddr: local}
+				return d.DialContext(ctx, "tcp", addr)
+			}),
+		)
+		if err != nil {
+			l.Close()
+			return fmt.Errorf("dial manager for simulated worker %d: %w", i, err)
+		}
 		f.mu.Lock()
 		f.lis = append(f.lis, l)
+		f.conns = append(f.conns, conn)
 		f.mu.Unlock()
 		f.wg.Add(1)
 		go func() { defer f.wg.Done(); f.srv.Serve(l) }()
@@ -137,10 +110,10 @@ func (f *simFleet) grow(ctx context.Context, n int) error {
 		wg.Add(1)
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			api := pb.NewWorkerRegistrationServiceClient(f.conns[i%len(f.conns)])
+			api := pb.NewWorkerRegistrationServiceClient(conn)
 			rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 			defer cancel()
-			_, err := api.RegisterWorker(rctx, &pb.RegisterWorkerRequest{
+			resp, err := api.RegisterWorker(rctx, &pb.RegisterWorkerRequest{
 				Name: fmt.Sprintf("sim-%05d", i), Labels: map[string]string{"sim": "yes"}, Capacity: 1,
 				Address: l.Addr().String(), Version: "sim",
 				Fingerprint: &pb.Fingerprint{Os: "linux", Arch: "amd64", Cpus: 1, MemoryBytes: 8 << 30},
@@ -151,7 +124,10 @@ func (f *simFleet) grow(ctx context.Context, n int) error {
 					first = fmt.Errorf("register simulated worker %d: %w", i, err)
 				}
 				errMu.Unlock()
+				return
 			}
+			f.wg.Add(1)
+			go func() { defer f.wg.Done(); f.report(ctx, api, resp.GetWorkerId()) }()
 		}()
 	}
 	wg.Wait()
@@ -161,12 +137,65 @@ func (f *simFleet) grow(ctx context.Context, n int) error {
 	return ctx.Err()
 }
 
-func (f *simFleet) close() {
-	f.srv.Stop() // closes every listener and connection
-	f.wg.Wait()
-	for _, c := range f.conns {
-		c.Close()
+// report is an idle worker's status stream (internal/worker's report): its
+// health every health interval, with a metrics sample on the first report
+// after every simMetricsRefresh-th metrics interval, until the stream or
+// ctx ends. It does not reconnect: a
+// simulated worker that lost its stream stays DOWN, and the bench sees it.
+func (f *simFleet) report(ctx context.Context, api pb.WorkerRegistrationServiceClient, id string) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := api.ReportStatus(ctx)
+	if err != nil {
+		return
 	}
+	if err := stream.Send(&pb.StatusReport{WorkerId: id, Health: simHealth(), Metrics: f.metrics()}); err != nil {
+		return
+	}
+	settings, err := stream.Recv()
+	if err != nil {
+		return
+	}
+	health := time.NewTicker(max(wire.FromDuration(settings.GetHealthInterval()), 50*time.Millisecond))
+	defer health.Stop()
+	metricsEvery := max(wire.FromDuration(settings.GetMetricsInterval()), 100*time.Millisecond) * simMetricsRefresh
+	nextSample := time.Now().Add(metricsEvery)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-health.C:
+		}
+		rep := &pb.StatusReport{Health: simHealth()}
+		if now := time.Now(); !now.Before(nextSample) {
+			nextSample = now.Add(metricsEvery)
+			rep.Metrics = f.metrics()
+		}
+		if err := stream.Send(rep); err != nil {
+			return
+		}
+		f.reports.Add(1)
+	}
+}
+
+func simHealth() *pb.HealthCheckResponse {
+	return &pb.HealthCheckResponse{State: pb.WorkerState_WORKER_STATE_UP, Capacity: 1, Time: wire.Timestamp(time.Now())}
+}
+
+func (f *simFleet) metrics() *pb.WorkerMetrics {
+	now := time.Now()
+	return &pb.WorkerMetrics{Time: wire.Timestamp(now), CpuPercent: 1, Load1: 0.1, MemoryUsedBytes: 1 << 30, MemoryTotalBytes: 8 << 30,
+		DiskFreeBytes: 100 << 30, FreeSlots: 1, Uptime: wire.Duration(now.Sub(f.started)), Version: "sim"}
+}
+
+func (f *simFleet) close() {
+	f.srv.Stop() // closes every listener and connection to the workers
+	f.mu.Lock()
+	for _, c := range f.conns {
+		c.Close() // ends the report loops
+	}
+	f.mu.Unlock()
+	f.wg.Wait()
 }
 
 // simGroupSize is how many simulated workers one child process holds: each
@@ -184,11 +213,7 @@ func simMain(args []string) int {
 	}
 	first, _ := strconv.Atoi(args[1])
 	count, _ := strconv.Atoi(args[2])
-	f, err := newSimFleet(args[0], first)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
+	f := newSimFleet(args[0], first)
 	defer f.close()
 	if err := f.grow(context.Background(), first+count); err != nil {
 		fmt.Fprintln(os.Stderr, err)

@@ -2,16 +2,20 @@ package cli_test
 
 import (
 	"context"
+	"crypto/tls"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 
 	"github.com/devops-platform/devops"
+	pb "github.com/devops-platform/devops/api/devops/v1"
 	"github.com/devops-platform/devops/internal/client"
 	"github.com/devops-platform/devops/internal/manager"
 	"github.com/devops-platform/devops/internal/testcluster"
@@ -247,6 +251,41 @@ func TestSecurityWorkers(t *testing.T) {
 			t.Errorf("worker with an API token = %v", err)
 		}
 	})
+	t.Run("a worker speaks only for itself", func(t *testing.T) {
+		// w1's certificate, on a connection of its own to the manager.
+		cert, err := tls.LoadX509KeyPair(filepath.Join(c.WorkerDir(0), "worker.crt"), filepath.Join(c.WorkerDir(0), "worker.key"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn, err := grpc.NewClient(c.Addr(), grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{
+			MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{cert},
+			InsecureSkipVerify: true, //nolint:gosec // the manager is not what this test checks
+		})))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		var w2 devops.Worker
+		ws, _ := c.Client.Workers(ctx)
+		for _, w := range ws {
+			if w.Name == "w2" {
+				w2 = w
+			}
+		}
+		api := pb.NewWorkerRegistrationServiceClient(conn)
+		stream, err := api.ReportStatus(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		stream.Send(&pb.StatusReport{WorkerId: string(w2.ID), Health: &pb.HealthCheckResponse{State: pb.WorkerState_WORKER_STATE_UP}})
+		_, err = stream.Recv()
+		wantCode(t, "w1 reports for w2", err, codes.PermissionDenied, `worker certificate is for "w1", not "w2"`)
+		_, err = api.DeregisterWorker(ctx, &pb.DeregisterWorkerRequest{WorkerId: string(w2.ID)})
+		wantCode(t, "w1 deregisters w2", err, codes.PermissionDenied, `worker certificate is for "w1", not "w2"`)
+		if !auditHas(t, c, "worker.report", "PermissionDenied") {
+			t.Error("audit log has no refused worker.report")
+		}
+	})
 	t.Run("renewal", func(t *testing.T) {
 		certPath := filepath.Join(c.WorkerDir(0), "worker.crt")
 		first, err := os.ReadFile(certPath)
@@ -280,6 +319,10 @@ func TestSecurityWorkers(t *testing.T) {
 		r = c.CLI(ctx, "run", "--worker", "w2", "--", "true")
 		if r.Code == 0 {
 			t.Errorf("run on a revoked worker = 0")
+		}
+		// Its status stream ended, and it may not register again: it stops.
+		if err := c.WaitWorkerExit(1, 10*time.Second); err == nil || !strings.Contains(err.Error(), "revoked") {
+			t.Errorf("revoked worker exited with %v, want an error saying it is revoked", err)
 		}
 		// Its name cannot join again, even with a valid join token.
 		if err := join("w2", c.JoinToken()); err == nil || !strings.Contains(err.Error(), "revoked") {

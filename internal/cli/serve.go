@@ -48,6 +48,7 @@ func newManagerCmd(env *Env, g *globals) *cobra.Command {
 	f.DurationVar(&cfg.WorkerTimeout, "worker-timeout", 10*time.Second, "a worker silent this long is marked DOWN")
 	f.DurationVar(&cfg.HealthInterval, "health-interval", 0, "how often workers report health (0: half of --worker-timeout)")
 	f.DurationVar(&cfg.MetricsInterval, "metrics-interval", 5*time.Second, "how often workers report metrics")
+	f.DurationVar(&cfg.WorkerIdleTimeout, "worker-idle-timeout", 5*time.Minute, "how long the manager keeps its connection to a worker with no call in flight (the next call connects again)")
 	f.DurationVar(&cfg.DisconnectGrace, "disconnect-grace", 2*time.Minute, "how long a process may be DISCONNECTED before it is LOST")
 	f.DurationVar(&cfg.QueueTimeout, "queue-timeout", time.Minute, "default wait for a free slot")
 	f.IntVar(&cfg.DispatchAttempts, "dispatch-attempts", 3, "workers tried when one refuses a command")

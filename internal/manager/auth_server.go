@@ -158,15 +158,11 @@ func (s *securityServer) RevokeWorker(ctx context.Context, req *pb.RevokeWorkerR
 	return &pb.RevokeWorkerResponse{Worker: name}, nil
 }
 
-// cutOff closes the manager's connection to a worker and marks it DOWN.
+// cutOff closes the manager's connection to a worker, ends what its
+// ReportStatus stream says (the stream fails at its next message) and marks
+// it DOWN.
 func (m *Manager) cutOff(id devops.WorkerID) {
-	m.workers.mu.Lock()
-	if wc, ok := m.workers.conns[id]; ok {
-		wc.cancel()
-		wc.conn.Close()
-		delete(m.workers.conns, id)
-	}
-	m.workers.mu.Unlock()
+	m.workers.cut(id)
 	m.registry.MarkDown(id)
 }
 

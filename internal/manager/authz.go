@@ -86,6 +86,7 @@ var rules = map[string]rule{
 	svcProc + "WatchRun":                  {client, auth.Read, "", true},
 	svcReg + "RegisterWorker":             {workerCaller, 0, "", false},
 	svcReg + "DeregisterWorker":           {workerCaller, 0, "", false},
+	svcReg + "ReportStatus":               {workerCaller, 0, "", false},
 	svcSec + "JoinWorker":                 {public, 0, "worker.join", false},
 	svcSec + "RenewCertificate":           {workerCaller, 0, "", false},
 	svcSec + "CreateToken":                {client, auth.Manage, "token.create", false},
@@ -235,6 +236,23 @@ func (m *Manager) authUnary(ctx context.Context, req any, info *grpc.UnaryServer
 		m.record(ctx, p, r.action, entry, err)
 	}
 	return resp, err
+}
+
+// speaksFor checks that the caller is worker w: a worker certificate
+// speaks only for the worker it was issued to (ReportStatus and
+// DeregisterWorker say which worker by id, so the certificate's name must
+// be that worker's). Refusals are recorded in the audit log as action.
+func (m *Manager) speaksFor(ctx context.Context, w devops.Worker, action string) error {
+	if m.sec.insecure {
+		return nil
+	}
+	p := principalFrom(ctx)
+	if p.worker == w.Name {
+		return nil
+	}
+	err := status.Errorf(codes.PermissionDenied, "worker certificate is for %q, not %q", p.worker, w.Name)
+	m.record(ctx, p, action, audit.Entry{Workers: []string{w.Name}}, err)
+	return err
 }
 
 func (p principal) limitKey(ctx context.Context) string {
@@ -475,13 +493,28 @@ func (m *Manager) authStream(srv any, ss grpc.ServerStream, info *grpc.StreamSer
 		m.record(ctx, p, actionOr(r.action, info.FullMethod), audit.Entry{}, err)
 		return err
 	}
-	ws := &authStream{ServerStream: ss, m: m, p: p, r: r, ctx: context.WithValue(ctx, principalKey{}, p), method: info.FullMethod}
+	ctx = context.WithValue(ctx, principalKey{}, p)
+	if r.kind == workerCaller {
+		// A worker's stream (ReportStatus) carries no client request to
+		// check, scope or record, and a message every few seconds: its
+		// handler checks the worker's identity (speaksFor).
+		return handler(srv, workerStream{ss, ctx})
+	}
+	ws := &authStream{ServerStream: ss, m: m, p: p, r: r, ctx: ctx, method: info.FullMethod}
 	err = handler(srv, ws)
 	if r.action != "" && !ws.recorded {
 		m.record(ctx, p, r.action, ws.entry, err)
 	}
 	return err
 }
+
+// workerStream is a worker's stream with its principal in the context.
+type workerStream struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (s workerStream) Context() context.Context { return s.ctx }
 
 type authStream struct {
 	grpc.ServerStream

@@ -2,56 +2,64 @@ package manager
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
 	"github.com/devops-platform/devops"
 	pb "github.com/devops-platform/devops/api/devops/v1"
-	"github.com/devops-platform/devops/internal/retry"
 	"github.com/devops-platform/devops/internal/scheduler"
 	"github.com/devops-platform/devops/internal/wire"
 )
 
-// connections holds one gRPC connection per worker, and the goroutines that
-// keep its health and metrics streams open.
+// connections holds, for each worker, the manager's gRPC connection to it
+// and which of its ReportStatus streams is current.
+//
+// An idle worker costs the manager one stream on a connection the worker
+// opened, and nothing else: the connection to the worker is made on the
+// first call to it, and goes idle again (grpc.WithIdleTimeout) once no call
+// has been in flight for Config.WorkerIdleTimeout. Goroutines are most of
+// what a worker costs (their stacks); a grpc client connection runs five,
+// a stream two, a server-side connection three and a server stream one.
 type connections struct {
-	mu    sync.Mutex // protects conns
+	mu    sync.Mutex // protects the fields below
 	conns map[devops.WorkerID]*workerConn
+	seq   uint64 // the last stream token handed out
 }
 
 type workerConn struct {
-	address string
-	conn    *grpc.ClientConn
-	client  pb.WorkerProcessServiceClient
-	cancel  context.CancelFunc // ends the health and metrics loops
-	poke    chan struct{}      // wakes the health loop from its backoff
+	address string                        // where conn dials
+	conn    *grpc.ClientConn              // nil until the manager first calls the worker
+	client  pb.WorkerProcessServiceClient // on conn
+	// stream is the token of the current ReportStatus stream, 0 for none.
+	// It changes under connections.mu; the stream reads it without the
+	// lock at each report.
+	stream atomic.Uint64
 }
 
 func newConnections() *connections {
 	return &connections{conns: make(map[devops.WorkerID]*workerConn)}
 }
 
-func (c *connections) get(id devops.WorkerID) (*workerConn, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	wc, ok := c.conns[id]
-	return wc, ok
-}
-
+// remove forgets a worker: its connection closes and its stream, if any,
+// is no longer current.
 func (c *connections) remove(id devops.WorkerID) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if wc, ok := c.conns[id]; ok {
-		wc.cancel()
-		wc.conn.Close()
+		wc.closeConn()
+		wc.stream.Store(0)
 		delete(c.conns, id)
 	}
 }
@@ -60,74 +68,143 @@ func (c *connections) closeAll() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for id, wc := range c.conns {
-		wc.cancel()
-		wc.conn.Close()
+		wc.closeConn()
+		wc.stream.Store(0)
 		delete(c.conns, id)
 	}
 }
 
-// client returns the gRPC client of a worker; an error wrapping
-// devops.ErrUnavailable when the manager has no connection to it.
-func (m *Manager) client(id devops.WorkerID) (pb.WorkerProcessServiceClient, error) {
-	wc, ok := m.workers.get(id)
+func (wc *workerConn) closeConn() {
+	if wc.conn != nil {
+		wc.conn.Close()
+		wc.conn, wc.client = nil, nil
+	}
+}
+
+// getLocked returns the worker's entry, made if missing.
+func (c *connections) getLocked(id devops.WorkerID) *workerConn {
+	wc, ok := c.conns[id]
 	if !ok {
+		wc = &workerConn{}
+		c.conns[id] = wc
+	}
+	return wc
+}
+
+// registered notes the address a worker registered with. A connection to
+// another address is closed (the worker restarted elsewhere: what was in
+// flight on it is gone with the old process). One to the same address is
+// told to retry at once if it was waiting out a reconnect backoff: the
+// worker is back.
+func (c *connections) registered(id devops.WorkerID, address string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	wc := c.getLocked(id)
+	if wc.conn != nil && wc.address != address {
+		wc.closeConn()
+	}
+	wc.address = address
+	if wc.conn != nil {
+		wc.conn.ResetConnectBackoff()
+	}
+}
+
+// openStream makes a new ReportStatus stream of the worker its current one
+// and returns its token, and the entry whose stream field says whether it
+// is still current. An older stream still open is superseded: it ends at
+// its next message.
+func (c *connections) openStream(id devops.WorkerID) (*workerConn, uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.seq++
+	wc := c.getLocked(id)
+	wc.stream.Store(c.seq)
+	return wc, c.seq
+}
+
+// closeStream records that the stream with token ended. It reports whether
+// no newer stream of the worker replaced it, so that the worker is down.
+func (c *connections) closeStream(id devops.WorkerID, token uint64) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	wc, ok := c.conns[id]
+	if !ok {
+		return true
+	}
+	wc.stream.CompareAndSwap(token, 0)
+	return wc.stream.Load() == 0
+}
+
+// cut closes the connection to the worker and makes its current stream no
+// longer current: it ends at its next message, and nothing it says counts.
+func (c *connections) cut(id devops.WorkerID) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if wc, ok := c.conns[id]; ok {
+		wc.closeConn()
+		wc.stream.Store(0)
+	}
+}
+
+// client returns the gRPC client of a worker, connecting on first use; an
+// error wrapping devops.ErrUnavailable when the manager does not know where
+// the worker is.
+func (m *Manager) client(id devops.WorkerID) (pb.WorkerProcessServiceClient, error) {
+	w, err := m.registry.Get(string(id))
+	if err != nil || w.ID != id {
 		return nil, fmt.Errorf("worker %s: no connection: %w", id, devops.ErrUnavailable)
 	}
+	m.workers.mu.Lock()
+	defer m.workers.mu.Unlock()
+	wc := m.workers.getLocked(id)
+	if wc.conn != nil && wc.address == w.Address {
+		return wc.client, nil
+	}
+	wc.closeConn()
+	conn, err := m.dialWorkerConn(w)
+	if err != nil {
+		return nil, fmt.Errorf("worker %s: connect to %s: %v: %w", w.Name, w.Address, err, devops.ErrUnavailable)
+	}
+	wc.address, wc.conn, wc.client = w.Address, conn, pb.NewWorkerProcessServiceClient(conn)
 	return wc.client, nil
 }
 
-// watchWorker connects to the worker (or reconnects when its address
-// changed) and keeps its health and metrics streams open.
-func (m *Manager) watchWorker(w devops.Worker) {
-	m.workers.mu.Lock()
-	defer m.workers.mu.Unlock()
-	if wc, ok := m.workers.conns[w.ID]; ok {
-		if wc.address == w.Address {
-			select {
-			case wc.poke <- struct{}{}:
-			default:
-			}
-			return
-		}
-		wc.cancel()
-		wc.conn.Close()
-		delete(m.workers.conns, w.ID)
-	}
-	conn, err := grpc.NewClient(w.Address,
+// dialWorkerConn makes the manager's client connection to a worker. It
+// connects on the first call, not here.
+func (m *Manager) dialWorkerConn(w devops.Worker) (*grpc.ClientConn, error) {
+	return grpc.NewClient(w.Address,
 		grpc.WithTransportCredentials(m.sec.workerCreds(w.Name)),
 		// No grpc keepalive: its timer wakes a goroutine every few
-		// seconds for each worker even when it never pings (at 10,000
-		// idle workers, a sixth of the manager's CPU). The kernel watches
-		// these connections instead, at no cost while they are healthy.
+		// seconds for each worker even when it never pings. The kernel
+		// watches these connections instead, at no cost while they are
+		// healthy, and the worker's ReportStatus stream tells whether the
+		// worker itself is alive.
 		grpc.WithContextDialer(m.dialWorker),
+		// A connection with no call in flight for this long is closed, and
+		// made again by the next call: an idle worker costs the manager no
+		// connection of its own (a connection is five goroutines). While a
+		// worker runs something, the output stream keeps it open.
+		grpc.WithIdleTimeout(m.cfg.WorkerIdleTimeout),
+		// A worker that is down is tried again within a few seconds of
+		// the call that needs it, not after grpc's default backoff of up
+		// to two minutes; registered also resets the backoff when the
+		// worker comes back.
+		grpc.WithConnectParams(grpc.ConnectParams{Backoff: backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 5 * time.Second}, MinConnectTimeout: 5 * time.Second}),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(8<<20)),
-		// One connection per worker, most of them idle: grpc's 32 KiB read
-		// and write buffers would be 64 KiB a worker before anything else.
-		// Output still arrives in chunks of up to 256 KiB; these only size
-		// the socket reads and writes.
-		grpc.WithReadBufferSize(8<<10),
-		grpc.WithWriteBufferSize(8<<10),
+		// Few connections are open at once now, but each may carry output
+		// at full speed: grpc's 32 KiB read buffer, and a write buffer
+		// taken from a shared pool only while writing (requests are small).
+		grpc.WithSharedWriteBuffer(true),
 		// Fixed flow-control windows. With grpc's default dynamic windows
 		// the manager answers every DATA frame it receives with a PING to
-		// estimate the bandwidth-delay product, so each health message of
-		// each idle worker cost a round trip more (a CPU profile at 10,000
-		// idle workers). These are the most the estimator grows windows
+		// estimate the bandwidth-delay product: a round trip more per
+		// output chunk. These are the most the estimator grows windows
 		// to; nothing is allocated until output arrives.
 		grpc.WithStaticStreamWindowSize(16<<20),
 		grpc.WithStaticConnWindowSize(16<<20),
 		grpc.WithChainUnaryInterceptor(m.metrics.grpcClient.UnaryClientInterceptor()),
 		grpc.WithChainStreamInterceptor(m.metrics.grpcClient.StreamClientInterceptor()),
 	)
-	if err != nil {
-		m.log.Error("connect to worker", "worker", w.Name, "address", w.Address, "err", err)
-		return
-	}
-	ctx, cancel := context.WithCancel(m.runCtx)
-	wc := &workerConn{address: w.Address, conn: conn, client: pb.NewWorkerProcessServiceClient(conn), cancel: cancel, poke: make(chan struct{}, 1)}
-	m.workers.conns[w.ID] = wc
-	m.wg.Add(2)
-	go func() { defer m.wg.Done(); m.healthLoop(ctx, w, wc) }()
-	go func() { defer m.wg.Done(); m.metricsLoop(ctx, w, wc) }()
 }
 
 // dialWorker connects to a worker with TCP keepalive probes once nothing
@@ -136,8 +213,8 @@ func (m *Manager) watchWorker(w devops.Worker) {
 // worker that is gone (dead host, silent network) and the next call dials
 // again instead of waiting on it. Both are at least 5 s: shorter, a few
 // lost packets would cut a healthy connection. A hung worker's kernel still
-// answers both: the health stream's watchdog catches it, and the
-// connection is still good once it runs again.
+// answers both: its ReportStatus stream falls silent, and the registry's
+// timer marks it DOWN.
 func (m *Manager) dialWorker(ctx context.Context, addr string) (net.Conn, error) {
 	silence := max(m.cfg.WorkerTimeout, 5*time.Second)
 	d := net.Dialer{
@@ -149,59 +226,75 @@ func (m *Manager) dialWorker(ctx context.Context, addr string) (net.Conn, error)
 	return d.DialContext(ctx, "tcp", addr)
 }
 
-// healthLoop holds the worker's HealthCheck stream open. A broken stream
-// marks the worker DOWN at once; a silent one is caught by the registry's
-// heartbeat timer.
-func (m *Manager) healthLoop(ctx context.Context, w devops.Worker, wc *workerConn) {
-	log := m.log.With("worker", w.Name, "worker_id", w.ID)
-	b := retry.Backoff{Min: 100 * time.Millisecond, Max: 2 * time.Second}
-	for ctx.Err() == nil {
-		err := m.healthStream(ctx, w.ID, wc)
-		if ctx.Err() != nil {
-			return
-		}
-		m.registry.MarkDown(w.ID)
-		log.Debug("health stream ended", "err", err)
-		select {
-		case <-ctx.Done():
-			return
-		case <-wc.poke:
-			b.Reset()
-		case <-time.After(b.Next()):
-		}
-	}
+// ReportStatus is the handler of a worker's status stream (reportStatus).
+func (s *registrationServer) ReportStatus(stream pb.WorkerRegistrationService_ReportStatusServer) error {
+	return toStatus(s.m.reportStatus(stream))
 }
 
-func (m *Manager) healthStream(ctx context.Context, id devops.WorkerID, wc *workerConn) error {
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	// A silent worker (hung, or cut off by the network) sends nothing and
-	// breaks nothing: the watchdog ends the call, so the loop reconnects.
-	watchdog := time.AfterFunc(m.cfg.WorkerTimeout, func() {
-		cancel(fmt.Errorf("no health report for %v", m.cfg.WorkerTimeout))
-	})
-	defer watchdog.Stop()
-	stream, err := wc.client.HealthCheck(ctx, &pb.HealthCheckRequest{Interval: wire.Duration(m.cfg.HealthInterval)})
+// reportStatus serves a worker's ReportStatus stream: each report is a
+// heartbeat (the registry marks the worker DOWN after --worker-timeout
+// without one: a hung worker), its metrics sample is kept, and the
+// processes it says it runs are reconciled. The stream's end marks the
+// worker DOWN at once (a killed worker's kernel closes the connection),
+// unless a newer stream of the same worker replaced it.
+func (m *Manager) reportStatus(stream pb.WorkerRegistrationService_ReportStatusServer) error {
+	ctx := stream.Context()
+	first, err := stream.Recv()
 	if err != nil {
 		return err
 	}
-	for {
-		msg, err := stream.Recv()
-		if err != nil {
-			if cause := context.Cause(ctx); cause != nil && ctx.Err() != nil {
-				return cause
+	id := devops.WorkerID(first.GetWorkerId())
+	w, err := m.registry.Get(string(id))
+	if err != nil || w.ID != id {
+		return status.Errorf(codes.NotFound, "worker %q is not registered: register again", id)
+	}
+	if err := m.speaksFor(ctx, w, "worker.report"); err != nil {
+		return err
+	}
+	wc, token := m.workers.openStream(id)
+	defer func() {
+		if m.workers.closeStream(id, token) {
+			m.registry.MarkDown(id)
+		}
+	}()
+	if err := stream.Send(&pb.StatusSettings{
+		HealthInterval:  wire.Duration(m.cfg.HealthInterval),
+		MetricsInterval: wire.Duration(m.cfg.MetricsInterval),
+	}); err != nil {
+		return err
+	}
+	for msg := first; ; {
+		h := msg.GetHealth()
+		if h != nil {
+			m.registry.Heartbeat(id, h.GetState() == pb.WorkerState_WORKER_STATE_DRAINING)
+		}
+		if s := msg.GetMetrics(); s != nil {
+			m.registry.SetMetrics(id, wire.MetricsFromPB(s))
+		}
+		// Checked after the heartbeat: a cut that came in between has its
+		// MarkDown undone by it, and the deferred closeStream marks the
+		// worker DOWN again.
+		if wc.stream.Load() != token {
+			return status.Errorf(codes.Aborted, "worker %s: a newer stream replaced this one, or the worker was cut off", w.Name)
+		}
+		if h != nil {
+			m.reconcile(id, h.GetProcessIds())
+		}
+		if msg, err = stream.Recv(); err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil
 			}
 			return err
 		}
-		watchdog.Reset(m.cfg.WorkerTimeout)
-		m.registry.Heartbeat(id, msg.GetState() == pb.WorkerState_WORKER_STATE_DRAINING)
-		m.reconcile(ctx, id, wc, msg.GetProcessIds())
 	}
 }
 
 // reconcile tells a worker to kill what it runs for processes the manager
-// has given up on (LOST, or unknown): no zombie work.
-func (m *Manager) reconcile(ctx context.Context, id devops.WorkerID, wc *workerConn, running []string) {
+// has given up on (LOST, or unknown): no zombie work. The kills run apart
+// from the stream, so that a worker slow to answer them does not hold up
+// its own heartbeats; each is bounded by the worker timeout, and the next
+// report asks again for what is still running.
+func (m *Manager) reconcile(id devops.WorkerID, running []string) {
 	for _, pid := range running {
 		e, ok := m.procs.get(devops.ProcessID(pid))
 		if ok {
@@ -213,37 +306,26 @@ func (m *Manager) reconcile(ctx context.Context, id devops.WorkerID, wc *workerC
 				continue // ended normally; the worker just has not forgotten it yet
 			}
 		}
-		m.log.Warn("worker runs a process the manager gave up on; killing it", "worker", m.workerName(id), "worker_id", id, "process_id", pid)
-		_, err := wc.client.TerminateProcess(ctx, &pb.TerminateProcessRequest{ProcessId: pid, Signal: int32(syscall.SIGKILL)})
-		if err != nil {
-			m.log.Warn("kill abandoned process", "worker", m.workerName(id), "worker_id", id, "process_id", pid, "err", err)
-		}
-	}
-}
-
-func (m *Manager) metricsLoop(ctx context.Context, w devops.Worker, wc *workerConn) {
-	b := retry.Backoff{Min: 500 * time.Millisecond, Max: 10 * time.Second}
-	for ctx.Err() == nil {
-		stream, err := wc.client.ReportMetrics(ctx, &pb.ReportMetricsRequest{Interval: wire.Duration(m.cfg.MetricsInterval)})
-		if err == nil {
-			for {
-				msg, rerr := stream.Recv()
-				if rerr != nil {
-					break
-				}
-				b.Reset()
-				m.registry.SetMetrics(w.ID, wire.MetricsFromPB(msg))
+		log := m.log.With("worker", m.workerName(id), "worker_id", id, "process_id", pid)
+		log.Warn("worker runs a process the manager gave up on; killing it")
+		m.wg.Add(1)
+		go func() {
+			defer m.wg.Done()
+			ctx, cancel := context.WithTimeout(m.runCtx, m.cfg.WorkerTimeout)
+			defer cancel()
+			client, err := m.client(id)
+			if err == nil {
+				_, err = client.TerminateProcess(ctx, &pb.TerminateProcessRequest{ProcessId: pid, Signal: int32(syscall.SIGKILL)})
 			}
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(b.Next()):
-		}
+			if err != nil {
+				log.Warn("kill abandoned process", "err", err)
+			}
+		}()
 	}
 }
 
-// register admits a worker and starts watching it.
+// register admits a worker. It is UP once its first status report arrives
+// (reportStatus).
 func (m *Manager) register(ctx context.Context, req *pb.RegisterWorkerRequest) (devops.Worker, error) {
 	if req.GetName() == "" {
 		return devops.Worker{}, fmt.Errorf("%w: worker name is empty", devops.ErrInvalid)
@@ -274,7 +356,7 @@ func (m *Manager) register(ctx context.Context, req *pb.RegisterWorkerRequest) (
 	if err != nil {
 		return devops.Worker{}, err
 	}
-	m.watchWorker(w)
+	m.workers.registered(w.ID, w.Address)
 	return w, nil
 }
 
@@ -302,6 +384,9 @@ func (m *Manager) Drain(ctx context.Context, worker string, undo bool) (devops.W
 func (m *Manager) deregister(ctx context.Context, id devops.WorkerID) error {
 	w, err := m.registry.Get(string(id))
 	if err != nil {
+		return err
+	}
+	if err := m.speaksFor(ctx, w, "worker.deregister"); err != nil {
 		return err
 	}
 	// A worker leaves only once the manager has recorded how each of its

@@ -4,13 +4,16 @@ import (
 	"context"
 	"log/slog"
 	"net"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 
+	"github.com/devops-platform/devops"
 	pb "github.com/devops-platform/devops/api/devops/v1"
 	"github.com/devops-platform/devops/internal/store"
 	"github.com/devops-platform/devops/internal/wire"
@@ -53,62 +56,80 @@ func eventually(tb testing.TB, timeout time.Duration, what string, cond func() b
 	}
 }
 
-// fakeWorker serves the WorkerProcessService of an idle worker: it sends
-// health every 5 ms until it has sent last, then goes quiet, and one
-// metrics sample. It counts the bytes the manager sends it.
+// fakeWorker is an idle worker: it registers over a connection of its own
+// to the manager, and sends status reports on its ReportStatus stream when
+// told to. It counts the bytes the manager sends it on that connection,
+// and the connections the manager makes to its WorkerProcessService.
 type fakeWorker struct {
 	pb.UnimplementedWorkerProcessServiceServer
-	last    int64
-	read    atomic.Int64 // bytes read from the manager's connections
-	health  atomic.Int64 // health messages sent
-	metrics atomic.Int64 // metrics samples sent
-
-	mu     sync.Mutex // protects sentAt
-	sentAt time.Time  // when the last health message went out
+	id     devops.WorkerID
+	api    pb.WorkerRegistrationServiceClient
+	read   atomic.Int64 // bytes read from the connection to the manager
+	dialed atomic.Int64 // connections the manager made to this worker
 }
 
-func (f *fakeWorker) HealthCheck(_ *pb.HealthCheckRequest, stream pb.WorkerProcessService_HealthCheckServer) error {
-	for f.health.Load() < f.last {
-		f.mu.Lock()
-		f.sentAt = time.Now()
-		f.mu.Unlock()
-		if err := stream.Send(&pb.HealthCheckResponse{State: pb.WorkerState_WORKER_STATE_UP, Capacity: 1, Time: wire.Timestamp(time.Now())}); err != nil {
-			return err
-		}
-		f.health.Add(1)
-		time.Sleep(5 * time.Millisecond)
-	}
-	<-stream.Context().Done()
-	return nil
-}
-
-func (f *fakeWorker) ReportMetrics(_ *pb.ReportMetricsRequest, stream pb.WorkerProcessService_ReportMetricsServer) error {
-	if err := stream.Send(&pb.WorkerMetrics{Time: wire.Timestamp(time.Now()), FreeSlots: 1}); err != nil {
-		return err
-	}
-	f.metrics.Add(1)
-	<-stream.Context().Done()
-	return nil
-}
-
-func (f *fakeWorker) lastSentAt() time.Time {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.sentAt
-}
-
-// serve runs f on a loopback port until the test ends and returns its address.
-func (f *fakeWorker) serve(tb testing.TB) string {
+// startFakeWorker serves a fake worker on a loopback port and registers it
+// with m under name, until the test ends.
+func startFakeWorker(tb testing.TB, m *Manager, name string) *fakeWorker {
 	tb.Helper()
+	f := &fakeWorker{}
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		tb.Fatal(err)
 	}
 	srv := grpc.NewServer()
 	pb.RegisterWorkerProcessServiceServer(srv, f)
-	go srv.Serve(countingListener{lis, &f.read})
+	go srv.Serve(countingListener{lis, &f.dialed})
 	tb.Cleanup(srv.Stop)
-	return lis.Addr().String()
+	// The windows of a real worker's connection (internal/worker.Run):
+	// dynamic ones would make the manager answer a PING at the start.
+	conn, err := grpc.NewClient(m.Addr(), grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithStaticStreamWindowSize(1<<20), grpc.WithStaticConnWindowSize(1<<20),
+		grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
+			var d net.Dialer
+			c, err := d.DialContext(ctx, "tcp", addr)
+			if err != nil {
+				return nil, err
+			}
+			return countingConn{c, &f.read}, nil
+		}))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { conn.Close() })
+	f.api = pb.NewWorkerRegistrationServiceClient(conn)
+	resp, err := f.api.RegisterWorker(tb.Context(), &pb.RegisterWorkerRequest{Name: name, Capacity: 1, Address: lis.Addr().String()})
+	if err != nil {
+		tb.Fatalf("register: %v", err)
+	}
+	f.id = devops.WorkerID(resp.GetWorkerId())
+	return f
+}
+
+// open opens a status stream for id, sends the first report and reads the
+// manager's settings.
+func (f *fakeWorker) open(tb testing.TB, ctx context.Context, id devops.WorkerID) pb.WorkerRegistrationService_ReportStatusClient {
+	tb.Helper()
+	stream, err := f.api.ReportStatus(ctx)
+	if err != nil {
+		tb.Fatalf("ReportStatus: %v", err)
+	}
+	if err := stream.Send(&pb.StatusReport{WorkerId: string(id), Health: upHealth(), Metrics: &pb.WorkerMetrics{Time: wire.Timestamp(time.Now()), FreeSlots: 1}}); err != nil {
+		tb.Fatalf("first report: %v", err)
+	}
+	if _, err := stream.Recv(); err != nil {
+		tb.Fatalf("settings: %v", err)
+	}
+	return stream
+}
+
+func upHealth() *pb.HealthCheckResponse {
+	return &pb.HealthCheckResponse{State: pb.WorkerState_WORKER_STATE_UP, Capacity: 1, Time: wire.Timestamp(time.Now())}
+}
+
+func state(m *Manager, id devops.WorkerID) devops.WorkerState {
+	w, _ := m.registry.Get(string(id))
+	return w.State
 }
 
 type countingListener struct {
@@ -118,10 +139,10 @@ type countingListener struct {
 
 func (l countingListener) Accept() (net.Conn, error) {
 	c, err := l.Listener.Accept()
-	if err != nil {
-		return nil, err
+	if err == nil {
+		l.n.Add(1)
 	}
-	return countingConn{c, l.n}, nil
+	return c, err
 }
 
 type countingConn struct {
@@ -135,28 +156,90 @@ func (c countingConn) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// TestIdleWorkerCostsNoWrites: once its streams are open, an idle worker's
-// health messages cost the manager reads only. grpc's dynamic flow-control
-// windows would answer each of them with a PING.
+// TestIdleWorkerCostsNoWrites: once its stream is open, an idle worker's
+// reports cost the manager reads only (grpc's dynamic flow-control windows
+// would answer each of them with a PING), and the manager makes no
+// connection to it.
 func TestIdleWorkerCostsNoWrites(t *testing.T) {
 	m := startManager(t, Config{})
-	f := &fakeWorker{last: 40}
-	w, err := m.register(t.Context(), &pb.RegisterWorkerRequest{Name: "w1", Capacity: 1, Address: f.serve(t)})
-	if err != nil {
-		t.Fatalf("register: %v", err)
-	}
-	eventually(t, 5*time.Second, "both streams open", func() bool {
-		got, _ := m.registry.Get(string(w.ID))
-		return f.health.Load() >= 3 && f.metrics.Load() == 1 && !got.Metrics.Time.IsZero()
+	f := startFakeWorker(t, m, "w1")
+	stream := f.open(t, t.Context(), f.id)
+	eventually(t, 5*time.Second, "worker UP with metrics", func() bool {
+		w, _ := m.registry.Get(string(f.id))
+		return w.State == devops.WorkerUp && !w.Metrics.Time.IsZero()
 	})
 	before := f.read.Load()
-	eventually(t, 5*time.Second, "the manager got every health message", func() bool {
-		got, _ := m.registry.Get(string(w.ID))
-		return f.health.Load() == f.last && got.LastSeen.After(f.lastSentAt())
+	const reports = 40
+	var last time.Time
+	for range reports {
+		h := upHealth()
+		last = h.GetTime().AsTime()
+		if err := stream.Send(&pb.StatusReport{Health: h}); err != nil {
+			t.Fatalf("report: %v", err)
+		}
+	}
+	eventually(t, 5*time.Second, "the manager got every report", func() bool {
+		w, _ := m.registry.Get(string(f.id))
+		return !w.LastSeen.Before(last)
 	})
 	if n := f.read.Load() - before; n != 0 {
-		t.Errorf("the manager wrote %d bytes to an idle worker during %d health messages, want 0", n, f.last-3)
+		t.Errorf("the manager wrote %d bytes to an idle worker during %d reports, want 0", n, reports)
 	}
+	if n := f.dialed.Load(); n != 0 {
+		t.Errorf("the manager made %d connections to an idle worker, want 0", n)
+	}
+}
+
+// TestStatusStream: a worker is UP from its first report and DOWN as soon
+// as its stream ends, unless a newer stream replaced it; a stream for an
+// unknown worker, or one that was cut off, is refused.
+func TestStatusStream(t *testing.T) {
+	m := startManager(t, Config{})
+	f := startFakeWorker(t, m, "w1")
+
+	t.Run("unknown worker", func(t *testing.T) {
+		stream, err := f.api.ReportStatus(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		stream.Send(&pb.StatusReport{WorkerId: "nobody", Health: upHealth()})
+		if _, err := stream.Recv(); status.Code(err) != codes.NotFound {
+			t.Errorf("stream of an unknown worker: %v, want NotFound", err)
+		}
+	})
+	t.Run("end marks DOWN", func(t *testing.T) {
+		ctx, cancel := context.WithCancel(t.Context())
+		f.open(t, ctx, f.id)
+		eventually(t, 5*time.Second, "UP", func() bool { return state(m, f.id) == devops.WorkerUp })
+		cancel()
+		eventually(t, time.Second, "DOWN once the stream ended", func() bool { return state(m, f.id) == devops.WorkerDown })
+	})
+	t.Run("newer stream", func(t *testing.T) {
+		ctx1, cancel1 := context.WithCancel(t.Context())
+		old := f.open(t, ctx1, f.id)
+		f.open(t, t.Context(), f.id)
+		eventually(t, 5*time.Second, "UP", func() bool { return state(m, f.id) == devops.WorkerUp })
+		old.Send(&pb.StatusReport{Health: upHealth()})
+		if _, err := old.Recv(); status.Code(err) != codes.Aborted {
+			t.Errorf("superseded stream: %v, want Aborted", err)
+		}
+		cancel1()
+		if s := state(m, f.id); s != devops.WorkerUp {
+			t.Errorf("after the superseded stream ended: %v, want UP", s)
+		}
+	})
+	t.Run("cut off", func(t *testing.T) {
+		stream := f.open(t, t.Context(), f.id)
+		eventually(t, 5*time.Second, "UP", func() bool { return state(m, f.id) == devops.WorkerUp })
+		m.cutOff(f.id)
+		stream.Send(&pb.StatusReport{Health: upHealth()})
+		if _, err := stream.Recv(); status.Code(err) != codes.Aborted {
+			t.Errorf("stream after a cut: %v, want Aborted", err)
+		}
+		if s := state(m, f.id); s != devops.WorkerDown {
+			t.Errorf("after the cut: %v, want DOWN", s)
+		}
+	})
 }
 
 func TestHealthIntervalDefault(t *testing.T) {

@@ -7,19 +7,20 @@ import (
 	"testing"
 )
 
-// Proxy forwards TCP connections to a target and can cut the network
-// silently, as a partition does: while cut, bytes are swallowed in both
-// directions and nothing is closed, so each side only notices through its
-// own timeouts. Heal closes the connections that lived through the cut and
-// forwards again.
+// Proxy forwards TCP connections to a target, and with Route to more
+// targets, and can cut the network silently, as a partition does: while
+// cut, bytes are swallowed in both directions on every route and nothing is
+// closed, so each side only notices through its own timeouts. Heal closes
+// the connections that lived through the cut and forwards again.
 type Proxy struct {
 	lis    net.Listener
-	target string
+	routes []net.Listener // Route's listeners; closed with lis
 
-	mu    sync.Mutex // protects the fields below
-	cut   bool
-	conns []net.Conn
-	wg    sync.WaitGroup
+	mu     sync.Mutex // protects the fields below
+	target string
+	cut    bool
+	conns  []net.Conn
+	wg     sync.WaitGroup
 }
 
 // NewProxy listens on 127.0.0.1 and forwards to target until the test ends.
@@ -31,9 +32,30 @@ func NewProxy(tb testing.TB, target string) *Proxy {
 	}
 	p := &Proxy{lis: lis, target: target}
 	p.wg.Add(1)
-	go p.accept()
+	go p.accept(lis, func() string {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return p.target
+	})
 	tb.Cleanup(p.close)
 	return p
+}
+
+// Route forwards one more address, which it returns, to target; Cut and
+// Heal act on it too. A worker reaches its manager through a route of the
+// proxy that the manager reaches it through: one partition cuts both ways.
+func (p *Proxy) Route(tb testing.TB, target string) string {
+	tb.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatalf("proxy listen: %v", err)
+	}
+	p.mu.Lock()
+	p.routes = append(p.routes, lis)
+	p.mu.Unlock()
+	p.wg.Add(1)
+	go p.accept(lis, func() string { return target })
+	return lis.Addr().String()
 }
 
 // Addr is where to connect instead of the target.
@@ -71,17 +93,14 @@ func (p *Proxy) isCut() bool {
 	return p.cut
 }
 
-func (p *Proxy) accept() {
+func (p *Proxy) accept(lis net.Listener, target func() string) {
 	defer p.wg.Done()
 	for {
-		in, err := p.lis.Accept()
+		in, err := lis.Accept()
 		if err != nil {
 			return
 		}
-		p.mu.Lock()
-		target := p.target
-		p.mu.Unlock()
-		out, err := net.Dial("tcp", target)
+		out, err := net.Dial("tcp", target())
 		if err != nil {
 			in.Close()
 			continue
@@ -119,6 +138,9 @@ func (p *Proxy) pipe(dst, src net.Conn) {
 func (p *Proxy) close() {
 	p.lis.Close()
 	p.mu.Lock()
+	for _, l := range p.routes {
+		l.Close()
+	}
 	for _, c := range p.conns {
 		c.Close()
 	}

@@ -51,8 +51,10 @@ type Options struct {
 	HTTP bool
 	// Logs sends the cluster's logs to the test log.
 	Logs bool
-	// Proxies puts a Proxy between the manager and each worker's server, so
-	// that tests can cut the network between them.
+	// Proxies puts a Proxy between the manager and each worker, both ways
+	// (the manager's calls to the worker's server and the worker's
+	// connection to the manager), so that tests can cut the network
+	// between them.
 	Proxies bool
 	// Insecure runs the cluster in plaintext with no authentication
 	// (--insecure); by default it runs as in production: TLS, the admin
@@ -77,7 +79,8 @@ type Cluster struct {
 	workers []*node
 	Client  *client.Client
 	// Proxies[i] stands between the manager and worker i when Options.Proxies is set.
-	Proxies []*Proxy
+	Proxies   []*Proxy
+	toManager []string // worker i's route to the manager through Proxies[i]
 }
 
 type node struct {
@@ -114,7 +117,9 @@ func Start(tb testing.TB, opts Options) *Cluster {
 	c.workers = make([]*node, opts.Workers)
 	if opts.Proxies {
 		for range opts.Workers {
-			c.Proxies = append(c.Proxies, NewProxy(tb, ""))
+			p := NewProxy(tb, "")
+			c.Proxies = append(c.Proxies, p)
+			c.toManager = append(c.toManager, p.Route(tb, c.Addr()))
 		}
 	}
 	for i := range opts.Workers {
@@ -222,15 +227,14 @@ func (c *Cluster) WorkerDir(i int) string { return filepath.Join(c.dir, WorkerNa
 func (c *Cluster) StartWorker(i int) {
 	c.tb.Helper()
 	cfg := worker.Config{
-		Manager:         c.Addr(),
-		Name:            WorkerName(i),
-		Capacity:        c.opts.Capacity,
-		Listen:          "127.0.0.1:0",
-		HTTP:            c.httpAddr(),
-		DataDir:         c.WorkerDir(i),
-		ReregisterAfter: time.Second,
-		InitPath:        os.Args[0],
-		Logger:          c.log.With("node", WorkerName(i)),
+		Manager:  c.Addr(),
+		Name:     WorkerName(i),
+		Capacity: c.opts.Capacity,
+		Listen:   "127.0.0.1:0",
+		HTTP:     c.httpAddr(),
+		DataDir:  c.WorkerDir(i),
+		InitPath: os.Args[0],
+		Logger:   c.log.With("node", WorkerName(i)),
 	}
 	if c.opts.Labels != nil {
 		cfg.Labels = c.opts.Labels(i)
@@ -238,6 +242,7 @@ func (c *Cluster) StartWorker(i int) {
 	cfg.Security = c.workerSecurity()
 	if c.Proxies != nil {
 		cfg.Advertise = c.Proxies[i].Addr()
+		cfg.Manager = c.toManager[i]
 	}
 	if c.opts.Worker != nil {
 		c.opts.Worker(i, &cfg)
@@ -268,7 +273,8 @@ func (c *Cluster) Worker(i int) *worker.Worker {
 }
 
 // WaitWorkerExit waits for worker i's Run to return by itself (as after a
-// drain) and returns its error.
+// drain, or once the manager refused it for good) and returns its error.
+// The worker is stopped then, as after StopWorker.
 func (c *Cluster) WaitWorkerExit(i int, timeout time.Duration) error {
 	c.tb.Helper()
 	c.mu.Lock()
@@ -276,7 +282,12 @@ func (c *Cluster) WaitWorkerExit(i int, timeout time.Duration) error {
 	c.mu.Unlock()
 	select {
 	case err := <-n.done:
-		n.done <- err // StopWorker reads it again
+		c.mu.Lock()
+		if c.workers[i] == n {
+			c.workers[i] = nil
+		}
+		c.mu.Unlock()
+		n.cancel()
 		return err
 	case <-time.After(timeout):
 		c.tb.Fatalf("worker %d did not exit within %v", i, timeout)

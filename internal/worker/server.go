@@ -108,36 +108,18 @@ func (s *server) TerminateProcess(ctx context.Context, req *pb.TerminateProcessR
 	return &pb.TerminateProcessResponse{}, nil
 }
 
+// HealthCheck is for tools and tests: the manager hears the same on the
+// worker's status stream (report.go).
 func (s *server) HealthCheck(req *pb.HealthCheckRequest, stream pb.WorkerProcessService_HealthCheckServer) error {
 	interval := max(wire.FromDuration(req.GetInterval()), 50*time.Millisecond)
-	s.w.mu.Lock()
-	s.w.healthSubs++
-	s.w.mu.Unlock()
-	defer func() {
-		s.w.mu.Lock()
-		s.w.healthSubs--
-		s.w.lastHealth = time.Now()
-		s.w.mu.Unlock()
-	}()
 	return s.every(stream.Context(), interval, func() error {
-		running, ids, draining := s.w.snapshot()
-		state := pb.WorkerState_WORKER_STATE_UP
-		if draining {
-			state = pb.WorkerState_WORKER_STATE_DRAINING
-		}
-		return stream.Send(&pb.HealthCheckResponse{
-			State:      state,
-			Running:    int32(running),
-			Capacity:   int32(s.w.cfg.Capacity),
-			Time:       wire.Timestamp(time.Now()),
-			ProcessIds: ids,
-		})
+		return stream.Send(s.w.healthReport())
 	})
 }
 
 // ReportMetrics samples the host every interval and sends the samples that
-// matter (see metricsSender): an idle worker's metrics barely move, and at
-// 10,000 workers every message is CPU time of the manager.
+// matter (see metricsSender), like the worker's status stream (report.go),
+// for tools and tests.
 func (s *server) ReportMetrics(req *pb.ReportMetricsRequest, stream pb.WorkerProcessService_ReportMetricsServer) error {
 	interval := max(wire.FromDuration(req.GetInterval()), 100*time.Millisecond)
 	f := metricsSender{cpus: runtime.NumCPU()}
@@ -155,10 +137,12 @@ func (s *server) ReportMetrics(req *pb.ReportMetricsRequest, stream pb.WorkerPro
 // of 5 s.
 const metricsRefresh = 12
 
-// metricsSender picks the samples a ReportMetrics stream sends: the first;
+// metricsSender picks the samples a status or ReportMetrics stream sends: the first;
 // one that changed much since the last one sent (slots in use, CPU use by 5
 // points, the 1-minute load by a tenth of a CPU, memory used or disk free by
-// 1% of the total); and otherwise every metricsRefresh-th.
+// 1% of the total); and otherwise every metricsRefresh-th. An idle worker's
+// metrics barely move, and at 10,000 workers every message is CPU time of
+// the manager.
 type metricsSender struct {
 	cpus    int
 	sent    bool           // whether last was sent

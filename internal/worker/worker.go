@@ -1,5 +1,6 @@
 // Package worker is the agent that runs on each machine: it registers with
-// the manager (and keeps retrying until the manager answers), serves the
+// the manager (and keeps retrying until the manager answers), keeps one
+// stream open to it with its health and metrics, serves the
 // WorkerProcessService, runs each command through the executor, spools its
 // output to disk and streams it from any offset. It must not import
 // internal/manager.
@@ -19,6 +20,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -52,9 +54,6 @@ type Config struct {
 	// oldest is dropped, and what the manager never read is counted as
 	// lost in the process's record [DefaultSpoolMax]. Negative: no bound.
 	SpoolMax int64
-	// ReregisterAfter: with no health stream from the manager for this long,
-	// the worker registers again, as after the manager lost its data [10s].
-	ReregisterAfter time.Duration
 	// WarmShims is how many process supervisors (shims), each with its
 	// init, the executor keeps started ahead of need, for fast starts
 	// [DefaultWarmShims]. Negative: none.
@@ -111,9 +110,6 @@ func (c *Config) setDefaults() error {
 	if c.WarmShims == 0 {
 		c.WarmShims = DefaultWarmShims
 	}
-	if c.ReregisterAfter <= 0 {
-		c.ReregisterAfter = 10 * time.Second
-	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -136,18 +132,20 @@ type Worker struct {
 	ident    *identity // certificate and TLS (identity.go)
 	started  time.Time
 	spoolDir string
-	quit     chan struct{} // closed at shutdown: ends the health, metrics and output streams
+	quit     chan struct{} // closed at shutdown: ends the output streams
 	crash    chan struct{} // closed by Crash
 	crashed  sync.Once
 
-	mu         sync.Mutex // protects the fields below
-	id         devops.WorkerID
-	procs      map[devops.ProcessID]*proc
-	starting   map[devops.ProcessID]chan struct{} // ids being started; closed when done
-	draining   bool
-	drained    chan struct{} // closed once draining with nothing left to run; replaced on undo
-	lastHealth time.Time     // when the manager last had a health stream open
-	healthSubs int           // health streams open now
+	mu       sync.Mutex // protects the fields below
+	id       devops.WorkerID
+	procs    map[devops.ProcessID]*proc
+	starting map[devops.ProcessID]chan struct{} // ids being started; closed when done
+	draining bool
+	drained  chan struct{} // closed once draining with nothing left to run; replaced on undo
+	// leaving is set while the worker deregisters: the manager ends its
+	// status stream then, and the worker must not register again.
+	leaving bool
+	stay    chan struct{} // closed when leaving is undone; replaced when it is set
 
 	wg sync.WaitGroup // every goroutine the worker starts
 }
@@ -256,9 +254,32 @@ func (w *Worker) ID() devops.WorkerID {
 func (w *Worker) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	// One connection to the manager, held for the worker's life: it
+	// carries the registration and the status stream, so that an idle
+	// worker costs the manager nothing more (see ReportStatus).
 	conn, err := grpc.NewClient(w.cfg.Manager,
 		grpc.WithTransportCredentials(w.ident.managerCreds(w.cfg.Manager)),
-		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 5 * time.Second}),
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{
+			// The status stream sends every health interval but reads
+			// nothing, and grpc pings when nothing was read for Time: at
+			// 10,000 workers, every second of Time is 10,000 pings the
+			// manager answers. A manager that is gone is noticed without
+			// them: grpc sets TCP_USER_TIMEOUT to Timeout, so reports
+			// unacknowledged that long close the connection.
+			Time:    time.Minute,
+			Timeout: 10 * time.Second,
+		}),
+		// After a manager restart the worker reconnects within a few
+		// seconds, not grpc's default backoff of up to two minutes: until
+		// it does, it is DOWN.
+		grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 5 * time.Second},
+			MinConnectTimeout: 5 * time.Second,
+		}),
+		// Little comes back from the manager (answers, the stream's
+		// settings): fixed windows spare grpc's bandwidth-delay PINGs.
+		grpc.WithStaticStreamWindowSize(1<<20),
+		grpc.WithStaticConnWindowSize(1<<20),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(8<<20)),
 	)
 	if err != nil {
@@ -277,7 +298,7 @@ func (w *Worker) Run(ctx context.Context) error {
 			errc <- err
 			return
 		}
-		if err := w.registerLoop(ctx, manager); err != nil {
+		if err := w.reportLoop(ctx, manager); err != nil {
 			errc <- err
 		}
 	}()
@@ -300,7 +321,9 @@ func (w *Worker) Run(ctx context.Context) error {
 			}
 			w.log.Info("drained: every process has finished; deregistering")
 			w.waitExitsSent(ctx, 2*time.Second)
+			w.setLeaving(true)
 			if !w.deregister(ctx, manager) {
+				w.setLeaving(false)
 				continue
 			}
 		}
@@ -492,35 +515,6 @@ func (w *Worker) TerminateAll(grace time.Duration) {
 	}
 }
 
-// registerLoop registers with the manager, retrying with backoff until it
-// answers, and registers again whenever the manager has stopped checking
-// this worker's health for a while.
-func (w *Worker) registerLoop(ctx context.Context, client pb.WorkerRegistrationServiceClient) error {
-	b := retry.Backoff{Min: 100 * time.Millisecond, Max: 5 * time.Second}
-	for {
-		err := w.register(ctx, client)
-		switch status.Code(err) {
-		case codes.OK:
-			b.Reset()
-			if err := w.waitUnwatched(ctx); err != nil {
-				return nil
-			}
-			w.log.Info("manager stopped checking this worker; registering again")
-			continue
-		case codes.AlreadyExists, codes.InvalidArgument, codes.PermissionDenied, codes.Unauthenticated:
-			return fmt.Errorf("register with manager %s: %s", w.cfg.Manager, status.Convert(err).Message())
-		}
-		if ctx.Err() != nil {
-			return nil
-		}
-		d := b.Next()
-		w.log.Warn("register with manager", "manager", w.cfg.Manager, "err", status.Convert(err).Message(), "retry_in", d.Round(time.Millisecond))
-		if retry.Sleep(ctx, d) != nil {
-			return nil
-		}
-	}
-}
-
 func (w *Worker) register(ctx context.Context, client pb.WorkerRegistrationServiceClient) error {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
@@ -549,7 +543,6 @@ func (w *Worker) register(ctx context.Context, client pb.WorkerRegistrationServi
 	w.mu.Lock()
 	changed := w.id != id
 	w.id = id
-	w.lastHealth = time.Now() // give the manager time to open its stream
 	w.mu.Unlock()
 	if changed {
 		if err := os.WriteFile(filepath.Join(w.cfg.DataDir, "worker-id"), []byte(id+"\n"), 0o600); err != nil {
@@ -558,26 +551,6 @@ func (w *Worker) register(ctx context.Context, client pb.WorkerRegistrationServi
 	}
 	w.log.Info("registered with manager", "worker_id", id, "manager", w.cfg.Manager)
 	return nil
-}
-
-// waitUnwatched returns nil once the manager has had no health stream open
-// for ReregisterAfter, or ctx.Err() when ctx ends.
-func (w *Worker) waitUnwatched(ctx context.Context) error {
-	tick := time.NewTicker(w.cfg.ReregisterAfter / 4)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-tick.C:
-		}
-		w.mu.Lock()
-		unwatched := w.healthSubs == 0 && time.Since(w.lastHealth) > w.cfg.ReregisterAfter
-		w.mu.Unlock()
-		if unwatched {
-			return nil
-		}
-	}
 }
 
 // cleanupLoop forgets finished processes, and deletes their output, once

@@ -1,7 +1,8 @@
 // The DevOps Platform API.
 //
 // Three services keep the names of the original design:
-//   - WorkerRegistrationService: served by the manager, called by workers.
+//   - WorkerRegistrationService: served by the manager, called by workers;
+//     each worker holds one connection to it, with its ReportStatus stream.
 //   - ProcessManagementService: served by the manager, called by clients (the CLI).
 //   - WorkerProcessService: served by each worker, called by the manager.
 
@@ -1201,6 +1202,127 @@ func (x *Worker) GetVersion() string {
 	return ""
 }
 
+// StatusReport is one message of a worker's ReportStatus stream.
+type StatusReport struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Which worker speaks: set in the first report of a stream, ignored after.
+	// With TLS, the worker's certificate must be this worker's.
+	WorkerId string               `protobuf:"bytes,1,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
+	Health   *HealthCheckResponse `protobuf:"bytes,2,opt,name=health,proto3" json:"health,omitempty"`
+	// A metrics sample, when one is due: the first, one that changed much,
+	// and otherwise every 12th.
+	Metrics       *WorkerMetrics `protobuf:"bytes,3,opt,name=metrics,proto3" json:"metrics,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StatusReport) Reset() {
+	*x = StatusReport{}
+	mi := &file_devops_v1_devops_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StatusReport) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StatusReport) ProtoMessage() {}
+
+func (x *StatusReport) ProtoReflect() protoreflect.Message {
+	mi := &file_devops_v1_devops_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StatusReport.ProtoReflect.Descriptor instead.
+func (*StatusReport) Descriptor() ([]byte, []int) {
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *StatusReport) GetWorkerId() string {
+	if x != nil {
+		return x.WorkerId
+	}
+	return ""
+}
+
+func (x *StatusReport) GetHealth() *HealthCheckResponse {
+	if x != nil {
+		return x.Health
+	}
+	return nil
+}
+
+func (x *StatusReport) GetMetrics() *WorkerMetrics {
+	if x != nil {
+		return x.Metrics
+	}
+	return nil
+}
+
+// StatusSettings is the manager's answer at the start of a ReportStatus
+// stream.
+type StatusSettings struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// How often the worker sends health: a worker that misses about two is DOWN.
+	HealthInterval *durationpb.Duration `protobuf:"bytes,1,opt,name=health_interval,json=healthInterval,proto3" json:"health_interval,omitempty"`
+	// How often the worker samples its metrics.
+	MetricsInterval *durationpb.Duration `protobuf:"bytes,2,opt,name=metrics_interval,json=metricsInterval,proto3" json:"metrics_interval,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *StatusSettings) Reset() {
+	*x = StatusSettings{}
+	mi := &file_devops_v1_devops_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StatusSettings) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StatusSettings) ProtoMessage() {}
+
+func (x *StatusSettings) ProtoReflect() protoreflect.Message {
+	mi := &file_devops_v1_devops_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StatusSettings.ProtoReflect.Descriptor instead.
+func (*StatusSettings) Descriptor() ([]byte, []int) {
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *StatusSettings) GetHealthInterval() *durationpb.Duration {
+	if x != nil {
+		return x.HealthInterval
+	}
+	return nil
+}
+
+func (x *StatusSettings) GetMetricsInterval() *durationpb.Duration {
+	if x != nil {
+		return x.MetricsInterval
+	}
+	return nil
+}
+
 type DeregisterWorkerRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	WorkerId      string                 `protobuf:"bytes,1,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
@@ -1210,7 +1332,7 @@ type DeregisterWorkerRequest struct {
 
 func (x *DeregisterWorkerRequest) Reset() {
 	*x = DeregisterWorkerRequest{}
-	mi := &file_devops_v1_devops_proto_msgTypes[8]
+	mi := &file_devops_v1_devops_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1222,7 +1344,7 @@ func (x *DeregisterWorkerRequest) String() string {
 func (*DeregisterWorkerRequest) ProtoMessage() {}
 
 func (x *DeregisterWorkerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[8]
+	mi := &file_devops_v1_devops_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1235,7 +1357,7 @@ func (x *DeregisterWorkerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeregisterWorkerRequest.ProtoReflect.Descriptor instead.
 func (*DeregisterWorkerRequest) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{8}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *DeregisterWorkerRequest) GetWorkerId() string {
@@ -1253,7 +1375,7 @@ type DeregisterWorkerResponse struct {
 
 func (x *DeregisterWorkerResponse) Reset() {
 	*x = DeregisterWorkerResponse{}
-	mi := &file_devops_v1_devops_proto_msgTypes[9]
+	mi := &file_devops_v1_devops_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1265,7 +1387,7 @@ func (x *DeregisterWorkerResponse) String() string {
 func (*DeregisterWorkerResponse) ProtoMessage() {}
 
 func (x *DeregisterWorkerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[9]
+	mi := &file_devops_v1_devops_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1278,7 +1400,7 @@ func (x *DeregisterWorkerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeregisterWorkerResponse.ProtoReflect.Descriptor instead.
 func (*DeregisterWorkerResponse) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{9}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{11}
 }
 
 type RegisterWorkerRequest struct {
@@ -1299,7 +1421,7 @@ type RegisterWorkerRequest struct {
 
 func (x *RegisterWorkerRequest) Reset() {
 	*x = RegisterWorkerRequest{}
-	mi := &file_devops_v1_devops_proto_msgTypes[10]
+	mi := &file_devops_v1_devops_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1311,7 +1433,7 @@ func (x *RegisterWorkerRequest) String() string {
 func (*RegisterWorkerRequest) ProtoMessage() {}
 
 func (x *RegisterWorkerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[10]
+	mi := &file_devops_v1_devops_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1324,7 +1446,7 @@ func (x *RegisterWorkerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterWorkerRequest.ProtoReflect.Descriptor instead.
 func (*RegisterWorkerRequest) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{10}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *RegisterWorkerRequest) GetWorkerId() string {
@@ -1385,7 +1507,7 @@ type RegisterWorkerResponse struct {
 
 func (x *RegisterWorkerResponse) Reset() {
 	*x = RegisterWorkerResponse{}
-	mi := &file_devops_v1_devops_proto_msgTypes[11]
+	mi := &file_devops_v1_devops_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1397,7 +1519,7 @@ func (x *RegisterWorkerResponse) String() string {
 func (*RegisterWorkerResponse) ProtoMessage() {}
 
 func (x *RegisterWorkerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[11]
+	mi := &file_devops_v1_devops_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1410,7 +1532,7 @@ func (x *RegisterWorkerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterWorkerResponse.ProtoReflect.Descriptor instead.
 func (*RegisterWorkerResponse) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{11}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *RegisterWorkerResponse) GetWorkerId() string {
@@ -1431,7 +1553,7 @@ type Limit struct {
 
 func (x *Limit) Reset() {
 	*x = Limit{}
-	mi := &file_devops_v1_devops_proto_msgTypes[12]
+	mi := &file_devops_v1_devops_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1443,7 +1565,7 @@ func (x *Limit) String() string {
 func (*Limit) ProtoMessage() {}
 
 func (x *Limit) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[12]
+	mi := &file_devops_v1_devops_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1456,7 +1578,7 @@ func (x *Limit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Limit.ProtoReflect.Descriptor instead.
 func (*Limit) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{12}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Limit) GetValue() int32 {
@@ -1485,7 +1607,7 @@ type RunTarget struct {
 
 func (x *RunTarget) Reset() {
 	*x = RunTarget{}
-	mi := &file_devops_v1_devops_proto_msgTypes[13]
+	mi := &file_devops_v1_devops_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1497,7 +1619,7 @@ func (x *RunTarget) String() string {
 func (*RunTarget) ProtoMessage() {}
 
 func (x *RunTarget) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[13]
+	mi := &file_devops_v1_devops_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1510,7 +1632,7 @@ func (x *RunTarget) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunTarget.ProtoReflect.Descriptor instead.
 func (*RunTarget) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{13}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *RunTarget) GetWorkers() []string {
@@ -1551,7 +1673,7 @@ type RunOptions struct {
 
 func (x *RunOptions) Reset() {
 	*x = RunOptions{}
-	mi := &file_devops_v1_devops_proto_msgTypes[14]
+	mi := &file_devops_v1_devops_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1563,7 +1685,7 @@ func (x *RunOptions) String() string {
 func (*RunOptions) ProtoMessage() {}
 
 func (x *RunOptions) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[14]
+	mi := &file_devops_v1_devops_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1576,7 +1698,7 @@ func (x *RunOptions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunOptions.ProtoReflect.Descriptor instead.
 func (*RunOptions) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{14}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *RunOptions) GetMaxConcurrency() *Limit {
@@ -1641,7 +1763,7 @@ type RunTask struct {
 
 func (x *RunTask) Reset() {
 	*x = RunTask{}
-	mi := &file_devops_v1_devops_proto_msgTypes[15]
+	mi := &file_devops_v1_devops_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1653,7 +1775,7 @@ func (x *RunTask) String() string {
 func (*RunTask) ProtoMessage() {}
 
 func (x *RunTask) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[15]
+	mi := &file_devops_v1_devops_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1666,7 +1788,7 @@ func (x *RunTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunTask.ProtoReflect.Descriptor instead.
 func (*RunTask) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{15}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *RunTask) GetWorkerId() string {
@@ -1745,7 +1867,7 @@ type RunAttempt struct {
 
 func (x *RunAttempt) Reset() {
 	*x = RunAttempt{}
-	mi := &file_devops_v1_devops_proto_msgTypes[16]
+	mi := &file_devops_v1_devops_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1757,7 +1879,7 @@ func (x *RunAttempt) String() string {
 func (*RunAttempt) ProtoMessage() {}
 
 func (x *RunAttempt) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[16]
+	mi := &file_devops_v1_devops_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1770,7 +1892,7 @@ func (x *RunAttempt) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunAttempt.ProtoReflect.Descriptor instead.
 func (*RunAttempt) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{16}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *RunAttempt) GetProcessId() string {
@@ -1805,7 +1927,7 @@ type Exclusion struct {
 
 func (x *Exclusion) Reset() {
 	*x = Exclusion{}
-	mi := &file_devops_v1_devops_proto_msgTypes[17]
+	mi := &file_devops_v1_devops_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1817,7 +1939,7 @@ func (x *Exclusion) String() string {
 func (*Exclusion) ProtoMessage() {}
 
 func (x *Exclusion) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[17]
+	mi := &file_devops_v1_devops_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1830,7 +1952,7 @@ func (x *Exclusion) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Exclusion.ProtoReflect.Descriptor instead.
 func (*Exclusion) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{17}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Exclusion) GetWorkerId() string {
@@ -1868,7 +1990,7 @@ type RunSummary struct {
 
 func (x *RunSummary) Reset() {
 	*x = RunSummary{}
-	mi := &file_devops_v1_devops_proto_msgTypes[18]
+	mi := &file_devops_v1_devops_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1880,7 +2002,7 @@ func (x *RunSummary) String() string {
 func (*RunSummary) ProtoMessage() {}
 
 func (x *RunSummary) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[18]
+	mi := &file_devops_v1_devops_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1893,7 +2015,7 @@ func (x *RunSummary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunSummary.ProtoReflect.Descriptor instead.
 func (*RunSummary) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{18}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *RunSummary) GetTotal() int32 {
@@ -1962,7 +2084,7 @@ type Run struct {
 
 func (x *Run) Reset() {
 	*x = Run{}
-	mi := &file_devops_v1_devops_proto_msgTypes[19]
+	mi := &file_devops_v1_devops_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1974,7 +2096,7 @@ func (x *Run) String() string {
 func (*Run) ProtoMessage() {}
 
 func (x *Run) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[19]
+	mi := &file_devops_v1_devops_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1987,7 +2109,7 @@ func (x *Run) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Run.ProtoReflect.Descriptor instead.
 func (*Run) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{19}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Run) GetId() string {
@@ -2111,7 +2233,7 @@ type StartRunRequest struct {
 
 func (x *StartRunRequest) Reset() {
 	*x = StartRunRequest{}
-	mi := &file_devops_v1_devops_proto_msgTypes[20]
+	mi := &file_devops_v1_devops_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2123,7 +2245,7 @@ func (x *StartRunRequest) String() string {
 func (*StartRunRequest) ProtoMessage() {}
 
 func (x *StartRunRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[20]
+	mi := &file_devops_v1_devops_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2136,7 +2258,7 @@ func (x *StartRunRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartRunRequest.ProtoReflect.Descriptor instead.
 func (*StartRunRequest) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{20}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *StartRunRequest) GetSpec() *Spec {
@@ -2197,7 +2319,7 @@ type StartRunResponse struct {
 
 func (x *StartRunResponse) Reset() {
 	*x = StartRunResponse{}
-	mi := &file_devops_v1_devops_proto_msgTypes[21]
+	mi := &file_devops_v1_devops_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2209,7 +2331,7 @@ func (x *StartRunResponse) String() string {
 func (*StartRunResponse) ProtoMessage() {}
 
 func (x *StartRunResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[21]
+	mi := &file_devops_v1_devops_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2222,7 +2344,7 @@ func (x *StartRunResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartRunResponse.ProtoReflect.Descriptor instead.
 func (*StartRunResponse) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{21}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *StartRunResponse) GetRun() *Run {
@@ -2241,7 +2363,7 @@ type GetRunRequest struct {
 
 func (x *GetRunRequest) Reset() {
 	*x = GetRunRequest{}
-	mi := &file_devops_v1_devops_proto_msgTypes[22]
+	mi := &file_devops_v1_devops_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2253,7 +2375,7 @@ func (x *GetRunRequest) String() string {
 func (*GetRunRequest) ProtoMessage() {}
 
 func (x *GetRunRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[22]
+	mi := &file_devops_v1_devops_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2266,7 +2388,7 @@ func (x *GetRunRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRunRequest.ProtoReflect.Descriptor instead.
 func (*GetRunRequest) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{22}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *GetRunRequest) GetRunId() string {
@@ -2285,7 +2407,7 @@ type GetRunResponse struct {
 
 func (x *GetRunResponse) Reset() {
 	*x = GetRunResponse{}
-	mi := &file_devops_v1_devops_proto_msgTypes[23]
+	mi := &file_devops_v1_devops_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2297,7 +2419,7 @@ func (x *GetRunResponse) String() string {
 func (*GetRunResponse) ProtoMessage() {}
 
 func (x *GetRunResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[23]
+	mi := &file_devops_v1_devops_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2310,7 +2432,7 @@ func (x *GetRunResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRunResponse.ProtoReflect.Descriptor instead.
 func (*GetRunResponse) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{23}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *GetRunResponse) GetRun() *Run {
@@ -2328,7 +2450,7 @@ type ListRunsRequest struct {
 
 func (x *ListRunsRequest) Reset() {
 	*x = ListRunsRequest{}
-	mi := &file_devops_v1_devops_proto_msgTypes[24]
+	mi := &file_devops_v1_devops_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2340,7 +2462,7 @@ func (x *ListRunsRequest) String() string {
 func (*ListRunsRequest) ProtoMessage() {}
 
 func (x *ListRunsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[24]
+	mi := &file_devops_v1_devops_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2353,7 +2475,7 @@ func (x *ListRunsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRunsRequest.ProtoReflect.Descriptor instead.
 func (*ListRunsRequest) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{24}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{26}
 }
 
 type ListRunsResponse struct {
@@ -2365,7 +2487,7 @@ type ListRunsResponse struct {
 
 func (x *ListRunsResponse) Reset() {
 	*x = ListRunsResponse{}
-	mi := &file_devops_v1_devops_proto_msgTypes[25]
+	mi := &file_devops_v1_devops_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2377,7 +2499,7 @@ func (x *ListRunsResponse) String() string {
 func (*ListRunsResponse) ProtoMessage() {}
 
 func (x *ListRunsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[25]
+	mi := &file_devops_v1_devops_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2390,7 +2512,7 @@ func (x *ListRunsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRunsResponse.ProtoReflect.Descriptor instead.
 func (*ListRunsResponse) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{25}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ListRunsResponse) GetRuns() []*Run {
@@ -2409,7 +2531,7 @@ type ResumeRunRequest struct {
 
 func (x *ResumeRunRequest) Reset() {
 	*x = ResumeRunRequest{}
-	mi := &file_devops_v1_devops_proto_msgTypes[26]
+	mi := &file_devops_v1_devops_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2421,7 +2543,7 @@ func (x *ResumeRunRequest) String() string {
 func (*ResumeRunRequest) ProtoMessage() {}
 
 func (x *ResumeRunRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[26]
+	mi := &file_devops_v1_devops_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2434,7 +2556,7 @@ func (x *ResumeRunRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeRunRequest.ProtoReflect.Descriptor instead.
 func (*ResumeRunRequest) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{26}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ResumeRunRequest) GetRunId() string {
@@ -2453,7 +2575,7 @@ type ResumeRunResponse struct {
 
 func (x *ResumeRunResponse) Reset() {
 	*x = ResumeRunResponse{}
-	mi := &file_devops_v1_devops_proto_msgTypes[27]
+	mi := &file_devops_v1_devops_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2465,7 +2587,7 @@ func (x *ResumeRunResponse) String() string {
 func (*ResumeRunResponse) ProtoMessage() {}
 
 func (x *ResumeRunResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[27]
+	mi := &file_devops_v1_devops_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2478,7 +2600,7 @@ func (x *ResumeRunResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeRunResponse.ProtoReflect.Descriptor instead.
 func (*ResumeRunResponse) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{27}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ResumeRunResponse) GetRun() *Run {
@@ -2501,7 +2623,7 @@ type CancelRunRequest struct {
 
 func (x *CancelRunRequest) Reset() {
 	*x = CancelRunRequest{}
-	mi := &file_devops_v1_devops_proto_msgTypes[28]
+	mi := &file_devops_v1_devops_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2513,7 +2635,7 @@ func (x *CancelRunRequest) String() string {
 func (*CancelRunRequest) ProtoMessage() {}
 
 func (x *CancelRunRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[28]
+	mi := &file_devops_v1_devops_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2526,7 +2648,7 @@ func (x *CancelRunRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelRunRequest.ProtoReflect.Descriptor instead.
 func (*CancelRunRequest) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{28}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *CancelRunRequest) GetRunId() string {
@@ -2559,7 +2681,7 @@ type CancelRunResponse struct {
 
 func (x *CancelRunResponse) Reset() {
 	*x = CancelRunResponse{}
-	mi := &file_devops_v1_devops_proto_msgTypes[29]
+	mi := &file_devops_v1_devops_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2571,7 +2693,7 @@ func (x *CancelRunResponse) String() string {
 func (*CancelRunResponse) ProtoMessage() {}
 
 func (x *CancelRunResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[29]
+	mi := &file_devops_v1_devops_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2584,7 +2706,7 @@ func (x *CancelRunResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelRunResponse.ProtoReflect.Descriptor instead.
 func (*CancelRunResponse) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{29}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *CancelRunResponse) GetRun() *Run {
@@ -2608,7 +2730,7 @@ type WatchRunRequest struct {
 
 func (x *WatchRunRequest) Reset() {
 	*x = WatchRunRequest{}
-	mi := &file_devops_v1_devops_proto_msgTypes[30]
+	mi := &file_devops_v1_devops_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2620,7 +2742,7 @@ func (x *WatchRunRequest) String() string {
 func (*WatchRunRequest) ProtoMessage() {}
 
 func (x *WatchRunRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[30]
+	mi := &file_devops_v1_devops_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2633,7 +2755,7 @@ func (x *WatchRunRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRunRequest.ProtoReflect.Descriptor instead.
 func (*WatchRunRequest) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{30}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *WatchRunRequest) GetRunId() string {
@@ -2678,7 +2800,7 @@ type WatchRunResponse struct {
 
 func (x *WatchRunResponse) Reset() {
 	*x = WatchRunResponse{}
-	mi := &file_devops_v1_devops_proto_msgTypes[31]
+	mi := &file_devops_v1_devops_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2690,7 +2812,7 @@ func (x *WatchRunResponse) String() string {
 func (*WatchRunResponse) ProtoMessage() {}
 
 func (x *WatchRunResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[31]
+	mi := &file_devops_v1_devops_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2703,7 +2825,7 @@ func (x *WatchRunResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRunResponse.ProtoReflect.Descriptor instead.
 func (*WatchRunResponse) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{31}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *WatchRunResponse) GetEvent() isWatchRunResponse_Event {
@@ -2773,7 +2895,7 @@ type DrainWorkerRequest struct {
 
 func (x *DrainWorkerRequest) Reset() {
 	*x = DrainWorkerRequest{}
-	mi := &file_devops_v1_devops_proto_msgTypes[32]
+	mi := &file_devops_v1_devops_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2785,7 +2907,7 @@ func (x *DrainWorkerRequest) String() string {
 func (*DrainWorkerRequest) ProtoMessage() {}
 
 func (x *DrainWorkerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[32]
+	mi := &file_devops_v1_devops_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2798,7 +2920,7 @@ func (x *DrainWorkerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainWorkerRequest.ProtoReflect.Descriptor instead.
 func (*DrainWorkerRequest) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{32}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *DrainWorkerRequest) GetWorker() string {
@@ -2824,7 +2946,7 @@ type DrainWorkerResponse struct {
 
 func (x *DrainWorkerResponse) Reset() {
 	*x = DrainWorkerResponse{}
-	mi := &file_devops_v1_devops_proto_msgTypes[33]
+	mi := &file_devops_v1_devops_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2836,7 +2958,7 @@ func (x *DrainWorkerResponse) String() string {
 func (*DrainWorkerResponse) ProtoMessage() {}
 
 func (x *DrainWorkerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[33]
+	mi := &file_devops_v1_devops_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2849,7 +2971,7 @@ func (x *DrainWorkerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainWorkerResponse.ProtoReflect.Descriptor instead.
 func (*DrainWorkerResponse) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{33}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *DrainWorkerResponse) GetWorker() *Worker {
@@ -2873,7 +2995,7 @@ type Target struct {
 
 func (x *Target) Reset() {
 	*x = Target{}
-	mi := &file_devops_v1_devops_proto_msgTypes[34]
+	mi := &file_devops_v1_devops_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2885,7 +3007,7 @@ func (x *Target) String() string {
 func (*Target) ProtoMessage() {}
 
 func (x *Target) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[34]
+	mi := &file_devops_v1_devops_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2898,7 +3020,7 @@ func (x *Target) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Target.ProtoReflect.Descriptor instead.
 func (*Target) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{34}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *Target) GetWorker() string {
@@ -2940,7 +3062,7 @@ type ExecuteDistributedCommandRequest struct {
 
 func (x *ExecuteDistributedCommandRequest) Reset() {
 	*x = ExecuteDistributedCommandRequest{}
-	mi := &file_devops_v1_devops_proto_msgTypes[35]
+	mi := &file_devops_v1_devops_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2952,7 +3074,7 @@ func (x *ExecuteDistributedCommandRequest) String() string {
 func (*ExecuteDistributedCommandRequest) ProtoMessage() {}
 
 func (x *ExecuteDistributedCommandRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[35]
+	mi := &file_devops_v1_devops_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2965,7 +3087,7 @@ func (x *ExecuteDistributedCommandRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecuteDistributedCommandRequest.ProtoReflect.Descriptor instead.
 func (*ExecuteDistributedCommandRequest) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{35}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ExecuteDistributedCommandRequest) GetSpec() *Spec {
@@ -3025,7 +3147,7 @@ type ExecuteDistributedCommandResponse struct {
 
 func (x *ExecuteDistributedCommandResponse) Reset() {
 	*x = ExecuteDistributedCommandResponse{}
-	mi := &file_devops_v1_devops_proto_msgTypes[36]
+	mi := &file_devops_v1_devops_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3037,7 +3159,7 @@ func (x *ExecuteDistributedCommandResponse) String() string {
 func (*ExecuteDistributedCommandResponse) ProtoMessage() {}
 
 func (x *ExecuteDistributedCommandResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[36]
+	mi := &file_devops_v1_devops_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3050,7 +3172,7 @@ func (x *ExecuteDistributedCommandResponse) ProtoReflect() protoreflect.Message 
 
 // Deprecated: Use ExecuteDistributedCommandResponse.ProtoReflect.Descriptor instead.
 func (*ExecuteDistributedCommandResponse) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{36}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *ExecuteDistributedCommandResponse) GetEvent() isExecuteDistributedCommandResponse_Event {
@@ -3107,7 +3229,7 @@ type TerminateProcessRequest struct {
 
 func (x *TerminateProcessRequest) Reset() {
 	*x = TerminateProcessRequest{}
-	mi := &file_devops_v1_devops_proto_msgTypes[37]
+	mi := &file_devops_v1_devops_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3119,7 +3241,7 @@ func (x *TerminateProcessRequest) String() string {
 func (*TerminateProcessRequest) ProtoMessage() {}
 
 func (x *TerminateProcessRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[37]
+	mi := &file_devops_v1_devops_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3132,7 +3254,7 @@ func (x *TerminateProcessRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TerminateProcessRequest.ProtoReflect.Descriptor instead.
 func (*TerminateProcessRequest) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{37}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *TerminateProcessRequest) GetProcessId() string {
@@ -3165,7 +3287,7 @@ type TerminateProcessResponse struct {
 
 func (x *TerminateProcessResponse) Reset() {
 	*x = TerminateProcessResponse{}
-	mi := &file_devops_v1_devops_proto_msgTypes[38]
+	mi := &file_devops_v1_devops_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3177,7 +3299,7 @@ func (x *TerminateProcessResponse) String() string {
 func (*TerminateProcessResponse) ProtoMessage() {}
 
 func (x *TerminateProcessResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[38]
+	mi := &file_devops_v1_devops_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3190,7 +3312,7 @@ func (x *TerminateProcessResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TerminateProcessResponse.ProtoReflect.Descriptor instead.
 func (*TerminateProcessResponse) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{38}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *TerminateProcessResponse) GetProcess() *Process {
@@ -3209,7 +3331,7 @@ type GetProcessStatusRequest struct {
 
 func (x *GetProcessStatusRequest) Reset() {
 	*x = GetProcessStatusRequest{}
-	mi := &file_devops_v1_devops_proto_msgTypes[39]
+	mi := &file_devops_v1_devops_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3221,7 +3343,7 @@ func (x *GetProcessStatusRequest) String() string {
 func (*GetProcessStatusRequest) ProtoMessage() {}
 
 func (x *GetProcessStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[39]
+	mi := &file_devops_v1_devops_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3234,7 +3356,7 @@ func (x *GetProcessStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetProcessStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetProcessStatusRequest) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{39}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *GetProcessStatusRequest) GetProcessId() string {
@@ -3253,7 +3375,7 @@ type GetProcessStatusResponse struct {
 
 func (x *GetProcessStatusResponse) Reset() {
 	*x = GetProcessStatusResponse{}
-	mi := &file_devops_v1_devops_proto_msgTypes[40]
+	mi := &file_devops_v1_devops_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3265,7 +3387,7 @@ func (x *GetProcessStatusResponse) String() string {
 func (*GetProcessStatusResponse) ProtoMessage() {}
 
 func (x *GetProcessStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[40]
+	mi := &file_devops_v1_devops_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3278,7 +3400,7 @@ func (x *GetProcessStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetProcessStatusResponse.ProtoReflect.Descriptor instead.
 func (*GetProcessStatusResponse) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{40}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *GetProcessStatusResponse) GetProcess() *Process {
@@ -3299,7 +3421,7 @@ type ListProcessesRequest struct {
 
 func (x *ListProcessesRequest) Reset() {
 	*x = ListProcessesRequest{}
-	mi := &file_devops_v1_devops_proto_msgTypes[41]
+	mi := &file_devops_v1_devops_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3311,7 +3433,7 @@ func (x *ListProcessesRequest) String() string {
 func (*ListProcessesRequest) ProtoMessage() {}
 
 func (x *ListProcessesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[41]
+	mi := &file_devops_v1_devops_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3324,7 +3446,7 @@ func (x *ListProcessesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListProcessesRequest.ProtoReflect.Descriptor instead.
 func (*ListProcessesRequest) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{41}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *ListProcessesRequest) GetState() ProcessState {
@@ -3350,7 +3472,7 @@ type ListProcessesResponse struct {
 
 func (x *ListProcessesResponse) Reset() {
 	*x = ListProcessesResponse{}
-	mi := &file_devops_v1_devops_proto_msgTypes[42]
+	mi := &file_devops_v1_devops_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3362,7 +3484,7 @@ func (x *ListProcessesResponse) String() string {
 func (*ListProcessesResponse) ProtoMessage() {}
 
 func (x *ListProcessesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[42]
+	mi := &file_devops_v1_devops_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3375,7 +3497,7 @@ func (x *ListProcessesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListProcessesResponse.ProtoReflect.Descriptor instead.
 func (*ListProcessesResponse) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{42}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *ListProcessesResponse) GetProcesses() []*Process {
@@ -3393,7 +3515,7 @@ type ListWorkersRequest struct {
 
 func (x *ListWorkersRequest) Reset() {
 	*x = ListWorkersRequest{}
-	mi := &file_devops_v1_devops_proto_msgTypes[43]
+	mi := &file_devops_v1_devops_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3405,7 +3527,7 @@ func (x *ListWorkersRequest) String() string {
 func (*ListWorkersRequest) ProtoMessage() {}
 
 func (x *ListWorkersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[43]
+	mi := &file_devops_v1_devops_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3418,7 +3540,7 @@ func (x *ListWorkersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListWorkersRequest.ProtoReflect.Descriptor instead.
 func (*ListWorkersRequest) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{43}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{45}
 }
 
 type ListWorkersResponse struct {
@@ -3430,7 +3552,7 @@ type ListWorkersResponse struct {
 
 func (x *ListWorkersResponse) Reset() {
 	*x = ListWorkersResponse{}
-	mi := &file_devops_v1_devops_proto_msgTypes[44]
+	mi := &file_devops_v1_devops_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3442,7 +3564,7 @@ func (x *ListWorkersResponse) String() string {
 func (*ListWorkersResponse) ProtoMessage() {}
 
 func (x *ListWorkersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[44]
+	mi := &file_devops_v1_devops_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3455,7 +3577,7 @@ func (x *ListWorkersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListWorkersResponse.ProtoReflect.Descriptor instead.
 func (*ListWorkersResponse) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{44}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *ListWorkersResponse) GetWorkers() []*Worker {
@@ -3476,7 +3598,7 @@ type StreamOutputRequest struct {
 
 func (x *StreamOutputRequest) Reset() {
 	*x = StreamOutputRequest{}
-	mi := &file_devops_v1_devops_proto_msgTypes[45]
+	mi := &file_devops_v1_devops_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3488,7 +3610,7 @@ func (x *StreamOutputRequest) String() string {
 func (*StreamOutputRequest) ProtoMessage() {}
 
 func (x *StreamOutputRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[45]
+	mi := &file_devops_v1_devops_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3501,7 +3623,7 @@ func (x *StreamOutputRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamOutputRequest.ProtoReflect.Descriptor instead.
 func (*StreamOutputRequest) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{45}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *StreamOutputRequest) GetProcessId() string {
@@ -3538,7 +3660,7 @@ type StreamOutputResponse struct {
 
 func (x *StreamOutputResponse) Reset() {
 	*x = StreamOutputResponse{}
-	mi := &file_devops_v1_devops_proto_msgTypes[46]
+	mi := &file_devops_v1_devops_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3550,7 +3672,7 @@ func (x *StreamOutputResponse) String() string {
 func (*StreamOutputResponse) ProtoMessage() {}
 
 func (x *StreamOutputResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[46]
+	mi := &file_devops_v1_devops_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3563,7 +3685,7 @@ func (x *StreamOutputResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamOutputResponse.ProtoReflect.Descriptor instead.
 func (*StreamOutputResponse) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{46}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *StreamOutputResponse) GetEvent() isStreamOutputResponse_Event {
@@ -3616,7 +3738,7 @@ type DrainRequest struct {
 
 func (x *DrainRequest) Reset() {
 	*x = DrainRequest{}
-	mi := &file_devops_v1_devops_proto_msgTypes[47]
+	mi := &file_devops_v1_devops_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3628,7 +3750,7 @@ func (x *DrainRequest) String() string {
 func (*DrainRequest) ProtoMessage() {}
 
 func (x *DrainRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[47]
+	mi := &file_devops_v1_devops_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3641,7 +3763,7 @@ func (x *DrainRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainRequest.ProtoReflect.Descriptor instead.
 func (*DrainRequest) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{47}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *DrainRequest) GetUndo() bool {
@@ -3659,7 +3781,7 @@ type DrainResponse struct {
 
 func (x *DrainResponse) Reset() {
 	*x = DrainResponse{}
-	mi := &file_devops_v1_devops_proto_msgTypes[48]
+	mi := &file_devops_v1_devops_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3671,7 +3793,7 @@ func (x *DrainResponse) String() string {
 func (*DrainResponse) ProtoMessage() {}
 
 func (x *DrainResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[48]
+	mi := &file_devops_v1_devops_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3684,7 +3806,7 @@ func (x *DrainResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainResponse.ProtoReflect.Descriptor instead.
 func (*DrainResponse) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{48}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{50}
 }
 
 type ExecuteCommandRequest struct {
@@ -3700,7 +3822,7 @@ type ExecuteCommandRequest struct {
 
 func (x *ExecuteCommandRequest) Reset() {
 	*x = ExecuteCommandRequest{}
-	mi := &file_devops_v1_devops_proto_msgTypes[49]
+	mi := &file_devops_v1_devops_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3712,7 +3834,7 @@ func (x *ExecuteCommandRequest) String() string {
 func (*ExecuteCommandRequest) ProtoMessage() {}
 
 func (x *ExecuteCommandRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[49]
+	mi := &file_devops_v1_devops_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3725,7 +3847,7 @@ func (x *ExecuteCommandRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecuteCommandRequest.ProtoReflect.Descriptor instead.
 func (*ExecuteCommandRequest) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{49}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *ExecuteCommandRequest) GetProcessId() string {
@@ -3770,7 +3892,7 @@ type ExecuteCommandResponse struct {
 
 func (x *ExecuteCommandResponse) Reset() {
 	*x = ExecuteCommandResponse{}
-	mi := &file_devops_v1_devops_proto_msgTypes[50]
+	mi := &file_devops_v1_devops_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3782,7 +3904,7 @@ func (x *ExecuteCommandResponse) String() string {
 func (*ExecuteCommandResponse) ProtoMessage() {}
 
 func (x *ExecuteCommandResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[50]
+	mi := &file_devops_v1_devops_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3795,7 +3917,7 @@ func (x *ExecuteCommandResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecuteCommandResponse.ProtoReflect.Descriptor instead.
 func (*ExecuteCommandResponse) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{50}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *ExecuteCommandResponse) GetEvent() isExecuteCommandResponse_Event {
@@ -3864,7 +3986,7 @@ type Started struct {
 
 func (x *Started) Reset() {
 	*x = Started{}
-	mi := &file_devops_v1_devops_proto_msgTypes[51]
+	mi := &file_devops_v1_devops_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3876,7 +3998,7 @@ func (x *Started) String() string {
 func (*Started) ProtoMessage() {}
 
 func (x *Started) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[51]
+	mi := &file_devops_v1_devops_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3889,7 +4011,7 @@ func (x *Started) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Started.ProtoReflect.Descriptor instead.
 func (*Started) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{51}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *Started) GetStartedAt() *timestamppb.Timestamp {
@@ -3915,7 +4037,7 @@ type HealthCheckRequest struct {
 
 func (x *HealthCheckRequest) Reset() {
 	*x = HealthCheckRequest{}
-	mi := &file_devops_v1_devops_proto_msgTypes[52]
+	mi := &file_devops_v1_devops_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3927,7 +4049,7 @@ func (x *HealthCheckRequest) String() string {
 func (*HealthCheckRequest) ProtoMessage() {}
 
 func (x *HealthCheckRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[52]
+	mi := &file_devops_v1_devops_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3940,7 +4062,7 @@ func (x *HealthCheckRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthCheckRequest.ProtoReflect.Descriptor instead.
 func (*HealthCheckRequest) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{52}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *HealthCheckRequest) GetInterval() *durationpb.Duration {
@@ -3965,7 +4087,7 @@ type HealthCheckResponse struct {
 
 func (x *HealthCheckResponse) Reset() {
 	*x = HealthCheckResponse{}
-	mi := &file_devops_v1_devops_proto_msgTypes[53]
+	mi := &file_devops_v1_devops_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3977,7 +4099,7 @@ func (x *HealthCheckResponse) String() string {
 func (*HealthCheckResponse) ProtoMessage() {}
 
 func (x *HealthCheckResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[53]
+	mi := &file_devops_v1_devops_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3990,7 +4112,7 @@ func (x *HealthCheckResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthCheckResponse.ProtoReflect.Descriptor instead.
 func (*HealthCheckResponse) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{53}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *HealthCheckResponse) GetState() WorkerState {
@@ -4037,7 +4159,7 @@ type ReportMetricsRequest struct {
 
 func (x *ReportMetricsRequest) Reset() {
 	*x = ReportMetricsRequest{}
-	mi := &file_devops_v1_devops_proto_msgTypes[54]
+	mi := &file_devops_v1_devops_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4049,7 +4171,7 @@ func (x *ReportMetricsRequest) String() string {
 func (*ReportMetricsRequest) ProtoMessage() {}
 
 func (x *ReportMetricsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[54]
+	mi := &file_devops_v1_devops_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4062,7 +4184,7 @@ func (x *ReportMetricsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportMetricsRequest.ProtoReflect.Descriptor instead.
 func (*ReportMetricsRequest) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{54}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *ReportMetricsRequest) GetInterval() *durationpb.Duration {
@@ -4177,7 +4299,14 @@ const file_devops_v1_devops_proto_rawDesc = "" +
 	"\aversion\x18\f \x01(\tR\aversion\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"6\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x97\x01\n" +
+	"\fStatusReport\x12\x1b\n" +
+	"\tworker_id\x18\x01 \x01(\tR\bworkerId\x126\n" +
+	"\x06health\x18\x02 \x01(\v2\x1e.devops.v1.HealthCheckResponseR\x06health\x122\n" +
+	"\ametrics\x18\x03 \x01(\v2\x18.devops.v1.WorkerMetricsR\ametrics\"\x9a\x01\n" +
+	"\x0eStatusSettings\x12B\n" +
+	"\x0fhealth_interval\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\x0ehealthInterval\x12D\n" +
+	"\x10metrics_interval\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x0fmetricsInterval\"6\n" +
 	"\x17DeregisterWorkerRequest\x12\x1b\n" +
 	"\tworker_id\x18\x01 \x01(\tR\bworkerId\"\x1a\n" +
 	"\x18DeregisterWorkerResponse\"\xd3\x02\n" +
@@ -4408,10 +4537,11 @@ const file_devops_v1_devops_proto_rawDesc = "" +
 	"\x13RUN_STATE_CANCELLED\x10\x05*=\n" +
 	"\vStopOnError\x12\x16\n" +
 	"\x12STOP_ON_ERROR_WAIT\x10\x00\x12\x16\n" +
-	"\x12STOP_ON_ERROR_KILL\x10\x012\xcf\x01\n" +
+	"\x12STOP_ON_ERROR_KILL\x10\x012\x97\x02\n" +
 	"\x19WorkerRegistrationService\x12U\n" +
 	"\x0eRegisterWorker\x12 .devops.v1.RegisterWorkerRequest\x1a!.devops.v1.RegisterWorkerResponse\x12[\n" +
-	"\x10DeregisterWorker\x12\".devops.v1.DeregisterWorkerRequest\x1a#.devops.v1.DeregisterWorkerResponse2\xb1\b\n" +
+	"\x10DeregisterWorker\x12\".devops.v1.DeregisterWorkerRequest\x1a#.devops.v1.DeregisterWorkerResponse\x12F\n" +
+	"\fReportStatus\x12\x17.devops.v1.StatusReport\x1a\x19.devops.v1.StatusSettings(\x010\x012\xb1\b\n" +
 	"\x18ProcessManagementService\x12x\n" +
 	"\x19ExecuteDistributedCommand\x12+.devops.v1.ExecuteDistributedCommandRequest\x1a,.devops.v1.ExecuteDistributedCommandResponse0\x01\x12[\n" +
 	"\x10TerminateProcess\x12\".devops.v1.TerminateProcessRequest\x1a#.devops.v1.TerminateProcessResponse\x12[\n" +
@@ -4446,7 +4576,7 @@ func file_devops_v1_devops_proto_rawDescGZIP() []byte {
 }
 
 var file_devops_v1_devops_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_devops_v1_devops_proto_msgTypes = make([]protoimpl.MessageInfo, 59)
+var file_devops_v1_devops_proto_msgTypes = make([]protoimpl.MessageInfo, 61)
 var file_devops_v1_devops_proto_goTypes = []any{
 	(ProcessState)(0),                         // 0: devops.v1.ProcessState
 	(Stream)(0),                               // 1: devops.v1.Stream
@@ -4461,187 +4591,195 @@ var file_devops_v1_devops_proto_goTypes = []any{
 	(*Fingerprint)(nil),                       // 10: devops.v1.Fingerprint
 	(*WorkerMetrics)(nil),                     // 11: devops.v1.WorkerMetrics
 	(*Worker)(nil),                            // 12: devops.v1.Worker
-	(*DeregisterWorkerRequest)(nil),           // 13: devops.v1.DeregisterWorkerRequest
-	(*DeregisterWorkerResponse)(nil),          // 14: devops.v1.DeregisterWorkerResponse
-	(*RegisterWorkerRequest)(nil),             // 15: devops.v1.RegisterWorkerRequest
-	(*RegisterWorkerResponse)(nil),            // 16: devops.v1.RegisterWorkerResponse
-	(*Limit)(nil),                             // 17: devops.v1.Limit
-	(*RunTarget)(nil),                         // 18: devops.v1.RunTarget
-	(*RunOptions)(nil),                        // 19: devops.v1.RunOptions
-	(*RunTask)(nil),                           // 20: devops.v1.RunTask
-	(*RunAttempt)(nil),                        // 21: devops.v1.RunAttempt
-	(*Exclusion)(nil),                         // 22: devops.v1.Exclusion
-	(*RunSummary)(nil),                        // 23: devops.v1.RunSummary
-	(*Run)(nil),                               // 24: devops.v1.Run
-	(*StartRunRequest)(nil),                   // 25: devops.v1.StartRunRequest
-	(*StartRunResponse)(nil),                  // 26: devops.v1.StartRunResponse
-	(*GetRunRequest)(nil),                     // 27: devops.v1.GetRunRequest
-	(*GetRunResponse)(nil),                    // 28: devops.v1.GetRunResponse
-	(*ListRunsRequest)(nil),                   // 29: devops.v1.ListRunsRequest
-	(*ListRunsResponse)(nil),                  // 30: devops.v1.ListRunsResponse
-	(*ResumeRunRequest)(nil),                  // 31: devops.v1.ResumeRunRequest
-	(*ResumeRunResponse)(nil),                 // 32: devops.v1.ResumeRunResponse
-	(*CancelRunRequest)(nil),                  // 33: devops.v1.CancelRunRequest
-	(*CancelRunResponse)(nil),                 // 34: devops.v1.CancelRunResponse
-	(*WatchRunRequest)(nil),                   // 35: devops.v1.WatchRunRequest
-	(*WatchRunResponse)(nil),                  // 36: devops.v1.WatchRunResponse
-	(*DrainWorkerRequest)(nil),                // 37: devops.v1.DrainWorkerRequest
-	(*DrainWorkerResponse)(nil),               // 38: devops.v1.DrainWorkerResponse
-	(*Target)(nil),                            // 39: devops.v1.Target
-	(*ExecuteDistributedCommandRequest)(nil),  // 40: devops.v1.ExecuteDistributedCommandRequest
-	(*ExecuteDistributedCommandResponse)(nil), // 41: devops.v1.ExecuteDistributedCommandResponse
-	(*TerminateProcessRequest)(nil),           // 42: devops.v1.TerminateProcessRequest
-	(*TerminateProcessResponse)(nil),          // 43: devops.v1.TerminateProcessResponse
-	(*GetProcessStatusRequest)(nil),           // 44: devops.v1.GetProcessStatusRequest
-	(*GetProcessStatusResponse)(nil),          // 45: devops.v1.GetProcessStatusResponse
-	(*ListProcessesRequest)(nil),              // 46: devops.v1.ListProcessesRequest
-	(*ListProcessesResponse)(nil),             // 47: devops.v1.ListProcessesResponse
-	(*ListWorkersRequest)(nil),                // 48: devops.v1.ListWorkersRequest
-	(*ListWorkersResponse)(nil),               // 49: devops.v1.ListWorkersResponse
-	(*StreamOutputRequest)(nil),               // 50: devops.v1.StreamOutputRequest
-	(*StreamOutputResponse)(nil),              // 51: devops.v1.StreamOutputResponse
-	(*DrainRequest)(nil),                      // 52: devops.v1.DrainRequest
-	(*DrainResponse)(nil),                     // 53: devops.v1.DrainResponse
-	(*ExecuteCommandRequest)(nil),             // 54: devops.v1.ExecuteCommandRequest
-	(*ExecuteCommandResponse)(nil),            // 55: devops.v1.ExecuteCommandResponse
-	(*Started)(nil),                           // 56: devops.v1.Started
-	(*HealthCheckRequest)(nil),                // 57: devops.v1.HealthCheckRequest
-	(*HealthCheckResponse)(nil),               // 58: devops.v1.HealthCheckResponse
-	(*ReportMetricsRequest)(nil),              // 59: devops.v1.ReportMetricsRequest
-	nil,                                       // 60: devops.v1.Spec.EnvEntry
-	nil,                                       // 61: devops.v1.Worker.LabelsEntry
-	nil,                                       // 62: devops.v1.RegisterWorkerRequest.LabelsEntry
-	nil,                                       // 63: devops.v1.WatchRunRequest.OffsetsEntry
-	(*durationpb.Duration)(nil),               // 64: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),             // 65: google.protobuf.Timestamp
+	(*StatusReport)(nil),                      // 13: devops.v1.StatusReport
+	(*StatusSettings)(nil),                    // 14: devops.v1.StatusSettings
+	(*DeregisterWorkerRequest)(nil),           // 15: devops.v1.DeregisterWorkerRequest
+	(*DeregisterWorkerResponse)(nil),          // 16: devops.v1.DeregisterWorkerResponse
+	(*RegisterWorkerRequest)(nil),             // 17: devops.v1.RegisterWorkerRequest
+	(*RegisterWorkerResponse)(nil),            // 18: devops.v1.RegisterWorkerResponse
+	(*Limit)(nil),                             // 19: devops.v1.Limit
+	(*RunTarget)(nil),                         // 20: devops.v1.RunTarget
+	(*RunOptions)(nil),                        // 21: devops.v1.RunOptions
+	(*RunTask)(nil),                           // 22: devops.v1.RunTask
+	(*RunAttempt)(nil),                        // 23: devops.v1.RunAttempt
+	(*Exclusion)(nil),                         // 24: devops.v1.Exclusion
+	(*RunSummary)(nil),                        // 25: devops.v1.RunSummary
+	(*Run)(nil),                               // 26: devops.v1.Run
+	(*StartRunRequest)(nil),                   // 27: devops.v1.StartRunRequest
+	(*StartRunResponse)(nil),                  // 28: devops.v1.StartRunResponse
+	(*GetRunRequest)(nil),                     // 29: devops.v1.GetRunRequest
+	(*GetRunResponse)(nil),                    // 30: devops.v1.GetRunResponse
+	(*ListRunsRequest)(nil),                   // 31: devops.v1.ListRunsRequest
+	(*ListRunsResponse)(nil),                  // 32: devops.v1.ListRunsResponse
+	(*ResumeRunRequest)(nil),                  // 33: devops.v1.ResumeRunRequest
+	(*ResumeRunResponse)(nil),                 // 34: devops.v1.ResumeRunResponse
+	(*CancelRunRequest)(nil),                  // 35: devops.v1.CancelRunRequest
+	(*CancelRunResponse)(nil),                 // 36: devops.v1.CancelRunResponse
+	(*WatchRunRequest)(nil),                   // 37: devops.v1.WatchRunRequest
+	(*WatchRunResponse)(nil),                  // 38: devops.v1.WatchRunResponse
+	(*DrainWorkerRequest)(nil),                // 39: devops.v1.DrainWorkerRequest
+	(*DrainWorkerResponse)(nil),               // 40: devops.v1.DrainWorkerResponse
+	(*Target)(nil),                            // 41: devops.v1.Target
+	(*ExecuteDistributedCommandRequest)(nil),  // 42: devops.v1.ExecuteDistributedCommandRequest
+	(*ExecuteDistributedCommandResponse)(nil), // 43: devops.v1.ExecuteDistributedCommandResponse
+	(*TerminateProcessRequest)(nil),           // 44: devops.v1.TerminateProcessRequest
+	(*TerminateProcessResponse)(nil),          // 45: devops.v1.TerminateProcessResponse
+	(*GetProcessStatusRequest)(nil),           // 46: devops.v1.GetProcessStatusRequest
+	(*GetProcessStatusResponse)(nil),          // 47: devops.v1.GetProcessStatusResponse
+	(*ListProcessesRequest)(nil),              // 48: devops.v1.ListProcessesRequest
+	(*ListProcessesResponse)(nil),             // 49: devops.v1.ListProcessesResponse
+	(*ListWorkersRequest)(nil),                // 50: devops.v1.ListWorkersRequest
+	(*ListWorkersResponse)(nil),               // 51: devops.v1.ListWorkersResponse
+	(*StreamOutputRequest)(nil),               // 52: devops.v1.StreamOutputRequest
+	(*StreamOutputResponse)(nil),              // 53: devops.v1.StreamOutputResponse
+	(*DrainRequest)(nil),                      // 54: devops.v1.DrainRequest
+	(*DrainResponse)(nil),                     // 55: devops.v1.DrainResponse
+	(*ExecuteCommandRequest)(nil),             // 56: devops.v1.ExecuteCommandRequest
+	(*ExecuteCommandResponse)(nil),            // 57: devops.v1.ExecuteCommandResponse
+	(*Started)(nil),                           // 58: devops.v1.Started
+	(*HealthCheckRequest)(nil),                // 59: devops.v1.HealthCheckRequest
+	(*HealthCheckResponse)(nil),               // 60: devops.v1.HealthCheckResponse
+	(*ReportMetricsRequest)(nil),              // 61: devops.v1.ReportMetricsRequest
+	nil,                                       // 62: devops.v1.Spec.EnvEntry
+	nil,                                       // 63: devops.v1.Worker.LabelsEntry
+	nil,                                       // 64: devops.v1.RegisterWorkerRequest.LabelsEntry
+	nil,                                       // 65: devops.v1.WatchRunRequest.OffsetsEntry
+	(*durationpb.Duration)(nil),               // 66: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),             // 67: google.protobuf.Timestamp
 }
 var file_devops_v1_devops_proto_depIdxs = []int32{
-	60,  // 0: devops.v1.Spec.env:type_name -> devops.v1.Spec.EnvEntry
-	64,  // 1: devops.v1.Spec.timeout:type_name -> google.protobuf.Duration
+	62,  // 0: devops.v1.Spec.env:type_name -> devops.v1.Spec.EnvEntry
+	66,  // 1: devops.v1.Spec.timeout:type_name -> google.protobuf.Duration
 	5,   // 2: devops.v1.Spec.limits:type_name -> devops.v1.Limits
-	64,  // 3: devops.v1.Spec.grace:type_name -> google.protobuf.Duration
+	66,  // 3: devops.v1.Spec.grace:type_name -> google.protobuf.Duration
 	1,   // 4: devops.v1.OutputChunk.stream:type_name -> devops.v1.Stream
 	0,   // 5: devops.v1.ExitStatus.state:type_name -> devops.v1.ProcessState
-	65,  // 6: devops.v1.ExitStatus.ended_at:type_name -> google.protobuf.Timestamp
-	64,  // 7: devops.v1.ExitStatus.cpu_time:type_name -> google.protobuf.Duration
+	67,  // 6: devops.v1.ExitStatus.ended_at:type_name -> google.protobuf.Timestamp
+	66,  // 7: devops.v1.ExitStatus.cpu_time:type_name -> google.protobuf.Duration
 	6,   // 8: devops.v1.Process.spec:type_name -> devops.v1.Spec
 	0,   // 9: devops.v1.Process.state:type_name -> devops.v1.ProcessState
-	65,  // 10: devops.v1.Process.created_at:type_name -> google.protobuf.Timestamp
-	65,  // 11: devops.v1.Process.started_at:type_name -> google.protobuf.Timestamp
-	65,  // 12: devops.v1.Process.ended_at:type_name -> google.protobuf.Timestamp
-	64,  // 13: devops.v1.Process.cpu_time:type_name -> google.protobuf.Duration
-	65,  // 14: devops.v1.Process.state_changed_at:type_name -> google.protobuf.Timestamp
-	65,  // 15: devops.v1.WorkerMetrics.time:type_name -> google.protobuf.Timestamp
-	64,  // 16: devops.v1.WorkerMetrics.uptime:type_name -> google.protobuf.Duration
-	61,  // 17: devops.v1.Worker.labels:type_name -> devops.v1.Worker.LabelsEntry
+	67,  // 10: devops.v1.Process.created_at:type_name -> google.protobuf.Timestamp
+	67,  // 11: devops.v1.Process.started_at:type_name -> google.protobuf.Timestamp
+	67,  // 12: devops.v1.Process.ended_at:type_name -> google.protobuf.Timestamp
+	66,  // 13: devops.v1.Process.cpu_time:type_name -> google.protobuf.Duration
+	67,  // 14: devops.v1.Process.state_changed_at:type_name -> google.protobuf.Timestamp
+	67,  // 15: devops.v1.WorkerMetrics.time:type_name -> google.protobuf.Timestamp
+	66,  // 16: devops.v1.WorkerMetrics.uptime:type_name -> google.protobuf.Duration
+	63,  // 17: devops.v1.Worker.labels:type_name -> devops.v1.Worker.LabelsEntry
 	2,   // 18: devops.v1.Worker.state:type_name -> devops.v1.WorkerState
-	65,  // 19: devops.v1.Worker.registered_at:type_name -> google.protobuf.Timestamp
-	65,  // 20: devops.v1.Worker.last_seen:type_name -> google.protobuf.Timestamp
+	67,  // 19: devops.v1.Worker.registered_at:type_name -> google.protobuf.Timestamp
+	67,  // 20: devops.v1.Worker.last_seen:type_name -> google.protobuf.Timestamp
 	10,  // 21: devops.v1.Worker.fingerprint:type_name -> devops.v1.Fingerprint
 	11,  // 22: devops.v1.Worker.metrics:type_name -> devops.v1.WorkerMetrics
-	62,  // 23: devops.v1.RegisterWorkerRequest.labels:type_name -> devops.v1.RegisterWorkerRequest.LabelsEntry
-	10,  // 24: devops.v1.RegisterWorkerRequest.fingerprint:type_name -> devops.v1.Fingerprint
-	17,  // 25: devops.v1.RunOptions.max_concurrency:type_name -> devops.v1.Limit
-	17,  // 26: devops.v1.RunOptions.max_errors:type_name -> devops.v1.Limit
-	4,   // 27: devops.v1.RunOptions.stop_on_error:type_name -> devops.v1.StopOnError
-	0,   // 28: devops.v1.RunTask.state:type_name -> devops.v1.ProcessState
-	21,  // 29: devops.v1.RunTask.previous:type_name -> devops.v1.RunAttempt
-	0,   // 30: devops.v1.RunAttempt.state:type_name -> devops.v1.ProcessState
-	6,   // 31: devops.v1.Run.spec:type_name -> devops.v1.Spec
-	18,  // 32: devops.v1.Run.target:type_name -> devops.v1.RunTarget
-	19,  // 33: devops.v1.Run.options:type_name -> devops.v1.RunOptions
-	3,   // 34: devops.v1.Run.state:type_name -> devops.v1.RunState
-	20,  // 35: devops.v1.Run.tasks:type_name -> devops.v1.RunTask
-	22,  // 36: devops.v1.Run.excluded:type_name -> devops.v1.Exclusion
-	23,  // 37: devops.v1.Run.summary:type_name -> devops.v1.RunSummary
-	65,  // 38: devops.v1.Run.created_at:type_name -> google.protobuf.Timestamp
-	65,  // 39: devops.v1.Run.ended_at:type_name -> google.protobuf.Timestamp
-	64,  // 40: devops.v1.Run.queue_timeout:type_name -> google.protobuf.Duration
-	64,  // 41: devops.v1.Run.disconnect_grace:type_name -> google.protobuf.Duration
-	6,   // 42: devops.v1.StartRunRequest.spec:type_name -> devops.v1.Spec
-	18,  // 43: devops.v1.StartRunRequest.target:type_name -> devops.v1.RunTarget
-	19,  // 44: devops.v1.StartRunRequest.options:type_name -> devops.v1.RunOptions
-	64,  // 45: devops.v1.StartRunRequest.queue_timeout:type_name -> google.protobuf.Duration
-	64,  // 46: devops.v1.StartRunRequest.disconnect_grace:type_name -> google.protobuf.Duration
-	24,  // 47: devops.v1.StartRunResponse.run:type_name -> devops.v1.Run
-	24,  // 48: devops.v1.GetRunResponse.run:type_name -> devops.v1.Run
-	24,  // 49: devops.v1.ListRunsResponse.runs:type_name -> devops.v1.Run
-	24,  // 50: devops.v1.ResumeRunResponse.run:type_name -> devops.v1.Run
-	64,  // 51: devops.v1.CancelRunRequest.grace:type_name -> google.protobuf.Duration
-	24,  // 52: devops.v1.CancelRunResponse.run:type_name -> devops.v1.Run
-	63,  // 53: devops.v1.WatchRunRequest.offsets:type_name -> devops.v1.WatchRunRequest.OffsetsEntry
-	24,  // 54: devops.v1.WatchRunResponse.run:type_name -> devops.v1.Run
-	9,   // 55: devops.v1.WatchRunResponse.process:type_name -> devops.v1.Process
-	7,   // 56: devops.v1.WatchRunResponse.output:type_name -> devops.v1.OutputChunk
-	12,  // 57: devops.v1.DrainWorkerResponse.worker:type_name -> devops.v1.Worker
-	6,   // 58: devops.v1.ExecuteDistributedCommandRequest.spec:type_name -> devops.v1.Spec
-	39,  // 59: devops.v1.ExecuteDistributedCommandRequest.target:type_name -> devops.v1.Target
-	64,  // 60: devops.v1.ExecuteDistributedCommandRequest.queue_timeout:type_name -> google.protobuf.Duration
-	64,  // 61: devops.v1.ExecuteDistributedCommandRequest.disconnect_grace:type_name -> google.protobuf.Duration
-	9,   // 62: devops.v1.ExecuteDistributedCommandResponse.process:type_name -> devops.v1.Process
-	7,   // 63: devops.v1.ExecuteDistributedCommandResponse.output:type_name -> devops.v1.OutputChunk
-	64,  // 64: devops.v1.TerminateProcessRequest.grace:type_name -> google.protobuf.Duration
-	9,   // 65: devops.v1.TerminateProcessResponse.process:type_name -> devops.v1.Process
-	9,   // 66: devops.v1.GetProcessStatusResponse.process:type_name -> devops.v1.Process
-	0,   // 67: devops.v1.ListProcessesRequest.state:type_name -> devops.v1.ProcessState
-	9,   // 68: devops.v1.ListProcessesResponse.processes:type_name -> devops.v1.Process
-	12,  // 69: devops.v1.ListWorkersResponse.workers:type_name -> devops.v1.Worker
-	9,   // 70: devops.v1.StreamOutputResponse.process:type_name -> devops.v1.Process
-	7,   // 71: devops.v1.StreamOutputResponse.output:type_name -> devops.v1.OutputChunk
-	6,   // 72: devops.v1.ExecuteCommandRequest.spec:type_name -> devops.v1.Spec
-	56,  // 73: devops.v1.ExecuteCommandResponse.started:type_name -> devops.v1.Started
-	7,   // 74: devops.v1.ExecuteCommandResponse.output:type_name -> devops.v1.OutputChunk
-	8,   // 75: devops.v1.ExecuteCommandResponse.exit:type_name -> devops.v1.ExitStatus
-	65,  // 76: devops.v1.Started.started_at:type_name -> google.protobuf.Timestamp
-	64,  // 77: devops.v1.HealthCheckRequest.interval:type_name -> google.protobuf.Duration
-	2,   // 78: devops.v1.HealthCheckResponse.state:type_name -> devops.v1.WorkerState
-	65,  // 79: devops.v1.HealthCheckResponse.time:type_name -> google.protobuf.Timestamp
-	64,  // 80: devops.v1.ReportMetricsRequest.interval:type_name -> google.protobuf.Duration
-	15,  // 81: devops.v1.WorkerRegistrationService.RegisterWorker:input_type -> devops.v1.RegisterWorkerRequest
-	13,  // 82: devops.v1.WorkerRegistrationService.DeregisterWorker:input_type -> devops.v1.DeregisterWorkerRequest
-	40,  // 83: devops.v1.ProcessManagementService.ExecuteDistributedCommand:input_type -> devops.v1.ExecuteDistributedCommandRequest
-	42,  // 84: devops.v1.ProcessManagementService.TerminateProcess:input_type -> devops.v1.TerminateProcessRequest
-	44,  // 85: devops.v1.ProcessManagementService.GetProcessStatus:input_type -> devops.v1.GetProcessStatusRequest
-	46,  // 86: devops.v1.ProcessManagementService.ListProcesses:input_type -> devops.v1.ListProcessesRequest
-	48,  // 87: devops.v1.ProcessManagementService.ListWorkers:input_type -> devops.v1.ListWorkersRequest
-	50,  // 88: devops.v1.ProcessManagementService.StreamOutput:input_type -> devops.v1.StreamOutputRequest
-	37,  // 89: devops.v1.ProcessManagementService.DrainWorker:input_type -> devops.v1.DrainWorkerRequest
-	25,  // 90: devops.v1.ProcessManagementService.StartRun:input_type -> devops.v1.StartRunRequest
-	27,  // 91: devops.v1.ProcessManagementService.GetRun:input_type -> devops.v1.GetRunRequest
-	29,  // 92: devops.v1.ProcessManagementService.ListRuns:input_type -> devops.v1.ListRunsRequest
-	31,  // 93: devops.v1.ProcessManagementService.ResumeRun:input_type -> devops.v1.ResumeRunRequest
-	33,  // 94: devops.v1.ProcessManagementService.CancelRun:input_type -> devops.v1.CancelRunRequest
-	35,  // 95: devops.v1.ProcessManagementService.WatchRun:input_type -> devops.v1.WatchRunRequest
-	54,  // 96: devops.v1.WorkerProcessService.ExecuteCommand:input_type -> devops.v1.ExecuteCommandRequest
-	42,  // 97: devops.v1.WorkerProcessService.TerminateProcess:input_type -> devops.v1.TerminateProcessRequest
-	57,  // 98: devops.v1.WorkerProcessService.HealthCheck:input_type -> devops.v1.HealthCheckRequest
-	59,  // 99: devops.v1.WorkerProcessService.ReportMetrics:input_type -> devops.v1.ReportMetricsRequest
-	52,  // 100: devops.v1.WorkerProcessService.Drain:input_type -> devops.v1.DrainRequest
-	16,  // 101: devops.v1.WorkerRegistrationService.RegisterWorker:output_type -> devops.v1.RegisterWorkerResponse
-	14,  // 102: devops.v1.WorkerRegistrationService.DeregisterWorker:output_type -> devops.v1.DeregisterWorkerResponse
-	41,  // 103: devops.v1.ProcessManagementService.ExecuteDistributedCommand:output_type -> devops.v1.ExecuteDistributedCommandResponse
-	43,  // 104: devops.v1.ProcessManagementService.TerminateProcess:output_type -> devops.v1.TerminateProcessResponse
-	45,  // 105: devops.v1.ProcessManagementService.GetProcessStatus:output_type -> devops.v1.GetProcessStatusResponse
-	47,  // 106: devops.v1.ProcessManagementService.ListProcesses:output_type -> devops.v1.ListProcessesResponse
-	49,  // 107: devops.v1.ProcessManagementService.ListWorkers:output_type -> devops.v1.ListWorkersResponse
-	51,  // 108: devops.v1.ProcessManagementService.StreamOutput:output_type -> devops.v1.StreamOutputResponse
-	38,  // 109: devops.v1.ProcessManagementService.DrainWorker:output_type -> devops.v1.DrainWorkerResponse
-	26,  // 110: devops.v1.ProcessManagementService.StartRun:output_type -> devops.v1.StartRunResponse
-	28,  // 111: devops.v1.ProcessManagementService.GetRun:output_type -> devops.v1.GetRunResponse
-	30,  // 112: devops.v1.ProcessManagementService.ListRuns:output_type -> devops.v1.ListRunsResponse
-	32,  // 113: devops.v1.ProcessManagementService.ResumeRun:output_type -> devops.v1.ResumeRunResponse
-	34,  // 114: devops.v1.ProcessManagementService.CancelRun:output_type -> devops.v1.CancelRunResponse
-	36,  // 115: devops.v1.ProcessManagementService.WatchRun:output_type -> devops.v1.WatchRunResponse
-	55,  // 116: devops.v1.WorkerProcessService.ExecuteCommand:output_type -> devops.v1.ExecuteCommandResponse
-	43,  // 117: devops.v1.WorkerProcessService.TerminateProcess:output_type -> devops.v1.TerminateProcessResponse
-	58,  // 118: devops.v1.WorkerProcessService.HealthCheck:output_type -> devops.v1.HealthCheckResponse
-	11,  // 119: devops.v1.WorkerProcessService.ReportMetrics:output_type -> devops.v1.WorkerMetrics
-	53,  // 120: devops.v1.WorkerProcessService.Drain:output_type -> devops.v1.DrainResponse
-	101, // [101:121] is the sub-list for method output_type
-	81,  // [81:101] is the sub-list for method input_type
-	81,  // [81:81] is the sub-list for extension type_name
-	81,  // [81:81] is the sub-list for extension extendee
-	0,   // [0:81] is the sub-list for field type_name
+	60,  // 23: devops.v1.StatusReport.health:type_name -> devops.v1.HealthCheckResponse
+	11,  // 24: devops.v1.StatusReport.metrics:type_name -> devops.v1.WorkerMetrics
+	66,  // 25: devops.v1.StatusSettings.health_interval:type_name -> google.protobuf.Duration
+	66,  // 26: devops.v1.StatusSettings.metrics_interval:type_name -> google.protobuf.Duration
+	64,  // 27: devops.v1.RegisterWorkerRequest.labels:type_name -> devops.v1.RegisterWorkerRequest.LabelsEntry
+	10,  // 28: devops.v1.RegisterWorkerRequest.fingerprint:type_name -> devops.v1.Fingerprint
+	19,  // 29: devops.v1.RunOptions.max_concurrency:type_name -> devops.v1.Limit
+	19,  // 30: devops.v1.RunOptions.max_errors:type_name -> devops.v1.Limit
+	4,   // 31: devops.v1.RunOptions.stop_on_error:type_name -> devops.v1.StopOnError
+	0,   // 32: devops.v1.RunTask.state:type_name -> devops.v1.ProcessState
+	23,  // 33: devops.v1.RunTask.previous:type_name -> devops.v1.RunAttempt
+	0,   // 34: devops.v1.RunAttempt.state:type_name -> devops.v1.ProcessState
+	6,   // 35: devops.v1.Run.spec:type_name -> devops.v1.Spec
+	20,  // 36: devops.v1.Run.target:type_name -> devops.v1.RunTarget
+	21,  // 37: devops.v1.Run.options:type_name -> devops.v1.RunOptions
+	3,   // 38: devops.v1.Run.state:type_name -> devops.v1.RunState
+	22,  // 39: devops.v1.Run.tasks:type_name -> devops.v1.RunTask
+	24,  // 40: devops.v1.Run.excluded:type_name -> devops.v1.Exclusion
+	25,  // 41: devops.v1.Run.summary:type_name -> devops.v1.RunSummary
+	67,  // 42: devops.v1.Run.created_at:type_name -> google.protobuf.Timestamp
+	67,  // 43: devops.v1.Run.ended_at:type_name -> google.protobuf.Timestamp
+	66,  // 44: devops.v1.Run.queue_timeout:type_name -> google.protobuf.Duration
+	66,  // 45: devops.v1.Run.disconnect_grace:type_name -> google.protobuf.Duration
+	6,   // 46: devops.v1.StartRunRequest.spec:type_name -> devops.v1.Spec
+	20,  // 47: devops.v1.StartRunRequest.target:type_name -> devops.v1.RunTarget
+	21,  // 48: devops.v1.StartRunRequest.options:type_name -> devops.v1.RunOptions
+	66,  // 49: devops.v1.StartRunRequest.queue_timeout:type_name -> google.protobuf.Duration
+	66,  // 50: devops.v1.StartRunRequest.disconnect_grace:type_name -> google.protobuf.Duration
+	26,  // 51: devops.v1.StartRunResponse.run:type_name -> devops.v1.Run
+	26,  // 52: devops.v1.GetRunResponse.run:type_name -> devops.v1.Run
+	26,  // 53: devops.v1.ListRunsResponse.runs:type_name -> devops.v1.Run
+	26,  // 54: devops.v1.ResumeRunResponse.run:type_name -> devops.v1.Run
+	66,  // 55: devops.v1.CancelRunRequest.grace:type_name -> google.protobuf.Duration
+	26,  // 56: devops.v1.CancelRunResponse.run:type_name -> devops.v1.Run
+	65,  // 57: devops.v1.WatchRunRequest.offsets:type_name -> devops.v1.WatchRunRequest.OffsetsEntry
+	26,  // 58: devops.v1.WatchRunResponse.run:type_name -> devops.v1.Run
+	9,   // 59: devops.v1.WatchRunResponse.process:type_name -> devops.v1.Process
+	7,   // 60: devops.v1.WatchRunResponse.output:type_name -> devops.v1.OutputChunk
+	12,  // 61: devops.v1.DrainWorkerResponse.worker:type_name -> devops.v1.Worker
+	6,   // 62: devops.v1.ExecuteDistributedCommandRequest.spec:type_name -> devops.v1.Spec
+	41,  // 63: devops.v1.ExecuteDistributedCommandRequest.target:type_name -> devops.v1.Target
+	66,  // 64: devops.v1.ExecuteDistributedCommandRequest.queue_timeout:type_name -> google.protobuf.Duration
+	66,  // 65: devops.v1.ExecuteDistributedCommandRequest.disconnect_grace:type_name -> google.protobuf.Duration
+	9,   // 66: devops.v1.ExecuteDistributedCommandResponse.process:type_name -> devops.v1.Process
+	7,   // 67: devops.v1.ExecuteDistributedCommandResponse.output:type_name -> devops.v1.OutputChunk
+	66,  // 68: devops.v1.TerminateProcessRequest.grace:type_name -> google.protobuf.Duration
+	9,   // 69: devops.v1.TerminateProcessResponse.process:type_name -> devops.v1.Process
+	9,   // 70: devops.v1.GetProcessStatusResponse.process:type_name -> devops.v1.Process
+	0,   // 71: devops.v1.ListProcessesRequest.state:type_name -> devops.v1.ProcessState
+	9,   // 72: devops.v1.ListProcessesResponse.processes:type_name -> devops.v1.Process
+	12,  // 73: devops.v1.ListWorkersResponse.workers:type_name -> devops.v1.Worker
+	9,   // 74: devops.v1.StreamOutputResponse.process:type_name -> devops.v1.Process
+	7,   // 75: devops.v1.StreamOutputResponse.output:type_name -> devops.v1.OutputChunk
+	6,   // 76: devops.v1.ExecuteCommandRequest.spec:type_name -> devops.v1.Spec
+	58,  // 77: devops.v1.ExecuteCommandResponse.started:type_name -> devops.v1.Started
+	7,   // 78: devops.v1.ExecuteCommandResponse.output:type_name -> devops.v1.OutputChunk
+	8,   // 79: devops.v1.ExecuteCommandResponse.exit:type_name -> devops.v1.ExitStatus
+	67,  // 80: devops.v1.Started.started_at:type_name -> google.protobuf.Timestamp
+	66,  // 81: devops.v1.HealthCheckRequest.interval:type_name -> google.protobuf.Duration
+	2,   // 82: devops.v1.HealthCheckResponse.state:type_name -> devops.v1.WorkerState
+	67,  // 83: devops.v1.HealthCheckResponse.time:type_name -> google.protobuf.Timestamp
+	66,  // 84: devops.v1.ReportMetricsRequest.interval:type_name -> google.protobuf.Duration
+	17,  // 85: devops.v1.WorkerRegistrationService.RegisterWorker:input_type -> devops.v1.RegisterWorkerRequest
+	15,  // 86: devops.v1.WorkerRegistrationService.DeregisterWorker:input_type -> devops.v1.DeregisterWorkerRequest
+	13,  // 87: devops.v1.WorkerRegistrationService.ReportStatus:input_type -> devops.v1.StatusReport
+	42,  // 88: devops.v1.ProcessManagementService.ExecuteDistributedCommand:input_type -> devops.v1.ExecuteDistributedCommandRequest
+	44,  // 89: devops.v1.ProcessManagementService.TerminateProcess:input_type -> devops.v1.TerminateProcessRequest
+	46,  // 90: devops.v1.ProcessManagementService.GetProcessStatus:input_type -> devops.v1.GetProcessStatusRequest
+	48,  // 91: devops.v1.ProcessManagementService.ListProcesses:input_type -> devops.v1.ListProcessesRequest
+	50,  // 92: devops.v1.ProcessManagementService.ListWorkers:input_type -> devops.v1.ListWorkersRequest
+	52,  // 93: devops.v1.ProcessManagementService.StreamOutput:input_type -> devops.v1.StreamOutputRequest
+	39,  // 94: devops.v1.ProcessManagementService.DrainWorker:input_type -> devops.v1.DrainWorkerRequest
+	27,  // 95: devops.v1.ProcessManagementService.StartRun:input_type -> devops.v1.StartRunRequest
+	29,  // 96: devops.v1.ProcessManagementService.GetRun:input_type -> devops.v1.GetRunRequest
+	31,  // 97: devops.v1.ProcessManagementService.ListRuns:input_type -> devops.v1.ListRunsRequest
+	33,  // 98: devops.v1.ProcessManagementService.ResumeRun:input_type -> devops.v1.ResumeRunRequest
+	35,  // 99: devops.v1.ProcessManagementService.CancelRun:input_type -> devops.v1.CancelRunRequest
+	37,  // 100: devops.v1.ProcessManagementService.WatchRun:input_type -> devops.v1.WatchRunRequest
+	56,  // 101: devops.v1.WorkerProcessService.ExecuteCommand:input_type -> devops.v1.ExecuteCommandRequest
+	44,  // 102: devops.v1.WorkerProcessService.TerminateProcess:input_type -> devops.v1.TerminateProcessRequest
+	59,  // 103: devops.v1.WorkerProcessService.HealthCheck:input_type -> devops.v1.HealthCheckRequest
+	61,  // 104: devops.v1.WorkerProcessService.ReportMetrics:input_type -> devops.v1.ReportMetricsRequest
+	54,  // 105: devops.v1.WorkerProcessService.Drain:input_type -> devops.v1.DrainRequest
+	18,  // 106: devops.v1.WorkerRegistrationService.RegisterWorker:output_type -> devops.v1.RegisterWorkerResponse
+	16,  // 107: devops.v1.WorkerRegistrationService.DeregisterWorker:output_type -> devops.v1.DeregisterWorkerResponse
+	14,  // 108: devops.v1.WorkerRegistrationService.ReportStatus:output_type -> devops.v1.StatusSettings
+	43,  // 109: devops.v1.ProcessManagementService.ExecuteDistributedCommand:output_type -> devops.v1.ExecuteDistributedCommandResponse
+	45,  // 110: devops.v1.ProcessManagementService.TerminateProcess:output_type -> devops.v1.TerminateProcessResponse
+	47,  // 111: devops.v1.ProcessManagementService.GetProcessStatus:output_type -> devops.v1.GetProcessStatusResponse
+	49,  // 112: devops.v1.ProcessManagementService.ListProcesses:output_type -> devops.v1.ListProcessesResponse
+	51,  // 113: devops.v1.ProcessManagementService.ListWorkers:output_type -> devops.v1.ListWorkersResponse
+	53,  // 114: devops.v1.ProcessManagementService.StreamOutput:output_type -> devops.v1.StreamOutputResponse
+	40,  // 115: devops.v1.ProcessManagementService.DrainWorker:output_type -> devops.v1.DrainWorkerResponse
+	28,  // 116: devops.v1.ProcessManagementService.StartRun:output_type -> devops.v1.StartRunResponse
+	30,  // 117: devops.v1.ProcessManagementService.GetRun:output_type -> devops.v1.GetRunResponse
+	32,  // 118: devops.v1.ProcessManagementService.ListRuns:output_type -> devops.v1.ListRunsResponse
+	34,  // 119: devops.v1.ProcessManagementService.ResumeRun:output_type -> devops.v1.ResumeRunResponse
+	36,  // 120: devops.v1.ProcessManagementService.CancelRun:output_type -> devops.v1.CancelRunResponse
+	38,  // 121: devops.v1.ProcessManagementService.WatchRun:output_type -> devops.v1.WatchRunResponse
+	57,  // 122: devops.v1.WorkerProcessService.ExecuteCommand:output_type -> devops.v1.ExecuteCommandResponse
+	45,  // 123: devops.v1.WorkerProcessService.TerminateProcess:output_type -> devops.v1.TerminateProcessResponse
+	60,  // 124: devops.v1.WorkerProcessService.HealthCheck:output_type -> devops.v1.HealthCheckResponse
+	11,  // 125: devops.v1.WorkerProcessService.ReportMetrics:output_type -> devops.v1.WorkerMetrics
+	55,  // 126: devops.v1.WorkerProcessService.Drain:output_type -> devops.v1.DrainResponse
+	106, // [106:127] is the sub-list for method output_type
+	85,  // [85:106] is the sub-list for method input_type
+	85,  // [85:85] is the sub-list for extension type_name
+	85,  // [85:85] is the sub-list for extension extendee
+	0,   // [0:85] is the sub-list for field type_name
 }
 
 func init() { file_devops_v1_devops_proto_init() }
@@ -4649,20 +4787,20 @@ func file_devops_v1_devops_proto_init() {
 	if File_devops_v1_devops_proto != nil {
 		return
 	}
-	file_devops_v1_devops_proto_msgTypes[31].OneofWrappers = []any{
+	file_devops_v1_devops_proto_msgTypes[33].OneofWrappers = []any{
 		(*WatchRunResponse_Run)(nil),
 		(*WatchRunResponse_Process)(nil),
 		(*WatchRunResponse_Output)(nil),
 	}
-	file_devops_v1_devops_proto_msgTypes[36].OneofWrappers = []any{
+	file_devops_v1_devops_proto_msgTypes[38].OneofWrappers = []any{
 		(*ExecuteDistributedCommandResponse_Process)(nil),
 		(*ExecuteDistributedCommandResponse_Output)(nil),
 	}
-	file_devops_v1_devops_proto_msgTypes[46].OneofWrappers = []any{
+	file_devops_v1_devops_proto_msgTypes[48].OneofWrappers = []any{
 		(*StreamOutputResponse_Process)(nil),
 		(*StreamOutputResponse_Output)(nil),
 	}
-	file_devops_v1_devops_proto_msgTypes[50].OneofWrappers = []any{
+	file_devops_v1_devops_proto_msgTypes[52].OneofWrappers = []any{
 		(*ExecuteCommandResponse_Started)(nil),
 		(*ExecuteCommandResponse_Output)(nil),
 		(*ExecuteCommandResponse_Exit)(nil),
@@ -4673,7 +4811,7 @@ func file_devops_v1_devops_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_devops_v1_devops_proto_rawDesc), len(file_devops_v1_devops_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   59,
+			NumMessages:   61,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

@@ -1,7 +1,8 @@
 // The DevOps Platform API.
 //
 // Three services keep the names of the original design:
-//   - WorkerRegistrationService: served by the manager, called by workers.
+//   - WorkerRegistrationService: served by the manager, called by workers;
+//     each worker holds one connection to it, with its ReportStatus stream.
 //   - ProcessManagementService: served by the manager, called by clients (the CLI).
 //   - WorkerProcessService: served by each worker, called by the manager.
 
@@ -28,6 +29,7 @@ const _ = grpc.SupportPackageIsVersion9
 const (
 	WorkerRegistrationService_RegisterWorker_FullMethodName   = "/devops.v1.WorkerRegistrationService/RegisterWorker"
 	WorkerRegistrationService_DeregisterWorker_FullMethodName = "/devops.v1.WorkerRegistrationService/DeregisterWorker"
+	WorkerRegistrationService_ReportStatus_FullMethodName     = "/devops.v1.WorkerRegistrationService/ReportStatus"
 )
 
 // WorkerRegistrationServiceClient is the client API for WorkerRegistrationService service.
@@ -39,6 +41,19 @@ type WorkerRegistrationServiceClient interface {
 	RegisterWorker(ctx context.Context, in *RegisterWorkerRequest, opts ...grpc.CallOption) (*RegisterWorkerResponse, error)
 	// DeregisterWorker removes a worker that drained and is leaving.
 	DeregisterWorker(ctx context.Context, in *DeregisterWorkerRequest, opts ...grpc.CallOption) (*DeregisterWorkerResponse, error)
+	// ReportStatus is a worker's one long-lived stream to the manager, opened
+	// on the connection it registered on, right after RegisterWorker. The
+	// manager answers once with the intervals it wants; the worker then sends
+	// its health every health interval, with a metrics sample when one is due.
+	// The manager marks the worker DOWN when the stream breaks, or when nothing
+	// came for --worker-timeout. The stream ends with NOT_FOUND for a worker
+	// the manager does not know (it lost its data, or the worker left), and
+	// with ABORTED once a newer stream of the same worker replaced it or the
+	// worker was cut off: register again. It carries what the manager held
+	// open to each worker before (WorkerProcessService.HealthCheck and
+	// ReportMetrics), so that an idle worker costs the manager one server-side
+	// connection and one stream.
+	ReportStatus(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[StatusReport, StatusSettings], error)
 }
 
 type workerRegistrationServiceClient struct {
@@ -69,6 +84,19 @@ func (c *workerRegistrationServiceClient) DeregisterWorker(ctx context.Context, 
 	return out, nil
 }
 
+func (c *workerRegistrationServiceClient) ReportStatus(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[StatusReport, StatusSettings], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &WorkerRegistrationService_ServiceDesc.Streams[0], WorkerRegistrationService_ReportStatus_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[StatusReport, StatusSettings]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type WorkerRegistrationService_ReportStatusClient = grpc.BidiStreamingClient[StatusReport, StatusSettings]
+
 // WorkerRegistrationServiceServer is the server API for WorkerRegistrationService service.
 // All implementations must embed UnimplementedWorkerRegistrationServiceServer
 // for forward compatibility.
@@ -78,6 +106,19 @@ type WorkerRegistrationServiceServer interface {
 	RegisterWorker(context.Context, *RegisterWorkerRequest) (*RegisterWorkerResponse, error)
 	// DeregisterWorker removes a worker that drained and is leaving.
 	DeregisterWorker(context.Context, *DeregisterWorkerRequest) (*DeregisterWorkerResponse, error)
+	// ReportStatus is a worker's one long-lived stream to the manager, opened
+	// on the connection it registered on, right after RegisterWorker. The
+	// manager answers once with the intervals it wants; the worker then sends
+	// its health every health interval, with a metrics sample when one is due.
+	// The manager marks the worker DOWN when the stream breaks, or when nothing
+	// came for --worker-timeout. The stream ends with NOT_FOUND for a worker
+	// the manager does not know (it lost its data, or the worker left), and
+	// with ABORTED once a newer stream of the same worker replaced it or the
+	// worker was cut off: register again. It carries what the manager held
+	// open to each worker before (WorkerProcessService.HealthCheck and
+	// ReportMetrics), so that an idle worker costs the manager one server-side
+	// connection and one stream.
+	ReportStatus(grpc.BidiStreamingServer[StatusReport, StatusSettings]) error
 	mustEmbedUnimplementedWorkerRegistrationServiceServer()
 }
 
@@ -93,6 +134,9 @@ func (UnimplementedWorkerRegistrationServiceServer) RegisterWorker(context.Conte
 }
 func (UnimplementedWorkerRegistrationServiceServer) DeregisterWorker(context.Context, *DeregisterWorkerRequest) (*DeregisterWorkerResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method DeregisterWorker not implemented")
+}
+func (UnimplementedWorkerRegistrationServiceServer) ReportStatus(grpc.BidiStreamingServer[StatusReport, StatusSettings]) error {
+	return status.Error(codes.Unimplemented, "method ReportStatus not implemented")
 }
 func (UnimplementedWorkerRegistrationServiceServer) mustEmbedUnimplementedWorkerRegistrationServiceServer() {
 }
@@ -152,6 +196,13 @@ func _WorkerRegistrationService_DeregisterWorker_Handler(srv interface{}, ctx co
 	return interceptor(ctx, in, info, handler)
 }
 
+func _WorkerRegistrationService_ReportStatus_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(WorkerRegistrationServiceServer).ReportStatus(&grpc.GenericServerStream[StatusReport, StatusSettings]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type WorkerRegistrationService_ReportStatusServer = grpc.BidiStreamingServer[StatusReport, StatusSettings]
+
 // WorkerRegistrationService_ServiceDesc is the grpc.ServiceDesc for WorkerRegistrationService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -168,7 +219,14 @@ var WorkerRegistrationService_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _WorkerRegistrationService_DeregisterWorker_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "ReportStatus",
+			Handler:       _WorkerRegistrationService_ReportStatus_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
+		},
+	},
 	Metadata: "devops/v1/devops.proto",
 }
 
@@ -788,9 +846,12 @@ type WorkerProcessServiceClient interface {
 	// output from from_offset, then its exit.
 	ExecuteCommand(ctx context.Context, in *ExecuteCommandRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ExecuteCommandResponse], error)
 	TerminateProcess(ctx context.Context, in *TerminateProcessRequest, opts ...grpc.CallOption) (*TerminateProcessResponse, error)
-	// HealthCheck sends the worker's status every interval until the call ends.
+	// HealthCheck sends the worker's status every interval until the call
+	// ends. The manager does not call it: it hears the same on the worker's
+	// ReportStatus stream. It is there for tools and tests.
 	HealthCheck(ctx context.Context, in *HealthCheckRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[HealthCheckResponse], error)
-	// ReportMetrics sends a metrics sample every interval until the call ends.
+	// ReportMetrics sends a metrics sample every interval until the call ends;
+	// like HealthCheck, for tools and tests (see ReportStatus).
 	ReportMetrics(ctx context.Context, in *ReportMetricsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WorkerMetrics], error)
 	// Drain stops new work; with undo, the worker takes work again.
 	Drain(ctx context.Context, in *DrainRequest, opts ...grpc.CallOption) (*DrainResponse, error)
@@ -890,9 +951,12 @@ type WorkerProcessServiceServer interface {
 	// output from from_offset, then its exit.
 	ExecuteCommand(*ExecuteCommandRequest, grpc.ServerStreamingServer[ExecuteCommandResponse]) error
 	TerminateProcess(context.Context, *TerminateProcessRequest) (*TerminateProcessResponse, error)
-	// HealthCheck sends the worker's status every interval until the call ends.
+	// HealthCheck sends the worker's status every interval until the call
+	// ends. The manager does not call it: it hears the same on the worker's
+	// ReportStatus stream. It is there for tools and tests.
 	HealthCheck(*HealthCheckRequest, grpc.ServerStreamingServer[HealthCheckResponse]) error
-	// ReportMetrics sends a metrics sample every interval until the call ends.
+	// ReportMetrics sends a metrics sample every interval until the call ends;
+	// like HealthCheck, for tools and tests (see ReportStatus).
 	ReportMetrics(*ReportMetricsRequest, grpc.ServerStreamingServer[WorkerMetrics]) error
 	// Drain stops new work; with undo, the worker takes work again.
 	Drain(context.Context, *DrainRequest) (*DrainResponse, error)
