@@ -17,11 +17,13 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/experimental"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
 
 	"github.com/devops-platform/devops"
 	pb "github.com/devops-platform/devops/api/devops/v1"
+	"github.com/devops-platform/devops/internal/grpcbuf"
 	"github.com/devops-platform/devops/internal/retry"
 	"github.com/devops-platform/devops/internal/wire"
 )
@@ -43,14 +45,16 @@ func Dial(addr string, opts ...Option) (*Client, error) {
 	for _, opt := range opts {
 		opt(&o)
 	}
+	bufs := grpcbuf.New()
 	dopts := []grpc.DialOption{
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		experimental.WithBufferPool(bufs),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{
 			// Within the manager's enforcement policy (MinTime 5s).
 			Time:    10 * time.Second,
 			Timeout: 5 * time.Second,
 		}),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(8<<20), grpc.MaxCallSendMsgSize(8<<20)),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(8<<20), grpc.MaxCallSendMsgSize(8<<20), grpc.ForceCodecV2(grpcbuf.NewCodec(bufs))),
 	}
 	conn, err := grpc.NewClient(addr, append(dopts, o.grpc()...)...)
 	if err != nil {

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/experimental"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
@@ -23,6 +24,7 @@ import (
 
 	"github.com/devops-platform/devops"
 	pb "github.com/devops-platform/devops/api/devops/v1"
+	"github.com/devops-platform/devops/internal/grpcbuf"
 	"github.com/devops-platform/devops/internal/metrics"
 	"github.com/devops-platform/devops/internal/registry"
 	"github.com/devops-platform/devops/internal/store"
@@ -116,6 +118,7 @@ func (c *Config) setDefaults() {
 // Manager is the control plane. Create it with New and run it with Run.
 type Manager struct {
 	cfg      Config
+	bufs     *grpcbuf.Pool // grpc's buffers, on the server and the connections to workers
 	log      *slog.Logger
 	store    Store
 	registry *registry.Registry
@@ -143,7 +146,7 @@ func New(ctx context.Context, cfg Config) (*Manager, error) {
 		cfg.Logger.Warn("the health interval is not shorter than the worker timeout: workers will be marked DOWN between reports",
 			"health_interval", cfg.HealthInterval, "worker_timeout", cfg.WorkerTimeout)
 	}
-	m := &Manager{cfg: cfg, log: cfg.Logger, store: cfg.Store, procs: newTable(), fleet: newFleet()}
+	m := &Manager{cfg: cfg, log: cfg.Logger, store: cfg.Store, procs: newTable(), fleet: newFleet(), bufs: grpcbuf.New()}
 	if m.store == nil {
 		st, err := store.OpenJetStream(ctx, store.Config{
 			Dir:                   cfg.DataDir,
@@ -184,6 +187,8 @@ func New(ctx context.Context, cfg Config) (*Manager, error) {
 		}
 	}
 	m.server = grpc.NewServer(
+		experimental.BufferPool(m.bufs),
+		grpc.ForceServerCodecV2(grpcbuf.NewCodec(m.bufs)),
 		grpc.KeepaliveParams(keepalive.ServerParameters{
 			// Pings a client idle for a minute, so that a dead one is
 			// noticed. Each connection's keepalive goroutine wakes every

@@ -14,11 +14,13 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/experimental"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
 	"github.com/devops-platform/devops"
 	pb "github.com/devops-platform/devops/api/devops/v1"
+	"github.com/devops-platform/devops/internal/grpcbuf"
 	"github.com/devops-platform/devops/internal/scheduler"
 	"github.com/devops-platform/devops/internal/wire"
 )
@@ -174,6 +176,7 @@ func (m *Manager) client(id devops.WorkerID) (pb.WorkerProcessServiceClient, err
 func (m *Manager) dialWorkerConn(w devops.Worker) (*grpc.ClientConn, error) {
 	return grpc.NewClient(w.Address,
 		grpc.WithTransportCredentials(m.sec.workerCreds(w.Name)),
+		experimental.WithBufferPool(m.bufs),
 		// No grpc keepalive: its timer wakes a goroutine every few
 		// seconds for each worker even when it never pings. The kernel
 		// watches these connections instead, at no cost while they are
@@ -190,7 +193,7 @@ func (m *Manager) dialWorkerConn(w devops.Worker) (*grpc.ClientConn, error) {
 		// to two minutes; registered also resets the backoff when the
 		// worker comes back.
 		grpc.WithConnectParams(grpc.ConnectParams{Backoff: backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 5 * time.Second}, MinConnectTimeout: 5 * time.Second}),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(8<<20)),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(8<<20), grpc.ForceCodecV2(grpcbuf.NewCodec(m.bufs))),
 		// Few connections are open at once now, but each may carry output
 		// at full speed: grpc's 32 KiB read buffer, and a write buffer
 		// taken from a shared pool only while writing (requests are small).

@@ -22,6 +22,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/experimental"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
@@ -31,6 +32,7 @@ import (
 	"github.com/devops-platform/devops"
 	pb "github.com/devops-platform/devops/api/devops/v1"
 	"github.com/devops-platform/devops/internal/executor"
+	"github.com/devops-platform/devops/internal/grpcbuf"
 	"github.com/devops-platform/devops/internal/retry"
 	"github.com/devops-platform/devops/internal/wire"
 )
@@ -123,6 +125,7 @@ const DefaultWarmShims = 2
 // Worker is the agent. Create it with New and run it with Run.
 type Worker struct {
 	cfg      Config
+	bufs     *grpcbuf.Pool // grpc's buffers, on the server and the connection to the manager
 	log      *slog.Logger
 	exec     *executor.Executor
 	lis      net.Listener
@@ -171,7 +174,7 @@ func New(cfg Config) (*Worker, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
 	}
-	w := &Worker{cfg: cfg, log: cfg.Logger.With("worker", cfg.Name), procs: make(map[devops.ProcessID]*proc), starting: make(map[devops.ProcessID]chan struct{}), started: time.Now(), quit: make(chan struct{}), crash: make(chan struct{}), drained: make(chan struct{})}
+	w := &Worker{cfg: cfg, bufs: grpcbuf.New(), log: cfg.Logger.With("worker", cfg.Name), procs: make(map[devops.ProcessID]*proc), starting: make(map[devops.ProcessID]chan struct{}), started: time.Now(), quit: make(chan struct{}), crash: make(chan struct{}), drained: make(chan struct{})}
 	w.spoolDir = filepath.Join(cfg.DataDir, "spool")
 	if err := os.MkdirAll(w.spoolDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data dir: %w", err)
@@ -208,6 +211,8 @@ func New(cfg Config) (*Worker, error) {
 	}
 	w.adopt()
 	w.server = grpc.NewServer(
+		experimental.BufferPool(w.bufs),
+		grpc.ForceServerCodecV2(grpcbuf.NewCodec(w.bufs)),
 		grpc.KeepaliveParams(keepalive.ServerParameters{
 			// Pings a manager connection that has sent nothing for a
 			// minute, so a manager gone silent is noticed. Not sooner: an
@@ -259,6 +264,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	// worker costs the manager nothing more (see ReportStatus).
 	conn, err := grpc.NewClient(w.cfg.Manager,
 		grpc.WithTransportCredentials(w.ident.managerCreds(w.cfg.Manager)),
+		experimental.WithBufferPool(w.bufs),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{
 			// The status stream sends every health interval but reads
 			// nothing, and grpc pings when nothing was read for Time: at
@@ -280,7 +286,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		// settings): fixed windows spare grpc's bandwidth-delay PINGs.
 		grpc.WithStaticStreamWindowSize(1<<20),
 		grpc.WithStaticConnWindowSize(1<<20),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(8<<20)),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(8<<20), grpc.ForceCodecV2(grpcbuf.NewCodec(w.bufs))),
 	)
 	if err != nil {
 		return fmt.Errorf("manager address %q: %w", w.cfg.Manager, err)
