@@ -534,6 +534,16 @@ func superviseShim(c shimConfig, ready, out *os.File, stops <-chan os.Signal, in
 	}
 	json.NewEncoder(ready).Encode(shimReady{InitPid: p.pid})
 	ready.Close()
+	// The output is on disk before the status says the process ended. Its
+	// pipes end as the init exits, before the kernel has torn down the
+	// init's namespaces (~1 ms) and the process's cgroup and directory
+	// are gone: syncing from then on takes the sync off the path to the
+	// status.
+	synced := make(chan error, 1)
+	go func() {
+		p.out.wg.Wait()
+		synced <- out.Sync()
+	}()
 	for done := false; !done; {
 		select {
 		case <-stops:
@@ -549,8 +559,7 @@ func superviseShim(c shimConfig, ready, out *os.File, stops <-chan os.Signal, in
 		}
 	}
 	status := p.Wait()
-	// The output is complete before the status says so.
-	if err := out.Sync(); err != nil {
+	if err := <-synced; err != nil {
 		log.Warn("sync output", logKeyError, err)
 	}
 	out.Close()
