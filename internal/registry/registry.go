@@ -37,10 +37,9 @@ type Registry struct {
 }
 
 type entry struct {
-	w     devops.Worker
-	timer *time.Timer // fires when the worker has been silent for Timeout
-	// history holds the latest metrics samples, oldest first (see history.go).
-	history []devops.Metrics
+	w       devops.Worker
+	timer   *time.Timer // fires when the worker has been silent for Timeout
+	history history     // the latest metrics samples (history.go)
 }
 
 // New returns an empty registry.
@@ -211,7 +210,7 @@ func (r *Registry) SetMetrics(id devops.WorkerID, m devops.Metrics) {
 	defer r.mu.Unlock()
 	if e, ok := r.workers[id]; ok {
 		e.w.Metrics = m
-		e.remember(m)
+		e.history.add(m)
 	}
 }
 
