@@ -92,8 +92,8 @@ func (m outputMsg) isChunk() bool {
 	return m.kind == byte(devops.Stdout) || m.kind == byte(devops.Stderr)
 }
 
-func encodeMsg(kind byte, truncated bool, offset int64, data []byte) []byte {
-	b := make([]byte, msgHeaderLen+len(data))
+// encodeMsg writes a message into b, of exactly its length.
+func encodeMsg(b []byte, kind byte, truncated bool, offset int64, data []byte) []byte {
 	b[0] = kind
 	if truncated {
 		b[1] = flagTruncated
@@ -151,6 +151,15 @@ type JetStream struct {
 	// failed holds, per subject, an asynchronous publish error not yet
 	// reported to a caller.
 	failed map[string]error
+
+	// pubMu orders output publishes with sent: buffers of the messages
+	// published, oldest first, until the server has acknowledged them.
+	// Each chunk is encoded into a buffer from bufs instead of a new one:
+	// at 256 KiB a chunk, that was half the garbage the manager made while
+	// relaying output.
+	pubMu sync.Mutex
+	sent  []*[]byte
+	bufs  sync.Pool
 
 	closeOnce sync.Once
 	closeErr  error
@@ -542,10 +551,17 @@ func (s *JetStream) waitLocked(ctx context.Context, st *outputState, subj string
 }
 
 // publishLocked sends one output message without waiting for its ack.
-func (s *JetStream) publishLocked(ctx context.Context, st *outputState, subj string, data []byte) error {
-	msg := &nats.Msg{Subject: subj, Data: data}
+func (s *JetStream) publishLocked(ctx context.Context, st *outputState, subj string, kind byte, truncated bool, offset int64, data []byte) error {
+	buf := s.buffer(msgHeaderLen + len(data))
+	msg := &nats.Msg{Subject: subj, Data: encodeMsg(*buf, kind, truncated, offset, data)}
 	for {
+		s.pubMu.Lock()
 		f, err := s.js.PublishMsgAsync(msg, jetstream.WithStallWait(time.Second))
+		if err == nil {
+			s.sent = append(s.sent, buf)
+			s.recycleLocked()
+		}
+		s.pubMu.Unlock()
 		if errors.Is(err, jetstream.ErrTooManyStalledMsgs) {
 			// The server is behind; wait for it as long as the caller
 			// lets us rather than fail the output.
@@ -560,6 +576,33 @@ func (s *JetStream) publishLocked(ctx context.Context, st *outputState, subj str
 		st.last = f
 		return nil
 	}
+}
+
+// buffer returns a buffer of length n for a message.
+func (s *JetStream) buffer(n int) *[]byte {
+	if b, ok := s.bufs.Get().(*[]byte); ok && cap(*b) >= n {
+		*b = (*b)[:n]
+		return b
+	}
+	b := make([]byte, n, max(n, msgHeaderLen+256<<10)) // a worker's largest chunk
+	return &b
+}
+
+// recycleLocked puts the buffers of acknowledged publishes back in the
+// pool. The server handles one connection's publishes in order, so of the
+// messages in sent all but the newest PublishAsyncPending are done (stored,
+// or failed and reported to publishFailed): the client holds no more use
+// for their data. The caller holds pubMu, so no publish comes in between.
+func (s *JetStream) recycleLocked() {
+	done := len(s.sent) - s.js.PublishAsyncPending()
+	if done <= 0 {
+		return
+	}
+	for i, b := range s.sent[:done] {
+		s.bufs.Put(b)
+		s.sent[i] = nil
+	}
+	s.sent = s.sent[done:]
 }
 
 // AppendOutput stores chunk c of process id. Bytes already stored are
@@ -596,7 +639,7 @@ func (s *JetStream) appendOutput(ctx context.Context, id devops.ProcessID, c dev
 		return err
 	}
 	if len(c.Data) > 0 {
-		if err := s.publishLocked(ctx, st, subj, encodeMsg(byte(c.Stream), false, c.Offset, c.Data)); err != nil {
+		if err := s.publishLocked(ctx, st, subj, byte(c.Stream), false, c.Offset, c.Data); err != nil {
 			return err
 		}
 		st.end = c.End()
@@ -605,7 +648,7 @@ func (s *JetStream) appendOutput(ctx context.Context, id devops.ProcessID, c dev
 		return nil
 	}
 	// Record the truncation in the stream so that it survives a restart.
-	if err := s.publishLocked(ctx, st, subj, encodeMsg(kindTruncated, true, st.end, nil)); err != nil {
+	if err := s.publishLocked(ctx, st, subj, kindTruncated, true, st.end, nil); err != nil {
 		return err
 	}
 	st.truncated = true
@@ -635,7 +678,7 @@ func (s *JetStream) skipOutput(ctx context.Context, id devops.ProcessID, to int6
 		return nil
 	}
 	// A marker, so that the new end survives a restart like a chunk's.
-	if err := s.publishLocked(ctx, st, subj, encodeMsg(kindSkipped, false, to, nil)); err != nil {
+	if err := s.publishLocked(ctx, st, subj, kindSkipped, false, to, nil); err != nil {
 		return err
 	}
 	st.end = to
@@ -709,7 +752,7 @@ func (s *JetStream) closeOutput(ctx context.Context, id devops.ProcessID, purge 
 	}
 	// The marker keeps the end offset and the truncation flag, so after a
 	// restart (or a purge) both are known from the last message alone.
-	if err := s.publishLocked(ctx, st, subj, encodeMsg(kindClosed, st.truncated, st.end, nil)); err != nil {
+	if err := s.publishLocked(ctx, st, subj, kindClosed, st.truncated, st.end, nil); err != nil {
 		return err
 	}
 	if err := s.waitLocked(ctx, st, subj); err != nil {

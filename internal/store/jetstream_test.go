@@ -291,3 +291,51 @@ func BenchmarkReadOutputFollow(b *testing.B) {
 		b.Fatalf("follower = %v at %d, want nil at %d", readErr, received, c.Offset)
 	}
 }
+
+// TestJetStreamChunksStoredAsSent: processes appending large chunks at once,
+// each reusing its chunk buffer (allowed once AppendOutput returns), read
+// back byte for byte, while the store encodes into buffers it recycles.
+func TestJetStreamChunksStoredAsSent(t *testing.T) {
+	ctx := storetest.Context(t)
+	s := openConfig(t, store.Config{Dir: t.TempDir(), MaxProcessOutputBytes: 64 << 20, MaxOutputBytes: 1 << 30})
+	const procs, chunks, size = 4, 32, 256 << 10
+	fill := func(buf []byte, p, i int) {
+		for k := range buf {
+			buf[k] = byte(p*31 + i*7 + k*13 + k>>8)
+		}
+	}
+	var wg sync.WaitGroup
+	for p := range procs {
+		wg.Go(func() {
+			buf := make([]byte, size)
+			for i := range chunks {
+				fill(buf, p, i)
+				c := devops.Chunk{Offset: int64(i * size), Stream: devops.Stdout, Data: buf}
+				if err := s.AppendOutput(ctx, storetest.ProcessID(p+1), c); err != nil {
+					t.Errorf("AppendOutput(%d, %d) = %v", p, i, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	want := make([]byte, size)
+	for p := range procs {
+		var got []byte
+		if err := s.ReadOutput(ctx, storetest.ProcessID(p+1), 0, false, func(c devops.Chunk) error {
+			got = append(got, c.Data...)
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != chunks*size {
+			t.Fatalf("process %d: read %d bytes, want %d", p, len(got), chunks*size)
+		}
+		for i := range chunks {
+			fill(want, p, i)
+			if !bytes.Equal(got[i*size:(i+1)*size], want) {
+				t.Errorf("process %d: chunk %d differs from what was appended", p, i)
+			}
+		}
+	}
+}
