@@ -324,18 +324,21 @@ func (in *idleInit) abandon() {
 
 // joinCgroup makes a cgroup with no limits yet, named name, and has the
 // idle init move itself into it (see joinIdle). startWarm later gives it the
-// process's limits, so the go-ahead no longer waits for the move.
+// process's limits, so the go-ahead no longer waits for the move. On error
+// the caller abandons the init, which removes the cgroup.
 func (in *idleInit) joinCgroup(cs *cgroups, name string) error {
 	cg, err := cs.create(devops.ProcessID(name), devops.Limits{})
 	if err != nil {
 		return err
 	}
+	// From here abandon removes it, once the init is gone: an init that
+	// joined some hierarchies and failed on the next is still in them.
+	in.cg = cg
 	procs := make([]string, 0, len(cg.dirs))
 	for _, dir := range cg.dirs {
 		procs = append(procs, filepath.Join(dir, "cgroup.procs"))
 	}
 	if err := json.NewEncoder(in.cfgW).Encode(initConfig{Join: procs}); err != nil {
-		cg.destroy()
 		return fmt.Errorf("send cgroup to init: %w", err)
 	}
 	// Byte by byte up to the newline: the rest of the pipe is the command's
@@ -349,13 +352,11 @@ func (in *idleInit) joinCgroup(cs *cgroups, name string) error {
 		line = append(line, b[0])
 	}
 	if string(line) != "ok" {
-		cg.destroy()
 		if len(line) == 0 {
 			return errors.New("init ended before it joined its cgroup")
 		}
 		return fmt.Errorf("init: %s", line)
 	}
-	in.cg = cg
 	return nil
 }
 
