@@ -5,7 +5,9 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -176,8 +178,9 @@ type cluster struct {
 	workers map[string]*worker
 	client  *client.Client
 	seq     int
-	// workerHTTP disables the worker's HTTP server when it has one.
-	workerHTTP []string
+	// workerHTTP is whether the worker has an HTTP server (--http): each
+	// gets one on its own address, for its metrics.
+	workerHTTP bool
 	// insecure holds "--insecure" when the binary has TLS and that flag
 	// (the bench runs plaintext on loopback, as its report says), else
 	// nothing; it goes to the manager, the workers and the CLI.
@@ -186,6 +189,7 @@ type cluster struct {
 
 type worker struct {
 	name, addr, dir, labels string
+	http                    string // its /metrics address; "" when it has none
 	proc                    *child
 }
 
@@ -201,7 +205,7 @@ func startCluster(ctx context.Context, bin, dir string, managerArgv []string, pp
 		c.insecure = []string{"--insecure"}
 	}
 	if out, _ := exec.Command(bin, "worker", "--help").CombinedOutput(); strings.Contains(string(out), "--http ") {
-		c.workerHTTP = []string{"--http", "-"}
+		c.workerHTTP = true
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
@@ -256,6 +260,13 @@ func (c *cluster) addWorker(name, ip, labels string) (*worker, error) {
 		return nil, fmt.Errorf("pick port on %s: %w", ip, err)
 	}
 	w := &worker{name: name, addr: fmt.Sprintf("%s:%d", ip, port), dir: filepath.Join(c.dir, "w-"+name), labels: labels}
+	if c.workerHTTP {
+		hp, err := freePort(ip)
+		if err != nil {
+			return nil, fmt.Errorf("pick HTTP port on %s: %w", ip, err)
+		}
+		w.http = fmt.Sprintf("%s:%d", ip, hp)
+	}
 	if err := c.startWorker(w); err != nil {
 		return nil, err
 	}
@@ -267,13 +278,64 @@ func (c *cluster) startWorker(w *worker) error {
 	c.seq++
 	argv := []string{c.bin, "worker", "--manager", c.addr, "--name", w.name, "--listen", w.addr,
 		"--data-dir", w.dir, "--capacity", "64", "--log-level", "warn"}
-	argv = append(append(argv, c.insecure...), c.workerHTTP...)
+	argv = append(argv, c.insecure...)
+	if w.http != "" {
+		argv = append(argv, "--http", w.http)
+	}
 	if w.labels != "" {
 		argv = append(argv, "--labels", w.labels)
 	}
 	var err error
 	w.proc, err = startChild("worker "+w.name, filepath.Join(c.dir, fmt.Sprintf("worker-%s-%d.log", w.name, c.seq)), argv...)
 	return err
+}
+
+// starts adds up, over the workers, the processes they started and those a
+// shim of their warm pool started (their devops_worker_* counters); ok is
+// false when a worker does not tell (no HTTP, or a binary without them).
+func (c *cluster) starts(ctx context.Context) (total, warm float64, ok bool) {
+	for _, w := range c.workers {
+		if w.http == "" {
+			return 0, 0, false
+		}
+		t, wm, found := workerStarts(ctx, w.http)
+		if !found {
+			return 0, 0, false
+		}
+		total, warm = total+t, warm+wm
+	}
+	return total, warm, true
+}
+
+// workerStarts reads one worker's start counters from its /metrics.
+func workerStarts(ctx context.Context, addr string) (total, warm float64, ok bool) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/metrics", nil)
+	if err != nil {
+		return 0, 0, false
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, 0, false
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return 0, 0, false
+	}
+	var haveTotal, haveWarm bool
+	for line := range strings.Lines(string(body)) {
+		if v, found := strings.CutPrefix(line, "devops_worker_processes_started_total "); found {
+			total, err = strconv.ParseFloat(strings.TrimSpace(v), 64)
+			haveTotal = err == nil
+		}
+		if v, found := strings.CutPrefix(line, "devops_worker_warm_starts_total "); found {
+			warm, err = strconv.ParseFloat(strings.TrimSpace(v), 64)
+			haveWarm = err == nil
+		}
+	}
+	return total, warm, haveTotal && haveWarm
 }
 
 // restart starts a worker again on the same address and data dir.

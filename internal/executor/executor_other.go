@@ -83,6 +83,9 @@ func (e *Executor) Adopt(id devops.ProcessID, dir string) (*Process, error) {
 // StartedAt is when the process started.
 func (p *Process) StartedAt() time.Time { return p.started }
 
+// Pooled is false: there is no warm pool outside Linux.
+func (p *Process) Pooled() bool { return false }
+
 // OutputFile and ExitFile name the files of a supervised process.
 const (
 	OutputFile  = "output"

@@ -27,6 +27,3 @@ func WarmShims(e *Executor) (shims, inits []int) {
 	}
 	return shims, inits
 }
-
-// Pooled reports whether p was started by a warm shim.
-func Pooled(p *Process) bool { return p.shim != nil && p.shim.pooled }

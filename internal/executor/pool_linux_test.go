@@ -90,8 +90,8 @@ func TestPoolSameAsCold(t *testing.T) {
 					waitWarm(t, e, 1)
 				}
 				p, dir := startSupervised(t, e, id, tt.spec)
-				if executor.Pooled(p) != pooled {
-					t.Fatalf("%s: Pooled = %v, want %v", id, executor.Pooled(p), pooled)
+				if p.Pooled() != pooled {
+					t.Fatalf("%s: Pooled = %v, want %v", id, p.Pooled(), pooled)
 				}
 				st := waitEnd(t, p, 20*time.Second)
 				stdout, stderr := readFrames(t, dir)
@@ -121,7 +121,7 @@ func TestPoolRefills(t *testing.T) {
 	waitWarm(t, e, 2)
 	before, _ := executor.WarmShims(e)
 	p, _ := startSupervised(t, e, "refill", devops.Spec{Argv: []string{"true"}})
-	if !executor.Pooled(p) {
+	if !p.Pooled() {
 		t.Errorf("the start did not take a warm shim")
 	}
 	waitEnd(t, p, 10*time.Second)
@@ -269,7 +269,7 @@ func TestPoolAdopt(t *testing.T) {
 	e := newExecutorConfig(t, executor.Config{Root: root, WarmShims: 1})
 	waitWarm(t, e, 1)
 	p, dir := startSupervised(t, e, "adopted", devops.Spec{Argv: []string{"sh", "-c", "echo up; exec sleep 60"}})
-	if !executor.Pooled(p) {
+	if !p.Pooled() {
 		t.Fatalf("the start did not take a warm shim")
 	}
 	waitFor(t, "output", 10*time.Second, func() bool { o, _ := readFrames(t, dir); return o == "up\n" })
@@ -295,7 +295,7 @@ func TestPoolAdopt(t *testing.T) {
 func TestPoolDisabled(t *testing.T) {
 	e := newExecutorConfig(t, executor.Config{WarmShims: 0})
 	p, dir := startSupervised(t, e, "cold", devops.Spec{Argv: []string{"echo", "hi"}})
-	if executor.Pooled(p) {
+	if p.Pooled() {
 		t.Errorf("Pooled with no pool")
 	}
 	if st := waitEnd(t, p, 10*time.Second); st.State != devops.StateSucceeded {
@@ -322,7 +322,7 @@ func TestPoolWithoutNamespaces(t *testing.T) {
 	executor.WithoutNamespaces(e)
 	waitWarm(t, e, 1)
 	p, dir := startSupervised(t, e, "nons", devops.Spec{Argv: []string{"sh", "-c", "test $$ != 1 && echo not-pid-1"}})
-	if !executor.Pooled(p) {
+	if !p.Pooled() {
 		t.Errorf("the start did not take a warm shim")
 	}
 	if st := waitEnd(t, p, 10*time.Second); st.State != devops.StateSucceeded {
@@ -374,7 +374,7 @@ func TestPoolJoinsCgroupAhead(t *testing.T) {
 		Argv:   []string{"sh", "-c", cgroupLimits + "; grep -c " + name + " /proc/self/cgroup"},
 		Limits: devops.Limits{MemoryBytes: 64 << 20},
 	})
-	if !executor.Pooled(p) {
+	if !p.Pooled() {
 		t.Fatal("the start did not take the warm shim")
 	}
 	if st := waitEnd(t, p, 10*time.Second); st.State != devops.StateSucceeded {

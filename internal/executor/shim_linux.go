@@ -444,6 +444,10 @@ func (h *shimHandle) terminate(sig syscall.Signal, grace time.Duration) {
 // adopted one).
 func (p *Process) StartedAt() time.Time { return p.started }
 
+// Pooled reports whether a shim of the warm pool started the process, rather
+// than one started for it (a cold start, or a container's).
+func (p *Process) Pooled() bool { return p.shim != nil && p.shim.pooled }
+
 // runShim is the shim: it starts the command, reports, then supervises it
 // until it ended and records how.
 func runShim(args []string) int {

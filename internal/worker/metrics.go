@@ -18,11 +18,12 @@ import (
 
 // workerMetrics is what the worker exposes at /metrics on its own HTTP
 // address (with /healthz beside it). Gauges read the worker's state at
-// scrape time; the two counters are moved where a process starts and ends.
+// scrape time; the counters are moved where a process starts and ends.
 type workerMetrics struct {
 	reg      *prometheus.Registry
 	grpc     *grpcprom.ServerMetrics
 	started  prometheus.Counter
+	warm     prometheus.Counter // started by a shim of the warm pool
 	finished *prometheus.CounterVec // by final state
 
 	lis net.Listener // nil when HTTP is disabled
@@ -41,6 +42,11 @@ func newWorkerMetrics(w *Worker) (*workerMetrics, error) {
 			Name:      "worker_processes_started_total",
 			Help:      "Processes this worker started.",
 		}),
+		warm: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: metrics.Namespace,
+			Name:      "worker_warm_starts_total",
+			Help:      "Processes started by a supervisor of the warm pool; the others waited for one to start (see --warm-shims).",
+		}),
 		finished: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: metrics.Namespace,
 			Name:      "worker_processes_finished_total",
@@ -53,7 +59,7 @@ func newWorkerMetrics(w *Worker) (*workerMetrics, error) {
 	gauge := func(name, help string, f func() float64) prometheus.GaugeFunc {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: metrics.Namespace, Name: name, Help: help}, f)
 	}
-	reg.MustRegister(wm.started, wm.finished,
+	reg.MustRegister(wm.started, wm.warm, wm.finished,
 		gauge("worker_processes_running", "Processes running on this worker now.", func() float64 {
 			running, _, _ := w.snapshot()
 			return float64(running)

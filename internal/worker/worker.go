@@ -647,6 +647,9 @@ func (w *Worker) start(ctx context.Context, id devops.ProcessID, spec devops.Spe
 	p := w.trackLocked(id, x, dir)
 	w.log.Info("process started", "process_id", id, "pid", x.Pid(), "argv0", spec.Argv[0])
 	w.metrics.started.Inc()
+	if x.Pooled() {
+		w.metrics.warm.Inc()
+	}
 	return p, nil
 }
 
