@@ -195,9 +195,8 @@ func (m *Manager) dialWorkerConn(w devops.Worker) (*grpc.ClientConn, error) {
 		grpc.WithConnectParams(grpc.ConnectParams{Backoff: backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 5 * time.Second}, MinConnectTimeout: 5 * time.Second}),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(8<<20), grpc.ForceCodecV2(grpcbuf.NewCodec(m.bufs))),
 		// Few connections are open at once now, but each may carry output
-		// at full speed: grpc's 32 KiB read buffer, and a write buffer
-		// taken from a shared pool only while writing (requests are small).
-		grpc.WithSharedWriteBuffer(true),
+		// at full speed: grpc's default 32 KiB read buffer (its write
+		// buffer comes from a shared pool only while writing, by default).
 		// Fixed flow-control windows. With grpc's default dynamic windows
 		// the manager answers every DATA frame it receives with a PING to
 		// estimate the bandwidth-delay product: a round trip more per
