@@ -23,7 +23,7 @@ type workerMetrics struct {
 	reg      *prometheus.Registry
 	grpc     *grpcprom.ServerMetrics
 	started  prometheus.Counter
-	warm     prometheus.Counter // started by a shim of the warm pool
+	warm     prometheus.Counter     // started by a shim of the warm pool
 	finished *prometheus.CounterVec // by final state
 
 	lis net.Listener // nil when HTTP is disabled
