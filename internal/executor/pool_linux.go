@@ -297,8 +297,7 @@ func (e *Executor) handOff(ws *warmShim, c shimConfig) (*Process, error) {
 		ws.discard()
 		return nil, errStale
 	}
-	ws.ready.Close()
-	return e.shimAnswered(c, ws.pid, ws.pidfd, true, ready, err)
+	return e.shimAnswered(c, ws.pid, ws.pidfd, true, ws.ready, ready, err)
 }
 
 // exited reports whether the shim has ended.

@@ -30,7 +30,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -194,7 +193,6 @@ func (e *Executor) startShim(id devops.ProcessID, spec devops.Spec, pr prepared,
 		cfgR.Close()
 		return nil, fmt.Errorf("ready pipe: %w", err)
 	}
-	defer readyR.Close()
 	pl := e.platform
 	cmd := &exec.Cmd{
 		Path:       pl.initPath,
@@ -210,12 +208,14 @@ func (e *Executor) startShim(id devops.ProcessID, spec devops.Spec, pr prepared,
 	cfgR.Close()
 	readyW.Close()
 	if err != nil {
+		readyR.Close()
 		return nil, fmt.Errorf("start shim: %w", err)
 	}
 	shimPid := cmd.Process.Pid
 	// An unreaped child: its pid cannot have been reused yet.
 	pidfd, err := unix.PidfdOpen(shimPid, 0)
 	if err != nil {
+		readyR.Close()
 		cmd.Process.Kill()
 		cmd.Wait()
 		return nil, fmt.Errorf("open shim pidfd: %w", err)
@@ -225,9 +225,8 @@ func (e *Executor) startShim(id devops.ProcessID, spec devops.Spec, pr prepared,
 	json.NewEncoder(cfgW).Encode(c) // a shim that died shows below
 	cfgW.Close()
 	var ready shimReady
-	data, _ := io.ReadAll(io.LimitReader(readyR, 64<<10))
-	err = json.Unmarshal(data, &ready)
-	return e.shimAnswered(c, shimPid, pidfd, false, ready, err)
+	err = json.NewDecoder(readyR).Decode(&ready)
+	return e.shimAnswered(c, shimPid, pidfd, false, readyR, ready, err)
 }
 
 // newShimConfig is what a shim needs to run the prepared spec as process id
@@ -250,11 +249,14 @@ func (e *Executor) newShimConfig(id devops.ProcessID, spec devops.Spec, pr prepa
 }
 
 // shimAnswered makes the Process of the shim (pid, watched by pidfd) that
-// was given c and answered ready; err is why its answer could not be read.
-// A shim that did not start the process is killed and reaped, and the error
-// says why. pooled says the shim came warm from the pool.
-func (e *Executor) shimAnswered(c shimConfig, pid, pidfd int, pooled bool, ready shimReady, err error) (*Process, error) {
+// was given c and answered ready on readyR; err is why its answer could not
+// be read. A shim that did not start the process is killed and reaped, and
+// the error says why. pooled says the shim came warm from the pool. The
+// Process keeps readyR: the shim closes its end once the exit status is on
+// disk (see watchShim).
+func (e *Executor) shimAnswered(c shimConfig, pid, pidfd int, pooled bool, readyR *os.File, ready shimReady, err error) (*Process, error) {
 	if err != nil || ready.Error != "" {
+		readyR.Close()
 		unix.Kill(pid, unix.SIGKILL)
 		reapShim(pidfd)
 		unix.Close(pidfd)
@@ -268,7 +270,7 @@ func (e *Executor) shimAnswered(c shimConfig, pid, pidfd int, pooled bool, ready
 		return nil, errors.New(ready.Error)
 	}
 	log := e.log.With(logKeyProcessID, string(c.ID))
-	p := newShimProcess(c.ID, c.Spec, log, c.Home, ready.InitPid, &shimHandle{pid: pid, pidfd: pidfd, dir: c.Dir, log: log, pooled: pooled})
+	p := newShimProcess(c.ID, c.Spec, log, c.Home, ready.InitPid, &shimHandle{pid: pid, pidfd: pidfd, ended: readyR, dir: c.Dir, log: log, pooled: pooled})
 	log.Debug("process started under a shim", logKeyPid, p.pid, "shim_pid", pid, "pooled", pooled)
 	return p, nil
 }
@@ -373,31 +375,55 @@ func newShimProcess(id devops.ProcessID, spec devops.Spec, log *slog.Logger, hom
 	return p
 }
 
-// watchShim waits for the shim to end and reads the status it left. It is
-// owned by the Process and ends with the shim.
+// watchShim waits for the shim to end and reads the status it left: as
+// soon as the shim says it is on disk (EOF on h.ended), else when the shim
+// ends. It is owned by the Process and ends with the shim.
 func (p *Process) watchShim() {
 	h := p.shim
-	fds := []unix.PollFd{{Fd: int32(h.pidfd), Events: unix.POLLIN}}
-	for {
-		if _, err := unix.Poll(fds, -1); err == nil || !errors.Is(err, unix.EINTR) {
-			break
+	ended := false
+	if h.ended != nil {
+		fds := []unix.PollFd{{Fd: int32(h.pidfd), Events: unix.POLLIN}, {Fd: int32(h.ended.Fd()), Events: unix.POLLIN}}
+		poll(fds)
+		h.ended.Close()
+		var st devops.ExitStatus
+		if fds[0].Revents == 0 && readJSON(filepath.Join(h.dir, ExitFile), &st) == nil {
+			p.end(st)
+			ended = true
 		}
 	}
+	poll([]unix.PollFd{{Fd: int32(h.pidfd), Events: unix.POLLIN}})
 	reapShim(h.pidfd)
 	h.mu.Lock()
 	unix.Close(h.pidfd)
 	h.pidfd = -1
 	h.mu.Unlock()
+	if ended {
+		return
+	}
 	var st devops.ExitStatus
 	if err := readJSON(filepath.Join(h.dir, ExitFile), &st); err != nil {
 		st = devops.ExitStatus{State: devops.StateFailed, Code: -1, Reason: "supervisor died without a status", EndedAt: time.Now()}
 		p.log.Warn("shim ended without a status", logKeyError, err)
 	}
+	p.end(st)
+}
+
+// end records the status of a supervised process and says it ended.
+func (p *Process) end(st devops.ExitStatus) {
 	p.mu.Lock()
 	p.status = st
 	close(p.exited)
 	p.mu.Unlock()
 	close(p.done)
+}
+
+// poll waits until one of fds is ready.
+func poll(fds []unix.PollFd) {
+	for {
+		if _, err := unix.Poll(fds, -1); err == nil || !errors.Is(err, unix.EINTR) {
+			return
+		}
+	}
 }
 
 // reapShim collects the shim's exit status when it is our child; for an
@@ -417,7 +443,8 @@ type shimHandle struct {
 	pid    int
 	dir    string
 	log    *slog.Logger
-	pooled bool // it came warm from the pool
+	pooled bool     // it came warm from the pool
+	ended  *os.File // at EOF once the shim wrote the exit status; nil when adopted
 
 	mu    sync.Mutex // protects pidfd, closed (-1) once the shim ended, and stopFile
 	pidfd int
@@ -537,7 +564,11 @@ func superviseShim(c shimConfig, ready, out *os.File, stops <-chan os.Signal, in
 		return 1
 	}
 	json.NewEncoder(ready).Encode(shimReady{InitPid: p.pid})
-	ready.Close()
+	// ready stays open until the exit status is on disk: closing it then
+	// tells the worker ~1 ms before this shim's exit would (a Go process's
+	// exit, then the worker's wake-up on the pidfd). Its exit tells a
+	// worker that adopted it.
+	defer ready.Close()
 	// The output is on disk before the status says the process ended. Its
 	// pipes end as the init exits, before the kernel has torn down the
 	// init's namespaces (~1 ms) and the process's cgroup and directory
@@ -571,6 +602,7 @@ func superviseShim(c shimConfig, ready, out *os.File, stops <-chan os.Signal, in
 		log.Error("write exit status", logKeyError, err)
 		return 1
 	}
+	ready.Close()
 	return 0
 }
 
