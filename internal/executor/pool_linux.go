@@ -26,7 +26,11 @@ package executor
 // and moves both starts off the critical path: they happen before the
 // request arrives. It does not lower the CPU a command costs, so throughput
 // at saturation stays where it was; it lowers the latency of a start while
-// the worker has spare CPU to refill.
+// the worker has spare CPU to refill. A start that finds the pool empty
+// starts cold rather than wait for the shim the refill is starting: the
+// cold start runs on another core beside it, where waiting would serialise
+// the two (tried: commands run one after another took 17 ms to first byte
+// against 10).
 //
 // What is done ahead and what waits for the process: the shim's and the
 // init's runtime start, the init's namespaces (made by clone), and its move
