@@ -178,8 +178,10 @@ func (f *simFleet) report(ctx context.Context, api pb.WorkerRegistrationServiceC
 	}
 }
 
+// simHealth is an idle worker's health on its status stream (internal/worker's
+// statusHealth: no time).
 func simHealth() *pb.HealthCheckResponse {
-	return &pb.HealthCheckResponse{State: pb.WorkerState_WORKER_STATE_UP, Capacity: 1, Time: wire.Timestamp(time.Now())}
+	return &pb.HealthCheckResponse{State: pb.WorkerState_WORKER_STATE_UP, Capacity: 1}
 }
 
 func (f *simFleet) metrics() *pb.WorkerMetrics {

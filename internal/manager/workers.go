@@ -253,6 +253,10 @@ func (m *Manager) reportStatus(stream pb.WorkerRegistrationService_ReportStatusS
 	if err := m.speaksFor(ctx, w, "worker.report"); err != nil {
 		return err
 	}
+	heart, err := m.registry.Heart(id)
+	if err != nil {
+		return status.Errorf(codes.NotFound, "worker %q is not registered: register again", id)
+	}
 	wc, token := m.workers.openStream(id)
 	defer func() {
 		if m.workers.closeStream(id, token) {
@@ -265,10 +269,11 @@ func (m *Manager) reportStatus(stream pb.WorkerRegistrationService_ReportStatusS
 	}); err != nil {
 		return err
 	}
+	next := new(pb.StatusReport)
 	for msg := first; ; {
 		h := msg.GetHealth()
 		if h != nil {
-			m.registry.Heartbeat(id, h.GetState() == pb.WorkerState_WORKER_STATE_DRAINING)
+			heart.Beat(h.GetState() == pb.WorkerState_WORKER_STATE_DRAINING)
 		}
 		if s := msg.GetMetrics(); s != nil {
 			m.registry.SetMetrics(id, wire.MetricsFromPB(s))
@@ -282,12 +287,15 @@ func (m *Manager) reportStatus(stream pb.WorkerRegistrationService_ReportStatusS
 		if h != nil {
 			m.reconcile(id, h.GetProcessIds())
 		}
-		if msg, err = stream.Recv(); err != nil {
+		// Into the same message each time (the codec resets it): one
+		// allocation less a report. Nothing of the last one is kept.
+		if err := stream.RecvMsg(next); err != nil {
 			if errors.Is(err, io.EOF) {
 				return nil
 			}
 			return err
 		}
+		msg = next
 	}
 }
 

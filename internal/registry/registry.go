@@ -1,7 +1,8 @@
 // Package registry holds the manager's live view of its workers: who they
-// are, whether they are up, and how many of their slots are in use. Each
-// worker has one heartbeat timer: a worker not heard from within the timeout
-// is marked DOWN. It imports only the domain and the scheduler's selector.
+// are, whether they are up, and how many of their slots are in use. A worker
+// not heard from within the timeout is marked DOWN: the workers heard from
+// wait in the order they were last heard from, all on one timer (see
+// Registry.live). It imports only the domain and the scheduler's selector.
 package registry
 
 import (
@@ -34,12 +35,31 @@ type Registry struct {
 	workers map[devops.WorkerID]*entry // every known worker
 	changed chan struct{}              // closed and replaced when a slot may have freed
 	byName  map[string]devops.WorkerID // name to id, for lookups and conflicts
+	// live holds the workers that are UP or DRAINING, least recently heard
+	// from first: the sentinel of a list through entry.prev and
+	// entry.next. All share one timeout, so this is also the order of
+	// their deadlines, and one timer (expiry) set for the first deadline
+	// does what a timer per worker would. A heartbeat moves its worker to
+	// the end of the list, which does not touch the timer: the first
+	// deadline only moves later, so the timer may fire early, never late,
+	// and when it fires it marks DOWN the workers whose deadline passed and
+	// waits for the next first one. A timer per worker, reset at every
+	// heartbeat, cost 2,000 timer updates a second at 10,000 workers.
+	live    entry
+	expiry  *time.Timer // runs expire; nil until the first heartbeat
+	armed   bool        // expiry is set to fire
+	stopped bool        // Stop was called: expiry stays off
 }
 
 type entry struct {
-	w       devops.Worker
-	timer   *time.Timer // fires when the worker has been silent for Timeout
-	history history     // the latest metrics samples (history.go)
+	w devops.Worker
+	// heard is when the worker was last heard from, on the monotonic
+	// clock (time.Now, whatever Config.Now is): its deadline is heard +
+	// Timeout.
+	heard      time.Time
+	prev, next *entry  // in Registry.live, nil when not in it
+	history    history // the latest metrics samples (history.go)
+	removed    bool    // no longer in Registry.workers (a Heart may still hold it)
 }
 
 // New returns an empty registry.
@@ -50,12 +70,14 @@ func New(cfg Config) *Registry {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Registry{
+	r := &Registry{
 		cfg:     cfg,
 		workers: make(map[devops.WorkerID]*entry),
 		byName:  make(map[string]devops.WorkerID),
 		changed: make(chan struct{}),
 	}
+	r.live.prev, r.live.next = &r.live, &r.live
+	return r
 }
 
 // Load adds workers known from an earlier run, in state DOWN until they are
@@ -66,6 +88,10 @@ func (r *Registry) Load(ws []devops.Worker) {
 	for _, w := range ws {
 		w.State = devops.WorkerDown
 		w.Running = 0
+		if old, ok := r.workers[w.ID]; ok {
+			old.removed = true
+			r.unlinkLocked(old)
+		}
 		r.workers[w.ID] = &entry{w: w}
 		r.byName[w.Name] = w.ID
 	}
@@ -108,9 +134,8 @@ func (r *Registry) Register(w devops.Worker) (devops.Worker, error) {
 
 func (r *Registry) removeLocked(id devops.WorkerID) {
 	if e, ok := r.workers[id]; ok {
-		if e.timer != nil {
-			e.timer.Stop()
-		}
+		e.removed = true
+		r.unlinkLocked(e)
 		delete(r.byName, e.w.Name)
 		delete(r.workers, id)
 	}
@@ -125,29 +150,124 @@ func (r *Registry) Heartbeat(id devops.WorkerID, draining bool) {
 		r.mu.Unlock()
 		return
 	}
+	r.beatLocked(e, draining)
+}
+
+// Heart is one worker's heartbeat, for a caller that hears from the worker
+// often (its status stream, 2,000 reports a second at 10,000 workers):
+// Beat is Heartbeat without finding the worker among all the others. It is
+// safe for concurrent use.
+type Heart struct {
+	r  *Registry
+	id devops.WorkerID
+	e  *entry // the worker's entry; under r.mu, replaced once it is removed
+}
+
+// Heart returns the heartbeat of a known worker; an error wrapping
+// devops.ErrNotFound when there is none with that id.
+func (r *Registry) Heart(id devops.WorkerID) (*Heart, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	e, ok := r.workers[id]
+	if !ok {
+		return nil, fmt.Errorf("worker %s: %w", id, devops.ErrNotFound)
+	}
+	return &Heart{r: r, id: id, e: e}, nil
+}
+
+// Beat is Heartbeat for the heart's worker. A worker removed since is looked
+// up again by its id: if it registered again, the beat counts for it; if
+// not, the beat is ignored.
+func (h *Heart) Beat(draining bool) {
+	r := h.r
+	r.mu.Lock()
+	if h.e.removed {
+		e, ok := r.workers[h.id]
+		if !ok {
+			r.mu.Unlock()
+			return
+		}
+		h.e = e
+	}
+	r.beatLocked(h.e, draining)
+}
+
+// beatLocked is a heartbeat of the worker whose entry is e. The caller
+// holds r.mu; beatLocked releases it.
+func (r *Registry) beatLocked(e *entry, draining bool) {
 	e.w.LastSeen = r.cfg.Now()
+	e.heard = time.Now()
 	old := e.w.State
 	e.w.State = devops.WorkerUp
 	if draining {
 		e.w.State = devops.WorkerDraining
 	}
-	if e.timer == nil {
-		e.timer = time.AfterFunc(r.cfg.Timeout, func() { r.expire(id) })
-	} else {
-		e.timer.Reset(r.cfg.Timeout)
+	// To the end of live: the latest deadline.
+	r.unlinkLocked(e)
+	e.prev, e.next = r.live.prev, &r.live
+	e.prev.next, r.live.prev = e, e
+	r.armLocked()
+	if old == e.w.State {
+		// The usual case: nothing to tell, and no copy of the record.
+		r.mu.Unlock()
+		return
 	}
 	w := e.w
-	if old != w.State {
-		r.broadcastLocked()
-	}
+	r.broadcastLocked()
 	r.mu.Unlock()
-	if old != w.State {
-		r.notify(w, old)
-	}
+	r.notify(w, old)
 }
 
-func (r *Registry) expire(id devops.WorkerID) {
-	r.MarkDown(id)
+// unlinkLocked takes e out of live, if it is there.
+func (r *Registry) unlinkLocked(e *entry) {
+	if e.next == nil {
+		return
+	}
+	e.prev.next, e.next.prev = e.next, e.prev
+	e.prev, e.next = nil, nil
+}
+
+// armLocked sets expiry for the first deadline in live, unless it is set
+// already (for that deadline or an earlier one) or live is empty.
+func (r *Registry) armLocked() {
+	first := r.live.next
+	if r.armed || r.stopped || first == &r.live {
+		return
+	}
+	d := time.Until(first.heard.Add(r.cfg.Timeout))
+	if r.expiry == nil {
+		r.expiry = time.AfterFunc(d, r.expire)
+	} else {
+		r.expiry.Reset(d)
+	}
+	r.armed = true
+}
+
+// expire runs when expiry fires: the workers whose deadline passed are
+// marked DOWN, and expiry is set again for the first deadline still to come.
+func (r *Registry) expire() {
+	r.mu.Lock()
+	r.armed = false
+	now := time.Now()
+	type change struct {
+		w   devops.Worker
+		old devops.WorkerState
+	}
+	var down []change
+	for e := r.live.next; e != &r.live && !now.Before(e.heard.Add(r.cfg.Timeout)); e = r.live.next {
+		r.unlinkLocked(e)
+		down = append(down, change{e.w, e.w.State})
+		e.w.State = devops.WorkerDown
+		down[len(down)-1].w.State = devops.WorkerDown
+	}
+	if len(down) > 0 {
+		r.broadcastLocked()
+	}
+	r.armLocked()
+	r.mu.Unlock()
+	for _, c := range down {
+		r.notify(c.w, c.old)
+	}
 }
 
 // MarkDown marks the worker DOWN, as when its connection failed.
@@ -158,9 +278,7 @@ func (r *Registry) MarkDown(id devops.WorkerID) {
 		r.mu.Unlock()
 		return
 	}
-	if e.timer != nil {
-		e.timer.Stop()
-	}
+	r.unlinkLocked(e)
 	old := e.w.State
 	e.w.State = devops.WorkerDown
 	w := e.w
@@ -296,15 +414,16 @@ func (r *Registry) Get(idOrName string) (devops.Worker, error) {
 	return devops.Worker{}, fmt.Errorf("worker %q: %w", idOrName, devops.ErrNotFound)
 }
 
-// Stop stops every heartbeat timer.
+// Stop stops the heartbeat timer: no worker is marked DOWN for its
+// silence after it.
 func (r *Registry) Stop() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	for _, e := range r.workers {
-		if e.timer != nil {
-			e.timer.Stop()
-		}
+	r.stopped = true
+	if r.expiry != nil {
+		r.expiry.Stop()
 	}
+	r.armed = false
 }
 
 func (r *Registry) notify(w devops.Worker, old devops.WorkerState) {

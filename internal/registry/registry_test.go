@@ -2,6 +2,8 @@ package registry
 
 import (
 	"errors"
+	"fmt"
+	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -102,4 +104,123 @@ func TestDrainingTakesNoWork(t *testing.T) {
 	if w, _ := r.SetDraining("1", false); w.State != devops.WorkerUp {
 		t.Errorf("undo drain: %s, want UP", w.State)
 	}
+}
+
+// TestHeartBeats checks that a Heart's beat is a heartbeat: it brings the
+// worker UP (or DRAINING), holds off its timer, and counts for the worker
+// that registered again with the same id after a removal, not for nobody.
+func TestHeartBeats(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := New(Config{Timeout: 10 * time.Second})
+		defer r.Stop()
+		// expect waits d, lets the timer act, and checks worker 1's state.
+		expect := func(d time.Duration, want devops.WorkerState, when string) {
+			t.Helper()
+			time.Sleep(d)
+			synctest.Wait()
+			w, err := r.Get("1")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if w.State != want {
+				t.Fatalf("%s: %s, want %s", when, w.State, want)
+			}
+		}
+		r.Register(devops.Worker{ID: "1", Name: "w1", Capacity: 1})
+		if _, err := r.Heart("2"); !errors.Is(err, devops.ErrNotFound) {
+			t.Errorf("Heart(2) = %v, want ErrNotFound", err)
+		}
+		h, err := r.Heart("1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		h.Beat(false)
+		expect(0, devops.WorkerUp, "after a beat")
+		expect(9*time.Second, devops.WorkerUp, "9s after the beat")
+		h.Beat(true)
+		expect(0, devops.WorkerDraining, "after a draining beat")
+		expect(9*time.Second, devops.WorkerDraining, "9s after the last beat (the beat holds off the timer)")
+		expect(2*time.Second, devops.WorkerDown, "11s after the last beat")
+
+		// Removed: a beat is ignored. Registered again: it counts.
+		r.Remove("1")
+		h.Beat(false)
+		if _, err := r.Get("1"); !errors.Is(err, devops.ErrNotFound) {
+			t.Fatalf("a beat brought a removed worker back: %v", err)
+		}
+		r.Register(devops.Worker{ID: "1", Name: "w1", Capacity: 1})
+		h.Beat(false)
+		expect(0, devops.WorkerUp, "a beat after registering again")
+		expect(11*time.Second, devops.WorkerDown, "11s after that beat")
+	})
+}
+
+// TestEachWorkerHasItsOwnDeadline checks that the one timer of all workers
+// marks each DOWN at its own deadline, the timeout after it was last heard
+// from, and not before: workers heard from a second apart, one of them
+// again later, some draining, one marked down by hand and one removed.
+func TestEachWorkerHasItsOwnDeadline(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var mu sync.Mutex // protects downAt
+		downAt := make(map[string]time.Duration)
+		start := time.Now()
+		r := New(Config{Timeout: 10 * time.Second, OnChange: func(w devops.Worker, old devops.WorkerState) {
+			if w.State == devops.WorkerDown && old != devops.WorkerDown {
+				mu.Lock()
+				downAt[w.Name] = time.Since(start)
+				mu.Unlock()
+			}
+		}})
+		defer r.Stop()
+		for i := range 6 {
+			id := devops.WorkerID(fmt.Sprint(i))
+			r.Register(devops.Worker{ID: id, Name: fmt.Sprint("w", i), Capacity: 1})
+			r.Heartbeat(id, i%2 == 1)
+			time.Sleep(time.Second)
+		}
+		// At 6 s: w0 is heard from again, w4 is marked down, w5 leaves.
+		r.Heartbeat("0", false)
+		r.MarkDown("4")
+		r.Remove("5")
+		time.Sleep(20 * time.Second)
+		synctest.Wait()
+		want := map[string]time.Duration{"w0": 16 * time.Second, "w1": 11 * time.Second, "w2": 12 * time.Second, "w3": 13 * time.Second, "w4": 6 * time.Second}
+		mu.Lock()
+		defer mu.Unlock()
+		if len(downAt) != len(want) {
+			t.Errorf("DOWN: %v, want %v", downAt, want)
+		}
+		for name, at := range want {
+			if got, ok := downAt[name]; !ok || got != at {
+				t.Errorf("%s DOWN at %v (%t), want at %v", name, got, ok, at)
+			}
+		}
+	})
+}
+
+// BenchmarkHeartbeat is one heartbeat among 10,000 workers, each in turn,
+// as their status streams bring them: by id (Heartbeat), and through the
+// worker's Heart (Beat), as the manager's status stream does.
+func BenchmarkHeartbeat(b *testing.B) {
+	const n = 10000
+	r := New(Config{Timeout: time.Hour})
+	defer r.Stop()
+	ids := make([]devops.WorkerID, n)
+	hearts := make([]*Heart, n)
+	for i := range ids {
+		ids[i] = devops.WorkerID(fmt.Sprintf("%032x", i))
+		r.Register(devops.Worker{ID: ids[i], Name: fmt.Sprint("w", i), Capacity: 1})
+		hearts[i], _ = r.Heart(ids[i])
+		r.Heartbeat(ids[i], false)
+	}
+	b.Run("Heartbeat", func(b *testing.B) {
+		for i := 0; b.Loop(); i++ {
+			r.Heartbeat(ids[i%n], false)
+		}
+	})
+	b.Run("Beat", func(b *testing.B) {
+		for i := 0; b.Loop(); i++ {
+			hearts[i%n].Beat(false)
+		}
+	})
 }

@@ -64,7 +64,7 @@ func (w *Worker) report(ctx context.Context, client pb.WorkerRegistrationService
 	f := metricsSender{cpus: runtime.NumCPU()}
 	sample := w.sample(ctx)
 	f.due(sample)
-	if err := stream.Send(&pb.StatusReport{WorkerId: string(w.ID()), Health: w.healthReport(), Metrics: wire.MetricsToPB(sample)}); err != nil {
+	if err := stream.Send(&pb.StatusReport{WorkerId: string(w.ID()), Health: w.statusHealth(), Metrics: wire.MetricsToPB(sample)}); err != nil {
 		_, err = stream.Recv() // Send says io.EOF; Recv says why
 		return err
 	}
@@ -100,7 +100,7 @@ func (w *Worker) report(ctx context.Context, client pb.WorkerRegistrationService
 			return ctx.Err()
 		case <-health.C:
 		}
-		rep := &pb.StatusReport{Health: w.healthReport()}
+		rep := &pb.StatusReport{Health: w.statusHealth()}
 		if now := time.Now(); !now.Before(nextSample) {
 			nextSample = now.Add(metricsEvery)
 			if m := w.sample(ctx); f.due(m) {
@@ -128,6 +128,16 @@ func (w *Worker) healthReport() *pb.HealthCheckResponse {
 		Time:       wire.Timestamp(time.Now()),
 		ProcessIds: ids,
 	}
+}
+
+// statusHealth is the health a status report carries: healthReport
+// without the time, which the manager does not read. A report is decoded
+// 2,000 times a second at 10,000 workers, and the time is a message of its
+// own in it.
+func (w *Worker) statusHealth() *pb.HealthCheckResponse {
+	h := w.healthReport()
+	h.Time = nil
+	return h
 }
 
 // setLeaving marks the worker as deregistering, or no longer.
