@@ -44,7 +44,11 @@ type sizes struct {
 var fullSizes = sizes{
 	rounds: 5, dispatchPer: 40, cliPer: 4, tputCommands: 128,
 	bulkBytes: 1 << 30, lines: 10_000_000, stallBytes: 1 << 30,
-	fanout: []int{8, 32}, scale: []int{1000, 5000, 10000}, scaleSettle: 6 * time.Second, scaleWindow: 10 * time.Second,
+	// Idle is the steady state: the first seconds after the workers joined
+	// carry their first metrics samples and the collection that follows the
+	// heap's growth, and a 10 s window caught or missed a collection (~0.25 s
+	// of CPU at 10,000 workers) by chance; 30 s averages over them.
+	fanout: []int{8, 32}, scale: []int{1000, 5000, 10000}, scaleSettle: 15 * time.Second, scaleWindow: 30 * time.Second,
 	failReps: 5, failHangReps: 3, scenarioLimit: 4 * time.Minute,
 }
 
