@@ -5,7 +5,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
@@ -15,6 +14,9 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 
 	"github.com/devops-platform/devops"
 	"github.com/devops-platform/devops/internal/client"
@@ -320,22 +322,21 @@ func workerStarts(ctx context.Context, addr string) (total, warm float64, ok boo
 		return 0, 0, false
 	}
 	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
+	parser := expfmt.NewTextParser(model.LegacyValidation)
+	families, err := parser.TextToMetricFamilies(resp.Body)
 	if err != nil {
 		return 0, 0, false
 	}
-	var haveTotal, haveWarm bool
-	for line := range strings.Lines(string(body)) {
-		if v, found := strings.CutPrefix(line, "devops_worker_processes_started_total "); found {
-			total, err = strconv.ParseFloat(strings.TrimSpace(v), 64)
-			haveTotal = err == nil
+	counter := func(name string) (float64, bool) {
+		ms := families[name].GetMetric()
+		if len(ms) != 1 {
+			return 0, false
 		}
-		if v, found := strings.CutPrefix(line, "devops_worker_warm_starts_total "); found {
-			warm, err = strconv.ParseFloat(strings.TrimSpace(v), 64)
-			haveWarm = err == nil
-		}
+		return ms[0].GetCounter().GetValue(), true
 	}
-	return total, warm, haveTotal && haveWarm
+	total, okTotal := counter("devops_worker_processes_started_total")
+	warm, okWarm := counter("devops_worker_warm_starts_total")
+	return total, warm, okTotal && okWarm
 }
 
 // restart starts a worker again on the same address and data dir.

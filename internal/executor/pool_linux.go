@@ -377,16 +377,9 @@ func (pl *platform) spawnWarm() (*warmInit, error) {
 // reports false when the init ended first.
 func (in *warmInit) waitTake(fd int) bool {
 	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}, {Fd: int32(in.pidfd), Events: unix.POLLIN}}
-	for {
-		_, err := unix.Poll(fds, -1)
-		if errors.Is(err, unix.EINTR) {
-			continue
-		}
-		if err != nil {
-			return true // the read decides
-		}
-		return fds[0].Revents != 0 || fds[1].Revents == 0
-	}
+	poll(fds)
+	// Neither ready (poll failed): the read decides.
+	return fds[0].Revents != 0 || fds[1].Revents == 0
 }
 
 // exited reports whether the init has ended.
@@ -442,8 +435,7 @@ func runWarmShim() int {
 		json.NewEncoder(ready).Encode(shimReady{Error: err.Error()})
 		return 1
 	}
-	if cs := base.Cgroups; cs != nil {
-		pl.cgroups = &cgroups{version: cs.Version, log: slog.Default(), base: cs.Base}
+	if pl.cgroups = base.Cgroups.cgroups(slog.Default()); pl.cgroups != nil {
 		if err := in.idle.joinCgroup(pl.cgroups, "warm-"+strconv.Itoa(os.Getpid())); err != nil {
 			json.NewEncoder(ready).Encode(shimReady{Error: err.Error()})
 			in.abandon()

@@ -99,6 +99,15 @@ type cgroupsState struct {
 	Pids    bool              `json:"pids,omitempty"`
 }
 
+// cgroups is the worker's cgroups as the shim uses them, logging to log;
+// nil when the worker has none.
+func (cs *cgroupsState) cgroups(log *slog.Logger) *cgroups {
+	if cs == nil {
+		return nil
+	}
+	return &cgroups{version: cs.Version, log: log, base: cs.Base, memory: cs.Memory, cpu: cs.CPU, pids: cs.Pids}
+}
+
 // shimReady is the shim's answer on shimReadyFD: the command started, or why not.
 // A warm shim (pool_linux.go) answers twice: once its init is started, then
 // for the process it was given.
@@ -522,9 +531,7 @@ func shimSetup(mode string, fds ...int) (<-chan os.Signal, bool) {
 func superviseShim(c shimConfig, ready, out *os.File, stops <-chan os.Signal, in *warmInit) int {
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil)).With(logKeyProcessID, string(c.ID))
 	pl := &platform{log: log, initPath: c.InitPath, root: c.RunAsRoot, useInit: c.UseInit, namespaces: c.Namespaces}
-	if cs := c.Cgroups; cs != nil {
-		pl.cgroups = &cgroups{version: cs.Version, log: log, base: cs.Base, memory: cs.Memory, cpu: cs.CPU, pids: cs.Pids}
-	}
+	pl.cgroups = c.Cgroups.cgroups(log)
 	e := &Executor{root: c.Root, log: log, platform: pl}
 	pr := prepared{home: c.Home, cwd: c.Cwd}
 	if c.Cred != nil {

@@ -60,8 +60,7 @@ func (c *connections) remove(id devops.WorkerID) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if wc, ok := c.conns[id]; ok {
-		wc.closeConn()
-		wc.stream.Store(0)
+		wc.cut()
 		delete(c.conns, id)
 	}
 }
@@ -70,10 +69,16 @@ func (c *connections) closeAll() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for id, wc := range c.conns {
-		wc.closeConn()
-		wc.stream.Store(0)
+		wc.cut()
 		delete(c.conns, id)
 	}
+}
+
+// cut closes the connection and makes the current stream no longer
+// current. The caller holds connections.mu.
+func (wc *workerConn) cut() {
+	wc.closeConn()
+	wc.stream.Store(0)
 }
 
 func (wc *workerConn) closeConn() {
@@ -143,8 +148,7 @@ func (c *connections) cut(id devops.WorkerID) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if wc, ok := c.conns[id]; ok {
-		wc.closeConn()
-		wc.stream.Store(0)
+		wc.cut()
 	}
 }
 
@@ -195,8 +199,8 @@ func (m *Manager) dialWorkerConn(w devops.Worker) (*grpc.ClientConn, error) {
 		grpc.WithConnectParams(grpc.ConnectParams{Backoff: backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 5 * time.Second}, MinConnectTimeout: 5 * time.Second}),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(8<<20), grpc.ForceCodecV2(grpcbuf.NewCodec(m.bufs))),
 		// Few connections are open at once now, but each may carry output
-		// at full speed: grpc's default 32 KiB read buffer (its write
-		// buffer comes from a shared pool only while writing, by default).
+		// at full speed: grpc's default 32 KiB read buffer.
+		//
 		// Fixed flow-control windows. With grpc's default dynamic windows
 		// the manager answers every DATA frame it receives with a PING to
 		// estimate the bandwidth-delay product: a round trip more per

@@ -1,7 +1,6 @@
 package registry
 
 import (
-	"fmt"
 	"math"
 	"time"
 
@@ -110,13 +109,9 @@ func (h *history) list(version string) []devops.Metrics {
 func (r *Registry) History(idOrName string) ([]devops.Metrics, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	e, ok := r.workers[devops.WorkerID(idOrName)]
-	if !ok {
-		id, found := r.byName[idOrName]
-		if !found {
-			return nil, fmt.Errorf("worker %q: %w", idOrName, devops.ErrNotFound)
-		}
-		e = r.workers[id]
+	e, err := r.findLocked(idOrName)
+	if err != nil {
+		return nil, err
 	}
 	return e.history.list(e.w.Metrics.Version), nil
 }

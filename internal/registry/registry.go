@@ -249,16 +249,9 @@ func (r *Registry) expire() {
 	r.mu.Lock()
 	r.armed = false
 	now := time.Now()
-	type change struct {
-		w   devops.Worker
-		old devops.WorkerState
-	}
 	var down []change
 	for e := r.live.next; e != &r.live && !now.Before(e.heard.Add(r.cfg.Timeout)); e = r.live.next {
-		r.unlinkLocked(e)
-		down = append(down, change{e.w, e.w.State})
-		e.w.State = devops.WorkerDown
-		down[len(down)-1].w.State = devops.WorkerDown
+		down = append(down, r.downLocked(e))
 	}
 	if len(down) > 0 {
 		r.broadcastLocked()
@@ -278,13 +271,25 @@ func (r *Registry) MarkDown(id devops.WorkerID) {
 		r.mu.Unlock()
 		return
 	}
-	r.unlinkLocked(e)
-	old := e.w.State
-	e.w.State = devops.WorkerDown
-	w := e.w
+	c := r.downLocked(e)
 	r.broadcastLocked()
 	r.mu.Unlock()
-	r.notify(w, old)
+	r.notify(c.w, c.old)
+}
+
+// change is a worker's new record and its state before, to notify.
+type change struct {
+	w   devops.Worker
+	old devops.WorkerState
+}
+
+// downLocked marks e DOWN and takes it out of live.
+func (r *Registry) downLocked(e *entry) change {
+	r.unlinkLocked(e)
+	c := change{old: e.w.State}
+	e.w.State = devops.WorkerDown
+	c.w = e.w
+	return c
 }
 
 // SetDraining marks an up worker DRAINING (no new work), or UP again.
@@ -405,13 +410,23 @@ func (r *Registry) snapshotLocked() []devops.Worker {
 func (r *Registry) Get(idOrName string) (devops.Worker, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	e, err := r.findLocked(idOrName)
+	if err != nil {
+		return devops.Worker{}, err
+	}
+	return e.w, nil
+}
+
+// findLocked returns the entry of a worker by id or name; an error
+// wrapping devops.ErrNotFound when there is none.
+func (r *Registry) findLocked(idOrName string) (*entry, error) {
 	if e, ok := r.workers[devops.WorkerID(idOrName)]; ok {
-		return e.w, nil
+		return e, nil
 	}
 	if id, ok := r.byName[idOrName]; ok {
-		return r.workers[id].w, nil
+		return r.workers[id], nil
 	}
-	return devops.Worker{}, fmt.Errorf("worker %q: %w", idOrName, devops.ErrNotFound)
+	return nil, fmt.Errorf("worker %q: %w", idOrName, devops.ErrNotFound)
 }
 
 // Stop stops the heartbeat timer: no worker is marked DOWN for its

@@ -503,7 +503,7 @@ func (s *JetStream) loadLocked(ctx context.Context, st *outputState, subj string
 	if err := s.waitLocked(ctx, st, subj); err != nil {
 		return err
 	}
-	m, ok, err := s.lastMsg(ctx, subj)
+	m, _, ok, err := s.lastMsg(ctx, subj)
 	if err != nil {
 		return err
 	}
@@ -516,19 +516,50 @@ func (s *JetStream) loadLocked(ctx context.Context, st *outputState, subj string
 
 // lastMsg returns the last output message of subj and its sequence; false
 // when there is none.
-func (s *JetStream) lastMsg(ctx context.Context, subj string) (outputMsg, bool, error) {
+func (s *JetStream) lastMsg(ctx context.Context, subj string) (outputMsg, uint64, bool, error) {
 	raw, err := s.output.GetLastMsgForSubject(ctx, subj)
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return outputMsg{}, false, nil
+		return outputMsg{}, 0, false, nil
 	}
 	if err != nil {
-		return outputMsg{}, false, fmt.Errorf("last message: %w", err)
+		return outputMsg{}, 0, false, fmt.Errorf("last message: %w", err)
 	}
 	m, err := decodeMsg(raw.Data)
 	if err != nil {
-		return outputMsg{}, false, fmt.Errorf("last message %d: %w", raw.Sequence, err)
+		return outputMsg{}, 0, false, fmt.Errorf("last message %d: %w", raw.Sequence, err)
 	}
-	return m, true, nil
+	return m, raw.Sequence, true, nil
+}
+
+// nextMsg returns the first output message of subj at or after sequence
+// seq, and its sequence: a direct get, with no consumer.
+func (s *JetStream) nextMsg(ctx context.Context, subj string, seq uint64) (outputMsg, uint64, error) {
+	raw, err := s.output.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(subj))
+	if err != nil {
+		return outputMsg{}, 0, fmt.Errorf("message at or after %d: %w", seq, err)
+	}
+	m, err := decodeMsg(raw.Data)
+	if err != nil {
+		return outputMsg{}, 0, fmt.Errorf("message %d: %w", raw.Sequence, err)
+	}
+	return m, raw.Sequence, nil
+}
+
+// deliver calls fn with m's output from offset from on, if it is a chunk,
+// and reports whether m closes the output.
+func deliver(m outputMsg, from int64, fn func(devops.Chunk) error) (closed bool, err error) {
+	if m.kind == kindClosed {
+		return true, nil
+	}
+	if !m.isChunk() {
+		return false, nil
+	}
+	if c, ok := trimChunk(devops.Chunk{Offset: m.offset, Stream: devops.Stream(m.kind), Data: m.data}, from); ok {
+		if err := fn(c); err != nil {
+			return false, callbackError{err}
+		}
+	}
+	return false, nil
 }
 
 // waitLocked waits until the server handled every publish of st.
@@ -872,25 +903,20 @@ func (s *JetStream) readOutput(ctx context.Context, id devops.ProcessID, from in
 	}
 	// The last message says whether there is anything to read at all, and
 	// where a non-following reader stops.
-	raw, err := s.output.GetLastMsgForSubject(ctx, subj)
-	var lastSeq, startSeq uint64
+	last, lastSeq, ok, err := s.lastMsg(ctx, subj)
+	if err != nil {
+		return err
+	}
+	var startSeq uint64
 	switch {
-	case errors.Is(err, jetstream.ErrMsgNotFound):
+	case !ok:
 		if !follow {
 			return nil
 		}
-	case err != nil:
-		return fmt.Errorf("last message: %w", err)
+	case from >= last.end() && (!follow || last.kind == kindClosed):
+		return nil
 	default:
-		last, err := decodeMsg(raw.Data)
-		if err != nil {
-			return fmt.Errorf("message %d: %w", raw.Sequence, err)
-		}
-		if from >= last.end() && (!follow || last.kind == kindClosed) {
-			return nil
-		}
-		lastSeq = raw.Sequence
-		if startSeq, err = s.seqPast(ctx, subj, from, last, raw.Sequence); err != nil {
+		if startSeq, err = s.seqPast(ctx, subj, from, last, lastSeq); err != nil {
 			return err
 		}
 	}
@@ -939,16 +965,8 @@ func (s *JetStream) readOutput(ctx context.Context, id devops.ProcessID, from in
 		if err != nil {
 			return err
 		}
-		switch {
-		case m.isChunk():
-			c, ok := trimChunk(devops.Chunk{Offset: m.offset, Stream: devops.Stream(m.kind), Data: m.data}, from)
-			if ok {
-				if err := fn(c); err != nil {
-					return callbackError{err}
-				}
-			}
-		case m.kind == kindClosed:
-			return nil
+		if closed, err := deliver(m, from, fn); closed || err != nil {
+			return err
 		}
 	}
 }
@@ -960,29 +978,18 @@ func (s *JetStream) readOutput(ctx context.Context, id devops.ProcessID, from in
 // consumer, created and deleted for each such read, cost more CPU than the
 // reading itself (a profile of 1 GiB followed to its end).
 func (s *JetStream) readStored(ctx context.Context, subj string, from int64, seq, lastSeq uint64, fn func(devops.Chunk) error) error {
-	for seq = max(seq, 1); seq <= lastSeq; {
-		raw, err := s.output.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(subj))
+	for seq = max(seq, 1); seq <= lastSeq; seq++ {
+		m, at, err := s.nextMsg(ctx, subj, seq)
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
 			return nil // retention dropped the rest meanwhile
 		}
 		if err != nil {
-			return fmt.Errorf("read message at or after %d: %w", seq, err)
+			return fmt.Errorf("read stored output: %w", err)
 		}
-		m, err := decodeMsg(raw.Data)
-		if err != nil {
-			return fmt.Errorf("message %d: %w", raw.Sequence, err)
+		if closed, err := deliver(m, from, fn); closed || err != nil {
+			return err
 		}
-		if m.kind == kindClosed {
-			return nil
-		}
-		if m.isChunk() {
-			if c, ok := trimChunk(devops.Chunk{Offset: m.offset, Stream: devops.Stream(m.kind), Data: m.data}, from); ok {
-				if err := fn(c); err != nil {
-					return callbackError{err}
-				}
-			}
-		}
-		seq = raw.Sequence + 1
+		seq = at
 	}
 	return nil
 }
@@ -1005,18 +1012,14 @@ func (s *JetStream) seqPast(ctx context.Context, subj string, from int64, last o
 	lo, hi := uint64(1), lastSeq
 	for lo < hi {
 		mid := lo + (hi-lo)/2
-		raw, err := s.output.GetMsg(ctx, mid, jetstream.WithGetMsgSubject(subj))
+		m, at, err := s.nextMsg(ctx, subj, mid)
 		if err != nil {
-			return 0, fmt.Errorf("look up offset %d: message at or after %d: %w", from, mid, err)
-		}
-		m, err := decodeMsg(raw.Data)
-		if err != nil {
-			return 0, fmt.Errorf("message %d: %w", raw.Sequence, err)
+			return 0, fmt.Errorf("look up offset %d: %w", from, err)
 		}
 		if m.end() > from {
 			hi = mid
 		} else {
-			lo = raw.Sequence + 1
+			lo = at + 1
 		}
 	}
 	return lo, nil
