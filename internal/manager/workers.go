@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/experimental"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
@@ -100,20 +101,20 @@ func (c *connections) getLocked(id devops.WorkerID) *workerConn {
 
 // registered notes the address a worker registered with. A connection to
 // another address is closed (the worker restarted elsewhere: what was in
-// flight on it is gone with the old process). One to the same address is
-// told to retry at once if it was waiting out a reconnect backoff: the
-// worker is back.
+// flight on it is gone with the old process). So is one to the same
+// address that is waiting out a reconnect backoff: the worker is back, and
+// the next call dials it at once. (Not ResetConnectBackoff: grpc-go 1.85
+// reads the connection's subconnections outside its lock there, a data
+// race with a connection being made; closing a failed connection loses
+// nothing.)
 func (c *connections) registered(id devops.WorkerID, address string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	wc := c.getLocked(id)
-	if wc.conn != nil && wc.address != address {
+	if wc.conn != nil && (wc.address != address || wc.conn.GetState() == connectivity.TransientFailure) {
 		wc.closeConn()
 	}
 	wc.address = address
-	if wc.conn != nil {
-		wc.conn.ResetConnectBackoff()
-	}
 }
 
 // openStream makes a new ReportStatus stream of the worker its current one
@@ -194,7 +195,7 @@ func (m *Manager) dialWorkerConn(w devops.Worker) (*grpc.ClientConn, error) {
 		grpc.WithIdleTimeout(m.cfg.WorkerIdleTimeout),
 		// A worker that is down is tried again within a few seconds of
 		// the call that needs it, not after grpc's default backoff of up
-		// to two minutes; registered also resets the backoff when the
+		// to two minutes; registered drops a failed connection when the
 		// worker comes back.
 		grpc.WithConnectParams(grpc.ConnectParams{Backoff: backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 5 * time.Second}, MinConnectTimeout: 5 * time.Second}),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(8<<20), grpc.ForceCodecV2(grpcbuf.NewCodec(m.bufs))),
