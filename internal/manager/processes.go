@@ -191,7 +191,7 @@ func (m *Manager) Terminate(ctx context.Context, id devops.ProcessID, sig syscal
 		if err == nil {
 			break
 		}
-		if status.Code(err) != codes.Unavailable || time.Now().After(deadline) {
+		if !connectionFailed(ctx, err) || time.Now().After(deadline) {
 			return p, fmt.Errorf("terminate %s on worker %s: %v (the request stands: it is sent when the worker answers): %w", id, p.WorkerName, err, devops.ErrUnavailable)
 		}
 		select {
@@ -207,6 +207,20 @@ func (m *Manager) Terminate(ctx context.Context, id devops.ProcessID, sig syscal
 	}
 	p, _ = m.procs.snapshot(e)
 	return p, nil
+}
+
+// connectionFailed reports whether a call to a worker failed for want of a
+// connection rather than by the worker's answer: Unavailable, or Canceled
+// while the caller's context is live -- the manager closed the connection
+// under the call, as it does when the worker registers again.
+func connectionFailed(ctx context.Context, err error) bool {
+	switch status.Code(err) {
+	case codes.Unavailable:
+		return true
+	case codes.Canceled:
+		return ctx.Err() == nil
+	}
+	return false
 }
 
 // Event is one thing a watcher sees: a process record (a state change) or a
