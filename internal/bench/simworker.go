@@ -23,6 +23,7 @@ import (
 
 	pb "github.com/devops-platform/devops/api/devops/v1"
 	"github.com/devops-platform/devops/internal/wire"
+	realworker "github.com/devops-platform/devops/internal/worker"
 )
 
 // simServer is the WorkerProcessService of many simulated workers at once.
@@ -156,7 +157,8 @@ func (f *simFleet) report(ctx context.Context, api pb.WorkerRegistrationServiceC
 	if err != nil {
 		return
 	}
-	health := time.NewTicker(max(wire.FromDuration(settings.GetHealthInterval()), 50*time.Millisecond))
+	every := max(wire.FromDuration(settings.GetHealthInterval()), 50*time.Millisecond)
+	health := time.NewTimer(time.Until(realworker.NextReport(time.Now(), every)))
 	defer health.Stop()
 	metricsEvery := max(wire.FromDuration(settings.GetMetricsInterval()), 100*time.Millisecond) * simMetricsRefresh
 	nextSample := time.Now().Add(metricsEvery)
@@ -166,6 +168,7 @@ func (f *simFleet) report(ctx context.Context, api pb.WorkerRegistrationServiceC
 			return
 		case <-health.C:
 		}
+		health.Reset(time.Until(realworker.NextReport(time.Now(), every)))
 		rep := &pb.StatusReport{Health: simHealth()}
 		if now := time.Now(); !now.Before(nextSample) {
 			nextSample = now.Add(metricsEvery)
