@@ -18,15 +18,10 @@ import (
 	"google.golang.org/grpc/mem"
 )
 
-// sizes are the buffer capacities pooled: grpc's default tiers (small
-// messages, a page, an HTTP/2 frame, io.Copy's buffer, 1 MiB), and one that
-// fits an output message: a worker's chunk of up to 256 KiB and its
-// envelope. Without it each such message, marshalled or put together from
-// its frames, took a 1 MiB buffer, four times what it holds, and the pool
-// keeps its buffers across a garbage collection: the manager's live heap
-// while it stored 1 GiB for a stalled follower was 37.5 MB on average,
-// 34.4 with this tier. Larger buffers are allocated each time.
-var sizes = [...]int{256, 4 << 10, 16 << 10, 32 << 10, 264 << 10, 1 << 20}
+// sizes are the buffer capacities pooled, grpc's default tiers: small
+// messages, a page, an HTTP/2 frame, io.Copy's buffer, and 1 MiB for
+// output chunks. Larger buffers are allocated each time.
+var sizes = [...]int{256, 4 << 10, 16 << 10, 32 << 10, 1 << 20}
 
 // Pool is a mem.BufferPool whose buffers are not zeroed.
 type Pool struct {
