@@ -158,7 +158,7 @@ func (f *simFleet) report(ctx context.Context, api pb.WorkerRegistrationServiceC
 		return
 	}
 	every := max(wire.FromDuration(settings.GetHealthInterval()), 50*time.Millisecond)
-	health := time.NewTimer(time.Until(realworker.NextReport(time.Now(), every)))
+	health := time.NewTimer(realworker.UntilNextReport(every))
 	defer health.Stop()
 	metricsEvery := max(wire.FromDuration(settings.GetMetricsInterval()), 100*time.Millisecond) * simMetricsRefresh
 	nextSample := time.Now().Add(metricsEvery)
@@ -168,7 +168,7 @@ func (f *simFleet) report(ctx context.Context, api pb.WorkerRegistrationServiceC
 			return
 		case <-health.C:
 		}
-		health.Reset(time.Until(realworker.NextReport(time.Now(), every)))
+		health.Reset(realworker.UntilNextReport(every))
 		rep := &pb.StatusReport{Health: simHealth()}
 		if now := time.Now(); !now.Before(nextSample) {
 			nextSample = now.Add(metricsEvery)

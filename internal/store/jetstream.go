@@ -978,7 +978,7 @@ func (s *JetStream) readOutput(ctx context.Context, id devops.ProcessID, from in
 // consumer, created and deleted for each such read, cost more CPU than the
 // reading itself (a profile of 1 GiB followed to its end).
 func (s *JetStream) readStored(ctx context.Context, subj string, from int64, seq, lastSeq uint64, fn func(devops.Chunk) error) error {
-	for seq = max(seq, 1); seq <= lastSeq; seq++ {
+	for seq = max(seq, 1); seq <= lastSeq; {
 		m, at, err := s.nextMsg(ctx, subj, seq)
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
 			return nil // retention dropped the rest meanwhile
@@ -989,7 +989,7 @@ func (s *JetStream) readStored(ctx context.Context, subj string, from int64, seq
 		if closed, err := deliver(m, from, fn); closed || err != nil {
 			return err
 		}
-		seq = at
+		seq = at + 1
 	}
 	return nil
 }

@@ -89,7 +89,7 @@ func (w *Worker) report(ctx context.Context, client pb.WorkerRegistrationService
 	// interval: a message of their own would be a fifth more messages for
 	// the manager to read, at 10,000 workers.
 	every := max(wire.FromDuration(settings.GetHealthInterval()), 50*time.Millisecond)
-	health := time.NewTimer(time.Until(NextReport(time.Now(), every)))
+	health := time.NewTimer(UntilNextReport(every))
 	defer health.Stop()
 	metricsEvery := max(wire.FromDuration(settings.GetMetricsInterval()), 100*time.Millisecond)
 	nextSample := time.Now().Add(metricsEvery)
@@ -101,7 +101,7 @@ func (w *Worker) report(ctx context.Context, client pb.WorkerRegistrationService
 			return ctx.Err()
 		case <-health.C:
 		}
-		health.Reset(time.Until(NextReport(time.Now(), every)))
+		health.Reset(UntilNextReport(every))
 		rep := &pb.StatusReport{Health: w.statusHealth()}
 		if now := time.Now(); !now.Before(nextSample) {
 			nextSample = now.Add(metricsEvery)
@@ -136,6 +136,11 @@ func NextReport(now time.Time, interval time.Duration) time.Time {
 		return now.Add(interval)
 	}
 	return now.Add(interval - grid/2).Truncate(grid).Add(grid)
+}
+
+// UntilNextReport is how long from now until NextReport, for a timer.
+func UntilNextReport(interval time.Duration) time.Duration {
+	return time.Until(NextReport(time.Now(), interval))
 }
 
 // statusHealth is what the worker tells of its health on its status
