@@ -74,6 +74,8 @@ func RunInit(args []string) int {
 		return runWarmShim()
 	}
 	// Fewer threads: the init only waits, and the pids limit counts them.
+	// spawnInit already starts it with GOMAXPROCS=1, which makes this a
+	// no-op; it stays for an init started any other way.
 	runtime.GOMAXPROCS(1)
 	var st syscall.Stat_t
 	if syscall.Fstat(initConfigFD, &st) != nil || syscall.Fstat(initStatusFD, &st) != nil {

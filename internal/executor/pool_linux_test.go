@@ -387,10 +387,12 @@ func TestPoolJoinsCgroupAhead(t *testing.T) {
 	if n := strings.Fields(out); len(n) == 0 || atoi(n[len(n)-1]) != len(dirs) {
 		t.Errorf("output = %q: want the command in the %d cgroups its init joined ahead", out, len(dirs))
 	}
+	// The shim removes them once the status is down, just after the end.
 	for _, d := range dirs {
-		if _, err := os.Stat(d); !errors.Is(err, os.ErrNotExist) {
-			t.Errorf("cgroup %s of the ended process: %v, want it removed", d, err)
-		}
+		waitFor(t, "the removal of cgroup "+d+" of the ended process", 10*time.Second, func() bool {
+			_, err := os.Stat(d)
+			return errors.Is(err, os.ErrNotExist)
+		})
 	}
 
 	// The refill's idle cgroup goes with the pool.

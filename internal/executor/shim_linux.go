@@ -315,14 +315,7 @@ func (e *Executor) Adopt(id devops.ProcessID, dir string) (*Process, error) {
 	}
 	// The shim is gone without a word: nothing can tell how it ended. What
 	// it left must not run on unseen.
-	if len(st.Cgroup) > 0 {
-		cg := &cgroup{version: st.CgroupV, log: log, dirs: st.Cgroup}
-		cg.kill()
-		cg.destroy()
-	}
-	if st.Home != "" && !st.KeepDir && filepath.Dir(st.Home) == e.root {
-		os.RemoveAll(st.Home)
-	}
+	e.removeLeftovers(st, log)
 	log.Warn("process lost: its supervisor died without a status", logKeyError, err)
 	return nil, fmt.Errorf("adopt %s: %w: supervisor gone (%v)", id, devops.ErrNotFound, err)
 }
@@ -333,11 +326,30 @@ func (e *Executor) adoptEnded(id devops.ProcessID, dir string, st shimState, log
 	if readJSON(filepath.Join(dir, ExitFile), &status) != nil {
 		return nil, false
 	}
+	// A shim cleans up once the status is down (statusFirst): one that
+	// died in between left the cgroup and the directory behind.
+	if !shimRunning(st) {
+		e.removeLeftovers(st, log)
+	}
 	p := &Process{id: id, log: log, dir: st.Home, pid: st.InitPid, started: st.StartedAt, exited: make(chan struct{}), done: make(chan struct{})}
 	p.status = status
 	close(p.exited)
 	close(p.done)
 	return p, true
+}
+
+// removeLeftovers removes what a shim that is gone left of its process:
+// the cgroup, after killing whatever still runs in it, and the process's
+// own directory unless its spec keeps it.
+func (e *Executor) removeLeftovers(st shimState, log *slog.Logger) {
+	if len(st.Cgroup) > 0 {
+		cg := &cgroup{version: st.CgroupV, log: log, dirs: st.Cgroup}
+		cg.kill()
+		cg.destroy()
+	}
+	if st.Home != "" && !st.KeepDir && filepath.Dir(st.Home) == e.root {
+		os.RemoveAll(st.Home)
+	}
 }
 
 // openShim opens a pidfd on the shim st names, if it is still that shim.
@@ -360,22 +372,36 @@ func openShim(st shimState) (int, error) {
 
 // startTicks reads when pid started, in clock ticks since boot.
 func startTicks(pid int) (uint64, error) {
+	_, ticks, err := procStat(pid)
+	return ticks, err
+}
+
+// procStat reads pid's state (R, S, Z...) and start time from /proc.
+func procStat(pid int) (state byte, ticks uint64, err error) {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	// The command name (field 2) may hold spaces and parentheses: count
 	// from the last ')'.
 	i := strings.LastIndexByte(string(b), ')')
 	if i < 0 {
-		return 0, errors.New("malformed stat")
+		return 0, 0, errors.New("malformed stat")
 	}
 	f := strings.Fields(string(b[i+1:]))
 	// f[0] is field 3 (state); starttime is field 22.
 	if len(f) < 20 {
-		return 0, errors.New("malformed stat")
+		return 0, 0, errors.New("malformed stat")
 	}
-	return strconv.ParseUint(f[19], 10, 64)
+	ticks, err = strconv.ParseUint(f[19], 10, 64)
+	return f[0][0], ticks, err
+}
+
+// shimRunning reports whether the shim st names still runs: the same
+// process (its start time matches), not yet a zombie.
+func shimRunning(st shimState) bool {
+	state, ticks, err := procStat(st.Pid)
+	return err == nil && ticks == st.StartTicks && state != 'Z'
 }
 
 func newShimProcess(id devops.ProcessID, spec devops.Spec, log *slog.Logger, home string, pid int, h *shimHandle) *Process {
@@ -532,7 +558,7 @@ func superviseShim(c shimConfig, ready, out *os.File, stops <-chan os.Signal, in
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil)).With(logKeyProcessID, string(c.ID))
 	pl := &platform{log: log, initPath: c.InitPath, root: c.RunAsRoot, useInit: c.UseInit, namespaces: c.Namespaces}
 	pl.cgroups = c.Cgroups.cgroups(log)
-	e := &Executor{root: c.Root, log: log, platform: pl}
+	e := &Executor{root: c.Root, log: log, platform: pl, statusFirst: true}
 	pr := prepared{home: c.Home, cwd: c.Cwd}
 	if c.Cred != nil {
 		pr.cred = &credential{uid: c.Cred.UID, gid: c.Cred.GID, groups: c.Cred.Groups}
@@ -605,11 +631,16 @@ func superviseShim(c shimConfig, ready, out *os.File, stops <-chan os.Signal, in
 		log.Warn("sync output", logKeyError, err)
 	}
 	out.Close()
-	if err := writeJSONAtomic(filepath.Join(c.Dir, ExitFile), status); err != nil {
+	err = writeJSONAtomic(filepath.Join(c.Dir, ExitFile), status)
+	if err != nil {
 		log.Error("write exit status", logKeyError, err)
-		return 1
 	}
 	ready.Close()
+	// The worker has the status: the cgroup and the directory go now.
+	<-p.cleaned
+	if err != nil {
+		return 1
+	}
 	return 0
 }
 

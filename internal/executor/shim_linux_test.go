@@ -2,6 +2,7 @@ package executor_test
 
 import (
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -202,4 +203,53 @@ func alive(pid int) bool {
 	}
 	i := strings.LastIndexByte(string(b), ')')
 	return i < 0 || !strings.HasPrefix(string(b[i+1:]), " Z")
+}
+
+// A shim writes the status before it removes the process's cgroup and
+// directory; one killed in between leaves them, and Adopt removes them.
+func TestAdoptEndedLeftover(t *testing.T) {
+	e := newExecutor(t, "", devops.Limits{})
+	dir := filepath.Join(t.TempDir(), "p")
+	p, err := e.StartSupervised(t.Context(), "p", devops.Spec{Argv: []string{"true"}}, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := waitEnd(t, p, 10*time.Second); st.State != devops.StateSucceeded {
+		t.Fatalf("status = %+v", st)
+	}
+	var state struct {
+		Pid    int               `json:"pid"`
+		Home   string            `json:"home"`
+		Cgroup map[string]string `json:"cgroup"`
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "shim.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &state); err != nil || state.Home == "" {
+		t.Fatalf("shim.json %s: %v", b, err)
+	}
+	waitFor(t, "the shim's exit", 10*time.Second, func() bool { return !alive(state.Pid) })
+	// What the shim would have left had it died between the two.
+	left := []string{state.Home}
+	for _, d := range state.Cgroup {
+		left = append(left, d)
+	}
+	for _, d := range left {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a, err := e.Adopt("p", dir)
+	if err != nil {
+		t.Fatalf("Adopt: %v", err)
+	}
+	if st := a.Wait(); st.State != devops.StateSucceeded {
+		t.Errorf("adopted status = %+v, want SUCCEEDED", st)
+	}
+	for _, d := range left {
+		if _, err := os.Stat(d); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s after Adopt: %v, want it removed", d, err)
+		}
+	}
 }
