@@ -336,12 +336,12 @@ func (e *Executor) prepare(ctx context.Context, id devops.ProcessID, spec *devop
 // the process's directory.
 func (e *Executor) launch(ctx context.Context, id devops.ProcessID, spec devops.Spec, pr prepared, stdout, stderr io.Writer) (*Process, error) {
 	p := e.newProcess(id, spec, pr.home, stdout, stderr)
-	outR, outW, err := os.Pipe()
+	outR, outW, err := outputPipe()
 	if err != nil {
 		p.removeDir()
 		return nil, fmt.Errorf("stdout pipe: %w", err)
 	}
-	errR, errW, err := os.Pipe()
+	errR, errW, err := outputPipe()
 	if err != nil {
 		outR.Close()
 		outW.Close()

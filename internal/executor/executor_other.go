@@ -103,3 +103,9 @@ func (p *pool) close() {}
 func (e *Executor) startPool(size int) {}
 
 func (h *shimHandle) terminate(sig syscall.Signal, grace time.Duration) {}
+
+// readBuffer is how much of a command's output is read at a time.
+const readBuffer = 32 << 10
+
+// outputPipe makes a pipe for a command's stdout or stderr.
+func outputPipe() (r, w *os.File, err error) { return os.Pipe() }

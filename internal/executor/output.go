@@ -46,7 +46,7 @@ func (o *output) copy(stdout, stderr *os.File) {
 // drain reads one pipe until EOF. It keeps reading past the limit and past
 // a failing writer so the process never blocks on a full pipe.
 func (o *output) drain(i int) {
-	buf := make([]byte, 32*1024)
+	buf := make([]byte, readBuffer)
 	for {
 		n, err := o.pipe[i].Read(buf)
 		if n > 0 {

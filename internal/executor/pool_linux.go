@@ -375,11 +375,11 @@ type warmInit struct {
 // spawnWarm starts an init with no process yet, in the namespaces when
 // there are some, and pipes for its output.
 func (pl *platform) spawnWarm() (*warmInit, error) {
-	outR, outW, err := os.Pipe()
+	outR, outW, err := outputPipe()
 	if err != nil {
 		return nil, fmt.Errorf("stdout pipe: %w", err)
 	}
-	errR, errW, err := os.Pipe()
+	errR, errW, err := outputPipe()
 	if err != nil {
 		outR.Close()
 		outW.Close()
