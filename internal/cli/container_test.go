@@ -75,9 +75,10 @@ func TestRunInContainer(t *testing.T) {
 	if err != nil || len(ps) != 1 {
 		t.Fatalf("Processes = %v, %v; want one", ps, err)
 	}
-	if ids := containersOf(t, dc, string(ps[0].ID)); len(ids) != 0 {
-		t.Errorf("containers %v left after the process ended", ids)
-	}
+	// The shim removes the container once the status is down.
+	testcluster.Eventually(t, 10*time.Second, "the container removed after the process ended", func() bool {
+		return len(containersOf(t, dc, string(ps[0].ID))) == 0
+	})
 
 	r = c.CLI(t.Context(), "run", "--image", containerImage, "--timeout", "300ms", "--grace", "200ms", "--", "sh", "-c", "trap '' TERM; sleep 30")
 	if r.Code != 124 {
