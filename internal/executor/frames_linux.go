@@ -82,12 +82,29 @@ type streamWriter struct {
 }
 
 func (w streamWriter) Write(p []byte) (int, error) {
-	if len(p) == 0 {
-		return 0, nil
-	}
 	fw := w.fw
 	fw.mu.Lock()
 	defer fw.mu.Unlock()
+	written := 0
+	for len(p) > 0 {
+		k := len(p)
+		if fw.max > 0 && !fw.cantDrop {
+			// Bounded, a frame holds at most markEvery bytes: the writer
+			// drops whole frames, so a larger one (reads are of up to
+			// readBuffer) would keep that much more than the bound.
+			k = min(k, markEvery)
+		}
+		if err := fw.frameLocked(w.s, p[:k]); err != nil {
+			return written, err
+		}
+		written += k
+		p = p[k:]
+	}
+	return written, nil
+}
+
+// frameLocked appends p as one frame of stream s.
+func (fw *frameWriter) frameLocked(s devops.Stream, p []byte) error {
 	if fw.max > 0 && !fw.cantDrop {
 		fw.makeRoomLocked(int64(FrameHeader + len(p)))
 		if fw.pos-fw.lastMarkLocked() >= markEvery {
@@ -95,15 +112,15 @@ func (w streamWriter) Write(p []byte) (int, error) {
 			fw.lookLocked() // now and then, so that a stall is timed from its start
 		}
 	}
-	fw.buf = append(fw.buf[:0], byte(w.s), 0, 0, 0, 0)
+	fw.buf = append(fw.buf[:0], byte(s), 0, 0, 0, 0)
 	binary.BigEndian.PutUint32(fw.buf[1:FrameHeader], uint32(len(p)))
 	fw.buf = append(fw.buf, p...)
 	if _, err := fw.f.Write(fw.buf); err != nil {
-		return 0, fmt.Errorf("write output: %w", err)
+		return fmt.Errorf("write output: %w", err)
 	}
 	fw.pos += int64(len(fw.buf))
 	fw.offset += int64(len(p))
-	return len(p), nil
+	return nil
 }
 
 // lastMarkLocked is the latest place the writer can drop up to: its newest
