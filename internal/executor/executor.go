@@ -202,7 +202,7 @@ type Process struct {
 
 	exited  chan struct{} // closed once the main process (or init) exited
 	done    chan struct{} // closed once status is final (and, but for statusFirst, cleanup ran)
-	cleaned chan struct{} // closed once the cgroup and the directory are removed
+	cleaned chan struct{} // closed once the cgroup and the directory are removed (by run; nil for a shim's handle)
 	wg      sync.WaitGroup
 	// statusFirst makes the status final before the cgroup and the
 	// directory are removed rather than after (Executor.statusFirst).

@@ -291,7 +291,7 @@ func (pl *platform) spawnInit(argv []string, stdout, stderr *os.File) (*idleInit
 		// env from the config; GORACE only spares a race-built init the
 		// detector's one-second pause at exit. GOMAXPROCS here, rather
 		// than only RunInit's call, starts the runtime with one P: the
-		// call alone stopped the world to shrink it, ~1.5% of all CPU when
+		// call alone stopped the world to shrink it, 1.4% of all CPU when
 		// commands start back to back (make bench, throughput at 64).
 		Env:        []string{"GORACE=atexit_sleep_ms=0", "GOMAXPROCS=1"},
 		Dir:        "/",
