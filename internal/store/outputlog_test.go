@@ -1,0 +1,199 @@
+package store
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/devops-platform/devops"
+)
+
+func open(t *testing.T, cfg Config) *JetStream {
+	t.Helper()
+	cfg.Logger = slog.New(slog.DiscardHandler)
+	s, err := OpenJetStream(t.Context(), cfg)
+	if err != nil {
+		t.Fatalf("OpenJetStream = %v", err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// crash stops s the way a killed manager stops: nothing synced, no clean mark.
+func crash(s *JetStream) {
+	s.closeOnce.Do(func() {
+		close(s.output.stop)
+		<-s.output.done
+		s.shutdown()
+	})
+}
+
+func readAll(t *testing.T, s *JetStream, id devops.ProcessID) []byte {
+	t.Helper()
+	var got []byte
+	if err := s.ReadOutput(t.Context(), id, 0, false, func(c devops.Chunk) error {
+		got = append(got, c.Data...)
+		return nil
+	}); err != nil {
+		t.Fatalf("ReadOutput(%s) = %v", id, err)
+	}
+	return got
+}
+
+func appendChunks(t *testing.T, s *JetStream, id devops.ProcessID, chunks ...string) {
+	t.Helper()
+	var off int64
+	for _, c := range chunks {
+		if err := s.AppendOutput(t.Context(), id, devops.Chunk{Offset: off, Stream: devops.Stdout, Data: []byte(c)}); err != nil {
+			t.Fatalf("AppendOutput = %v", err)
+		}
+		off += int64(len(c))
+	}
+}
+
+// TestUncleanStopCutsLostOutput: after a stop that synced nothing, a chunk
+// whose bytes did not reach the disk (here: zeroed) and what follows it are
+// cut, so the worker resends from there; a clean stop checks nothing.
+func TestUncleanStopCutsLostOutput(t *testing.T) {
+	dir := t.TempDir()
+	s := open(t, Config{Dir: dir})
+	id := devops.ProcessID("p1")
+	appendChunks(t, s, id, "first\n", "second\n", "third\n")
+	crash(s)
+	data := filepath.Join(dir, outputDirName, "p1.out")
+	f, err := os.OpenFile(data, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt(make([]byte, 7), 6); err != nil { // "second\n" lost
+		t.Fatal(err)
+	}
+	f.Close()
+
+	s = open(t, Config{Dir: dir})
+	if end, err := s.OutputEnd(t.Context(), id); err != nil || end != 6 {
+		t.Fatalf("OutputEnd after an unclean stop = %d, %v; want 6", end, err)
+	}
+	if got := readAll(t, s, id); string(got) != "first\n" {
+		t.Fatalf("output after an unclean stop = %q, want %q", got, "first\n")
+	}
+	appendChunks(t, s, id, "first\n", "again\n")
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = open(t, Config{Dir: dir})
+	if got := readAll(t, s, id); string(got) != "first\nagain\n" {
+		t.Fatalf("output after resending and a clean stop = %q", got)
+	}
+}
+
+// TestRetentionDropsOldestClosedOutput: past MaxOutputBytes the oldest
+// closed output goes whole, keeping its end; open output stays.
+func TestRetentionDropsOldestClosedOutput(t *testing.T) {
+	ctx := t.Context()
+	s := open(t, Config{Dir: t.TempDir(), MaxOutputBytes: 1000})
+	chunk := string(bytes.Repeat([]byte("x"), 300))
+	open1, old, newer := devops.ProcessID("open"), devops.ProcessID("old"), devops.ProcessID("newer")
+	appendChunks(t, s, open1, chunk)
+	appendChunks(t, s, old, chunk)
+	if err := s.CloseOutput(ctx, old); err != nil {
+		t.Fatal(err)
+	}
+	appendChunks(t, s, newer, chunk)
+	if err := s.CloseOutput(ctx, newer); err != nil {
+		t.Fatal(err)
+	}
+	if got := readAll(t, s, old); len(got) != 300 {
+		t.Fatalf("old output at 900 bytes stored = %d bytes, want 300", len(got))
+	}
+	appendChunks(t, s, open1, chunk, chunk) // 1200 bytes stored: old must go
+	if got := readAll(t, s, old); len(got) != 0 {
+		t.Errorf("oldest closed output past the limit = %d bytes, want dropped", len(got))
+	}
+	if info, err := s.OutputInfo(ctx, old); err != nil || info != (OutputInfo{End: 300, Closed: true}) {
+		t.Errorf("OutputInfo(dropped) = %+v, %v; want end 300, closed", info, err)
+	}
+	for id, want := range map[devops.ProcessID]int{newer: 300, open1: 600} {
+		if got := readAll(t, s, id); len(got) != want {
+			t.Errorf("output of %s = %d bytes, want %d", id, len(got), want)
+		}
+	}
+}
+
+// TestMigrateOutputStream: output an earlier version kept in the OUTPUT
+// stream is in the files after the upgrade, and the stream is gone.
+func TestMigrateOutputStream(t *testing.T) {
+	dir := t.TempDir()
+	ns, err := server.NewServer(&server.Options{DontListen: true, JetStream: true, StoreDir: dir, MaxPayload: maxPayload, NoSigs: true, NoLog: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns.Start()
+	if !ns.ReadyForConnections(opTimeout) {
+		t.Fatal("server not ready")
+	}
+	nc, err := nats.Connect(ns.ClientURL(), nats.InProcessServer(ns))
+	if err != nil {
+		t.Fatal(err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: outputStream, Subjects: []string{outputPrefix + ">"}, Storage: jetstream.FileStorage}); err != nil {
+		t.Fatal(err)
+	}
+	msg := func(kind byte, offset int64, data string) []byte {
+		b := make([]byte, msgHeaderLen+len(data))
+		b[0] = kind
+		binary.BigEndian.PutUint64(b[2:], uint64(offset))
+		copy(b[msgHeaderLen:], data)
+		return b
+	}
+	odd, _ := key("odd id/1") // encoded: its subject differs from the id
+	for _, m := range []struct {
+		subj string
+		data []byte
+	}{
+		{"p1", msg(byte(devops.Stdout), 0, "out\n")},
+		{"p1", msg(byte(devops.Stderr), 4, "err\n")},
+		{odd, msg(byte(devops.Stdout), 0, "odd\n")},
+		{"p1", msg(kindSkipped, 100, "")},
+		{"p1", msg(byte(devops.Stdout), 100, "late\n")},
+		{"p1", msg(kindClosed, 105, "")},
+		{"purged", msg(kindClosed, 4096, "")},
+	} {
+		if _, err := js.Publish(ctx, outputPrefix+m.subj, m.data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	nc.Close()
+	ns.Shutdown()
+	ns.WaitForShutdown()
+
+	s := open(t, Config{Dir: dir})
+	if got := readAll(t, s, "p1"); string(got) != "out\nerr\nlate\n" {
+		t.Errorf("migrated output = %q", got)
+	}
+	if info, err := s.OutputInfo(ctx, "p1"); err != nil || info != (OutputInfo{End: 105, Closed: true}) {
+		t.Errorf("OutputInfo(p1) = %+v, %v; want end 105, closed", info, err)
+	}
+	if got := readAll(t, s, "odd id/1"); string(got) != "odd\n" {
+		t.Errorf("migrated output of an encoded id = %q", got)
+	}
+	if info, err := s.OutputInfo(ctx, "purged"); err != nil || info != (OutputInfo{End: 4096, Closed: true}) {
+		t.Errorf("OutputInfo(purged) = %+v, %v; want end 4096, closed", info, err)
+	}
+	if _, err := s.js.Stream(ctx, outputStream); !errors.Is(err, jetstream.ErrStreamNotFound) {
+		t.Errorf("stream %s after the migration: %v, want gone", outputStream, err)
+	}
+}
