@@ -345,7 +345,9 @@ func (m *Manager) readOutput(ctx context.Context, e *entry, from int64, follow b
 				return fmt.Errorf("read stored output of %s: %w", id, err)
 			}
 			if pos == before {
-				// The bytes are on their way to the store: wait for its acks.
+				// The tail is ahead of what the store gave: the store
+				// reports its state (an error, or that retention dropped
+				// the output) before another try.
 				if _, err := m.store.OutputEnd(ctx, id); err != nil {
 					return fmt.Errorf("read stored output of %s: %w", id, err)
 				}

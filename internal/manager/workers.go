@@ -205,10 +205,13 @@ func (m *Manager) dialWorkerConn(w devops.Worker) (*grpc.ClientConn, error) {
 		// Fixed flow-control windows. With grpc's default dynamic windows
 		// the manager answers every DATA frame it receives with a PING to
 		// estimate the bandwidth-delay product: a round trip more per
-		// output chunk. These are the most the estimator grows windows
-		// to; nothing is allocated until output arrives.
-		grpc.WithStaticStreamWindowSize(16<<20),
-		grpc.WithStaticConnWindowSize(16<<20),
+		// output chunk. A window is what the manager holds per worker
+		// when the worker sends faster than it stores: 4 MiB, not the
+		// 16 MiB the estimator grows to, took a stalled follower's
+		// manager growth from 52 to 33 MiB with bandwidth unchanged
+		// (1 GiB and 10M lines, two interleaved runs each).
+		grpc.WithStaticStreamWindowSize(4<<20),
+		grpc.WithStaticConnWindowSize(4<<20),
 		grpc.WithChainUnaryInterceptor(m.metrics.grpcClient.UnaryClientInterceptor()),
 		grpc.WithChainStreamInterceptor(m.metrics.grpcClient.StreamClientInterceptor()),
 	)
