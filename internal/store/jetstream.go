@@ -192,7 +192,8 @@ func (s *JetStream) init(ctx context.Context) error {
 }
 
 // Close syncs the output to disk and stops the client and the embedded
-// server. Close is safe to call more than once.
+// server. Followers in ReadOutput return an error. Close is safe to call
+// more than once.
 func (s *JetStream) Close() error {
 	s.closeOnce.Do(func() {
 		s.closeErr = s.output.close()

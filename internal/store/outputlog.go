@@ -178,7 +178,10 @@ func openOutputLog(dir string, maxProcess, maxTotal int64, log *slog.Logger) (*o
 		// Not stopped cleanly (or new): what changed since the last sync
 		// may not be on disk.
 		if st, err := os.Stat(filepath.Join(dir, syncedFile)); err == nil {
-			l.suspect = st.ModTime()
+			// A second early: the kernel stamps files with a coarse clock,
+			// and a write that marked its output dirty just after a sync
+			// took the set waits for the next one.
+			l.suspect = st.ModTime().Add(-time.Second)
 		} else {
 			l.suspect = time.Unix(1, 0) // never synced: check everything
 		}
@@ -284,6 +287,9 @@ func (l *outputLog) sync() error {
 			}
 			if err != nil {
 				errs = append(errs, err)
+				l.mu.Lock()
+				l.dirty[key] = true // for the next sync
+				l.mu.Unlock()
 			}
 		}
 	}
@@ -758,6 +764,8 @@ func (l *outputLog) read(ctx context.Context, id devops.ProcessID, from int64, f
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
+		case <-l.stop:
+			return errors.New("store closed")
 		case <-changed:
 		}
 	}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
@@ -195,5 +196,33 @@ func TestMigrateOutputStream(t *testing.T) {
 	}
 	if _, err := s.js.Stream(ctx, outputStream); !errors.Is(err, jetstream.ErrStreamNotFound) {
 		t.Errorf("stream %s after the migration: %v, want gone", outputStream, err)
+	}
+}
+
+// TestCloseEndsFollowers: a follower of output still open returns an
+// error when the store closes, rather than wait for its context.
+func TestCloseEndsFollowers(t *testing.T) {
+	s := open(t, Config{Dir: t.TempDir()})
+	id := devops.ProcessID("p1")
+	appendChunks(t, s, id, "first\n")
+	got := make(chan error, 1)
+	read := make(chan struct{})
+	go func() {
+		got <- s.ReadOutput(t.Context(), id, 0, true, func(devops.Chunk) error {
+			close(read)
+			return nil
+		})
+	}()
+	<-read
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-got:
+		if err == nil {
+			t.Error("ReadOutput after Close = nil, want an error")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("ReadOutput still following 10s after Close")
 	}
 }
