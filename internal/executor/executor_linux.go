@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -417,6 +418,8 @@ type initSandbox struct {
 	cg    *cgroup // nil: none
 	pidns bool
 	log   *slog.Logger
+	// signalled is the last signal sent to the init as PID 1, 0 if none.
+	signalled atomic.Int32
 }
 
 func (s *initSandbox) pid() int { return s.cmd.Process.Pid }
@@ -433,6 +436,14 @@ func (s *initSandbox) wait() (initResult, *syscall.Rusage) {
 	if data, _ := io.ReadAll(io.LimitReader(s.statR, 64<<10)); len(data) > 0 && json.Unmarshal(data, &res) == nil {
 		return res, ru
 	}
+	if sig := s.signalled.Load(); sig != 0 && ws.Exited() && ws.ExitStatus() == 2 {
+		// A signal that reached the init before it handled signals (a
+		// stop right after a cold start): as PID 1 it cannot die of a
+		// signal it has no handler for, so Go's runtime exits with 2
+		// instead. It ended because of the signal, as the command would
+		// have.
+		return initResult{Signal: int(sig)}, ru
+	}
 	return waitResult(ws), ru
 }
 
@@ -440,6 +451,7 @@ func (s *initSandbox) signal(sig syscall.Signal) {
 	switch {
 	case s.pidns:
 		// The init forwards it to every process of its namespace.
+		s.signalled.Store(int32(sig))
 		s.cmd.Process.Signal(sig)
 	case s.cg != nil:
 		s.cg.signal(sig)

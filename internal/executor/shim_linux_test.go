@@ -253,3 +253,24 @@ func TestAdoptEndedLeftover(t *testing.T) {
 		}
 	}
 }
+
+// TestStopDuringColdStart: a stop that reaches a cold init before it
+// handles signals (a timeout of 1 ms) ends the process as stopped by the
+// signal, not with the exit code 2 Go's runtime gives a PID 1 that cannot
+// die of a signal. A signal that arrives before the runtime has installed
+// its handlers is dropped by the kernel (a namespace's init ignores what it
+// does not handle), and the grace period's SIGKILL ends it instead.
+func TestStopDuringColdStart(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: the init is PID 1 of the process's namespaces")
+	}
+	e := newExecutorConfig(t, executor.Config{})
+	for i := range 3 {
+		p, _ := startSupervised(t, e, fmt.Sprintf("early-stop-%d", i), devops.Spec{Argv: []string{"sleep", "60"}, Timeout: time.Millisecond, Grace: 200 * time.Millisecond})
+		st := waitEnd(t, p, 20*time.Second)
+		stopped := st.Signal == int(syscall.SIGTERM) || st.Signal == int(syscall.SIGKILL)
+		if st.State != devops.StateTimedOut || !stopped || st.Code != 0 {
+			t.Errorf("status = %+v, want TIMED_OUT by SIGTERM (or SIGKILL after the grace) with code 0", st)
+		}
+	}
+}
