@@ -229,7 +229,9 @@ func (p *pool) take() *warmShim {
 	}
 	now := len(p.idle) == 0
 	delay := !now && !p.delayed
-	p.delayed = p.delayed || delay
+	if delay {
+		p.delayed = true
+	}
 	p.mu.Unlock()
 	switch {
 	case now:

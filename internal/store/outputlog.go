@@ -206,8 +206,10 @@ func openOutputLog(dir string, maxProcess, maxTotal int64, log *slog.Logger) (*o
 		if err != nil {
 			continue // removed meanwhile
 		}
-		l.sizes[key] = diskBytes(info)
-		l.total += l.sizes[key]
+		// The file's size: a skipped range (a hole) counts as written,
+		// which only makes retention start a little early.
+		l.sizes[key] = info.Size()
+		l.total += info.Size()
 		found = append(found, aged{key, info.ModTime()})
 	}
 	slices.SortFunc(found, func(a, b aged) int { return a.mod.Compare(b.mod) })
@@ -217,14 +219,6 @@ func openOutputLog(dir string, maxProcess, maxTotal int64, log *slog.Logger) (*o
 	go l.syncLoop()
 	l.enforce()
 	return l, nil
-}
-
-// diskBytes is what a data file takes on disk; a hole takes nothing.
-func diskBytes(info fs.FileInfo) int64 {
-	if st, ok := info.Sys().(interface{ Blocks() int64 }); ok {
-		return st.Blocks() * 512
-	}
-	return info.Size()
 }
 
 func (l *outputLog) path(key, ext string) string { return filepath.Join(l.dir, key+ext) }
