@@ -85,6 +85,20 @@ func RunInit(args []string) int {
 	// The command must inherit neither pipe.
 	syscall.CloseOnExec(initConfigFD)
 	syscall.CloseOnExec(initStatusFD)
+	// PID 1 of its namespaces, it will supervise the command: what that
+	// needs is done before the config arrives, so a warm init has it
+	// behind it when its command comes, and a cold one does it while the
+	// executor moves it into its cgroup. The handlers also keep a stop
+	// sent from now on: PID 1 without one drops it.
+	var sigs chan os.Signal
+	if os.Getpid() == 1 {
+		sigs = notifySupervised()
+		// os/exec checks once per process that pidfds work, with a clone
+		// of its own (~0.2 ms here); finding a process makes that check.
+		if self, err := os.FindProcess(os.Getpid()); err == nil {
+			self.Release()
+		}
+	}
 	cfgFile := os.NewFile(initConfigFD, "init-config")
 	status := os.NewFile(initStatusFD, "init-status")
 	var c initConfig
@@ -135,7 +149,10 @@ func RunInit(args []string) int {
 		fmt.Fprint(os.Stderr, execMessage(c.Argv[0], res))
 		return report(res)
 	}
-	return report(supervise(c, path))
+	if sigs == nil {
+		sigs = notifySupervised()
+	}
+	return report(supervise(c, path, sigs))
 }
 
 // joinIdle moves the init into a cgroup made ahead and says so on status.
@@ -236,13 +253,18 @@ func execCommand(c initConfig, path string) initResult {
 	return execFailure(syscall.Exec(path, c.Argv, c.Env))
 }
 
-// supervise runs the command as a child of this PID 1, forwards signals to
-// the namespace, reaps every process that ends and returns how the command
-// ended once it did, after killing whatever it left.
-func supervise(c initConfig, path string) initResult {
+// notifySupervised starts catching what supervise needs: SIGCHLD, and the
+// signals it forwards. Before the command starts, so none is missed.
+func notifySupervised() chan os.Signal {
 	sigs := make(chan os.Signal, 32)
-	// Before the start, so no SIGCHLD is missed.
 	signal.Notify(sigs, append([]os.Signal{syscall.SIGCHLD}, forwarded...)...)
+	return sigs
+}
+
+// supervise runs the command as a child of this PID 1, forwards the signals
+// sigs gets to the namespace, reaps every process that ends and returns how
+// the command ended once it did, after killing whatever it left.
+func supervise(c initConfig, path string, sigs <-chan os.Signal) initResult {
 	cmd := &exec.Cmd{
 		Path:        path,
 		Args:        c.Argv,
@@ -272,6 +294,11 @@ func supervise(c initConfig, path string) initResult {
 			// Orphans die with the command; exiting would kill them too,
 			// but explicitly is clearer than relying on it.
 			syscall.Kill(-1, syscall.SIGKILL)
+			// Its output ends here, not when this process is gone: the
+			// kernel takes ~1 ms to tear down a PID 1 and its namespaces,
+			// and the shim syncs the output meanwhile instead of after.
+			os.Stdout.Close()
+			os.Stderr.Close()
 			return waitResult(ws)
 		}
 		sig := <-sigs

@@ -19,12 +19,14 @@ import (
 	"github.com/devops-platform/devops/internal/wire"
 )
 
-// startManager runs a manager with an in-memory store on loopback until the
+// startManager runs a manager with an in-memory store (unless cfg has one) on loopback until the
 // test ends.
 func startManager(tb testing.TB, cfg Config) *Manager {
 	tb.Helper()
 	cfg.Listen, cfg.HTTP, cfg.DataDir = "127.0.0.1:0", "-", tb.TempDir()
-	cfg.Store = store.NewMemory()
+	if cfg.Store == nil {
+		cfg.Store = store.NewMemory()
+	}
 	cfg.Security.Insecure = true
 	cfg.Logger = slog.New(slog.DiscardHandler)
 	ctx, cancel := context.WithCancel(context.Background())
