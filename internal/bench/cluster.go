@@ -297,11 +297,10 @@ func (c *cluster) startWorker(w *worker) error {
 // false when a worker does not tell (no HTTP, or a binary without them).
 func (c *cluster) starts(ctx context.Context) (total, warm float64, ok bool) {
 	for _, w := range c.workers {
-		if w.http == "" {
-			return 0, 0, false
-		}
-		t, wm, found := workerStarts(ctx, w.http)
-		if !found {
+		m, found := workerMetrics(ctx, w.http)
+		t, okTotal := m["devops_worker_processes_started_total"]
+		wm, okWarm := m["devops_worker_warm_starts_total"]
+		if !found || !okTotal || !okWarm {
 			return 0, 0, false
 		}
 		total, warm = total+t, warm+wm
@@ -309,34 +308,57 @@ func (c *cluster) starts(ctx context.Context) (total, warm float64, ok bool) {
 	return total, warm, true
 }
 
-// workerStarts reads one worker's start counters from its /metrics.
-func workerStarts(ctx context.Context, addr string) (total, warm float64, ok bool) {
+// warmPoolsFull reports whether every worker has n warm shims idle (its
+// devops_worker_warm_shims_idle gauge); ok is false when one does not tell.
+func (c *cluster) warmPoolsFull(ctx context.Context, n int) (full, ok bool) {
+	full = true
+	for _, w := range c.workers {
+		m, found := workerMetrics(ctx, w.http)
+		idle, okIdle := m["devops_worker_warm_shims_idle"]
+		if !found || !okIdle {
+			return false, false
+		}
+		full = full && idle >= float64(n)
+	}
+	return full, true
+}
+
+// workerMetrics reads the counters and gauges of one sample each (no
+// labels) from a worker's /metrics; false when it does not serve them.
+func workerMetrics(ctx context.Context, addr string) (map[string]float64, bool) {
+	if addr == "" {
+		return nil, false
+	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/metrics", nil)
 	if err != nil {
-		return 0, 0, false
+		return nil, false
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return 0, 0, false
+		return nil, false
 	}
 	defer resp.Body.Close()
 	parser := expfmt.NewTextParser(model.LegacyValidation)
 	families, err := parser.TextToMetricFamilies(resp.Body)
 	if err != nil {
-		return 0, 0, false
+		return nil, false
 	}
-	counter := func(name string) (float64, bool) {
-		ms := families[name].GetMetric()
+	values := map[string]float64{}
+	for name, f := range families {
+		ms := f.GetMetric()
 		if len(ms) != 1 {
-			return 0, false
+			continue
 		}
-		return ms[0].GetCounter().GetValue(), true
+		switch {
+		case ms[0].GetCounter() != nil:
+			values[name] = ms[0].GetCounter().GetValue()
+		case ms[0].GetGauge() != nil:
+			values[name] = ms[0].GetGauge().GetValue()
+		}
 	}
-	total, okTotal := counter("devops_worker_processes_started_total")
-	warm, okWarm := counter("devops_worker_warm_starts_total")
-	return total, warm, okTotal && okWarm
+	return values, true
 }
 
 // restart starts a worker again on the same address and data dir.

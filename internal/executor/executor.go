@@ -155,6 +155,10 @@ func New(cfg Config) (*Executor, error) {
 	return e, nil
 }
 
+// WarmIdle is how many warm shims wait for a process now (see
+// Config.WarmShims).
+func (e *Executor) WarmIdle() int { return e.pool.idleCount() }
+
 // Close ends the shims kept warm for StartSupervised and removes the cgroup
 // subtree New made when no process is left in it. Processes still running
 // keep running. A process that exits need not call it: its warm shims end

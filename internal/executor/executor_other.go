@@ -100,6 +100,8 @@ type pool struct{}
 
 func (p *pool) close() {}
 
+func (p *pool) idleCount() int { return 0 }
+
 func (e *Executor) startPool(size int) {}
 
 func (h *shimHandle) terminate(sig syscall.Signal, grace time.Duration) {}

@@ -202,6 +202,16 @@ func (p *pool) refill(ctx context.Context) {
 	}
 }
 
+// idleCount is how many shims wait in the pool now; 0 without a pool.
+func (p *pool) idleCount() int {
+	if p == nil {
+		return 0
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.idle)
+}
+
 // missing is how many shims the pool lacks.
 func (p *pool) missing() int {
 	p.mu.Lock()

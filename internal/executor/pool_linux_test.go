@@ -119,6 +119,9 @@ func TestPoolSameAsCold(t *testing.T) {
 func TestPoolRefills(t *testing.T) {
 	e := newExecutorConfig(t, executor.Config{WarmShims: 2})
 	waitWarm(t, e, 2)
+	if n := e.WarmIdle(); n != 2 {
+		t.Errorf("WarmIdle() = %d with the pool full, want 2", n)
+	}
 	before, _ := executor.WarmShims(e)
 	p, _ := startSupervised(t, e, "refill", devops.Spec{Argv: []string{"true"}})
 	if !p.Pooled() {
@@ -140,6 +143,9 @@ func TestPoolRefills(t *testing.T) {
 	}
 	if len(now) > 2 {
 		t.Errorf("%d warm shims, want 2", len(now))
+	}
+	if n := e.WarmIdle(); n != 2 {
+		t.Errorf("WarmIdle() = %d once refilled, want 2", n)
 	}
 }
 

@@ -256,6 +256,7 @@ func TestMetricsEndpoints(t *testing.T) {
 		{"worker", c.Worker(0).HTTPAddr(), []string{
 			`devops_worker_processes_started_total 1`,
 			`devops_worker_warm_starts_total `,
+			`devops_worker_warm_shims_idle `,
 			`devops_worker_processes_finished_total{state="succeeded"} 1`,
 			`devops_worker_processes_running 0`,
 			`devops_worker_slots 8`,

@@ -73,6 +73,9 @@ func newWorkerMetrics(w *Worker) (*workerMetrics, error) {
 			}
 			return 0
 		}),
+		gauge("worker_warm_shims_idle", "Warm shims waiting for a process now; --warm-shims when the pool is full.", func() float64 {
+			return float64(w.exec.WarmIdle())
+		}),
 		gauge("worker_spool_bytes", "Bytes of output spool files on this worker's disk (running and recently finished processes).", func() float64 {
 			return float64(w.spoolBytes())
 		}),
