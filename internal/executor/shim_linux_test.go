@@ -274,3 +274,24 @@ func TestStopDuringColdStart(t *testing.T) {
 		}
 	}
 }
+
+// TestStopDuringWarmStart: a stop that reaches a warm shim's init right as
+// it gets its command is not lost: the command gets the signal once it
+// runs (or never runs), long before the grace's SIGKILL.
+func TestStopDuringWarmStart(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: the init is PID 1 of the process's namespaces")
+	}
+	e := newExecutorConfig(t, executor.Config{WarmShims: 1})
+	for i := range 3 {
+		waitWarm(t, e, 1)
+		p, _ := startSupervised(t, e, fmt.Sprintf("warm-stop-%d", i), devops.Spec{Argv: []string{"sleep", "60"}, Timeout: time.Millisecond, Grace: time.Minute})
+		if !p.Pooled() {
+			t.Errorf("start %d did not take a warm shim", i)
+		}
+		st := waitEnd(t, p, 20*time.Second)
+		if st.State != devops.StateTimedOut || st.Signal != int(syscall.SIGTERM) || st.Code != 0 {
+			t.Errorf("status = %+v, want TIMED_OUT by SIGTERM with code 0", st)
+		}
+	}
+}
