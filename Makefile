@@ -8,6 +8,7 @@ BIN           := bin/devops
 BUF_VERSION             := v1.75.0
 PROTOC_GEN_GO_VERSION   := v1.36.12
 PROTOC_GEN_GRPC_VERSION := v1.6.2
+PROTOC_GEN_VTPROTO_VERSION := v0.6.1-0.20240319094008-0393e58bdf10
 
 .PHONY: all deps proto proto-tools build run run-manager run-worker test ci-test vet fmt clean
 
@@ -19,6 +20,7 @@ deps:
 proto-tools:
 	$(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
 	$(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GRPC_VERSION)
+	$(GO) install github.com/planetscale/vtprotobuf/cmd/protoc-gen-go-vtproto@$(PROTOC_GEN_VTPROTO_VERSION)
 	$(GO) install github.com/bufbuild/buf/cmd/buf@$(BUF_VERSION)
 
 proto: proto-tools

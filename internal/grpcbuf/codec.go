@@ -23,8 +23,29 @@ func NewCodec(pool mem.BufferPool) Codec { return Codec{pool: pool} }
 // Name is the content subtype, the same as grpc's own proto codec.
 func (Codec) Name() string { return "proto" }
 
+// vtMessage is a message with marshalling generated for it
+// (protoc-gen-go-vtproto, api/): no reflection, so a process does not build
+// reflection tables for each message type it uses first (9% of the CPU of
+// `devops run -- true` before this path).
+type vtMessage interface {
+	SizeVT() int
+	MarshalToSizedBufferVT([]byte) (int, error)
+	UnmarshalVT([]byte) error
+	Reset()
+}
+
+// vtMax is the largest message coded by the generated code. Output chunks
+// above it go through proto's own: 1 GiB followed ran 5-10% slower through
+// the generated code (make bench QUICK=1, five interleaved pairs).
+const vtMax = 32 << 10
+
 // Marshal encodes v into one buffer of exactly its size.
 func (c Codec) Marshal(v any) (mem.BufferSlice, error) {
+	if m, ok := v.(vtMessage); ok {
+		if size := m.SizeVT(); size <= vtMax {
+			return c.marshalVT(m, size)
+		}
+	}
 	m, ok := v.(proto.Message)
 	if !ok {
 		return nil, fmt.Errorf("marshal: %T is not a proto message", v)
@@ -48,17 +69,44 @@ func (c Codec) Marshal(v any) (mem.BufferSlice, error) {
 	return mem.BufferSlice{mem.NewBuffer(buf, c.pool)}, nil
 }
 
+// marshalVT encodes m, of size bytes, with its generated code.
+func (c Codec) marshalVT(m vtMessage, size int) (mem.BufferSlice, error) {
+	if mem.IsBelowBufferPoolingThreshold(size) {
+		b := make([]byte, size)
+		if _, err := m.MarshalToSizedBufferVT(b); err != nil {
+			return nil, err
+		}
+		return mem.BufferSlice{mem.SliceBuffer(b)}, nil
+	}
+	buf := c.pool.Get(size)
+	if _, err := m.MarshalToSizedBufferVT(*buf); err != nil {
+		c.pool.Put(buf)
+		return nil, err
+	}
+	return mem.BufferSlice{mem.NewBuffer(buf, c.pool)}, nil
+}
+
 // Unmarshal decodes data into v. proto.Unmarshal copies what it keeps, so
 // data may be freed once it returns.
 func (c Codec) Unmarshal(data mem.BufferSlice, v any) error {
-	m, ok := v.(proto.Message)
-	if !ok {
+	var unmarshal func([]byte) error
+	if m, ok := v.(vtMessage); ok && data.Len() <= vtMax {
+		// UnmarshalVT merges into what m holds; a caller may hand the
+		// same message again (the manager's status stream does).
+		// The generated Reset builds no reflection tables.
+		unmarshal = func(b []byte) error {
+			m.Reset()
+			return m.UnmarshalVT(b)
+		}
+	} else if m, ok := v.(proto.Message); ok {
+		unmarshal = func(b []byte) error { return proto.Unmarshal(b, m) }
+	} else {
 		return fmt.Errorf("unmarshal: %T is not a proto message", v)
 	}
 	if len(data) == 1 {
-		return proto.Unmarshal(data[0].ReadOnlyData(), m)
+		return unmarshal(data[0].ReadOnlyData())
 	}
 	buf := data.MaterializeToBuffer(c.pool)
 	defer buf.Free()
-	return proto.Unmarshal(buf.ReadOnlyData(), m)
+	return unmarshal(buf.ReadOnlyData())
 }

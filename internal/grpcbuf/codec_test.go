@@ -55,3 +55,25 @@ func split(b []byte) mem.BufferSlice {
 	n := len(b) / 3
 	return mem.BufferSlice{mem.SliceBuffer(b[:n]), mem.SliceBuffer(b[n : 2*n]), mem.SliceBuffer(b[2*n:])}
 }
+
+// TestCodecUnmarshalReplaces: a message unmarshalled into again holds the
+// new message only, as with proto.Unmarshal (the generated code merges).
+func TestCodecUnmarshalReplaces(t *testing.T) {
+	c := NewCodec(New())
+	first := &pb.HealthCheckResponse{ProcessIds: []string{"a", "b"}, Capacity: 4}
+	second := &pb.HealthCheckResponse{ProcessIds: []string{"c"}}
+	into := &pb.HealthCheckResponse{}
+	for _, in := range []*pb.HealthCheckResponse{first, second} {
+		data, err := c.Marshal(in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Unmarshal(data, into); err != nil {
+			t.Fatal(err)
+		}
+		data.Free()
+	}
+	if !proto.Equal(into, second) {
+		t.Errorf("after two unmarshals into one message: %v, want %v", into, second)
+	}
+}
