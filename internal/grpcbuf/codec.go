@@ -43,43 +43,36 @@ const vtMax = 32 << 10
 func (c Codec) Marshal(v any) (mem.BufferSlice, error) {
 	if m, ok := v.(vtMessage); ok {
 		if size := m.SizeVT(); size <= vtMax {
-			return c.marshalVT(m, size)
+			return c.encode(size, func(b []byte) error {
+				_, err := m.MarshalToSizedBufferVT(b)
+				return err
+			})
 		}
 	}
 	m, ok := v.(proto.Message)
 	if !ok {
 		return nil, fmt.Errorf("marshal: %T is not a proto message", v)
 	}
-	size := proto.Size(m)
-	if mem.IsBelowBufferPoolingThreshold(size) {
-		b, err := proto.Marshal(m)
-		if err != nil {
-			return nil, err
-		}
-		return mem.BufferSlice{mem.SliceBuffer(b)}, nil
-	}
-	buf := c.pool.Get(size)
-	// The size was just computed and v does not change meanwhile.
-	b, err := proto.MarshalOptions{UseCachedSize: true}.MarshalAppend((*buf)[:0], m)
-	if err != nil {
-		c.pool.Put(buf)
-		return nil, err
-	}
-	*buf = b
-	return mem.BufferSlice{mem.NewBuffer(buf, c.pool)}, nil
+	return c.encode(proto.Size(m), func(b []byte) error {
+		// The size was just computed and v does not change meanwhile, so
+		// the message fills b exactly, in place.
+		_, err := proto.MarshalOptions{UseCachedSize: true}.MarshalAppend(b[:0], m)
+		return err
+	})
 }
 
-// marshalVT encodes m, of size bytes, with its generated code.
-func (c Codec) marshalVT(m vtMessage, size int) (mem.BufferSlice, error) {
+// encode has fill write a message of size bytes into a buffer of that
+// length: one of its own when small, else one from the pool.
+func (c Codec) encode(size int, fill func([]byte) error) (mem.BufferSlice, error) {
 	if mem.IsBelowBufferPoolingThreshold(size) {
 		b := make([]byte, size)
-		if _, err := m.MarshalToSizedBufferVT(b); err != nil {
+		if err := fill(b); err != nil {
 			return nil, err
 		}
 		return mem.BufferSlice{mem.SliceBuffer(b)}, nil
 	}
 	buf := c.pool.Get(size)
-	if _, err := m.MarshalToSizedBufferVT(*buf); err != nil {
+	if err := fill(*buf); err != nil {
 		c.pool.Put(buf)
 		return nil, err
 	}
