@@ -1,7 +1,7 @@
 package executor
 
 // A spec with an Image runs in a container of the local Docker engine,
-// through its API (the moby client). It is the same Process as any other:
+// through its API (internal/dockerapi). It is the same Process as any other:
 // launch starts it, its output goes through the same pipes and limit, the
 // timeout, Terminate's signal and grace and the exit classification are the
 // ones of a process; only the sandbox differs. So a container started by
@@ -25,17 +25,15 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"strconv"
 	"sync"
 	"syscall"
 	"time"
 
-	cerrdefs "github.com/containerd/errdefs"
 	"github.com/moby/moby/api/pkg/stdcopy"
 	"github.com/moby/moby/api/types/container"
-	"github.com/moby/moby/client"
 
 	"github.com/devops-platform/devops"
+	"github.com/devops-platform/devops/internal/dockerapi"
 )
 
 // LabelProcessID is the label every container started for a process
@@ -53,7 +51,7 @@ const (
 // worker.
 func dockerEnv() []string {
 	var env []string
-	for _, k := range []string{"DOCKER_HOST", "DOCKER_API_VERSION", "DOCKER_CERT_PATH", "DOCKER_TLS_VERIFY"} {
+	for _, k := range dockerapi.EnvVars {
 		if v, ok := os.LookupEnv(k); ok {
 			env = append(env, k+"="+v)
 		}
@@ -63,14 +61,14 @@ func dockerEnv() []string {
 
 // newDockerClient makes a client of the engine the environment names (the
 // local socket by default), or returns an error when none answers a ping.
-func newDockerClient(ctx context.Context) (*client.Client, error) {
-	c, err := client.New(client.FromEnv)
+func newDockerClient(ctx context.Context) (*dockerapi.Client, error) {
+	c, err := dockerapi.FromEnv()
 	if err != nil {
 		return nil, fmt.Errorf("docker client: %w", err)
 	}
 	ctx, cancel := context.WithTimeout(ctx, dockerPingTimeout)
 	defer cancel()
-	if _, err := c.Ping(ctx, client.PingOptions{NegotiateAPIVersion: true}); err != nil {
+	if err := c.Ping(ctx); err != nil {
 		c.Close()
 		return nil, fmt.Errorf("docker engine: %w", err)
 	}
@@ -79,7 +77,7 @@ func newDockerClient(ctx context.Context) (*client.Client, error) {
 
 // dockerClient returns the executor's client, making it on first use (in a
 // shim, whose Executor is rebuilt from its config without one).
-func (e *Executor) dockerClient(ctx context.Context) (*client.Client, error) {
+func (e *Executor) dockerClient(ctx context.Context) (*dockerapi.Client, error) {
 	e.dockerMu.Lock()
 	defer e.dockerMu.Unlock()
 	if e.docker != nil {
@@ -104,11 +102,11 @@ func (e *Executor) checkImage(spec devops.Spec) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), dockerCallTimeout)
 	defer cancel()
-	if _, err := c.ImageInspect(ctx, spec.Image); err != nil {
-		if cerrdefs.IsNotFound(err) {
+	if err := c.ImageExists(ctx, spec.Image); err != nil {
+		if dockerapi.IsNotFound(err) {
 			return fmt.Errorf("%w: image %q is not on this worker (nothing is pulled: build or load it there)", devops.ErrInvalid, spec.Image)
 		}
-		return fmt.Errorf("inspect image %q: %w", spec.Image, err)
+		return err
 	}
 	return nil
 }
@@ -131,7 +129,7 @@ func containerEnv(specEnv map[string]string, id devops.ProcessID) []string {
 }
 
 // containerConfig builds what ContainerCreate needs for l.
-func containerConfig(l launch) client.ContainerCreateOptions {
+func containerConfig(l launch) container.CreateRequest {
 	spec := l.spec
 	init := true
 	hc := &container.HostConfig{Init: &init}
@@ -147,8 +145,7 @@ func containerConfig(l launch) client.ContainerCreateOptions {
 		pids := lim.Pids
 		hc.PidsLimit = &pids
 	}
-	return client.ContainerCreateOptions{
-		Name: containerName(l.id),
+	return container.CreateRequest{
 		Config: &container.Config{
 			Image:        spec.Image,
 			Entrypoint:   spec.Argv[:1],
@@ -178,46 +175,46 @@ func (e *Executor) startContainer(ctx context.Context, l launch, log *slog.Logge
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), dockerCallTimeout)
 	defer cancel()
 	sb := &containerSandbox{c: c, log: log, done: make(chan struct{})}
-	created, err := c.ContainerCreate(ctx, containerConfig(l))
+	id, err := c.ContainerCreate(ctx, containerName(l.id), containerConfig(l))
 	if err != nil {
 		l.stdout.Close()
 		l.stderr.Close()
-		if cerrdefs.IsNotFound(err) {
+		if dockerapi.IsNotFound(err) {
 			return nil, fmt.Errorf("%w: image %q is not on this worker: %v", devops.ErrInvalid, l.spec.Image, err)
 		}
-		if cerrdefs.IsConflict(err) {
+		if dockerapi.IsConflict(err) {
 			return nil, fmt.Errorf("%w: container %s exists", devops.ErrAlreadyExists, containerName(l.id))
 		}
-		return nil, fmt.Errorf("create container: %w", err)
+		return nil, err
 	}
-	sb.id = created.ID
+	sb.id = id
 	// Attached before the start, so no byte is missed.
-	att, err := c.ContainerAttach(ctx, sb.id, client.ContainerAttachOptions{Stream: true, Stdout: true, Stderr: true})
+	att, err := c.ContainerAttach(ctx, sb.id)
 	if err != nil {
 		l.stdout.Close()
 		l.stderr.Close()
 		sb.destroy()
-		return nil, fmt.Errorf("attach container: %w", err)
+		return nil, err
 	}
 	go func() {
 		defer close(sb.done)
 		defer l.stdout.Close()
 		defer l.stderr.Close()
 		defer att.Close()
-		if _, err := stdcopy.StdCopy(l.stdout, l.stderr, att.Reader); err != nil && !errors.Is(err, io.EOF) {
+		if _, err := stdcopy.StdCopy(l.stdout, l.stderr, att); err != nil && !errors.Is(err, io.EOF) {
 			log.Warn("read container output", logKeyError, err)
 		}
 	}()
-	if _, err := c.ContainerStart(ctx, sb.id, client.ContainerStartOptions{}); err != nil {
+	if err := c.ContainerStart(ctx, sb.id); err != nil {
 		att.Close()
 		sb.destroy()
 		// The container never ran: like a command that could not be
 		// executed (its executable is missing from the image, say).
-		return nil, fmt.Errorf("%w: start container: %v", devops.ErrInvalid, err)
+		return nil, fmt.Errorf("%w: %v", devops.ErrInvalid, err)
 	}
-	info, err := c.ContainerInspect(ctx, sb.id, client.ContainerInspectOptions{})
-	if err == nil && info.Container.State != nil {
-		sb.hostPid = info.Container.State.Pid
+	info, err := c.ContainerInspect(ctx, sb.id)
+	if err == nil && info.State != nil {
+		sb.hostPid = info.State.Pid
 	}
 	log.Debug("container started", "container", sb.id, logKeyPid, sb.hostPid)
 	return sb, nil
@@ -225,7 +222,7 @@ func (e *Executor) startContainer(ctx context.Context, l launch, log *slog.Logge
 
 // containerSandbox is a process running as a container.
 type containerSandbox struct {
-	c       *client.Client
+	c       *dockerapi.Client
 	id      string
 	log     *slog.Logger
 	hostPid int
@@ -241,29 +238,26 @@ func (s *containerSandbox) pid() int { return s.hostPid }
 // wait blocks until the container stopped and reads how it ended.
 func (s *containerSandbox) wait() (initResult, *syscall.Rusage) {
 	for {
-		res := s.c.ContainerWait(context.Background(), s.id, client.ContainerWaitOptions{Condition: container.WaitConditionNotRunning})
-		select {
-		case <-res.Result:
-		case err := <-res.Error:
-			// A broken connection (the engine restarted): ask again,
-			// unless the container is gone for good.
-			if cerrdefs.IsNotFound(err) {
-				s.log.Warn("container vanished", logKeyError, err)
-				return initResult{Code: -1, Signal: int(syscall.SIGKILL), Reason: "container removed behind our back"}, nil
-			}
-			s.log.Warn("wait for container", logKeyError, err)
-			time.Sleep(time.Second)
-			continue
+		_, err := s.c.ContainerWait(context.Background(), s.id)
+		if err == nil {
+			break
 		}
-		break
+		// A broken connection (the engine restarted): ask again, unless
+		// the container is gone for good.
+		if dockerapi.IsNotFound(err) {
+			s.log.Warn("container vanished", logKeyError, err)
+			return initResult{Code: -1, Signal: int(syscall.SIGKILL), Reason: "container removed behind our back"}, nil
+		}
+		s.log.Warn("wait for container", logKeyError, err)
+		time.Sleep(time.Second)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), dockerCallTimeout)
 	defer cancel()
-	info, err := s.c.ContainerInspect(ctx, s.id, client.ContainerInspectOptions{})
-	if err != nil || info.Container.State == nil {
+	info, err := s.c.ContainerInspect(ctx, s.id)
+	if err != nil || info.State == nil {
 		return initResult{Code: -1, Reason: fmt.Sprintf("inspect container: %v", err)}, nil
 	}
-	st := info.Container.State
+	st := info.State
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.oomKilled = st.OOMKilled
@@ -288,7 +282,7 @@ func (s *containerSandbox) signal(sig syscall.Signal) {
 	s.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), dockerCallTimeout)
 	defer cancel()
-	if _, err := s.c.ContainerKill(ctx, s.id, client.ContainerKillOptions{Signal: strconv.Itoa(int(sig))}); err != nil && !cerrdefs.IsConflict(err) && !cerrdefs.IsNotFound(err) {
+	if err := s.c.ContainerKill(ctx, s.id, int(sig)); err != nil && !dockerapi.IsConflict(err) && !dockerapi.IsNotFound(err) {
 		s.log.Warn("signal container", logKeyError, err)
 	}
 }
@@ -299,13 +293,8 @@ func (s *containerSandbox) kill() {
 	s.signal(syscall.SIGKILL)
 	ctx, cancel := context.WithTimeout(context.Background(), dockerCallTimeout)
 	defer cancel()
-	res := s.c.ContainerWait(ctx, s.id, client.ContainerWaitOptions{Condition: container.WaitConditionNotRunning})
-	select {
-	case <-res.Result:
-	case err := <-res.Error:
-		if !cerrdefs.IsNotFound(err) {
-			s.log.Warn("wait for killed container", logKeyError, err)
-		}
+	if _, err := s.c.ContainerWait(ctx, s.id); err != nil && !dockerapi.IsNotFound(err) {
+		s.log.Warn("wait for killed container", logKeyError, err)
 	}
 	select {
 	case <-s.done:
@@ -326,7 +315,7 @@ func (s *containerSandbox) usage(*syscall.Rusage) usage {
 func (s *containerSandbox) destroy() {
 	ctx, cancel := context.WithTimeout(context.Background(), dockerCallTimeout)
 	defer cancel()
-	if _, err := s.c.ContainerRemove(ctx, s.id, client.ContainerRemoveOptions{Force: true, RemoveVolumes: true}); err != nil && !cerrdefs.IsNotFound(err) {
+	if err := s.c.ContainerRemove(ctx, s.id); err != nil && !dockerapi.IsNotFound(err) {
 		s.log.Warn("remove container", "container", s.id, logKeyError, err)
 	}
 }

@@ -25,9 +25,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/moby/moby/client"
-
 	"github.com/devops-platform/devops"
+	"github.com/devops-platform/devops/internal/dockerapi"
 )
 
 // Log keys, in one place so every line of this package reads the same.
@@ -94,8 +93,8 @@ type Executor struct {
 	spoolMax int64
 	platform *platform
 
-	dockerMu sync.Mutex     // protects docker
-	docker   *client.Client // nil: no engine answered (docker.go)
+	dockerMu sync.Mutex        // protects docker
+	docker   *dockerapi.Client // nil: no engine answered (docker.go)
 
 	pool *pool // warm shims for StartSupervised; nil: none (pool_linux.go)
 
