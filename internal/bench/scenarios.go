@@ -873,3 +873,161 @@ func genLinesMain(n int) int {
 	}
 	return 0
 }
+
+// idleSessions: part of scenario 7 on the main cluster. What a command
+// that runs and does nothing costs its machine while it runs: the CPU of
+// its shim and its init (ours), of its sshd session processes and its ssh
+// client (the baseline), per command, sampled over the same windows.
+func (b *bench) idleSessions(ctx context.Context) ([]Row, error) {
+	const n = 20
+	// A duration no other process uses marks the sleeps of each side.
+	oursArg, sshArg := "3607", "3608"
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var ids []devops.ProcessID
+	defer func() {
+		for _, id := range ids {
+			b.c.client.Terminate(context.WithoutCancel(ctx), id, syscall.SIGKILL, 0)
+		}
+	}()
+	for range n {
+		ps, err := b.c.client.Submit(ctx, client.RunRequest{Spec: devops.Spec{Argv: []string{"sleep", oursArg}}})
+		if err != nil {
+			return nil, fmt.Errorf("submit sleep: %w", err)
+		}
+		for _, p := range ps {
+			ids = append(ids, p.ID)
+		}
+	}
+	var clients []*exec.Cmd
+	defer func() {
+		for _, c := range clients {
+			c.Process.Kill()
+			c.Wait()
+		}
+	}()
+	if b.ssh != nil {
+		for range n {
+			c := b.ssh.command(ctx, false, "localhost", "sleep", sshArg)
+			if err := c.Start(); err != nil {
+				return nil, fmt.Errorf("ssh sleep: %w", err)
+			}
+			clients = append(clients, c)
+		}
+	}
+	// Ours: each sleep's parent (the init) and grandparent (the shim).
+	// ssh: each sleep's sshd session processes (parent and grandparent)
+	// and the clients.
+	var ours, theirs []int
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		ours, theirs = nil, nil
+		for _, pid := range sleepsWithArg(oursArg) {
+			ours = append(ours, ancestors(pid, 2)...)
+		}
+		for _, pid := range sleepsWithArg(sshArg) {
+			theirs = append(theirs, ancestors(pid, 2)...)
+		}
+		if len(ours) == 2*n && (b.ssh == nil || len(theirs) == 2*n) {
+			break
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return nil, fmt.Errorf("idle sessions: %d of %d of ours and %d of %d ssh processes found running", len(ours), 2*n, len(theirs), 2*n)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	for _, c := range clients {
+		theirs = append(theirs, c.Process.Pid)
+	}
+	window := 2 * time.Second
+	if b.quick {
+		window = time.Second
+	}
+	var o, s []float64
+	for range b.sz.rounds {
+		o0, s0 := cpuOf(ours), cpuOf(theirs)
+		start := time.Now()
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(window):
+		}
+		el := time.Since(start).Seconds()
+		o = append(o, ms(cpuOf(ours)-o0)/el/n)
+		if b.ssh != nil {
+			s = append(s, ms(cpuOf(theirs)-s0)/el/n)
+		}
+	}
+	note := fmt.Sprintf("%d commands `sleep` at once; ours: shim and init, ssh: sshd's two session processes and the client", n)
+	if b.ssh == nil {
+		note += "; ssh unavailable"
+	}
+	return []Row{
+		compare(Row{Scenario: "7. idle cost of a running command: CPU while it sleeps", Unit: "ms CPU/s per command", Baseline: "ssh session running `sleep`", Goal: "reported", Note: note}, o, s, nil),
+	}, nil
+}
+
+// sleepsWithArg returns the pids of the `sleep ARG` processes.
+func sleepsWithArg(arg string) []int {
+	var pids []int
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		if err != nil {
+			continue
+		}
+		argv := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
+		if len(argv) == 2 && filepath.Base(argv[0]) == "sleep" && argv[1] == arg {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// ancestors returns the parent of pid, its parent, and so on, n of them
+// (fewer when one is gone).
+func ancestors(pid, n int) []int {
+	var out []int
+	for range n {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			break
+		}
+		s := string(b)
+		f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+		if len(f) < 2 {
+			break
+		}
+		if pid, err = strconv.Atoi(f[1]); err != nil || pid <= 1 {
+			break
+		}
+		out = append(out, pid)
+	}
+	return out
+}
+
+// cpuOf sums the time the threads of pids spent on a CPU, from
+// /proc/PID/task/TID/schedstat (in nanoseconds: /proc/PID/stat counts 10 ms
+// ticks, too coarse for processes that wake a few times a second; and
+// /proc/PID/schedstat covers the main thread only).
+func cpuOf(pids []int) time.Duration {
+	var sum time.Duration
+	for _, pid := range pids {
+		files, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/schedstat", pid))
+		for _, f := range files {
+			b, err := os.ReadFile(f)
+			if err != nil {
+				continue
+			}
+			if fs := strings.Fields(string(b)); len(fs) > 0 {
+				ns, _ := strconv.ParseInt(fs[0], 10, 64)
+				sum += time.Duration(ns)
+			}
+		}
+	}
+	return sum
+}
