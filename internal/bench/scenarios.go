@@ -37,6 +37,8 @@ type sizes struct {
 	scale         []int // simulated worker counts
 	scaleSettle   time.Duration
 	scaleWindow   time.Duration
+	idleCommands  int           // commands (and ssh sessions) sleeping at once
+	idleWindow    time.Duration // one round's sample of their CPU
 	failReps      int
 	failHangReps  int
 	scenarioLimit time.Duration
@@ -50,6 +52,8 @@ var fullSizes = sizes{
 	// heap's growth, and a 10 s window caught or missed a collection (~0.25 s
 	// of CPU at 10,000 workers) by chance; 30 s averages over them.
 	fanout: []int{8, 32}, scale: []int{1000, 5000, 10000}, scaleSettle: 15 * time.Second, scaleWindow: 30 * time.Second,
+	// ssh sessions start one after the other at ~1 s each on a slow day.
+	idleCommands: 20, idleWindow: 2 * time.Second,
 	failReps: 5, failHangReps: 3, scenarioLimit: 4 * time.Minute,
 }
 
@@ -57,6 +61,7 @@ var quickSizes = sizes{
 	rounds: 5, dispatchPer: 8, dispatchPaced: 2, cliPer: 1, tputCommands: 16,
 	bulkBytes: 64 << 20, lines: 500_000, stallBytes: 128 << 20,
 	fanout: []int{8}, scale: []int{200}, scaleSettle: 3 * time.Second, scaleWindow: 4 * time.Second,
+	idleCommands: 3, idleWindow: 500 * time.Millisecond,
 	failReps: 1, failHangReps: 1, scenarioLimit: 45 * time.Second,
 }
 
@@ -879,7 +884,7 @@ func genLinesMain(n int) int {
 // its shim and its init (ours), of its sshd session processes and its ssh
 // client (the baseline), per command, sampled over the same windows.
 func (b *bench) idleSessions(ctx context.Context) ([]Row, error) {
-	const n = 20
+	n := b.sz.idleCommands
 	// A duration no other process uses marks the sleeps of each side.
 	oursArg, sshArg := "3607", "3608"
 	ctx, cancel := context.WithCancel(ctx)
@@ -939,10 +944,6 @@ func (b *bench) idleSessions(ctx context.Context) ([]Row, error) {
 	for _, c := range clients {
 		theirs = append(theirs, c.Process.Pid)
 	}
-	window := 2 * time.Second
-	if b.quick {
-		window = time.Second
-	}
 	var o, s []float64
 	for range b.sz.rounds {
 		o0, s0 := cpuOf(ours), cpuOf(theirs)
@@ -950,12 +951,12 @@ func (b *bench) idleSessions(ctx context.Context) ([]Row, error) {
 		select {
 		case <-ctx.Done():
 			return nil, ctx.Err()
-		case <-time.After(window):
+		case <-time.After(b.sz.idleWindow):
 		}
 		el := time.Since(start).Seconds()
-		o = append(o, ms(cpuOf(ours)-o0)/el/n)
+		o = append(o, ms(cpuOf(ours)-o0)/el/float64(n))
 		if b.ssh != nil {
-			s = append(s, ms(cpuOf(theirs)-s0)/el/n)
+			s = append(s, ms(cpuOf(theirs)-s0)/el/float64(n))
 		}
 	}
 	note := fmt.Sprintf("%d commands `sleep` at once; ours: shim and init, ssh: sshd's two session processes and the client", n)
