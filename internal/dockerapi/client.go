@@ -52,9 +52,9 @@ var EnvVars = []string{"DOCKER_HOST", "DOCKER_API_VERSION", "DOCKER_CERT_PATH", 
 // Ping returned.
 type Client struct {
 	http    *http.Client
-	base    string // scheme and host of every request's URL
-	version string // API version, pinned by DOCKER_API_VERSION or Ping
-	pinned  bool   // DOCKER_API_VERSION set: Ping does not negotiate
+	base    url.URL // scheme and host of every request's URL
+	version string  // API version, pinned by DOCKER_API_VERSION or Ping
+	pinned  bool    // DOCKER_API_VERSION set: Ping does not negotiate
 }
 
 // Error is the engine's answer to a call that failed.
@@ -100,18 +100,18 @@ func FromEnv() (*Client, error) {
 		tr.DialContext = func(ctx context.Context, _, _ string) (net.Conn, error) {
 			return d.DialContext(ctx, "unix", addr)
 		}
-		c.base = "http://docker" // any host: the dialer ignores it
+		c.base = url.URL{Scheme: "http", Host: "docker"} // any host: the dialer ignores it
 	case "tcp":
 		u, err := url.Parse("tcp://" + addr)
 		if err != nil {
 			return nil, fmt.Errorf("parse DOCKER_HOST %q: %w", host, err)
 		}
-		c.base = "http://" + u.Host
+		c.base = url.URL{Scheme: "http", Host: u.Host}
 		if cfg, err := tlsFromEnv(); err != nil {
 			return nil, err
 		} else if cfg != nil {
 			tr.TLSClientConfig = cfg
-			c.base = "https://" + u.Host
+			c.base.Scheme = "https"
 		}
 	default:
 		return nil, fmt.Errorf("DOCKER_HOST %q: only unix:// and tcp:// engines are supported", host)
@@ -164,7 +164,9 @@ func (c *Client) Close() { c.http.CloseIdleConnections() }
 // Ping checks that the engine answers and, unless DOCKER_API_VERSION pins
 // one, settles on the older of its API version and this client's.
 func (c *Client) Ping(ctx context.Context) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+"/_ping", nil)
+	u := c.base
+	u.Path = "/_ping"
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
 	if err != nil {
 		return fmt.Errorf("ping: %w", err)
 	}
@@ -322,11 +324,11 @@ func (c *Client) request(ctx context.Context, method, path string, q url.Values,
 		}
 		r = bytes.NewReader(b)
 	}
-	u := c.base + "/v" + c.version + path
-	if len(q) > 0 {
-		u += "?" + q.Encode()
-	}
-	req, err := http.NewRequestWithContext(ctx, method, u, r)
+	// Built from its parts, so a name with '?' or '#' (an image's, say)
+	// stays in the path.
+	u := c.base
+	u.Path, u.RawQuery = "/v"+c.version+path, q.Encode()
+	req, err := http.NewRequestWithContext(ctx, method, u.String(), r)
 	if err != nil {
 		return nil, err
 	}

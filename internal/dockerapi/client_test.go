@@ -92,6 +92,9 @@ func TestCallsAndErrors(t *testing.T) {
 	if err := c.ImageExists(ctx, "missing:1"); !IsNotFound(err) || !strings.Contains(err.Error(), "No such image: missing:1") {
 		t.Errorf("missing image: %v, want not found with the engine's message", err)
 	}
+	if err := c.ImageExists(ctx, "odd?name#1"); err == nil {
+		t.Error("an image the engine does not hold was found")
+	}
 	init := true
 	id, err := c.ContainerCreate(ctx, "devops-p1", container.CreateRequest{Config: &container.Config{Image: "img"}, HostConfig: &container.HostConfig{Init: &init}})
 	if err != nil || id != "c1" {
@@ -109,6 +112,7 @@ func TestCallsAndErrors(t *testing.T) {
 
 	want := []string{
 		"GET /v1.41/images/missing:1/json",
+		"GET /v1.41/images/odd%3Fname%231/json",
 		"POST /v1.41/containers/create?name=devops-p1",
 		"POST /v1.41/containers/gone/kill?signal=15",
 		"POST /v1.41/containers/c1/wait?condition=not-running",
