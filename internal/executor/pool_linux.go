@@ -7,7 +7,7 @@ package executor
 // Why: a supervised process costs two starts of the devops binary, its shim
 // and its init, and each spends ~13 ms of CPU and wall time (runtime start,
 // page faults and the package initialisers of a 30 MB binary that links
-// gRPC, NATS, Prometheus and the Docker client) before it does anything.
+// gRPC, NATS and Prometheus) before it does anything.
 // That was most of the time from submission to first output byte. The
 // other ways out, and why not them:
 //
