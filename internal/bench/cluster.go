@@ -81,6 +81,9 @@ type procStats struct {
 	RSS int64         // resident set, bytes
 }
 
+// clkTck is USER_HZ, the unit of CPU times in /proc on Linux.
+const clkTck = 100
+
 // readProc reads CPU time from /proc/PID/stat and RSS from /proc/PID/status.
 func readProc(pid int) (procStats, error) {
 	var st procStats
@@ -101,7 +104,6 @@ func readProc(pid int) (procStats, error) {
 	// f[0] is field 3 (state); utime is field 14, stime field 15.
 	ut, _ := strconv.ParseInt(f[11], 10, 64)
 	stt, _ := strconv.ParseInt(f[12], 10, 64)
-	const clkTck = 100 // USER_HZ on Linux
 	st.CPU = time.Duration(ut+stt) * time.Second / clkTck
 	b, err = os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
