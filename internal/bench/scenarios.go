@@ -45,7 +45,10 @@ type sizes struct {
 }
 
 var fullSizes = sizes{
-	rounds: 5, dispatchPer: 40, dispatchPaced: 8, cliPer: 4, tputCommands: 128,
+	// Sized so a full run stays under 15 minutes on this VM's slow days
+	// (14m22s at 2aea347 with 128 commands per throughput run and 20
+	// idle sleeps, throughput alone 132 s).
+	rounds: 5, dispatchPer: 40, dispatchPaced: 8, cliPer: 4, tputCommands: 96,
 	bulkBytes: 1 << 30, lines: 10_000_000, stallBytes: 1 << 30,
 	// Idle is the steady state: the first seconds after the workers joined
 	// carry their first metrics samples and the collection that follows the
@@ -53,7 +56,7 @@ var fullSizes = sizes{
 	// of CPU at 10,000 workers) by chance; 30 s averages over them.
 	fanout: []int{8, 32}, scale: []int{1000, 5000, 10000}, scaleSettle: 15 * time.Second, scaleWindow: 30 * time.Second,
 	// ssh sessions start one after the other at ~1 s each on a slow day.
-	idleCommands: 20, idleWindow: 2 * time.Second,
+	idleCommands: 12, idleWindow: 2 * time.Second,
 	failReps: 5, failHangReps: 3, scenarioLimit: 4 * time.Minute,
 }
 
