@@ -958,6 +958,11 @@ func (b *bench) idleSessions(ctx context.Context) ([]Row, error) {
 			c.Process.Kill()
 			c.Wait()
 		}
+		// A remote command of a session without a terminal outlives its
+		// client: sshd does not signal it when the connection drops.
+		for _, pid := range sleepsWithArg(sshArg) {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
 	}()
 	if b.ssh != nil {
 		for range n {
