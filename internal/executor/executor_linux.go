@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -450,13 +451,43 @@ func (s *initSandbox) wait() (initResult, *syscall.Rusage) {
 func (s *initSandbox) signal(sig syscall.Signal) {
 	switch {
 	case s.pidns:
-		// The init forwards it to every process of its namespace.
+		// The init forwards it to every process of its namespace. As PID 1
+		// of that namespace it gets from us only the signals it catches, so
+		// one sent before its runtime installed its handlers (a cold start
+		// on a loaded machine) would be lost: wait until it catches sig.
 		s.signalled.Store(int32(sig))
+		waitCaught(s.cmd.Process.Pid, sig, catchWait)
 		s.cmd.Process.Signal(sig)
 	case s.cg != nil:
 		s.cg.signal(sig)
 	default:
 		syscall.Kill(-s.cmd.Process.Pid, sig)
+	}
+}
+
+// catchWait bounds how long a signal waits for the init to catch it; past
+// it the signal is sent anyway, and SIGKILL after the grace still ends it.
+const catchWait = 5 * time.Second
+
+// waitCaught waits, up to d, until process pid catches sig (the SigCgt mask
+// of /proc/PID/status), or has ended (gone, or a zombie).
+func waitCaught(pid int, sig syscall.Signal, d time.Duration) {
+	path := fmt.Sprintf("/proc/%d/status", pid)
+	deadline := time.Now().Add(d)
+	for {
+		b, err := os.ReadFile(path)
+		if err != nil || strings.Contains(string(b), "\nState:\tZ") {
+			return
+		}
+		_, rest, ok := strings.Cut(string(b), "\nSigCgt:")
+		if !ok {
+			return
+		}
+		mask, err := strconv.ParseUint(strings.TrimSpace(strings.SplitN(rest, "\n", 2)[0]), 16, 64)
+		if err != nil || mask&(1<<(uint(sig)-1)) != 0 || time.Now().After(deadline) {
+			return
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
 
