@@ -438,10 +438,10 @@ func (s *initSandbox) wait() (initResult, *syscall.Rusage) {
 		return res, ru
 	}
 	if sig := s.signalled.Load(); sig != 0 && ws.Exited() && ws.ExitStatus() == 2 {
-		// A signal that reached the init before it handled signals (a
-		// stop right after a cold start): as PID 1 it cannot die of a
-		// signal it has no handler for, so Go's runtime exits with 2
-		// instead. It ended because of the signal, as the command would
+		// A signal that reached the init between its runtime's handlers
+		// (signal waits for those) and its own (a stop right after a cold
+		// start): as PID 1 it cannot die of a signal, so Go's runtime
+		// exits with 2 instead. It ended because of the signal, as the command would
 		// have.
 		return initResult{Signal: int(sig)}, ru
 	}
