@@ -84,28 +84,37 @@ type procStats struct {
 // clkTck is USER_HZ, the unit of CPU times in /proc on Linux.
 const clkTck = 100
 
-// readProc reads CPU time from /proc/PID/stat and RSS from /proc/PID/status.
-func readProc(pid int) (procStats, error) {
-	var st procStats
+// statFields returns the fields of /proc/PID/stat after the command name,
+// which is in parentheses and may hold spaces: f[0] is field 3 (state),
+// f[1] the parent's pid.
+func statFields(pid int) ([]string, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
-		return st, err
+		return nil, err
 	}
-	// Fields after the command name, which is in parentheses and may hold spaces.
 	s := string(b)
 	i := strings.LastIndexByte(s, ')')
 	if i < 0 {
-		return st, fmt.Errorf("parse /proc/%d/stat", pid)
+		return nil, fmt.Errorf("parse /proc/%d/stat", pid)
 	}
-	f := strings.Fields(s[i+1:])
+	return strings.Fields(s[i+1:]), nil
+}
+
+// readProc reads CPU time from /proc/PID/stat and RSS from /proc/PID/status.
+func readProc(pid int) (procStats, error) {
+	var st procStats
+	f, err := statFields(pid)
+	if err != nil {
+		return st, err
+	}
 	if len(f) < 13 {
 		return st, fmt.Errorf("parse /proc/%d/stat: %d fields", pid, len(f))
 	}
-	// f[0] is field 3 (state); utime is field 14, stime field 15.
+	// utime is field 14, stime field 15.
 	ut, _ := strconv.ParseInt(f[11], 10, 64)
 	stt, _ := strconv.ParseInt(f[12], 10, 64)
 	st.CPU = time.Duration(ut+stt) * time.Second / clkTck
-	b, err = os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return st, err
 	}

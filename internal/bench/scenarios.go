@@ -935,8 +935,6 @@ func (b *bench) idleSessions(ctx context.Context) ([]Row, error) {
 	n := b.sz.idleCommands
 	// A duration no other process uses marks the sleeps of each side.
 	oursArg, sshArg := "3607", "3608"
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	var ids []devops.ProcessID
 	defer func() {
 		for _, id := range ids {
@@ -1047,13 +1045,8 @@ func sleepsWithArg(arg string) []int {
 func ancestors(pid, n int) []int {
 	var out []int
 	for range n {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-		if err != nil {
-			break
-		}
-		s := string(b)
-		f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-		if len(f) < 2 {
+		f, err := statFields(pid)
+		if err != nil || len(f) < 2 {
 			break
 		}
 		if pid, err = strconv.Atoi(f[1]); err != nil || pid <= 1 {

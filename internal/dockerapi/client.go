@@ -204,22 +204,16 @@ func olderVersion(a, b string) bool {
 // ImageExists returns nil when the engine holds image, an error that
 // IsNotFound recognises when it does not.
 func (c *Client) ImageExists(ctx context.Context, image string) error {
-	resp, err := c.call(ctx, http.MethodGet, "/images/"+image+"/json", nil, nil)
-	if err != nil {
+	if err := c.call(ctx, http.MethodGet, "/images/"+image+"/json", nil, nil, nil); err != nil {
 		return fmt.Errorf("inspect image %s: %w", image, err)
 	}
-	drain(resp)
 	return nil
 }
 
 // ContainerCreate creates a container called name and returns its id.
 func (c *Client) ContainerCreate(ctx context.Context, name string, req container.CreateRequest) (string, error) {
-	resp, err := c.call(ctx, http.MethodPost, "/containers/create", url.Values{"name": {name}}, req)
-	if err != nil {
-		return "", fmt.Errorf("create container %s: %w", name, err)
-	}
 	var created container.CreateResponse
-	if err := decode(resp, &created); err != nil {
+	if err := c.call(ctx, http.MethodPost, "/containers/create", url.Values{"name": {name}}, req, &created); err != nil {
 		return "", fmt.Errorf("create container %s: %w", name, err)
 	}
 	return created.ID, nil
@@ -257,22 +251,16 @@ func (c *Client) ContainerAttach(ctx context.Context, id string) (io.ReadCloser,
 
 // ContainerStart starts a created container.
 func (c *Client) ContainerStart(ctx context.Context, id string) error {
-	resp, err := c.call(ctx, http.MethodPost, "/containers/"+id+"/start", nil, nil)
-	if err != nil {
+	if err := c.call(ctx, http.MethodPost, "/containers/"+id+"/start", nil, nil, nil); err != nil {
 		return fmt.Errorf("start container %s: %w", id, err)
 	}
-	drain(resp)
 	return nil
 }
 
 // ContainerInspect returns what the engine knows of the container.
 func (c *Client) ContainerInspect(ctx context.Context, id string) (container.InspectResponse, error) {
 	var info container.InspectResponse
-	resp, err := c.call(ctx, http.MethodGet, "/containers/"+id+"/json", nil, nil)
-	if err == nil {
-		err = decode(resp, &info)
-	}
-	if err != nil {
+	if err := c.call(ctx, http.MethodGet, "/containers/"+id+"/json", nil, nil, &info); err != nil {
 		return info, fmt.Errorf("inspect container %s: %w", id, err)
 	}
 	return info, nil
@@ -282,11 +270,8 @@ func (c *Client) ContainerInspect(ctx context.Context, id string) (container.Ins
 // that never started) and returns its exit code.
 func (c *Client) ContainerWait(ctx context.Context, id string) (container.WaitResponse, error) {
 	var res container.WaitResponse
-	resp, err := c.call(ctx, http.MethodPost, "/containers/"+id+"/wait", url.Values{"condition": {string(container.WaitConditionNotRunning)}}, nil)
-	if err == nil {
-		err = decode(resp, &res)
-	}
-	if err != nil {
+	q := url.Values{"condition": {string(container.WaitConditionNotRunning)}}
+	if err := c.call(ctx, http.MethodPost, "/containers/"+id+"/wait", q, nil, &res); err != nil {
 		return res, fmt.Errorf("wait for container %s: %w", id, err)
 	}
 	return res, nil
@@ -294,22 +279,18 @@ func (c *Client) ContainerWait(ctx context.Context, id string) (container.WaitRe
 
 // ContainerKill sends signal number sig to the container's PID 1.
 func (c *Client) ContainerKill(ctx context.Context, id string, sig int) error {
-	resp, err := c.call(ctx, http.MethodPost, "/containers/"+id+"/kill", url.Values{"signal": {strconv.Itoa(sig)}}, nil)
-	if err != nil {
+	if err := c.call(ctx, http.MethodPost, "/containers/"+id+"/kill", url.Values{"signal": {strconv.Itoa(sig)}}, nil, nil); err != nil {
 		return fmt.Errorf("signal container %s: %w", id, err)
 	}
-	drain(resp)
 	return nil
 }
 
 // ContainerRemove removes the container, killing it if it runs, with its
 // anonymous volumes.
 func (c *Client) ContainerRemove(ctx context.Context, id string) error {
-	resp, err := c.call(ctx, http.MethodDelete, "/containers/"+id, url.Values{"force": {"1"}, "v": {"1"}}, nil)
-	if err != nil {
+	if err := c.call(ctx, http.MethodDelete, "/containers/"+id, url.Values{"force": {"1"}, "v": {"1"}}, nil, nil); err != nil {
 		return fmt.Errorf("remove container %s: %w", id, err)
 	}
-	drain(resp)
 	return nil
 }
 
@@ -338,22 +319,31 @@ func (c *Client) request(ctx context.Context, method, path string, q url.Values,
 	return req, nil
 }
 
-// call sends a request and returns the engine's successful answer, whose
-// body the caller closes, or its error.
-func (c *Client) call(ctx context.Context, method, path string, q url.Values, body any) (*http.Response, error) {
+// call sends a request and reads the engine's successful answer into out
+// (JSON; nil: nothing to read), or returns its error.
+func (c *Client) call(ctx context.Context, method, path string, q url.Values, body, out any) error {
 	req, err := c.request(ctx, method, path, q, body)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return nil, err
+		return err
 	}
+	// Read to the end whatever happens, so the connection can be used again.
+	defer func() {
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+		resp.Body.Close()
+	}()
 	if err := errorOf(resp); err != nil {
-		drain(resp)
-		return nil, err
+		return err
 	}
-	return resp, nil
+	if out != nil {
+		if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+			return fmt.Errorf("decode answer: %w", err)
+		}
+	}
+	return nil
 }
 
 // errorOf returns the engine's error when resp is one (status 400 and up).
@@ -369,20 +359,4 @@ func errorOf(resp *http.Response) error {
 		m.Message = strings.TrimSpace(string(b))
 	}
 	return &Error{Status: resp.StatusCode, Message: m.Message}
-}
-
-// decode reads resp's JSON body into v and closes it.
-func decode(resp *http.Response, v any) error {
-	defer drain(resp)
-	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
-		return fmt.Errorf("decode answer: %w", err)
-	}
-	return nil
-}
-
-// drain reads what is left of resp's body and closes it, so its
-// connection can be used again.
-func drain(resp *http.Response) {
-	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
-	resp.Body.Close()
 }

@@ -441,8 +441,8 @@ func (s *initSandbox) wait() (initResult, *syscall.Rusage) {
 		// A signal that reached the init between its runtime's handlers
 		// (signal waits for those) and its own (a stop right after a cold
 		// start): as PID 1 it cannot die of a signal, so Go's runtime
-		// exits with 2 instead. It ended because of the signal, as the command would
-		// have.
+		// exits with 2 instead. It ended because of the signal, as the
+		// command would have.
 		return initResult{Signal: int(sig)}, ru
 	}
 	return waitResult(ws), ru
