@@ -311,7 +311,10 @@ func TestWorkDir(t *testing.T) {
 func TestOutputLimit(t *testing.T) {
 	e := newExecutor(t, "", devops.Limits{})
 	r := run(t, e, "out-1", devops.Spec{
-		Argv:   []string{"sh", "-c", "yes | head -c 100000; echo done >&2"},
+		// More than an output pipe holds (256 KiB), so head ends only once
+		// the stdout reader has taken most of it, long past the limit: the
+		// later stderr line can never come first (with 100 KB it could).
+		Argv:   []string{"sh", "-c", "yes | head -c 1000000; echo done >&2"},
 		Limits: devops.Limits{MaxOutputBytes: 1000},
 	})
 	if len(r.stdout) != 1000 {
