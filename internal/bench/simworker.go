@@ -89,6 +89,7 @@ func (f *simFleet) grow(ctx context.Context, n int) error {
 		local := &net.TCPAddr{IP: net.ParseIP(ip)}
 		conn, err := grpc.NewClient(f.manager,
 			grpc.WithTransportCredentials(insecure.NewCredentials()),
+			grpc.WithDisableServiceConfig(),
 			grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: time.Minute, Timeout: 10 * time.Second}),
 			grpc.WithStaticStreamWindowSize(1<<20),
 			grpc.WithStaticConnWindowSize(1<<20),

@@ -66,7 +66,7 @@ func healthCheck(ctx context.Context, addr, service string, plaintext bool) (*he
 	var err error
 	for _, c := range creds {
 		var conn *grpc.ClientConn
-		conn, err = grpc.NewClient(addr, grpc.WithTransportCredentials(c))
+		conn, err = grpc.NewClient(addr, grpc.WithTransportCredentials(c), grpc.WithDisableServiceConfig())
 		if err != nil {
 			return nil, err
 		}

@@ -48,6 +48,12 @@ func Dial(addr string, opts ...Option) (*Client, error) {
 	bufs := grpcbuf.New()
 	dopts := []grpc.DialOption{
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		// No service config from DNS: grpc's resolver would otherwise ask
+		// for a TXT record (_grpc_config.NAME) before every connection to a
+		// manager named by host name, even "localhost": one more round trip
+		// to the name server per CLI call, or its timeout where DNS is slow
+		// or unreachable. We publish none.
+		grpc.WithDisableServiceConfig(),
 		experimental.WithBufferPool(bufs),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{
 			// Within the manager's enforcement policy (MinTime 5s).

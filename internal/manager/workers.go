@@ -181,6 +181,7 @@ func (m *Manager) client(id devops.WorkerID) (pb.WorkerProcessServiceClient, err
 func (m *Manager) dialWorkerConn(w devops.Worker) (*grpc.ClientConn, error) {
 	return grpc.NewClient(w.Address,
 		grpc.WithTransportCredentials(m.sec.workerCreds(w.Name)),
+		grpc.WithDisableServiceConfig(), // no TXT lookup: see client.Dial
 		experimental.WithBufferPool(m.bufs),
 		// No grpc keepalive: its timer wakes a goroutine every few
 		// seconds for each worker even when it never pings. The kernel

@@ -251,7 +251,7 @@ func (id *identity) joinOnce(ctx context.Context, addr string) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(id.managerCreds(addr)))
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(id.managerCreds(addr)), grpc.WithDisableServiceConfig())
 	if err != nil {
 		return status.Error(codes.InvalidArgument, err.Error())
 	}

@@ -264,6 +264,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	// worker costs the manager nothing more (see ReportStatus).
 	conn, err := grpc.NewClient(w.cfg.Manager,
 		grpc.WithTransportCredentials(w.ident.managerCreds(w.cfg.Manager)),
+		grpc.WithDisableServiceConfig(), // no TXT lookup: see client.Dial
 		experimental.WithBufferPool(w.bufs),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{
 			// The status stream sends every health interval but reads
