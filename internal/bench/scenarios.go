@@ -341,7 +341,11 @@ func (b *bench) throughput(ctx context.Context) ([]Row, error) {
 		self, _ := readProc(os.Getpid())
 		return split{m, w, machineBusy() - m - w - self.CPU}
 	}
+	// Starts at each concurrency, and how many a warm shim served.
+	starts, warm := map[int]float64{}, map[int]float64{}
+	counted := true
 	ours := func(conc int) (float64, split, error) {
+		total1, warm1, ok1 := b.c.starts(ctx)
 		before := sample()
 		start := time.Now()
 		var next atomic.Int64
@@ -362,6 +366,10 @@ func (b *bench) throughput(ctx context.Context) ([]Row, error) {
 		wg.Wait()
 		d := time.Since(start)
 		after := sample()
+		total2, warm2, ok2 := b.c.starts(ctx)
+		counted = counted && ok1 && ok2
+		starts[conc] += total2 - total1
+		warm[conc] += warm2 - warm1
 		per := split{
 			(after.manager - before.manager) / time.Duration(n),
 			(after.workers - before.workers) / time.Duration(n),
@@ -418,7 +426,11 @@ func (b *bench) throughput(ctx context.Context) ([]Row, error) {
 	}
 	var rows []Row
 	for _, c := range concs {
-		r := Row{Scenario: fmt.Sprintf("3. throughput `true`, concurrency %d, 2 workers", c), Unit: "cmd/s", Baseline: "local os/exec, 2 at a time", Goal: "—"}
+		pool := ""
+		if counted && starts[c] > 0 {
+			pool = fmt.Sprintf(" (%.0f of %.0f starts by warm shims)", warm[c], starts[c])
+		}
+		r := Row{Scenario: fmt.Sprintf("3. throughput `true`, concurrency %d, 2 workers%s", c, pool), Unit: "cmd/s", Baseline: "local os/exec, 2 at a time", Goal: "—"}
 		var goal func(o, l Summary) string
 		if c == 64 {
 			r.Goal = "≥ 0.5x local"

@@ -2,6 +2,7 @@ package executor_test
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -73,6 +74,16 @@ func warmPool() {
 			fmt.Fprintln(os.Stderr, "no warm shims after 30s")
 			os.Exit(1)
 		}
+	}
+	if os.Getenv("DEVOPS_TEST_RUN") != "" {
+		// A process on the oldest shim, which ends after the worker died.
+		shims, _ := executor.WarmShims(e)
+		dir := filepath.Join(os.Getenv("DEVOPS_TEST_ROOT"), "state")
+		if _, err := e.StartSupervised(context.Background(), "runs-on", devops.Spec{Argv: []string{"sleep", "1"}}, dir); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		fmt.Println(shims[0], dir)
 	}
 	for {
 		time.Sleep(time.Hour)

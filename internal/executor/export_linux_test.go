@@ -1,5 +1,7 @@
 package executor
 
+import "time"
+
 // WithoutNamespaces makes e start processes through the init but outside
 // namespaces, so tests reach the cgroup-only paths on a root machine. Its
 // warm shims, started with namespaces, are replaced.
@@ -26,4 +28,10 @@ func WarmShims(e *Executor) (shims, inits []int) {
 		inits = append(inits, ws.initPid)
 	}
 	return shims, inits
+}
+
+// NoDelayedRefill drops the refills a take asks for later (a take that
+// leaves shims in the pool); one that empties it still refills at once.
+func NoDelayedRefill(e *Executor) {
+	e.pool.later = func(time.Duration, func()) {}
 }

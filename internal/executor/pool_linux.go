@@ -24,9 +24,13 @@ package executor
 //
 // A pool keeps one binary, the same protocols and the same process tree,
 // and moves both starts off the critical path: they happen before the
-// request arrives. It does not lower the CPU a command costs, so throughput
-// at saturation stays where it was; it lowers the latency of a start while
-// the worker has spare CPU to refill. A start that finds the pool empty
+// request arrives. It lowers the latency of a start while the worker has
+// spare CPU to refill. And a shim is not thrown away with its process: once
+// the status is on disk it says so on its ready pipe, and while the pool
+// lacks one (counting those on their way back) the worker has it start an
+// init again and take its place (recycle, shimRounds): commands one after
+// another cost one start each, not two. A take that finds the pool empty
+// while shims are on their way back waits for one (returnWait). A start that finds the pool empty
 // starts cold rather than wait for the shim the refill is starting: the
 // cold start runs on another core beside it, where waiting would serialise
 // the two (tried: commands run one after another took 17 ms to first byte
@@ -47,7 +51,8 @@ package executor
 // through shared propagation (the default under systemd); the CPU and
 // memory the init used to start are charged to the worker's cgroup, not
 // the process's (it joins once started); the process's cgroup is named
-// after the shim, not the process (the shim's state file records it); and
+// after the shim, not the process ("warm-<shim pid>", "-<n>" added for the
+// nth after its first; the shim's state file records it); and
 // in ps on the host neither the shim ("__init warm-shim") nor the init
 // shows the process's id or command.
 //
@@ -55,7 +60,9 @@ package executor
 // pipe, whose only writer is the worker, so when the worker dies (or Close
 // ends the pool) it reads EOF, ends its init the same way (EOF on the
 // init's config pipe, which only the shim holds) and exits. A shim whose
-// init died while idle exits too; take finds it gone and skips it.
+// init died while idle exits too; take finds it gone and skips it. A shim
+// running a process reads that EOF once the process ended: it records the
+// status, then exits, as a shim started for that one process does.
 
 import (
 	"context"
@@ -99,22 +106,30 @@ func (e *Executor) startPool(size int) {
 		return
 	}
 	e.pool = newPool(size, e.startWarmShim, e.log)
+	e.pool.rewarm = e.warmUp
 }
 
 // pool holds the idle warm shims and refills itself in the background.
 type pool struct {
-	size   int
-	start  func(ctx context.Context) (*warmShim, error)
+	size  int
+	start func(ctx context.Context) (*warmShim, error)
+	// rewarm has a shim whose process ended start an init again (warmUp).
+	rewarm func(ctx context.Context, ws *warmShim) error
 	log    *slog.Logger
-	cancel context.CancelFunc // ends refill
-	kick   chan struct{}      // cap 1: a shim was taken; refill looks again
-	done   chan struct{}      // closed when refill returned
+	// ctx ends with the pool: refill and the rewarms under way give up.
+	ctx    context.Context
+	cancel context.CancelFunc
+	kick   chan struct{} // cap 1: a shim was taken; refill looks again
+	done   chan struct{} // closed when refill returned
 	// later runs f after d (time.AfterFunc; tests replace it).
 	later func(d time.Duration, f func())
 
-	mu      sync.Mutex // protects idle and delayed
-	idle    []*warmShim
-	delayed bool // a kick waits for refillDelay
+	mu        sync.Mutex // protects the fields below
+	idle      []*warmShim
+	delayed   bool          // a kick waits for refillDelay
+	returning int           // shims whose process ended, starting an init again
+	back      chan struct{} // closed (and replaced) when one of those is done
+	closed    bool
 }
 
 // refillDelay is how long a take that leaves a warm shim in the pool waits
@@ -135,7 +150,7 @@ const refillDelay = 250 * time.Millisecond
 
 func newPool(size int, start func(context.Context) (*warmShim, error), log *slog.Logger) *pool {
 	ctx, cancel := context.WithCancel(context.Background())
-	p := &pool{size: size, start: start, log: log, cancel: cancel, kick: make(chan struct{}, 1), done: make(chan struct{}), later: func(d time.Duration, f func()) { time.AfterFunc(d, f) }}
+	p := &pool{size: size, start: start, log: log, ctx: ctx, cancel: cancel, kick: make(chan struct{}, 1), done: make(chan struct{}), back: make(chan struct{}), later: func(d time.Duration, f func()) { time.AfterFunc(d, f) }}
 	go p.refill(ctx)
 	return p
 }
@@ -196,8 +211,15 @@ func (p *pool) refill(ctx context.Context) {
 			}
 			b.Reset()
 			p.mu.Lock()
-			p.idle = append(p.idle, r.ws)
+			// A shim whose process ended may have taken its place.
+			full := len(p.idle) >= p.size
+			if !full {
+				p.idle = append(p.idle, r.ws)
+			}
 			p.mu.Unlock()
+			if full {
+				r.ws.discard()
+			}
 		}
 	}
 }
@@ -212,30 +234,97 @@ func (p *pool) idleCount() int {
 	return len(p.idle)
 }
 
-// missing is how many shims the pool lacks.
+// missing is how many shims the pool lacks, counting those coming back.
 func (p *pool) missing() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.size - len(p.idle)
+	return p.size - len(p.idle) - p.returning
 }
+
+// recycle takes back a shim whose process ended (see shimRounds): when the
+// pool lacks one it starts an init again and waits there, which costs one
+// start of the devops binary where a new shim costs two. Otherwise, or
+// when that fails, it ends. It returns once the shim is idle or reaped.
+func (p *pool) recycle(ws *warmShim) {
+	if p == nil {
+		ws.discard()
+		return
+	}
+	p.mu.Lock()
+	keep := !p.closed && len(p.idle)+p.returning < p.size
+	if keep {
+		p.returning++
+	}
+	p.mu.Unlock()
+	if !keep {
+		ws.discard()
+		return
+	}
+	err := p.rewarm(p.ctx, ws)
+	p.mu.Lock()
+	p.returning--
+	keep = err == nil && !p.closed && len(p.idle) < p.size
+	if keep {
+		p.idle = append(p.idle, ws)
+	}
+	// Wake the takes waiting for it.
+	close(p.back)
+	p.back = make(chan struct{})
+	p.mu.Unlock()
+	if keep {
+		return
+	}
+	ws.discard()
+	if err != nil && p.ctx.Err() == nil {
+		p.log.Warn("a shim could not start an init again", logKeyError, err)
+		p.kickRefill()
+	}
+}
+
+// returnWait bounds how long a take that finds the pool empty waits for a
+// shim coming back before it starts cold. A shim comes back within one
+// start of the devops binary (its next init's), a cold start costs two: at
+// saturation, where takes find the pool empty and processes end all the
+// time, waiting is what lets shims run one command after another.
+const returnWait = 100 * time.Millisecond
 
 // take returns an idle shim that is still there, oldest first, or nil, and
 // has the pool refilled: at once when it is empty, else after refillDelay.
-func (p *pool) take() *warmShim {
+// With none idle but some coming back (recycle), it waits for one, up to
+// returnWait or ctx's end.
+func (p *pool) take(ctx context.Context) *warmShim {
 	if p == nil {
 		return nil
 	}
 	var ws *warmShim
 	var gone []*warmShim
+	deadline := time.Now().Add(returnWait)
 	p.mu.Lock()
-	for len(p.idle) > 0 && ws == nil {
-		w := p.idle[0]
-		p.idle = p.idle[1:]
-		if w.exited() {
-			gone = append(gone, w)
-		} else {
-			ws = w
+	for ws == nil {
+		for len(p.idle) > 0 && ws == nil {
+			w := p.idle[0]
+			p.idle = p.idle[1:]
+			if w.exited() {
+				gone = append(gone, w)
+			} else {
+				ws = w
+			}
 		}
+		wait := time.Until(deadline)
+		if ws != nil || p.returning == 0 || wait <= 0 {
+			break
+		}
+		back := p.back
+		p.mu.Unlock()
+		t := time.NewTimer(wait)
+		select {
+		case <-back:
+		case <-t.C:
+		case <-ctx.Done():
+			deadline = time.Now()
+		}
+		t.Stop()
+		p.mu.Lock()
 	}
 	now := len(p.idle) == 0
 	delay := !now && !p.delayed
@@ -275,6 +364,9 @@ func (p *pool) close() {
 	if p == nil {
 		return
 	}
+	p.mu.Lock()
+	p.closed = true
+	p.mu.Unlock()
 	p.cancel()
 	<-p.done
 	p.mu.Lock()
@@ -345,13 +437,22 @@ func (e *Executor) startWarmShim(ctx context.Context) (*warmShim, error) {
 	// From here the pidfd watches and reaps the shim, not os/exec.
 	cmd.Process.Release()
 	ws := &warmShim{pid: pid, pidfd: pidfd, cfg: cfgW, ready: readyR, answers: json.NewDecoder(readyR)}
-	if err := json.NewEncoder(cfgW).Encode(e.newShimConfig("", devops.Spec{}, prepared{}, "")); err != nil {
+	if err := e.warmUp(ctx, ws); err != nil {
 		ws.discard()
-		return nil, fmt.Errorf("configure warm shim: %w", err)
+		return nil, err
 	}
-	stop := context.AfterFunc(ctx, func() { readyR.SetReadDeadline(time.Now()) })
+	return ws, nil
+}
+
+// warmUp tells ws what New found about the machine and waits until it has
+// started an init: a new warm shim, or one whose process ended.
+func (e *Executor) warmUp(ctx context.Context, ws *warmShim) error {
+	if err := json.NewEncoder(ws.cfg).Encode(e.newShimConfig("", devops.Spec{}, prepared{}, "")); err != nil {
+		return fmt.Errorf("configure warm shim: %w", err)
+	}
+	stop := context.AfterFunc(ctx, func() { ws.ready.SetReadDeadline(time.Now()) })
 	var hello shimReady
-	err = ws.answers.Decode(&hello)
+	err := ws.answers.Decode(&hello)
 	if !stop() {
 		err = ctx.Err()
 	}
@@ -359,18 +460,17 @@ func (e *Executor) startWarmShim(ctx context.Context) (*warmShim, error) {
 		err = errors.New(hello.Error)
 	}
 	if err != nil {
-		ws.discard()
-		return nil, fmt.Errorf("warm shim: %w", err)
+		return fmt.Errorf("warm shim: %w", err)
 	}
 	ws.initPid = hello.InitPid
-	return ws, nil
+	return nil
 }
 
 // handOff gives process c to ws and returns its Process once ws started
-// it, or errStale when ws could not take it (it is ended then).
+// it, or errStale when ws could not take it (it is ended then). The config
+// pipe stays open: the Process gives ws back to the pool once it ended.
 func (e *Executor) handOff(ws *warmShim, c shimConfig) (*Process, error) {
 	err := json.NewEncoder(ws.cfg).Encode(c)
-	ws.cfg.Close()
 	if err != nil {
 		// It ended after take looked.
 		ws.discard()
@@ -382,7 +482,7 @@ func (e *Executor) handOff(ws *warmShim, c shimConfig) (*Process, error) {
 		ws.discard()
 		return nil, errStale
 	}
-	return e.shimAnswered(c, ws.pid, ws.pidfd, true, ws.ready, ready, err)
+	return e.shimAnswered(c, ws, true, ready, err)
 }
 
 // exited reports whether the shim has ended.
@@ -497,30 +597,60 @@ func (e *Executor) launchWarm(id devops.ProcessID, spec devops.Spec, pr prepared
 // what New found about the machine, starts the init, says so, and waits.
 // Given a process, it checks the init is still there and becomes that
 // process's shim; EOF instead (the worker closed the pool or died) ends the
-// init and the shim.
+// init and the shim. Once the process ended it may start over (shimRounds).
 func runWarmShim() int {
 	stops, ok := shimSetup(warmShimArg, shimConfigFD, shimReadyFD)
 	if !ok {
 		return 2
 	}
-	cfgFile := os.NewFile(shimConfigFD, "shim-config")
 	ready := os.NewFile(shimReadyFD, "shim-ready")
-	configs := json.NewDecoder(cfgFile)
-	var base shimConfig
-	if err := configs.Decode(&base); err != nil {
-		return 125
+	configs := json.NewDecoder(os.NewFile(shimConfigFD, "shim-config"))
+	return shimRounds(configs, ready, stops)
+}
+
+// shimRounds is a shim between processes: each round it reads what New
+// found about the machine (the worker's word that it wants the shim back),
+// starts an init ahead, says so and waits for a process, which it runs as
+// superviseShim does. It ends at EOF on its config pipe: the worker closed
+// it (it keeps enough shims, or its pool closed) or died.
+//
+// Why a shim runs more than one process: a start of the devops binary is
+// a third of what a command costs the machine (its runtime start, page
+// faults and package initialisers; a command's shim and init are two). A
+// shim that stays needs one start per command, its next init's, which it
+// makes while idle as a warm shim does.
+func shimRounds(configs *json.Decoder, ready *os.File, stops <-chan os.Signal) int {
+	for round := 0; ; round++ {
+		var base shimConfig
+		if err := configs.Decode(&base); err != nil || base.ID != "" {
+			return 0
+		}
+		if code, again := warmRound(base, round, configs, ready, stops); !again {
+			return code
+		}
 	}
+}
+
+// warmRound starts an init ahead as base says, waits for a process and runs
+// it. again says the process ran to its end and its status is down: the
+// shim may take another.
+func warmRound(base shimConfig, round int, configs *json.Decoder, ready *os.File, stops <-chan os.Signal) (code int, again bool) {
 	pl := &platform{initPath: base.InitPath, namespaces: base.Namespaces}
 	in, err := pl.spawnWarm()
 	if err != nil {
 		json.NewEncoder(ready).Encode(shimReady{Error: err.Error()})
-		return 1
+		return 1, false
 	}
 	if pl.cgroups = base.Cgroups.cgroups(slog.Default()); pl.cgroups != nil {
-		if err := in.idle.joinCgroup(pl.cgroups, "warm-"+strconv.Itoa(os.Getpid())); err != nil {
+		// A cgroup of its own each round: the last one's limits stay with it.
+		name := "warm-" + strconv.Itoa(os.Getpid())
+		if round > 0 {
+			name += "-" + strconv.Itoa(round)
+		}
+		if err := in.idle.joinCgroup(pl.cgroups, name); err != nil {
 			json.NewEncoder(ready).Encode(shimReady{Error: err.Error()})
 			in.abandon()
-			return 1
+			return 1, false
 		}
 	}
 	json.NewEncoder(ready).Encode(shimReady{InitPid: in.idle.cmd.Process.Pid})
@@ -529,30 +659,33 @@ func runWarmShim() int {
 	if !in.waitTake(shimConfigFD) {
 		// The init died while idle: so does the shim, and take skips it.
 		in.abandon()
-		return 1
+		return 1, false
 	}
 	var c shimConfig
-	err = configs.Decode(&c)
-	cfgFile.Close()
-	if err != nil {
+	if err := configs.Decode(&c); err != nil {
 		in.abandon()
-		return 0
+		return 0, false
 	}
 	if in.exited() || !c.UseInit || c.InitPath != base.InitPath || c.Namespaces != base.Namespaces || (c.Cgroups == nil) != (base.Cgroups == nil) {
 		json.NewEncoder(ready).Encode(shimReady{Stale: true})
 		in.abandon()
-		return 0
+		return 0, false
 	}
 	// What a cold shim is given at exec: its output and its log.
 	out, err := os.OpenFile(filepath.Join(c.Dir, OutputFile), os.O_WRONLY|os.O_APPEND, 0)
 	if err != nil {
 		json.NewEncoder(ready).Encode(shimReady{Error: "open output: " + err.Error()})
 		in.abandon()
-		return 1
+		return 1, false
 	}
 	if logf, err := os.OpenFile(filepath.Join(c.Dir, logFile), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600); err == nil {
 		unix.Dup3(int(logf.Fd()), 2, 0)
 		logf.Close()
 	}
-	return superviseShim(c, ready, out, stops, in)
+	// A stop for the last process that came after it ended is not this one's.
+	for len(stops) > 0 {
+		<-stops
+	}
+	code = superviseShim(c, ready, out, stops, in, true)
+	return code, code == 0
 }

@@ -2,6 +2,7 @@ package executor_test
 
 import (
 	"bufio"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -114,8 +115,8 @@ func TestPoolSameAsCold(t *testing.T) {
 	}
 }
 
-// TestPoolRefills: a take is refilled by a new shim, and the pool holds
-// no more than its size.
+// TestPoolRefills: a take is refilled (by the shim itself once its process
+// ended, or by a new one), and the pool holds no more than its size.
 func TestPoolRefills(t *testing.T) {
 	e := newExecutorConfig(t, executor.Config{WarmShims: 2})
 	waitWarm(t, e, 2)
@@ -233,11 +234,13 @@ func ppid(pid string) string {
 	return ""
 }
 
-// TestPoolEndsWithWorker: when the worker dies (kill -9), its idle shims
-// read EOF on their config pipes and end, with their inits.
-func TestPoolEndsWithWorker(t *testing.T) {
+// startWarmPool starts the warmpool helper, a worker with a warm pool
+// (env adds to its environment), and returns it with what it prints. The
+// test's end kills it.
+func startWarmPool(t *testing.T, env ...string) (*exec.Cmd, *bufio.Reader) {
+	t.Helper()
 	cmd := exec.Command(os.Args[0])
-	cmd.Env = append(os.Environ(), helperEnv+"=warmpool", "DEVOPS_TEST_ROOT="+t.TempDir())
+	cmd.Env = append(append(os.Environ(), helperEnv+"=warmpool", "DEVOPS_TEST_ROOT="+t.TempDir()), env...)
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -246,9 +249,18 @@ func TestPoolEndsWithWorker(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	defer cmd.Wait()
-	defer cmd.Process.Kill()
-	line, err := bufio.NewReader(out).ReadString('\n')
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+	})
+	return cmd, bufio.NewReader(out)
+}
+
+// TestPoolEndsWithWorker: when the worker dies (kill -9), its idle shims
+// read EOF on their config pipes and end, with their inits.
+func TestPoolEndsWithWorker(t *testing.T) {
+	cmd, out := startWarmPool(t)
+	line, err := out.ReadString('\n')
 	if err != nil {
 		t.Fatalf("helper: %v", err)
 	}
@@ -266,6 +278,27 @@ func TestPoolEndsWithWorker(t *testing.T) {
 	waitFor(t, "the warm shims and inits to end", 10*time.Second, func() bool {
 		return !slices.ContainsFunc(pids[:], alive)
 	})
+}
+
+// TestPoolShimEndsAfterWorker: a shim that ran a process when the worker
+// died records the status and then ends: nobody is left to give it the next.
+func TestPoolShimEndsAfterWorker(t *testing.T) {
+	cmd, out := startWarmPool(t, "DEVOPS_TEST_RUN=1")
+	out.ReadString('\n') // the idle shims and inits
+	line, err := out.ReadString('\n')
+	var shim int
+	var dir string
+	if _, serr := fmt.Sscan(line, &shim, &dir); err != nil || serr != nil {
+		t.Fatalf("helper said %q: %v %v", line, err, serr)
+	}
+	cmd.Process.Kill()
+	cmd.Wait()
+	waitFor(t, "the shim to end after its process", 20*time.Second, func() bool { return !alive(shim) })
+	var st devops.ExitStatus
+	b, err := os.ReadFile(filepath.Join(dir, executor.ExitFile))
+	if err != nil || json.Unmarshal(b, &st) != nil || st.State != devops.StateSucceeded {
+		t.Errorf("exit status %s (%v), want SUCCEEDED", b, err)
+	}
 }
 
 // TestPoolAdopt: a process started by a warm shim outlives its executor and
@@ -294,6 +327,65 @@ func TestPoolAdopt(t *testing.T) {
 	if st := waitEnd(t, q, 10*time.Second); st.State != devops.StateTerminated || st.Signal != int(syscall.SIGTERM) {
 		t.Errorf("status = %+v, want TERMINATED by SIGTERM", st)
 	}
+}
+
+// TestPoolReusesShim: a shim whose process ended starts an init again and
+// waits in the pool for the next process, which it runs like the first; a
+// late stop for the first does not reach the next.
+func TestPoolReusesShim(t *testing.T) {
+	e := newExecutorConfig(t, executor.Config{WarmShims: 2})
+	// Only the shim coming back may fill the pool: no delayed refill.
+	executor.NoDelayedRefill(e)
+	waitWarm(t, e, 2)
+	shims, inits := executor.WarmShims(e)
+	first, firstDir := startSupervised(t, e, "first", devops.Spec{Argv: []string{"sh", "-c", "echo one; echo err >&2; exit 3"}})
+	if !first.Pooled() {
+		t.Fatal("the first start did not take a warm shim")
+	}
+	if st := waitEnd(t, first, 10*time.Second); st.State != devops.StateFailed || st.Code != 3 {
+		t.Fatalf("first: status = %+v, want exit 3", st)
+	}
+	if o, e := readFrames(t, firstDir); o != "one\n" || e != "err\n" {
+		t.Errorf("first: output %q %q", o, e)
+	}
+	waitWarm(t, e, 2)
+	now, newInits := executor.WarmShims(e)
+	if !slices.Equal(now, []int{shims[1], shims[0]}) || newInits[1] == inits[0] {
+		t.Fatalf("pool %v (inits %v) after the first process of %v (inits %v): want shim %d back, with a new init", now, newInits, shims, inits, shims[0])
+	}
+	if alive(inits[0]) {
+		t.Errorf("the first process's init %d runs on", inits[0])
+	}
+	// The oldest goes first: the other shim, then the one back.
+	other, _ := startSupervised(t, e, "other", devops.Spec{Argv: []string{"sleep", "60"}})
+	defer other.Terminate(syscall.SIGKILL, 0)
+	next, dir := startSupervised(t, e, "next", devops.Spec{Argv: []string{"sh", "-c", "echo two; exec sleep 60"}})
+	if !next.Pooled() {
+		t.Fatal("the next start did not take the shim back")
+	}
+	waitFor(t, "output", 10*time.Second, func() bool { o, _ := readFrames(t, dir); return o == "two\n" })
+	first.Terminate(syscall.SIGKILL, 0)
+	next.Terminate(syscall.SIGTERM, 5*time.Second)
+	if st := waitEnd(t, next, 10*time.Second); st.State != devops.StateTerminated || st.Signal != int(syscall.SIGTERM) {
+		t.Errorf("next: status = %+v, want TERMINATED by SIGTERM", st)
+	}
+	if st := first.Wait(); st.Code != 3 {
+		t.Errorf("first: status changed to %+v", st)
+	}
+}
+
+// TestPoolStaysWithinSize: a take that empties the pool refills it at once,
+// and the shim of the process then comes back too: one of them goes.
+func TestPoolStaysWithinSize(t *testing.T) {
+	e := newExecutorConfig(t, executor.Config{WarmShims: 1})
+	waitWarm(t, e, 1)
+	shims, _ := executor.WarmShims(e)
+	p, _ := startSupervised(t, e, "true", devops.Spec{Argv: []string{"true"}})
+	waitEnd(t, p, 10*time.Second)
+	waitFor(t, "the shim back or gone, and one shim in the pool", 30*time.Second, func() bool {
+		now, _ := executor.WarmShims(e)
+		return (slices.Contains(now, shims[0]) || !alive(shims[0])) && len(now) == 1
+	})
 }
 
 // TestPoolDisabled: with no warm shims every start is cold, and a negative
@@ -401,7 +493,7 @@ func TestPoolJoinsCgroupAhead(t *testing.T) {
 		})
 	}
 
-	// The refill's idle cgroup goes with the pool.
+	// The idle cgroup of the shim back in the pool goes with the pool.
 	waitWarm(t, e, 1)
 	shims, inits = executor.WarmShims(e)
 	dirs = warmCgroupDirs(t, inits[0], fmt.Sprintf("warm-%d", shims[0]))
@@ -415,8 +507,9 @@ func TestPoolJoinsCgroupAhead(t *testing.T) {
 	}
 }
 
-// warmCgroupDirs lists the directories of the cgroups named name that pid
-// is in, one per hierarchy, and fails when there is none.
+// warmCgroupDirs lists the directories of the cgroups named name (or
+// name-N: a shim's Nth idle init after its first) that pid is in, one per
+// hierarchy, and fails when there is none.
 func warmCgroupDirs(t *testing.T, pid int, name string) []string {
 	t.Helper()
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
@@ -426,7 +519,7 @@ func warmCgroupDirs(t *testing.T, pid int, name string) []string {
 	var dirs []string
 	for line := range strings.Lines(string(b)) {
 		f := strings.SplitN(strings.TrimSpace(line), ":", 3)
-		if len(f) != 3 || filepath.Base(f[2]) != name {
+		if base := filepath.Base(f[2]); len(f) != 3 || base != name && !strings.HasPrefix(base, name+"-") {
 			continue
 		}
 		mounts := []string{"/sys/fs/cgroup", "/sys/fs/cgroup/unified"} // v2, pure or hybrid

@@ -60,7 +60,7 @@ func TestTakeDelaysRefill(t *testing.T) {
 	}
 	waitStarts(2)
 
-	if p.take() == nil {
+	if p.take(t.Context()) == nil {
 		t.Fatal("take from a full pool = nil")
 	}
 	mu.Lock()
@@ -72,7 +72,7 @@ func TestTakeDelaysRefill(t *testing.T) {
 		t.Errorf("a take leaving one shim started a refill at once")
 	}
 
-	if p.take() == nil {
+	if p.take(t.Context()) == nil {
 		t.Fatal("take of the last shim = nil")
 	}
 	waitStarts(2) // at once: the pool was empty
@@ -83,7 +83,7 @@ func TestTakeDelaysRefill(t *testing.T) {
 	f := delayed
 	mu.Unlock()
 	f() // the first take's kick, late: nothing is missing
-	if p.take() == nil {
+	if p.take(t.Context()) == nil {
 		t.Fatal("take from a refilled pool = nil")
 	}
 	mu.Lock()

@@ -14,7 +14,9 @@ package executor
 // in the process's cgroup and be PID 1 of its namespace, so every kill of the
 // tree kills it too, and without namespaces it execs the command. Only a
 // process outside both can see the end, read the cgroup's usage, remove it
-// and record the status. It costs one more exec at start.
+// and record the status. It costs one more exec at start, once: a shim
+// whose process ended and whose worker wants it back starts an init again
+// and waits in the warm pool for the next process (shimRounds).
 //
 // The directory of a supervised process holds:
 //
@@ -26,10 +28,12 @@ package executor
 //	shim.log      the shim's own log
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -118,6 +122,10 @@ type shimReady struct {
 	// Stale: a warm shim could not take the process and started nothing
 	// of it (its init ended meanwhile, or the machine's settings changed).
 	Stale bool `json:"stale,omitempty"`
+	// Ended: a shim that may run another process says that its process's
+	// exit status is on disk, where any other shim closes the pipe. It then
+	// waits on its config pipe for the worker's word (shimRounds).
+	Ended bool `json:"ended,omitempty"`
 }
 
 // shimState is stateFile: enough to find and control the process after the
@@ -155,7 +163,7 @@ func (e *Executor) StartSupervised(ctx context.Context, id devops.ProcessID, spe
 	if err != nil {
 		return nil, fmt.Errorf("start %s: %w", id, err)
 	}
-	p, err := e.startShim(id, spec, pr, dir)
+	p, err := e.startShim(ctx, id, spec, pr, dir)
 	if err != nil {
 		os.RemoveAll(pr.home)
 		return nil, fmt.Errorf("start %s: %w", id, err)
@@ -163,7 +171,7 @@ func (e *Executor) StartSupervised(ctx context.Context, id devops.ProcessID, spe
 	return p, nil
 }
 
-func (e *Executor) startShim(id devops.ProcessID, spec devops.Spec, pr prepared, dir string) (*Process, error) {
+func (e *Executor) startShim(ctx context.Context, id devops.ProcessID, spec devops.Spec, pr prepared, dir string) (*Process, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create process state directory: %w", err)
 	}
@@ -179,7 +187,7 @@ func (e *Executor) startShim(id devops.ProcessID, spec devops.Spec, pr prepared,
 	// A container's shim needs the Docker environment, and no init: it
 	// starts cold.
 	for spec.Image == "" {
-		ws := e.pool.take()
+		ws := e.pool.take(ctx)
 		if ws == nil {
 			break
 		}
@@ -196,10 +204,10 @@ func (e *Executor) startShim(id devops.ProcessID, spec devops.Spec, pr prepared,
 	if err != nil {
 		return nil, fmt.Errorf("config pipe: %w", err)
 	}
-	defer cfgW.Close()
 	readyR, readyW, err := os.Pipe()
 	if err != nil {
 		cfgR.Close()
+		cfgW.Close()
 		return nil, fmt.Errorf("ready pipe: %w", err)
 	}
 	pl := e.platform
@@ -217,13 +225,14 @@ func (e *Executor) startShim(id devops.ProcessID, spec devops.Spec, pr prepared,
 	cfgR.Close()
 	readyW.Close()
 	if err != nil {
+		cfgW.Close()
 		readyR.Close()
 		return nil, fmt.Errorf("start shim: %w", err)
 	}
-	shimPid := cmd.Process.Pid
 	// An unreaped child: its pid cannot have been reused yet.
-	pidfd, err := unix.PidfdOpen(shimPid, 0)
+	pidfd, err := unix.PidfdOpen(cmd.Process.Pid, 0)
 	if err != nil {
+		cfgW.Close()
 		readyR.Close()
 		cmd.Process.Kill()
 		cmd.Wait()
@@ -231,11 +240,15 @@ func (e *Executor) startShim(id devops.ProcessID, spec devops.Spec, pr prepared,
 	}
 	// From here the pidfd watches and reaps the shim, not os/exec.
 	cmd.Process.Release()
+	ws := &warmShim{pid: cmd.Process.Pid, pidfd: pidfd, cfg: cfgW, ready: readyR, answers: json.NewDecoder(readyR)}
 	json.NewEncoder(cfgW).Encode(c) // a shim that died shows below
-	cfgW.Close()
+	if !reusable(c) {
+		// It ends with its process: EOF is all it will read.
+		cfgW.Close()
+	}
 	var ready shimReady
-	err = json.NewDecoder(readyR).Decode(&ready)
-	return e.shimAnswered(c, shimPid, pidfd, false, readyR, ready, err)
+	err = ws.answers.Decode(&ready)
+	return e.shimAnswered(c, ws, false, ready, err)
 }
 
 // newShimConfig is what a shim needs to run the prepared spec as process id
@@ -257,15 +270,18 @@ func (e *Executor) newShimConfig(id devops.ProcessID, spec devops.Spec, pr prepa
 	return c
 }
 
-// shimAnswered makes the Process of the shim (pid, watched by pidfd) that
-// was given c and answered ready on readyR; err is why its answer could not
-// be read. A shim that did not start the process is killed and reaped, and
-// the error says why. pooled says the shim came warm from the pool. The
-// Process keeps readyR: the shim closes its end once the exit status is on
-// disk (see watchShim).
-func (e *Executor) shimAnswered(c shimConfig, pid, pidfd int, pooled bool, readyR *os.File, ready shimReady, err error) (*Process, error) {
+// shimAnswered makes the Process of the shim ws that was given c and
+// answered ready; err is why its answer could not be read. A shim that did
+// not start the process is killed and reaped, and the error says why.
+// pooled says the shim came warm from the pool. The Process keeps ws's
+// pipes: the shim says on ready once the exit status is on disk, and one
+// that may run another process waits on its config pipe then (see
+// watchShim).
+func (e *Executor) shimAnswered(c shimConfig, ws *warmShim, pooled bool, ready shimReady, err error) (*Process, error) {
+	pid, pidfd := ws.pid, ws.pidfd
 	if err != nil || ready.Error != "" {
-		readyR.Close()
+		ws.cfg.Close()
+		ws.ready.Close()
 		unix.Kill(pid, unix.SIGKILL)
 		reapShim(pidfd)
 		unix.Close(pidfd)
@@ -279,7 +295,7 @@ func (e *Executor) shimAnswered(c shimConfig, pid, pidfd int, pooled bool, ready
 		return nil, errors.New(ready.Error)
 	}
 	log := e.log.With(logKeyProcessID, string(c.ID))
-	p := newShimProcess(c.ID, c.Spec, log, c.Home, ready.InitPid, &shimHandle{pid: pid, pidfd: pidfd, ended: readyR, dir: c.Dir, log: log, pooled: pooled})
+	p := newShimProcess(c.ID, c.Spec, log, c.Home, ready.InitPid, &shimHandle{pid: pid, pidfd: pidfd, ended: ws.ready, back: ws, recycle: e.pool.recycle, dir: c.Dir, log: log, pooled: pooled})
 	log.Debug("process started under a shim", logKeyPid, p.pid, "shim_pid", pid, "pooled", pooled)
 	return p, nil
 }
@@ -411,20 +427,40 @@ func newShimProcess(id devops.ProcessID, spec devops.Spec, log *slog.Logger, hom
 }
 
 // watchShim waits for the shim to end and reads the status it left: as
-// soon as the shim says it is on disk (EOF on h.ended), else when the shim
-// ends. It is owned by the Process and ends with the shim.
+// soon as the shim says it is on disk (a word or EOF on h.ended), else when
+// the shim ends. A shim that said so with a word may run another process:
+// it goes back to the pool (recycle). It is owned by the Process and ends
+// with the shim, or once the shim went back.
 func (p *Process) watchShim() {
 	h := p.shim
 	ended := false
 	if h.ended != nil {
 		fds := []unix.PollFd{{Fd: int32(h.pidfd), Events: unix.POLLIN}, {Fd: int32(h.ended.Fd()), Events: unix.POLLIN}}
-		poll(fds)
-		h.ended.Close()
+		// The word may have come with the answer that the process started.
+		if !pending(h.back.answers) {
+			poll(fds)
+		}
+		var word shimReady
+		if fds[0].Revents == 0 {
+			// Whole or not at all: the shim writes it at once, and a pipe
+			// does not split writes this small.
+			h.back.answers.Decode(&word)
+		}
 		var st devops.ExitStatus
 		if fds[0].Revents == 0 && readJSON(filepath.Join(h.dir, ExitFile), &st) == nil {
 			p.end(st)
 			ended = true
+			if word.Ended {
+				h.mu.Lock()
+				h.back.pidfd, h.pidfd = h.pidfd, -1
+				h.mu.Unlock()
+				h.recycle(h.back)
+				return
+			}
 		}
+		// It will not be given another process.
+		h.back.cfg.Close()
+		h.ended.Close()
 	}
 	poll([]unix.PollFd{{Fd: int32(h.pidfd), Events: unix.POLLIN}})
 	reapShim(h.pidfd)
@@ -450,6 +486,12 @@ func (p *Process) end(st devops.ExitStatus) {
 	close(p.exited)
 	p.mu.Unlock()
 	close(p.done)
+}
+
+// pending says whether d holds more than white space it has read ahead.
+func pending(d *json.Decoder) bool {
+	b, _ := io.ReadAll(d.Buffered())
+	return len(bytes.TrimSpace(b)) > 0
 }
 
 // poll waits until one of fds is ready.
@@ -479,7 +521,11 @@ type shimHandle struct {
 	dir    string
 	log    *slog.Logger
 	pooled bool     // it came warm from the pool
-	ended  *os.File // at EOF once the shim wrote the exit status; nil when adopted
+	ended  *os.File // says when the shim wrote the exit status (back.ready); nil when adopted
+	// back holds the shim's pipes while it runs the process (nil when
+	// adopted), and recycle takes it back once the process ended.
+	back    *warmShim
+	recycle func(*warmShim)
 
 	mu    sync.Mutex // protects pidfd, closed (-1) once the shim ended, and stopFile
 	pidfd int
@@ -518,18 +564,27 @@ func runShim(args []string) int {
 	if !ok {
 		return 2
 	}
-	cfgFile := os.NewFile(shimConfigFD, "shim-config")
 	ready := os.NewFile(shimReadyFD, "shim-ready")
 	out := os.NewFile(shimOutputFD, "output")
+	configs := json.NewDecoder(os.NewFile(shimConfigFD, "shim-config"))
 	var c shimConfig
-	err := json.NewDecoder(cfgFile).Decode(&c)
-	cfgFile.Close()
-	if err != nil {
+	if err := configs.Decode(&c); err != nil {
 		fmt.Fprintf(os.Stderr, "devops: shim: read config: %v\n", err)
 		return 125
 	}
-	return superviseShim(c, ready, out, stops, nil)
+	// A container's shim runs no init and has the Docker environment: it
+	// ends with its process.
+	reuse := reusable(c)
+	code := superviseShim(c, ready, out, stops, nil, reuse)
+	if !reuse || code != 0 {
+		return code
+	}
+	return shimRounds(configs, ready, stops)
 }
+
+// reusable says whether the shim of c may run other processes after it:
+// those that go through the init, as a warm shim's do.
+func reusable(c shimConfig) bool { return c.UseInit && c.Spec.Image == "" }
 
 // shimSetup is how every shim begins: it checks that the executor gave it
 // fds (a person running "__init <mode>" by hand is told off) and keeps them
@@ -553,8 +608,9 @@ func shimSetup(mode string, fds ...int) (<-chan os.Signal, bool) {
 // superviseShim is the shim once it has its config: it starts the command
 // (through in, when a warm shim started the init beforehand), reports on
 // ready, then supervises it until it ended and records how in out's
-// directory. stops tells of SIGUSR1.
-func superviseShim(c shimConfig, ready, out *os.File, stops <-chan os.Signal, in *warmInit) int {
+// directory. stops tells of SIGUSR1. With reuse, ready stays open for the
+// next process: the end is a word on it (shimReady.Ended), not its close.
+func superviseShim(c shimConfig, ready, out *os.File, stops <-chan os.Signal, in *warmInit, reuse bool) int {
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil)).With(logKeyProcessID, string(c.ID))
 	pl := &platform{log: log, initPath: c.InitPath, root: c.RunAsRoot, useInit: c.UseInit, namespaces: c.Namespaces}
 	pl.cgroups = c.Cgroups.cgroups(log)
@@ -597,11 +653,13 @@ func superviseShim(c shimConfig, ready, out *os.File, stops <-chan os.Signal, in
 		return 1
 	}
 	json.NewEncoder(ready).Encode(shimReady{InitPid: p.pid})
-	// ready stays open until the exit status is on disk: closing it then
-	// tells the worker ~1 ms before this shim's exit would (a Go process's
-	// exit, then the worker's wake-up on the pidfd). Its exit tells a
-	// worker that adopted it.
-	defer ready.Close()
+	// ready stays open until the exit status is on disk: closing it (or
+	// the word that it ended) then tells the worker ~1 ms before this
+	// shim's exit would (a Go process's exit, then the worker's wake-up on
+	// the pidfd). Its exit tells a worker that adopted it.
+	if !reuse {
+		defer ready.Close()
+	}
 	// The output is on disk before the status says the process ended. Its
 	// pipes end as the init exits, before the kernel has torn down the
 	// init's namespaces (~1 ms) and the process's cgroup and directory
@@ -635,7 +693,12 @@ func superviseShim(c shimConfig, ready, out *os.File, stops <-chan os.Signal, in
 	if err != nil {
 		log.Error("write exit status", logKeyError, err)
 	}
-	ready.Close()
+	if reuse && err == nil {
+		// A worker that is gone does not read it (EPIPE; SIGPIPE is ignored).
+		json.NewEncoder(ready).Encode(shimReady{Ended: true})
+	} else {
+		ready.Close()
+	}
 	// The worker has the status: the cgroup and the directory go now.
 	<-p.cleaned
 	if err != nil {
