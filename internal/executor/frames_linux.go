@@ -226,6 +226,13 @@ func (fw *frameWriter) dropLocked(n, limit int64) bool {
 }
 
 // close releases ReadFile.
+// empty reports whether no frame was written.
+func (fw *frameWriter) empty() bool {
+	fw.mu.Lock()
+	defer fw.mu.Unlock()
+	return fw.pos == 0
+}
+
 func (fw *frameWriter) close() {
 	fw.mu.Lock()
 	defer fw.mu.Unlock()

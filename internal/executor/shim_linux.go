@@ -668,6 +668,15 @@ func superviseShim(c shimConfig, ready, out *os.File, stops <-chan os.Signal, in
 	synced := make(chan error, 1)
 	go func() {
 		p.out.wg.Wait()
+		if fw.empty() {
+			// No data to sync, and the file's creation (by the worker) is
+			// made durable by the sync of the status just after: on ext4,
+			// which this relies on as the renames here do, one journal
+			// commit holds every change before it. A command with no
+			// output saves one sync (~1.3 ms here) on its way to the status.
+			synced <- nil
+			return
+		}
 		synced <- out.Sync()
 	}()
 	for done := false; !done; {
