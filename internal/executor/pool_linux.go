@@ -30,11 +30,11 @@ package executor
 // lacks one (counting those on their way back) the worker has it start an
 // init again and take its place (recycle, shimRounds): commands one after
 // another cost one start each, not two. A take that finds the pool empty
-// while shims are on their way back waits for one (returnWait). A start that finds the pool empty
-// starts cold rather than wait for the shim the refill is starting: the
-// cold start runs on another core beside it, where waiting would serialise
-// the two (tried: commands run one after another took 17 ms to first byte
-// against 10).
+// while shims are on their way back waits for one (returnWait); with none
+// on its way back it starts cold rather than wait for the new shim the
+// refill is starting: the cold start runs on another core beside it, where
+// waiting would serialise the two (tried: commands run one after another
+// took 17 ms to first byte against 10).
 //
 // What is done ahead and what waits for the process: the shim's and the
 // init's runtime start, the init's namespaces (made by clone), and its move
@@ -283,9 +283,9 @@ func (p *pool) recycle(ws *warmShim) {
 
 // returnWait bounds how long a take that finds the pool empty waits for a
 // shim coming back before it starts cold. A shim comes back within one
-// start of the devops binary (its next init's), a cold start costs two: at
-// saturation, where takes find the pool empty and processes end all the
-// time, waiting is what lets shims run one command after another.
+// start of the devops binary (its next init's) and a cold start costs two:
+// under load, where takes find the pool empty while processes end all the
+// time, waiting lets shims run one command after another.
 const returnWait = 100 * time.Millisecond
 
 // take returns an idle shim that is still there, oldest first, or nil, and
