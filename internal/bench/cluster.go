@@ -319,6 +319,35 @@ func (c *cluster) starts(ctx context.Context) (total, warm float64, ok bool) {
 	return total, warm, true
 }
 
+// startTally adds up the workers' starts over spans (from mark to add), and
+// how many of them a shim of a warm pool served.
+type startTally struct {
+	starts, warm  float64
+	total0, warm0 float64 // at the last mark
+	unknown       bool    // a worker did not tell, once
+}
+
+func (t *startTally) mark(ctx context.Context, c *cluster) {
+	var ok bool
+	t.total0, t.warm0, ok = c.starts(ctx)
+	t.unknown = t.unknown || !ok
+}
+
+func (t *startTally) add(ctx context.Context, c *cluster) {
+	total, warm, ok := c.starts(ctx)
+	t.unknown = t.unknown || !ok
+	t.starts += total - t.total0
+	t.warm += warm - t.warm0
+}
+
+// note is " (W of N starts <by>)" for a row's name, or "" when unknown.
+func (t *startTally) note(by string) string {
+	if t.unknown || t.starts == 0 {
+		return ""
+	}
+	return fmt.Sprintf(" (%.0f of %.0f starts %s)", t.warm, t.starts, by)
+}
+
 // warmPoolsFull reports whether every worker has n warm shims idle (its
 // devops_worker_warm_shims_idle gauge); ok is false when one does not tell.
 func (c *cluster) warmPoolsFull(ctx context.Context, n int) (full, ok bool) {

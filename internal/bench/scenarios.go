@@ -154,10 +154,9 @@ func (b *bench) dispatch(ctx context.Context) ([]Row, error) {
 	var first, exit, lfirst, lexit, pfirst, pexit []float64
 	var pacedErr error
 	// Starts by the back-to-back runs, and how many a warm shim served.
-	var starts, warm float64
-	counted := true
+	var tally startTally
 	for range b.sz.rounds {
-		total1, warm1, ok1 := b.c.starts(ctx)
+		tally.mark(ctx, b.c)
 		for range b.sz.dispatchPer {
 			f, e, _, _, err := runOnce(ctx, b.c.client, argv)
 			if err != nil {
@@ -165,9 +164,7 @@ func (b *bench) dispatch(ctx context.Context) ([]Row, error) {
 			}
 			first, exit = append(first, ms(f)), append(exit, ms(e))
 		}
-		total2, warm2, ok2 := b.c.starts(ctx)
-		counted = counted && ok1 && ok2
-		starts, warm = starts+total2-total1, warm+warm2-warm1
+		tally.add(ctx, b.c)
 		for range b.sz.dispatchPer {
 			f, e, _, err := localOnce(ctx, argv)
 			if err != nil {
@@ -191,10 +188,7 @@ func (b *bench) dispatch(ctx context.Context) ([]Row, error) {
 	goal := func(o, l Summary) string { return yesNo(o.Median <= l.Median+1 && o.P99 < 5) }
 	// How many starts a warm shim served explains the spread: one run after
 	// another drains each worker's pool faster than it refills.
-	pool := ""
-	if counted && starts > 0 {
-		pool = fmt.Sprintf(" (%.0f of %.0f starts from the workers' warm pools)", warm, starts)
-	}
+	pool := tally.note("from the workers' warm pools")
 	const goalText = "p50 ≤ local + 1 ms, p99 < 5 ms"
 	rows := []Row{
 		compare(Row{Scenario: "1. dispatch `echo hi` back to back, submit → first byte" + pool, Unit: "ms", Baseline: "local os/exec pipe", Goal: goalText}, first, lfirst, goal),
@@ -341,11 +335,14 @@ func (b *bench) throughput(ctx context.Context) ([]Row, error) {
 		self, _ := readProc(os.Getpid())
 		return split{m, w, machineBusy() - m - w - self.CPU}
 	}
+	concs := []int{1, 16, 64}
 	// Starts at each concurrency, and how many a warm shim served.
-	starts, warm := map[int]float64{}, map[int]float64{}
-	counted := true
+	tallies := map[int]*startTally{}
+	for _, c := range concs {
+		tallies[c] = &startTally{}
+	}
 	ours := func(conc int) (float64, split, error) {
-		total1, warm1, ok1 := b.c.starts(ctx)
+		tallies[conc].mark(ctx, b.c)
 		before := sample()
 		start := time.Now()
 		var next atomic.Int64
@@ -366,10 +363,7 @@ func (b *bench) throughput(ctx context.Context) ([]Row, error) {
 		wg.Wait()
 		d := time.Since(start)
 		after := sample()
-		total2, warm2, ok2 := b.c.starts(ctx)
-		counted = counted && ok1 && ok2
-		starts[conc] += total2 - total1
-		warm[conc] += warm2 - warm1
+		tallies[conc].add(ctx, b.c)
 		per := split{
 			(after.manager - before.manager) / time.Duration(n),
 			(after.workers - before.workers) / time.Duration(n),
@@ -397,7 +391,6 @@ func (b *bench) throughput(ctx context.Context) ([]Row, error) {
 		wg.Wait()
 		return float64(n) / time.Since(start).Seconds(), errors.Join(errs...)
 	}
-	concs := []int{1, 16, 64}
 	rates := map[int][]float64{}
 	var mcpu, wcpu, rcpu []float64
 	var lrates []float64
@@ -426,11 +419,7 @@ func (b *bench) throughput(ctx context.Context) ([]Row, error) {
 	}
 	var rows []Row
 	for _, c := range concs {
-		pool := ""
-		if counted && starts[c] > 0 {
-			pool = fmt.Sprintf(" (%.0f of %.0f starts by warm shims)", warm[c], starts[c])
-		}
-		r := Row{Scenario: fmt.Sprintf("3. throughput `true`, concurrency %d, 2 workers%s", c, pool), Unit: "cmd/s", Baseline: "local os/exec, 2 at a time", Goal: "—"}
+		r := Row{Scenario: fmt.Sprintf("3. throughput `true`, concurrency %d, 2 workers%s", c, tallies[c].note("by warm shims")), Unit: "cmd/s", Baseline: "local os/exec, 2 at a time", Goal: "—"}
 		var goal func(o, l Summary) string
 		if c == 64 {
 			r.Goal = "≥ 0.5x local"

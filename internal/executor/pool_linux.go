@@ -105,8 +105,7 @@ func (e *Executor) startPool(size int) {
 		e.log.Warn("no warm shims: the init binary does not answer")
 		return
 	}
-	e.pool = newPool(size, e.startWarmShim, e.log)
-	e.pool.rewarm = e.warmUp
+	e.pool = newPool(size, e.startWarmShim, e.warmUp, e.log)
 }
 
 // pool holds the idle warm shims and refills itself in the background.
@@ -148,9 +147,9 @@ type pool struct {
 // of the run before land in it (mean 645 against 677).
 const refillDelay = 250 * time.Millisecond
 
-func newPool(size int, start func(context.Context) (*warmShim, error), log *slog.Logger) *pool {
+func newPool(size int, start func(context.Context) (*warmShim, error), rewarm func(context.Context, *warmShim) error, log *slog.Logger) *pool {
 	ctx, cancel := context.WithCancel(context.Background())
-	p := &pool{size: size, start: start, log: log, ctx: ctx, cancel: cancel, kick: make(chan struct{}, 1), done: make(chan struct{}), back: make(chan struct{}), later: func(d time.Duration, f func()) { time.AfterFunc(d, f) }}
+	p := &pool{size: size, start: start, rewarm: rewarm, log: log, ctx: ctx, cancel: cancel, kick: make(chan struct{}, 1), done: make(chan struct{}), back: make(chan struct{}), later: func(d time.Duration, f func()) { time.AfterFunc(d, f) }}
 	go p.refill(ctx)
 	return p
 }
@@ -382,7 +381,8 @@ func (p *pool) close() {
 	}
 }
 
-// warmShim is the worker's side of a shim waiting in the pool.
+// warmShim is the worker's side of a shim whose pipes it holds: one waiting
+// in the pool, or one running a process it may come back from.
 type warmShim struct {
 	pid     int
 	pidfd   int      // watches and reaps the shim
@@ -612,7 +612,8 @@ func runWarmShim() int {
 // found about the machine (the worker's word that it wants the shim back),
 // starts an init ahead, says so and waits for a process, which it runs as
 // superviseShim does. It ends at EOF on its config pipe: the worker closed
-// it (it keeps enough shims, or its pool closed) or died.
+// it (it keeps enough shims, its pool closed, or the shim could not take
+// the process) or died; or when a round failed.
 //
 // Why a shim runs more than one process: a start of the devops binary is
 // a third of what a command costs the machine (its runtime start, page
@@ -625,21 +626,22 @@ func shimRounds(configs *json.Decoder, ready *os.File, stops <-chan os.Signal) i
 		if err := configs.Decode(&base); err != nil || base.ID != "" {
 			return 0
 		}
-		if code, again := warmRound(base, round, configs, ready, stops); !again {
+		if code := warmRound(base, round, configs, ready, stops); code != 0 {
 			return code
 		}
 	}
 }
 
 // warmRound starts an init ahead as base says, waits for a process and runs
-// it. again says the process ran to its end and its status is down: the
-// shim may take another.
-func warmRound(base shimConfig, round int, configs *json.Decoder, ready *os.File, stops <-chan os.Signal) (code int, again bool) {
+// it. 0 says the shim may wait for the worker's next word: the process ran
+// to its end and its status is down, or the worker ends the shim anyway
+// (EOF, or a process it could not take).
+func warmRound(base shimConfig, round int, configs *json.Decoder, ready *os.File, stops <-chan os.Signal) int {
 	pl := &platform{initPath: base.InitPath, namespaces: base.Namespaces}
 	in, err := pl.spawnWarm()
 	if err != nil {
 		json.NewEncoder(ready).Encode(shimReady{Error: err.Error()})
-		return 1, false
+		return 1
 	}
 	if pl.cgroups = base.Cgroups.cgroups(slog.Default()); pl.cgroups != nil {
 		// A cgroup of its own each round: the last one's limits stay with it.
@@ -650,7 +652,7 @@ func warmRound(base shimConfig, round int, configs *json.Decoder, ready *os.File
 		if err := in.idle.joinCgroup(pl.cgroups, name); err != nil {
 			json.NewEncoder(ready).Encode(shimReady{Error: err.Error()})
 			in.abandon()
-			return 1, false
+			return 1
 		}
 	}
 	json.NewEncoder(ready).Encode(shimReady{InitPid: in.idle.cmd.Process.Pid})
@@ -659,24 +661,24 @@ func warmRound(base shimConfig, round int, configs *json.Decoder, ready *os.File
 	if !in.waitTake(shimConfigFD) {
 		// The init died while idle: so does the shim, and take skips it.
 		in.abandon()
-		return 1, false
+		return 1
 	}
 	var c shimConfig
 	if err := configs.Decode(&c); err != nil {
 		in.abandon()
-		return 0, false
+		return 0
 	}
 	if in.exited() || !c.UseInit || c.InitPath != base.InitPath || c.Namespaces != base.Namespaces || (c.Cgroups == nil) != (base.Cgroups == nil) {
 		json.NewEncoder(ready).Encode(shimReady{Stale: true})
 		in.abandon()
-		return 0, false
+		return 0
 	}
 	// What a cold shim is given at exec: its output and its log.
 	out, err := os.OpenFile(filepath.Join(c.Dir, OutputFile), os.O_WRONLY|os.O_APPEND, 0)
 	if err != nil {
 		json.NewEncoder(ready).Encode(shimReady{Error: "open output: " + err.Error()})
 		in.abandon()
-		return 1, false
+		return 1
 	}
 	if logf, err := os.OpenFile(filepath.Join(c.Dir, logFile), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600); err == nil {
 		unix.Dup3(int(logf.Fd()), 2, 0)
@@ -686,6 +688,5 @@ func warmRound(base shimConfig, round int, configs *json.Decoder, ready *os.File
 	for len(stops) > 0 {
 		<-stops
 	}
-	code = superviseShim(c, ready, out, stops, in, true)
-	return code, code == 0
+	return superviseShim(c, ready, out, stops, in, true)
 }

@@ -27,7 +27,7 @@ func TestTakeDelaysRefill(t *testing.T) {
 		starts <- struct{}{}
 		return &warmShim{pidfd: int(r.Fd())}, nil
 	}
-	p := newPool(2, start, slog.New(slog.DiscardHandler))
+	p := newPool(2, start, nil, slog.New(slog.DiscardHandler))
 	var delayed func()
 	p.later = func(d time.Duration, f func()) {
 		mu.Lock()

@@ -295,7 +295,7 @@ func (e *Executor) shimAnswered(c shimConfig, ws *warmShim, pooled bool, ready s
 		return nil, errors.New(ready.Error)
 	}
 	log := e.log.With(logKeyProcessID, string(c.ID))
-	p := newShimProcess(c.ID, c.Spec, log, c.Home, ready.InitPid, &shimHandle{pid: pid, pidfd: pidfd, ended: ws.ready, back: ws, recycle: e.pool.recycle, dir: c.Dir, log: log, pooled: pooled})
+	p := newShimProcess(c.ID, c.Spec, log, c.Home, ready.InitPid, &shimHandle{pid: pid, pidfd: pidfd, back: ws, recycle: e.pool.recycle, dir: c.Dir, log: log, pooled: pooled})
 	log.Debug("process started under a shim", logKeyPid, p.pid, "shim_pid", pid, "pooled", pooled)
 	return p, nil
 }
@@ -427,15 +427,15 @@ func newShimProcess(id devops.ProcessID, spec devops.Spec, log *slog.Logger, hom
 }
 
 // watchShim waits for the shim to end and reads the status it left: as
-// soon as the shim says it is on disk (a word or EOF on h.ended), else when
-// the shim ends. A shim that said so with a word may run another process:
-// it goes back to the pool (recycle). It is owned by the Process and ends
-// with the shim, or once the shim went back.
+// soon as the shim says it is on disk (a word or EOF on its ready pipe),
+// else when the shim ends. A shim that said so with a word may run another
+// process: it goes back to the pool (recycle). It is owned by the Process
+// and ends with the shim, or once the shim went back.
 func (p *Process) watchShim() {
 	h := p.shim
 	ended := false
-	if h.ended != nil {
-		fds := []unix.PollFd{{Fd: int32(h.pidfd), Events: unix.POLLIN}, {Fd: int32(h.ended.Fd()), Events: unix.POLLIN}}
+	if h.back != nil {
+		fds := []unix.PollFd{{Fd: int32(h.pidfd), Events: unix.POLLIN}, {Fd: int32(h.back.ready.Fd()), Events: unix.POLLIN}}
 		// The word may have come with the answer that the process started.
 		if !pending(h.back.answers) {
 			poll(fds)
@@ -460,7 +460,7 @@ func (p *Process) watchShim() {
 		}
 		// It will not be given another process.
 		h.back.cfg.Close()
-		h.ended.Close()
+		h.back.ready.Close()
 	}
 	poll([]unix.PollFd{{Fd: int32(h.pidfd), Events: unix.POLLIN}})
 	reapShim(h.pidfd)
@@ -520,10 +520,10 @@ type shimHandle struct {
 	pid    int
 	dir    string
 	log    *slog.Logger
-	pooled bool     // it came warm from the pool
-	ended  *os.File // says when the shim wrote the exit status (back.ready); nil when adopted
+	pooled bool // it came warm from the pool
 	// back holds the shim's pipes while it runs the process (nil when
-	// adopted), and recycle takes it back once the process ended.
+	// adopted): its ready pipe says when the exit status is written, and
+	// recycle takes it back once the process ended.
 	back    *warmShim
 	recycle func(*warmShim)
 
