@@ -129,6 +129,8 @@ type pool struct {
 	returning int           // shims whose process ended, starting an init again
 	back      chan struct{} // closed (and replaced) when one of those is done
 	closed    bool
+	// returns counts the shims reserve let come back; close waits for them.
+	returns sync.WaitGroup
 }
 
 // refillDelay is how long a take that leaves a warm shim in the pool waits
@@ -240,29 +242,39 @@ func (p *pool) missing() int {
 	return p.size - len(p.idle) - p.returning
 }
 
-// recycle takes back a shim whose process ended (see shimRounds): when the
-// pool lacks one it starts an init again and waits there, which costs one
-// start of the devops binary where a new shim costs two. Otherwise, or
-// when that fails, it ends. It returns once the shim is idle or reaped.
-func (p *pool) recycle(ws *warmShim) {
+// reserve lets a shim whose process ended come back (see shimRounds) when
+// the pool lacks one, counting it as on its way back: close waits for it.
+// It is asked before the process's status is known, so that whoever sees
+// the status and then closes the executor finds the shim counted. false:
+// the shim is to end (the pool is full or closed, or there is none).
+func (p *pool) reserve() bool {
 	if p == nil {
-		ws.discard()
-		return
+		return false
 	}
 	p.mu.Lock()
-	keep := !p.closed && len(p.idle)+p.returning < p.size
-	if keep {
-		p.returning++
+	defer p.mu.Unlock()
+	if p.closed || len(p.idle)+p.returning >= p.size {
+		return false
 	}
-	p.mu.Unlock()
-	if !keep {
+	p.returning++
+	p.returns.Add(1)
+	return true
+}
+
+// recycle takes back a shim whose process ended: reserved (by reserve), it
+// starts an init again and waits in the pool, which costs one start of the
+// devops binary where a new shim costs two. Otherwise, or when that fails,
+// it ends. It returns once the shim is idle or reaped.
+func (p *pool) recycle(ws *warmShim, reserved bool) {
+	if !reserved {
 		ws.discard()
 		return
 	}
+	defer p.returns.Done()
 	err := p.rewarm(p.ctx, ws)
 	p.mu.Lock()
 	p.returning--
-	keep = err == nil && !p.closed && len(p.idle) < p.size
+	keep := err == nil && !p.closed && len(p.idle) < p.size
 	if keep {
 		p.idle = append(p.idle, ws)
 	}
@@ -368,6 +380,8 @@ func (p *pool) close() {
 	p.mu.Unlock()
 	p.cancel()
 	<-p.done
+	// Those on their way back give up (ctx) and end, or land in idle.
+	p.returns.Wait()
 	p.mu.Lock()
 	idle := p.idle
 	p.idle = nil

@@ -374,6 +374,22 @@ func TestPoolReusesShim(t *testing.T) {
 	}
 }
 
+// TestPoolCloseWaitsForReturns: Close right after a process ended ends
+// its shim too, on its way back to the pool with a new init or not.
+func TestPoolCloseWaitsForReturns(t *testing.T) {
+	e := newExecutorConfig(t, executor.Config{WarmShims: 2})
+	executor.NoDelayedRefill(e)
+	waitWarm(t, e, 2)
+	p, _ := startSupervised(t, e, "ends", devops.Spec{Argv: []string{"true"}})
+	waitEnd(t, p, 10*time.Second)
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if left := warmChildren(); len(left) > 0 {
+		t.Errorf("warm shims or inits left after Close: %v", left)
+	}
+}
+
 // TestPoolStaysWithinSize: a take that empties the pool refills it at once,
 // and the shim of the process then comes back too: one of them goes.
 func TestPoolStaysWithinSize(t *testing.T) {

@@ -295,7 +295,7 @@ func (e *Executor) shimAnswered(c shimConfig, ws *warmShim, pooled bool, ready s
 		return nil, errors.New(ready.Error)
 	}
 	log := e.log.With(logKeyProcessID, string(c.ID))
-	p := newShimProcess(c.ID, c.Spec, log, c.Home, ready.InitPid, &shimHandle{pid: pid, pidfd: pidfd, back: ws, recycle: e.pool.recycle, dir: c.Dir, log: log, pooled: pooled})
+	p := newShimProcess(c.ID, c.Spec, log, c.Home, ready.InitPid, &shimHandle{pid: pid, pidfd: pidfd, back: ws, pool: e.pool, dir: c.Dir, log: log, pooled: pooled})
 	log.Debug("process started under a shim", logKeyPid, p.pid, "shim_pid", pid, "pooled", pooled)
 	return p, nil
 }
@@ -448,13 +448,16 @@ func (p *Process) watchShim() {
 		}
 		var st devops.ExitStatus
 		if fds[0].Revents == 0 && readJSON(filepath.Join(h.dir, ExitFile), &st) == nil {
+			// Before the status is out: an executor closed by whoever saw
+			// it waits for a shim on its way back.
+			reserved := word.Ended && h.pool.reserve()
 			p.end(st)
 			ended = true
 			if word.Ended {
 				h.mu.Lock()
 				h.back.pidfd, h.pidfd = h.pidfd, -1
 				h.mu.Unlock()
-				h.recycle(h.back)
+				h.pool.recycle(h.back, reserved)
 				return
 			}
 		}
@@ -522,10 +525,10 @@ type shimHandle struct {
 	log    *slog.Logger
 	pooled bool // it came warm from the pool
 	// back holds the shim's pipes while it runs the process (nil when
-	// adopted): its ready pipe says when the exit status is written, and
-	// recycle takes it back once the process ended.
-	back    *warmShim
-	recycle func(*warmShim)
+	// adopted): its ready pipe says when the exit status is written. pool
+	// (nil: none) takes it back once the process ended.
+	back *warmShim
+	pool *pool
 
 	mu    sync.Mutex // protects pidfd, closed (-1) once the shim ended, and stopFile
 	pidfd int
