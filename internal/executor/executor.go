@@ -250,6 +250,8 @@ type initResult struct {
 	Code   int    `json:"code"`
 	Signal int    `json:"signal"`
 	Reason string `json:"reason,omitempty"`
+	// Stays: an init told Again waits for another command (initRounds).
+	Stays bool `json:"stays,omitempty"`
 }
 
 // sandbox is one running process and what confines it; the platform files

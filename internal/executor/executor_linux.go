@@ -270,14 +270,25 @@ type idleInit struct {
 	cfgW  *os.File // the config goes here; EOF instead ends the init
 	statR *os.File // how the command ended, when the init outlived it
 	cg    *cgroup  // the cgroup it joined while idle (joinCgroup); nil: none yet
+	// again: the init stays for another command after this one
+	// (initRounds), and outW and errW, the command's output, go to it
+	// with the config.
+	again      bool
+	outW, errW *os.File
+	// stayed: its last command ended and it waits for the next, still in
+	// prevCg, that command's cgroup, which goes once it moved out.
+	stayed bool
+	prevCg *cgroup
 }
 
 // spawnInit starts the init, in the namespaces when there are some, with
 // stdout and stderr as its output; argv is only shown to ps on the host.
 func (pl *platform) spawnInit(argv []string, stdout, stderr *os.File) (*idleInit, error) {
-	cfgR, cfgW, err := os.Pipe()
+	// A socket, not a pipe: an init that stays gets each command's output
+	// with its config (see sendConfig).
+	cfgR, cfgW, err := socketPair()
 	if err != nil {
-		return nil, fmt.Errorf("config pipe: %w", err)
+		return nil, fmt.Errorf("config socket: %w", err)
 	}
 	statR, statW, err := os.Pipe()
 	if err != nil {
@@ -322,10 +333,14 @@ func (pl *platform) spawnInit(argv []string, stdout, stderr *os.File) (*idleInit
 // pipe it exits at once. It returns once the init is reaped.
 func (in *idleInit) abandon() {
 	in.cfgW.Close()
+	in.outW.Close()
+	in.errW.Close()
 	in.cmd.Wait()
 	in.statR.Close()
-	if in.cg != nil {
-		in.cg.destroy()
+	for _, cg := range []*cgroup{in.cg, in.prevCg} {
+		if cg != nil {
+			cg.destroy()
+		}
 	}
 }
 
@@ -364,6 +379,10 @@ func (in *idleInit) joinCgroup(cs *cgroups, name string) error {
 		}
 		return fmt.Errorf("init: %s", line)
 	}
+	if in.prevCg != nil {
+		in.prevCg.destroy()
+		in.prevCg = nil
+	}
 	return nil
 }
 
@@ -372,6 +391,9 @@ func (in *idleInit) joinCgroup(cs *cgroups, name string) error {
 func (pl *platform) goAhead(ctx context.Context, in *idleInit, l launch, cg *cgroup, log *slog.Logger) (sandbox, error) {
 	cmd, cfgW := in.cmd, in.cfgW
 	sb := &initSandbox{cmd: cmd, statR: in.statR, cg: cg, pidns: pl.namespaces, log: log}
+	if in.again {
+		sb.stays = in
+	}
 	fail := func(err error) (sandbox, error) {
 		cfgW.Close()
 		cmd.Process.Kill()
@@ -405,11 +427,49 @@ func (pl *platform) goAhead(ctx context.Context, in *idleInit, l launch, cg *cgr
 	if l.spec.Limits.MemoryBytes > 0 && (cg == nil || !pl.cgroups.memory) {
 		c.RlimitAS = uint64(l.spec.Limits.MemoryBytes)
 	}
+	if in.again {
+		c.Again = true
+		err := sendConfig(cfgW, c, in.outW, in.errW)
+		// The init has its own copies: EOF comes when the command's last
+		// process is gone.
+		in.outW.Close()
+		in.errW.Close()
+		in.outW, in.errW = nil, nil
+		if err != nil {
+			return fail(fmt.Errorf("send config to init: %w", err))
+		}
+		return sb, nil
+	}
 	if err := json.NewEncoder(cfgW).Encode(c); err != nil {
 		return fail(fmt.Errorf("send config to init: %w", err))
 	}
 	cfgW.Close()
 	return sb, nil
+}
+
+// sendConfig sends c on the init's config socket with the files fds
+// (SCM_RIGHTS) on the space before it, which the init's JSON decoder skips.
+func sendConfig(sock *os.File, c initConfig, fds ...*os.File) error {
+	rights := make([]int, len(fds))
+	for i, f := range fds {
+		rights[i] = int(f.Fd())
+	}
+	conn, err := sock.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var sendErr error
+	err = conn.Write(func(fd uintptr) bool {
+		sendErr = unix.Sendmsg(int(fd), []byte{' '}, unix.UnixRights(rights...), nil, 0)
+		return !errors.Is(sendErr, unix.EAGAIN)
+	})
+	if err == nil {
+		err = sendErr
+	}
+	if err != nil {
+		return err
+	}
+	return json.NewEncoder(sock).Encode(c)
 }
 
 // initSandbox is a process started through the init.
@@ -424,6 +484,9 @@ type initSandbox struct {
 	// exiting: wait returned on the init's word, before its exit; destroy
 	// waits for that.
 	exiting atomic.Bool
+	// stays is the init when it was told Again: it reports on a line and
+	// may wait for another command instead of exiting.
+	stays *idleInit
 }
 
 func (s *initSandbox) pid() int { return s.cmd.Process.Pid }
@@ -432,10 +495,25 @@ func (s *initSandbox) wait() (initResult, *syscall.Rusage) {
 	// The init writes its result only when it outlived the command, and
 	// closes the pipe before it exits; when it exec'd the command, or was
 	// killed, EOF comes with its end and the wait status is the truth.
-	data, _ := io.ReadAll(io.LimitReader(s.statR, 64<<10))
-	s.statR.Close()
 	var res initResult
-	parsed := len(data) > 0 && json.Unmarshal(data, &res) == nil
+	var parsed bool
+	if s.stays != nil {
+		// One line per command. Nothing follows it until the executor's
+		// next word, so the decoder reads no further.
+		parsed = json.NewDecoder(s.statR).Decode(&res) == nil
+		if parsed && res.Stays {
+			// It killed and reaped whatever the command left, and the
+			// cgroup counts the usage. kill is a no-op from here: the
+			// init is the next command's.
+			s.stays.stayed = true
+			s.exiting.Store(true)
+			return res, nil
+		}
+	} else {
+		data, _ := io.ReadAll(io.LimitReader(s.statR, 64<<10))
+		parsed = len(data) > 0 && json.Unmarshal(data, &res) == nil
+	}
+	s.statR.Close()
 	if parsed && s.pidns && s.cg != nil {
 		// As PID 1 it killed whatever the command left before it wrote
 		// this, and the cgroup counts the usage: the status need not wait
@@ -541,6 +619,12 @@ func (s *initSandbox) usage(ru *syscall.Rusage) usage {
 }
 
 func (s *initSandbox) destroy() {
+	if s.stays != nil && s.stays.stayed {
+		// Its init is still in the cgroup, waiting for the next command:
+		// the cgroup goes once it moved out (joinCgroup), or with it.
+		s.stays.prevCg = s.cg
+		return
+	}
 	if s.exiting.Load() {
 		s.cmd.Wait()
 		s.cg.kill()
@@ -585,4 +669,13 @@ func outputPipe() (r, w *os.File, err error) {
 		unix.FcntlInt(r.Fd(), unix.F_SETPIPE_SZ, pipeSize)
 	}
 	return r, w, err
+}
+
+// socketPair makes a connected pair of Unix stream sockets.
+func socketPair() (*os.File, *os.File, error) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, nil, err
+	}
+	return os.NewFile(uintptr(fds[0]), "socket"), os.NewFile(uintptr(fds[1]), "socket"), nil
 }

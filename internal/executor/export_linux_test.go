@@ -35,3 +35,9 @@ func WarmShims(e *Executor) (shims, inits []int) {
 func NoDelayedRefill(e *Executor) {
 	e.pool.later = func(time.Duration, func()) {}
 }
+
+// InitsStay says whether e's warm shims keep their init from one process
+// to the next (initRounds): with namespaces and cgroups.
+func InitsStay(e *Executor) bool {
+	return e.platform.namespaces && e.platform.cgroups != nil
+}

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -13,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 )
 
 // The init's file descriptors, after stdin, stdout and stderr: the executor
@@ -43,6 +45,10 @@ type initConfig struct {
 	// with one line ("ok", or why not) and waits for its next config, the
 	// command's. See joinIdle.
 	Join []string `json:"join,omitempty"`
+	// Again: the init stays for another command once this one ended (see
+	// initRounds). The command's stdout and stderr come with the config
+	// (SCM_RIGHTS, on the space before it), not as the init's own.
+	Again bool `json:"again,omitempty"`
 }
 
 type initCred struct {
@@ -99,23 +105,18 @@ func RunInit(args []string) int {
 			self.Release()
 		}
 	}
-	cfgFile := os.NewFile(initConfigFD, "init-config")
 	status := os.NewFile(initStatusFD, "init-status")
-	var c initConfig
-	configs := json.NewDecoder(cfgFile)
-	err := configs.Decode(&c)
-	if err == nil && len(c.Join) > 0 {
-		if !joinIdle(c.Join, status) {
-			return 125
-		}
-		c = initConfig{}
-		err = configs.Decode(&c)
-	}
-	cfgFile.Close()
-	if err != nil {
+	in := &rightsReader{fd: initConfigFD}
+	configs := json.NewDecoder(in)
+	c, ok := nextConfig(configs, status, sigs)
+	if !ok {
 		// The executor gave up before the go-ahead.
 		return 125
 	}
+	if c.Again {
+		return initRounds(c, configs, in, status, sigs)
+	}
+	syscall.Close(initConfigFD)
 	report := func(r initResult) int {
 		json.NewEncoder(status).Encode(r)
 		status.Close()
@@ -134,7 +135,7 @@ func RunInit(args []string) int {
 		return report(initResult{Code: 125, Reason: "init: empty command"})
 	}
 	if c.Namespaces {
-		if err := setupNamespaces(c); err != nil {
+		if err := setupNamespaces(c, true); err != nil {
 			fmt.Fprintf(os.Stderr, "devops: init: %v\n", err)
 			return report(initResult{Code: 125, Reason: "init: " + err.Error()})
 		}
@@ -152,7 +153,117 @@ func RunInit(args []string) int {
 	if sigs == nil {
 		sigs = notifySupervised()
 	}
-	return report(supervise(c, path, sigs))
+	return report(supervise(c, path, sigs, os.Stdout, os.Stderr))
+}
+
+// nextConfig reads the executor's next config, moving the init into the
+// cgroups a Join names first. false: EOF (the executor is done with the
+// init), or a move failed.
+func nextConfig(configs *json.Decoder, status *os.File, sigs <-chan os.Signal) (initConfig, bool) {
+	for {
+		var c initConfig
+		if err := configs.Decode(&c); err != nil {
+			return c, false
+		}
+		if len(c.Join) == 0 {
+			return c, true
+		}
+		if !joinIdle(c.Join, status) {
+			return c, false
+		}
+		// A signal the last command's stop sent once it had ended is
+		// not the next one's: it was sent before the executor asked for
+		// this move, which comes only after it wrote the last status.
+		for len(sigs) > 0 {
+			<-sigs
+		}
+	}
+}
+
+// initRounds is an init that runs one command after another, each in
+// namespaces of its own, for a shim that runs one process after another
+// (shimRounds): it saves that shim a start of the devops binary (its
+// runtime start and package initialisers: the biggest part of what a
+// command costs the machine) per command. Between two commands nothing of
+// the first is left: supervise killed and reaped every process of the PID
+// namespace, the command had mount and IPC namespaces of its own (gone with
+// it), and the next one gets a new /tmp and host name, and its own cgroup
+// (the executor's Join). The init's own mounts are the same for each.
+// It reports each command's end on status as one line and waits for the
+// next config; EOF ends it.
+func initRounds(c initConfig, configs *json.Decoder, in *rightsReader, status *os.File, sigs chan os.Signal) int {
+	// Its own stdout and stderr are /dev/null (spawnWarm): not any
+	// command's.
+	if sigs == nil {
+		sigs = notifySupervised()
+	}
+	mounted := false
+	for {
+		res, stays := initRound(c, in.take(), sigs, &mounted)
+		res.Stays = stays
+		if json.NewEncoder(status).Encode(res) != nil || !stays {
+			return 0
+		}
+		var ok bool
+		if c, ok = nextConfig(configs, status, sigs); !ok || !c.Again {
+			return 0
+		}
+	}
+}
+
+// initRound runs one command of initRounds with the stdout and stderr
+// that came with its config; stays says whether the init may take another.
+func initRound(c initConfig, fds []int, sigs <-chan os.Signal, mounted *bool) (initResult, bool) {
+	if len(fds) != 2 {
+		for _, fd := range fds {
+			syscall.Close(fd)
+		}
+		return initResult{Code: 125, Reason: "init: the command's output did not come with its config"}, false
+	}
+	stdout, stderr := os.NewFile(uintptr(fds[0]), "stdout"), os.NewFile(uintptr(fds[1]), "stderr")
+	fail := func(r initResult) (initResult, bool) {
+		stdout.Close()
+		stderr.Close()
+		return r, false
+	}
+	if len(c.Argv) == 0 {
+		return fail(initResult{Code: 125, Reason: "init: empty command"})
+	}
+	if err := setupRound(c, mounted); err != nil {
+		fmt.Fprintf(stderr, "devops: init: %v\n", err)
+		return fail(initResult{Code: 125, Reason: "init: " + err.Error()})
+	}
+	path, notFound := lookPath(c.Argv[0], c.Env, c.Dir)
+	if notFound != nil {
+		fmt.Fprint(stderr, execMessage(c.Argv[0], *notFound))
+		stdout.Close()
+		stderr.Close()
+		return *notFound, true
+	}
+	res := supervise(c, path, sigs, stdout, stderr)
+	return res, reapAll(time.Now().Add(reapWait))
+}
+
+// reapWait bounds how long an init that stays waits for the processes it
+// killed to be gone; one stuck (in the kernel, unkillable) ends the init
+// instead, which takes the rest of its namespace with it.
+const reapWait = time.Second
+
+// reapAll waits, up to deadline, until the init has no child left.
+func reapAll(deadline time.Time) bool {
+	for {
+		var ws syscall.WaitStatus
+		pid, err := syscall.Wait4(-1, &ws, syscall.WNOHANG, nil)
+		switch {
+		case errors.Is(err, syscall.ECHILD):
+			return true
+		case errors.Is(err, syscall.EINTR), pid > 0:
+			continue
+		case err != nil || time.Now().After(deadline):
+			return false
+		}
+		time.Sleep(100 * time.Microsecond)
+	}
 }
 
 // joinIdle moves the init into a cgroup made ahead and says so on status.
@@ -172,10 +283,25 @@ func joinIdle(procs []string, status *os.File) bool {
 	return true
 }
 
+// setupRound prepares the init's namespaces for the next command of
+// initRounds: the first time all of setupNamespaces; after that the /proc
+// it mounted stays, and the last command's /tmp goes (with what it held)
+// for a new one.
+func setupRound(c initConfig, mounted *bool) error {
+	if *mounted {
+		if err := syscall.Unmount("/tmp", syscall.MNT_DETACH); err != nil {
+			return fmt.Errorf("unmount the last command's /tmp: %w", err)
+		}
+	}
+	proc := !*mounted
+	*mounted = true
+	return setupNamespaces(c, proc)
+}
+
 // setupNamespaces makes the mount namespace private, mounts /proc for the new
-// PID namespace and a tmpfs on /tmp, and names the host. Directories of the
+// PID namespace (with proc) and a tmpfs on /tmp, and names the host. Directories of the
 // process under /tmp (as in tests) are bound back into the new /tmp.
-func setupNamespaces(c initConfig) error {
+func setupNamespaces(c initConfig, proc bool) error {
 	if err := syscall.Sethostname([]byte(c.Hostname)); err != nil {
 		return fmt.Errorf("set host name: %w", err)
 	}
@@ -204,8 +330,10 @@ func setupNamespaces(c initConfig) error {
 	if err := syscall.Mount("", "/", "", syscall.MS_PRIVATE|syscall.MS_REC, ""); err != nil {
 		return fmt.Errorf("make mounts private: %w", err)
 	}
-	if err := syscall.Mount("proc", "/proc", "proc", syscall.MS_NOSUID|syscall.MS_NODEV|syscall.MS_NOEXEC, ""); err != nil {
-		return fmt.Errorf("mount /proc: %w", err)
+	if proc {
+		if err := syscall.Mount("proc", "/proc", "proc", syscall.MS_NOSUID|syscall.MS_NODEV|syscall.MS_NOEXEC, ""); err != nil {
+			return fmt.Errorf("mount /proc: %w", err)
+		}
 	}
 	if err := syscall.Mount("tmpfs", "/tmp", "tmpfs", syscall.MS_NOSUID|syscall.MS_NODEV, "mode=1777"); err != nil {
 		return fmt.Errorf("mount /tmp: %w", err)
@@ -261,18 +389,24 @@ func notifySupervised() chan os.Signal {
 	return sigs
 }
 
-// supervise runs the command as a child of this PID 1, forwards the signals
-// sigs gets to the namespace, reaps every process that ends and returns how
-// the command ended once it did, after killing whatever it left.
-func supervise(c initConfig, path string, sigs <-chan os.Signal) initResult {
+// supervise runs the command as a child of this PID 1 with stdout and
+// stderr (closed here once it ended), forwards the signals sigs gets to the
+// namespace, reaps every process that ends and returns how the command
+// ended once it did, after killing whatever it left.
+func supervise(c initConfig, path string, sigs <-chan os.Signal, stdout, stderr *os.File) initResult {
 	cmd := &exec.Cmd{
 		Path:        path,
 		Args:        c.Argv,
 		Env:         c.Env,
 		Dir:         c.Dir,
-		Stdout:      os.Stdout,
-		Stderr:      os.Stderr,
+		Stdout:      stdout,
+		Stderr:      stderr,
 		SysProcAttr: &syscall.SysProcAttr{Setsid: true},
+	}
+	if c.Again {
+		// Mounts and IPC objects of its own, gone with it: an init that
+		// stays has the next command in the same namespaces otherwise.
+		cmd.SysProcAttr.Cloneflags = syscall.CLONE_NEWNS | syscall.CLONE_NEWIPC
 	}
 	if c.Cred != nil {
 		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: c.Cred.UID, Gid: c.Cred.GID, Groups: c.Cred.Groups}
@@ -285,7 +419,9 @@ func supervise(c initConfig, path string, sigs <-chan os.Signal) initResult {
 	}
 	if err := cmd.Start(); err != nil {
 		res := execFailure(err)
-		fmt.Fprint(os.Stderr, execMessage(c.Argv[0], res))
+		fmt.Fprint(stderr, execMessage(c.Argv[0], res))
+		stdout.Close()
+		stderr.Close()
 		return res
 	}
 	main := cmd.Process.Pid
@@ -298,8 +434,8 @@ func supervise(c initConfig, path string, sigs <-chan os.Signal) initResult {
 			// kernel took 1.2-1.4 ms to end this one (a Go runtime; the
 			// namespaces themselves cost little), and the shim syncs the
 			// output meanwhile instead of after.
-			os.Stdout.Close()
-			os.Stderr.Close()
+			stdout.Close()
+			stderr.Close()
 			return waitResult(ws)
 		}
 		sig := <-sigs
@@ -346,4 +482,49 @@ func threads() int {
 		}
 	}
 	return 1
+}
+
+// rightsReader reads the init's config socket, keeping the file
+// descriptors that come with the bytes (SCM_RIGHTS) until take.
+type rightsReader struct {
+	fd  int
+	fds []int
+}
+
+func (r *rightsReader) Read(b []byte) (int, error) {
+	oob := make([]byte, syscall.CmsgSpace(4*4))
+	for {
+		n, oobn, _, _, err := syscall.Recvmsg(r.fd, b, oob, syscall.MSG_CMSG_CLOEXEC)
+		if errors.Is(err, syscall.ENOTSOCK) {
+			// A pipe (the probe's): bytes only.
+			n, err = syscall.Read(r.fd, b)
+		}
+		if errors.Is(err, syscall.EINTR) {
+			continue
+		}
+		if err != nil {
+			return 0, err
+		}
+		if oobn > 0 {
+			msgs, err := syscall.ParseSocketControlMessage(oob[:oobn])
+			if err == nil {
+				for _, m := range msgs {
+					if fds, err := syscall.ParseUnixRights(&m); err == nil {
+						r.fds = append(r.fds, fds...)
+					}
+				}
+			}
+		}
+		if n == 0 {
+			return 0, io.EOF
+		}
+		return n, nil
+	}
+}
+
+// take returns the descriptors received so far and forgets them.
+func (r *rightsReader) take() []int {
+	fds := r.fds
+	r.fds = nil
+	return fds
 }

@@ -34,7 +34,9 @@ package executor
 // on its way back it starts cold rather than wait for the new shim the
 // refill is starting: the cold start runs on another core beside it, where
 // waiting would serialise the two (tried: commands run one after another
-// took 17 ms to first byte against 10).
+// took 17 ms to first byte against 10). But only so many cold starts at
+// once (coldParallel): in a burst the takes past them wait, and a shim whose
+// command ended comes back for them even when the pool would be full.
 //
 // What is done ahead and what waits for the process: the shim's and the
 // init's runtime start, the init's namespaces (made by clone), and its move
@@ -74,6 +76,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
+	"slices"
 	"strconv"
 	"sync"
 	"syscall"
@@ -125,10 +129,15 @@ type pool struct {
 
 	mu        sync.Mutex // protects the fields below
 	idle      []*warmShim
-	delayed   bool          // a kick waits for refillDelay
-	returning int           // shims whose process ended, starting an init again
-	back      chan struct{} // closed (and replaced) when one of those is done
-	closed    bool
+	delayed   bool // a kick waits for refillDelay
+	returning int  // shims whose process ended, starting an init again
+	waiting   int  // takes waiting for a shim: shims that end come back for them
+	cold      int  // cold starts under way that take allowed
+	coldMax   int  // how many it allows at once (coldParallel)
+	// changed is closed (and replaced) when a take may find what it waits
+	// for: a shim landed in idle, or a cold start ended.
+	changed chan struct{}
+	closed  bool
 	// returns counts the shims reserve let come back; close waits for them.
 	returns sync.WaitGroup
 }
@@ -151,7 +160,7 @@ const refillDelay = 250 * time.Millisecond
 
 func newPool(size int, start func(context.Context) (*warmShim, error), rewarm func(context.Context, *warmShim) error, log *slog.Logger) *pool {
 	ctx, cancel := context.WithCancel(context.Background())
-	p := &pool{size: size, start: start, rewarm: rewarm, log: log, ctx: ctx, cancel: cancel, kick: make(chan struct{}, 1), done: make(chan struct{}), back: make(chan struct{}), later: func(d time.Duration, f func()) { time.AfterFunc(d, f) }}
+	p := &pool{size: size, start: start, rewarm: rewarm, log: log, ctx: ctx, cancel: cancel, coldMax: max(coldParallel, runtime.NumCPU()), kick: make(chan struct{}, 1), done: make(chan struct{}), changed: make(chan struct{}), later: func(d time.Duration, f func()) { time.AfterFunc(d, f) }}
 	go p.refill(ctx)
 	return p
 }
@@ -216,6 +225,7 @@ func (p *pool) refill(ctx context.Context) {
 			full := len(p.idle) >= p.size
 			if !full {
 				p.idle = append(p.idle, r.ws)
+				p.wake()
 			}
 			p.mu.Unlock()
 			if full {
@@ -242,18 +252,25 @@ func (p *pool) missing() int {
 	return p.size - len(p.idle) - p.returning
 }
 
+// wake tells the takes waiting that something changed. p.mu is held.
+func (p *pool) wake() {
+	close(p.changed)
+	p.changed = make(chan struct{})
+}
+
 // reserve lets a shim whose process ended come back (see shimRounds) when
-// the pool lacks one, counting it as on its way back: close waits for it.
-// It is asked before the process's status is known, so that whoever sees
-// the status and then closes the executor finds the shim counted. false:
-// the shim is to end (the pool is full or closed, or there is none).
+// the pool lacks one or a take waits for one, counting it as on its way
+// back: close waits for it. It is asked before the process's status is
+// known, so that whoever sees the status and then closes the executor finds
+// the shim counted. false: the shim is to end (the pool is full and no take
+// waits, the pool is closed, or there is none).
 func (p *pool) reserve() bool {
 	if p == nil {
 		return false
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.closed || len(p.idle)+p.returning >= p.size {
+	if p.closed || len(p.idle)+p.returning >= p.size+p.waiting {
 		return false
 	}
 	p.returning++
@@ -274,13 +291,12 @@ func (p *pool) recycle(ws *warmShim, reserved bool) {
 	err := p.rewarm(p.ctx, ws)
 	p.mu.Lock()
 	p.returning--
-	keep := err == nil && !p.closed && len(p.idle) < p.size
+	keep := err == nil && !p.closed && len(p.idle) < p.size+p.waiting
 	if keep {
 		p.idle = append(p.idle, ws)
 	}
-	// Wake the takes waiting for it.
-	close(p.back)
-	p.back = make(chan struct{})
+	// Wake the takes waiting for it, or for it to have failed.
+	p.wake()
 	p.mu.Unlock()
 	if keep {
 		return
@@ -299,19 +315,32 @@ func (p *pool) recycle(ws *warmShim, reserved bool) {
 // time, waiting lets shims run one command after another.
 const returnWait = 100 * time.Millisecond
 
-// take returns an idle shim that is still there, oldest first, or nil, and
-// has the pool refilled: at once when it is empty, else after refillDelay.
-// With none idle but some coming back (recycle), it waits for one, up to
-// returnWait or ctx's end.
-func (p *pool) take(ctx context.Context) *warmShim {
+// coldParallel is how many cold starts under way take allows at once, at
+// least: it allows one per core of the machine. The takes past it wait for a shim to come back or a cold start to end.
+// A start is CPU, so starting more at once than the machine has cores
+// does not end them sooner, it only makes each one slower; and a shim
+// whose short command ended meanwhile serves the next one with one start
+// instead of two. Measured with 64 `true` at once on two workers of a
+// 2-core machine (make bench, scenario 3), see the README's Performance.
+const coldParallel = 2
+
+// take returns an idle shim that is still there, oldest first, and has the
+// pool refilled: at once when it is empty, else after refillDelay. With
+// none idle it returns nil and a func to call once the caller's cold start
+// ended (started or not): some coming back (recycle) are waited for up to
+// returnWait first, and with coldParallel cold starts under way it waits
+// for one of those to end or a shim to land in the pool. It gives up when
+// ctx ends, with ctx's error.
+func (p *pool) take(ctx context.Context) (*warmShim, func(), error) {
 	if p == nil {
-		return nil
+		return nil, func() {}, nil
 	}
 	var ws *warmShim
 	var gone []*warmShim
+	cold := false
 	deadline := time.Now().Add(returnWait)
 	p.mu.Lock()
-	for ws == nil {
+	for {
 		for len(p.idle) > 0 && ws == nil {
 			w := p.idle[0]
 			p.idle = p.idle[1:]
@@ -321,21 +350,44 @@ func (p *pool) take(ctx context.Context) *warmShim {
 				ws = w
 			}
 		}
-		wait := time.Until(deadline)
-		if ws != nil || p.returning == 0 || wait <= 0 {
+		if ws != nil {
 			break
 		}
-		back := p.back
-		p.mu.Unlock()
-		t := time.NewTimer(wait)
-		select {
-		case <-back:
-		case <-t.C:
-		case <-ctx.Done():
-			deadline = time.Now()
+		wait := time.Until(deadline)
+		forReturn := p.returning > 0 && wait > 0
+		if !forReturn && (p.cold < p.coldMax || p.closed) {
+			p.cold++
+			cold = true
+			break
 		}
-		t.Stop()
+		if ctx.Err() != nil {
+			break
+		}
+		changed := p.changed
+		p.waiting++
+		p.mu.Unlock()
+		var timeout <-chan time.Time
+		var t *time.Timer
+		if forReturn {
+			t = time.NewTimer(wait)
+			timeout = t.C
+		}
+		select {
+		case <-changed:
+		case <-timeout:
+		case <-ctx.Done():
+		}
+		if t != nil {
+			t.Stop()
+		}
 		p.mu.Lock()
+		p.waiting--
+	}
+	// Shims that came back for takes that then started cold or gave up.
+	var extra []*warmShim
+	if p.waiting == 0 && len(p.idle) > p.size {
+		extra = slices.Clone(p.idle[p.size:])
+		p.idle = p.idle[:p.size]
 	}
 	now := len(p.idle) == 0
 	delay := !now && !p.delayed
@@ -354,10 +406,25 @@ func (p *pool) take(ctx context.Context) *warmShim {
 			p.kickRefill()
 		})
 	}
-	for _, w := range gone {
+	for _, w := range append(gone, extra...) {
 		w.discard()
 	}
-	return ws
+	switch {
+	case ws != nil:
+		return ws, nil, nil
+	case cold:
+		return nil, p.coldEnded, nil
+	}
+	return nil, nil, fmt.Errorf("wait for a shim: %w", ctx.Err())
+}
+
+// coldEnded is what take returns for the caller to call once its cold
+// start ended.
+func (p *pool) coldEnded() {
+	p.mu.Lock()
+	p.cold--
+	p.wake()
+	p.mu.Unlock()
 }
 
 // kickRefill has refill look again at what the pool lacks. After close it
@@ -537,22 +604,25 @@ type warmInit struct {
 }
 
 // spawnWarm starts an init with no process yet, in the namespaces when
-// there are some, and pipes for its output.
-func (pl *platform) spawnWarm() (*warmInit, error) {
-	outR, outW, err := outputPipe()
+// there are some, and pipes for its output. An init told again (see
+// initRounds) gets them with its config, as it will the next command's.
+func (pl *platform) spawnWarm(again bool) (*warmInit, error) {
+	outR, outW, errR, errW, err := outputPipes()
 	if err != nil {
-		return nil, fmt.Errorf("stdout pipe: %w", err)
+		return nil, err
 	}
-	errR, errW, err := outputPipe()
-	if err != nil {
-		outR.Close()
+	stdout, stderr := outW, errW
+	if again {
+		stdout, stderr = nil, nil
+	}
+	in, err := pl.spawnInit(nil, stdout, stderr)
+	if err == nil && again {
+		in.again, in.outW, in.errW = true, outW, errW
+	} else {
+		// The init has its own copies of the write ends.
 		outW.Close()
-		return nil, fmt.Errorf("stderr pipe: %w", err)
+		errW.Close()
 	}
-	in, err := pl.spawnInit(nil, outW, errW)
-	// The init has its own copies of the write ends.
-	outW.Close()
-	errW.Close()
 	if err != nil {
 		outR.Close()
 		errR.Close()
@@ -566,6 +636,35 @@ func (pl *platform) spawnWarm() (*warmInit, error) {
 		return nil, fmt.Errorf("open init pidfd: %w", err)
 	}
 	return &warmInit{idle: in, outR: outR, errR: errR, pidfd: pidfd}, nil
+}
+
+// outputPipes makes the pipes of a command's stdout and stderr.
+func outputPipes() (outR, outW, errR, errW *os.File, err error) {
+	if outR, outW, err = outputPipe(); err != nil {
+		return nil, nil, nil, nil, fmt.Errorf("stdout pipe: %w", err)
+	}
+	if errR, errW, err = outputPipe(); err != nil {
+		outR.Close()
+		outW.Close()
+		return nil, nil, nil, nil, fmt.Errorf("stderr pipe: %w", err)
+	}
+	return outR, outW, errR, errW, nil
+}
+
+// renew readies an init that stayed after its command (initRounds) for
+// the next one: reports whether it is still there, with new output pipes.
+func (in *warmInit) renew() bool {
+	if !in.idle.stayed || in.exited() {
+		return false
+	}
+	outR, outW, errR, errW, err := outputPipes()
+	if err != nil {
+		return false
+	}
+	in.outR, in.errR = outR, errR
+	in.idle.outW, in.idle.errW = outW, errW
+	in.idle.stayed, in.idle.cg = false, nil
+	return true
 }
 
 // waitTake blocks until something comes on fd (the config, or EOF) and
@@ -594,7 +693,11 @@ func (in *warmInit) abandon() {
 
 // launchWarm is launch through an init a warm shim started beforehand.
 func (e *Executor) launchWarm(id devops.ProcessID, spec devops.Spec, pr prepared, in *warmInit, stdout, stderr io.Writer) (*Process, error) {
-	unix.Close(in.pidfd) // the init's end is now the sandbox's to see
+	if !in.idle.again {
+		// The init's end is now the sandbox's to see. One that stays is
+		// watched again while it waits for the next command.
+		unix.Close(in.pidfd)
+	}
 	p := e.newProcess(id, spec, pr.home, stdout, stderr)
 	sb, err := e.platform.startWarm(context.Background(), newLaunch(id, spec, pr), in.idle, p.log)
 	if err != nil {
@@ -635,29 +738,50 @@ func runWarmShim() int {
 // shim that stays needs one start per command, its next init's, which it
 // makes while idle as a warm shim does.
 func shimRounds(configs *json.Decoder, ready *os.File, stops <-chan os.Signal) int {
+	// The init that stayed after the last round's command, if any.
+	var kept *warmInit
+	defer func() {
+		if kept != nil {
+			kept.abandon()
+		}
+	}()
 	for round := 0; ; round++ {
 		var base shimConfig
 		if err := configs.Decode(&base); err != nil || base.ID != "" {
 			return 0
 		}
-		if code := warmRound(base, round, configs, ready, stops); code != 0 {
+		var code int
+		if code, kept = warmRound(base, round, kept, configs, ready, stops); code != 0 {
 			return code
 		}
 	}
 }
 
-// warmRound starts an init ahead as base says, waits for a process and runs
-// it. 0 says the shim may wait for the worker's next word: the process ran
-// to its end and its status is down, or the worker ends the shim anyway
-// (EOF, or a process it could not take).
-func warmRound(base shimConfig, round int, configs *json.Decoder, ready *os.File, stops <-chan os.Signal) int {
+// warmRound readies an init as base says, waits for a process and runs it:
+// kept, the init of the round before when it stayed for another command
+// (initRounds), or a new one. 0 says the shim may wait for the worker's
+// next word: the process ran to its end and its status is down, or the
+// worker ends the shim anyway (EOF, or a process it could not take). The
+// init it returns stayed for the next round, when not nil.
+func warmRound(base shimConfig, round int, kept *warmInit, configs *json.Decoder, ready *os.File, stops <-chan os.Signal) (int, *warmInit) {
 	pl := &platform{initPath: base.InitPath, namespaces: base.Namespaces}
-	in, err := pl.spawnWarm()
-	if err != nil {
-		json.NewEncoder(ready).Encode(shimReady{Error: err.Error()})
-		return 1
+	pl.cgroups = base.Cgroups.cgroups(slog.Default())
+	// An init stays only where its namespaces let it clean up after a
+	// command and a cgroup counts what the command used.
+	again := pl.namespaces && pl.cgroups != nil
+	in := kept
+	if in != nil && (!again || !in.renew()) {
+		in.abandon()
+		in = nil
 	}
-	if pl.cgroups = base.Cgroups.cgroups(slog.Default()); pl.cgroups != nil {
+	if in == nil {
+		var err error
+		if in, err = pl.spawnWarm(again); err != nil {
+			json.NewEncoder(ready).Encode(shimReady{Error: err.Error()})
+			return 1, nil
+		}
+	}
+	if pl.cgroups != nil {
 		// A cgroup of its own each round: the last one's limits stay with it.
 		name := "warm-" + strconv.Itoa(os.Getpid())
 		if round > 0 {
@@ -666,7 +790,7 @@ func warmRound(base shimConfig, round int, configs *json.Decoder, ready *os.File
 		if err := in.idle.joinCgroup(pl.cgroups, name); err != nil {
 			json.NewEncoder(ready).Encode(shimReady{Error: err.Error()})
 			in.abandon()
-			return 1
+			return 1, nil
 		}
 	}
 	json.NewEncoder(ready).Encode(shimReady{InitPid: in.idle.cmd.Process.Pid})
@@ -675,24 +799,24 @@ func warmRound(base shimConfig, round int, configs *json.Decoder, ready *os.File
 	if !in.waitTake(shimConfigFD) {
 		// The init died while idle: so does the shim, and take skips it.
 		in.abandon()
-		return 1
+		return 1, nil
 	}
 	var c shimConfig
 	if err := configs.Decode(&c); err != nil {
 		in.abandon()
-		return 0
+		return 0, nil
 	}
 	if in.exited() || !c.UseInit || c.InitPath != base.InitPath || c.Namespaces != base.Namespaces || (c.Cgroups == nil) != (base.Cgroups == nil) {
 		json.NewEncoder(ready).Encode(shimReady{Stale: true})
 		in.abandon()
-		return 0
+		return 0, nil
 	}
 	// What a cold shim is given at exec: its output and its log.
 	out, err := os.OpenFile(filepath.Join(c.Dir, OutputFile), os.O_WRONLY|os.O_APPEND, 0)
 	if err != nil {
 		json.NewEncoder(ready).Encode(shimReady{Error: "open output: " + err.Error()})
 		in.abandon()
-		return 1
+		return 1, nil
 	}
 	if logf, err := os.OpenFile(filepath.Join(c.Dir, logFile), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600); err == nil {
 		unix.Dup3(int(logf.Fd()), 2, 0)
@@ -702,5 +826,12 @@ func warmRound(base shimConfig, round int, configs *json.Decoder, ready *os.File
 	for len(stops) > 0 {
 		<-stops
 	}
-	return superviseShim(c, ready, out, stops, in, true)
+	code := superviseShim(c, ready, out, stops, in, true)
+	if !in.idle.stayed {
+		if in.idle.again {
+			unix.Close(in.pidfd)
+		}
+		return code, nil
+	}
+	return code, in
 }

@@ -350,10 +350,11 @@ func TestPoolReusesShim(t *testing.T) {
 	}
 	waitWarm(t, e, 2)
 	now, newInits := executor.WarmShims(e)
-	if !slices.Equal(now, []int{shims[1], shims[0]}) || newInits[1] == inits[0] {
-		t.Fatalf("pool %v (inits %v) after the first process of %v (inits %v): want shim %d back, with a new init", now, newInits, shims, inits, shims[0])
+	stays := executor.InitsStay(e)
+	if !slices.Equal(now, []int{shims[1], shims[0]}) || (newInits[1] == inits[0]) != stays {
+		t.Fatalf("pool %v (inits %v) after the first process of %v (inits %v): want shim %d back, with the same init: %v", now, newInits, shims, inits, shims[0], stays)
 	}
-	if alive(inits[0]) {
+	if !stays && alive(inits[0]) {
 		t.Errorf("the first process's init %d runs on", inits[0])
 	}
 	// The oldest goes first: the other shim, then the one back.
@@ -371,6 +372,43 @@ func TestPoolReusesShim(t *testing.T) {
 	}
 	if st := first.Wait(); st.Code != 3 {
 		t.Errorf("first: status changed to %+v", st)
+	}
+}
+
+// TestPoolInitStaysClean: an init that stays for the next process (on a
+// shim that came back) leaves it nothing of the one before: no process, no
+// file in /tmp, no mount, no IPC object, not its host name; the next one
+// gets its own output and status.
+func TestPoolInitStaysClean(t *testing.T) {
+	e := newExecutorConfig(t, executor.Config{WarmShims: 2})
+	if !executor.InitsStay(e) {
+		t.Skip("inits stay only with namespaces and cgroups")
+	}
+	executor.NoDelayedRefill(e)
+	waitWarm(t, e, 2)
+	shims, _ := executor.WarmShims(e)
+	mess := `sleep 600 & echo left > /tmp/left; mkdir -p /mnt/devops-test && mount -t tmpfs none /mnt/devops-test;
+ipcmk -M 4096 >/dev/null; hostname messed; echo $$ > /dev/null; exit 5`
+	first, _ := startSupervised(t, e, "first", devops.Spec{Argv: []string{"sh", "-c", mess}})
+	if st := waitEnd(t, first, 10*time.Second); st.Code != 5 {
+		t.Fatalf("first: status = %+v, want exit 5", st)
+	}
+	waitWarm(t, e, 2)
+	other, _ := startSupervised(t, e, "other", devops.Spec{Argv: []string{"sleep", "60"}})
+	defer other.Terminate(syscall.SIGKILL, 0)
+	check := `n=0; for c in /proc/[0-9]*/comm; do read x < $c && [ "$x" = sleep ] && n=$((n+1)); done; echo sleeps=$n;
+cat /tmp/left 2>/dev/null; mountpoint -q /mnt/devops-test && echo mounted; ipcs -m | grep -c '^0x' ; hostname; grep -c ' /tmp ' /proc/self/mountinfo; echo bye >&2`
+	next, dir := startSupervised(t, e, "next", devops.Spec{Argv: []string{"sh", "-c", check}})
+	if next.Pid() != first.Pid() {
+		t.Fatalf("next ran under init %d, not the first's %d (shims %v)", next.Pid(), first.Pid(), shims)
+	}
+	if st := waitEnd(t, next, 10*time.Second); st.State != devops.StateSucceeded {
+		t.Fatalf("next: status = %+v", st)
+	}
+	out, errOut := readFrames(t, dir)
+	want := "sleeps=0\n0\nnext\n1\n"
+	if out != want || errOut != "bye\n" {
+		t.Errorf("next saw %q (stderr %q), want %q (no sleep, no file in /tmp, no mount, no shared memory, its own host name, one /tmp: the last one's gone)", out, errOut, want)
 	}
 }
 

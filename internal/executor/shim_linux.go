@@ -187,8 +187,12 @@ func (e *Executor) startShim(ctx context.Context, id devops.ProcessID, spec devo
 	// A container's shim needs the Docker environment, and no init: it
 	// starts cold.
 	for spec.Image == "" {
-		ws := e.pool.take(ctx)
+		ws, coldEnded, err := e.pool.take(ctx)
+		if err != nil {
+			return nil, err
+		}
 		if ws == nil {
+			defer coldEnded()
 			break
 		}
 		if p, err := e.handOff(ws, c); !errors.Is(err, errStale) {
