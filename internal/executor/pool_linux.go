@@ -27,9 +27,10 @@ package executor
 // request arrives. It lowers the latency of a start while the worker has
 // spare CPU to refill. And a shim is not thrown away with its process: once
 // the status is on disk it says so on its ready pipe, and while the pool
-// lacks one (counting those on their way back) the worker has it start an
-// init again and take its place (recycle, shimRounds): commands one after
-// another cost one start each, not two. A take that finds the pool empty
+// lacks one (counting those on their way back) the worker has it ready
+// its init again and take its place (recycle, shimRounds): with namespaces
+// and cgroups the init stays for the next command too (initRounds), so
+// commands one after another cost no start at all, else one. A take that finds the pool empty
 // while shims are on their way back waits for one (returnWait); with none
 // on its way back it starts cold rather than wait for the new shim the
 // refill is starting: the cold start runs on another core beside it, where
@@ -309,8 +310,8 @@ func (p *pool) recycle(ws *warmShim, reserved bool) {
 }
 
 // returnWait bounds how long a take that finds the pool empty waits for a
-// shim coming back before it starts cold. A shim comes back within one
-// start of the devops binary (its next init's) and a cold start costs two:
+// shim coming back before it starts cold. A shim comes back within at most
+// one start of the devops binary (a new init's) and a cold start costs two:
 // under load, where takes find the pool empty while processes end all the
 // time, waiting lets shims run one command after another.
 const returnWait = 100 * time.Millisecond
@@ -727,16 +728,16 @@ func runWarmShim() int {
 
 // shimRounds is a shim between processes: each round it reads what New
 // found about the machine (the worker's word that it wants the shim back),
-// starts an init ahead, says so and waits for a process, which it runs as
-// superviseShim does. It ends at EOF on its config pipe: the worker closed
+// readies an init ahead (the last one when it stayed, see warmRound), says
+// so and waits for a process, which it runs as superviseShim does. It ends at EOF on its config pipe: the worker closed
 // it (it keeps enough shims, its pool closed, or the shim could not take
 // the process) or died; or when a round failed.
 //
 // Why a shim runs more than one process: a start of the devops binary is
 // a third of what a command costs the machine (its runtime start, page
 // faults and package initialisers; a command's shim and init are two). A
-// shim that stays needs one start per command, its next init's, which it
-// makes while idle as a warm shim does.
+// shim that stays needs no start per command when its init stays too, and
+// one (a new init's, made while idle as a warm shim does) otherwise.
 func shimRounds(configs *json.Decoder, ready *os.File, stops <-chan os.Signal) int {
 	// The init that stayed after the last round's command, if any.
 	var kept *warmInit
