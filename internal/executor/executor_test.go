@@ -148,6 +148,11 @@ func newExecutorConfig(tb testing.TB, cfg executor.Config) *executor.Executor {
 		if err := e.Close(); err != nil {
 			tb.Errorf("Close: %v", err)
 		}
+		// A worker leaves its subtree for the next one; a test's is its
+		// own, and would pile up on the machine run after run.
+		for _, dir := range executor.CgroupBases(e) {
+			os.Remove(dir)
+		}
 	})
 	return e
 }

@@ -41,3 +41,16 @@ func NoDelayedRefill(e *Executor) {
 func InitsStay(e *Executor) bool {
 	return e.platform.namespaces && e.platform.cgroups != nil
 }
+
+// CgroupBases lists the directories of e's cgroup subtree, one per
+// hierarchy; Close leaves them in place (see cgroups.close).
+func CgroupBases(e *Executor) []string {
+	if e.platform.cgroups == nil {
+		return nil
+	}
+	var dirs []string
+	for _, d := range e.platform.cgroups.base {
+		dirs = append(dirs, d)
+	}
+	return dirs
+}

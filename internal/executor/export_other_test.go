@@ -7,3 +7,6 @@ func WithoutNamespaces(e *Executor) {}
 
 // WarmShims lists nothing: there are no warm shims off Linux.
 func WarmShims(e *Executor) (shims, inits []int) { return nil, nil }
+
+// CgroupBases: no cgroups here.
+func CgroupBases(*Executor) []string { return nil }
