@@ -412,6 +412,27 @@ cat /tmp/left 2>/dev/null; mountpoint -q /mnt/devops-test && echo mounted; ipcs 
 	}
 }
 
+// TestPoolLargeConfig: a config larger than the init's socket buffer (an
+// environment of 400 KB) reaches a warm init whole.
+func TestPoolLargeConfig(t *testing.T) {
+	e := newExecutorConfig(t, executor.Config{WarmShims: 1})
+	waitWarm(t, e, 1)
+	env := map[string]string{}
+	for i := range 4 {
+		env[fmt.Sprintf("BIG%d", i)] = strings.Repeat(string(rune('a'+i)), 100_000)
+	}
+	p, dir := startSupervised(t, e, "big", devops.Spec{Argv: []string{"sh", "-c", `echo ${#BIG0} ${#BIG1} ${#BIG2} ${#BIG3}; printf %.1s "$BIG3"`}, Env: env})
+	if !p.Pooled() {
+		t.Fatal("the start did not take the warm shim")
+	}
+	if st := waitEnd(t, p, 10*time.Second); st.State != devops.StateSucceeded {
+		t.Fatalf("status = %+v", st)
+	}
+	if o, _ := readFrames(t, dir); o != "100000 100000 100000 100000\nd" {
+		t.Errorf("output = %q", o)
+	}
+}
+
 // TestPoolCloseWaitsForReturns: Close right after a process ended ends
 // its shim too, on its way back to the pool with a new init or not.
 func TestPoolCloseWaitsForReturns(t *testing.T) {
