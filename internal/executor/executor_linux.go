@@ -230,6 +230,11 @@ func (pl *platform) startWarm(ctx context.Context, l launch, in *idleInit, log *
 	return sb, err
 }
 
+// initsStay says whether an init run by a shim that runs one process after
+// another may stay for the next (initRounds): only where its namespaces let
+// it clean up after a command and a cgroup counts what the command used.
+func (pl *platform) initsStay() bool { return pl.namespaces && pl.cgroups != nil }
+
 // newCgroup makes the cgroup of l with its limits; nil when there are no
 // cgroups.
 func (pl *platform) newCgroup(l launch) (*cgroup, error) {

@@ -1,6 +1,10 @@
 package executor
 
-import "time"
+import (
+	"maps"
+	"slices"
+	"time"
+)
 
 // WithoutNamespaces makes e start processes through the init but outside
 // namespaces, so tests reach the cgroup-only paths on a root machine. Its
@@ -38,9 +42,7 @@ func NoDelayedRefill(e *Executor) {
 
 // InitsStay says whether e's warm shims keep their init from one process
 // to the next (initRounds): with namespaces and cgroups.
-func InitsStay(e *Executor) bool {
-	return e.platform.namespaces && e.platform.cgroups != nil
-}
+func InitsStay(e *Executor) bool { return e.platform.initsStay() }
 
 // CgroupBases lists the directories of e's cgroup subtree, one per
 // hierarchy; Close leaves them in place (see cgroups.close).
@@ -48,9 +50,5 @@ func CgroupBases(e *Executor) []string {
 	if e.platform.cgroups == nil {
 		return nil
 	}
-	var dirs []string
-	for _, d := range e.platform.cgroups.base {
-		dirs = append(dirs, d)
-	}
-	return dirs
+	return slices.Collect(maps.Values(e.platform.cgroups.base))
 }

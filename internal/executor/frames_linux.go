@@ -225,7 +225,6 @@ func (fw *frameWriter) dropLocked(n, limit int64) bool {
 	return true
 }
 
-// close releases ReadFile.
 // empty reports whether no frame was written.
 func (fw *frameWriter) empty() bool {
 	fw.mu.Lock()
@@ -233,6 +232,7 @@ func (fw *frameWriter) empty() bool {
 	return fw.pos == 0
 }
 
+// close releases ReadFile.
 func (fw *frameWriter) close() {
 	fw.mu.Lock()
 	defer fw.mu.Unlock()

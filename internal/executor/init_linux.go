@@ -221,24 +221,23 @@ func initRound(c initConfig, fds []int, sigs <-chan os.Signal, mounted *bool) (i
 		return initResult{Code: 125, Reason: "init: the command's output did not come with its config"}, false
 	}
 	stdout, stderr := os.NewFile(uintptr(fds[0]), "stdout"), os.NewFile(uintptr(fds[1]), "stderr")
-	fail := func(r initResult) (initResult, bool) {
+	// A command that never started: its output ends here.
+	end := func(r initResult, stays bool) (initResult, bool) {
 		stdout.Close()
 		stderr.Close()
-		return r, false
+		return r, stays
 	}
 	if len(c.Argv) == 0 {
-		return fail(initResult{Code: 125, Reason: "init: empty command"})
+		return end(initResult{Code: 125, Reason: "init: empty command"}, false)
 	}
 	if err := setupRound(c, mounted); err != nil {
 		fmt.Fprintf(stderr, "devops: init: %v\n", err)
-		return fail(initResult{Code: 125, Reason: "init: " + err.Error()})
+		return end(initResult{Code: 125, Reason: "init: " + err.Error()}, false)
 	}
 	path, notFound := lookPath(c.Argv[0], c.Env, c.Dir)
 	if notFound != nil {
 		fmt.Fprint(stderr, execMessage(c.Argv[0], *notFound))
-		stdout.Close()
-		stderr.Close()
-		return *notFound, true
+		return end(*notFound, true)
 	}
 	res := supervise(c, path, sigs, stdout, stderr)
 	return res, reapAll(time.Now().Add(reapWait))
@@ -298,9 +297,10 @@ func setupRound(c initConfig, mounted *bool) error {
 	return setupNamespaces(c, proc)
 }
 
-// setupNamespaces makes the mount namespace private, mounts /proc for the new
-// PID namespace (with proc) and a tmpfs on /tmp, and names the host. Directories of the
-// process under /tmp (as in tests) are bound back into the new /tmp.
+// setupNamespaces makes the mount namespace private, mounts /proc for the
+// new PID namespace (with proc) and a tmpfs on /tmp, and names the host.
+// Directories of the process under /tmp (as in tests) are bound back into
+// the new /tmp.
 func setupNamespaces(c initConfig, proc bool) error {
 	if err := syscall.Sethostname([]byte(c.Hostname)); err != nil {
 		return fmt.Errorf("set host name: %w", err)

@@ -30,14 +30,15 @@ package executor
 // lacks one (counting those on their way back) the worker has it ready
 // its init again and take its place (recycle, shimRounds): with namespaces
 // and cgroups the init stays for the next command too (initRounds), so
-// commands one after another cost no start at all, else one. A take that finds the pool empty
-// while shims are on their way back waits for one (returnWait); with none
-// on its way back it starts cold rather than wait for the new shim the
-// refill is starting: the cold start runs on another core beside it, where
-// waiting would serialise the two (tried: commands run one after another
-// took 17 ms to first byte against 10). But only so many cold starts at
-// once (coldParallel): in a burst the takes past them wait, and a shim whose
-// command ended comes back for them even when the pool would be full.
+// commands one after another cost no start at all, else one. A take that
+// finds the pool empty while shims are on their way back waits for one
+// (returnWait); with none on its way back it starts cold rather than wait
+// for the new shim the refill is starting: the cold start runs on another
+// core beside it, where waiting would serialise the two (tried: commands
+// run one after another took 17 ms to first byte against 10). But only so
+// many cold starts at once (coldParallel): in a burst the takes past them
+// wait, and a shim whose command ended comes back for them even when the
+// pool would be full.
 //
 // What is done ahead and what waits for the process: the shim's and the
 // init's runtime start, the init's namespaces (made by clone), and its move
@@ -117,7 +118,7 @@ func (e *Executor) startPool(size int) {
 type pool struct {
 	size  int
 	start func(ctx context.Context) (*warmShim, error)
-	// rewarm has a shim whose process ended start an init again (warmUp).
+	// rewarm has a shim whose process ended ready its init again (warmUp).
 	rewarm func(ctx context.Context, ws *warmShim) error
 	log    *slog.Logger
 	// ctx ends with the pool: refill and the rewarms under way give up.
@@ -131,7 +132,7 @@ type pool struct {
 	mu        sync.Mutex // protects the fields below
 	idle      []*warmShim
 	delayed   bool // a kick waits for refillDelay
-	returning int  // shims whose process ended, starting an init again
+	returning int  // shims whose process ended, readying their init again
 	waiting   int  // takes waiting for a shim: shims that end come back for them
 	cold      int  // cold starts under way that take allowed
 	coldMax   int  // how many it allows at once (coldParallel)
@@ -280,9 +281,10 @@ func (p *pool) reserve() bool {
 }
 
 // recycle takes back a shim whose process ended: reserved (by reserve), it
-// starts an init again and waits in the pool, which costs one start of the
-// devops binary where a new shim costs two. Otherwise, or when that fails,
-// it ends. It returns once the shim is idle or reaped.
+// readies its init again (the same one when it stayed, else a new one: one
+// start of the devops binary where a new shim costs two) and waits in the
+// pool. Otherwise, or when that fails, it ends. It returns once the shim is
+// idle or reaped.
 func (p *pool) recycle(ws *warmShim, reserved bool) {
 	if !reserved {
 		ws.discard()
@@ -304,7 +306,7 @@ func (p *pool) recycle(ws *warmShim, reserved bool) {
 	}
 	ws.discard()
 	if err != nil && p.ctx.Err() == nil {
-		p.log.Warn("a shim could not start an init again", logKeyError, err)
+		p.log.Warn("a shim could not ready its init again", logKeyError, err)
 		p.kickRefill()
 	}
 }
@@ -316,13 +318,14 @@ func (p *pool) recycle(ws *warmShim, reserved bool) {
 // time, waiting lets shims run one command after another.
 const returnWait = 100 * time.Millisecond
 
-// coldParallel is how many cold starts under way take allows at once, at
-// least: it allows one per core of the machine. The takes past it wait for a shim to come back or a cold start to end.
-// A start is CPU, so starting more at once than the machine has cores
-// does not end them sooner, it only makes each one slower; and a shim
-// whose short command ended meanwhile serves the next one with one start
-// instead of two. Measured with 64 `true` at once on two workers of a
-// 2-core machine (make bench, scenario 3), see the README's Performance.
+// coldParallel is the least number of cold starts under way that take
+// allows at once; it allows one per core of the machine. The takes past
+// them wait for a shim to come back or a cold start to end. A start is
+// CPU, so starting more at once than the machine has cores does not end
+// them sooner, it only makes each one slower; and a shim whose short
+// command ended meanwhile serves the next one for less. Measured with 64
+// `true` at once on two workers of a 2-core machine (make bench, scenario
+// 3), see the README's Performance.
 const coldParallel = 2
 
 // take returns an idle shim that is still there, oldest first, and has the
@@ -694,11 +697,6 @@ func (in *warmInit) abandon() {
 
 // launchWarm is launch through an init a warm shim started beforehand.
 func (e *Executor) launchWarm(id devops.ProcessID, spec devops.Spec, pr prepared, in *warmInit, stdout, stderr io.Writer) (*Process, error) {
-	if !in.idle.again {
-		// The init's end is now the sandbox's to see. One that stays is
-		// watched again while it waits for the next command.
-		unix.Close(in.pidfd)
-	}
 	p := e.newProcess(id, spec, pr.home, stdout, stderr)
 	sb, err := e.platform.startWarm(context.Background(), newLaunch(id, spec, pr), in.idle, p.log)
 	if err != nil {
@@ -729,9 +727,10 @@ func runWarmShim() int {
 // shimRounds is a shim between processes: each round it reads what New
 // found about the machine (the worker's word that it wants the shim back),
 // readies an init ahead (the last one when it stayed, see warmRound), says
-// so and waits for a process, which it runs as superviseShim does. It ends at EOF on its config pipe: the worker closed
-// it (it keeps enough shims, its pool closed, or the shim could not take
-// the process) or died; or when a round failed.
+// so and waits for a process, which it runs as superviseShim does. It ends
+// at EOF on its config pipe: the worker closed it (it keeps enough shims,
+// its pool closed, or the shim could not take the process) or died; or
+// when a round failed.
 //
 // Why a shim runs more than one process: a start of the devops binary is
 // a third of what a command costs the machine (its runtime start, page
@@ -767,9 +766,7 @@ func shimRounds(configs *json.Decoder, ready *os.File, stops <-chan os.Signal) i
 func warmRound(base shimConfig, round int, kept *warmInit, configs *json.Decoder, ready *os.File, stops <-chan os.Signal) (int, *warmInit) {
 	pl := &platform{initPath: base.InitPath, namespaces: base.Namespaces}
 	pl.cgroups = base.Cgroups.cgroups(slog.Default())
-	// An init stays only where its namespaces let it clean up after a
-	// command and a cgroup counts what the command used.
-	again := pl.namespaces && pl.cgroups != nil
+	again := pl.initsStay()
 	in := kept
 	if in != nil && (!again || !in.renew()) {
 		in.abandon()
@@ -829,9 +826,8 @@ func warmRound(base shimConfig, round int, kept *warmInit, configs *json.Decoder
 	}
 	code := superviseShim(c, ready, out, stops, in, true)
 	if !in.idle.stayed {
-		if in.idle.again {
-			unix.Close(in.pidfd)
-		}
+		// The sandbox saw the init's end; its pidfd only watched it idle.
+		unix.Close(in.pidfd)
 		return code, nil
 	}
 	return code, in

@@ -15,8 +15,9 @@ package executor
 // tree kills it too, and without namespaces it execs the command. Only a
 // process outside both can see the end, read the cgroup's usage, remove it
 // and record the status. It costs one more exec at start, once: a shim
-// whose process ended and whose worker wants it back starts an init again
-// and waits in the warm pool for the next process (shimRounds).
+// whose process ended and whose worker wants it back readies its init again
+// (keeps it, where it stays: initRounds) and waits in the warm pool for the
+// next process (shimRounds).
 //
 // The directory of a supervised process holds:
 //
