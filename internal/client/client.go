@@ -55,6 +55,11 @@ func Dial(addr string, opts ...Option) (*Client, error) {
 		// or unreachable. We publish none.
 		grpc.WithDisableServiceConfig(),
 		experimental.WithBufferPool(bufs),
+		// Output comes in 256 KiB chunks: read from the socket up to
+		// 1 MiB at a time, not grpc's 32 KiB (1 GiB followed: 45k reads
+		// and twice as many context switches in the client before). A
+		// plaintext connection borrows the buffer only for each read.
+		grpc.WithReadBufferSize(1 << 20),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{
 			// Within the manager's enforcement policy (MinTime 5s).
 			Time:    10 * time.Second,

@@ -45,16 +45,15 @@ type frameWriter struct {
 	log   *slog.Logger
 
 	mu       sync.Mutex // serializes frames of both streams and protects the fields below
-	buf      []byte
-	pos      int64     // file size: where the next frame goes
-	offset   int64     // output offset of the next frame
-	kept     Dropped   // the oldest frame still on disk
-	marks    []Dropped // frame starts after kept, oldest first, markEvery apart
-	cantDrop bool      // the file system cannot punch holes: the bound cannot be kept
-	reader   *os.File  // ReadFile, once the worker made it
-	read     int64     // how far the worker had read at the last look
-	lookedAt int64     // pos at the last look
-	moved    time.Time // when the worker was last seen reading, or with nothing to read
+	pos      int64      // file size: where the next frame goes
+	offset   int64      // output offset of the next frame
+	kept     Dropped    // the oldest frame still on disk
+	marks    []Dropped  // frame starts after kept, oldest first, markEvery apart
+	cantDrop bool       // the file system cannot punch holes: the bound cannot be kept
+	reader   *os.File   // ReadFile, once the worker made it
+	read     int64      // how far the worker had read at the last look
+	lookedAt int64      // pos at the last look
+	moved    time.Time  // when the worker was last seen reading, or with nothing to read
 }
 
 // newFrameWriter writes frames to f, the output file of the process in dir,
@@ -112,15 +111,49 @@ func (fw *frameWriter) frameLocked(s devops.Stream, p []byte) error {
 			fw.lookLocked() // now and then, so that a stall is timed from its start
 		}
 	}
-	fw.buf = append(fw.buf[:0], byte(s), 0, 0, 0, 0)
-	binary.BigEndian.PutUint32(fw.buf[1:FrameHeader], uint32(len(p)))
-	fw.buf = append(fw.buf, p...)
-	if _, err := fw.f.Write(fw.buf); err != nil {
+	var h [FrameHeader]byte
+	h[0] = byte(s)
+	binary.BigEndian.PutUint32(h[1:], uint32(len(p)))
+	if err := fw.writeFrame(h[:], p); err != nil {
 		return fmt.Errorf("write output: %w", err)
 	}
-	fw.pos += int64(len(fw.buf))
+	fw.pos += int64(FrameHeader + len(p))
 	fw.offset += int64(len(p))
 	return nil
+}
+
+// writeFrame writes a frame's header and data with one writev: the data is
+// not copied behind the header first (a copy of every byte of output).
+func (fw *frameWriter) writeFrame(h, p []byte) error {
+	rc, err := fw.f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var n int
+	var werr error
+	err = rc.Write(func(fd uintptr) bool {
+		n, werr = unix.Writev(int(fd), [][]byte{h, p})
+		return true // a regular file: never EAGAIN
+	})
+	if err == nil {
+		err = werr
+	}
+	if err != nil && n <= 0 {
+		return err
+	}
+	if n == len(h)+len(p) {
+		return nil
+	}
+	// A short write (a signal, a full disk): the rest as plain writes,
+	// which report why they stop.
+	if n < len(h) {
+		if _, err := fw.f.Write(h[n:]); err != nil {
+			return err
+		}
+		n = len(h)
+	}
+	_, err = fw.f.Write(p[n-len(h):])
+	return err
 }
 
 // lastMarkLocked is the latest place the writer can drop up to: its newest

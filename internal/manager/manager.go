@@ -41,6 +41,7 @@ type Store interface {
 	SkipOutput(ctx context.Context, id devops.ProcessID, to int64) error
 	CloseOutput(ctx context.Context, id devops.ProcessID) error
 	OutputEnd(ctx context.Context, id devops.ProcessID) (int64, error)
+	// ReadOutput's fn must not keep c.Data once it returns.
 	ReadOutput(ctx context.Context, id devops.ProcessID, from int64, follow bool, fn func(devops.Chunk) error) error
 	Close() error
 }
@@ -220,6 +221,11 @@ func New(ctx context.Context, cfg Config) (*Manager, error) {
 		// (32 KiB by default; a plaintext one borrows from a pool per
 		// read). What comes in is small.
 		grpc.ReadBufferSize(8<<10),
+		// Followers get output in 256 KiB chunks: grpc's 32 KiB write
+		// buffer made eight writes of each. grpc takes the buffer from a
+		// pool for each flush, so an idle connection (each worker's
+		// status stream) holds none.
+		grpc.WriteBufferSize(1<<20),
 		m.sec.serverOption(),
 		grpc.ChainUnaryInterceptor(m.metrics.grpcServer.UnaryServerInterceptor(), m.authUnary),
 		grpc.ChainStreamInterceptor(unlessReportStatus(m.metrics.grpcServer.StreamServerInterceptor()), m.authStream),

@@ -460,7 +460,8 @@ func (s *JetStream) OutputInfo(ctx context.Context, id devops.ProcessID) (Output
 
 // ReadOutput calls fn with the output of process id past offset from, in
 // order, each byte once: a chunk straddling from is cut to start there. fn
-// must not modify c.Data. Without follow it returns nil at the end of what
+// must not modify c.Data, nor keep it once it returns: the next chunk is
+// read into the same buffer. Without follow it returns nil at the end of what
 // is stored now; with follow it waits for more until the output is closed
 // and fully delivered. It returns ctx.Err() when ctx ends, fn's error as
 // is, and ErrOutOfRange when from is negative.

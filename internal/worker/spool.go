@@ -83,9 +83,10 @@ func (s *spool) read(ctx context.Context, from int64, fn func(c devops.Chunk) er
 	var (
 		readPos int64 // file bytes read into pending
 		offset  int64 // output offset of pending's first frame
-		base    = make([]byte, 0, readSize)
-		pending = base
-		chunk   = make([]byte, readSize)
+		// Reads land in buf behind what pending holds (at most a partial
+		// frame), so a read never waits on a copy of the last one.
+		buf     = make([]byte, 0, 2*readSize)
+		pending = buf
 		// Consecutive frames of one stream go out as one chunk of up to
 		// maxChunk bytes: each message costs the manager a store write and
 		// a send, whatever its size.
@@ -108,7 +109,15 @@ func (s *spool) read(ctx context.Context, from int64, fn func(c devops.Chunk) er
 			return fmt.Errorf("stat spool: %w", err)
 		}
 		for size := fi.Size(); readPos < size; {
-			n, err := f.ReadAt(chunk[:min(int64(len(chunk)), size-readPos)], readPos)
+			if cap(pending)-len(pending) < readSize {
+				// Move the partial frame left over to the front.
+				if cap(buf) < len(pending)+readSize {
+					buf = make([]byte, 0, len(pending)+readSize)
+				}
+				pending = append(buf[:0], pending...)
+			}
+			k := len(pending) + int(min(readSize, size-readPos))
+			n, err := f.ReadAt(pending[len(pending):k], readPos)
 			if n == 0 && err != nil {
 				if err == io.EOF {
 					break
@@ -116,7 +125,7 @@ func (s *spool) read(ctx context.Context, from int64, fn func(c devops.Chunk) er
 				return fmt.Errorf("read spool: %w", err)
 			}
 			readPos += int64(n)
-			pending = append(pending, chunk[:n]...)
+			pending = pending[:len(pending)+n]
 			// Looked at after the read: the shim writes the mark before it
 			// punches the hole, so whatever this read found below it may be
 			// zeros and is thrown away.
@@ -156,8 +165,6 @@ func (s *spool) read(ctx context.Context, from int64, fn func(c devops.Chunk) er
 				}
 				acc.Data = append(acc.Data, c.Data...)
 			}
-			// Keep the unread tail at the start of the buffer.
-			pending = append(base[:0], pending...)
 			// Sent, then said: the shim may drop what is below it.
 			if err := flush(); err != nil {
 				return err

@@ -120,3 +120,37 @@ func TestSpoolWakes(t *testing.T) {
 		t.Fatal("read did not return after done")
 	}
 }
+
+// TestSpoolLargeFrames reads frames larger than a read and frames that
+// straddle reads, from a finished spool: every byte arrives once, in order,
+// with its stream.
+func TestSpoolLargeFrames(t *testing.T) {
+	sp, f, done := newTestSpool(t)
+	sizes := []int{readSize + 7, 3, readSize - 2, 100 << 10, 2*readSize - 1, 1, readSize}
+	var want [2]strings.Builder
+	for i, n := range sizes {
+		s := devops.Stream(1 + i%2)
+		data := strings.Repeat(string(rune('a'+i)), n)
+		appendFrame(t, f, s, data)
+		want[s-1].WriteString(data)
+	}
+	close(done)
+	var got [2]strings.Builder
+	next := int64(0)
+	err := sp.read(t.Context(), 0, func(c devops.Chunk) error {
+		if c.Offset != next {
+			t.Fatalf("chunk at %d, want %d", c.Offset, next)
+		}
+		next = c.End()
+		got[c.Stream-1].Write(c.Data)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range got {
+		if got[i].String() != want[i].String() {
+			t.Errorf("stream %d: got %d bytes, want %d (or the bytes differ)", i+1, got[i].Len(), want[i].Len())
+		}
+	}
+}
