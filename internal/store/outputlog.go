@@ -122,9 +122,10 @@ type outputLog struct {
 	maxTotal   int64
 	log        *slog.Logger
 	// suspect is when an unclean stop may have lost writes: outputs whose
-	// index changed after it are checked when loaded. Zero after a clean
-	// stop.
+	// index changed after it, and before opened, are checked when loaded.
+	// Zero after a clean stop.
 	suspect time.Time
+	opened  time.Time
 
 	mu sync.Mutex // guards what follows; never held while taking a procOutput's mu
 	// outputs holds the outputs in use (by a caller, or open for writes,
@@ -173,6 +174,7 @@ func openOutputLog(dir string, maxProcess, maxTotal int64, log *slog.Logger) (*o
 		dirty:   make(map[string]bool),
 		stop:    make(chan struct{}),
 		done:    make(chan struct{}),
+		opened:  time.Now(),
 	}
 	if err := os.Remove(filepath.Join(dir, cleanFile)); errors.Is(err, fs.ErrNotExist) {
 		// Not stopped cleanly (or new): what changed since the last sync
@@ -367,7 +369,10 @@ func (l *outputLog) loadLocked(p *procOutput) error {
 		recs = append(recs, r)
 	}
 	if !l.suspect.IsZero() {
-		if st, err := os.Stat(l.path(p.key, ".idx")); err == nil && !st.ModTime().Before(l.suspect) {
+		// An output written since this log was opened was loaded (and
+		// checked) before that write: checking it again read back every
+		// byte of it, as retention did for each old output it dropped.
+		if st, err := os.Stat(l.path(p.key, ".idx")); err == nil && !st.ModTime().Before(l.suspect) && st.ModTime().Before(l.opened) {
 			recs = l.check(p.key, recs)
 		}
 	}

@@ -96,6 +96,34 @@ func TestUncleanStopCutsLostOutput(t *testing.T) {
 	}
 }
 
+// TestOutputOfThisRunIsNotChecked: after an unclean stop only outputs
+// written before it are checked. One this run wrote and closed is loaded
+// again without reading its bytes back: a change made behind the store's
+// back (the zeroed chunk below) goes unnoticed, where a check would cut it.
+// A fresh directory counts as unclean (never synced), so this is every new
+// manager's case; retention loaded each old output it dropped and read it
+// all back first.
+func TestOutputOfThisRunIsNotChecked(t *testing.T) {
+	dir := t.TempDir()
+	s := open(t, Config{Dir: dir})
+	id := devops.ProcessID("p1")
+	appendChunks(t, s, id, "first\n", "second\n")
+	if err := s.CloseOutput(t.Context(), id); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(filepath.Join(dir, outputDirName, "p1.out"), os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt(make([]byte, 7), 6); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	if got := readAll(t, s, id); len(got) != 13 {
+		t.Fatalf("output written by this run = %q, want all 13 bytes, unchecked", got)
+	}
+}
+
 // TestRetentionDropsOldestClosedOutput: past MaxOutputBytes the oldest
 // closed output goes whole, keeping its end; open output stays.
 func TestRetentionDropsOldestClosedOutput(t *testing.T) {

@@ -230,6 +230,10 @@ func New(cfg Config) (*Worker, error) {
 		}),
 		w.ident.serverOption(),
 		grpc.MaxRecvMsgSize(8<<20),
+		// Output goes out in 256 KiB chunks: grpc's 32 KiB write buffer
+		// made eight writes of each. The buffer comes from a pool for
+		// each flush: an idle connection holds none.
+		grpc.WriteBufferSize(1<<20),
 		grpc.ChainUnaryInterceptor(w.metrics.grpc.UnaryServerInterceptor(), w.ident.unary),
 		grpc.ChainStreamInterceptor(w.metrics.grpc.StreamServerInterceptor(), w.ident.stream),
 	)
