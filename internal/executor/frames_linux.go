@@ -132,8 +132,12 @@ func (fw *frameWriter) writeFrame(h, p []byte) error {
 	var n int
 	var werr error
 	err = rc.Write(func(fd uintptr) bool {
-		n, werr = unix.Writev(int(fd), [][]byte{h, p})
-		return true // a regular file: never EAGAIN
+		for {
+			n, werr = unix.Writev(int(fd), [][]byte{h, p})
+			if werr != unix.EINTR {
+				return true // a regular file: never EAGAIN
+			}
+		}
 	})
 	if err == nil {
 		err = werr
