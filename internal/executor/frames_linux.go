@@ -142,7 +142,7 @@ func (fw *frameWriter) writeFrame(h, p []byte) error {
 	if err == nil {
 		err = werr
 	}
-	if err != nil && n <= 0 {
+	if err != nil { // a failed writev wrote nothing
 		return err
 	}
 	if n == len(h)+len(p) {

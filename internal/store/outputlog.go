@@ -711,10 +711,10 @@ func (l *outputLog) read(ctx context.Context, id devops.ProcessID, from int64, f
 			data.Close()
 		}
 	}()
-	// One buffer for every read: fn does not keep what it is given. A new
-	// one each time was zeroed, faulted in and collected for every 256 KiB
-	// a follower read back (a sixth of the manager's CPU while a follower
-	// more than the live tail behind read 1 GiB).
+	// One buffer for every read, made with the file: fn does not keep what
+	// it is given. A new one each time was zeroed, faulted in and collected
+	// for every 256 KiB a follower read back (a sixth of the manager's CPU
+	// while a follower more than the live tail behind read 1 GiB).
 	var buf []byte
 	pos, gen, i := from, -1, 0
 	for {
@@ -745,11 +745,9 @@ func (l *outputLog) read(ctx context.Context, id devops.ProcessID, from int64, f
 				if err != nil {
 					return fmt.Errorf("open output: %w", err)
 				}
+				buf = make([]byte, readPiece)
 			}
 			for off := max(r.offset, pos); off < r.end; {
-				if buf == nil {
-					buf = make([]byte, readPiece)
-				}
 				b := buf[:min(readPiece, r.end-off)]
 				if _, err := data.ReadAt(b, off); err != nil {
 					if errors.Is(err, io.EOF) {

@@ -92,8 +92,8 @@ func (s *spool) read(ctx context.Context, from int64, fn func(c devops.Chunk) er
 	var (
 		readPos int64 // file bytes read into pending
 		offset  int64 // output offset of pending's first frame
-		// Reads land in buf behind what pending holds (at most a partial
-		// frame), so a read never waits on a copy of the last one.
+		// Reads land in buf right behind what pending holds (at most a
+		// partial frame): no byte is copied from a read buffer.
 		buf     = make([]byte, 0, 2*readSize)
 		pending = buf
 		// Consecutive frames of one stream go out as one chunk of up to
@@ -104,6 +104,7 @@ func (s *spool) read(ctx context.Context, from int64, fn func(c devops.Chunk) er
 	)
 	var lastSent time.Time
 	wait := time.NewTimer(gather)
+	wait.Stop() // armed only while output gathers
 	defer wait.Stop()
 	flush := func() error {
 		if len(acc.Data) == 0 {
