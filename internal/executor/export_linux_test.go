@@ -34,8 +34,9 @@ func WarmShims(e *Executor) (shims, inits []int) {
 	return shims, inits
 }
 
-// NoDelayedRefill drops the refills a take asks for later (a take that
-// leaves shims in the pool); one that empties it still refills at once.
+// NoDelayedRefill drops the refills a take asks for after refillDelay: a
+// shim taken counts as coming back for ever, so only the shims that do
+// come back fill the pool again.
 func NoDelayedRefill(e *Executor) {
 	e.pool.later = func(time.Duration, func()) {}
 }

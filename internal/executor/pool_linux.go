@@ -30,9 +30,11 @@ package executor
 // lacks one (counting those on their way back) the worker has it ready
 // its init again and take its place (recycle, shimRounds): with namespaces
 // and cgroups the init stays for the next command too (initRounds), so
-// commands one after another cost no start at all, else one. A take that
-// finds the pool empty while shims are on their way back waits for one
-// (returnWait); with none on its way back it starts cold rather than wait
+// commands one after another cost no start at all, else one. A shim
+// taken counts as on its way back for refillDelay: most commands are
+// short. A take that finds the pool empty while shims are on their way
+// back waits for one (returnWait); with none on its way back it starts
+// cold rather than wait
 // for the new shim the refill is starting: the cold start runs on another
 // core beside it, where waiting would serialise the two (tried: commands
 // run one after another took 17 ms to first byte against 10). But only so
@@ -129,13 +131,17 @@ type pool struct {
 	// later runs f after d (time.AfterFunc; tests replace it).
 	later func(d time.Duration, f func())
 
-	mu        sync.Mutex // protects the fields below
-	idle      []*warmShim
-	delayed   bool // a kick waits for refillDelay
-	returning int  // shims whose process ended, readying their init again
-	waiting   int  // takes waiting for a shim: shims that end come back for them
-	cold      int  // cold starts under way that take allowed
-	coldMax   int  // how many it allows at once (coldParallel)
+	mu   sync.Mutex // protects the fields below and warmShim.taken
+	idle []*warmShim
+	// recent counts shims taken less than refillDelay ago whose process
+	// has not ended: most commands are short, and such a shim is likely
+	// to come back, so refill does not replace it yet (see refillDelay).
+	recent    int
+	returning int       // shims whose process ended, readying their init again
+	lastBack  time.Time // when a shim whose process ended last landed in idle
+	waiting   int       // takes waiting for a shim: shims that end come back for them
+	cold      int       // cold starts under way that take allowed
+	coldMax   int       // how many it allows at once (coldParallel)
 	// changed is closed (and replaced) when a take may find what it waits
 	// for: a shim landed in idle, or a cold start ended.
 	changed chan struct{}
@@ -144,20 +150,27 @@ type pool struct {
 	returns sync.WaitGroup
 }
 
-// refillDelay is how long a take that leaves a warm shim in the pool waits
-// before it has the pool refilled. A refill starts the devops binary twice
-// (tens of ms of CPU, more on a slow machine) and ran on the same two cores
-// as the command just handed over, on its way to its first byte: the
-// command's own exec waited 8 ms for a CPU in a trace of one `echo hi`.
-// After the delay a short command has ended. A take that empties the pool
-// kicks at once, so that commands in a row do not drain it and start cold.
-// Measured on this project's 2-core VM against kicking at once (p50 of 40
-// each, scenario 1 of make bench QUICK=1): one `echo hi` every 0.7 s, first
-// byte 23.4 -> 13.9 ms, exit 35.6 -> 21.3 ms; back to back, first byte
-// 29.0, 26.4 -> 24.9, 23.5 ms, warm starts and p99 unchanged. `uptime` on
-// 8 workers of one machine, run after run: 600-720 ms each before; now
-// 280-300 ms when the pools are full and 900-1050 when the delayed kicks
-// of the run before land in it (mean 645 against 677).
+// refillDelay is how long a shim taken from the pool counts as coming
+// back (pool.recent) before refill replaces it, if its process has not
+// ended by then. A refill starts the devops binary twice (tens of ms of
+// CPU, more on a slow machine) and ran on the same two cores as the
+// command just handed over, on its way to its first byte: the command's
+// own exec waited 8 ms for a CPU in a trace of one `echo hi`. After the
+// delay a short command has ended and its shim is back. Measured on this
+// project's 2-core VM against kicking at once (p50 of 40 each, scenario 1
+// of make bench QUICK=1): one `echo hi` every 0.7 s, first byte 23.4 ->
+// 13.9 ms, exit 35.6 -> 21.3 ms; back to back, first byte 29.0, 26.4 ->
+// 24.9, 23.5 ms, warm starts and p99 unchanged. `uptime` on 8 workers of
+// one machine, run after run: 600-720 ms each before; now 280-300 ms when
+// the pools are full and 900-1050 when the delayed kicks of the run before
+// land in it (mean 645 against 677).
+//
+// Counting only the shims idle, as refill did before, commands in a row
+// had one shim out whenever a delayed kick landed: refill started a new
+// shim for it, and the one that came back then found the pool full and
+// ended. One command after another (`true`, one worker, 300 commands)
+// started 14 shims that way, 28 starts of the binary where none was
+// needed.
 const refillDelay = 250 * time.Millisecond
 
 func newPool(size int, start func(context.Context) (*warmShim, error), rewarm func(context.Context, *warmShim) error, log *slog.Logger) *pool {
@@ -247,11 +260,23 @@ func (p *pool) idleCount() int {
 	return len(p.idle)
 }
 
-// missing is how many shims the pool lacks, counting those coming back.
+// missing is how many shims the pool lacks, counting those coming back
+// and those taken recently.
 func (p *pool) missing() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.size - len(p.idle) - p.returning
+	return p.size - len(p.idle) - p.returning - p.recent
+}
+
+// recentTake is one take of a shim while it counts in pool.recent.
+type recentTake struct{ over bool }
+
+// forgetLocked stops counting t in p.recent, once. p.mu is held.
+func (p *pool) forgetLocked(t *recentTake) {
+	if t != nil && !t.over {
+		t.over = true
+		p.recent--
+	}
 }
 
 // wake tells the takes waiting that something changed. p.mu is held.
@@ -266,12 +291,16 @@ func (p *pool) wake() {
 // known, so that whoever sees the status and then closes the executor finds
 // the shim counted. false: the shim is to end (the pool is full and no take
 // waits, the pool is closed, or there is none).
-func (p *pool) reserve() bool {
+func (p *pool) reserve(ws *warmShim) bool {
 	if p == nil {
 		return false
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if ws != nil {
+		p.forgetLocked(ws.taken)
+		ws.taken = nil
+	}
 	if p.closed || len(p.idle)+p.returning >= p.size+p.waiting {
 		return false
 	}
@@ -297,6 +326,7 @@ func (p *pool) recycle(ws *warmShim, reserved bool) {
 	keep := err == nil && !p.closed && len(p.idle) < p.size+p.waiting
 	if keep {
 		p.idle = append(p.idle, ws)
+		p.lastBack = time.Now()
 	}
 	// Wake the takes waiting for it, or for it to have failed.
 	p.wake()
@@ -312,11 +342,22 @@ func (p *pool) recycle(ws *warmShim, reserved bool) {
 }
 
 // returnWait bounds how long a take that finds the pool empty waits for a
-// shim coming back before it starts cold. A shim comes back within at most
-// one start of the devops binary (a new init's) and a cold start costs two:
-// under load, where takes find the pool empty while processes end all the
-// time, waiting lets shims run one command after another.
-const returnWait = 100 * time.Millisecond
+// shim coming back (one whose process ended, or one taken less than
+// refillDelay ago, whose short command may end any moment) before it
+// starts cold, counted from the take or from the last shim that came back,
+// whichever is later: while shims keep coming back a take waits its turn,
+// up to returnWaitMax. A shim comes back within at most one start of the
+// devops binary (a new init's) and a cold start costs two, ~130 ms of CPU
+// each on this project's 2-core VM under load: in a burst of short
+// commands, waiting lets a few shims run them one after another. Before,
+// a take waited only for shims whose process had ended, and only 100 ms
+// from its own start: 32 `true` at once on one worker started about a
+// third of them cold, 44-57 commands a second (300 in a row, two runs)
+// against 96-112 now.
+const (
+	returnWait    = 100 * time.Millisecond
+	returnWaitMax = time.Second
+)
 
 // coldParallel is the least number of cold starts under way that take
 // allows at once; it allows one per core of the machine. The takes past
@@ -329,10 +370,10 @@ const returnWait = 100 * time.Millisecond
 const coldParallel = 2
 
 // take returns an idle shim that is still there, oldest first, and has the
-// pool refilled: at once when it is empty, else after refillDelay. With
+// pool refilled after refillDelay if the shim's process still runs. With
 // none idle it returns nil and a func to call once the caller's cold start
-// ended (started or not): some coming back (recycle) are waited for up to
-// returnWait first, and with coldParallel cold starts under way it waits
+// ended (started or not): shims coming back are waited for first (see
+// returnWait), and with coldParallel cold starts under way it waits
 // for one of those to end or a shim to land in the pool. It gives up when
 // ctx ends, with ctx's error.
 func (p *pool) take(ctx context.Context) (*warmShim, func(), error) {
@@ -342,7 +383,7 @@ func (p *pool) take(ctx context.Context) (*warmShim, func(), error) {
 	var ws *warmShim
 	var gone []*warmShim
 	cold := false
-	deadline := time.Now().Add(returnWait)
+	begun := time.Now()
 	p.mu.Lock()
 	for {
 		for len(p.idle) > 0 && ws == nil {
@@ -357,8 +398,8 @@ func (p *pool) take(ctx context.Context) (*warmShim, func(), error) {
 		if ws != nil {
 			break
 		}
-		wait := time.Until(deadline)
-		forReturn := p.returning > 0 && wait > 0
+		wait := min(time.Until(latest(begun, p.lastBack).Add(returnWait)), time.Until(begun.Add(returnWaitMax)))
+		forReturn := (p.returning > 0 || p.recent > 0) && wait > 0
 		if !forReturn && (p.cold < p.coldMax || p.closed) {
 			p.cold++
 			cold = true
@@ -393,19 +434,17 @@ func (p *pool) take(ctx context.Context) (*warmShim, func(), error) {
 		extra = slices.Clone(p.idle[p.size:])
 		p.idle = p.idle[:p.size]
 	}
-	now := len(p.idle) == 0
-	delay := !now && !p.delayed
-	if delay {
-		p.delayed = true
+	var t *recentTake
+	if ws != nil {
+		t = &recentTake{}
+		ws.taken = t
+		p.recent++
 	}
 	p.mu.Unlock()
-	switch {
-	case now:
-		p.kickRefill()
-	case delay:
+	if t != nil {
 		p.later(refillDelay, func() {
 			p.mu.Lock()
-			p.delayed = false
+			p.forgetLocked(t)
 			p.mu.Unlock()
 			p.kickRefill()
 		})
@@ -420,6 +459,14 @@ func (p *pool) take(ctx context.Context) (*warmShim, func(), error) {
 		return nil, p.coldEnded, nil
 	}
 	return nil, nil, fmt.Errorf("wait for a shim: %w", ctx.Err())
+}
+
+// latest is the later of a and b.
+func latest(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
 }
 
 // coldEnded is what take returns for the caller to call once its cold
@@ -475,6 +522,9 @@ type warmShim struct {
 	cfg     *os.File // the process's config goes here; EOF ends the shim
 	ready   *os.File
 	answers *json.Decoder // on ready: first the warm-up, then the start
+	// taken is the take that handed it out while it counts in pool.recent
+	// (pool.mu).
+	taken *recentTake
 }
 
 // startWarmShim starts a shim with no process yet and waits until it has

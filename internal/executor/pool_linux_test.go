@@ -449,8 +449,10 @@ func TestPoolCloseWaitsForReturns(t *testing.T) {
 	}
 }
 
-// TestPoolStaysWithinSize: a take that empties the pool refills it at once,
-// and the shim of the process then comes back too: one of them goes.
+// TestPoolStaysWithinSize: a take that empties the pool, and the shim of
+// the process comes back (or, where the kick after refillDelay came first,
+// a new one is started and the one coming back goes): one shim in the
+// pool.
 func TestPoolStaysWithinSize(t *testing.T) {
 	e := newExecutorConfig(t, executor.Config{WarmShims: 1})
 	waitWarm(t, e, 1)

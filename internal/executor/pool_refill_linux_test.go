@@ -5,93 +5,117 @@ import (
 	"errors"
 	"log/slog"
 	"os"
-	"sync"
+	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 )
 
-// TestTakeDelaysRefill: a take that leaves a warm shim in the pool has it
-// refilled after refillDelay; a take that empties it, at once.
+// TestTakeDelaysRefill: a shim taken counts as coming back for
+// refillDelay: the pool is refilled for it only if it has not come back by
+// then, even when the take emptied the pool.
 func TestTakeDelaysRefill(t *testing.T) {
-	var mu sync.Mutex
-	var files []*os.File
-	var later []time.Duration
-	starts := make(chan struct{}, 8)
-	start := func(context.Context) (*warmShim, error) {
-		r, w, err := os.Pipe() // never readable: the fake shim has not exited
-		if err != nil {
-			return nil, err
+	synctest.Test(t, func(t *testing.T) {
+		var starts atomic.Int32
+		start := func(context.Context) (*warmShim, error) {
+			starts.Add(1)
+			return fakeShim(t), nil
 		}
-		mu.Lock()
-		files = append(files, r, w)
-		mu.Unlock()
-		starts <- struct{}{}
-		return &warmShim{pidfd: int(r.Fd())}, nil
-	}
-	p := newPool(2, start, nil, slog.New(slog.DiscardHandler))
-	var delayed func()
-	p.later = func(d time.Duration, f func()) {
-		mu.Lock()
-		defer mu.Unlock()
-		later, delayed = append(later, d), f
-	}
-	t.Cleanup(func() {
-		p.cancel()
-		<-p.done
-		for _, f := range files {
-			f.Close()
+		rewarm := func(context.Context, *warmShim) error { return nil }
+		p := newPool(2, start, rewarm, slog.New(slog.DiscardHandler))
+		t.Cleanup(func() {
+			p.cancel()
+			<-p.done
+		})
+		synctest.Wait()
+		if n := starts.Load(); n != 2 || p.idleCount() != 2 {
+			t.Fatalf("a new pool of 2 started %d shims, %d idle", n, p.idleCount())
+		}
+		taken := func() *warmShim {
+			t.Helper()
+			ws, _, _ := p.take(t.Context())
+			if ws == nil {
+				t.Fatal("take from a pool with shims = nil")
+			}
+			return ws
+		}
+		later := func(what string, want int32) {
+			t.Helper()
+			synctest.Wait()
+			if n := starts.Load() - 2; n != want {
+				t.Errorf("%s: refill started %d shims, want %d", what, n, want)
+			}
+		}
+		// Commands in a row: each shim comes back before the next take.
+		a := taken()
+		time.Sleep(refillDelay / 25)
+		p.recycle(a, p.reserve(a))
+		time.Sleep(refillDelay - 2*refillDelay/25)
+		taken() // b, the other shim, taken just before a's kick
+		time.Sleep(2 * refillDelay / 25)
+		later("a's kick, with b taken just before", 0)
+		// b's command runs on past refillDelay: it is replaced.
+		time.Sleep(refillDelay)
+		later("b's kick, b still out", 1)
+		if n := p.idleCount(); n != 2 {
+			t.Errorf("%d shims idle, want 2 (a and b's replacement)", n)
+		}
+		// Both taken at once: the pool is empty, and refilled only for
+		// the shim still out after refillDelay.
+		c := taken()
+		taken()
+		later("a take emptied the pool", 1)
+		time.Sleep(refillDelay / 2)
+		p.recycle(c, p.reserve(c))
+		time.Sleep(refillDelay)
+		later("after refillDelay, one of the two back", 2)
+	})
+}
+
+// TestTakeWaitsWhileShimsComeBack: a take that finds the pool empty waits
+// while shims keep coming back (for other takes), until returnWait passed
+// since the last one, or returnWaitMax since it began; then it starts cold.
+func TestTakeWaitsWhileShimsComeBack(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		p := stuckPool(t, 1) // its taken shims never stop counting as coming back
+		p.recycle(fakeShim(t), p.reserve(nil))
+		if ws, _, _ := p.take(t.Context()); ws == nil {
+			t.Fatal("take from a pool of one = nil")
+		}
+		// Another take came and went meanwhile: what waiting sees of it.
+		cameBack := func() {
+			p.mu.Lock()
+			p.lastBack = time.Now()
+			p.mu.Unlock()
+		}
+		// wait has a take wait for a shim while shims come back back times,
+		// returnWait*9/10 apart, and returns how long it waited.
+		wait := func(back int) time.Duration {
+			begun := time.Now()
+			got := make(chan time.Duration, 1)
+			go func() {
+				ws, ended, err := p.take(t.Context())
+				if ws != nil || err != nil {
+					t.Errorf("take = %v, %v; want a cold start", ws, err)
+				}
+				got <- time.Since(begun)
+				if ended != nil {
+					ended()
+				}
+			}()
+			for range back {
+				time.Sleep(returnWait * 9 / 10)
+				cameBack()
+			}
+			return <-got
+		}
+		if d, want := wait(4), 4*returnWait*9/10+returnWait; d != want {
+			t.Errorf("a take with shims coming back 4 times, then none, started cold after %v, want %v", d, want)
+		}
+		if d := wait(20); d != returnWaitMax {
+			t.Errorf("a take with shims coming back all the time started cold after %v, want returnWaitMax (%v)", d, returnWaitMax)
 		}
 	})
-	waitStarts := func(n int) {
-		t.Helper()
-		for range n {
-			select {
-			case <-starts:
-			case <-time.After(10 * time.Second):
-				t.Fatalf("refill started no shim within 10s")
-			}
-		}
-		deadline := time.Now().Add(10 * time.Second)
-		for p.missing() > 0 {
-			if time.Now().After(deadline) {
-				t.Fatalf("pool lacks %d shims 10s after their start", p.missing())
-			}
-			time.Sleep(time.Millisecond)
-		}
-	}
-	waitStarts(2)
-
-	if ws, _, _ := p.take(t.Context()); ws == nil {
-		t.Fatal("take from a full pool = nil")
-	}
-	mu.Lock()
-	if len(later) != 1 || later[0] != refillDelay {
-		t.Errorf("a take leaving one shim scheduled %v, want one kick after %v", later, refillDelay)
-	}
-	mu.Unlock()
-	if len(starts) != 0 {
-		t.Errorf("a take leaving one shim started a refill at once")
-	}
-
-	if ws, _, _ := p.take(t.Context()); ws == nil {
-		t.Fatal("take of the last shim = nil")
-	}
-	waitStarts(2) // at once: the pool was empty
-	mu.Lock()
-	if len(later) != 1 {
-		t.Errorf("a take emptying the pool scheduled a delayed kick too: %v", later)
-	}
-	f := delayed
-	mu.Unlock()
-	f() // the first take's kick, late: nothing is missing
-	if ws, _, _ := p.take(t.Context()); ws == nil {
-		t.Fatal("take from a refilled pool = nil")
-	}
-	mu.Lock()
-	if len(later) != 2 {
-		t.Errorf("after the delayed kick ran, a take scheduled %d kicks in all, want 2", len(later))
-	}
-	mu.Unlock()
 }
 
 // stuckPool is a pool of size whose refill never gets a shim: it stays
@@ -192,10 +216,10 @@ func TestTakeWaitingBringsShimsBack(t *testing.T) {
 	p := stuckPool(t, 1)
 	p.coldMax = 1
 	_, ended, _ := p.take(t.Context())
-	if !p.reserve() {
+	if !p.reserve(nil) {
 		t.Fatal("reserve for an empty pool = false")
 	}
-	if p.reserve() {
+	if p.reserve(nil) {
 		t.Fatal("reserve past the pool's size with no take waiting = true")
 	}
 	got := make(chan *warmShim, 1)
@@ -208,7 +232,7 @@ func TestTakeWaitingBringsShimsBack(t *testing.T) {
 		defer p.mu.Unlock()
 		return p.waiting == 1
 	})
-	if !p.reserve() {
+	if !p.reserve(nil) {
 		t.Fatal("reserve past the pool's size with a take waiting = false")
 	}
 	first, second := fakeShim(t), fakeShim(t)

@@ -455,7 +455,7 @@ func (p *Process) watchShim() {
 		if fds[0].Revents == 0 && readJSON(filepath.Join(h.dir, ExitFile), &st) == nil {
 			// Before the status is out: an executor closed by whoever saw
 			// it waits for a shim on its way back.
-			reserved := word.Ended && h.pool.reserve()
+			reserved := word.Ended && h.pool.reserve(h.back)
 			p.end(st)
 			ended = true
 			if word.Ended {
