@@ -46,11 +46,17 @@ func (o *output) copy(stdout, stderr *os.File) {
 // drain reads one pipe until EOF. It keeps reading past the limit and past
 // a failing writer so the process never blocks on a full pipe.
 func (o *output) drain(i int) {
-	buf := make([]byte, readBuffer)
+	// Small until a read fills it: most commands write little, and two
+	// buffers of readBuffer per command were half a MiB to zero and
+	// collect in a shim that runs one command after another.
+	buf := make([]byte, 4<<10)
 	for {
 		n, err := o.pipe[i].Read(buf)
 		if n > 0 {
 			o.write(i, buf[:n])
+		}
+		if n == len(buf) && len(buf) < readBuffer {
+			buf = make([]byte, readBuffer)
 		}
 		if err != nil {
 			if !errors.Is(err, io.EOF) && !errors.Is(err, os.ErrClosed) {
