@@ -137,15 +137,19 @@ type pool struct {
 	// has not ended: most commands are short, and such a shim is likely
 	// to come back, so refill does not replace it yet (see refillDelay).
 	recent    int
+	out       int       // shims taken whose process has not ended
 	returning int       // shims whose process ended, readying their init again
 	lastBack  time.Time // when a shim whose process ended last landed in idle
 	waiting   int       // takes waiting for a shim: shims that end come back for them
 	cold      int       // cold starts under way that take allowed
 	coldMax   int       // how many it allows at once (coldParallel)
-	// changed is closed (and replaced) when a take may find what it waits
-	// for: a shim landed in idle, or a cold start ended.
-	changed chan struct{}
-	closed  bool
+	// queue holds the takes waiting, in the order they began to: a shim
+	// that lands in idle goes to the first. Woken all at once, the last
+	// of 30 takes waiting could lose every race for a second and start
+	// cold (~130 ms of CPU on a 2-core VM), and each shim coming back
+	// woke all of them.
+	queue  []*waiter
+	closed bool
 	// returns counts the shims reserve let come back; close waits for them.
 	returns sync.WaitGroup
 }
@@ -175,7 +179,7 @@ const refillDelay = 250 * time.Millisecond
 
 func newPool(size int, start func(context.Context) (*warmShim, error), rewarm func(context.Context, *warmShim) error, log *slog.Logger) *pool {
 	ctx, cancel := context.WithCancel(context.Background())
-	p := &pool{size: size, start: start, rewarm: rewarm, log: log, ctx: ctx, cancel: cancel, coldMax: max(coldParallel, runtime.NumCPU()), kick: make(chan struct{}, 1), done: make(chan struct{}), changed: make(chan struct{}), later: func(d time.Duration, f func()) { time.AfterFunc(d, f) }}
+	p := &pool{size: size, start: start, rewarm: rewarm, log: log, ctx: ctx, cancel: cancel, coldMax: max(coldParallel, runtime.NumCPU()), kick: make(chan struct{}, 1), done: make(chan struct{}), later: func(d time.Duration, f func()) { time.AfterFunc(d, f) }}
 	go p.refill(ctx)
 	return p
 }
@@ -240,7 +244,7 @@ func (p *pool) refill(ctx context.Context) {
 			full := len(p.idle) >= p.size
 			if !full {
 				p.idle = append(p.idle, r.ws)
-				p.wake()
+				p.wakeFirstLocked()
 			}
 			p.mu.Unlock()
 			if full {
@@ -268,6 +272,27 @@ func (p *pool) missing() int {
 	return p.size - len(p.idle) - p.returning - p.recent
 }
 
+// ended says that the process of ws, taken from p, ended and ws will not
+// come back (see reserve for one that may). Nil p or ws: nothing to do.
+func (p *pool) ended(ws *warmShim) {
+	if p == nil || ws == nil {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.endedLocked(ws)
+}
+
+// endedLocked stops counting ws as out and as taken recently. p.mu is held.
+func (p *pool) endedLocked(ws *warmShim) {
+	p.forgetLocked(ws.taken)
+	ws.taken = nil
+	if ws.out {
+		ws.out = false
+		p.out--
+	}
+}
+
 // recentTake is one take of a shim while it counts in pool.recent.
 type recentTake struct{ over bool }
 
@@ -279,10 +304,32 @@ func (p *pool) forgetLocked(t *recentTake) {
 	}
 }
 
-// wake tells the takes waiting that something changed. p.mu is held.
-func (p *pool) wake() {
-	close(p.changed)
-	p.changed = make(chan struct{})
+// waiter is a take waiting in pool.queue.
+type waiter struct {
+	wake chan struct{} // cap 1: look again
+}
+
+// wakeFirstLocked has the first take in line look again: a shim landed in
+// idle, or the first changed. p.mu is held.
+func (p *pool) wakeFirstLocked() {
+	if len(p.queue) > 0 {
+		p.queue[0].poke()
+	}
+}
+
+// wakeAllLocked has every take waiting look again: a cold start ended,
+// which any of them may begin, or the pool closed. p.mu is held.
+func (p *pool) wakeAllLocked() {
+	for _, w := range p.queue {
+		w.poke()
+	}
+}
+
+func (w *waiter) poke() {
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
 }
 
 // reserve lets a shim whose process ended come back (see shimRounds) when
@@ -298,8 +345,7 @@ func (p *pool) reserve(ws *warmShim) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if ws != nil {
-		p.forgetLocked(ws.taken)
-		ws.taken = nil
+		p.endedLocked(ws)
 	}
 	if p.closed || len(p.idle)+p.returning >= p.size+p.waiting {
 		return false
@@ -328,8 +374,12 @@ func (p *pool) recycle(ws *warmShim, reserved bool) {
 		p.idle = append(p.idle, ws)
 		p.lastBack = time.Now()
 	}
-	// Wake the takes waiting for it, or for it to have failed.
-	p.wake()
+	if keep {
+		p.wakeFirstLocked()
+	} else {
+		// Those waiting for it to come back look again.
+		p.wakeAllLocked()
+	}
 	p.mu.Unlock()
 	if keep {
 		return
@@ -342,9 +392,9 @@ func (p *pool) recycle(ws *warmShim, reserved bool) {
 }
 
 // returnWait bounds how long a take that finds the pool empty waits for a
-// shim coming back (one whose process ended, or one taken less than
-// refillDelay ago, whose short command may end any moment) before it
-// starts cold, counted from the take or from the last shim that came back,
+// shim coming back (one whose process ended, or, while the machine's cores
+// are busy with them, one taken less than refillDelay ago, whose short
+// command may end any moment) before it starts cold, counted from the take or from the last shim that came back,
 // whichever is later: while shims keep coming back a take waits its turn,
 // up to returnWaitMax. A shim comes back within at most one start of the
 // devops binary (a new init's) and a cold start costs two, ~130 ms of CPU
@@ -384,9 +434,10 @@ func (p *pool) take(ctx context.Context) (*warmShim, func(), error) {
 	var gone []*warmShim
 	cold := false
 	begun := time.Now()
+	var me *waiter // in p.queue while this take waits
 	p.mu.Lock()
 	for {
-		for len(p.idle) > 0 && ws == nil {
+		for len(p.idle) > 0 && ws == nil && (len(p.queue) == 0 || p.queue[0] == me) {
 			w := p.idle[0]
 			p.idle = p.idle[1:]
 			if w.exited() {
@@ -399,7 +450,11 @@ func (p *pool) take(ctx context.Context) (*warmShim, func(), error) {
 			break
 		}
 		wait := min(time.Until(latest(begun, p.lastBack).Add(returnWait)), time.Until(begun.Add(returnWaitMax)))
-		forReturn := (p.returning > 0 || p.recent > 0) && wait > 0
+		// A shim whose process ended lands in idle within milliseconds;
+		// one taken recently is worth waiting for only while as many
+		// commands, or cold starts, as the machine has cores keep it
+		// busy: below that a cold start runs on a core that would idle.
+		forReturn := wait > 0 && (p.returning > 0 || p.recent > 0 && p.out+p.cold >= p.coldMax)
 		if !forReturn && (p.cold < p.coldMax || p.closed) {
 			p.cold++
 			cold = true
@@ -408,8 +463,11 @@ func (p *pool) take(ctx context.Context) (*warmShim, func(), error) {
 		if ctx.Err() != nil {
 			break
 		}
-		changed := p.changed
-		p.waiting++
+		if me == nil {
+			me = &waiter{wake: make(chan struct{}, 1)}
+			p.queue = append(p.queue, me)
+			p.waiting++
+		}
 		p.mu.Unlock()
 		var timeout <-chan time.Time
 		var t *time.Timer
@@ -418,7 +476,7 @@ func (p *pool) take(ctx context.Context) (*warmShim, func(), error) {
 			timeout = t.C
 		}
 		select {
-		case <-changed:
+		case <-me.wake:
 		case <-timeout:
 		case <-ctx.Done():
 		}
@@ -426,7 +484,12 @@ func (p *pool) take(ctx context.Context) (*warmShim, func(), error) {
 			t.Stop()
 		}
 		p.mu.Lock()
+	}
+	if me != nil {
+		p.queue = slices.DeleteFunc(p.queue, func(w *waiter) bool { return w == me })
 		p.waiting--
+		// The next in line may take a shim left idle.
+		p.wakeFirstLocked()
 	}
 	// Shims that came back for takes that then started cold or gave up.
 	var extra []*warmShim
@@ -439,6 +502,8 @@ func (p *pool) take(ctx context.Context) (*warmShim, func(), error) {
 		t = &recentTake{}
 		ws.taken = t
 		p.recent++
+		ws.out = true
+		p.out++
 	}
 	p.mu.Unlock()
 	if t != nil {
@@ -474,7 +539,7 @@ func latest(a, b time.Time) time.Time {
 func (p *pool) coldEnded() {
 	p.mu.Lock()
 	p.cold--
-	p.wake()
+	p.wakeAllLocked()
 	p.mu.Unlock()
 }
 
@@ -495,6 +560,7 @@ func (p *pool) close() {
 	}
 	p.mu.Lock()
 	p.closed = true
+	p.wakeAllLocked()
 	p.mu.Unlock()
 	p.cancel()
 	<-p.done
@@ -525,6 +591,7 @@ type warmShim struct {
 	// taken is the take that handed it out while it counts in pool.recent
 	// (pool.mu).
 	taken *recentTake
+	out   bool // taken, its process not ended: counted in pool.out (pool.mu)
 }
 
 // startWarmShim starts a shim with no process yet and waits until it has

@@ -72,16 +72,26 @@ func TestTakeDelaysRefill(t *testing.T) {
 	})
 }
 
-// TestTakeWaitsWhileShimsComeBack: a take that finds the pool empty waits
-// while shims keep coming back (for other takes), until returnWait passed
-// since the last one, or returnWaitMax since it began; then it starts cold.
+// TestTakeWaitsWhileShimsComeBack: a take that finds the pool empty, with
+// as many shims taken recently as the machine has cores, waits while shims
+// keep coming back (for other takes), until returnWait passed since the
+// last one, or returnWaitMax since it began; then it starts cold. With a
+// core to spare it starts cold at once.
 func TestTakeWaitsWhileShimsComeBack(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		p := stuckPool(t, 1) // its taken shims never stop counting as coming back
+		p.coldMax = 2        // two cores
 		p.recycle(fakeShim(t), p.reserve(nil))
 		if ws, _, _ := p.take(t.Context()); ws == nil {
 			t.Fatal("take from a pool of one = nil")
 		}
+		begun := time.Now()
+		ws, ended, err := p.take(t.Context())
+		if ws != nil || ended == nil || err != nil || time.Since(begun) != 0 {
+			t.Fatalf("take with one shim out and a core to spare = %v, %v, %v after %v; want a cold start at once", ws, ended != nil, err, time.Since(begun))
+		}
+		ended()
+		p.coldMax = 1 // one core, busy with the shim taken
 		// Another take came and went meanwhile: what waiting sees of it.
 		cameBack := func() {
 			p.mu.Lock()
@@ -250,4 +260,40 @@ func TestTakeWaitingBringsShimsBack(t *testing.T) {
 	if n := p.idleCount(); n != 1 {
 		t.Errorf("%d shims idle after the take, want 1", n)
 	}
+}
+
+// TestTakesServedInOrder: shims that come back go to the takes waiting in
+// the order they began to wait.
+func TestTakesServedInOrder(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		p := stuckPool(t, 1) // its taken shims never stop counting as coming back
+		p.coldMax = 1
+		p.recycle(fakeShim(t), p.reserve(nil))
+		if ws, _, _ := p.take(t.Context()); ws == nil {
+			t.Fatal("take from a pool of one = nil")
+		}
+		const takes = 5
+		got := make(chan int, takes)
+		for i := range takes {
+			go func() {
+				if ws, _, _ := p.take(t.Context()); ws != nil {
+					got <- i
+				}
+			}()
+			synctest.Wait() // waiting, after the ones before
+		}
+		for want := range takes {
+			time.Sleep(returnWait / 2)
+			p.recycle(fakeShim(t), p.reserve(nil))
+			synctest.Wait()
+			select {
+			case i := <-got:
+				if i != want {
+					t.Fatalf("shim %d that came back went to take %d, want %d", want, i, want)
+				}
+			default:
+				t.Fatalf("shim %d that came back went to no take", want)
+			}
+		}
+	})
 }

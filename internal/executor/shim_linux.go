@@ -196,7 +196,11 @@ func (e *Executor) startShim(ctx context.Context, id devops.ProcessID, spec devo
 			defer coldEnded()
 			break
 		}
-		if p, err := e.handOff(ws, c); !errors.Is(err, errStale) {
+		p, err := e.handOff(ws, c)
+		if err != nil {
+			e.pool.ended(ws) // it is gone
+		}
+		if !errors.Is(err, errStale) {
 			return p, err
 		}
 	}
@@ -467,6 +471,7 @@ func (p *Process) watchShim() {
 			}
 		}
 		// It will not be given another process.
+		h.pool.ended(h.back)
 		h.back.cfg.Close()
 		h.back.ready.Close()
 	}
