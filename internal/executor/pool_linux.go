@@ -131,7 +131,7 @@ type pool struct {
 	// later runs f after d (time.AfterFunc; tests replace it).
 	later func(d time.Duration, f func())
 
-	mu   sync.Mutex // protects the fields below and warmShim.taken
+	mu   sync.Mutex // protects the fields below, warmShim.taken and warmShim.out
 	idle []*warmShim
 	// recent counts shims taken less than refillDelay ago whose process
 	// has not ended: most commands are short, and such a shim is likely
@@ -140,11 +140,11 @@ type pool struct {
 	out       int       // shims taken whose process has not ended
 	returning int       // shims whose process ended, readying their init again
 	lastBack  time.Time // when a shim whose process ended last landed in idle
-	waiting   int       // takes waiting for a shim: shims that end come back for them
 	cold      int       // cold starts under way that take allowed
 	coldMax   int       // how many it allows at once (coldParallel)
-	// queue holds the takes waiting, in the order they began to: a shim
-	// that lands in idle goes to the first. Woken all at once, the last
+	// queue holds the takes waiting for a shim, in the order they began
+	// to: a shim that lands in idle goes to the first, and shims whose
+	// process ended come back for them even past the pool's size. Woken all at once, the last
 	// of 30 takes waiting could lose every race for a second and start
 	// cold (~130 ms of CPU on a 2-core VM), and each shim coming back
 	// woke all of them.
@@ -347,7 +347,7 @@ func (p *pool) reserve(ws *warmShim) bool {
 	if ws != nil {
 		p.endedLocked(ws)
 	}
-	if p.closed || len(p.idle)+p.returning >= p.size+p.waiting {
+	if p.closed || len(p.idle)+p.returning >= p.size+len(p.queue) {
 		return false
 	}
 	p.returning++
@@ -369,7 +369,7 @@ func (p *pool) recycle(ws *warmShim, reserved bool) {
 	err := p.rewarm(p.ctx, ws)
 	p.mu.Lock()
 	p.returning--
-	keep := err == nil && !p.closed && len(p.idle) < p.size+p.waiting
+	keep := err == nil && !p.closed && len(p.idle) < p.size+len(p.queue)
 	if keep {
 		p.idle = append(p.idle, ws)
 		p.lastBack = time.Now()
@@ -466,7 +466,6 @@ func (p *pool) take(ctx context.Context) (*warmShim, func(), error) {
 		if me == nil {
 			me = &waiter{wake: make(chan struct{}, 1)}
 			p.queue = append(p.queue, me)
-			p.waiting++
 		}
 		p.mu.Unlock()
 		var timeout <-chan time.Time
@@ -487,13 +486,12 @@ func (p *pool) take(ctx context.Context) (*warmShim, func(), error) {
 	}
 	if me != nil {
 		p.queue = slices.DeleteFunc(p.queue, func(w *waiter) bool { return w == me })
-		p.waiting--
 		// The next in line may take a shim left idle.
 		p.wakeFirstLocked()
 	}
 	// Shims that came back for takes that then started cold or gave up.
 	var extra []*warmShim
-	if p.waiting == 0 && len(p.idle) > p.size {
+	if len(p.queue) == 0 && len(p.idle) > p.size {
 		extra = slices.Clone(p.idle[p.size:])
 		p.idle = p.idle[:p.size]
 	}

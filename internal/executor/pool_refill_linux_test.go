@@ -188,7 +188,7 @@ func TestTakeLimitsColdStarts(t *testing.T) {
 	waitFor(t, "waiting", func() bool {
 		p.mu.Lock()
 		defer p.mu.Unlock()
-		return p.waiting == 1
+		return len(p.queue) == 1
 	})
 	select {
 	case <-second:
@@ -240,7 +240,7 @@ func TestTakeWaitingBringsShimsBack(t *testing.T) {
 	waitFor(t, "waiting", func() bool {
 		p.mu.Lock()
 		defer p.mu.Unlock()
-		return p.waiting == 1
+		return len(p.queue) == 1
 	})
 	if !p.reserve(nil) {
 		t.Fatal("reserve past the pool's size with a take waiting = false")
