@@ -332,9 +332,9 @@ func (w *waiter) poke() {
 	}
 }
 
-// reserve lets a shim whose process ended come back (see shimRounds) when
-// the pool lacks one or a take waits for one, counting it as on its way
-// back: close waits for it. It is asked before the process's status is
+// reserve lets ws, a shim whose process ended, come back (see shimRounds)
+// when the pool lacks one or a take waits for one, counting it as on its
+// way back: close waits for it. Either way ws no longer counts as out. It is asked before the process's status is
 // known, so that whoever sees the status and then closes the executor finds
 // the shim counted. false: the shim is to end (the pool is full and no take
 // waits, the pool is closed, or there is none).
