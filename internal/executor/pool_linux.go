@@ -34,8 +34,7 @@ package executor
 // taken counts as on its way back for refillDelay: most commands are
 // short. A take that finds the pool empty while shims are on their way
 // back waits for one (returnWait); with none on its way back it starts
-// cold rather than wait
-// for the new shim the refill is starting: the cold start runs on another
+// cold rather than wait for the new shim the refill is starting: the cold start runs on another
 // core beside it, where waiting would serialise the two (tried: commands
 // run one after another took 17 ms to first byte against 10). But only so
 // many cold starts at once (coldParallel): in a burst the takes past them
@@ -144,10 +143,10 @@ type pool struct {
 	coldMax   int       // how many it allows at once (coldParallel)
 	// queue holds the takes waiting for a shim, in the order they began
 	// to: a shim that lands in idle goes to the first, and shims whose
-	// process ended come back for them even past the pool's size. Woken all at once, the last
-	// of 30 takes waiting could lose every race for a second and start
-	// cold (~130 ms of CPU on a 2-core VM), and each shim coming back
-	// woke all of them.
+	// process ended come back for them even past the pool's size. Woken
+	// all at once, the last of 30 takes waiting could lose every race for
+	// a second and start cold (~130 ms of CPU on a 2-core VM), and each
+	// shim coming back woke all of them.
 	queue  []*waiter
 	closed bool
 	// returns counts the shims reserve let come back; close waits for them.
@@ -334,10 +333,11 @@ func (w *waiter) poke() {
 
 // reserve lets ws, a shim whose process ended, come back (see shimRounds)
 // when the pool lacks one or a take waits for one, counting it as on its
-// way back: close waits for it. Either way ws no longer counts as out. It is asked before the process's status is
-// known, so that whoever sees the status and then closes the executor finds
-// the shim counted. false: the shim is to end (the pool is full and no take
-// waits, the pool is closed, or there is none).
+// way back: close waits for it. Either way ws no longer counts as out. It
+// is asked before the process's status is known, so that whoever sees the
+// status and then closes the executor finds the shim counted. false: the
+// shim is to end (the pool is full and no take waits, the pool is closed,
+// or there is none).
 func (p *pool) reserve(ws *warmShim) bool {
 	if p == nil {
 		return false
@@ -373,8 +373,6 @@ func (p *pool) recycle(ws *warmShim, reserved bool) {
 	if keep {
 		p.idle = append(p.idle, ws)
 		p.lastBack = time.Now()
-	}
-	if keep {
 		p.wakeFirstLocked()
 	} else {
 		// Those waiting for it to come back look again.
@@ -394,9 +392,9 @@ func (p *pool) recycle(ws *warmShim, reserved bool) {
 // returnWait bounds how long a take that finds the pool empty waits for a
 // shim coming back (one whose process ended, or, while the machine's cores
 // are busy with them, one taken less than refillDelay ago, whose short
-// command may end any moment) before it starts cold, counted from the take or from the last shim that came back,
-// whichever is later: while shims keep coming back a take waits its turn,
-// up to returnWaitMax. A shim comes back within at most one start of the
+// command may end any moment) before it starts cold, counted from the
+// take or from the last shim that came back, whichever is later: while
+// shims keep coming back a take waits its turn, up to returnWaitMax. A shim comes back within at most one start of the
 // devops binary (a new init's) and a cold start costs two, ~130 ms of CPU
 // each on this project's 2-core VM under load: in a burst of short
 // commands, waiting lets a few shims run them one after another. Before,
@@ -449,7 +447,8 @@ func (p *pool) take(ctx context.Context) (*warmShim, func(), error) {
 		if ws != nil {
 			break
 		}
-		wait := min(time.Until(latest(begun, p.lastBack).Add(returnWait)), time.Until(begun.Add(returnWaitMax)))
+		sinceBegun := time.Since(begun)
+		wait := min(returnWait-min(sinceBegun, time.Since(p.lastBack)), returnWaitMax-sinceBegun)
 		// A shim whose process ended lands in idle within milliseconds;
 		// one taken recently is worth waiting for only while as many
 		// commands, or cold starts, as the machine has cores keep it
@@ -522,14 +521,6 @@ func (p *pool) take(ctx context.Context) (*warmShim, func(), error) {
 		return nil, p.coldEnded, nil
 	}
 	return nil, nil, fmt.Errorf("wait for a shim: %w", ctx.Err())
-}
-
-// latest is the later of a and b.
-func latest(a, b time.Time) time.Time {
-	if b.After(a) {
-		return b
-	}
-	return a
 }
 
 // coldEnded is what take returns for the caller to call once its cold

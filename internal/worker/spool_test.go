@@ -154,3 +154,49 @@ func TestSpoolLargeFrames(t *testing.T) {
 		}
 	}
 }
+
+// TestSpoolGrowsWithOutput follows a spool whose first frame is small (the
+// reader's buffer starts small) and whose next frame, larger than a read,
+// arrives in two writes, a partial frame between them: every byte arrives
+// once, in order.
+func TestSpoolGrowsWithOutput(t *testing.T) {
+	sp, f, done := newTestSpool(t)
+	first := make(chan struct{})
+	var got strings.Builder
+	ended := make(chan error, 1)
+	go func() {
+		var once sync.Once
+		ended <- sp.read(t.Context(), 0, func(c devops.Chunk) error {
+			if c.Offset != int64(got.Len()) {
+				t.Errorf("chunk at %d after %d bytes", c.Offset, got.Len())
+			}
+			got.Write(c.Data)
+			once.Do(func() { close(first) })
+			return nil
+		})
+	}()
+	appendFrame(t, f, devops.Stdout, "x")
+	select {
+	case <-first:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the first frame was not read within 10s")
+	}
+	big := strings.Repeat("b", readSize+4<<10)
+	frame := make([]byte, executor.FrameHeader, executor.FrameHeader+len(big))
+	frame[0] = byte(devops.Stdout)
+	binary.BigEndian.PutUint32(frame[1:], uint32(len(big)))
+	frame = append(frame, big...)
+	for _, part := range [][]byte{frame[:3<<10], frame[3<<10:]} {
+		if _, err := f.Write(part); err != nil {
+			t.Fatal(err)
+		}
+	}
+	appendFrame(t, f, devops.Stdout, "end")
+	close(done)
+	if err := <-ended; err != nil {
+		t.Fatal(err)
+	}
+	if want := "x" + big + "end"; got.String() != want {
+		t.Errorf("read %d bytes, want %d (or the bytes differ)", got.Len(), len(want))
+	}
+}
