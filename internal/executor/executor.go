@@ -204,6 +204,7 @@ type Process struct {
 	shim *shimHandle
 
 	exited  chan struct{} // closed once the main process (or init) exited
+	ended   chan struct{} // closed once status is set: done, or before it for a shim's (Ended)
 	done    chan struct{} // closed once status is final (and, but for statusFirst, cleanup ran)
 	cleaned chan struct{} // closed once the cgroup and the directory are removed (by run; nil for a shim's handle)
 	wg      sync.WaitGroup
@@ -392,6 +393,7 @@ func (e *Executor) newProcess(id devops.ProcessID, spec devops.Spec, home string
 
 		statusFirst: e.statusFirst,
 	}
+	p.ended = p.done
 	p.out = newOutput(stdout, stderr, spec.Limits.MaxOutputBytes, log)
 	return p
 }
@@ -574,6 +576,19 @@ func (p *Process) Pid() int { return p.pid }
 
 // Done is closed once Wait would return without blocking.
 func (p *Process) Done() <-chan struct{} { return p.done }
+
+// Ended is closed once Status has the process's status: when Done is, or
+// before it for a supervised process whose shim has told how it ended but
+// not yet put that on disk (it still writes into the process's directory
+// until Done).
+func (p *Process) Ended() <-chan struct{} { return p.ended }
+
+// Status returns how the process ended, once Ended is closed.
+func (p *Process) Status() devops.ExitStatus {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.status
+}
 
 // Wait blocks until the command, all its children and the copy of all its
 // output are done, then returns how it ended. Any number of goroutines may

@@ -355,6 +355,17 @@ func (p *pool) reserve(ws *warmShim) bool {
 	return true
 }
 
+// unreserve gives back what reserve took for a shim that will not come
+// back after all.
+func (p *pool) unreserve() {
+	p.mu.Lock()
+	p.returning--
+	// Those waiting for it to come back look again.
+	p.wakeAllLocked()
+	p.mu.Unlock()
+	p.returns.Done()
+}
+
 // recycle takes back a shim whose process ended: reserved (by reserve), it
 // readies its init again (the same one when it stayed, else a new one: one
 // start of the devops binary where a new shim costs two) and waits in the

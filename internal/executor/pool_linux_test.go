@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -327,6 +328,62 @@ func TestPoolAdopt(t *testing.T) {
 	if st := waitEnd(t, q, 10*time.Second); st.State != devops.StateTerminated || st.Signal != int(syscall.SIGTERM) {
 		t.Errorf("status = %+v, want TERMINATED by SIGTERM", st)
 	}
+}
+
+// TestStatusBeforeDisk: a shim tells how its process ended before it has
+// put that on disk. A FIFO where the shim writes its status file holds it
+// up (its open waits for a reader): Ended and the status come, with all
+// the output in the file, while Done waits for the shim to be past it.
+// The write then fails (a FIFO cannot be synced), so the shim does not
+// come back: the pool starts another.
+func TestStatusBeforeDisk(t *testing.T) {
+	e := newExecutorConfig(t, executor.Config{WarmShims: 1})
+	waitWarm(t, e, 1)
+	shims, _ := executor.WarmShims(e)
+	dir := filepath.Join(t.TempDir(), "held")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	fifo := filepath.Join(dir, executor.ExitFile+".tmp"+strconv.Itoa(shims[0]))
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p, err := e.StartSupervised(t.Context(), "held", devops.Spec{Argv: []string{"sh", "-c", "echo hi; exit 3"}}, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-p.Ended():
+	case <-time.After(10 * time.Second):
+		t.Fatal("no status while the shim is held up writing it")
+	}
+	if st := p.Status(); st.State != devops.StateFailed || st.Code != 3 {
+		t.Errorf("status = %+v, want exit 3", st)
+	}
+	if o, _ := readFrames(t, dir); o != "hi\n" {
+		t.Errorf("output when the status came: %q", o)
+	}
+	select {
+	case <-p.Done():
+		t.Fatal("Done while the shim is still writing the status")
+	default:
+	}
+	f, err := os.Open(fifo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var onDisk devops.ExitStatus
+	err = json.NewDecoder(f).Decode(&onDisk)
+	f.Close()
+	if err != nil || onDisk.Code != 3 {
+		t.Errorf("the shim wrote %+v (%v)", onDisk, err)
+	}
+	waitEnd(t, p, 10*time.Second)
+	waitFor(t, "a new shim in the pool", 30*time.Second, func() bool {
+		now, _ := executor.WarmShims(e)
+		return len(now) == 1 && now[0] != shims[0]
+	})
+	waitFor(t, "the shim that could not write its status to end", 10*time.Second, func() bool { return !alive(shims[0]) })
 }
 
 // TestPoolReusesShim: a shim whose process ended starts an init again and

@@ -123,9 +123,16 @@ type shimReady struct {
 	// Stale: a warm shim could not take the process and started nothing
 	// of it (its init ended meanwhile, or the machine's settings changed).
 	Stale bool `json:"stale,omitempty"`
-	// Ended: a shim that may run another process says that its process's
-	// exit status is on disk, where any other shim closes the pipe. It then
-	// waits on its config pipe for the worker's word (shimRounds).
+	// Status: the process ended so, and all its output is in the output
+	// file. The output and the status are not on disk yet (exit.json):
+	// the shim puts them there next, then says Ended, or closes the pipe.
+	Status *devops.ExitStatus `json:"status,omitempty"`
+	// Back, with Status: the shim may run another process, and will say
+	// Ended rather than close the pipe.
+	Back bool `json:"back,omitempty"`
+	// Ended: after a Status with Back, the output and the status are on
+	// disk and the shim waits on its config pipe for the worker's word
+	// (shimRounds).
 	Ended bool `json:"ended,omitempty"`
 }
 
@@ -283,8 +290,8 @@ func (e *Executor) newShimConfig(id devops.ProcessID, spec devops.Spec, pr prepa
 // answered ready; err is why its answer could not be read. A shim that did
 // not start the process is killed and reaped, and the error says why.
 // pooled says the shim came warm from the pool. The Process keeps ws's
-// pipes: the shim says on ready once the exit status is on disk, and one
-// that may run another process waits on its config pipe then (see
+// pipes: the shim says on ready how the process ended, and one that may
+// run another process waits on its config pipe then (see
 // watchShim).
 func (e *Executor) shimAnswered(c shimConfig, ws *warmShim, pooled bool, ready shimReady, err error) (*Process, error) {
 	pid, pidfd := ws.pid, ws.pidfd
@@ -357,6 +364,7 @@ func (e *Executor) adoptEnded(id devops.ProcessID, dir string, st shimState, log
 		e.removeLeftovers(st, log)
 	}
 	p := &Process{id: id, log: log, dir: st.Home, pid: st.InitPid, started: st.StartedAt, exited: make(chan struct{}), done: make(chan struct{})}
+	p.ended = p.done
 	p.status = status
 	close(p.exited)
 	close(p.done)
@@ -430,44 +438,39 @@ func shimRunning(st shimState) bool {
 }
 
 func newShimProcess(id devops.ProcessID, spec devops.Spec, log *slog.Logger, home string, pid int, h *shimHandle) *Process {
-	p := &Process{id: id, spec: spec, log: log, dir: home, pid: pid, shim: h, started: time.Now(), exited: make(chan struct{}), done: make(chan struct{})}
+	p := &Process{id: id, spec: spec, log: log, dir: home, pid: pid, shim: h, started: time.Now(), exited: make(chan struct{}), ended: make(chan struct{}), done: make(chan struct{})}
 	go p.watchShim()
 	return p
 }
 
-// watchShim waits for the shim to end and reads the status it left: as
-// soon as the shim says it is on disk (a word or EOF on its ready pipe),
-// else when the shim ends. A shim that said so with a word may run another
-// process: it goes back to the pool (recycle). It is owned by the Process
-// and ends with the shim, or once the shim went back.
+// watchShim waits for the process's status: the shim's word on its ready
+// pipe, else what the shim left on disk when it ended. Once the shim has
+// the status on disk too (its next word, or its pipe's close), the shim
+// goes back to the pool (recycle) when its word said it would. It is owned
+// by the Process and ends with the shim, or once the shim went back.
 func (p *Process) watchShim() {
 	h := p.shim
 	ended := false
 	if h.back != nil {
-		fds := []unix.PollFd{{Fd: int32(h.pidfd), Events: unix.POLLIN}, {Fd: int32(h.back.ready.Fd()), Events: unix.POLLIN}}
-		// The word may have come with the answer that the process started.
-		if !pending(h.back.answers) {
-			poll(fds)
-		}
 		var word shimReady
-		if fds[0].Revents == 0 {
-			// Whole or not at all: the shim writes it at once, and a pipe
-			// does not split writes this small.
-			h.back.answers.Decode(&word)
-		}
-		var st devops.ExitStatus
-		if fds[0].Revents == 0 && readJSON(filepath.Join(h.dir, ExitFile), &st) == nil {
+		if h.word(&word) && word.Status != nil {
 			// Before the status is out: an executor closed by whoever saw
 			// it waits for a shim on its way back.
-			reserved := word.Ended && h.pool.reserve(h.back)
-			p.end(st)
+			reserved := word.Back && h.pool.reserve(h.back)
+			p.end(*word.Status)
 			ended = true
-			if word.Ended {
+			var stored shimReady
+			back := h.word(&stored) && stored.Ended && word.Back
+			p.settle()
+			if back {
 				h.mu.Lock()
 				h.back.pidfd, h.pidfd = h.pidfd, -1
 				h.mu.Unlock()
 				h.pool.recycle(h.back, reserved)
 				return
+			}
+			if reserved {
+				h.pool.unreserve()
 			}
 		}
 		// It will not be given another process.
@@ -490,16 +493,36 @@ func (p *Process) watchShim() {
 		p.log.Warn("shim ended without a status", logKeyError, err)
 	}
 	p.end(st)
+	p.settle()
 }
 
-// end records the status of a supervised process and says it ended.
+// word reads the shim's next word on its ready pipe into w, and reports
+// whether there was one: false once the shim has ended or closed the pipe.
+func (h *shimHandle) word(w *shimReady) bool {
+	fds := []unix.PollFd{{Fd: int32(h.pidfd), Events: unix.POLLIN}, {Fd: int32(h.back.ready.Fd()), Events: unix.POLLIN}}
+	// It may have come with the word before.
+	if !pending(h.back.answers) {
+		poll(fds)
+	}
+	if fds[0].Revents != 0 {
+		return false
+	}
+	// Whole or not at all: the shim writes each at once, and a pipe does
+	// not split writes this small.
+	return h.back.answers.Decode(w) == nil
+}
+
+// end records the status of a supervised process and says it ended
+// (Ended); settle then says its shim is done with it (Done).
 func (p *Process) end(st devops.ExitStatus) {
 	p.mu.Lock()
 	p.status = st
 	close(p.exited)
 	p.mu.Unlock()
-	close(p.done)
+	close(p.ended)
 }
+
+func (p *Process) settle() { close(p.done) }
 
 // pending says whether d holds more than white space it has read ahead.
 func pending(d *json.Decoder) bool {
@@ -666,21 +689,28 @@ func superviseShim(c shimConfig, ready, out *os.File, stops <-chan os.Signal, in
 		return 1
 	}
 	json.NewEncoder(ready).Encode(shimReady{InitPid: p.pid})
-	// ready stays open until the exit status is on disk: closing it (or
-	// the word that it ended) then tells the worker ~1 ms before this
-	// shim's exit would (a Go process's exit, then the worker's wake-up on
-	// the pidfd). Its exit tells a worker that adopted it.
-	if !reuse {
-		defer ready.Close()
-	}
-	// The output is on disk before the status says the process ended. Its
-	// pipes end as the init exits, before the kernel has torn down the
-	// init's namespaces (~1 ms) and the process's cgroup and directory
-	// are gone: syncing from then on takes the sync off the path to the
-	// status.
+	// The worker learns the status from a word on ready, ahead of this
+	// shim's exit (a Go process's exit, then the worker's wake-up on the
+	// pidfd: ~1 ms) and of the syncs that put the output and the status on
+	// disk (0.5-2 ms each here): the worker reads the output from the file
+	// whether it is synced or not, and sends it and the status on to the
+	// manager, which stores them. The files on disk are for a worker that
+	// died before it had them: one that restarts finds the status there
+	// (this shim exits only once it is written), and until then the
+	// process still runs under this shim as far as it can tell. A second
+	// word, or ready's close, says when they are on disk: until then the
+	// process's directory is in use (Process.Done). This shim's exit tells
+	// a worker that adopted it.
+	//
+	// The output's pipes end as the init exits, before the kernel has torn
+	// down the init's namespaces (~1 ms) and the process's cgroup and
+	// directory are gone: syncing from then on takes the sync off the path
+	// to the status on disk.
+	drained := make(chan struct{})
 	synced := make(chan error, 1)
 	go func() {
 		p.out.wg.Wait()
+		close(drained)
 		if fw.empty() {
 			// No data to sync, and the file's creation (by the worker) is
 			// made durable by the sync of the status just after: on ext4,
@@ -707,6 +737,11 @@ func superviseShim(c shimConfig, ready, out *os.File, stops <-chan os.Signal, in
 		}
 	}
 	status := p.Wait()
+	// Every byte of output is in the file before the status goes: the
+	// worker reads the file to its end once it has it.
+	<-drained
+	// A worker that is gone does not read it (EPIPE; SIGPIPE is ignored).
+	json.NewEncoder(ready).Encode(shimReady{Status: &status, Back: reuse})
 	if err := <-synced; err != nil {
 		log.Warn("sync output", logKeyError, err)
 	}
@@ -716,7 +751,6 @@ func superviseShim(c shimConfig, ready, out *os.File, stops <-chan os.Signal, in
 		log.Error("write exit status", logKeyError, err)
 	}
 	if reuse && err == nil {
-		// A worker that is gone does not read it (EPIPE; SIGPIPE is ignored).
 		json.NewEncoder(ready).Encode(shimReady{Ended: true})
 	} else {
 		ready.Close()

@@ -582,7 +582,9 @@ func (w *Worker) cleanupLoop(ctx context.Context) {
 		w.mu.Lock()
 		var old []*proc
 		for id, p := range w.procs {
-			if !p.endedAt.IsZero() && time.Since(p.endedAt) > w.cfg.KeepFinished {
+			// Not before Done: until then its shim writes into the
+			// directory (a short --keep-finished could race it).
+			if !p.endedAt.IsZero() && time.Since(p.endedAt) > w.cfg.KeepFinished && isClosed(p.x.Done()) {
 				old = append(old, p)
 				delete(w.procs, id)
 			}
@@ -672,12 +674,14 @@ func (w *Worker) trackLocked(id devops.ProcessID, x *executor.Process, dir strin
 	w.wg.Add(1)
 	go func() {
 		defer w.wg.Done()
+		// Ended rather than Done: the status goes out while the shim is
+		// still putting it on disk.
 		select {
-		case <-x.Done():
+		case <-x.Ended():
 		case <-w.quit:
 			return
 		}
-		exit := x.Wait()
+		exit := x.Status()
 		w.mu.Lock()
 		p.exit = exit
 		p.endedAt = time.Now()
