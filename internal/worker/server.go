@@ -8,7 +8,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/shirou/gopsutil/v4/cpu"
 	"github.com/shirou/gopsutil/v4/disk"
 	"github.com/shirou/gopsutil/v4/load"
 	"github.com/shirou/gopsutil/v4/mem"
@@ -195,9 +194,9 @@ func (s *server) every(ctx context.Context, interval time.Duration, send func() 
 	}
 }
 
-// sample reads the host's figures with gopsutil. A figure that cannot be
-// read stays zero: metrics are advisory, and a missing one must not stop
-// the stream.
+// sample reads the host's figures (gopsutil; the CPU with cpuMeter). A
+// figure that cannot be read stays zero: metrics are advisory, and a
+// missing one must not stop the stream.
 func (w *Worker) sample(ctx context.Context) devops.Metrics {
 	running, _, _ := w.snapshot()
 	m := devops.Metrics{
@@ -207,8 +206,8 @@ func (w *Worker) sample(ctx context.Context) devops.Metrics {
 		Uptime:    time.Since(w.started),
 		Version:   devops.Version,
 	}
-	if pct, err := cpu.PercentWithContext(ctx, 0, false); err == nil && len(pct) > 0 {
-		m.CPUPercent = pct[0]
+	if pct, ok := w.cpu.percent(); ok {
+		m.CPUPercent = pct
 	}
 	if l, err := load.AvgWithContext(ctx); err == nil {
 		m.Load1, m.Load5, m.Load15 = l.Load1, l.Load5, l.Load15

@@ -127,6 +127,7 @@ type Worker struct {
 	cfg      Config
 	bufs     *grpcbuf.Pool // grpc's buffers, on the server and the connection to the manager
 	log      *slog.Logger
+	cpu      *cpuMeter // the host's CPU use, for the metrics reported
 	exec     *executor.Executor
 	lis      net.Listener
 	server   *grpc.Server
@@ -178,7 +179,7 @@ func New(cfg Config) (*Worker, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
 	}
-	w := &Worker{cfg: cfg, bufs: grpcbuf.New(), log: cfg.Logger.With("worker", cfg.Name), procs: make(map[devops.ProcessID]*proc), starting: make(map[devops.ProcessID]chan struct{}), started: time.Now(), quit: make(chan struct{}), crash: make(chan struct{}), drained: make(chan struct{})}
+	w := &Worker{cfg: cfg, bufs: grpcbuf.New(), log: cfg.Logger.With("worker", cfg.Name), procs: make(map[devops.ProcessID]*proc), starting: make(map[devops.ProcessID]chan struct{}), started: time.Now(), cpu: newCPUMeter(), quit: make(chan struct{}), crash: make(chan struct{}), drained: make(chan struct{})}
 	w.spoolDir = filepath.Join(cfg.DataDir, "spool")
 	if err := os.MkdirAll(w.spoolDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data dir: %w", err)
