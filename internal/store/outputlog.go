@@ -159,7 +159,7 @@ type procOutput struct {
 	end       int64
 	closed    bool
 	truncated bool
-	out, idx  *os.File      // open while the output takes writes
+	out, idx  *os.File      // open while the output takes writes (out once it has a byte)
 	changed   chan struct{} // closed when recs or closed change, then replaced
 }
 
@@ -446,10 +446,12 @@ func (p *procOutput) notifyLocked() {
 
 // closeFilesLocked closes p's files, if open; the caller holds p.mu.
 func (l *outputLog) closeFilesLocked(p *procOutput) {
-	if p.out == nil {
+	if p.idx == nil {
 		return
 	}
-	p.out.Close()
+	if p.out != nil {
+		p.out.Close()
+	}
 	p.idx.Close()
 	p.out, p.idx = nil, nil
 	l.mu.Lock()
@@ -460,19 +462,26 @@ func (l *outputLog) closeFilesLocked(p *procOutput) {
 // writeLocked appends r to p's index, after writing data at r.offset in
 // its data file when r is a chunk, and returns the bytes it stored.
 func (l *outputLog) writeLocked(p *procOutput, r record, data []byte) error {
-	if p.out == nil {
+	if p.idx == nil {
+		idx, err := os.OpenFile(l.path(p.key, ".idx"), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+		if err != nil {
+			return fmt.Errorf("open index: %w", err)
+		}
+		p.idx = idx
+		l.mu.Lock()
+		p.writing = true
+		l.mu.Unlock()
+	}
+	// The data file only once there is data: a command with no output
+	// (`true`, most of a fleet's `systemctl restart`s) costs one file, not
+	// two. Retention, here and at start, counts outputs by that file.
+	if len(data) > 0 && p.out == nil {
 		out, err := os.OpenFile(l.path(p.key, ".out"), os.O_RDWR|os.O_CREATE, 0o600)
 		if err != nil {
 			return fmt.Errorf("open output: %w", err)
 		}
-		idx, err := os.OpenFile(l.path(p.key, ".idx"), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
-		if err != nil {
-			out.Close()
-			return fmt.Errorf("open index: %w", err)
-		}
-		p.out, p.idx = out, idx
+		p.out = out
 		l.mu.Lock()
-		p.writing = true
 		if _, ok := l.sizes[p.key]; !ok {
 			l.sizes[p.key] = 0
 			l.order = append(l.order, p.key)
@@ -670,7 +679,7 @@ func (l *outputLog) dropClosed(key string) error {
 	if err := l.loadLocked(p); err != nil {
 		return err
 	}
-	if !p.closed || p.out != nil {
+	if !p.closed || p.idx != nil {
 		return nil
 	}
 	return l.purgeLocked(p)

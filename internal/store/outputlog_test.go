@@ -157,6 +157,37 @@ func TestRetentionDropsOldestClosedOutput(t *testing.T) {
 	}
 }
 
+// TestEmptyOutputHasNoDataFile: a process that wrote nothing costs the
+// store an index and no data file, and its output reads back closed and
+// empty, before and after a restart; one byte makes the data file.
+func TestEmptyOutputHasNoDataFile(t *testing.T) {
+	ctx := t.Context()
+	dir := t.TempDir()
+	s := open(t, Config{Dir: dir})
+	if err := s.CloseOutput(ctx, "quiet"); err != nil {
+		t.Fatal(err)
+	}
+	appendChunks(t, s, "talks", "x")
+	outs, _ := filepath.Glob(filepath.Join(dir, "output", "*.out"))
+	idxs, _ := filepath.Glob(filepath.Join(dir, "output", "*.idx"))
+	if len(outs) != 1 || len(idxs) != 2 {
+		t.Errorf("data files %v, indexes %v: want one data file (talks) and two indexes", outs, idxs)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = open(t, Config{Dir: dir})
+	if info, err := s.OutputInfo(ctx, "quiet"); err != nil || info != (OutputInfo{Closed: true}) {
+		t.Errorf("OutputInfo(quiet) after a restart = %+v, %v; want closed and empty", info, err)
+	}
+	if got := readAll(t, s, "quiet"); len(got) != 0 {
+		t.Errorf("quiet output = %q", got)
+	}
+	if got := readAll(t, s, "talks"); string(got) != "x" {
+		t.Errorf("talks output = %q", got)
+	}
+}
+
 // TestMigrateOutputStream: output an earlier version kept in the OUTPUT
 // stream is in the files after the upgrade, and the stream is gone.
 func TestMigrateOutputStream(t *testing.T) {
