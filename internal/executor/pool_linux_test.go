@@ -348,6 +348,13 @@ func TestStatusBeforeDisk(t *testing.T) {
 	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
 		t.Fatal(err)
 	}
+	// Should the test fail before it reads the FIFO, the shim must not
+	// wait on it for ever: a reader that opens and goes lets it on.
+	t.Cleanup(func() {
+		if f, err := os.OpenFile(fifo, os.O_RDONLY|syscall.O_NONBLOCK, 0); err == nil {
+			f.Close()
+		}
+	})
 	p, err := e.StartSupervised(t.Context(), "held", devops.Spec{Argv: []string{"sh", "-c", "echo hi; exit 3"}}, dir)
 	if err != nil {
 		t.Fatal(err)
