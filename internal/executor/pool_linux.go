@@ -331,13 +331,14 @@ func (w *waiter) poke() {
 	}
 }
 
-// reserve lets ws, a shim whose process ended, come back (see shimRounds)
-// when the pool lacks one or a take waits for one, counting it as on its
-// way back: close waits for it. Either way ws no longer counts as out. It
-// is asked before the process's status is known, so that whoever sees the
-// status and then closes the executor finds the shim counted. false: the
-// shim is to end (the pool is full and no take waits, the pool is closed,
-// or there is none).
+// reserve counts ws, a shim whose process ended, as on its way back (see
+// shimRounds) until recycle or gone ends that: close waits for it, in idle
+// or ended. It is asked before the process's status is known, so that
+// whoever sees the status and then closes the executor finds the shim
+// counted. Either way ws no longer counts as out. It reports whether the
+// pool takes ws back (it lacks one, or a take waits for one: a take then
+// waits for it); false: the shim is to end (the pool is full and no take
+// waits, the pool is closed, or there is none).
 func (p *pool) reserve(ws *warmShim) bool {
 	if p == nil {
 		return false
@@ -347,36 +348,45 @@ func (p *pool) reserve(ws *warmShim) bool {
 	if ws != nil {
 		p.endedLocked(ws)
 	}
+	p.returns.Add(1)
 	if p.closed || len(p.idle)+p.returning >= p.size+len(p.queue) {
 		return false
 	}
 	p.returning++
-	p.returns.Add(1)
 	return true
 }
 
-// unreserve gives back what reserve took for a shim that will not come
-// back after all.
-func (p *pool) unreserve() {
-	p.mu.Lock()
-	p.returning--
-	// Those waiting for it to come back look again.
-	p.wakeAllLocked()
-	p.mu.Unlock()
+// gone ends reserve's count for a shim that did not come back, once it is
+// reaped.
+func (p *pool) gone(reserved bool) {
+	if p == nil {
+		return
+	}
+	if reserved {
+		p.mu.Lock()
+		p.returning--
+		// Those waiting for it to come back look again.
+		p.wakeAllLocked()
+		p.mu.Unlock()
+	}
 	p.returns.Done()
 }
 
-// recycle takes back a shim whose process ended: reserved (by reserve), it
-// readies its init again (the same one when it stayed, else a new one: one
-// start of the devops binary where a new shim costs two) and waits in the
-// pool. Otherwise, or when that fails, it ends. It returns once the shim is
-// idle or reaped.
+// recycle takes back a shim counted by reserve: reserved, it readies its
+// init again (the same one when it stayed, else a new one: one start of
+// the devops binary where a new shim costs two) and waits in the pool.
+// Otherwise, or when that fails, it ends. It returns once the shim is idle
+// or reaped.
 func (p *pool) recycle(ws *warmShim, reserved bool) {
-	if !reserved {
+	if p == nil {
 		ws.discard()
 		return
 	}
 	defer p.returns.Done()
+	if !reserved {
+		ws.discard()
+		return
+	}
 	err := p.rewarm(p.ctx, ws)
 	p.mu.Lock()
 	p.returning--

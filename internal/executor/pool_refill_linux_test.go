@@ -232,6 +232,7 @@ func TestTakeWaitingBringsShimsBack(t *testing.T) {
 	if p.reserve(nil) {
 		t.Fatal("reserve past the pool's size with no take waiting = true")
 	}
+	p.gone(false) // that shim ends
 	got := make(chan *warmShim, 1)
 	go func() {
 		ws, _, _ := p.take(t.Context())
@@ -294,6 +295,38 @@ func TestTakesServedInOrder(t *testing.T) {
 			default:
 				t.Fatalf("shim %d that came back went to no take", want)
 			}
+		}
+	})
+}
+
+// TestCloseWaitsForShimsOnTheirWayOut: a shim whose process ended counts
+// from reserve until it is back in the pool or gone, also when the pool
+// does not take it back: close returns only after. A test that closed the
+// executor once its process had ended found the shim, and its init, still
+// running.
+func TestCloseWaitsForShimsOnTheirWayOut(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		p := stuckPool(t, 0)
+		if p.reserve(nil) {
+			t.Fatal("reserve for a pool of none = true")
+		}
+		closed := make(chan struct{})
+		go func() {
+			p.close()
+			close(closed)
+		}()
+		synctest.Wait()
+		select {
+		case <-closed:
+			t.Fatal("close returned with a shim on its way out")
+		default:
+		}
+		p.gone(false)
+		synctest.Wait()
+		select {
+		case <-closed:
+		default:
+			t.Fatal("close did not return once the shim was gone")
 		}
 	})
 }

@@ -451,12 +451,16 @@ func newShimProcess(id devops.ProcessID, spec devops.Spec, log *slog.Logger, hom
 func (p *Process) watchShim() {
 	h := p.shim
 	ended := false
+	// counted: reserve counted the shim, and recycle or gone ends that.
+	counted, reserved := false, false
 	if h.back != nil {
 		var word shimReady
 		if h.word(&word) && word.Status != nil {
 			// Before the status is out: an executor closed by whoever saw
-			// it waits for a shim on its way back.
-			reserved := word.Back && h.pool.reserve(h.back)
+			// it waits for a shim on its way back, or on its way out.
+			if word.Back && h.pool != nil {
+				counted, reserved = true, h.pool.reserve(h.back)
+			}
 			p.end(*word.Status)
 			ended = true
 			var stored shimReady
@@ -468,9 +472,6 @@ func (p *Process) watchShim() {
 				h.mu.Unlock()
 				h.pool.recycle(h.back, reserved)
 				return
-			}
-			if reserved {
-				h.pool.unreserve()
 			}
 		}
 		// It will not be given another process.
@@ -484,6 +485,9 @@ func (p *Process) watchShim() {
 	unix.Close(h.pidfd)
 	h.pidfd = -1
 	h.mu.Unlock()
+	if counted {
+		h.pool.gone(reserved)
+	}
 	if ended {
 		return
 	}
