@@ -135,7 +135,7 @@ func RunInit(args []string) int {
 		return report(initResult{Code: 125, Reason: "init: empty command"})
 	}
 	if c.Namespaces {
-		if err := setupNamespaces(c, true); err != nil {
+		if err := new(roundMounts).setup(c); err != nil {
 			fmt.Fprintf(os.Stderr, "devops: init: %v\n", err)
 			return report(initResult{Code: 125, Reason: "init: " + err.Error()})
 		}
@@ -197,13 +197,18 @@ func initRounds(c initConfig, configs *json.Decoder, in *rightsReader, status *o
 	if sigs == nil {
 		sigs = notifySupervised()
 	}
-	mounted := false
+	var m roundMounts
 	for {
-		res, stays := initRound(c, in.take(), sigs, &mounted)
+		res, stays := initRound(c, in.take(), sigs, &m)
 		res.Stays = stays
 		if json.NewEncoder(status).Encode(res) != nil || !stays {
 			return 0
 		}
+		// The next command's /tmp now, while the init waits for it: an
+		// unmount waits for an RCU grace period, and both were on the
+		// way from a start to the command's exec. A failure is met again
+		// by that command, which reports it.
+		m.renewTmp()
 		var ok bool
 		if c, ok = nextConfig(configs, status, sigs); !ok || !c.Again {
 			return 0
@@ -213,7 +218,7 @@ func initRounds(c initConfig, configs *json.Decoder, in *rightsReader, status *o
 
 // initRound runs one command of initRounds with the stdout and stderr
 // that came with its config; stays says whether the init may take another.
-func initRound(c initConfig, fds []int, sigs <-chan os.Signal, mounted *bool) (initResult, bool) {
+func initRound(c initConfig, fds []int, sigs <-chan os.Signal, m *roundMounts) (initResult, bool) {
 	if len(fds) != 2 {
 		for _, fd := range fds {
 			syscall.Close(fd)
@@ -230,7 +235,7 @@ func initRound(c initConfig, fds []int, sigs <-chan os.Signal, mounted *bool) (i
 	if len(c.Argv) == 0 {
 		return end(initResult{Code: 125, Reason: "init: empty command"}, false)
 	}
-	if err := setupRound(c, mounted); err != nil {
+	if err := m.setup(c); err != nil {
 		fmt.Fprintf(stderr, "devops: init: %v\n", err)
 		return end(initResult{Code: 125, Reason: "init: " + err.Error()}, false)
 	}
@@ -282,70 +287,89 @@ func joinIdle(procs []string, status *os.File) bool {
 	return true
 }
 
-// setupRound prepares the init's namespaces for the next command of
-// initRounds: the first time all of setupNamespaces; after that the /proc
-// it mounted stays, and the last command's /tmp goes (with what it held)
-// for a new one.
-func setupRound(c initConfig, mounted *bool) error {
-	if *mounted {
-		if err := syscall.Unmount("/tmp", syscall.MNT_DETACH); err != nil {
-			return fmt.Errorf("unmount the last command's /tmp: %w", err)
-		}
-	}
-	proc := !*mounted
-	*mounted = true
-	return setupNamespaces(c, proc)
+// roundMounts is where the namespaces of an init stand, for one command
+// or for one after another (initRounds).
+type roundMounts struct {
+	done    bool // the mounts are private, /proc and a /tmp mounted
+	fresh   bool // /tmp is a new one that no command has seen
+	hostTmp int  // the host's /tmp (O_PATH), under the init's own
 }
 
-// setupNamespaces makes the mount namespace private, mounts /proc for the
-// new PID namespace (with proc) and a tmpfs on /tmp, and names the host.
-// Directories of the process under /tmp (as in tests) are bound back into
-// the new /tmp.
-func setupNamespaces(c initConfig, proc bool) error {
-	if err := syscall.Sethostname([]byte(c.Hostname)); err != nil {
-		return fmt.Errorf("set host name: %w", err)
-	}
-	type kept struct {
-		path string
-		fd   int
-	}
-	var keep []kept
-	for _, d := range []string{c.Home, c.Dir} {
-		d = filepath.Clean(d)
-		if !strings.HasPrefix(d, "/tmp/") || slices.ContainsFunc(keep, func(k kept) bool { return k.path == d }) {
-			continue
+// setup prepares the namespaces for the next command: the first time it
+// makes the mounts private and mounts /proc and a tmpfs on /tmp; after
+// that the last command's /tmp goes (with what it held) for a new one,
+// unless renewTmp made that already. Then it names the host and binds the
+// process's directories under the host's /tmp (as in tests) back into the
+// new one.
+func (m *roundMounts) setup(c initConfig) error {
+	if !m.done {
+		// First, so none of what follows propagates back to the host.
+		if err := syscall.Mount("", "/", "", syscall.MS_PRIVATE|syscall.MS_REC, ""); err != nil {
+			return fmt.Errorf("make mounts private: %w", err)
 		}
-		fd, err := syscall.Open(d, unixOPath|syscall.O_DIRECTORY|syscall.O_CLOEXEC, 0)
-		if err != nil {
-			return fmt.Errorf("open %s: %w", d, err)
-		}
-		keep = append(keep, kept{d, fd})
-	}
-	defer func() {
-		for _, k := range keep {
-			syscall.Close(k.fd)
-		}
-	}()
-	// First, so none of what follows propagates back to the host.
-	if err := syscall.Mount("", "/", "", syscall.MS_PRIVATE|syscall.MS_REC, ""); err != nil {
-		return fmt.Errorf("make mounts private: %w", err)
-	}
-	if proc {
 		if err := syscall.Mount("proc", "/proc", "proc", syscall.MS_NOSUID|syscall.MS_NODEV|syscall.MS_NOEXEC, ""); err != nil {
 			return fmt.Errorf("mount /proc: %w", err)
 		}
+		fd, err := syscall.Open("/tmp", unixOPath|syscall.O_DIRECTORY|syscall.O_CLOEXEC, 0)
+		if err != nil {
+			return fmt.Errorf("open /tmp: %w", err)
+		}
+		m.hostTmp = fd
+		if err := mountTmp(); err != nil {
+			return err
+		}
+		m.done = true
+	} else if !m.fresh {
+		if err := m.renewTmp(); err != nil {
+			return err
+		}
 	}
+	m.fresh = false
+	if err := syscall.Sethostname([]byte(c.Hostname)); err != nil {
+		return fmt.Errorf("set host name: %w", err)
+	}
+	var bound []string
+	for _, d := range []string{c.Home, c.Dir} {
+		d = filepath.Clean(d)
+		rel, ok := strings.CutPrefix(d, "/tmp/")
+		if !ok || slices.Contains(bound, d) {
+			continue
+		}
+		fd, err := syscall.Openat(m.hostTmp, rel, unixOPath|syscall.O_DIRECTORY|syscall.O_CLOEXEC, 0)
+		if err != nil {
+			return fmt.Errorf("open %s: %w", d, err)
+		}
+		err = os.MkdirAll(d, 0o755)
+		if err == nil {
+			err = syscall.Mount(fmt.Sprintf("/proc/self/fd/%d", fd), d, "", syscall.MS_BIND|syscall.MS_REC, "")
+		}
+		syscall.Close(fd)
+		if err != nil {
+			return fmt.Errorf("bind %s: %w", d, err)
+		}
+		bound = append(bound, d)
+	}
+	return nil
+}
+
+// renewTmp replaces the last command's /tmp with a new, empty one.
+func (m *roundMounts) renewTmp() error {
+	if !m.done || m.fresh {
+		return nil
+	}
+	if err := syscall.Unmount("/tmp", syscall.MNT_DETACH); err != nil {
+		return fmt.Errorf("unmount the last command's /tmp: %w", err)
+	}
+	if err := mountTmp(); err != nil {
+		return err
+	}
+	m.fresh = true
+	return nil
+}
+
+func mountTmp() error {
 	if err := syscall.Mount("tmpfs", "/tmp", "tmpfs", syscall.MS_NOSUID|syscall.MS_NODEV, "mode=1777"); err != nil {
 		return fmt.Errorf("mount /tmp: %w", err)
-	}
-	for _, k := range keep {
-		if err := os.MkdirAll(k.path, 0o755); err != nil {
-			return fmt.Errorf("bind %s: %w", k.path, err)
-		}
-		src := fmt.Sprintf("/proc/self/fd/%d", k.fd)
-		if err := syscall.Mount(src, k.path, "", syscall.MS_BIND|syscall.MS_REC, ""); err != nil {
-			return fmt.Errorf("bind %s: %w", k.path, err)
-		}
 	}
 	return nil
 }
