@@ -423,6 +423,9 @@ func TestPoolReusesShim(t *testing.T) {
 	}
 	// The oldest goes first: the other shim, then the one back.
 	other, _ := startSupervised(t, e, "other", devops.Spec{Argv: []string{"sleep", "60"}})
+	// Until Done its shim writes into its directory, which the test's
+	// cleanup removes.
+	defer other.Wait()
 	defer other.Terminate(syscall.SIGKILL, 0)
 	next, dir := startSupervised(t, e, "next", devops.Spec{Argv: []string{"sh", "-c", "echo two; exec sleep 60"}})
 	if !next.Pooled() {
@@ -459,6 +462,9 @@ ipcmk -M 4096 >/dev/null; hostname messed; echo $$ > /dev/null; exit 5`
 	}
 	waitWarm(t, e, 2)
 	other, _ := startSupervised(t, e, "other", devops.Spec{Argv: []string{"sleep", "60"}})
+	// Until Done its shim writes into its directory, which the test's
+	// cleanup removes.
+	defer other.Wait()
 	defer other.Terminate(syscall.SIGKILL, 0)
 	check := `n=0; for c in /proc/[0-9]*/comm; do read x < $c && [ "$x" = sleep ] && n=$((n+1)); done; echo sleeps=$n;
 cat /tmp/left 2>/dev/null; mountpoint -q /mnt/devops-test && echo mounted; ipcs -m | grep -c '^0x' ; hostname; grep -c ' /tmp ' /proc/self/mountinfo; echo bye >&2`

@@ -696,9 +696,22 @@ func (w *Worker) trackLocked(id devops.ProcessID, x *executor.Process, dir strin
 		w.checkDrainedLocked()
 		w.mu.Unlock()
 		w.log.Info("process ended", "process_id", id, "state", exit.State, "exit_code", exit.Code, "signal", exit.Signal)
+		// Until Done the shim puts the output and the status on disk, in
+		// the process's directory (a few ms): a worker that stops waits
+		// for it, so that whoever removes the data dir next finds nothing
+		// still written to it. A disk that stalls holds the stop back only
+		// so long.
+		select {
+		case <-x.Done():
+		case <-time.After(settleWait):
+		}
 	}()
 	return p
 }
+
+// settleWait bounds how long a process's end waits for its shim to have
+// its status on disk.
+const settleWait = 5 * time.Second
 
 func (w *Worker) runningLocked() int {
 	return len(w.starting) + w.running
