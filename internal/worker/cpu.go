@@ -13,6 +13,7 @@ import (
 // paid for what only a worker's metrics use.
 type cpuMeter struct {
 	fs procfs.FS
+	ok bool // fs could be opened
 
 	mu   sync.Mutex // protects last
 	last procfs.CPUStat
@@ -26,7 +27,7 @@ func newCPUMeter() *cpuMeter {
 	if err != nil {
 		return c
 	}
-	c.fs = fs
+	c.fs, c.ok = fs, true
 	if st, err := fs.Stat(); err == nil {
 		c.last = st.CPUTotal
 	}
@@ -36,7 +37,7 @@ func newCPUMeter() *cpuMeter {
 // percent returns the share of the CPUs' time spent busy since the last
 // call, 0-100; false when it cannot tell.
 func (c *cpuMeter) percent() (float64, bool) {
-	if c.fs == (procfs.FS{}) {
+	if !c.ok {
 		return 0, false
 	}
 	st, err := c.fs.Stat()
