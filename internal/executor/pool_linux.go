@@ -26,7 +26,7 @@ package executor
 // and moves both starts off the critical path: they happen before the
 // request arrives. It lowers the latency of a start while the worker has
 // spare CPU to refill. And a shim is not thrown away with its process: once
-// the status is on disk it says so on its ready pipe, and while the pool
+// the status is on disk it says so on its ready pipe (Ended), and while the pool
 // lacks one (counting those on their way back) the worker has it ready
 // its init again and take its place (recycle, shimRounds): with namespaces
 // and cgroups the init stays for the next command too (initRounds), so
@@ -174,7 +174,17 @@ type pool struct {
 // ended. One command after another (`true`, one worker, 300 commands)
 // started 14 shims that way, 28 starts of the binary where none was
 // needed.
-const refillDelay = 250 * time.Millisecond
+//
+// It was 250 ms: too short where many commands start at once on a busy
+// machine. `uptime` on 32 workers of this 2-core VM took 0.2-1.7 s each
+// inside its sandbox, so every worker's kick found its command running and
+// started a replacement (64 starts of the binary), and those starts slowed
+// the very round they refilled for: 2.6-3.0 s a round. With 1 s, 0.5-1.0
+// s (five rounds each). Throughput of `true` (make bench scenario 3, two
+// interleaved full-size pairs) was not hurt: 83.2 / 87.6 / 87.0 and 86.7 /
+// 96.8 / 85.7 commands a second at concurrency 1 / 16 / 64, against 63.1 /
+// 80.2 / 60.8 and 73.3 / 87.9 / 87.5 with 250 ms.
+const refillDelay = time.Second
 
 func newPool(size int, start func(context.Context) (*warmShim, error), rewarm func(context.Context, *warmShim) error, log *slog.Logger) *pool {
 	ctx, cancel := context.WithCancel(context.Background())
