@@ -201,11 +201,17 @@ func (s *sshd) command(ctx context.Context, mux bool, host string, args ...strin
 }
 
 func (s *sshd) stop() {
-	// Masters started with ControlPersist exit when asked.
+	// Masters started with ControlPersist exit when asked: ours, and
+	// Ansible's (its own ssh arguments persist them, under ANSIBLE_HOME),
+	// which outlived the bench by minutes once their sshd was gone.
 	for _, h := range append(s.hosts, "localhost") {
 		if _, err := os.Stat(filepath.Join(s.dir, "cm-"+h)); err == nil {
 			exec.Command("ssh", "-F", s.config, "-o", "ControlPath="+filepath.Join(s.dir, "cm-%h"), "-O", "exit", h).Run()
 		}
+	}
+	socks, _ := filepath.Glob(filepath.Join(s.dir, "ansible", "cp", "*"))
+	for _, sock := range socks {
+		exec.Command("ssh", "-F", s.config, "-o", "ControlPath="+sock, "-O", "exit", "localhost").Run()
 	}
 	for _, p := range s.procs {
 		p.stop(3 * time.Second)
