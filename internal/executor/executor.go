@@ -204,7 +204,7 @@ type Process struct {
 	shim *shimHandle
 
 	exited  chan struct{} // closed once the main process (or init) exited
-	ended   chan struct{} // closed once status is set: done, or before it for a shim's (Ended)
+	ended   chan struct{} // closed once status is set: done, or earlier for a shim's (Ended)
 	done    chan struct{} // closed once status is final (and, but for statusFirst, cleanup ran)
 	cleaned chan struct{} // closed once the cgroup and the directory are removed (by run; nil for a shim's handle)
 	wg      sync.WaitGroup
@@ -595,9 +595,7 @@ func (p *Process) Status() devops.ExitStatus {
 // call it.
 func (p *Process) Wait() devops.ExitStatus {
 	<-p.done
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.status
+	return p.Status()
 }
 
 // Terminate sends sig to the whole tree and SIGKILL after grace if it still

@@ -319,10 +319,8 @@ func (m *roundMounts) setup(c initConfig) error {
 			return err
 		}
 		m.done = true
-	} else if !m.fresh {
-		if err := m.renewTmp(); err != nil {
-			return err
-		}
+	} else if err := m.renewTmp(); err != nil {
+		return err
 	}
 	m.fresh = false
 	if err := syscall.Sethostname([]byte(c.Hostname)); err != nil {
@@ -352,7 +350,8 @@ func (m *roundMounts) setup(c initConfig) error {
 	return nil
 }
 
-// renewTmp replaces the last command's /tmp with a new, empty one.
+// renewTmp replaces the last command's /tmp with a new, empty one; it
+// does nothing while /tmp is new already, or before setup mounted one.
 func (m *roundMounts) renewTmp() error {
 	if !m.done || m.fresh {
 		return nil

@@ -25,21 +25,21 @@ package executor
 // A pool keeps one binary, the same protocols and the same process tree,
 // and moves both starts off the critical path: they happen before the
 // request arrives. It lowers the latency of a start while the worker has
-// spare CPU to refill. And a shim is not thrown away with its process: once
-// the status is on disk it says so on its ready pipe (Ended), and while the pool
-// lacks one (counting those on their way back) the worker has it ready
-// its init again and take its place (recycle, shimRounds): with namespaces
-// and cgroups the init stays for the next command too (initRounds), so
-// commands one after another cost no start at all, else one. A shim
-// taken counts as on its way back for refillDelay: most commands are
-// short. A take that finds the pool empty while shims are on their way
-// back waits for one (returnWait); with none on its way back it starts
-// cold rather than wait for the new shim the refill is starting: the cold start runs on another
-// core beside it, where waiting would serialise the two (tried: commands
-// run one after another took 17 ms to first byte against 10). But only so
-// many cold starts at once (coldParallel): in a burst the takes past them
-// wait, and a shim whose command ended comes back for them even when the
-// pool would be full.
+// spare CPU to refill. And a shim is not thrown away with its process:
+// once the status is on disk it says so on its ready pipe (Ended), and
+// while the pool lacks one (counting those on their way back) the worker
+// has it ready its init again and take its place (recycle, shimRounds):
+// with namespaces and cgroups the init stays for the next command too
+// (initRounds), so commands one after another cost no start at all, else
+// one. A shim taken counts as on its way back for refillDelay: most
+// commands are short. A take that finds the pool empty while shims are on
+// their way back waits for one (returnWait); with none on its way back it
+// starts cold rather than wait for the new shim the refill is starting:
+// the cold start runs on another core beside it, where waiting would
+// serialise the two (tried: commands run one after another took 17 ms to
+// first byte against 10). But only so many cold starts at once
+// (coldParallel): in a burst the takes past them wait, and a shim whose
+// command ended comes back for them even when the pool would be full.
 //
 // What is done ahead and what waits for the process: the shim's and the
 // init's runtime start, the init's namespaces (made by clone), and its move
@@ -425,10 +425,11 @@ func (p *pool) recycle(ws *warmShim, reserved bool) {
 // are busy with them, one taken less than refillDelay ago, whose short
 // command may end any moment) before it starts cold, counted from the
 // take or from the last shim that came back, whichever is later: while
-// shims keep coming back a take waits its turn, up to returnWaitMax. A shim comes back within at most one start of the
-// devops binary (a new init's) and a cold start costs two, ~130 ms of CPU
-// each on this project's 2-core VM under load: in a burst of short
-// commands, waiting lets a few shims run them one after another. Before,
+// shims keep coming back a take waits its turn, up to returnWaitMax. A
+// shim comes back within at most one start of the devops binary (a new
+// init's) and a cold start costs two, ~130 ms of CPU each on this
+// project's 2-core VM under load: in a burst of short commands, waiting
+// lets a few shims run them one after another. Before,
 // a take waited only for shims whose process had ended, and only 100 ms
 // from its own start: 32 `true` at once on one worker started about a
 // third of them cold, 44-57 commands a second (300 in a row, two runs)
