@@ -434,9 +434,21 @@ func (p *pool) recycle(ws *warmShim, reserved bool) {
 // from its own start: 32 `true` at once on one worker started about a
 // third of them cold, 44-57 commands a second (300 in a row, two runs)
 // against 96-112 now.
+//
+// It was 100 ms and 1 s in all: too short for the first burst on a busy
+// machine. 300 `true`, 64 at once, on two workers of this VM, each on a
+// fresh cluster: under that load the first shims took longer than 100 ms
+// to come back, so takes started cold, and those starts slowed the
+// commands and the next returns further. Seven such rounds took 8.9-14
+// s (21-34 commands a second, 60-110 cold starts); with 500 ms and 2 s,
+// six of six took 3.1-4.2 s (72-96 a second, 3-6 cold starts). 1 s and 1
+// s, and 500 ms and 1 s, still fell into it now and then. The cost is
+// where no shim comes back soon: 64 `sleep 3` at once took 6.9-7.7 s
+// against 6.9-7.8 before (most of it cold starts, a few at a time), and
+// at concurrency 16 the first burst went from 55-58 to 69-78 a second.
 const (
-	returnWait    = 100 * time.Millisecond
-	returnWaitMax = time.Second
+	returnWait    = 500 * time.Millisecond
+	returnWaitMax = 2 * time.Second
 )
 
 // coldParallel is the least number of cold starts under way that take

@@ -119,8 +119,8 @@ func TestTakeWaitsWhileShimsComeBack(t *testing.T) {
 			}
 			return <-got
 		}
-		if d, want := wait(4), 4*returnWait*9/10+returnWait; d != want {
-			t.Errorf("a take with shims coming back 4 times, then none, started cold after %v, want %v", d, want)
+		if d, want := wait(2), 2*returnWait*9/10+returnWait; d != want {
+			t.Errorf("a take with shims coming back twice, then none, started cold after %v, want %v", d, want)
 		}
 		if d := wait(20); d != returnWaitMax {
 			t.Errorf("a take with shims coming back all the time started cold after %v, want returnWaitMax (%v)", d, returnWaitMax)
