@@ -18,10 +18,10 @@ func TestSummarize(t *testing.T) {
 		want Summary
 	}{
 		{"empty", nil, Summary{}},
-		{"one", []float64{3}, Summary{N: 1, Median: 3, P99: 3, Min: 3, Max: 3}},
-		{"even", []float64{4, 1, 3, 2}, Summary{N: 4, Median: 2.5, P99: 4, Min: 1, Max: 4}},
-		{"odd", []float64{5, 1, 3}, Summary{N: 3, Median: 3, P99: 5, Min: 1, Max: 5}},
-		{"hundred", hundred, Summary{N: 100, Median: 50.5, P99: 99, Min: 1, Max: 100}},
+		{"one", []float64{3}, Summary{N: 1, Median: 3, P99: 3, P1: 3, Min: 3, Max: 3}},
+		{"even", []float64{4, 1, 3, 2}, Summary{N: 4, Median: 2.5, P99: 4, P1: 1, Min: 1, Max: 4}},
+		{"odd", []float64{5, 1, 3}, Summary{N: 3, Median: 3, P99: 5, P1: 1, Min: 1, Max: 5}},
+		{"hundred", hundred, Summary{N: 100, Median: 50.5, P99: 99, P1: 1, Min: 1, Max: 100}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -72,19 +72,23 @@ func TestMarkdownTable(t *testing.T) {
 	rows := []Row{
 		compare(Row{Scenario: "7. b | c", Unit: "ms", Baseline: "ssh", Goal: "< 5"}, []float64{2}, []float64{4}, func(o, _ Summary) string { return yesNo(o.Median < 5) }),
 		{Scenario: "1. a", Goal: "—", Met: "n/a", Note: "error: boom"},
+		// A rate's tail is its slow end: one slow round of five shows.
+		compare(Row{Scenario: "3. r", Unit: "cmd/s", Rate: true, Goal: "—"}, []float64{90, 25, 95, 88, 92}, nil, nil),
 	}
 	sortRows(rows)
 	got := markdownTable(rows)
 	lines := strings.Split(strings.TrimSpace(got), "\n")
-	if len(lines) != 4 {
-		t.Fatalf("markdownTable has %d lines, want 4:\n%s", len(lines), got)
+	if len(lines) != 5 {
+		t.Fatalf("markdownTable has %d lines, want 5:\n%s", len(lines), got)
 	}
 	if !strings.HasPrefix(lines[2], "| 1. a (error: boom) |") {
 		t.Errorf("first row = %q, want scenario 1 first", lines[2])
 	}
-	want := `| 7. b \| c | 2.00 ms | 2.00 ms | ssh | 4.00 ms | 0.5x | < 5 | yes |`
-	if lines[3] != want {
-		t.Errorf("row = %q, want %q", lines[3], want)
+	if want := `| 3. r | 90.0 cmd/s | 25.0 cmd/s | — | — | — | — | n/a |`; lines[3] != want {
+		t.Errorf("rate row = %q, want %q", lines[3], want)
+	}
+	if want := `| 7. b \| c | 2.00 ms | 2.00 ms | ssh | 4.00 ms | 0.5x | < 5 | yes |`; lines[4] != want {
+		t.Errorf("row = %q, want %q", lines[4], want)
 	}
 }
 

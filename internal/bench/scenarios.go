@@ -417,7 +417,7 @@ func (b *bench) throughput(ctx context.Context) ([]Row, error) {
 	}
 	var rows []Row
 	for _, c := range concs {
-		r := Row{Scenario: fmt.Sprintf("3. throughput `true`, concurrency %d, 2 workers%s", c, tallies[c].note("by warm shims")), Unit: "cmd/s", Baseline: "local os/exec, 2 at a time", Goal: "—"}
+		r := Row{Scenario: fmt.Sprintf("3. throughput `true`, concurrency %d, 2 workers%s", c, tallies[c].note("by warm shims")), Unit: "cmd/s", Rate: true, Baseline: "local os/exec, 2 at a time", Goal: "—"}
 		var goal func(o, l Summary) string
 		if c == 64 {
 			r.Goal = "≥ 0.5x local"
@@ -515,9 +515,9 @@ func (b *bench) bandwidth(ctx context.Context) ([]Row, error) {
 		note = "QUICK: smaller size"
 	}
 	return []Row{
-		compare(Row{Scenario: fmt.Sprintf("4. output %s to stdout, followed to the end", mib(b.sz.bulkBytes)), Unit: "MB/s", Baseline: "local pipe", Goal: "≥ 300 MB/s and ≥ 0.25x local", Note: note}, ob, lb,
+		compare(Row{Scenario: fmt.Sprintf("4. output %s to stdout, followed to the end", mib(b.sz.bulkBytes)), Unit: "MB/s", Rate: true, Baseline: "local pipe", Goal: "≥ 300 MB/s and ≥ 0.25x local", Note: note}, ob, lb,
 			func(o, l Summary) string { return yesNo(o.Median >= 300 && o.Median >= 0.25*l.Median) }),
-		compare(Row{Scenario: fmt.Sprintf("4. output %d 100-byte lines, stdout/stderr interleaved", b.sz.lines), Unit: "MB/s", Baseline: "local pipe", Goal: "≥ 100 MB/s", Note: note}, ol, ll,
+		compare(Row{Scenario: fmt.Sprintf("4. output %d 100-byte lines, stdout/stderr interleaved", b.sz.lines), Unit: "MB/s", Rate: true, Baseline: "local pipe", Goal: "≥ 100 MB/s", Note: note}, ol, ll,
 			func(o, l Summary) string { return yesNo(o.Median >= 100) }),
 	}, nil
 }
