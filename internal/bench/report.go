@@ -25,8 +25,7 @@ type Summary struct {
 }
 
 // summarize returns the median, p99 and p1 (nearest rank), min and max of
-// xs.
-// An empty xs gives the zero Summary.
+// xs. An empty xs gives the zero Summary.
 func summarize(xs []float64) Summary {
 	if len(xs) == 0 {
 		return Summary{}

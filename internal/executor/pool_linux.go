@@ -442,10 +442,10 @@ func (p *pool) recycle(ws *warmShim, reserved bool) {
 // commands and the next returns further. Seven such rounds took 8.9-14
 // s (21-34 commands a second, 60-110 cold starts); with 500 ms and 2 s,
 // six of six took 3.1-4.2 s (72-96 a second, 3-6 cold starts). 1 s and 1
-// s, and 500 ms and 1 s, still fell into it now and then. The cost is
-// where no shim comes back soon: 64 `sleep 3` at once took 6.9-7.7 s
-// against 6.9-7.8 before (most of it cold starts, a few at a time), and
-// at concurrency 16 the first burst went from 55-58 to 69-78 a second.
+// s, and 500 ms and 1 s, still fell into it now and then. At concurrency
+// 16 the first burst went from 55-58 to 69-78 a second. The cost is where
+// no shim comes back soon: 64 `sleep 3` at once took 6.9-7.7 s against
+// 6.9-7.8 before (most of it cold starts, a few at a time).
 const (
 	returnWait    = 500 * time.Millisecond
 	returnWaitMax = 2 * time.Second
