@@ -681,9 +681,31 @@ func outputPipe() (r, w *os.File, err error) {
 	r, w, err = os.Pipe()
 	if err == nil {
 		// Best effort: a pipe of the default size works, only slower.
-		unix.FcntlInt(r.Fd(), unix.F_SETPIPE_SZ, pipeSize)
+		unix.FcntlInt(uintptr(pollableFD(r)), unix.F_SETPIPE_SZ, pipeSize)
 	}
 	return r, w, err
+}
+
+// pollableFD returns f's descriptor for a system call of our own, leaving
+// f in Go's netpoller, where f.Fd() would switch it to blocking mode for
+// good. It is -1 once f is closed.
+//
+// Why it matters: a goroutine blocked in a system call keeps its P (one of
+// GOMAXPROCS, 2 here) until sysmon takes it back, and sysmon takes it only
+// on its second look at the same call, 10 ms apart in a process that has
+// been idle. A goroutine woken just before the call waits on that P
+// meanwhile. In the worker, the warm-up read on a shim's ready pipe (made
+// blocking by an Fd() call) held the goroutine that watchShim had just
+// woken for 13 ms; with the file watch's and watchShim's poll(2), one
+// command in ten, paced 50 ms apart, took 10–20 ms to give its output or
+// its exit (execution traces: 60 waits over 1 ms for a runnable goroutine
+// in 10 s, none once every wait was in the netpoller).
+func pollableFD(f *os.File) int {
+	fd := -1
+	if rc, err := f.SyscallConn(); err == nil {
+		rc.Control(func(u uintptr) { fd = int(u) })
+	}
+	return fd
 }
 
 // socketPair makes a connected pair of Unix stream sockets.

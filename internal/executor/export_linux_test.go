@@ -53,3 +53,9 @@ func CgroupBases(e *Executor) []string {
 	}
 	return slices.Collect(maps.Values(e.platform.cgroups.base))
 }
+
+// Poll is poll: it waits until one of fds is ready.
+var Poll = poll
+
+// PollableFD is pollableFD.
+var PollableFD = pollableFD

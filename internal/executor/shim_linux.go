@@ -503,7 +503,7 @@ func (p *Process) watchShim() {
 // word reads the shim's next word on its ready pipe into w, and reports
 // whether there was one: false once the shim has ended or closed the pipe.
 func (h *shimHandle) word(w *shimReady) bool {
-	fds := []unix.PollFd{{Fd: int32(h.pidfd), Events: unix.POLLIN}, {Fd: int32(h.back.ready.Fd()), Events: unix.POLLIN}}
+	fds := []unix.PollFd{{Fd: int32(h.pidfd), Events: unix.POLLIN}, {Fd: int32(pollableFD(h.back.ready)), Events: unix.POLLIN}}
 	// It may have come with the word before.
 	if !pending(h.back.answers) {
 		poll(fds)
@@ -534,11 +534,55 @@ func pending(d *json.Decoder) bool {
 	return len(bytes.TrimSpace(b)) > 0
 }
 
-// poll waits until one of fds is ready.
+// poll waits until one of fds is ready, and sets their Revents as
+// poll(2) does.
+//
+// It waits in Go's netpoller, not in poll(2), which would hold a P (see
+// pollableFD): fds go into an epoll instance of their own, and the
+// netpoller waits on that (an epoll descriptor is readable while one of
+// its descriptors is ready).
 func poll(fds []unix.PollFd) {
-	for {
-		if _, err := unix.Poll(fds, -1); err == nil || !errors.Is(err, unix.EINTR) {
-			return
+	ready := func() bool {
+		for {
+			n, err := unix.Poll(fds, 0)
+			if !errors.Is(err, unix.EINTR) {
+				return n > 0 || err != nil
+			}
+		}
+	}
+	if ready() {
+		return
+	}
+	ep, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err == nil {
+		for _, fd := range fds {
+			if err = unix.EpollCtl(ep, unix.EPOLL_CTL_ADD, int(fd.Fd), &unix.EpollEvent{Events: unix.EPOLLIN, Fd: fd.Fd}); err != nil {
+				break
+			}
+		}
+		if err == nil {
+			err = unix.SetNonblock(ep, true)
+		}
+		if err != nil {
+			unix.Close(ep)
+		}
+	}
+	if err == nil {
+		f := os.NewFile(uintptr(ep), "epoll")
+		defer f.Close()
+		var rc syscall.RawConn
+		if rc, err = f.SyscallConn(); err == nil {
+			// Read calls ready again each time the epoll descriptor turns
+			// readable; it fails when the netpoller would not take it.
+			err = rc.Read(func(uintptr) bool { return ready() })
+		}
+	}
+	if err != nil {
+		// Wait in the system call after all.
+		for {
+			if _, err := unix.Poll(fds, -1); err == nil || !errors.Is(err, unix.EINTR) {
+				return
+			}
 		}
 	}
 }
