@@ -42,3 +42,24 @@ func TestTailFreezes(t *testing.T) {
 		t.Errorf("read after freeze = %+v, want only what came before", chunks)
 	}
 }
+
+// TestTailReleasesAClosedTail: a closed tail still serves its bytes, and
+// once released holds none; a follower behind is sent to the store.
+func TestTailReleasesAClosedTail(t *testing.T) {
+	tl := newTail(0, false)
+	tl.append(devops.Chunk{Offset: 0, Stream: devops.Stdout, Data: []byte("hello")})
+	tl.close()
+	if chunks, closed, behind, _ := tl.read(0); len(chunks) != 1 || !closed || behind {
+		t.Fatalf("read(0) of a closed tail = %d chunks, closed %v, behind %v; want its chunk", len(chunks), closed, behind)
+	}
+	tl.release()
+	if tl.size != 0 || len(tl.chunks) != 0 {
+		t.Errorf("released tail holds %d bytes in %d chunks", tl.size, len(tl.chunks))
+	}
+	if _, _, behind, _ := tl.read(0); !behind {
+		t.Error("read(0) of a released tail: not behind, want the store")
+	}
+	if chunks, closed, behind, _ := tl.read(5); len(chunks) != 0 || !closed || behind {
+		t.Errorf("read at the end of a released tail = %d chunks, closed %v, behind %v", len(chunks), closed, behind)
+	}
+}
