@@ -26,10 +26,12 @@ type spool struct {
 	dir  string          // the process's state directory, removed with the spool
 	path string          // the output file in it
 	done <-chan struct{} // closed once the process ended: the file is complete
+	// watch signals each write of a file until stop (fileWatcher.watch).
+	watch func(path string) (changed <-chan struct{}, stop func())
 }
 
-func newSpool(dir string, done <-chan struct{}) *spool {
-	return &spool{dir: dir, path: filepath.Join(dir, executor.OutputFile), done: done}
+func newSpool(dir string, done <-chan struct{}, watch func(string) (<-chan struct{}, func())) *spool {
+	return &spool{dir: dir, path: filepath.Join(dir, executor.OutputFile), done: done, watch: watch}
 }
 
 // size is the spool file's size on disk, frames included (0 when it is
@@ -85,7 +87,7 @@ func (s *spool) read(ctx context.Context, from int64, fn func(c devops.Chunk) er
 	}
 	defer f.Close()
 	// Watch before the first look, so no write falls between them.
-	changed, stop := watchFile(s.path)
+	changed, stop := s.watch(s.path)
 	defer stop()
 	pos := s.openReadPos()
 	defer pos.close()

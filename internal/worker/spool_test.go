@@ -37,7 +37,9 @@ func newTestSpool(tb testing.TB) (*spool, *os.File, chan struct{}) {
 	}
 	tb.Cleanup(func() { f.Close() })
 	done := make(chan struct{})
-	return newSpool(dir, done), f, done
+	files := newFileWatcher()
+	tb.Cleanup(files.close)
+	return newSpool(dir, done, files.watch), f, done
 }
 
 // TestSpoolFollowsAnotherWriter reads a file another writer appends to,

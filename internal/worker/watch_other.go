@@ -2,7 +2,11 @@
 
 package worker
 
-// watchFile polls: only Linux has inotify here.
-func watchFile(path string) (changed <-chan struct{}, stop func()) {
-	return pollFile()
-}
+// fileWatcher polls: only Linux has inotify here.
+type fileWatcher struct{}
+
+func newFileWatcher() *fileWatcher { return &fileWatcher{} }
+
+func (*fileWatcher) watch(string) (changed <-chan struct{}, stop func()) { return pollFile() }
+
+func (*fileWatcher) close() {}

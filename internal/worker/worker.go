@@ -136,6 +136,7 @@ type Worker struct {
 	ident    *identity // certificate and TLS (identity.go)
 	started  time.Time
 	spoolDir string
+	files    *fileWatcher  // tells spool readers of each write
 	quit     chan struct{} // closed at shutdown: ends the output streams
 	crash    chan struct{} // closed by Crash
 	crashed  sync.Once
@@ -214,6 +215,7 @@ func New(cfg Config) (*Worker, error) {
 		w.exec.Close()
 		return nil, err
 	}
+	w.files = newFileWatcher()
 	w.adopt()
 	w.server = grpc.NewServer(
 		experimental.BufferPool(w.bufs),
@@ -503,6 +505,7 @@ func (w *Worker) shutdown(hard bool) {
 	}
 	w.stopHTTP()
 	w.wg.Wait()
+	w.files.close()
 	// It ends the warm shims; running processes go on under their shims.
 	if err := w.exec.Close(); err != nil {
 		w.log.Warn("close executor", "err", err)
@@ -669,7 +672,7 @@ func (w *Worker) start(ctx context.Context, id devops.ProcessID, spec devops.Spe
 // waits for its end; the wait gives up at shutdown, leaving x to its shim.
 func (w *Worker) trackLocked(id devops.ProcessID, x *executor.Process, dir string) *proc {
 	p := &proc{id: id, x: x, started: x.StartedAt(), done: make(chan struct{}), sent: make(chan struct{})}
-	p.spool = newSpool(dir, p.done)
+	p.spool = newSpool(dir, p.done, w.files.watch)
 	w.procs[id] = p
 	w.running++
 	w.wg.Add(1)
