@@ -1,3 +1,7 @@
+//go:build linux
+
+// Containers run under shims too (StartSupervised), which need Linux.
+
 package executor_test
 
 import (
