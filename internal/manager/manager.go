@@ -37,6 +37,8 @@ type Store interface {
 	Workers(ctx context.Context) ([]devops.Worker, error)
 	PutProcess(ctx context.Context, p devops.Process) error
 	Processes(ctx context.Context) ([]devops.Process, error)
+	// PrepareOutput readies the output of id for its first chunk; optional.
+	PrepareOutput(ctx context.Context, id devops.ProcessID) error
 	AppendOutput(ctx context.Context, id devops.ProcessID, c devops.Chunk) error
 	SkipOutput(ctx context.Context, id devops.ProcessID, to int64) error
 	CloseOutput(ctx context.Context, id devops.ProcessID) error

@@ -393,6 +393,17 @@ func idOfKey(k string) (devops.ProcessID, error) {
 	return devops.ProcessID(b), nil
 }
 
+// PrepareOutput readies the output of process id for its first chunk
+// (creates its index file), so that AppendOutput does not: the manager
+// calls it while the worker starts the command. Optional: AppendOutput
+// does what it has not. After CloseOutput it returns ErrTerminal.
+func (s *JetStream) PrepareOutput(ctx context.Context, id devops.ProcessID) error {
+	if err := s.output.prepare(ctx, id); err != nil {
+		return fmt.Errorf("prepare output %s: %w", id, err)
+	}
+	return nil
+}
+
 // AppendOutput stores chunk c of process id. Bytes already stored are
 // ignored, so a worker may resend from an earlier offset; a chunk starting
 // past OutputEnd returns ErrOutOfRange. Past the per-process limit bytes are

@@ -149,6 +149,9 @@ func (m *Memory) outputLocked(id devops.ProcessID) *memOutput {
 	return o
 }
 
+// PrepareOutput has nothing to ready in memory.
+func (m *Memory) PrepareOutput(context.Context, devops.ProcessID) error { return nil }
+
 // AppendOutput stores a copy of chunk c of process id, with the rules of
 // JetStream.AppendOutput.
 func (m *Memory) AppendOutput(ctx context.Context, id devops.ProcessID, c devops.Chunk) error {

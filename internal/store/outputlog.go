@@ -459,18 +459,28 @@ func (l *outputLog) closeFilesLocked(p *procOutput) {
 	l.mu.Unlock()
 }
 
+// openIndexLocked opens p's index for appends, creating it, unless it is
+// open already.
+func (l *outputLog) openIndexLocked(p *procOutput) error {
+	if p.idx != nil {
+		return nil
+	}
+	idx, err := os.OpenFile(l.path(p.key, ".idx"), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	if err != nil {
+		return fmt.Errorf("open index: %w", err)
+	}
+	p.idx = idx
+	l.mu.Lock()
+	p.writing = true
+	l.mu.Unlock()
+	return nil
+}
+
 // writeLocked appends r to p's index, after writing data at r.offset in
 // its data file when r is a chunk, and returns the bytes it stored.
 func (l *outputLog) writeLocked(p *procOutput, r record, data []byte) error {
-	if p.idx == nil {
-		idx, err := os.OpenFile(l.path(p.key, ".idx"), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
-		if err != nil {
-			return fmt.Errorf("open index: %w", err)
-		}
-		p.idx = idx
-		l.mu.Lock()
-		p.writing = true
-		l.mu.Unlock()
+	if err := l.openIndexLocked(p); err != nil {
+		return err
 	}
 	// The data file only once there is data: a command with no output
 	// (`true`, most of a fleet's `systemctl restart`s) costs one file, not
@@ -527,6 +537,16 @@ func (l *outputLog) openForWrite(ctx context.Context, id devops.ProcessID) (*pro
 		return nil, fmt.Errorf("%w: output closed", devops.ErrTerminal)
 	}
 	return p, nil
+}
+
+// prepare creates the index of id's output ahead of its first record.
+func (l *outputLog) prepare(ctx context.Context, id devops.ProcessID) error {
+	p, err := l.openForWrite(ctx, id)
+	if err != nil {
+		return err
+	}
+	defer l.unlock(p)
+	return l.openIndexLocked(p)
 }
 
 func (l *outputLog) append(ctx context.Context, id devops.ProcessID, c devops.Chunk) error {

@@ -188,6 +188,34 @@ func TestEmptyOutputHasNoDataFile(t *testing.T) {
 	}
 }
 
+// TestPrepareOutputMakesTheIndex: PrepareOutput creates the index (so
+// the first chunk does not) and no data file; the output then reads back
+// the same as one never prepared, after a restart too.
+func TestPrepareOutputMakesTheIndex(t *testing.T) {
+	ctx := t.Context()
+	dir := t.TempDir()
+	s := open(t, Config{Dir: dir})
+	if err := s.PrepareOutput(ctx, "p1"); err != nil {
+		t.Fatal(err)
+	}
+	outs, _ := filepath.Glob(filepath.Join(dir, "output", "*.out"))
+	idxs, _ := filepath.Glob(filepath.Join(dir, "output", "*.idx"))
+	if len(outs) != 0 || len(idxs) != 1 {
+		t.Errorf("data files %v, indexes %v after PrepareOutput: want one index and no data file", outs, idxs)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = open(t, Config{Dir: dir})
+	if info, err := s.OutputInfo(ctx, "p1"); err != nil || info != (OutputInfo{}) {
+		t.Errorf("OutputInfo(p1) after a restart = %+v, %v; want open and empty", info, err)
+	}
+	appendChunks(t, s, "p1", "x")
+	if got := readAll(t, s, "p1"); string(got) != "x" {
+		t.Errorf("p1 output = %q", got)
+	}
+}
+
 // TestMigrateOutputStream: output an earlier version kept in the OUTPUT
 // stream is in the files after the upgrade, and the stream is gone.
 func TestMigrateOutputStream(t *testing.T) {

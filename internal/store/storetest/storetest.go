@@ -28,6 +28,7 @@ type Store interface {
 	PutProcess(ctx context.Context, p devops.Process) error
 	Process(ctx context.Context, id devops.ProcessID) (devops.Process, error)
 	Processes(ctx context.Context) ([]devops.Process, error)
+	PrepareOutput(ctx context.Context, id devops.ProcessID) error
 	AppendOutput(ctx context.Context, id devops.ProcessID, c devops.Chunk) error
 	SkipOutput(ctx context.Context, id devops.ProcessID, to int64) error
 	CloseOutput(ctx context.Context, id devops.ProcessID) error
@@ -61,6 +62,7 @@ func Run(t *testing.T, open func(tb testing.TB) Store) {
 		{"FollowLive", testFollowLive},
 		{"FollowClosed", testFollowClosed},
 		{"NoOutput", testNoOutput},
+		{"PrepareOutput", testPrepareOutput},
 		{"FollowCancel", testFollowCancel},
 		{"CallbackError", testCallbackError},
 		{"ConcurrentFollowers", testConcurrentFollowers},
@@ -559,10 +561,18 @@ func testNoOutput(t *testing.T, s Store) {
 	}
 	// A follower that starts before the process wrote anything sees its
 	// output and its end.
-	f := startFollower(ctx, s, open, 0)
+	followWhileWriting(t, ctx, s, open)
+}
+
+// followWhileWriting starts a follower of id's output, which has none yet,
+// appends three chunks and closes the output; the follower must see them
+// and the end. It returns what was written.
+func followWhileWriting(t *testing.T, ctx context.Context, s Store, id devops.ProcessID) *tape {
+	t.Helper()
+	f := startFollower(ctx, s, id, 0)
 	var tp tape
-	appendAll(t, ctx, s, open, tp.randomChunks(newRand(t), 3, 100))
-	if err := s.CloseOutput(ctx, open); err != nil {
+	appendAll(t, ctx, s, id, tp.randomChunks(newRand(t), 3, 100))
+	if err := s.CloseOutput(ctx, id); err != nil {
 		t.Fatalf("CloseOutput = %v", err)
 	}
 	got, err := f.wait(t, ctx)
@@ -570,6 +580,36 @@ func testNoOutput(t *testing.T, s Store) {
 		t.Fatalf("follower = %v", err)
 	}
 	checkChunks(t, "follower", got, &tp, 0)
+	return &tp
+}
+
+// testPrepareOutput: a prepared output is an empty one, a follower sees
+// what comes after, twice is harmless, and after close it is refused.
+func testPrepareOutput(t *testing.T, s Store) {
+	ctx := Context(t)
+	id := ProcessID(1)
+	for range 2 {
+		if err := s.PrepareOutput(ctx, id); err != nil {
+			t.Fatalf("PrepareOutput = %v", err)
+		}
+	}
+	if end, err := s.OutputEnd(ctx, id); err != nil || end != 0 {
+		t.Fatalf("OutputEnd after PrepareOutput = %d, %v; want 0", end, err)
+	}
+	if got, err := collect(ctx, s, id, 0, false); err != nil || len(got) != 0 {
+		t.Errorf("ReadOutput after PrepareOutput = %d chunks, %v; want none", len(got), err)
+	}
+	tp := followWhileWriting(t, ctx, s, id)
+	// Memory has nothing to prepare; JetStream refuses.
+	if err := s.PrepareOutput(ctx, id); !errors.Is(err, devops.ErrTerminal) && err != nil {
+		t.Errorf("PrepareOutput after CloseOutput = %v, want nil or ErrTerminal", err)
+	}
+	// Either way the closed output is as it was.
+	got, err := collect(ctx, s, id, 0, true)
+	if err != nil {
+		t.Fatalf("ReadOutput after a late PrepareOutput = %v", err)
+	}
+	checkChunks(t, "after a late PrepareOutput", got, tp, 0)
 }
 
 func testFollowCancel(t *testing.T, s Store) {
