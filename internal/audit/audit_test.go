@@ -1,0 +1,182 @@
+package audit
+
+import (
+	"errors"
+	"fmt"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+)
+
+func openLog(t *testing.T) *Log {
+	t.Helper()
+	l, err := Open(filepath.Join(t.TempDir(), "audit.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	return l
+}
+
+// queued waits until n entries wait for the next write.
+func queued(t *testing.T, l *Log, n int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		l.mu.Lock()
+		lines := 0
+		for _, c := range l.next.data {
+			if c == '\n' {
+				lines++
+			}
+		}
+		l.mu.Unlock()
+		if lines == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d entries queued after 10 s, want %d", lines, n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestAppendsShareASync: appends that come while a sync runs are written
+// by one more sync, not one each, and every append returns once its entry
+// is synced; the entries read back in full.
+func TestAppendsShareASync(t *testing.T) {
+	l := openLog(t)
+	release := make(chan struct{})
+	var mu sync.Mutex
+	syncs := 0
+	sync0 := l.sync
+	l.sync = func() error {
+		mu.Lock()
+		syncs++
+		first := syncs == 1
+		mu.Unlock()
+		if first {
+			<-release // the first sync holds while the others queue
+		}
+		return sync0()
+	}
+	const n = 10
+	errs := make(chan error, n+1)
+	go func() { errs <- l.Append(Entry{Principal: "first", Action: "run"}) }()
+	// The first is being synced once nothing is queued and it is flushing.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		l.mu.Lock()
+		flushing := l.flushing
+		l.mu.Unlock()
+		if flushing {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the first append did not start its sync")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	for i := range n {
+		go func() { errs <- l.Append(Entry{Principal: fmt.Sprint("p", i), Action: "run"}) }()
+	}
+	queued(t, l, n)
+	close(release)
+	for range n + 1 {
+		if err := <-errs; err != nil {
+			t.Fatalf("Append = %v", err)
+		}
+	}
+	if syncs != 2 {
+		t.Errorf("%d syncs for %d appends, %d of them while the first synced; want 2", syncs, n+1, n)
+	}
+	es, err := l.Tail(100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	for _, e := range es {
+		seen[e.Principal] = true
+	}
+	if len(es) != n+1 || !seen["first"] || !seen["p0"] || !seen[fmt.Sprint("p", n-1)] {
+		t.Errorf("Tail = %d entries %v, want the %d appended", len(es), seen, n+1)
+	}
+}
+
+// TestAppendErrorReachesItsBatch: a failed sync fails every append of its
+// batch, and the next appends succeed.
+func TestAppendErrorReachesItsBatch(t *testing.T) {
+	l := openLog(t)
+	broken := errors.New("disk gone")
+	fail := true
+	sync0 := l.sync
+	l.sync = func() error {
+		if fail {
+			fail = false // one failure; the next sync works
+			return broken
+		}
+		return sync0()
+	}
+	if err := l.Append(Entry{Principal: "a", Action: "run"}); !errors.Is(err, broken) {
+		t.Fatalf("Append with a failing sync = %v, want %v", err, broken)
+	}
+	if err := l.Append(Entry{Principal: "b", Action: "run"}); err != nil {
+		t.Fatalf("Append after = %v", err)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Append(Entry{Principal: "c", Action: "run"}); err == nil {
+		t.Error("Append after Close = nil, want an error")
+	}
+}
+
+// TestConcurrentAppendsAllLand: entries from many goroutines at once are
+// each read back once.
+func TestConcurrentAppendsAllLand(t *testing.T) {
+	l := openLog(t)
+	const goroutines, each = 16, 25
+	var wg sync.WaitGroup
+	for g := range goroutines {
+		wg.Go(func() {
+			for i := range each {
+				if err := l.Append(Entry{Principal: fmt.Sprint(g, "/", i), Action: "run"}); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	es, err := l.Tail(goroutines * each * 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]int{}
+	for _, e := range es {
+		seen[e.Principal]++
+	}
+	if len(es) != goroutines*each || len(seen) != goroutines*each {
+		t.Errorf("Tail = %d entries, %d distinct; want %d each once", len(es), len(seen), goroutines*each)
+	}
+}
+
+// BenchmarkAppendParallel: appends from concurrent callers (runs arriving
+// at once), each waiting for its own sync.
+func BenchmarkAppendParallel(b *testing.B) {
+	l, err := Open(filepath.Join(b.TempDir(), "audit.log"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer l.Close()
+	b.SetParallelism(32) // 32 callers a CPU
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if err := l.Append(Entry{Principal: "token:bench", Action: "run", Argv: []string{"true"}}); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}
