@@ -36,9 +36,9 @@ type Entry struct {
 // project's test VM, more on disks with slower syncs, where it capped how
 // many runs a second the manager could accept).
 type Log struct {
-	fileMu sync.Mutex // serializes writes, syncs and reads of f
-	f      *os.File
-	sync   func() error // f.Sync; a test's stand-in
+	fileMu   sync.Mutex // serializes writes, syncs and reads of f
+	f        *os.File
+	syncFile func() error // f.Sync; a test's stand-in
 
 	mu       sync.Mutex // guards the fields below
 	flushed  *sync.Cond // on mu: a batch was written and synced, or failed
@@ -63,7 +63,7 @@ func Open(path string) (*Log, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open audit log: %w", err)
 	}
-	l := &Log{f: f, sync: f.Sync, next: &batch{}}
+	l := &Log{f: f, syncFile: f.Sync, next: &batch{}}
 	l.flushed = sync.NewCond(&l.mu)
 	return l, nil
 }
@@ -113,7 +113,7 @@ func (l *Log) write(data []byte) error {
 	if _, err := l.f.Write(data); err != nil {
 		return fmt.Errorf("append audit entry: %w", err)
 	}
-	if err := l.sync(); err != nil {
+	if err := l.syncFile(); err != nil {
 		return fmt.Errorf("sync audit log: %w", err)
 	}
 	return nil

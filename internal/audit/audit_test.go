@@ -50,8 +50,8 @@ func TestAppendsShareASync(t *testing.T) {
 	release := make(chan struct{})
 	var mu sync.Mutex
 	syncs := 0
-	sync0 := l.sync
-	l.sync = func() error {
+	sync0 := l.syncFile
+	l.syncFile = func() error {
 		mu.Lock()
 		syncs++
 		first := syncs == 1
@@ -110,8 +110,8 @@ func TestAppendErrorReachesItsBatch(t *testing.T) {
 	l := openLog(t)
 	broken := errors.New("disk gone")
 	fail := true
-	sync0 := l.sync
-	l.sync = func() error {
+	sync0 := l.syncFile
+	l.syncFile = func() error {
 		if fail {
 			fail = false // one failure; the next sync works
 			return broken

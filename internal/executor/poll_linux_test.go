@@ -3,33 +3,14 @@ package executor_test
 import (
 	"errors"
 	"os"
-	"runtime"
-	"strings"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/devops-platform/devops/internal/executor"
+	"github.com/devops-platform/devops/internal/goroutines"
 )
-
-// parkedIn counts the goroutines whose stack holds fn, by the state the
-// runtime gives them ("IO wait": in the netpoller; "syscall": holding an OS
-// thread in a system call).
-func parkedIn(fn string) map[string]int {
-	buf := make([]byte, 1<<20)
-	buf = buf[:runtime.Stack(buf, true)]
-	states := map[string]int{}
-	for _, g := range strings.Split(string(buf), "\n\n") {
-		if !strings.Contains(g, fn) {
-			continue
-		}
-		head := g[:strings.IndexByte(g, '\n')] // goroutine N [state, 1 minutes]:
-		state := head[strings.IndexByte(head, '[')+1 : strings.IndexAny(head, ",]")]
-		states[state]++
-	}
-	return states
-}
 
 // TestPollWaitsInTheNetpoller: waiters on pipes are parked by the runtime
 // (IO wait), not blocked in poll(2) (syscall), where each would keep its
@@ -63,18 +44,7 @@ func TestPollWaitsInTheNetpoller(t *testing.T) {
 			ws[i].done <- fds
 		}()
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		states := parkedIn("executor.poll(")
-		if states["IO wait"] == n {
-			break
-		}
-		// A look may catch one in a system call that does not block.
-		if time.Now().After(deadline) {
-			t.Fatalf("waiters not parked after 10 s: %v (syscall: blocked in poll(2))", states)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	goroutines.Await(t, "executor.poll(", map[string]int{"IO wait": n})
 	for i, w := range ws {
 		if _, err := w.w.Write([]byte{1}); err != nil {
 			t.Fatal(err)

@@ -542,49 +542,51 @@ func pending(d *json.Decoder) bool {
 // netpoller waits on that (an epoll descriptor is readable while one of
 // its descriptors is ready).
 func poll(fds []unix.PollFd) {
-	ready := func() bool {
-		for {
-			n, err := unix.Poll(fds, 0)
-			if !errors.Is(err, unix.EINTR) {
-				return n > 0 || err != nil
-			}
-		}
-	}
-	if ready() {
+	if sysPoll(fds, 0) {
 		return
 	}
+	if ep, err := epollOf(fds); err == nil {
+		defer ep.Close()
+		// Read calls sysPoll again each time the epoll descriptor turns
+		// readable; it fails when the netpoller would not take it.
+		if rc, err := ep.SyscallConn(); err == nil && rc.Read(func(uintptr) bool { return sysPoll(fds, 0) }) == nil {
+			return
+		}
+	}
+	sysPoll(fds, -1) // in the system call after all
+}
+
+// sysPoll is poll(2) with a timeout in milliseconds (-1: none), again after
+// EINTR. It reports whether it is done: one of fds is ready, or it failed.
+func sysPoll(fds []unix.PollFd, timeout int) bool {
+	for {
+		n, err := unix.Poll(fds, timeout)
+		if !errors.Is(err, unix.EINTR) {
+			return n > 0 || err != nil
+		}
+	}
+}
+
+// epollOf returns a non-blocking epoll instance watching fds for input, as
+// a File in the netpoller.
+func epollOf(fds []unix.PollFd) (*os.File, error) {
 	ep, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
-	if err == nil {
-		for _, fd := range fds {
-			if err = unix.EpollCtl(ep, unix.EPOLL_CTL_ADD, int(fd.Fd), &unix.EpollEvent{Events: unix.EPOLLIN, Fd: fd.Fd}); err != nil {
-				break
-			}
-		}
-		if err == nil {
-			err = unix.SetNonblock(ep, true)
-		}
-		if err != nil {
-			unix.Close(ep)
+	if err != nil {
+		return nil, err
+	}
+	for _, fd := range fds {
+		if err = unix.EpollCtl(ep, unix.EPOLL_CTL_ADD, int(fd.Fd), &unix.EpollEvent{Events: unix.EPOLLIN, Fd: fd.Fd}); err != nil {
+			break
 		}
 	}
 	if err == nil {
-		f := os.NewFile(uintptr(ep), "epoll")
-		defer f.Close()
-		var rc syscall.RawConn
-		if rc, err = f.SyscallConn(); err == nil {
-			// Read calls ready again each time the epoll descriptor turns
-			// readable; it fails when the netpoller would not take it.
-			err = rc.Read(func(uintptr) bool { return ready() })
-		}
+		err = unix.SetNonblock(ep, true)
 	}
 	if err != nil {
-		// Wait in the system call after all.
-		for {
-			if _, err := unix.Poll(fds, -1); err == nil || !errors.Is(err, unix.EINTR) {
-				return
-			}
-		}
+		unix.Close(ep)
+		return nil, err
 	}
+	return os.NewFile(uintptr(ep), "epoll"), nil
 }
 
 // reapShim collects the shim's exit status when it is our child; for an
