@@ -115,6 +115,7 @@ func run() int {
 		cmdline = "make bench QUICK=1"
 	}
 	res := &Results{Started: started, Quick: b.quick, Command: cmdline, Env: environment(b.bin)}
+	res.Env.Storage = describeStorage(b.tmp)
 
 	b.missing = installMissing(ctx, *install && !b.quick, logf)
 	hosts := []string{"127.0.0.1"}

@@ -82,6 +82,8 @@ type Environment struct {
 	Devops     string  `json:"devops_version"`
 	TLS        bool    `json:"tls"`
 	Processes  string  `json:"processes"`
+	// Storage is the file system of the manager's and workers' data.
+	Storage string `json:"storage"`
 }
 
 // Baseline says whether a baseline tool could be used, and why not.
@@ -165,8 +167,8 @@ func markdown(res *Results) string {
 	}
 	fmt.Fprintf(&b, "Run %s, %s, took %s; mode: %s; command: `%s`.\n\n", res.Started.UTC().Format(time.RFC3339), "loopback only", res.Duration, mode, res.Command)
 	e := res.Env
-	fmt.Fprintf(&b, "Machine: %s, %d CPUs, %.1f GiB RAM, Linux %s; %s, grpc-go %s, GOMAXPROCS %d; TLS %s; devops %s; %s.\n\n",
-		e.CPUModel, e.CPUs, e.MemoryGiB, e.Kernel, e.Go, e.GRPC, e.GOMAXPROCS, onOff(e.TLS), e.Devops, e.Processes)
+	fmt.Fprintf(&b, "Machine: %s, %d CPUs, %.1f GiB RAM, Linux %s; %s, grpc-go %s, GOMAXPROCS %d; TLS %s; devops %s; %s; their data (the bench's temporary directory, under $TMPDIR) on %s.\n\n",
+		e.CPUModel, e.CPUs, e.MemoryGiB, e.Kernel, e.Go, e.GRPC, e.GOMAXPROCS, onOff(e.TLS), e.Devops, e.Processes, e.Storage)
 	var bl []string
 	for _, x := range res.Baselines {
 		if x.Available {
