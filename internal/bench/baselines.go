@@ -50,7 +50,20 @@ func installMissing(ctx context.Context, allow bool, logf func(string, ...any)) 
 		logf("apt-get update: %v: %s", err, lastLine(out))
 	}
 	for _, p := range missing {
-		if out, err := run("install", "-y", "--no-install-recommends", p); err != nil {
+		out, err := run("install", "-y", "--no-install-recommends", p)
+		if err != nil && strings.Contains(string(out), "dpkg --configure -a") {
+			// An install stopped half way (a bench interrupted while it
+			// installed, say) leaves dpkg refusing every other until its
+			// packages are configured: do as apt-get asks, once, and retry.
+			logf("apt-get install %s: %s; running dpkg --configure -a", p, lastLine(out))
+			cmd := exec.CommandContext(ctx, "dpkg", "--configure", "-a")
+			cmd.Env = env
+			if cout, cerr := cmd.CombinedOutput(); cerr != nil {
+				logf("dpkg --configure -a: %v: %s", cerr, lastLine(cout))
+			}
+			out, err = run("install", "-y", "--no-install-recommends", p)
+		}
+		if err != nil {
 			failed[p] = fmt.Sprintf("apt-get install %s: %v: %s", p, err, lastLine(out))
 		}
 	}

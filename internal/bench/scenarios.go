@@ -320,28 +320,14 @@ func (b *bench) cli(ctx context.Context) ([]Row, error) {
 func (b *bench) throughput(ctx context.Context) ([]Row, error) {
 	argv := []string{"/bin/true"}
 	n := b.sz.tputCommands
-	// Where a command's CPU goes: the manager, the workers, and the rest of
-	// the machine's busy time less this program (the shims, the inits, the
-	// commands and the kernel's work for them).
-	type split struct{ manager, workers, rest time.Duration }
-	sample := func() split {
-		m := b.c.managerStats().CPU
-		var w time.Duration
-		for _, wk := range b.c.workers {
-			if st, err := readProc(wk.proc.pid()); err == nil {
-				w += st.CPU
-			}
-		}
-		self, _ := readProc(os.Getpid())
-		return split{m, w, machineBusy() - m - w - self.CPU}
-	}
+	sample := b.cpuSplit
 	concs := []int{1, 16, 64}
 	// Starts at each concurrency, and how many a warm shim served.
 	tallies := map[int]*startTally{}
 	for _, c := range concs {
 		tallies[c] = &startTally{}
 	}
-	ours := func(conc int) (float64, split, error) {
+	ours := func(conc int) (float64, cpuSplit, error) {
 		tallies[conc].mark(ctx, b.c)
 		before := sample()
 		start := time.Now()
@@ -364,7 +350,7 @@ func (b *bench) throughput(ctx context.Context) ([]Row, error) {
 		d := time.Since(start)
 		after := sample()
 		tallies[conc].add(ctx, b.c)
-		per := split{
+		per := cpuSplit{
 			(after.manager - before.manager) / time.Duration(n),
 			(after.workers - before.workers) / time.Duration(n),
 			(after.rest - before.rest) / time.Duration(n),
@@ -436,6 +422,24 @@ func (b *bench) throughput(ctx context.Context) ([]Row, error) {
 	return rows, nil
 }
 
+// cpuSplit is where the machine's CPU went since boot: the manager, the
+// workers, and the rest of its busy time less this program (the shims, the
+// inits, the commands and the kernel's work for them). The difference of
+// two samples is what happened between them.
+type cpuSplit struct{ manager, workers, rest time.Duration }
+
+func (b *bench) cpuSplit() cpuSplit {
+	m := b.c.managerStats().CPU
+	var w time.Duration
+	for _, wk := range b.c.workers {
+		if st, err := readProc(wk.proc.pid()); err == nil {
+			w += st.CPU
+		}
+	}
+	self, _ := readProc(os.Getpid())
+	return cpuSplit{m, w, machineBusy() - m - w - self.CPU}
+}
+
 // machineBusy is the CPU time all CPUs spent on anything but idling and
 // waiting for I/O since boot, from /proc/stat.
 func machineBusy() time.Duration {
@@ -468,12 +472,18 @@ func (b *bench) bandwidth(ctx context.Context) ([]Row, error) {
 	lines := b.genLines(b.sz.lines)
 	wantLines := int64(b.sz.lines) * 100
 	var ob, lb, ol, ll []float64
+	// Where the CPU of bulk output goes, in seconds a GiB: it stays put
+	// where the rates move with the machine's day.
+	var mcpu, wcpu, rcpu []float64
 	mbps := func(n int64, d time.Duration) float64 { return float64(n) / 1e6 / d.Seconds() }
+	perGiB := func(d time.Duration) float64 { return d.Seconds() / (float64(b.sz.bulkBytes) / (1 << 30)) }
 	for round := range b.sz.rounds {
 		if round == 0 {
 			b.profileStart("output-bulk")
 		}
+		before := b.cpuSplit()
 		_, d, n, _, err := runOnce(ctx, b.c.client, bulk)
+		after := b.cpuSplit()
 		if round == 0 {
 			b.profileStop("output-bulk")
 		}
@@ -484,6 +494,9 @@ func (b *bench) bandwidth(ctx context.Context) ([]Row, error) {
 			return nil, fmt.Errorf("bulk output: got %d bytes, want %d", n, b.sz.bulkBytes)
 		}
 		ob = append(ob, mbps(n, d))
+		mcpu = append(mcpu, perGiB(after.manager-before.manager))
+		wcpu = append(wcpu, perGiB(after.workers-before.workers))
+		rcpu = append(rcpu, perGiB(after.rest-before.rest))
 		_, d, n, err = localOnce(ctx, bulk)
 		if err != nil || n != b.sz.bulkBytes {
 			return nil, fmt.Errorf("local bulk: %d bytes: %v", n, err)
@@ -519,6 +532,9 @@ func (b *bench) bandwidth(ctx context.Context) ([]Row, error) {
 			func(o, l Summary) string { return yesNo(o.Median >= 300 && o.Median >= 0.25*l.Median) }),
 		compare(Row{Scenario: fmt.Sprintf("4. output %d 100-byte lines, stdout/stderr interleaved", b.sz.lines), Unit: "MB/s", Rate: true, Baseline: "local pipe", Goal: "≥ 100 MB/s", Note: note}, ol, ll,
 			func(o, l Summary) string { return yesNo(o.Median >= 100) }),
+		compare(Row{Scenario: fmt.Sprintf("4. manager CPU per GiB of the %s followed", mib(b.sz.bulkBytes)), Unit: "s", Goal: "reported"}, mcpu, nil, nil),
+		compare(Row{Scenario: fmt.Sprintf("4. workers' CPU per GiB of the %s followed", mib(b.sz.bulkBytes)), Unit: "s", Goal: "reported"}, wcpu, nil, nil),
+		compare(Row{Scenario: fmt.Sprintf("4. the rest of the machine's CPU per GiB of the %s followed (the shim, the command, the kernel; not the bench's client)", mib(b.sz.bulkBytes)), Unit: "s", Goal: "reported"}, rcpu, nil, nil),
 	}, nil
 }
 
