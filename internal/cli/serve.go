@@ -54,6 +54,7 @@ func newManagerCmd(env *Env, g *globals) *cobra.Command {
 	f.IntVar(&cfg.DispatchAttempts, "dispatch-attempts", 3, "workers tried when one refuses a command")
 	f.StringVar(&maxOut, "max-output", "1G", "output kept per process (beyond it output is not stored)")
 	f.StringVar(&maxOutTotal, "max-output-total", "8G", "output kept across all processes (the oldest is dropped)")
+	f.DurationVar(&cfg.Retention, "retention", 7*24*time.Hour, "how long processes and fleet runs are kept once ended (then their records and output are deleted; 0 keeps them for good)")
 	addManagerSecurityFlags(cmd, &cfg.Security)
 	return cmd
 }

@@ -71,6 +71,10 @@ type Config struct {
 
 	MaxOutputBytes        int64 // output kept across all processes [8 GiB]
 	MaxProcessOutputBytes int64 // output kept per process [1 GiB]
+	// Retention is how long processes and fleet runs are kept once they
+	// ended: then their records and output are deleted (retention.go).
+	// Zero keeps them for good.
+	Retention time.Duration
 
 	// Security is TLS, tokens and the audit log (security.go); the zero
 	// value serves TLS with a CA and tokens made in DataDir.
@@ -311,6 +315,11 @@ func (m *Manager) Run(ctx context.Context) error {
 		m.startTracking(e)
 	}
 	m.driveAll()
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		m.retain(m.runCtx)
+	}()
 	m.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 
 	errc := make(chan error, 2)

@@ -253,6 +253,26 @@ func (m *Memory) DeleteOutput(ctx context.Context, id devops.ProcessID) error {
 	return nil
 }
 
+// Forget deletes the records and output of processes, as JetStream.Forget
+// does; Memory keeps no runs.
+func (m *Memory) Forget(ctx context.Context, processes []devops.ProcessID, runs []devops.RunID) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, id := range processes {
+		delete(m.processes, id)
+		if o, ok := m.outputs[id]; ok {
+			// A follower still on it sees it end where it was.
+			o.closed = true
+			o.notifyLocked()
+			delete(m.outputs, id)
+		}
+	}
+	return nil
+}
+
 // OutputEnd returns the offset just past the last stored chunk of process
 // id, 0 when there is none.
 func (m *Memory) OutputEnd(ctx context.Context, id devops.ProcessID) (int64, error) {

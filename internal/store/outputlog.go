@@ -803,3 +803,32 @@ func (l *outputLog) read(ctx context.Context, id devops.ProcessID, from int64, f
 		}
 	}
 }
+
+// remove deletes both files of the output of id: its process is forgotten
+// (retention), long after its output was closed.
+func (l *outputLog) remove(ctx context.Context, id devops.ProcessID) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	k, err := key(string(id))
+	if err != nil {
+		return err
+	}
+	p := l.get(k)
+	p.mu.Lock()
+	defer l.unlock(p)
+	l.closeFilesLocked(p)
+	for _, ext := range []string{".out", ".idx"} {
+		if err := os.Remove(l.path(k, ext)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("remove output: %w", err)
+		}
+	}
+	p.loaded = true // as found on disk now: nothing
+	p.replaceLocked([]record{{kind: kindClosed, offset: p.end, end: p.end}})
+	l.mu.Lock()
+	l.total -= l.sizes[k]
+	delete(l.sizes, k)
+	delete(l.dirty, k)
+	l.mu.Unlock()
+	return nil
+}

@@ -313,3 +313,54 @@ func TestCloseEndsFollowers(t *testing.T) {
 		t.Fatal("ReadOutput still following 10s after Close")
 	}
 }
+
+// TestForgetLeavesNothing: a forgotten process leaves no file and no
+// message in the records' streams (no delete marker either), and stays
+// forgotten after a restart.
+func TestForgetLeavesNothing(t *testing.T) {
+	ctx := t.Context()
+	dir := t.TempDir()
+	s := open(t, Config{Dir: dir})
+	for _, id := range []devops.ProcessID{"p1", "p2"} {
+		if err := s.PutProcess(ctx, devops.Process{ID: id, State: devops.StateSucceeded}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.PutRun(ctx, devops.Run{ID: "r1", State: devops.RunSucceeded}); err != nil {
+		t.Fatal(err)
+	}
+	appendChunks(t, s, "p1", "x")
+	if err := s.CloseOutput(ctx, "p1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Forget(ctx, []devops.ProcessID{"p1"}, []devops.RunID{"r1"}); err != nil {
+		t.Fatalf("Forget = %v", err)
+	}
+	if files, _ := filepath.Glob(filepath.Join(dir, "output", "p1.*")); len(files) != 0 {
+		t.Errorf("files left of p1: %v", files)
+	}
+	for stream, want := range map[string]uint64{"KV_" + processBucket: 1, "KV_" + runBucket: 0} {
+		st, err := s.js.Stream(ctx, stream)
+		if err != nil {
+			t.Fatal(err)
+		}
+		info, err := st.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.State.Msgs != want {
+			t.Errorf("%s holds %d messages after Forget, want %d", stream, info.State.Msgs, want)
+		}
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = open(t, Config{Dir: dir})
+	ps, err := s.Processes(ctx)
+	if err != nil || len(ps) != 1 || ps[0].ID != "p2" {
+		t.Errorf("Processes() after a restart = %v, %v; want only p2", ps, err)
+	}
+	if rs, err := s.Runs(ctx); err != nil || len(rs) != 0 {
+		t.Errorf("Runs() after a restart = %v, %v; want none", rs, err)
+	}
+}

@@ -33,6 +33,7 @@ type Store interface {
 	SkipOutput(ctx context.Context, id devops.ProcessID, to int64) error
 	CloseOutput(ctx context.Context, id devops.ProcessID) error
 	DeleteOutput(ctx context.Context, id devops.ProcessID) error
+	Forget(ctx context.Context, processes []devops.ProcessID, runs []devops.RunID) error
 	OutputEnd(ctx context.Context, id devops.ProcessID) (int64, error)
 	OutputInfo(ctx context.Context, id devops.ProcessID) (store.OutputInfo, error)
 	ReadOutput(ctx context.Context, id devops.ProcessID, from int64, follow bool, fn func(devops.Chunk) error) error
@@ -70,6 +71,7 @@ func Run(t *testing.T, open func(tb testing.TB) Store) {
 		{"Limit", testLimit},
 		{"AppendAfterClose", testAppendAfterClose},
 		{"DeleteOutput", testDeleteOutput},
+		{"Forget", testForget},
 		{"SkipOutput", testSkipOutput},
 	}
 	for _, tt := range tests {
@@ -803,6 +805,49 @@ func testDeleteOutput(t *testing.T, s Store) {
 		t.Fatalf("ReadOutput(other) = %v", err)
 	}
 	checkChunks(t, "ReadOutput(other)", got, &otherTape, 0)
+}
+
+// testForget: a forgotten process has no record and no output, and the
+// others keep theirs.
+func testForget(t *testing.T, s Store) {
+	ctx := Context(t)
+	gone, kept, live := ProcessID(1), ProcessID(2), ProcessID(3)
+	r := newRand(t)
+	var tp, keptTape tape
+	for _, id := range []devops.ProcessID{gone, kept, live} {
+		if err := s.PutProcess(ctx, devops.Process{ID: id, State: devops.StateSucceeded}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	appendAll(t, ctx, s, gone, tp.randomChunks(r, 5, 100))
+	appendAll(t, ctx, s, kept, keptTape.randomChunks(r, 5, 100))
+	if err := s.CloseOutput(ctx, gone); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Forget(ctx, []devops.ProcessID{gone, live}, nil); err != nil {
+		t.Fatalf("Forget = %v", err)
+	}
+	for _, id := range []devops.ProcessID{gone, live} {
+		if _, err := s.Process(ctx, id); !errors.Is(err, devops.ErrNotFound) {
+			t.Errorf("Process(forgotten %s) error = %v, want ErrNotFound", id, err)
+		}
+	}
+	if got, err := collect(ctx, s, gone, 0, false); err != nil || len(got) != 0 {
+		t.Errorf("ReadOutput(forgotten) = %d chunks, %v; want none", len(got), err)
+	}
+	ps, err := s.Processes(ctx)
+	if err != nil || len(ps) != 1 || ps[0].ID != kept {
+		t.Errorf("Processes() after Forget = %v, %v; want only %s", ps, err, kept)
+	}
+	got, err := collect(ctx, s, kept, 0, false)
+	if err != nil {
+		t.Fatalf("ReadOutput(kept) = %v", err)
+	}
+	checkChunks(t, "ReadOutput(kept)", got, &keptTape, 0)
+	// Forgetting what is not there is no error.
+	if err := s.Forget(ctx, []devops.ProcessID{gone}, nil); err != nil {
+		t.Errorf("Forget(again) = %v", err)
+	}
 }
 
 // testSkipOutput: lost output (a worker's spool dropped it) moves the end
