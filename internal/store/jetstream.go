@@ -451,40 +451,46 @@ func (s *JetStream) DeleteOutput(ctx context.Context, id devops.ProcessID) error
 // Forget deletes the records of processes and runs, and the processes'
 // output, for retention: what is forgotten is as if it never was. The
 // records' messages go from their streams with no delete marker left
-// behind, so the streams do not grow with what was forgotten.
+// behind, so the streams do not grow with what was forgotten (the
+// buckets' own Purge leaves a marker per key for good, and PurgeDeletes
+// reads the whole bucket to drop them).
 func (s *JetStream) Forget(ctx context.Context, processes []devops.ProcessID, runs []devops.RunID) error {
 	var errs []error
-	for _, id := range processes {
-		if err := s.output.remove(ctx, id); err != nil {
-			errs = append(errs, fmt.Errorf("forget process %s: %w", id, err))
-			continue
+	if len(processes) > 0 {
+		st, err := s.js.Stream(ctx, "KV_"+processBucket)
+		if err != nil {
+			return fmt.Errorf("forget processes: %w", err)
 		}
-		if err := s.purgeKey(ctx, processBucket, string(id)); err != nil {
-			errs = append(errs, fmt.Errorf("forget process %s: %w", id, err))
+		for _, id := range processes {
+			err := s.output.remove(ctx, id)
+			if err == nil {
+				err = purgeKey(ctx, st, processBucket, string(id))
+			}
+			if err != nil {
+				errs = append(errs, fmt.Errorf("forget process %s: %w", id, err))
+			}
 		}
 	}
 	if len(runs) > 0 {
 		if _, err := s.runs(ctx); err != nil { // the bucket, made if missing
 			return errors.Join(append(errs, err)...)
 		}
-	}
-	for _, id := range runs {
-		if err := s.purgeKey(ctx, runBucket, string(id)); err != nil {
-			errs = append(errs, fmt.Errorf("forget run %s: %w", id, err))
+		st, err := s.js.Stream(ctx, "KV_"+runBucket)
+		if err != nil {
+			return errors.Join(append(errs, fmt.Errorf("forget runs: %w", err))...)
+		}
+		for _, id := range runs {
+			if err := purgeKey(ctx, st, runBucket, string(id)); err != nil {
+				errs = append(errs, fmt.Errorf("forget run %s: %w", id, err))
+			}
 		}
 	}
 	return errors.Join(errs...)
 }
 
-// purgeKey removes every message of one key from a bucket's stream. The
-// bucket's own Purge would leave a marker per key for good, and its
-// PurgeDeletes reads the whole bucket to drop them.
-func (s *JetStream) purgeKey(ctx context.Context, bucket, id string) error {
+// purgeKey removes every message of one key from its bucket's stream.
+func purgeKey(ctx context.Context, st jetstream.Stream, bucket, id string) error {
 	k, err := key(id)
-	if err != nil {
-		return err
-	}
-	st, err := s.js.Stream(ctx, "KV_"+bucket)
 	if err != nil {
 		return err
 	}
