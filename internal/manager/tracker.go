@@ -315,7 +315,7 @@ func (m *Manager) stream(ctx context.Context, e *entry, p devops.Process, attach
 					return err
 				}
 			}
-			if err := m.store.AppendOutput(ctx, p.ID, c); err != nil {
+			if err := m.storeOutput(ctx, e, c, log); err != nil {
 				if !errors.Is(err, store.ErrOutputLimit) {
 					return fmt.Errorf("store output: %w", err)
 				}
@@ -336,6 +336,42 @@ func (m *Manager) stream(ctx context.Context, e *entry, p devops.Process, attach
 		case *pb.ExecuteCommandResponse_Exit:
 			m.finish(ctx, e, wire.ExitFromPB(ev.Exit))
 			return nil
+		}
+	}
+}
+
+// storeOutput appends c to the process's stored output. While the
+// manager's disk is full it waits and tries again, the process RUNNING
+// with the reason said: the worker is there and keeps the output in its
+// spool meanwhile. Handled as a broken connection instead, the process
+// went DISCONNECTED and RUNNING again at each try for as long as the disk
+// stayed full, never LOST, its reason blaming the worker.
+func (m *Manager) storeOutput(ctx context.Context, e *entry, c devops.Chunk, log *slog.Logger) error {
+	id := e.p.ID // set once, never changed
+	b := retry.Backoff{Min: 100 * time.Millisecond, Max: 5 * time.Second}
+	waited := false
+	for {
+		err := m.store.AppendOutput(ctx, id, c)
+		if err == nil && waited {
+			m.procs.update(e, func(p *devops.Process) { p.Reason = "" })
+			m.persist(ctx, e)
+			log.Info("output stored again")
+		}
+		if !errors.Is(err, syscall.ENOSPC) && !errors.Is(err, syscall.EDQUOT) {
+			return err
+		}
+		if !waited {
+			waited = true
+			m.procs.update(e, func(p *devops.Process) {
+				p.Reason = fmt.Sprintf("the manager cannot store output (%v); trying again, the worker keeps it meanwhile", err)
+			})
+			m.persist(ctx, e)
+			log.Error("store output: disk full; trying again", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(b.Next()):
 		}
 	}
 }
