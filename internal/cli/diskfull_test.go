@@ -32,8 +32,9 @@ func (s *fullDisk) AppendOutput(ctx context.Context, id devops.ProcessID, c devo
 
 // TestFullDiskWaitsRunning: while the manager's disk is full, a process
 // that writes stays RUNNING with the reason in its record (not
-// DISCONNECTED, its worker blamed); once there is room again, every byte
-// arrives once, in order, and the reason is gone.
+// DISCONNECTED, its worker blamed), and `devops run` says so on stderr;
+// once there is room again, every byte arrives once, in order, and the
+// reason is gone.
 func TestFullDiskWaitsRunning(t *testing.T) {
 	disk := &fullDisk{Store: store.NewMemory()}
 	c := testcluster.Start(t, testcluster.Options{
@@ -67,6 +68,8 @@ func TestFullDiskWaitsRunning(t *testing.T) {
 	if got := stdout.String(); got != "one\n" {
 		t.Errorf("the follower got %q before the output was stored, want only \"one\\n\"", got)
 	}
+	waiting := fmt.Sprintf("devops: %s: RUNNING: the manager cannot store output", id)
+	testcluster.Eventually(t, 5*time.Second, "run saying why it waits", func() bool { return strings.Contains(stderr.String(), waiting) })
 
 	disk.full.Store(false)
 	select {

@@ -58,9 +58,11 @@ func TestPartitionShorterThanGraceLosesNothing(t *testing.T) {
 	}})
 	dir := t.TempDir()
 	script, want := probe(60)
-	var out testcluster.SyncBuffer
+	var out, errOut testcluster.SyncBuffer
 	code := make(chan int)
-	go func() { code <- c.CLIWith(t.Context(), &out, &out, nil, "run", "--dir", dir, "--", "sh", "-c", script) }()
+	go func() {
+		code <- c.CLIWith(t.Context(), &out, &errOut, nil, "run", "--dir", dir, "--", "sh", "-c", script)
+	}()
 	testcluster.Eventually(t, 5*time.Second, "output started", func() bool { return strings.Contains(out.String(), "line 3\n") })
 	id := firstProcess(t, c)
 
@@ -77,13 +79,16 @@ func TestPartitionShorterThanGraceLosesNothing(t *testing.T) {
 	select {
 	case got := <-code:
 		if got != 0 {
-			t.Errorf("run exited %d; output:\n%s", got, out.String())
+			t.Errorf("run exited %d; output:\n%s\nstderr:\n%s", got, out.String(), errOut.String())
 		}
 	case <-time.After(20 * time.Second):
 		t.Fatal("run did not finish after the partition healed")
 	}
 	if out.String() != want {
 		t.Errorf("output across the partition:\n%s\nwant:\n%s", out.String(), want)
+	}
+	if notice := fmt.Sprintf("devops: %s: DISCONNECTED: worker", id); !strings.Contains(errOut.String(), notice) {
+		t.Errorf("stderr does not tell of the disconnection (%q):\n%s", notice, errOut.String())
 	}
 	runs, _ := os.ReadFile(filepath.Join(dir, "runs.log"))
 	if string(runs) != "start\n" {

@@ -166,9 +166,10 @@ func runSingle(ctx context.Context, c *client.Client, req client.RunRequest, ret
 // the final states into the exit code.
 func runAndFollow(ctx context.Context, c *client.Client, req client.RunRequest, env *Env, fanout bool) error {
 	out := newPrinter(env.Stdout, env.Stderr, fanout)
-	var mu sync.Mutex // protects final and ids
+	var mu sync.Mutex // protects final, ids and said
 	final := map[devops.ProcessID]devops.Process{}
 	var ids []devops.ProcessID
+	said := map[devops.ProcessID]string{} // the last reason told on stderr
 
 	// Ctrl-C terminates every process; a second one stops waiting.
 	ctx, cancel := context.WithCancel(ctx)
@@ -200,6 +201,15 @@ func runAndFollow(ctx context.Context, c *client.Client, req client.RunRequest, 
 		if p.State.Terminal() {
 			final[p.ID] = p
 			out.flush(p.ID)
+		} else if p.Reason != said[p.ID] {
+			// Why it waits (its worker unreachable, the manager's disk
+			// full), and when that is over.
+			said[p.ID] = p.Reason
+			if p.Reason != "" {
+				fmt.Fprintf(env.Stderr, "devops: %s: %s: %s\n", p.ID, p.State, p.Reason)
+			} else {
+				fmt.Fprintf(env.Stderr, "devops: %s: %s again\n", p.ID, p.State)
+			}
 		}
 		return nil
 	})

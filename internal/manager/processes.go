@@ -310,7 +310,7 @@ func (m *Manager) watchOne(ctx context.Context, e *entry, from int64, follow, st
 		// State changes travel beside the output; the final record is sent
 		// after the last byte, below.
 		go func() {
-			last := p.State
+			last, lastReason := p.State, p.Reason
 			for {
 				select {
 				case <-done:
@@ -320,8 +320,10 @@ func (m *Manager) watchOne(ctx context.Context, e *entry, from int64, follow, st
 				}
 				var cur devops.Process
 				cur, changed = m.procs.snapshot(e)
-				if cur.State != last && !cur.State.Terminal() {
-					last = cur.State
+				// A new reason while it runs (the manager's disk full, and
+				// fine again) is news too.
+				if (cur.State != last || cur.Reason != lastReason) && !cur.State.Terminal() {
+					last, lastReason = cur.State, cur.Reason
 					if err := send(Event{ID: id, Process: &cur}); err != nil {
 						stateErr <- err
 						return
