@@ -211,9 +211,10 @@ func TestManagerRestartKeepsRecordsAndFollowers(t *testing.T) {
 	})
 
 	script := `i=1; while [ $i -le 40 ]; do echo "n $i"; i=$((i+1)); sleep 0.05; done`
-	var out testcluster.SyncBuffer
+	// stderr apart: it may tell of a wait while the manager is back.
+	var out, errOut testcluster.SyncBuffer
 	code := make(chan int)
-	go func() { code <- c.CLIWith(t.Context(), &out, &out, nil, "run", "--", "sh", "-c", script) }()
+	go func() { code <- c.CLIWith(t.Context(), &out, &errOut, nil, "run", "--", "sh", "-c", script) }()
 	testcluster.Eventually(t, 5*time.Second, "output started", func() bool { return strings.Contains(out.String(), "n 3\n") })
 	c.StopManager()
 	c.StartManager()

@@ -19,9 +19,12 @@ func TestWorkerKilledMidRunIsAdopted(t *testing.T) {
 	c := testcluster.Start(t, testcluster.Options{Logs: os.Getenv("LOGS") != ""})
 	dir := t.TempDir()
 	script, want := probe(80)
-	var out testcluster.SyncBuffer
+	// stderr apart: it tells of the disconnection.
+	var out, errOut testcluster.SyncBuffer
 	code := make(chan int)
-	go func() { code <- c.CLIWith(t.Context(), &out, &out, nil, "run", "--dir", dir, "--", "sh", "-c", script) }()
+	go func() {
+		code <- c.CLIWith(t.Context(), &out, &errOut, nil, "run", "--dir", dir, "--", "sh", "-c", script)
+	}()
 	testcluster.Eventually(t, 5*time.Second, "output started", func() bool { return strings.Contains(out.String(), "line 3\n") })
 	id := firstProcess(t, c)
 
