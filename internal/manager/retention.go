@@ -50,12 +50,11 @@ func (m *Manager) forget(ctx context.Context, cutoff time.Time) {
 	if !ok {
 		return
 	}
-	old := func(p devops.Process) bool { return p.State.Terminal() && p.EndedAt.Before(cutoff) }
 	runs, inRuns, children := m.fleet.endedBefore(cutoff)
 	var procs []devops.ProcessID
-	for _, p := range m.procs.list(old) {
-		if !inRuns[p.ID] {
-			procs = append(procs, p.ID)
+	for _, id := range m.procs.endedBefore(cutoff) {
+		if !inRuns[id] {
+			procs = append(procs, id)
 		}
 	}
 	// A run goes once every child of it has ended long enough too.
@@ -64,7 +63,7 @@ func (m *Manager) forget(ctx context.Context, cutoff time.Time) {
 		all := true
 		for _, c := range children[id] {
 			if e, ok := m.procs.get(c); ok {
-				if p, _ := m.procs.snapshot(e); !old(p) {
+				if p, _ := m.procs.snapshot(e); !endedBy(p, cutoff) {
 					all = false
 					break
 				}
@@ -86,6 +85,25 @@ func (m *Manager) forget(ctx context.Context, cutoff time.Time) {
 	m.procs.remove(procs)
 	m.fleet.remove(goneRuns)
 	m.log.Info("forgot processes past retention", "processes", len(procs), "runs", len(goneRuns), "retention", m.cfg.Retention)
+}
+
+// endedBy reports whether p ended before cutoff.
+func endedBy(p devops.Process, cutoff time.Time) bool {
+	return p.State.Terminal() && p.EndedAt.Before(cutoff)
+}
+
+// endedBefore returns the processes that ended before cutoff; unlike
+// list it copies no record, as it goes over the whole table every minute.
+func (t *table) endedBefore(cutoff time.Time) []devops.ProcessID {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var ids []devops.ProcessID
+	for id, e := range t.byID {
+		if endedBy(e.p, cutoff) {
+			ids = append(ids, id)
+		}
+	}
+	return ids
 }
 
 // remove forgets the processes ids. A caller still holding an entry (a
