@@ -41,27 +41,25 @@ func installMissing(ctx context.Context, allow bool, logf func(string, ...any)) 
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
 	env := append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
-	run := func(args ...string) ([]byte, error) {
-		cmd := exec.CommandContext(ctx, "apt-get", args...)
+	run := func(name string, args ...string) ([]byte, error) {
+		cmd := exec.CommandContext(ctx, name, args...)
 		cmd.Env = env
 		return cmd.CombinedOutput()
 	}
-	if out, err := run("update"); err != nil {
+	if out, err := run("apt-get", "update"); err != nil {
 		logf("apt-get update: %v: %s", err, lastLine(out))
 	}
 	for _, p := range missing {
-		out, err := run("install", "-y", "--no-install-recommends", p)
+		out, err := run("apt-get", "install", "-y", "--no-install-recommends", p)
 		if err != nil && strings.Contains(string(out), "dpkg --configure -a") {
 			// An install stopped half way (a bench interrupted while it
 			// installed, say) leaves dpkg refusing every other until its
 			// packages are configured: do as apt-get asks, once, and retry.
 			logf("apt-get install %s: %s; running dpkg --configure -a", p, lastLine(out))
-			cmd := exec.CommandContext(ctx, "dpkg", "--configure", "-a")
-			cmd.Env = env
-			if cout, cerr := cmd.CombinedOutput(); cerr != nil {
+			if cout, cerr := run("dpkg", "--configure", "-a"); cerr != nil {
 				logf("dpkg --configure -a: %v: %s", cerr, lastLine(cout))
 			}
-			out, err = run("install", "-y", "--no-install-recommends", p)
+			out, err = run("apt-get", "install", "-y", "--no-install-recommends", p)
 		}
 		if err != nil {
 			failed[p] = fmt.Sprintf("apt-get install %s: %v: %s", p, err, lastLine(out))

@@ -320,7 +320,6 @@ func (b *bench) cli(ctx context.Context) ([]Row, error) {
 func (b *bench) throughput(ctx context.Context) ([]Row, error) {
 	argv := []string{"/bin/true"}
 	n := b.sz.tputCommands
-	sample := b.cpuSplit
 	concs := []int{1, 16, 64}
 	// Starts at each concurrency, and how many a warm shim served.
 	tallies := map[int]*startTally{}
@@ -329,7 +328,7 @@ func (b *bench) throughput(ctx context.Context) ([]Row, error) {
 	}
 	ours := func(conc int) (float64, cpuSplit, error) {
 		tallies[conc].mark(ctx, b.c)
-		before := sample()
+		before := b.cpuSplit()
 		start := time.Now()
 		var next atomic.Int64
 		var wg sync.WaitGroup
@@ -348,7 +347,7 @@ func (b *bench) throughput(ctx context.Context) ([]Row, error) {
 		}
 		wg.Wait()
 		d := time.Since(start)
-		after := sample()
+		after := b.cpuSplit()
 		tallies[conc].add(ctx, b.c)
 		per := cpuSplit{
 			(after.manager - before.manager) / time.Duration(n),

@@ -7,41 +7,22 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/prometheus/procfs"
 )
 
-// mount is one line of /proc/self/mountinfo, the parts the bench reads.
-type mount struct {
-	dev    string // major:minor
-	point  string // where it is mounted
-	fstype string
-	source string
-}
-
-// mountOf returns the mount in mountinfo (the text of /proc/self/mountinfo)
-// that holds path: the one with the longest mount point above it; the last
-// such line wins, as a later mount hides an earlier one.
-func mountOf(mountinfo, path string) (mount, bool) {
-	var best mount
-	found := false
-	for line := range strings.SplitSeq(mountinfo, "\n") {
-		f := strings.Fields(line)
-		sep := -1
-		for i, v := range f {
-			if v == "-" {
-				sep = i
-				break
-			}
+// mountOf returns the mount that holds path: the one with the longest
+// mount point above it; the last such wins, as a later mount hides an
+// earlier one. mounts are /proc/self/mountinfo's, as procfs reads them.
+func mountOf(mounts []*procfs.MountInfo, path string) (*procfs.MountInfo, bool) {
+	var best *procfs.MountInfo
+	longest := -1
+	for _, m := range mounts {
+		if point := unescapeMount(m.MountPoint); under(path, point) && len(point) >= longest {
+			best, longest = m, len(point)
 		}
-		if len(f) < 5 || sep < 0 || len(f) < sep+3 {
-			continue
-		}
-		m := mount{dev: f[2], point: unescapeMount(f[4]), fstype: f[sep+1], source: unescapeMount(f[sep+2])}
-		if !under(path, m.point) || (found && len(m.point) < len(best.point)) {
-			continue
-		}
-		best, found = m, true
 	}
-	return best, found
+	return best, best != nil
 }
 
 // under reports whether path is dir or below it.
@@ -49,24 +30,10 @@ func under(path, dir string) bool {
 	return dir == "/" || path == dir || strings.HasPrefix(path, dir+"/")
 }
 
-// unescapeMount undoes mountinfo's octal escapes (\040 for a space...).
+// unescapeMount undoes the octal escapes the kernel writes in mountinfo for
+// these four characters; procfs leaves them.
 func unescapeMount(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			var c byte
-			if _, err := fmt.Sscanf(s[i+1:i+4], "%03o", &c); err == nil {
-				b.WriteByte(c)
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
+	return strings.NewReplacer(`\040`, " ", `\011`, "\t", `\012`, "\n", `\134`, `\`).Replace(s)
 }
 
 // describeStorage says what file system holds dir, where the manager and
@@ -84,17 +51,17 @@ func describeStorage(dir string) string {
 	if p, err := filepath.EvalSymlinks(abs); err == nil {
 		abs = p
 	}
-	info, err := os.ReadFile("/proc/self/mountinfo")
+	mounts, err := procfs.GetMounts()
 	if err != nil {
 		return "unknown"
 	}
-	m, ok := mountOf(string(info), abs)
+	m, ok := mountOf(mounts, abs)
 	if !ok {
 		return "unknown"
 	}
-	s := fmt.Sprintf("%s (%s on %s)", m.fstype, m.source, m.point)
-	if m.fstype == "ext4" {
-		if j, known := hasJournal("/sys/dev/block", "/proc/fs/jbd2", m.dev); !known {
+	s := fmt.Sprintf("%s (%s on %s)", m.FSType, m.Source, unescapeMount(m.MountPoint))
+	if m.FSType == "ext4" {
+		if j, known := hasJournal("/sys/dev/block", "/proc/fs/jbd2", m.MajorMinorVer); !known {
 			s += ", journal unknown"
 		} else if j {
 			s += ", with a journal"

@@ -7,17 +7,22 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/prometheus/procfs"
 )
 
 func TestMountOf(t *testing.T) {
-	info := strings.Join([]string{
-		"22 1 254:0 / / rw,relatime shared:1 - ext4 /dev/vda rw,discard",
-		"23 22 0:21 / /proc rw,nosuid - proc proc rw",
-		"40 22 7:0 / /mnt/j rw,relatime shared:30 - ext4 /dev/loop0 rw",
-		"41 22 0:35 / /mnt/with\\040space rw - tmpfs tmpfs rw",
-		"42 40 0:36 / /mnt/j/inner rw - tmpfs none rw",
-		"bad line",
-	}, "\n")
+	// As procfs reads /proc/self/mountinfo: mount points still escaped.
+	mount := func(dev, point, fstype string) *procfs.MountInfo {
+		return &procfs.MountInfo{MajorMinorVer: dev, MountPoint: point, FSType: fstype}
+	}
+	mounts := []*procfs.MountInfo{
+		mount("254:0", "/", "ext4"),
+		mount("0:21", "/proc", "proc"),
+		mount("7:0", "/mnt/j", "ext4"),
+		mount("0:35", `/mnt/with\040space`, "tmpfs"),
+		mount("0:36", "/mnt/j/inner", "tmpfs"),
+	}
 	tests := []struct {
 		path      string
 		wantPoint string
@@ -32,12 +37,12 @@ func TestMountOf(t *testing.T) {
 		{"/mnt/with space/d", "/mnt/with space", "tmpfs", "0:35"},
 	}
 	for _, tt := range tests {
-		m, ok := mountOf(info, tt.path)
-		if !ok || m.point != tt.wantPoint || m.fstype != tt.wantType || m.dev != tt.wantDev {
+		m, ok := mountOf(mounts, tt.path)
+		if !ok || unescapeMount(m.MountPoint) != tt.wantPoint || m.FSType != tt.wantType || m.MajorMinorVer != tt.wantDev {
 			t.Errorf("mountOf(%q) = %+v, %v; want point %q, type %q, dev %q", tt.path, m, ok, tt.wantPoint, tt.wantType, tt.wantDev)
 		}
 	}
-	if _, ok := mountOf("", "/x"); ok {
+	if _, ok := mountOf(nil, "/x"); ok {
 		t.Error("mountOf found a mount in no mountinfo")
 	}
 }

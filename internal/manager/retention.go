@@ -2,6 +2,7 @@ package manager
 
 import (
 	"context"
+	"slices"
 	"time"
 
 	"github.com/devops-platform/devops"
@@ -118,16 +119,11 @@ func (t *table) remove(ids []devops.ProcessID) {
 		}
 		delete(t.byID, id)
 		if k := e.p.IdempotencyKey; k != "" {
-			rest := t.byKey[k][:0]
-			for _, other := range t.byKey[k] {
-				if other != id {
-					rest = append(rest, other)
-				}
-			}
-			if len(rest) == 0 {
-				delete(t.byKey, k)
-			} else {
+			// In place: byIdempotencyKey hands out copies only.
+			if rest := slices.DeleteFunc(t.byKey[k], func(other devops.ProcessID) bool { return other == id }); len(rest) > 0 {
 				t.byKey[k] = rest
+			} else {
+				delete(t.byKey, k)
 			}
 		}
 	}

@@ -472,10 +472,10 @@ func (s *JetStream) Forget(ctx context.Context, processes []devops.ProcessID, ru
 		}
 	}
 	if len(runs) > 0 {
-		if _, err := s.runs(ctx); err != nil { // the bucket, made if missing
-			return errors.Join(append(errs, err)...)
-		}
 		st, err := s.js.Stream(ctx, "KV_"+runBucket)
+		if errors.Is(err, jetstream.ErrStreamNotFound) {
+			return errors.Join(errs...) // no run was ever stored
+		}
 		if err != nil {
 			return errors.Join(append(errs, fmt.Errorf("forget runs: %w", err))...)
 		}

@@ -823,7 +823,9 @@ func (l *outputLog) remove(ctx context.Context, id devops.ProcessID) error {
 			return fmt.Errorf("remove output: %w", err)
 		}
 	}
-	p.loaded = true // as found on disk now: nothing
+	// A reader still on it ends where the output ended; once none is, the
+	// next look loads it from disk: nothing.
+	p.loaded = true
 	p.replaceLocked([]record{{kind: kindClosed, offset: p.end, end: p.end}})
 	l.mu.Lock()
 	l.total -= l.sizes[k]
