@@ -12,9 +12,16 @@ import (
 
 	"github.com/devops-platform/devops/internal/cli"
 	"github.com/devops-platform/devops/internal/executor"
+	"github.com/devops-platform/devops/internal/store"
 )
 
 func main() {
+	// Only the manager serves NATS; in every other process (the shims and
+	// inits of running commands above all) nats-server's CPU sampler would
+	// wake it every second for nothing.
+	if len(os.Args) < 2 || os.Args[1] != "manager" {
+		store.StopNATSSampler()
+	}
 	// The executor re-runs this binary as the init of a command's namespaces.
 	if len(os.Args) > 1 && os.Args[1] == "__init" {
 		os.Exit(executor.RunInit(os.Args[2:]))
