@@ -65,6 +65,12 @@ func TestPartitionShorterThanGraceLosesNothing(t *testing.T) {
 	}()
 	testcluster.Eventually(t, 5*time.Second, "output started", func() bool { return strings.Contains(out.String(), "line 3\n") })
 	id := firstProcess(t, c)
+	// A second reader, `logs -f`, hears of the partition as `run` does.
+	var logsOut, logsErr testcluster.SyncBuffer
+	logsCode := make(chan int)
+	go func() {
+		logsCode <- c.CLIWith(t.Context(), &logsOut, &logsErr, nil, "logs", "-f", string(id))
+	}()
 
 	cutAt := time.Now()
 	c.Proxies[0].Cut()
@@ -89,6 +95,20 @@ func TestPartitionShorterThanGraceLosesNothing(t *testing.T) {
 	}
 	if notice := fmt.Sprintf("devops: %s: DISCONNECTED: worker", id); !strings.Contains(errOut.String(), notice) {
 		t.Errorf("stderr does not tell of the disconnection (%q):\n%s", notice, errOut.String())
+	}
+	select {
+	case got := <-logsCode:
+		if got != 0 {
+			t.Errorf("logs -f exited %d; stderr:\n%s", got, logsErr.String())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("logs -f did not finish after run did")
+	}
+	if logsOut.String() != want {
+		t.Errorf("logs -f output across the partition:\n%s\nwant:\n%s", logsOut.String(), want)
+	}
+	if notice := fmt.Sprintf("devops: %s: DISCONNECTED: worker", id); !strings.Contains(logsErr.String(), notice) {
+		t.Errorf("logs -f's stderr does not tell of the disconnection (%q):\n%s", notice, logsErr.String())
 	}
 	runs, _ := os.ReadFile(filepath.Join(dir, "runs.log"))
 	if string(runs) != "start\n" {

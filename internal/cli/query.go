@@ -122,7 +122,8 @@ func newLogsCmd(env *Env, g *globals) *cobra.Command {
 		Short: "Print a process's output, from any offset, and follow it",
 		Long: `Print a process's output: stdout to stdout, stderr to stderr. Offsets count the
 bytes of both streams together, so --from resumes exactly where a reader stopped.
-With -f it follows the output until the process ends and exits with its exit code.`,
+With -f it follows the output until the process ends and exits with its exit code,
+and says on stderr why the process waits (its worker unreachable) and when that is over.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return g.call(func(c *client.Client) error {
@@ -130,6 +131,7 @@ With -f it follows the output until the process ends and exits with its exit cod
 					return logsRun(cmd.Context(), env, c, devops.RunID(args[0]), follow)
 				}
 				var final *devops.Process
+				said := ""
 				err := c.Logs(cmd.Context(), devops.ProcessID(args[0]), from, follow, func(ev client.Event) error {
 					if ev.Chunk != nil {
 						lostNote(env.Stderr, ev.ID, ev.Lost)
@@ -141,6 +143,9 @@ With -f it follows the output until the process ends and exits with its exit cod
 						return err
 					}
 					final = ev.Process
+					if !final.State.Terminal() {
+						said = noteReason(env.Stderr, *final, said)
+					}
 					return nil
 				})
 				if err != nil {

@@ -201,15 +201,8 @@ func runAndFollow(ctx context.Context, c *client.Client, req client.RunRequest, 
 		if p.State.Terminal() {
 			final[p.ID] = p
 			out.flush(p.ID)
-		} else if p.Reason != said[p.ID] {
-			// Why it waits (its worker unreachable, the manager's disk
-			// full), and when that is over.
-			said[p.ID] = p.Reason
-			if p.Reason != "" {
-				fmt.Fprintf(env.Stderr, "devops: %s: %s: %s\n", p.ID, p.State, p.Reason)
-			} else {
-				fmt.Fprintf(env.Stderr, "devops: %s: %s again\n", p.ID, p.State)
-			}
+		} else {
+			said[p.ID] = noteReason(env.Stderr, p, said[p.ID])
 		}
 		return nil
 	})
@@ -401,4 +394,20 @@ func (p *printer) flushAll() {
 	for _, id := range ids {
 		p.flush(id)
 	}
+}
+
+// noteReason says on w why a process that has not ended waits (its worker
+// unreachable, the manager's disk full), or that it no longer does, when
+// that changed since last, the reason said before. It returns the reason
+// now said.
+func noteReason(w io.Writer, p devops.Process, last string) string {
+	if p.Reason == last {
+		return last
+	}
+	if p.Reason != "" {
+		fmt.Fprintf(w, "devops: %s: %s: %s\n", p.ID, p.State, p.Reason)
+	} else {
+		fmt.Fprintf(w, "devops: %s: %s again\n", p.ID, p.State)
+	}
+	return p.Reason
 }

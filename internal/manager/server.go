@@ -147,7 +147,8 @@ func (s *processServer) StreamOutput(req *pb.StreamOutputRequest, stream pb.Proc
 		}
 		return stream.Send(&pb.StreamOutputResponse{Event: &pb.StreamOutputResponse_Process{Process: wire.ProcessToPB(*ev.Process)}})
 	}
-	return toStatus(s.m.Watch(stream.Context(), []devops.ProcessID{id}, req.GetFromOffset(), req.GetFollow(), false, send))
+	// A follower also hears why the process waits, as ExecuteDistributedCommand's do.
+	return toStatus(s.m.Watch(stream.Context(), []devops.ProcessID{id}, req.GetFromOffset(), req.GetFollow(), req.GetFollow(), send))
 }
 
 func (s *processServer) DrainWorker(ctx context.Context, req *pb.DrainWorkerRequest) (*pb.DrainWorkerResponse, error) {

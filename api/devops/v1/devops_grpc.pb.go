@@ -260,6 +260,8 @@ type ProcessManagementServiceClient interface {
 	ListWorkers(ctx context.Context, in *ListWorkersRequest, opts ...grpc.CallOption) (*ListWorkersResponse, error)
 	// StreamOutput replays a process's output from an offset and, with follow,
 	// keeps streaming until the process ends; the last message is its final state.
+	// With follow it first sends the process's record, then each change of its
+	// state or reason while it runs (DISCONNECTED and why, RUNNING again).
 	StreamOutput(ctx context.Context, in *StreamOutputRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[StreamOutputResponse], error)
 	// DrainWorker stops new work for a worker; its running processes finish,
 	// then it deregisters and exits. With undo, it takes work again.
@@ -459,6 +461,8 @@ type ProcessManagementServiceServer interface {
 	ListWorkers(context.Context, *ListWorkersRequest) (*ListWorkersResponse, error)
 	// StreamOutput replays a process's output from an offset and, with follow,
 	// keeps streaming until the process ends; the last message is its final state.
+	// With follow it first sends the process's record, then each change of its
+	// state or reason while it runs (DISCONNECTED and why, RUNNING again).
 	StreamOutput(*StreamOutputRequest, grpc.ServerStreamingServer[StreamOutputResponse]) error
 	// DrainWorker stops new work for a worker; its running processes finish,
 	// then it deregisters and exits. With undo, it takes work again.
