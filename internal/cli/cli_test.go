@@ -169,13 +169,8 @@ func TestCtrlCTerminatesTheRemoteProcess(t *testing.T) {
 	}()
 	testcluster.Eventually(t, 5*time.Second, "output started", func() bool { return strings.Contains(out.String(), "started") })
 	interrupt <- os.Interrupt
-	select {
-	case code := <-done:
-		if code != 128+15 {
-			t.Errorf("run exited %d after Ctrl-C, want 143; output: %s", code, out.String())
-		}
-	case <-time.After(15 * time.Second):
-		t.Fatal("run did not return after Ctrl-C")
+	if code := exitOf(t, done, 15*time.Second, "run did not return after Ctrl-C"); code != 128+15 {
+		t.Errorf("run exited %d after Ctrl-C, want 143; output: %s", code, out.String())
 	}
 }
 
@@ -218,13 +213,8 @@ func TestManagerRestartKeepsRecordsAndFollowers(t *testing.T) {
 	testcluster.Eventually(t, 5*time.Second, "output started", func() bool { return strings.Contains(out.String(), "n 3\n") })
 	c.StopManager()
 	c.StartManager()
-	select {
-	case got := <-code:
-		if got != 0 {
-			t.Errorf("run across a manager restart exited %d: %s", got, out.String())
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("run did not finish after the manager restarted")
+	if got := exitOf(t, code, 30*time.Second, "run did not finish after the manager restarted"); got != 0 {
+		t.Errorf("run across a manager restart exited %d: %s", got, out.String())
 	}
 	var want strings.Builder
 	for i := 1; i <= 40; i++ {

@@ -72,13 +72,8 @@ func TestFullDiskWaitsRunning(t *testing.T) {
 	testcluster.Eventually(t, 5*time.Second, "run saying why it waits", func() bool { return strings.Contains(stderr.String(), waiting) })
 
 	disk.full.Store(false)
-	select {
-	case got := <-code:
-		if got != 0 {
-			t.Fatalf("run exited %d; stderr:\n%s", got, stderr.String())
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("run did not finish once the disk had room")
+	if got := exitOf(t, code, 20*time.Second, "run did not finish once the disk had room"); got != 0 {
+		t.Fatalf("run exited %d; stderr:\n%s", got, stderr.String())
 	}
 	if got := stdout.String(); got != "one\ntwo\n" {
 		t.Errorf("stdout = %q, want \"one\\ntwo\\n\"", got)

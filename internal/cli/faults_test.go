@@ -39,6 +39,19 @@ func stateOf(t *testing.T, c *testcluster.Cluster, id devops.ProcessID) devops.S
 	return p.State
 }
 
+// exitOf waits up to d for the exit code that a CLI call running in a
+// goroutine sends on code; without it by then the test fails with notDone.
+func exitOf(t *testing.T, code <-chan int, d time.Duration, notDone string) int {
+	t.Helper()
+	select {
+	case got := <-code:
+		return got
+	case <-time.After(d):
+		t.Fatal(notDone)
+		return 0
+	}
+}
+
 func firstProcess(t *testing.T, c *testcluster.Cluster) devops.ProcessID {
 	t.Helper()
 	var id devops.ProcessID
@@ -82,13 +95,8 @@ func TestPartitionShorterThanGraceLosesNothing(t *testing.T) {
 		return s == devops.StateRunning || s == devops.StateSucceeded
 	})
 
-	select {
-	case got := <-code:
-		if got != 0 {
-			t.Errorf("run exited %d; output:\n%s\nstderr:\n%s", got, out.String(), errOut.String())
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("run did not finish after the partition healed")
+	if got := exitOf(t, code, 20*time.Second, "run did not finish after the partition healed"); got != 0 {
+		t.Errorf("run exited %d; output:\n%s\nstderr:\n%s", got, out.String(), errOut.String())
 	}
 	if out.String() != want {
 		t.Errorf("output across the partition:\n%s\nwant:\n%s", out.String(), want)
@@ -96,13 +104,8 @@ func TestPartitionShorterThanGraceLosesNothing(t *testing.T) {
 	if notice := fmt.Sprintf("devops: %s: DISCONNECTED: worker", id); !strings.Contains(errOut.String(), notice) {
 		t.Errorf("stderr does not tell of the disconnection (%q):\n%s", notice, errOut.String())
 	}
-	select {
-	case got := <-logsCode:
-		if got != 0 {
-			t.Errorf("logs -f exited %d; stderr:\n%s", got, logsErr.String())
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("logs -f did not finish after run did")
+	if got := exitOf(t, logsCode, 10*time.Second, "logs -f did not finish after run did"); got != 0 {
+		t.Errorf("logs -f exited %d; stderr:\n%s", got, logsErr.String())
 	}
 	if logsOut.String() != want {
 		t.Errorf("logs -f output across the partition:\n%s\nwant:\n%s", logsOut.String(), want)
@@ -128,13 +131,8 @@ func TestPartitionLongerThanGraceIsLostAndKilled(t *testing.T) {
 	}()
 	testcluster.Eventually(t, 5*time.Second, "output started", func() bool { return strings.Contains(out.String(), "up\n") })
 	c.Proxies[0].Cut()
-	select {
-	case got := <-code:
-		if got != 255 || !strings.Contains(out.String(), "LOST") {
-			t.Errorf("run exited %d, want 255 with a LOST message; output:\n%s", got, out.String())
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("run did not end after the grace")
+	if got := exitOf(t, code, 20*time.Second, "run did not end after the grace"); got != 255 || !strings.Contains(out.String(), "LOST") {
+		t.Errorf("run exited %d, want 255 with a LOST message; output:\n%s", got, out.String())
 	}
 	// The worker still runs it; once it is reachable again the manager tells
 	// it to kill what it runs for a LOST process: no zombie work.

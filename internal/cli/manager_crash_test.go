@@ -33,13 +33,8 @@ func TestManagerKill9MidRun(t *testing.T) {
 	c.WaitWorkers(1)
 	t.Logf("manager back with its worker %v after the kill", time.Since(killedAt).Round(time.Millisecond))
 
-	select {
-	case got := <-code:
-		if got != 0 {
-			t.Errorf("run across a kill -9 of the manager exited %d:\n%s", got, out.String())
-		}
-	case <-time.After(60 * time.Second):
-		t.Fatal("run did not finish after the manager came back")
+	if got := exitOf(t, code, 60*time.Second, "run did not finish after the manager came back"); got != 0 {
+		t.Errorf("run across a kill -9 of the manager exited %d:\n%s", got, out.String())
 	}
 	if out.String() != want {
 		t.Errorf("output across the crash:\n%s\nwant:\n%s", out.String(), want)

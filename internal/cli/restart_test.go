@@ -33,13 +33,8 @@ func TestWorkerKilledMidRunIsAdopted(t *testing.T) {
 	testcluster.Eventually(t, 10*time.Second, "process RUNNING again, output going on", func() bool {
 		return stateOf(t, c, id) == devops.StateRunning && strings.Contains(out.String(), "line 40\n")
 	})
-	select {
-	case got := <-code:
-		if got != 0 {
-			t.Errorf("run exited %d; output:\n%s", got, out.String())
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("run did not finish after the worker came back")
+	if got := exitOf(t, code, 20*time.Second, "run did not finish after the worker came back"); got != 0 {
+		t.Errorf("run exited %d; output:\n%s", got, out.String())
 	}
 	if out.String() != want {
 		t.Errorf("output across the worker restart:\n%s\nwant:\n%s", out.String(), want)

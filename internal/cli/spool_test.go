@@ -56,13 +56,8 @@ func TestSpoolBoundDropsOldestAndShowsLoss(t *testing.T) {
 	c.Proxies[0].Heal()
 	testcluster.Eventually(t, 10*time.Second, "process RUNNING again", func() bool { return stateOf(t, c, id) == devops.StateRunning })
 	touch(t, dir, "go2")
-	select {
-	case got := <-code:
-		if got != 0 {
-			t.Fatalf("run exited %d; stderr:\n%s", got, stderr.String())
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("run did not finish after the partition healed")
+	if got := exitOf(t, code, 20*time.Second, "run did not finish after the partition healed"); got != 0 {
+		t.Fatalf("run exited %d; stderr:\n%s", got, stderr.String())
 	}
 
 	p, err := c.Client.Status(t.Context(), id)
