@@ -240,6 +240,30 @@ func (b *bench) waitWarmPools(ctx context.Context, timeout time.Duration) error 
 // timeCmd runs a command and returns how long it took. The command runs
 // in its own process group, killed whole when its context ends, and Wait
 // gives up on pipes held open by orphans (Ansible's forks) after 5s.
+// baselineLimit bounds one run of a fan-out baseline: one that hangs (or
+// is that slow) is recorded as failed, not waited for.
+const baselineLimit = 90 * time.Second
+
+// timeBaseline times the command cmd makes, stopped after limit or at the
+// scenario's own; the error then says which rather than "signal: killed".
+func timeBaseline(ctx context.Context, limit time.Duration, cmd func(context.Context) (*exec.Cmd, error)) (time.Duration, []byte, error) {
+	bctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	c, err := cmd(bctx)
+	if err != nil {
+		return 0, nil, err
+	}
+	d, out, err := timeCmd(c)
+	switch {
+	case err == nil || bctx.Err() == nil:
+	case errors.Is(ctx.Err(), context.DeadlineExceeded):
+		err = errors.New("stopped at the scenario's time limit")
+	case ctx.Err() == nil:
+		err = fmt.Errorf("did not finish within %v: stopped", limit)
+	}
+	return d, out, err
+}
+
 func timeCmd(cmd *exec.Cmd) (time.Duration, []byte, error) {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
@@ -698,10 +722,10 @@ func (b *bench) fanout(ctx context.Context) ([]Row, error) {
 				return nil, err
 			}
 			ours = append(ours, ms(d))
-			// A baseline that hangs is recorded as failed, not waited for.
-			bctx, cancel := context.WithTimeout(ctx, 90*time.Second)
 			if pdshOK && pdshErr == nil {
-				d, out, err := timeCmd(b.ssh.pdshCommand(bctx, hosts[:n]))
+				d, out, err := timeBaseline(ctx, baselineLimit, func(ctx context.Context) (*exec.Cmd, error) {
+					return b.ssh.pdshCommand(ctx, hosts[:n]), nil
+				})
 				if err == nil {
 					err = allPresent(out, prefixed(hosts[:n], ": "))
 				}
@@ -711,23 +735,20 @@ func (b *bench) fanout(ctx context.Context) ([]Row, error) {
 			}
 			// Ansible takes seconds a run (tens on a slow day): QUICK mode runs it once.
 			if ansibleOK && ansErr == nil && (!b.quick || round < 1) {
-				cmd, err := b.ssh.ansibleCommand(bctx, hosts[:n])
+				d, out, err := timeBaseline(ctx, baselineLimit, func(ctx context.Context) (*exec.Cmd, error) {
+					return b.ssh.ansibleCommand(ctx, hosts[:n])
+				})
 				if err == nil {
-					var out []byte
-					d, out, err = timeCmd(cmd)
-					if err == nil {
-						want := make([]string, n)
-						for i := range want {
-							want[i] = fmt.Sprintf("h%02d | CHANGED", i)
-						}
-						err = allPresent(out, want)
+					want := make([]string, n)
+					for i := range want {
+						want[i] = fmt.Sprintf("h%02d | CHANGED", i)
 					}
+					err = allPresent(out, want)
 				}
 				if ansErr = err; err == nil {
 					ans = append(ans, ms(d))
 				}
 			}
-			cancel()
 			last = time.Since(roundStart)
 		}
 		why := func(ok bool, err error, name string) string {
