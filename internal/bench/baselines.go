@@ -112,8 +112,17 @@ func startSSHD(ctx context.Context, dir string, hosts []string) (*sshd, error) {
 	if err := os.WriteFile(filepath.Join(dir, "authorized_keys"), pub, 0o600); err != nil {
 		return nil, err
 	}
+	// The sessions' HOME is an empty directory of the bench's: a login
+	// runs the user's shell, and bash reads ~/.bashrc for a command from
+	// sshd. Root's on a machine of ours ran pyenv's init, half a second a
+	// session (a minute while a killed session's lock stayed): the
+	// baselines would measure that machine's dotfiles, not ssh.
+	if err := os.MkdirAll(filepath.Join(dir, "home"), 0o700); err != nil {
+		return nil, err
+	}
 	common := fmt.Sprintf(`HostKey %[1]s/host_key
 AuthorizedKeysFile %[1]s/authorized_keys
+SetEnv HOME=%[1]s/home
 PubkeyAuthentication yes
 PasswordAuthentication no
 KbdInteractiveAuthentication no
@@ -191,10 +200,16 @@ Subsystem sftp internal-sftp
 	}
 	out, _ := exec.Command("ssh", "-V").CombinedOutput()
 	s.version = strings.TrimSpace(string(out))
-	// One login proves the keys work before anything is measured.
-	if out, err := s.command(ctx, false, hosts[0], "true").CombinedOutput(); err != nil {
+	// One login proves the keys work, and that a session's HOME is ours,
+	// before anything is measured.
+	out, err = s.command(ctx, false, hosts[0], "echo $HOME").CombinedOutput()
+	if err != nil {
 		s.stop()
 		return nil, fmt.Errorf("ssh login: %v: %s", err, lastLine(out))
+	}
+	if home := strings.TrimSpace(string(out)); home != filepath.Join(dir, "home") {
+		s.stop()
+		return nil, fmt.Errorf("ssh sessions get HOME %q, not the bench's: they would run the user's dotfiles", home)
 	}
 	return s, nil
 }
