@@ -119,6 +119,42 @@ func TestPartitionShorterThanGraceLosesNothing(t *testing.T) {
 	}
 }
 
+// A fleet run (run --all) tells of a child's worker dropping out, and of
+// its coming back, as a single run does.
+func TestFleetRunTellsOfADisconnection(t *testing.T) {
+	c := testcluster.Start(t, testcluster.Options{Workers: 2, Proxies: true, Manager: func(cfg *manager.Config) {
+		cfg.WorkerTimeout = time.Second
+	}})
+	script, want := probe(60)
+	var out, errOut testcluster.SyncBuffer
+	code := make(chan int)
+	go func() {
+		code <- c.CLIWith(t.Context(), &out, &errOut, nil, "run", "--all", "--", "sh", "-c", script)
+	}()
+	testcluster.Eventually(t, 5*time.Second, "both workers' output started", func() bool {
+		return strings.Count(out.String(), "line 3\n") == 2
+	})
+	ps, err := c.Client.Processes(t.Context(), devops.StateUnknown, testcluster.WorkerName(0))
+	if err != nil || len(ps) != 1 {
+		t.Fatalf("processes on %s: %v, %v", testcluster.WorkerName(0), ps, err)
+	}
+	id := ps[0].ID
+	c.Proxies[0].Cut()
+	testcluster.Eventually(t, 10*time.Second, "process DISCONNECTED", func() bool { return stateOf(t, c, id) == devops.StateDisconnected })
+	c.Proxies[0].Heal()
+	if got := exitOf(t, code, 20*time.Second, "run --all did not finish after the partition healed"); got != 0 {
+		t.Errorf("run --all exited %d; stderr:\n%s", got, errOut.String())
+	}
+	if notice := fmt.Sprintf("devops: %s: DISCONNECTED: worker", id); !strings.Contains(errOut.String(), notice) {
+		t.Errorf("stderr does not tell of the disconnection (%q):\n%s", notice, errOut.String())
+	}
+	for _, w := range []string{testcluster.WorkerName(0), testcluster.WorkerName(1)} {
+		if got := strings.Count(out.String(), w+": line "); got != strings.Count(want, "\n") {
+			t.Errorf("%d lines from %s, want %d:\n%s", got, w, strings.Count(want, "\n"), out.String())
+		}
+	}
+}
+
 func TestPartitionLongerThanGraceIsLostAndKilled(t *testing.T) {
 	c := testcluster.Start(t, testcluster.Options{Proxies: true, Manager: func(cfg *manager.Config) {
 		cfg.WorkerTimeout = time.Second
