@@ -240,6 +240,19 @@ func (b *bench) waitWarmPools(ctx context.Context, timeout time.Duration) error 
 // timeCmd runs a command and returns how long it took. The command runs
 // in its own process group, killed whole when its context ends, and Wait
 // gives up on pipes held open by orphans (Ansible's forks) after 5s.
+func timeCmd(cmd *exec.Cmd) (time.Duration, []byte, error) {
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	cmd.WaitDelay = 5 * time.Second
+	start := time.Now()
+	out, err := cmd.CombinedOutput()
+	d := time.Since(start)
+	if err != nil {
+		return d, out, fmt.Errorf("%s: %v: %s", strings.Join(cmd.Args, " "), err, lastLine(out))
+	}
+	return d, out, nil
+}
+
 // baselineLimit bounds one run of a fan-out baseline: one that hangs (or
 // is that slow) is recorded as failed, not waited for.
 const baselineLimit = 90 * time.Second
@@ -262,19 +275,6 @@ func timeBaseline(ctx context.Context, limit time.Duration, cmd func(context.Con
 		err = fmt.Errorf("did not finish within %v: stopped", limit)
 	}
 	return d, out, err
-}
-
-func timeCmd(cmd *exec.Cmd) (time.Duration, []byte, error) {
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
-	cmd.WaitDelay = 5 * time.Second
-	start := time.Now()
-	out, err := cmd.CombinedOutput()
-	d := time.Since(start)
-	if err != nil {
-		return d, out, fmt.Errorf("%s: %v: %s", strings.Join(cmd.Args, " "), err, lastLine(out))
-	}
-	return d, out, nil
 }
 
 // cli: scenario 2.

@@ -207,9 +207,7 @@ func TestManagerRestartKeepsRecordsAndFollowers(t *testing.T) {
 
 	script := `i=1; while [ $i -le 40 ]; do echo "n $i"; i=$((i+1)); sleep 0.05; done`
 	// stderr apart: it may tell of a wait while the manager is back.
-	var out, errOut testcluster.SyncBuffer
-	code := make(chan int)
-	go func() { code <- c.CLIWith(t.Context(), &out, &errOut, nil, "run", "--", "sh", "-c", script) }()
+	out, _, code := startCLI(t, c, "run", "--", "sh", "-c", script)
 	testcluster.Eventually(t, 5*time.Second, "output started", func() bool { return strings.Contains(out.String(), "n 3\n") })
 	c.StopManager()
 	c.StartManager()

@@ -43,11 +43,7 @@ func TestFullDiskWaitsRunning(t *testing.T) {
 	})
 	dir := t.TempDir()
 	script := `echo one; while [ ! -e go ]; do sleep 0.02; done; echo two`
-	var stdout, stderr testcluster.SyncBuffer
-	code := make(chan int, 1)
-	go func() {
-		code <- c.CLIWith(t.Context(), &stdout, &stderr, nil, "run", "--dir", dir, "--", "sh", "-c", script)
-	}()
+	stdout, stderr, code := startCLI(t, c, "run", "--dir", dir, "--", "sh", "-c", script)
 	testcluster.Eventually(t, 5*time.Second, "one received", func() bool { return stdout.String() == "one\n" })
 	id := firstProcess(t, c)
 

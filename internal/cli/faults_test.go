@@ -39,6 +39,16 @@ func stateOf(t *testing.T, c *testcluster.Cluster, id devops.ProcessID) devops.S
 	return p.State
 }
 
+// startCLI runs the CLI with args in the background, stdout and stderr
+// apart; its exit code comes on code once it returns (see exitOf). code is
+// buffered: a test that stops before reading it leaves no goroutine behind.
+func startCLI(t *testing.T, c *testcluster.Cluster, args ...string) (stdout, stderr *testcluster.SyncBuffer, code <-chan int) {
+	stdout, stderr = new(testcluster.SyncBuffer), new(testcluster.SyncBuffer)
+	ch := make(chan int, 1)
+	go func() { ch <- c.CLIWith(t.Context(), stdout, stderr, nil, args...) }()
+	return stdout, stderr, ch
+}
+
 // exitOf waits up to d for the exit code that a CLI call running in a
 // goroutine sends on code; without it by then the test fails with notDone.
 func exitOf(t *testing.T, code <-chan int, d time.Duration, notDone string) int {
@@ -71,19 +81,11 @@ func TestPartitionShorterThanGraceLosesNothing(t *testing.T) {
 	}})
 	dir := t.TempDir()
 	script, want := probe(60)
-	var out, errOut testcluster.SyncBuffer
-	code := make(chan int)
-	go func() {
-		code <- c.CLIWith(t.Context(), &out, &errOut, nil, "run", "--dir", dir, "--", "sh", "-c", script)
-	}()
+	out, errOut, code := startCLI(t, c, "run", "--dir", dir, "--", "sh", "-c", script)
 	testcluster.Eventually(t, 5*time.Second, "output started", func() bool { return strings.Contains(out.String(), "line 3\n") })
 	id := firstProcess(t, c)
 	// A second reader, `logs -f`, hears of the partition as `run` does.
-	var logsOut, logsErr testcluster.SyncBuffer
-	logsCode := make(chan int)
-	go func() {
-		logsCode <- c.CLIWith(t.Context(), &logsOut, &logsErr, nil, "logs", "-f", string(id))
-	}()
+	logsOut, logsErr, logsCode := startCLI(t, c, "logs", "-f", string(id))
 
 	cutAt := time.Now()
 	c.Proxies[0].Cut()
@@ -126,11 +128,7 @@ func TestFleetRunTellsOfADisconnection(t *testing.T) {
 		cfg.WorkerTimeout = time.Second
 	}})
 	script, want := probe(60)
-	var out, errOut testcluster.SyncBuffer
-	code := make(chan int)
-	go func() {
-		code <- c.CLIWith(t.Context(), &out, &errOut, nil, "run", "--all", "--", "sh", "-c", script)
-	}()
+	out, errOut, code := startCLI(t, c, "run", "--all", "--", "sh", "-c", script)
 	testcluster.Eventually(t, 5*time.Second, "both workers' output started", func() bool {
 		return strings.Count(out.String(), "line 3\n") == 2
 	})

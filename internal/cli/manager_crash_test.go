@@ -20,11 +20,7 @@ func TestManagerKill9MidRun(t *testing.T) {
 	dir := t.TempDir()
 	script, want := probe(40)
 	// stderr apart: it may tell of a wait while the manager is back.
-	var out, errOut testcluster.SyncBuffer
-	code := make(chan int)
-	go func() {
-		code <- c.CLIWith(t.Context(), &out, &errOut, nil, "run", "--dir", dir, "--", "sh", "-c", script)
-	}()
+	out, _, code := startCLI(t, c, "run", "--dir", dir, "--", "sh", "-c", script)
 	testcluster.Eventually(t, 10*time.Second, "output started", func() bool { return strings.Contains(out.String(), "line 3\n") })
 
 	killedAt := time.Now()

@@ -20,11 +20,7 @@ func TestWorkerKilledMidRunIsAdopted(t *testing.T) {
 	dir := t.TempDir()
 	script, want := probe(80)
 	// stderr apart: it tells of the disconnection.
-	var out, errOut testcluster.SyncBuffer
-	code := make(chan int)
-	go func() {
-		code <- c.CLIWith(t.Context(), &out, &errOut, nil, "run", "--dir", dir, "--", "sh", "-c", script)
-	}()
+	out, _, code := startCLI(t, c, "run", "--dir", dir, "--", "sh", "-c", script)
 	testcluster.Eventually(t, 5*time.Second, "output started", func() bool { return strings.Contains(out.String(), "line 3\n") })
 	id := firstProcess(t, c)
 

@@ -38,11 +38,7 @@ func TestSpoolBoundDropsOldestAndShowsLoss(t *testing.T) {
 	for i := 1; i <= n; i++ {
 		fmt.Fprintf(&bulk, "%d\n", i)
 	}
-	var stdout, stderr testcluster.SyncBuffer
-	code := make(chan int, 1)
-	go func() {
-		code <- c.CLIWith(t.Context(), &stdout, &stderr, nil, "run", "--dir", dir, "--", "sh", "-c", script)
-	}()
+	stdout, stderr, code := startCLI(t, c, "run", "--dir", dir, "--", "sh", "-c", script)
 	testcluster.Eventually(t, 5*time.Second, "head received", func() bool { return stdout.String() == "head\n" })
 	id := firstProcess(t, c)
 
