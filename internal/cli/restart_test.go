@@ -39,6 +39,13 @@ func TestWorkerKilledMidRunIsAdopted(t *testing.T) {
 	if string(runs) != "start\n" {
 		t.Errorf("the command started %d times, want once", strings.Count(string(runs), "start"))
 	}
+	// The new worker's executor made spare process directories in the
+	// spool (the killed one's were removed); adopting did not take them
+	// for processes.
+	testcluster.Eventually(t, 10*time.Second, "four spare directories in the spool", func() bool {
+		found, _ := filepath.Glob(filepath.Join(c.WorkerDir(0), "spool", ".spare-*"))
+		return len(found) == 4
+	})
 }
 
 // TestProcessEndedWhileWorkerDownKeepsItsExit: a command that ends while

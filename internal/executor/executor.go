@@ -27,6 +27,7 @@ import (
 
 	"github.com/devops-platform/devops"
 	"github.com/devops-platform/devops/internal/dockerapi"
+	"github.com/devops-platform/devops/internal/spare"
 )
 
 // Log keys, in one place so every line of this package reads the same.
@@ -83,6 +84,10 @@ type Config struct {
 	// SpoolMax bounds the output a supervised process keeps on disk (see
 	// StartSupervised); zero keeps all of it.
 	SpoolMax int64
+	// SpoolDir is where StartSupervised's directories usually go (the
+	// worker's spool): with warm shims, spare ones are made there ahead
+	// of need, named ".spare-<n>". Empty: none.
+	SpoolDir string
 }
 
 // Executor starts processes. It is safe for concurrent use.
@@ -97,6 +102,13 @@ type Executor struct {
 	docker   *dockerapi.Client // nil: no engine answered (docker.go)
 
 	pool *pool // warm shims for StartSupervised; nil: none (pool_linux.go)
+
+	// Directories made ahead, as the warm shims are: a start renames one
+	// into place instead of creating it (see package spare). None without
+	// warm shims.
+	homes    *spare.Pool // for Root/<id>; nil: none
+	spool    *spare.Pool // for StartSupervised's dirs in Config.SpoolDir; nil: none
+	spoolDir string
 
 	// statusFirst makes a process's status final before its cgroup and
 	// directory are removed. A shim sets it: it writes the status down
@@ -151,7 +163,49 @@ func New(cfg Config) (*Executor, error) {
 		}
 	}
 	e.startPool(cfg.WarmShims)
+	if cfg.WarmShims > 0 {
+		n := max(cfg.WarmShims, minSpares)
+		e.homes = spare.New(root, spareDirPrefix, n, func(path string) error { return os.Mkdir(path, 0o700) }, log)
+		if cfg.SpoolDir != "" {
+			e.spoolDir = filepath.Clean(cfg.SpoolDir)
+			e.spool = spare.New(e.spoolDir, spareDirPrefix, n, makeProcessDir, log)
+		}
+	}
 	return e, nil
+}
+
+// minSpares is the fewest directories of each kind kept made ahead when
+// there are warm shims: a burst of starts past them creates its own.
+const minSpares = 4
+
+// spareDirPrefix names the directories made ahead; a process id never
+// starts with a dot.
+const spareDirPrefix = ".spare-"
+
+// spoolSpares is the pool of spare directories for dir: nil unless dir is
+// in Config.SpoolDir.
+func (e *Executor) spoolSpares(dir string) *spare.Pool {
+	if filepath.Dir(dir) != e.spoolDir {
+		return nil
+	}
+	return e.spool
+}
+
+// makeProcessDir makes a spare process directory for StartSupervised: the
+// directory with its empty output and shim log, as a start would.
+func makeProcessDir(path string) error {
+	if err := os.Mkdir(path, 0o700); err != nil {
+		return err
+	}
+	for _, name := range []string{OutputFile, logFile} {
+		f, err := os.OpenFile(filepath.Join(path, name), os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+		if err != nil {
+			os.RemoveAll(path)
+			return err
+		}
+		f.Close()
+	}
+	return nil
 }
 
 // WarmIdle is how many warm shims wait for a process now (see
@@ -164,6 +218,8 @@ func (e *Executor) WarmIdle() int { return e.pool.idleCount() }
 // with it.
 func (e *Executor) Close() error {
 	e.pool.close()
+	e.homes.Close()
+	e.spool.Close()
 	e.dockerMu.Lock()
 	if e.docker != nil {
 		e.docker.Close()
@@ -318,7 +374,9 @@ func (e *Executor) prepare(ctx context.Context, id devops.ProcessID, spec *devop
 		cred = c
 	}
 	home := filepath.Join(e.root, string(id))
-	if err := os.Mkdir(home, 0o700); err != nil {
+	if e.homes.Take(home) {
+		// A spare: made with Mkdir's mode, by this process.
+	} else if err := os.Mkdir(home, 0o700); err != nil {
 		if errors.Is(err, fs.ErrExist) {
 			return prepared{}, fmt.Errorf("%w: directory %s exists", devops.ErrAlreadyExists, home)
 		}

@@ -696,3 +696,62 @@ func warmCgroupDirs(t *testing.T, pid int, name string) []string {
 	}
 	return dirs
 }
+
+// spares lists the spare directories in dir.
+func spares(tb testing.TB, dir string) []string {
+	tb.Helper()
+	found, err := filepath.Glob(filepath.Join(dir, ".spare-*"))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return found
+}
+
+// TestSpareDirectories: with warm shims, a start renames directories made
+// ahead into place (its home under Root, its own in SpoolDir), the same
+// id twice still fails, and Close leaves no spare behind.
+func TestSpareDirectories(t *testing.T) {
+	root, spool := t.TempDir(), t.TempDir()
+	e := newExecutorConfig(t, executor.Config{Root: root, SpoolDir: spool, WarmShims: 1})
+	full := func() bool { return len(spares(t, root)) == 4 && len(spares(t, spool)) == 4 }
+	waitFor(t, "four spares of each kind", 10*time.Second, full)
+	// The spares made first are taken first.
+	home, own := spares(t, root)[0], spares(t, spool)[0]
+	ownInfo, err := os.Stat(own)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(spool, "p1")
+	p, err := e.StartSupervised(t.Context(), "p1", devops.Spec{Argv: []string{"sh", "-c", "pwd; echo err >&2"}}, dir)
+	if err != nil {
+		t.Fatalf("StartSupervised: %v", err)
+	}
+	if st := waitEnd(t, p, 20*time.Second); st.State != devops.StateSucceeded {
+		t.Fatalf("status %+v, want succeeded", st)
+	}
+	stdout, stderr := readFrames(t, dir)
+	if want := filepath.Join(root, "p1") + "\n"; stdout != want || stderr != "err\n" {
+		t.Errorf("output %q, %q; want %q, %q", stdout, stderr, want, "err\n")
+	}
+	if st, err := os.Stat(dir); err != nil || !os.SameFile(st, ownInfo) {
+		t.Errorf("the process's directory is not the first spare (%v)", err)
+	}
+	if _, err := os.Stat(home); !os.IsNotExist(err) {
+		t.Errorf("the first spare home is still there (%v)", err)
+	}
+	waitFor(t, "the spares made again", 10*time.Second, full)
+
+	_, err = e.StartSupervised(t.Context(), "p1", devops.Spec{Argv: []string{"true"}}, dir)
+	if !errors.Is(err, devops.ErrAlreadyExists) {
+		t.Errorf("StartSupervised of the same id again: %v, want ErrAlreadyExists", err)
+	}
+	if !full() {
+		t.Errorf("a refused start used a spare: %v, %v", spares(t, root), spares(t, spool))
+	}
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if left := append(spares(t, root), spares(t, spool)...); len(left) != 0 {
+		t.Errorf("spares left after Close: %v", left)
+	}
+}

@@ -180,15 +180,9 @@ func (e *Executor) StartSupervised(ctx context.Context, id devops.ProcessID, spe
 }
 
 func (e *Executor) startShim(ctx context.Context, id devops.ProcessID, spec devops.Spec, pr prepared, dir string) (*Process, error) {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("create process state directory: %w", err)
-	}
-	out, err := os.OpenFile(filepath.Join(dir, OutputFile), os.O_CREATE|os.O_EXCL|os.O_WRONLY|os.O_APPEND, 0o600)
+	out, err := e.createProcessDir(id, dir)
 	if err != nil {
-		if errors.Is(err, fs.ErrExist) {
-			return nil, fmt.Errorf("%w: output of %s exists", devops.ErrAlreadyExists, id)
-		}
-		return nil, fmt.Errorf("create output: %w", err)
+		return nil, err
 	}
 	defer out.Close()
 	c := e.newShimConfig(id, spec, pr, dir)
@@ -265,6 +259,30 @@ func (e *Executor) startShim(ctx context.Context, id devops.ProcessID, spec devo
 	var ready shimReady
 	err = ws.answers.Decode(&ready)
 	return e.shimAnswered(c, ws, false, ready, err)
+}
+
+// createProcessDir makes dir, the directory of process id, with its empty
+// output (opened for appends) and shim log; a spare when one is ready. It
+// fails with devops.ErrAlreadyExists when dir holds an output already.
+func (e *Executor) createProcessDir(id devops.ProcessID, dir string) (*os.File, error) {
+	if e.spoolSpares(dir).Take(dir) {
+		out, err := os.OpenFile(filepath.Join(dir, OutputFile), os.O_WRONLY|os.O_APPEND, 0)
+		if err != nil {
+			return nil, fmt.Errorf("open output: %w", err)
+		}
+		return out, nil
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("create process state directory: %w", err)
+	}
+	out, err := os.OpenFile(filepath.Join(dir, OutputFile), os.O_CREATE|os.O_EXCL|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			return nil, fmt.Errorf("%w: output of %s exists", devops.ErrAlreadyExists, id)
+		}
+		return nil, fmt.Errorf("create output: %w", err)
+	}
+	return out, nil
 }
 
 // newShimConfig is what a shim needs to run the prepared spec as process id

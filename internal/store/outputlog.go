@@ -41,6 +41,7 @@ import (
 	"time"
 
 	"github.com/devops-platform/devops"
+	"github.com/devops-platform/devops/internal/spare"
 )
 
 const (
@@ -139,8 +140,40 @@ type outputLog struct {
 	total int64
 	dirty map[string]bool // written since the last sync
 
+	// Index and data files made ahead: the first record of an output, and
+	// its first chunk, rename one into place instead of creating it, which
+	// was on the path of a command's first byte (see package spare).
+	idxSpares, outSpares *spare.Pool
+
 	stop chan struct{}
 	done chan struct{}
+}
+
+// Spares of each kind kept made ahead: a burst of starts past them
+// creates its own.
+const outputSpares = 4
+
+// The names of the spare files; neither starts with the other.
+const (
+	idxSparePrefix = ".spare-idx-"
+	outSparePrefix = ".spare-out-"
+)
+
+func makeEmptyFile(path string) error {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	return f.Close()
+}
+
+// openOrCreate opens path with flag (for writes), renaming a spare from
+// pool into place when it does not exist yet.
+func openOrCreate(pool *spare.Pool, path string, flag int) (*os.File, error) {
+	if pool.Take(path) {
+		return os.OpenFile(path, flag, 0)
+	}
+	return os.OpenFile(path, flag|os.O_CREATE, 0o600)
 }
 
 // procOutput is one process's output.
@@ -218,6 +251,8 @@ func openOutputLog(dir string, maxProcess, maxTotal int64, log *slog.Logger) (*o
 	for _, a := range found {
 		l.order = append(l.order, a.key)
 	}
+	l.idxSpares = spare.New(dir, idxSparePrefix, outputSpares, makeEmptyFile, log)
+	l.outSpares = spare.New(dir, outSparePrefix, outputSpares, makeEmptyFile, log)
 	go l.syncLoop()
 	l.enforce()
 	return l, nil
@@ -229,6 +264,8 @@ func (l *outputLog) path(key, ext string) string { return filepath.Join(l.dir, k
 func (l *outputLog) close() error {
 	close(l.stop)
 	<-l.done
+	l.idxSpares.Close()
+	l.outSpares.Close()
 	l.mu.Lock()
 	var open []*procOutput
 	for _, p := range l.outputs {
@@ -465,7 +502,7 @@ func (l *outputLog) openIndexLocked(p *procOutput) error {
 	if p.idx != nil {
 		return nil
 	}
-	idx, err := os.OpenFile(l.path(p.key, ".idx"), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	idx, err := openOrCreate(l.idxSpares, l.path(p.key, ".idx"), os.O_WRONLY|os.O_APPEND)
 	if err != nil {
 		return fmt.Errorf("open index: %w", err)
 	}
@@ -486,7 +523,7 @@ func (l *outputLog) writeLocked(p *procOutput, r record, data []byte) error {
 	// (`true`, most of a fleet's `systemctl restart`s) costs one file, not
 	// two. Retention, here and at start, counts outputs by that file.
 	if len(data) > 0 && p.out == nil {
-		out, err := os.OpenFile(l.path(p.key, ".out"), os.O_RDWR|os.O_CREATE, 0o600)
+		out, err := openOrCreate(l.outSpares, l.path(p.key, ".out"), os.O_RDWR)
 		if err != nil {
 			return fmt.Errorf("open output: %w", err)
 		}

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"testing"
 	"time"
 
@@ -33,6 +34,10 @@ func crash(s *JetStream) {
 	s.closeOnce.Do(func() {
 		close(s.output.stop)
 		<-s.output.done
+		// No more spares made in a directory the test removes; a killed
+		// manager leaves its spares, which the next open removes.
+		s.output.idxSpares.Close()
+		s.output.outSpares.Close()
 		s.shutdown()
 	})
 }
@@ -185,6 +190,66 @@ func TestEmptyOutputHasNoDataFile(t *testing.T) {
 	}
 	if got := readAll(t, s, "talks"); string(got) != "x" {
 		t.Errorf("talks output = %q", got)
+	}
+}
+
+// TestOutputFilesFromSpares: an output's index and data file are spares
+// made ahead and renamed into place; spares are not outputs, and Close
+// removes them.
+func TestOutputFilesFromSpares(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("spares are taken only on Linux")
+	}
+	ctx := t.Context()
+	dir := t.TempDir()
+	out := filepath.Join(dir, "output")
+	s := open(t, Config{Dir: dir})
+	spares := func(kind string) []string {
+		found, _ := filepath.Glob(filepath.Join(out, ".spare-"+kind+"-*"))
+		return found
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for len(spares("idx")) != outputSpares || len(spares("out")) != outputSpares {
+		if time.Now().After(deadline) {
+			t.Fatalf("spares after 10s: %v %v, want %d of each", spares("idx"), spares("out"), outputSpares)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	idx, err := os.Stat(spares("idx")[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.Stat(spares("out")[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.PrepareOutput(ctx, "p"); err != nil {
+		t.Fatal(err)
+	}
+	appendChunks(t, s, "p", "hello")
+	for _, f := range []struct {
+		path  string
+		spare os.FileInfo
+	}{{"p.idx", idx}, {"p.out", data}} {
+		if st, err := os.Stat(filepath.Join(out, f.path)); err != nil || !os.SameFile(st, f.spare) {
+			t.Errorf("%s is not the first spare (%v)", f.path, err)
+		}
+	}
+	if got := readAll(t, s, "p"); string(got) != "hello" {
+		t.Errorf("output = %q, want hello", got)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if left := append(spares("idx"), spares("out")...); len(left) != 0 {
+		t.Errorf("spares left after Close: %v", left)
+	}
+	s = open(t, Config{Dir: dir})
+	if got := readAll(t, s, "p"); string(got) != "hello" {
+		t.Errorf("output after a restart = %q, want hello", got)
+	}
+	if n := len(s.output.order); n != 1 {
+		t.Errorf("%d outputs counted for retention, want 1 (%v)", n, s.output.order)
 	}
 }
 

@@ -197,6 +197,7 @@ func New(cfg Config) (*Worker, error) {
 		MaxLimits: cfg.MaxLimits,
 		InitPath:  cfg.InitPath,
 		SpoolMax:  max(cfg.SpoolMax, 0),
+		SpoolDir:  w.spoolDir,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("start executor: %w", err)
@@ -394,6 +395,9 @@ func (w *Worker) adopt() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), ".") {
+			continue // the executor's spare directories (Config.SpoolDir)
+		}
 		id := devops.ProcessID(e.Name())
 		dir := filepath.Join(w.spoolDir, e.Name())
 		if !e.IsDir() {

@@ -1,0 +1,188 @@
+// Package spare keeps a few empty files or directories made ahead of need,
+// beside where they will go, so that creating one on the path of a
+// command's start becomes a rename.
+//
+// Why: on file systems that are slow to hand out an inode a create costs
+// far more than a rename. On this project's test VM (ext4 without a
+// journal, where each new inode first passes over those freed in the last
+// minutes) a mkdir took 1 ms, a create 0.6 ms and a rename 35 µs, and a
+// command's start made five of them before its first byte. Elsewhere
+// (tmpfs, ext4 with a journal) both take a few µs and the spares cost as
+// little. It imports only the standard library and x/sys.
+package spare
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+)
+
+// Pool keeps up to n spares in one directory, each made by mk and named
+// prefix followed by a number. A goroutine makes new ones as they are
+// taken. No other pool of the same directory may have a prefix that
+// starts with this one's: New removes what matches it.
+type Pool struct {
+	dir, prefix string
+	n           int
+	mk          func(path string) error
+	log         *slog.Logger
+
+	mu    sync.Mutex // protects ready, seq and off
+	ready []string   // spares made, in the order they were
+	seq   int        // the number in the next spare's name
+	off   bool       // this file system cannot rename without replacing
+
+	wake      chan struct{} // a spare was taken (capacity 1)
+	quit      chan struct{} // closed by Close
+	done      chan struct{} // closed when the filler returns
+	closeOnce sync.Once
+}
+
+// New removes what a pool of dir and prefix left there before (a crash),
+// then keeps n spares made by mk in dir; mk gets the path of a spare
+// to create (a file or a directory) and must leave nothing there when it
+// fails. log gets the failures to make one; nil discards. With n < 1 the
+// pool holds none and Take always reports false.
+func New(dir, prefix string, n int, mk func(path string) error, log *slog.Logger) *Pool {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	p := &Pool{dir: dir, prefix: prefix, n: n, mk: mk, log: log,
+		wake: make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{})}
+	if old, err := filepath.Glob(filepath.Join(dir, globEscape(prefix)+"*")); err == nil {
+		for _, path := range old {
+			os.RemoveAll(path)
+		}
+	}
+	if n < 1 {
+		close(p.done)
+		return p
+	}
+	go p.fill()
+	return p
+}
+
+// globEscape quotes the characters filepath.Match treats specially.
+func globEscape(s string) string {
+	var b []byte
+	for i := 0; i < len(s); i++ {
+		switch s[i] {
+		case '*', '?', '[', '\\':
+			b = append(b, '\\')
+		}
+		b = append(b, s[i])
+	}
+	return string(b)
+}
+
+// fill makes spares until there are n, then waits for a take.
+func (p *Pool) fill() {
+	defer close(p.done)
+	for {
+		for p.short() {
+			p.mu.Lock()
+			path := filepath.Join(p.dir, fmt.Sprintf("%s%d", p.prefix, p.seq))
+			p.seq++
+			p.mu.Unlock()
+			if err := p.mk(path); err != nil {
+				// Tried again at the next take: no loop on a directory
+				// that went away.
+				p.log.Warn("make a spare", "path", path, "err", err)
+				break
+			}
+			p.mu.Lock()
+			p.ready = append(p.ready, path)
+			p.mu.Unlock()
+			select {
+			case <-p.quit:
+				return
+			default:
+			}
+		}
+		select {
+		case <-p.wake:
+		case <-p.quit:
+			return
+		}
+	}
+}
+
+func (p *Pool) short() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return !p.off && len(p.ready) < p.n
+}
+
+// Take moves a spare to dst and reports whether it did. It does not when
+// none is ready, when dst exists (renames here never replace), or when
+// the file system cannot rename so: the caller then creates dst as it
+// would without a pool, and meets whatever error that brings. A nil Pool
+// holds none.
+func (p *Pool) Take(dst string) bool {
+	if p == nil {
+		return false
+	}
+	p.mu.Lock()
+	if len(p.ready) == 0 {
+		p.mu.Unlock()
+		p.poke() // after a failed make, or faster than the filler
+		return false
+	}
+	src := p.ready[0]
+	p.ready = p.ready[1:]
+	p.mu.Unlock()
+	err := renameNoReplace(src, dst)
+	if err == nil {
+		p.poke()
+		return true
+	}
+	if os.IsExist(err) {
+		p.mu.Lock()
+		p.ready = append(p.ready, src) // still a spare
+		p.mu.Unlock()
+		return false
+	}
+	if isUnsupported(err) {
+		p.mu.Lock()
+		p.off = true
+		p.mu.Unlock()
+	}
+	os.RemoveAll(src)
+	p.poke()
+	return false
+}
+
+func (p *Pool) poke() {
+	select {
+	case p.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Ready is how many spares are made and not yet taken.
+func (p *Pool) Ready() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.ready)
+}
+
+// Close stops making spares and removes those not taken. Take reports
+// false after it. A nil Pool has nothing to close.
+func (p *Pool) Close() {
+	if p == nil {
+		return
+	}
+	p.closeOnce.Do(func() {
+		close(p.quit)
+		<-p.done
+		p.mu.Lock()
+		left := p.ready
+		p.ready, p.off = nil, true
+		p.mu.Unlock()
+		for _, path := range left {
+			os.RemoveAll(path)
+		}
+	})
+}

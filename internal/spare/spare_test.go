@@ -1,0 +1,147 @@
+package spare
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+func mkdir(path string) error { return os.Mkdir(path, 0o700) }
+
+// waitReady waits until p holds n spares.
+func waitReady(tb testing.TB, p *Pool, n int) {
+	tb.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for p.Ready() != n {
+		if time.Now().After(deadline) {
+			tb.Fatalf("Ready() = %d after 10s, want %d", p.Ready(), n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func names(tb testing.TB, dir string) []string {
+	tb.Helper()
+	es, err := os.ReadDir(dir)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var ns []string
+	for _, e := range es {
+		ns = append(ns, e.Name())
+	}
+	return ns
+}
+
+func skipOffLinux(tb testing.TB) {
+	if runtime.GOOS != "linux" {
+		tb.Skip("spares are taken only on Linux (rename without replacing)")
+	}
+}
+
+func TestTakeMovesASpareAndMakesAnother(t *testing.T) {
+	skipOffLinux(t)
+	dir := t.TempDir()
+	p := New(dir, ".spare-", 2, mkdir, nil)
+	defer p.Close()
+	waitReady(t, p, 2)
+	dst := filepath.Join(dir, "p1")
+	if !p.Take(dst) {
+		t.Fatal("Take = false with two spares ready")
+	}
+	if st, err := os.Stat(dst); err != nil || !st.IsDir() {
+		t.Fatalf("after Take, %s: %v, %v; want a directory", dst, st, err)
+	}
+	waitReady(t, p, 2)
+	if got := len(names(t, dir)); got != 3 {
+		t.Errorf("%d entries in the directory (%v), want p1 and two spares", got, names(t, dir))
+	}
+}
+
+func TestTakeNeverReplaces(t *testing.T) {
+	skipOffLinux(t)
+	dir := t.TempDir()
+	mkfile := func(path string) error { return os.WriteFile(path, nil, 0o600) }
+	p := New(dir, ".spare-", 1, mkfile, nil)
+	defer p.Close()
+	waitReady(t, p, 1)
+	dst := filepath.Join(dir, "taken")
+	if err := os.WriteFile(dst, []byte("keep me"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if p.Take(dst) {
+		t.Fatal("Take = true onto an existing file")
+	}
+	if b, _ := os.ReadFile(dst); string(b) != "keep me" {
+		t.Errorf("existing file now holds %q", b)
+	}
+	if p.Ready() != 1 {
+		t.Errorf("Ready() = %d after a refused take, want the spare kept", p.Ready())
+	}
+}
+
+func TestNewRemovesLeftoversOfItsPrefixOnly(t *testing.T) {
+	dir := t.TempDir()
+	for _, d := range []string{".spare-7", ".spare-8", "keep", ".other-1"} {
+		if err := os.MkdirAll(filepath.Join(dir, d, "inner"), 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p := New(dir, ".spare-", 0, mkdir, nil)
+	defer p.Close()
+	got := names(t, dir)
+	if len(got) != 2 || got[0] != ".other-1" || got[1] != "keep" {
+		t.Errorf("after New, the directory holds %v, want [.other-1 keep]", got)
+	}
+	if p.Take(filepath.Join(dir, "x")) {
+		t.Error("Take = true from a pool of none")
+	}
+}
+
+func TestCloseRemovesSpares(t *testing.T) {
+	skipOffLinux(t)
+	dir := t.TempDir()
+	p := New(dir, ".spare-", 3, mkdir, nil)
+	waitReady(t, p, 3)
+	p.Close()
+	if got := names(t, dir); len(got) != 0 {
+		t.Errorf("after Close, the directory holds %v, want nothing", got)
+	}
+	if p.Take(filepath.Join(dir, "x")) {
+		t.Error("Take = true after Close")
+	}
+	p.Close() // twice is fine
+}
+
+func TestMakeFailsThenTakeTriesAgain(t *testing.T) {
+	skipOffLinux(t)
+	dir := t.TempDir()
+	var calls atomic.Int32
+	mk := func(path string) error {
+		if calls.Add(1) == 1 {
+			return errors.New("disk full")
+		}
+		return mkdir(path)
+	}
+	p := New(dir, ".spare-", 1, mk, nil)
+	defer p.Close()
+	// The first make failed: the filler waits for a take, which finds none.
+	deadline := time.Now().Add(10 * time.Second)
+	for calls.Load() < 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("no spare was made within 10s")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	for p.Ready() == 0 {
+		p.Take(filepath.Join(dir, "never")) // pokes the filler
+		if time.Now().After(deadline) {
+			t.Fatal("the pool did not make a spare again after a failure")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
