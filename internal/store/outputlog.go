@@ -159,12 +159,18 @@ const (
 	outSparePrefix = ".spare-out-"
 )
 
+// makeEmptyFile makes a spare output file: empty, with the mode an
+// output's files are created with.
 func makeEmptyFile(path string) error {
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
 	if err != nil {
 		return err
 	}
-	return f.Close()
+	if err := f.Close(); err != nil {
+		os.Remove(path)
+		return err
+	}
+	return nil
 }
 
 // openOrCreate opens path with flag (for writes), renaming a spare from
