@@ -198,12 +198,10 @@ func makeProcessDir(path string) error {
 		return err
 	}
 	for _, name := range []string{OutputFile, logFile} {
-		f, err := os.OpenFile(filepath.Join(path, name), os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
-		if err != nil {
+		if err := spare.EmptyFile(filepath.Join(path, name)); err != nil {
 			os.RemoveAll(path)
 			return err
 		}
-		f.Close()
 	}
 	return nil
 }
@@ -374,13 +372,14 @@ func (e *Executor) prepare(ctx context.Context, id devops.ProcessID, spec *devop
 		cred = c
 	}
 	home := filepath.Join(e.root, string(id))
-	if e.homes.Take(home) {
-		// A spare: made with Mkdir's mode, by this process.
-	} else if err := os.Mkdir(home, 0o700); err != nil {
-		if errors.Is(err, fs.ErrExist) {
-			return prepared{}, fmt.Errorf("%w: directory %s exists", devops.ErrAlreadyExists, home)
+	// A spare is made with Mkdir's mode, by this process.
+	if !e.homes.Take(home) {
+		if err := os.Mkdir(home, 0o700); err != nil {
+			if errors.Is(err, fs.ErrExist) {
+				return prepared{}, fmt.Errorf("%w: directory %s exists", devops.ErrAlreadyExists, home)
+			}
+			return prepared{}, fmt.Errorf("create directory: %w", err)
 		}
-		return prepared{}, fmt.Errorf("create directory: %w", err)
 	}
 	if cred != nil {
 		if err := os.Chown(home, int(cred.uid), int(cred.gid)); err != nil {

@@ -155,18 +155,26 @@ func (p *Pool) Take(dst string) bool {
 	return false
 }
 
+// EmptyFile makes an empty file at path with mode 0600, as a pool's make
+// (or part of one): it fails when path exists, and leaves nothing when it
+// fails.
+func EmptyFile(path string) error {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	if err := f.Close(); err != nil {
+		os.Remove(path)
+		return err
+	}
+	return nil
+}
+
 func (p *Pool) poke() {
 	select {
 	case p.wake <- struct{}{}:
 	default:
 	}
-}
-
-// Ready is how many spares are made and not yet taken.
-func (p *Pool) Ready() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return len(p.ready)
 }
 
 // Close stops making spares and removes those not taken. Take reports

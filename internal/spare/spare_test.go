@@ -12,13 +12,20 @@ import (
 
 func mkdir(path string) error { return os.Mkdir(path, 0o700) }
 
+// ready is how many spares p holds, made and not yet taken.
+func ready(p *Pool) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.ready)
+}
+
 // waitReady waits until p holds n spares.
 func waitReady(tb testing.TB, p *Pool, n int) {
 	tb.Helper()
 	deadline := time.Now().Add(10 * time.Second)
-	for p.Ready() != n {
+	for ready(p) != n {
 		if time.Now().After(deadline) {
-			tb.Fatalf("Ready() = %d after 10s, want %d", p.Ready(), n)
+			tb.Fatalf("Ready() = %d after 10s, want %d", ready(p), n)
 		}
 		time.Sleep(time.Millisecond)
 	}
@@ -65,8 +72,7 @@ func TestTakeMovesASpareAndMakesAnother(t *testing.T) {
 func TestTakeNeverReplaces(t *testing.T) {
 	skipOffLinux(t)
 	dir := t.TempDir()
-	mkfile := func(path string) error { return os.WriteFile(path, nil, 0o600) }
-	p := New(dir, ".spare-", 1, mkfile, nil)
+	p := New(dir, ".spare-", 1, EmptyFile, nil)
 	defer p.Close()
 	waitReady(t, p, 1)
 	dst := filepath.Join(dir, "taken")
@@ -79,8 +85,8 @@ func TestTakeNeverReplaces(t *testing.T) {
 	if b, _ := os.ReadFile(dst); string(b) != "keep me" {
 		t.Errorf("existing file now holds %q", b)
 	}
-	if p.Ready() != 1 {
-		t.Errorf("Ready() = %d after a refused take, want the spare kept", p.Ready())
+	if ready(p) != 1 {
+		t.Errorf("Ready() = %d after a refused take, want the spare kept", ready(p))
 	}
 }
 
@@ -137,7 +143,7 @@ func TestMakeFailsThenTakeTriesAgain(t *testing.T) {
 		}
 		time.Sleep(time.Millisecond)
 	}
-	for p.Ready() == 0 {
+	for ready(p) == 0 {
 		p.Take(filepath.Join(dir, "never")) // pokes the filler
 		if time.Now().After(deadline) {
 			t.Fatal("the pool did not make a spare again after a failure")

@@ -159,20 +159,6 @@ const (
 	outSparePrefix = ".spare-out-"
 )
 
-// makeEmptyFile makes a spare output file: empty, with the mode an
-// output's files are created with.
-func makeEmptyFile(path string) error {
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
-	if err != nil {
-		return err
-	}
-	if err := f.Close(); err != nil {
-		os.Remove(path)
-		return err
-	}
-	return nil
-}
-
 // openOrCreate opens path with flag (for writes), renaming a spare from
 // pool into place when it does not exist yet.
 func openOrCreate(pool *spare.Pool, path string, flag int) (*os.File, error) {
@@ -257,8 +243,8 @@ func openOutputLog(dir string, maxProcess, maxTotal int64, log *slog.Logger) (*o
 	for _, a := range found {
 		l.order = append(l.order, a.key)
 	}
-	l.idxSpares = spare.New(dir, idxSparePrefix, outputSpares, makeEmptyFile, log)
-	l.outSpares = spare.New(dir, outSparePrefix, outputSpares, makeEmptyFile, log)
+	l.idxSpares = spare.New(dir, idxSparePrefix, outputSpares, spare.EmptyFile, log)
+	l.outSpares = spare.New(dir, outSparePrefix, outputSpares, spare.EmptyFile, log)
 	go l.syncLoop()
 	l.enforce()
 	return l, nil
