@@ -448,6 +448,12 @@ func supervise(c initConfig, path string, sigs <-chan os.Signal, stdout, stderr 
 		return res
 	}
 	main := cmd.Process.Pid
+	// The init reaps with wait4 itself (every orphan, not only the
+	// command), so cmd.Wait never closes the pidfd os/exec holds. An init
+	// that stays kept one per command until a garbage collection, and each
+	// time its descriptor table doubled, the next command's start waited
+	// for an RCU grace period in the kernel (8-14 ms here).
+	defer cmd.Process.Release()
 	for {
 		if ws, done := reap(main); done {
 			// Orphans die with the command; exiting would kill them too,

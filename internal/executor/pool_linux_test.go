@@ -741,17 +741,61 @@ func TestSpareDirectories(t *testing.T) {
 	}
 	waitFor(t, "the spares made again", 10*time.Second, full)
 
+	before := spares(t, spool)
 	_, err = e.StartSupervised(t.Context(), "p1", devops.Spec{Argv: []string{"true"}}, dir)
 	if !errors.Is(err, devops.ErrAlreadyExists) {
 		t.Errorf("StartSupervised of the same id again: %v, want ErrAlreadyExists", err)
 	}
-	if !full() {
-		t.Errorf("a refused start used a spare: %v, %v", spares(t, root), spares(t, spool))
+	if now := spares(t, spool); !slices.Equal(now, before) {
+		t.Errorf("a refused start used a spare process directory: %v, had %v", now, before)
 	}
+	// The home comes before the process's directory, so a refused start
+	// may have taken a spare home (the first one's is gone); it removes
+	// it, and the pool makes another.
+	waitFor(t, "four spares of each kind after a refused start", 10*time.Second, full)
 	if err := e.Close(); err != nil {
 		t.Fatal(err)
 	}
 	if left := append(spares(t, root), spares(t, spool)...); len(left) != 0 {
 		t.Errorf("spares left after Close: %v", left)
+	}
+}
+
+// TestPoolInitKeepsNoDescriptors: an init that stays for command after
+// command holds as many descriptors after the tenth as after the first.
+// It reaps by itself, so the pidfd os/exec keeps for each command stayed
+// open until a garbage collection, and each doubling of the table cost the
+// next command a kernel grace period.
+func TestPoolInitKeepsNoDescriptors(t *testing.T) {
+	e := newExecutorConfig(t, executor.Config{WarmShims: 1})
+	if !executor.InitsStay(e) {
+		t.Skip("inits stay only with namespaces and cgroups")
+	}
+	executor.NoDelayedRefill(e)
+	waitWarm(t, e, 1)
+	fds := func(pid int) int {
+		entries, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+		if err != nil {
+			t.Fatalf("descriptors of init %d: %v", pid, err)
+		}
+		return len(entries)
+	}
+	init, after := 0, 0
+	for i := range 10 {
+		p, _ := startSupervised(t, e, fmt.Sprintf("p%d", i), devops.Spec{Argv: []string{"true"}})
+		if init != 0 && p.Pid() != init {
+			t.Fatalf("command %d ran under init %d, not %d", i, p.Pid(), init)
+		}
+		init = p.Pid()
+		if st := waitEnd(t, p, 10*time.Second); st.State != devops.StateSucceeded {
+			t.Fatalf("command %d: status = %+v", i, st)
+		}
+		waitWarm(t, e, 1)
+		if i == 0 {
+			after = fds(init)
+		}
+	}
+	if n := fds(init); n != after {
+		t.Errorf("init %d holds %d descriptors after 10 commands, %d after the first", init, n, after)
 	}
 }
