@@ -77,3 +77,43 @@ func TestCodecUnmarshalReplaces(t *testing.T) {
 		t.Errorf("after two unmarshals into one message: %v, want %v", into, second)
 	}
 }
+
+// TestCodecLargeKeepsItsOwn: what a large chunk holds is its own, not a
+// slice of the buffers grpc handed over (grpc reuses them once Unmarshal
+// returns), and a second unmarshal into the same message leaves the data a
+// caller kept from the first alone. It guards against decoding chunks in
+// place without a copy of their own.
+func TestCodecLargeKeepsItsOwn(t *testing.T) {
+	c := NewCodec(New())
+	into := &pb.OutputChunk{}
+	var kept [][]byte
+	var want []*pb.OutputChunk
+	for i, b := range []byte{'x', 'y'} {
+		in := &pb.OutputChunk{ProcessId: "p1", Offset: int64(i), Data: bytes.Repeat([]byte{b}, 256<<10)}
+		flat, err := proto.Marshal(in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Each way has its own copy: the test scribbles over it after.
+		for _, pieces := range []mem.BufferSlice{{mem.SliceBuffer(bytes.Clone(flat))}, split(bytes.Clone(flat))} {
+			if err := c.Unmarshal(pieces, into); err != nil {
+				t.Fatal(err)
+			}
+			for _, p := range pieces {
+				for j := range p.ReadOnlyData() {
+					p.ReadOnlyData()[j] = 0xaa
+				}
+			}
+			if !proto.Equal(into, in) {
+				t.Fatalf("chunk %d, %d pieces: the message changed with grpc's buffers", i, len(pieces))
+			}
+			kept = append(kept, into.Data)
+			want = append(want, in)
+		}
+	}
+	for i, d := range kept {
+		if !bytes.Equal(d, want[i].Data) {
+			t.Errorf("data kept from unmarshal %d changed with a later one", i)
+		}
+	}
+}
