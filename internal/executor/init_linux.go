@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -83,6 +84,10 @@ func RunInit(args []string) int {
 	// spawnInit already starts it with GOMAXPROCS=1, which makes this a
 	// no-op; it stays for an init started any other way.
 	runtime.GOMAXPROCS(1)
+	// One thread joins each command's cgroup and starts the command from
+	// it (see joinIdle): this goroutine's, the main thread unless the
+	// goroutine moved before this (joinIdle checks).
+	runtime.LockOSThread()
 	var st syscall.Stat_t
 	if syscall.Fstat(initConfigFD, &st) != nil || syscall.Fstat(initStatusFD, &st) != nil {
 		fmt.Fprintln(os.Stderr, "devops: __init is started by the executor only")
@@ -270,14 +275,35 @@ func reapAll(deadline time.Time) bool {
 	}
 }
 
-// joinIdle moves the init into a cgroup made ahead and says so on status.
-// A move waits for the kernel (an RCU grace period per hierarchy, 1-10 ms
-// each on v1): done here, by an idle init in a warm shim, it is off the
-// path of every start. The init is past its runtime start by now, so what
-// that cost stays charged to the worker, as it does when the init joins at
-// its go-ahead.
+// joinIdle moves the init into a cgroup made ahead and says so on status:
+// done here, by an idle init in a warm shim, it is off the path of every
+// start. The init is past its runtime start by now, so what that cost
+// stays charged to the worker, as it does when the init joins at its
+// go-ahead.
+//
+// On v1 only the init's main thread moves, by itself (its "tasks" file):
+// the one that starts each command (RunInit locks it), so the command and
+// all it starts are in the cgroup, and the one /proc/<pid>/cgroup and the
+// cgroup's process list show. Moving a whole process (cgroup.procs) takes
+// the kernel's lock on every thread group, whose first writer after a
+// quiet moment waits for an RCU grace period (8-17 ms here) while holding
+// the cgroup mutex, which every mkdir and rmdir of a cgroup on the machine
+// then waits for: other commands' starts and ends. A thread moving itself
+// skips that lock (0.1 ms). v2 has no "tasks" file; there the whole
+// process moves.
 func joinIdle(procs []string, status *os.File) bool {
+	leader := syscall.Gettid() == os.Getpid()
 	for _, f := range procs {
+		if leader {
+			err := os.WriteFile(filepath.Join(filepath.Dir(f), "tasks"), []byte("0"), 0)
+			if err == nil {
+				continue
+			}
+			if !errors.Is(err, fs.ErrNotExist) {
+				fmt.Fprintf(status, "join cgroup: %v\n", err)
+				return false
+			}
+		}
 		if err := os.WriteFile(f, []byte("0"), 0); err != nil {
 			fmt.Fprintf(status, "join cgroup: %v\n", err)
 			return false
@@ -435,7 +461,7 @@ func supervise(c initConfig, path string, sigs <-chan os.Signal, stdout, stderr 
 		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: c.Cred.UID, Gid: c.Cred.GID, Groups: c.Cred.Groups}
 	}
 	if c.PidsFile != "" {
-		n := strconv.FormatInt(c.Pids+int64(threads()), 10)
+		n := strconv.FormatInt(c.Pids+int64(ownTasks(filepath.Dir(c.PidsFile))), 10)
 		if err := os.WriteFile(c.PidsFile, []byte(n), 0); err != nil {
 			return initResult{Code: 125, Reason: "init: set pids limit: " + err.Error()}
 		}
@@ -496,6 +522,21 @@ func reap(main int) (syscall.WaitStatus, bool) {
 // unixOPath is O_PATH, which package syscall does not name: an fd that
 // only marks a place in the tree, enough to bind-mount it.
 const unixOPath = 0x200000
+
+// ownTasks counts the init's threads in the pids cgroup dir, before the
+// command starts there: all of them when the init moved as a whole, its
+// main thread alone when only that one did (joinIdle). Its threads in all
+// when the cgroup cannot tell.
+func ownTasks(dir string) int {
+	for _, f := range []string{"tasks", "cgroup.threads"} {
+		if b, err := os.ReadFile(filepath.Join(dir, f)); err == nil {
+			if n := len(strings.Fields(string(b))); n > 0 {
+				return n
+			}
+		}
+	}
+	return threads()
+}
 
 // threads counts the init's own threads; 1 when it cannot tell.
 func threads() int {

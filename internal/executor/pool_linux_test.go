@@ -799,3 +799,33 @@ func TestPoolInitKeepsNoDescriptors(t *testing.T) {
 		t.Errorf("init %d holds %d descriptors after 10 commands, %d after the first", init, n, after)
 	}
 }
+
+// TestPoolInitJoinsByItsMainThread: on cgroup v1 a warm init moves only its
+// main thread into the command's cgroup (joinIdle), the one that starts the
+// command, and the pids limit makes room for that one thread, not all the
+// init's.
+func TestPoolInitJoinsByItsMainThread(t *testing.T) {
+	if _, err := os.Stat("/sys/fs/cgroup/pids/tasks"); err != nil {
+		t.Skip("no cgroup v1 pids hierarchy")
+	}
+	e := newExecutorConfig(t, executor.Config{WarmShims: 1})
+	if !executor.InitsStay(e) {
+		t.Skip("inits stay only with namespaces and cgroups")
+	}
+	waitWarm(t, e, 1)
+	script := `own=$(grep ':pids:' /proc/self/cgroup); n=0
+for t in /proc/1/task/*; do [ "$(grep ':pids:' $t/cgroup)" = "$own" ] && n=$((n+1)); done
+echo "init threads: $n of $(ls /proc/1/task | wc -l)"; cat /sys/fs/cgroup/pids${own##*:}/pids.max`
+	p, dir := startSupervised(t, e, "p1", devops.Spec{Argv: []string{"sh", "-c", script}, Limits: devops.Limits{Pids: 4}})
+	if !p.Pooled() {
+		t.Fatal("the start did not take a warm shim")
+	}
+	if st := waitEnd(t, p, 10*time.Second); st.State != devops.StateSucceeded {
+		t.Fatalf("status = %+v", st)
+	}
+	out, errOut := readFrames(t, dir)
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 2 || !strings.HasPrefix(lines[0], "init threads: 1 of ") || lines[1] != "5" {
+		t.Errorf("got %q (stderr %q), want the init's main thread alone in the cgroup and pids.max 5 (4 and that thread)", out, errOut)
+	}
+}
