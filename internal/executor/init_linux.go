@@ -42,8 +42,9 @@ type initConfig struct {
 	Pids     int64  `json:"pids,omitempty"`
 	PidsFile string `json:"pids_file,omitempty"`
 	// Join, alone in a warm init's first config, names the cgroup.procs
-	// files it moves itself into while idle; it answers on initStatusFD
-	// with one line ("ok", or why not) and waits for its next config, the
+	// files of the cgroup it moves into while idle (on v1 by its main
+	// thread's "tasks" file beside each); it answers on initStatusFD with
+	// one line ("ok", or why not) and waits for its next config, the
 	// command's. See joinIdle.
 	Join []string `json:"join,omitempty"`
 	// Again: the init stays for another command once this one ended (see
