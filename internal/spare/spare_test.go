@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 )
 
@@ -150,4 +151,44 @@ func TestMakeFailsThenTakeTriesAgain(t *testing.T) {
 		}
 		time.Sleep(time.Millisecond)
 	}
+}
+
+// TestRefillWaitsAfterAQuietTake: a take after a quiet moment has the pool
+// make more only refillDelay later (the command it started goes first);
+// takes that come often, or one that leaves none, have it make them at
+// once.
+func TestRefillWaitsAfterAQuietTake(t *testing.T) {
+	skipOffLinux(t)
+	synctest.Test(t, func(t *testing.T) {
+		dir := t.TempDir()
+		p := New(dir, ".spare-", 2, mkdir, nil)
+		defer p.Close()
+		take := func(name string) {
+			t.Helper()
+			if !p.Take(filepath.Join(dir, name)) {
+				t.Fatalf("Take(%s) = false", name)
+			}
+			synctest.Wait()
+		}
+		want := func(n int, when string) {
+			t.Helper()
+			if got := ready(p); got != n {
+				t.Errorf("%d spares %s, want %d", got, when, n)
+			}
+		}
+		synctest.Wait()
+		want(2, "at start")
+		take("p1") // the first: after a quiet moment
+		want(1, "right after a quiet take")
+		time.Sleep(refillDelay)
+		synctest.Wait()
+		want(2, "refillDelay after a quiet take")
+		take("p2") // refillDelay after the last: not quiet
+		want(2, "right after a take that came soon after another")
+		time.Sleep(quietGap)
+		take("p3")
+		want(1, "right after a quiet take")
+		take("p4") // leaves none: the pause ends
+		want(2, "right after the pool ran out")
+	})
 }
