@@ -23,7 +23,8 @@ import (
 
 // Pool keeps up to n spares in one directory, each made by mk and named
 // prefix followed by a number. A goroutine makes new ones as they are
-// taken. No other pool of the same directory may have a prefix that
+// taken: at once, or a few milliseconds later after a quiet moment (see
+// refillDelay). No other pool of the same directory may have a prefix that
 // starts with this one's: New removes what matches it.
 type Pool struct {
 	dir, prefix string
