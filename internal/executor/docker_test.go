@@ -186,16 +186,11 @@ func TestContainerLimits(t *testing.T) {
 }
 
 func TestContainerRefused(t *testing.T) {
-	root := t.TempDir()
-	e, err := executor.New(executor.Config{Root: root, NoDocker: true, CgroupRoot: fmt.Sprintf("devops-test-%d-nodocker", os.Getpid()), InitPath: os.Args[0]})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer e.Close()
+	e := newExecutorConfig(t, executor.Config{NoDocker: true})
 	if e.Fingerprint().Docker {
 		t.Error("Fingerprint().Docker = true without an engine")
 	}
-	_, err = e.Start(t.Context(), "p", devops.Spec{Image: testImage, Argv: []string{"true"}}, nil, nil)
+	_, err := e.Start(t.Context(), "p", devops.Spec{Image: testImage, Argv: []string{"true"}}, nil, nil)
 	if !errors.Is(err, devops.ErrInvalid) || !strings.Contains(err.Error(), "docker") {
 		t.Errorf("Start with an image and no engine = %v, want ErrInvalid naming docker", err)
 	}

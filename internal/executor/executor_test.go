@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -62,6 +63,12 @@ func warmPool() {
 		WarmShims:  2,
 	})
 	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	// Killed, it cannot remove its cgroup subtree: the test does.
+	bases := strings.Join(executor.CgroupBases(e), "\n")
+	if err := os.WriteFile(os.Getenv("DEVOPS_TEST_BASES"), []byte(bases), 0o600); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
@@ -148,13 +155,32 @@ func newExecutorConfig(tb testing.TB, cfg executor.Config) *executor.Executor {
 		if err := e.Close(); err != nil {
 			tb.Errorf("Close: %v", err)
 		}
-		// A worker leaves its subtree for the next one; a test's is its
-		// own, and would pile up on the machine run after run.
-		for _, dir := range executor.CgroupBases(e) {
-			os.Remove(dir)
-		}
+		removeCgroupBases(tb, executor.CgroupBases(e))
 	})
 	return e
+}
+
+// removeCgroupBases removes a test executor's cgroup subtrees. A worker
+// leaves its subtree for the next one; a test's is its own, and would pile
+// up on the machine run after run. A shim that outlived the executor may
+// still be removing its process's cgroup in it: this waits a little for
+// that, and reports a subtree it could not remove.
+func removeCgroupBases(tb testing.TB, dirs []string) {
+	tb.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for _, dir := range dirs {
+		for {
+			err := os.Remove(dir)
+			if err == nil || errors.Is(err, fs.ErrNotExist) {
+				break
+			}
+			if time.Now().After(deadline) {
+				tb.Errorf("remove the test's cgroup subtree: %v", err)
+				break
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
 }
 
 // result is the outcome of one process run to its end.

@@ -251,7 +251,8 @@ func ppid(pid string) string {
 func startWarmPool(t *testing.T, env ...string) (*exec.Cmd, *bufio.Reader) {
 	t.Helper()
 	cmd := exec.Command(os.Args[0])
-	cmd.Env = append(append(os.Environ(), helperEnv+"=warmpool", "DEVOPS_TEST_ROOT="+t.TempDir()), env...)
+	bases := filepath.Join(t.TempDir(), "cgroup-bases")
+	cmd.Env = append(append(os.Environ(), helperEnv+"=warmpool", "DEVOPS_TEST_ROOT="+t.TempDir(), "DEVOPS_TEST_BASES="+bases), env...)
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -263,6 +264,9 @@ func startWarmPool(t *testing.T, env ...string) (*exec.Cmd, *bufio.Reader) {
 	t.Cleanup(func() {
 		cmd.Process.Kill()
 		cmd.Wait()
+		if b, err := os.ReadFile(bases); err == nil && len(b) > 0 {
+			removeCgroupBases(t, strings.Split(string(b), "\n"))
+		}
 	})
 	return cmd, bufio.NewReader(out)
 }
