@@ -456,17 +456,26 @@ func TestPoolReusesShim(t *testing.T) {
 	}
 }
 
+// stayingInits makes an executor with n warm shims whose inits stay for
+// the next command, refilled only by the shims that come back, and waits
+// for them; the test is skipped where inits do not stay.
+func stayingInits(t *testing.T, n int) *executor.Executor {
+	t.Helper()
+	e := newExecutorConfig(t, executor.Config{WarmShims: n})
+	if !executor.InitsStay(e) {
+		t.Skip("inits stay only with namespaces and cgroups")
+	}
+	executor.NoDelayedRefill(e)
+	waitWarm(t, e, n)
+	return e
+}
+
 // TestPoolInitStaysClean: an init that stays for the next process (on a
 // shim that came back) leaves it nothing of the one before: no process, no
 // file in /tmp, no mount, no IPC object, not its host name; the next one
 // gets its own output and status.
 func TestPoolInitStaysClean(t *testing.T) {
-	e := newExecutorConfig(t, executor.Config{WarmShims: 2})
-	if !executor.InitsStay(e) {
-		t.Skip("inits stay only with namespaces and cgroups")
-	}
-	executor.NoDelayedRefill(e)
-	waitWarm(t, e, 2)
+	e := stayingInits(t, 2)
 	shims, _ := executor.WarmShims(e)
 	mess := `sleep 600 & echo left > /tmp/left; mkdir -p /mnt/devops-test && mount -t tmpfs none /mnt/devops-test;
 ipcmk -M 4096 >/dev/null; hostname messed; echo $$ > /dev/null; exit 5`
@@ -771,12 +780,7 @@ func TestSpareDirectories(t *testing.T) {
 // open until a garbage collection, and each doubling of the table cost the
 // next command a kernel grace period.
 func TestPoolInitKeepsNoDescriptors(t *testing.T) {
-	e := newExecutorConfig(t, executor.Config{WarmShims: 1})
-	if !executor.InitsStay(e) {
-		t.Skip("inits stay only with namespaces and cgroups")
-	}
-	executor.NoDelayedRefill(e)
-	waitWarm(t, e, 1)
+	e := stayingInits(t, 1)
 	fds := func(pid int) int {
 		entries, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
 		if err != nil {
@@ -812,11 +816,7 @@ func TestPoolInitJoinsByItsMainThread(t *testing.T) {
 	if _, err := os.Stat("/sys/fs/cgroup/pids/tasks"); err != nil {
 		t.Skip("no cgroup v1 pids hierarchy")
 	}
-	e := newExecutorConfig(t, executor.Config{WarmShims: 1})
-	if !executor.InitsStay(e) {
-		t.Skip("inits stay only with namespaces and cgroups")
-	}
-	waitWarm(t, e, 1)
+	e := stayingInits(t, 1)
 	script := `own=$(grep ':pids:' /proc/self/cgroup); n=0
 for t in /proc/1/task/*; do [ "$(grep ':pids:' $t/cgroup)" = "$own" ] && n=$((n+1)); done
 echo "init threads: $n of $(ls /proc/1/task | wc -l)"; cat /sys/fs/cgroup/pids${own##*:}/pids.max`
