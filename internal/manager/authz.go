@@ -502,7 +502,10 @@ func (m *Manager) authStream(srv any, ss grpc.ServerStream, info *grpc.StreamSer
 	}
 	ws := &authStream{ServerStream: ss, m: m, p: p, r: r, ctx: ctx, method: info.FullMethod}
 	err = handler(srv, ws)
-	if r.action != "" && !ws.recorded {
+	if ws.recorded != nil {
+		// The call returns once its entry is on disk, as a unary one does.
+		<-ws.recorded
+	} else if r.action != "" {
 		m.record(ctx, p, r.action, ws.entry, err)
 	}
 	return err
@@ -524,8 +527,10 @@ type authStream struct {
 	ctx    context.Context
 	method string
 	// Touched only by the handler's goroutine:
-	entry    audit.Entry
-	recorded bool // the action is in the audit log already
+	entry audit.Entry
+	// recorded is closed once the accepted request is in the audit log;
+	// nil until the first answer.
+	recorded chan struct{}
 }
 
 func (s *authStream) Context() context.Context { return s.ctx }
@@ -551,16 +556,24 @@ func (s *authStream) RecvMsg(msg any) error {
 }
 
 func (s *authStream) SendMsg(msg any) error {
-	if s.r.action != "" && !s.recorded {
+	if s.r.action != "" && s.recorded == nil {
 		// The first answer means the request was accepted: record it now
-		// rather than when a long follow ends.
+		// rather than when a long follow ends. The sync runs beside the
+		// stream, not before its first message: the command is on its way
+		// to the worker already, and a slow sync (2-30 ms on the AMD VM
+		// while the shims sync and discard) held the first output byte
+		// back by as much. The handler waits for it before the call ends.
 		if ev, ok := msg.(*pb.ExecuteDistributedCommandResponse); ok && ev.GetProcess() != nil {
 			if len(s.entry.Workers) == 0 && ev.GetProcess().GetWorkerName() != "" {
 				s.entry.Workers = []string{ev.GetProcess().GetWorkerName()}
 			}
 		}
-		s.m.record(s.ctx, s.p, s.r.action, s.entry, nil)
-		s.recorded = true
+		done, entry := make(chan struct{}), s.entry
+		s.recorded = done
+		go func() {
+			defer close(done)
+			s.m.record(s.ctx, s.p, s.r.action, entry, nil)
+		}()
 	}
 	if s.p.scoped() {
 		if hide := s.hidden(msg); hide {

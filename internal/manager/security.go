@@ -49,9 +49,17 @@ type security struct {
 	serverCert tls.Certificate // the chain ends with the CA, for workers that pin it
 	clientCert tls.Certificate // what the manager presents to workers
 	tokens     *auth.Store     // nil when insecure
-	audit      *audit.Log
+	audit      auditLog
 	runLimit   *auth.Limiter
 	certTTL    time.Duration
+}
+
+// auditLog is the audit log as the manager uses it: an *audit.Log, or a
+// test's stand-in.
+type auditLog interface {
+	Append(audit.Entry) error
+	Tail(n int) ([]audit.Entry, error)
+	Close() error
 }
 
 func newSecurity(cfg Config, log *slog.Logger) (*security, error) {

@@ -23,6 +23,13 @@ import (
 // test ends.
 func startManager(tb testing.TB, cfg Config) *Manager {
 	tb.Helper()
+	return startManagerWith(tb, cfg, nil)
+}
+
+// startManagerWith is startManager with before called on the manager
+// before it serves.
+func startManagerWith(tb testing.TB, cfg Config, before func(*Manager)) *Manager {
+	tb.Helper()
 	cfg.Listen, cfg.HTTP, cfg.DataDir = "127.0.0.1:0", "-", tb.TempDir()
 	if cfg.Store == nil {
 		cfg.Store = store.NewMemory()
@@ -34,6 +41,9 @@ func startManager(tb testing.TB, cfg Config) *Manager {
 	if err != nil {
 		cancel()
 		tb.Fatalf("start manager: %v", err)
+	}
+	if before != nil {
+		before(m)
 	}
 	done := make(chan error, 1)
 	go func() { done <- m.Run(ctx) }()
