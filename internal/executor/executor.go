@@ -802,7 +802,9 @@ func waitResult(ws syscall.WaitStatus) initResult {
 }
 
 func (p *Process) removeDir() {
-	if err := os.RemoveAll(p.dir); err != nil {
+	// Not in the way of the next command's home, a spare renamed into
+	// the same directory.
+	if err := spare.RemoveAll(p.dir); err != nil {
 		p.log.Warn("remove process directory", logKeyError, err)
 	}
 }

@@ -226,6 +226,23 @@ func EmptyFile(path string) error {
 	return nil
 }
 
+// RemoveAll removes the directory path and what it holds, as os.RemoveAll
+// does, but has the kernel free the directory itself only once path's
+// parent is unlocked again.
+//
+// Why: the rmdir that drops a directory's last reference frees its blocks
+// while it still holds the parent's lock, and where freeing waits for the
+// disk (ext4 without a journal, mounted with discard, as on this project's
+// test VMs: 1-26 ms) a Take renaming the next spare into that parent
+// waited as long, on the path of a command's start. Held open, the
+// directory is freed when it is closed, after the rmdir.
+func RemoveAll(path string) error {
+	if f, err := os.Open(path); err == nil {
+		defer f.Close()
+	}
+	return os.RemoveAll(path)
+}
+
 func (p *Pool) poke() {
 	select {
 	case p.wake <- struct{}{}:

@@ -192,3 +192,27 @@ func TestRefillWaitsAfterAQuietTake(t *testing.T) {
 		want(2, "right after the pool ran out")
 	})
 }
+
+// TestRemoveAllRemovesATree: what a command left in its directory goes
+// with it, nested directories and files included, and a directory already
+// gone is no error.
+func TestRemoveAllRemovesATree(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "proc")
+	if err := os.MkdirAll(filepath.Join(dir, "a", "b"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"out", "a/x", "a/b/y"} {
+		if err := os.WriteFile(filepath.Join(dir, f), []byte("data"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := RemoveAll(dir); err != nil {
+		t.Fatalf("RemoveAll: %v", err)
+	}
+	if _, err := os.Lstat(dir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("%s is still there: %v", dir, err)
+	}
+	if err := RemoveAll(dir); err != nil {
+		t.Errorf("RemoveAll of what is gone: %v", err)
+	}
+}

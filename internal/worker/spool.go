@@ -14,6 +14,7 @@ import (
 
 	"github.com/devops-platform/devops"
 	"github.com/devops-platform/devops/internal/executor"
+	"github.com/devops-platform/devops/internal/spare"
 )
 
 // spool is one process's output on the worker's disk, so that the manager
@@ -261,7 +262,9 @@ func (s *spool) dropped() (executor.Dropped, bool) {
 
 // remove deletes the spool and the rest of the process's state directory.
 func (s *spool) remove() error {
-	return os.RemoveAll(s.dir)
+	// Not in the way of the next command's spool, a spare renamed into
+	// the same directory.
+	return spare.RemoveAll(s.dir)
 }
 
 // pollFile ticks every millisecond: output latency matters more than the
