@@ -560,9 +560,10 @@ func (s *authStream) SendMsg(msg any) error {
 		// The first answer means the request was accepted: record it now
 		// rather than when a long follow ends. The sync runs beside the
 		// stream, not before its first message: the command is on its way
-		// to the worker already, and a slow sync (2-30 ms on the AMD VM
-		// while the shims sync and discard) held the first output byte
-		// back by as much. The handler waits for it before the call ends.
+		// to the worker already, and a slow sync (up to 32 ms on the AMD
+		// VM while the shims sync and discard; 0.7 ms at the median) held
+		// the first output byte back by as much. The handler waits for it
+		// before the call ends.
 		if ev, ok := msg.(*pb.ExecuteDistributedCommandResponse); ok && ev.GetProcess() != nil {
 			if len(s.entry.Workers) == 0 && ev.GetProcess().GetWorkerName() != "" {
 				s.entry.Workers = []string{ev.GetProcess().GetWorkerName()}
