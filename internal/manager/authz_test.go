@@ -3,6 +3,7 @@ package manager
 import (
 	"errors"
 	"io"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -41,12 +42,8 @@ func (h *heldAudit) Append(e audit.Entry) error {
 func TestRunStreamsBesideTheAuditSync(t *testing.T) {
 	h := &heldAudit{held: make(chan struct{}, 1), release: make(chan struct{})}
 	m := startManagerWith(t, Config{}, func(m *Manager) { h.auditLog, m.sec.audit = m.sec.audit, h })
-	released := false
-	defer func() {
-		if !released {
-			close(h.release)
-		}
-	}()
+	release := sync.OnceFunc(func() { close(h.release) })
+	defer release() // a test that fails early must not leave the manager's stop waiting
 	f := startFakeWorker(t, m, "w1")
 	f.open(t, t.Context(), f.id)
 	eventually(t, 5*time.Second, "worker UP", func() bool { return state(m, f.id) == devops.WorkerUp })
@@ -107,8 +104,7 @@ func TestRunStreamsBesideTheAuditSync(t *testing.T) {
 			open = false
 		}
 	}
-	close(h.release)
-	released = true
+	release()
 	for a := range answers {
 		if a.err != nil {
 			if !errors.Is(a.err, io.EOF) {
