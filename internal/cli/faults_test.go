@@ -243,6 +243,32 @@ func TestDrainUndo(t *testing.T) {
 	}
 }
 
+// TestDrainReportedAtOnce: a worker's drain, and its undo, reach the
+// manager at once, not with the next status report: with reports a minute
+// apart, the manager sees the worker that drained itself DRAINING, then UP,
+// within seconds.
+func TestDrainReportedAtOnce(t *testing.T) {
+	c := testcluster.Start(t, testcluster.Options{Manager: func(cfg *manager.Config) {
+		cfg.HealthInterval, cfg.WorkerTimeout = time.Minute, 2*time.Minute
+	}})
+	state := func() devops.WorkerState {
+		for _, w := range c.Manager().Workers() {
+			return w.State
+		}
+		return devops.WorkerUnknown
+	}
+	testcluster.Eventually(t, 5*time.Second, "the worker UP", func() bool { return state() == devops.WorkerUp })
+	// Running, so that the drained worker waits for it rather than leave.
+	r := c.CLI(t.Context(), "run", "--detach", "--", "sleep", "30")
+	id := devops.ProcessID(strings.TrimSpace(r.Stdout))
+	testcluster.Eventually(t, 5*time.Second, "running", func() bool { return stateOf(t, c, id) == devops.StateRunning })
+	c.Worker(0).Drain(true)
+	testcluster.Eventually(t, 5*time.Second, "the worker DRAINING", func() bool { return state() == devops.WorkerDraining })
+	c.Worker(0).Drain(false)
+	testcluster.Eventually(t, 5*time.Second, "the worker UP again", func() bool { return state() == devops.WorkerUp })
+	c.CLI(t.Context(), "kill", string(id))
+}
+
 func TestRetriedRequestStartsOnce(t *testing.T) {
 	c := testcluster.Start(t, testcluster.Options{})
 	dir := t.TempDir()

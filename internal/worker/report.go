@@ -100,8 +100,9 @@ func (w *Worker) report(ctx context.Context, client pb.WorkerRegistrationService
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-health.C:
+			health.Reset(UntilNextReport(every))
+		case <-w.restate:
 		}
-		health.Reset(UntilNextReport(every))
 		rep := &pb.StatusReport{Health: w.statusHealth()}
 		if now := time.Now(); !now.Before(nextSample) {
 			nextSample = now.Add(metricsEvery)

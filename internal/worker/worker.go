@@ -138,8 +138,11 @@ type Worker struct {
 	spoolDir string
 	files    *fileWatcher  // tells spool readers of each write
 	quit     chan struct{} // closed at shutdown: ends the output streams
-	crash    chan struct{} // closed by Crash
-	crashed  sync.Once
+	// restate asks the status stream for a report now, out of turn: the
+	// drain state changed (capacity 1).
+	restate chan struct{}
+	crash   chan struct{} // closed by Crash
+	crashed sync.Once
 
 	mu       sync.Mutex // protects the fields below
 	id       devops.WorkerID
@@ -180,7 +183,7 @@ func New(cfg Config) (*Worker, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
 	}
-	w := &Worker{cfg: cfg, bufs: grpcbuf.New(), log: cfg.Logger.With("worker", cfg.Name), procs: make(map[devops.ProcessID]*proc), starting: make(map[devops.ProcessID]chan struct{}), started: time.Now(), cpu: newCPUMeter(), quit: make(chan struct{}), crash: make(chan struct{}), drained: make(chan struct{})}
+	w := &Worker{cfg: cfg, bufs: grpcbuf.New(), log: cfg.Logger.With("worker", cfg.Name), procs: make(map[devops.ProcessID]*proc), starting: make(map[devops.ProcessID]chan struct{}), started: time.Now(), cpu: newCPUMeter(), quit: make(chan struct{}), crash: make(chan struct{}), drained: make(chan struct{}), restate: make(chan struct{}, 1)}
 	w.spoolDir = filepath.Join(cfg.DataDir, "spool")
 	if err := os.MkdirAll(w.spoolDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data dir: %w", err)
@@ -458,6 +461,14 @@ func (w *Worker) Drain(draining bool) {
 		return
 	}
 	w.draining = draining
+	// The manager hears it now, not at the next report: a report taken
+	// before a change may reach it after the change (a drain undone right
+	// after it), and would stand for a whole interval; a worker that drains
+	// itself (SIGTERM) would be sent work it refuses meanwhile.
+	select {
+	case w.restate <- struct{}{}:
+	default:
+	}
 	if draining {
 		w.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 		w.log.Info("draining: no new work; waiting for running processes")
