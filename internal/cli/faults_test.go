@@ -262,9 +262,19 @@ func TestDrainReportedAtOnce(t *testing.T) {
 	r := c.CLI(t.Context(), "run", "--detach", "--", "sleep", "30")
 	id := devops.ProcessID(strings.TrimSpace(r.Stdout))
 	testcluster.Eventually(t, 5*time.Second, "running", func() bool { return stateOf(t, c, id) == devops.StateRunning })
-	c.Worker(0).Drain(true)
+	// Each change counts one drain generation, which reports carry so that
+	// the manager can drop one taken before the change (registry's
+	// TestStaleDrainReportIgnored); asking again for the same changes none.
+	if gen := c.Worker(0).Drain(true); gen != 1 {
+		t.Errorf("first drain: generation %d, want 1", gen)
+	}
+	if gen := c.Worker(0).Drain(true); gen != 1 {
+		t.Errorf("drain of a draining worker: generation %d, want 1", gen)
+	}
 	testcluster.Eventually(t, 5*time.Second, "the worker DRAINING", func() bool { return state() == devops.WorkerDraining })
-	c.Worker(0).Drain(false)
+	if gen := c.Worker(0).Drain(false); gen != 2 {
+		t.Errorf("undo: generation %d, want 2", gen)
+	}
 	testcluster.Eventually(t, 5*time.Second, "the worker UP again", func() bool { return state() == devops.WorkerUp })
 	c.CLI(t.Context(), "kill", string(id))
 }

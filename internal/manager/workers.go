@@ -282,7 +282,7 @@ func (m *Manager) reportStatus(stream pb.WorkerRegistrationService_ReportStatusS
 	for msg := first; ; {
 		h := msg.GetHealth()
 		if h != nil {
-			heart.Beat(h.GetState() == pb.WorkerState_WORKER_STATE_DRAINING)
+			heart.Beat(h.GetState() == pb.WorkerState_WORKER_STATE_DRAINING, h.GetDrainGeneration())
 		}
 		if s := msg.GetMetrics(); s != nil {
 			m.registry.SetMetrics(id, wire.MetricsFromPB(s))
@@ -392,11 +392,12 @@ func (m *Manager) Drain(ctx context.Context, worker string, undo bool) (devops.W
 	if err != nil {
 		return devops.Worker{}, err
 	}
-	if _, err := client.Drain(ctx, &pb.DrainRequest{Undo: undo}); err != nil {
+	resp, err := client.Drain(ctx, &pb.DrainRequest{Undo: undo})
+	if err != nil {
 		return devops.Worker{}, fmt.Errorf("drain %s: %v: %w", w.Name, status.Convert(err).Message(), devops.ErrUnavailable)
 	}
 	m.log.Info("worker drain", "worker", w.Name, "undo", undo)
-	return m.registry.SetDraining(w.ID, !undo)
+	return m.registry.SetDraining(w.ID, !undo, resp.GetDrainGeneration())
 }
 
 // deregister forgets a worker that drained and left.

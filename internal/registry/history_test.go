@@ -163,7 +163,7 @@ func TestSchedulingUsesReportedLoad(t *testing.T) {
 				if _, err := r.Register(devops.Worker{ID: id, Name: name, Capacity: 4, Fingerprint: devops.Fingerprint{CPUs: 2}}); err != nil {
 					t.Fatal(err)
 				}
-				r.Heartbeat(id, false)
+				r.Heartbeat(id, false, 0)
 				r.SetMetrics(id, devops.Metrics{Time: time.Now(), Load1: []float64{tt.load1, tt.load2}[i]})
 				for range []int{tt.busy1, tt.busy2}[i] {
 					r.Hold(id)

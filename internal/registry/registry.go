@@ -60,6 +60,12 @@ type entry struct {
 	prev, next *entry  // in Registry.live, nil when not in it
 	history    history // the latest metrics samples (history.go)
 	removed    bool    // no longer in Registry.workers (a Heart may still hold it)
+	// draining as the worker last told it, in a heartbeat or through
+	// SetDraining, and that telling's drain generation. Of two tellings the
+	// higher generation wins, whichever arrives last: a report taken before
+	// a drain was undone can arrive after the undo's answer.
+	draining bool
+	drainGen uint64
 }
 
 // New returns an empty registry.
@@ -127,6 +133,9 @@ func (r *Registry) Register(w devops.Worker) (devops.Worker, error) {
 	}
 	r.byName[w.Name] = w.ID
 	e.w = w
+	// A worker that registers again may have restarted and counts its drain
+	// generations from 0 again.
+	e.draining, e.drainGen = false, 0
 	r.mu.Unlock()
 	r.notify(w, w.State)
 	return w, nil
@@ -142,15 +151,17 @@ func (r *Registry) removeLocked(id devops.WorkerID) {
 }
 
 // Heartbeat records that the worker was heard from: it is UP (unless
-// draining) and its timer restarts.
-func (r *Registry) Heartbeat(id devops.WorkerID, draining bool) {
+// draining) and its timer restarts. gen is the worker's drain generation
+// when it reported draining: a report older than the drain state already
+// known (a lower gen) changes only the timer.
+func (r *Registry) Heartbeat(id devops.WorkerID, draining bool, gen uint64) {
 	r.mu.Lock()
 	e, ok := r.workers[id]
 	if !ok {
 		r.mu.Unlock()
 		return
 	}
-	r.beatLocked(e, draining)
+	r.beatLocked(e, draining, gen)
 }
 
 // Heart is one worker's heartbeat, for a caller that hears from the worker
@@ -178,7 +189,7 @@ func (r *Registry) Heart(id devops.WorkerID) (*Heart, error) {
 // Beat is Heartbeat for the heart's worker. A worker removed since is looked
 // up again by its id: if it registered again, the beat counts for it; if
 // not, the beat is ignored.
-func (h *Heart) Beat(draining bool) {
+func (h *Heart) Beat(draining bool, gen uint64) {
 	r := h.r
 	r.mu.Lock()
 	if h.e.removed {
@@ -189,17 +200,18 @@ func (h *Heart) Beat(draining bool) {
 		}
 		h.e = e
 	}
-	r.beatLocked(h.e, draining)
+	r.beatLocked(h.e, draining, gen)
 }
 
 // beatLocked is a heartbeat of the worker whose entry is e. The caller
 // holds r.mu; beatLocked releases it.
-func (r *Registry) beatLocked(e *entry, draining bool) {
+func (r *Registry) beatLocked(e *entry, draining bool, gen uint64) {
 	e.w.LastSeen = r.cfg.Now()
 	e.heard = time.Now()
+	e.tellDraining(draining, gen)
 	old := e.w.State
 	e.w.State = devops.WorkerUp
-	if draining {
+	if e.draining {
 		e.w.State = devops.WorkerDraining
 	}
 	// To the end of live: the latest deadline.
@@ -292,19 +304,30 @@ func (r *Registry) downLocked(e *entry) change {
 	return c
 }
 
-// SetDraining marks an up worker DRAINING (no new work), or UP again.
-func (r *Registry) SetDraining(id devops.WorkerID, draining bool) (devops.Worker, error) {
+// tellDraining keeps draining, told with drain generation gen, unless what
+// is known already came with a higher one.
+func (e *entry) tellDraining(draining bool, gen uint64) {
+	if gen < e.drainGen {
+		return
+	}
+	e.draining, e.drainGen = draining, gen
+}
+
+// SetDraining marks an up worker DRAINING (no new work), or UP again, as
+// the worker answered a drain request with drain generation gen.
+func (r *Registry) SetDraining(id devops.WorkerID, draining bool, gen uint64) (devops.Worker, error) {
 	r.mu.Lock()
 	e, ok := r.workers[id]
 	if !ok {
 		r.mu.Unlock()
 		return devops.Worker{}, fmt.Errorf("worker %s: %w", id, devops.ErrNotFound)
 	}
+	e.tellDraining(draining, gen)
 	old := e.w.State
 	switch {
-	case draining && old == devops.WorkerUp:
+	case e.draining && old == devops.WorkerUp:
 		e.w.State = devops.WorkerDraining
-	case !draining && old == devops.WorkerDraining:
+	case !e.draining && old == devops.WorkerDraining:
 		e.w.State = devops.WorkerUp
 	}
 	w := e.w

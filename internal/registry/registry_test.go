@@ -26,9 +26,9 @@ func TestSilentWorkerGoesDown(t *testing.T) {
 		if w.State != devops.WorkerDown {
 			t.Fatalf("a registered worker is %s before its first heartbeat, want DOWN", w.State)
 		}
-		r.Heartbeat("1", false)
+		r.Heartbeat("1", false, 0)
 		time.Sleep(9 * time.Second)
-		r.Heartbeat("1", false) // restarts the timer
+		r.Heartbeat("1", false, 0) // restarts the timer
 		time.Sleep(9 * time.Second)
 		if got, _ := r.Get("w1"); got.State != devops.WorkerUp {
 			t.Fatalf("state after heartbeats = %s, want UP", got.State)
@@ -49,7 +49,7 @@ func TestNameConflicts(t *testing.T) {
 	r := New(Config{})
 	defer r.Stop()
 	r.Register(devops.Worker{ID: "1", Name: "w1", Capacity: 1})
-	r.Heartbeat("1", false)
+	r.Heartbeat("1", false, 0)
 	if _, err := r.Register(devops.Worker{ID: "2", Name: "w1", Capacity: 1}); !errors.Is(err, devops.ErrAlreadyExists) {
 		t.Errorf("a second live w1 = %v, want ErrAlreadyExists", err)
 	}
@@ -69,7 +69,7 @@ func TestAcquireAndReleaseSlots(t *testing.T) {
 	r := New(Config{})
 	defer r.Stop()
 	r.Register(devops.Worker{ID: "1", Name: "w1", Capacity: 1})
-	r.Heartbeat("1", false)
+	r.Heartbeat("1", false, 0)
 	pick := func(ws []devops.Worker) (devops.Worker, error) { return scheduler.Pick(ws, scheduler.Selector{}) }
 	if _, err := r.Acquire(pick); err != nil {
 		t.Fatalf("first Acquire = %v", err)
@@ -93,16 +93,57 @@ func TestDrainingTakesNoWork(t *testing.T) {
 	r := New(Config{})
 	defer r.Stop()
 	r.Register(devops.Worker{ID: "1", Name: "w1", Capacity: 1})
-	r.Heartbeat("1", false)
-	if w, err := r.SetDraining("1", true); err != nil || w.State != devops.WorkerDraining {
+	r.Heartbeat("1", false, 0)
+	if w, err := r.SetDraining("1", true, 0); err != nil || w.State != devops.WorkerDraining {
 		t.Fatalf("SetDraining = %v, %v", w.State, err)
 	}
 	pick := func(ws []devops.Worker) (devops.Worker, error) { return scheduler.Pick(ws, scheduler.Selector{}) }
 	if _, err := r.Acquire(pick); !errors.Is(err, devops.ErrNoMatch) {
 		t.Errorf("Acquire on a draining worker = %v, want ErrNoMatch", err)
 	}
-	if w, _ := r.SetDraining("1", false); w.State != devops.WorkerUp {
+	if w, _ := r.SetDraining("1", false, 0); w.State != devops.WorkerUp {
 		t.Errorf("undo drain: %s, want UP", w.State)
+	}
+}
+
+// TestStaleDrainReportIgnored checks that of a drain answer and a report,
+// the one with the higher drain generation holds, whichever came last: a
+// report taken before an undo must not mark the worker DRAINING again. A
+// worker that registers again counts from 0.
+func TestStaleDrainReportIgnored(t *testing.T) {
+	r := New(Config{})
+	defer r.Stop()
+	r.Register(devops.Worker{ID: "1", Name: "w1", Capacity: 1})
+	state := func() devops.WorkerState {
+		t.Helper()
+		w, err := r.Get("1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return w.State
+	}
+	r.Heartbeat("1", false, 0)
+	r.SetDraining("1", true, 1)
+	r.Heartbeat("1", false, 0) // taken before the drain
+	if s := state(); s != devops.WorkerDraining {
+		t.Fatalf("after a report older than the drain: %s, want DRAINING", s)
+	}
+	r.SetDraining("1", false, 2)
+	r.Heartbeat("1", true, 1) // taken between the drain and its undo
+	if s := state(); s != devops.WorkerUp {
+		t.Fatalf("after a report older than the undo: %s, want UP", s)
+	}
+	r.Heartbeat("1", true, 3) // the worker drained itself since
+	if s := state(); s != devops.WorkerDraining {
+		t.Fatalf("after a newer report: %s, want DRAINING", s)
+	}
+	if w, _ := r.SetDraining("1", false, 2); w.State != devops.WorkerDraining {
+		t.Fatalf("an undo answered before the newer report, read after it: %s, want DRAINING", w.State)
+	}
+	r.Register(devops.Worker{ID: "1", Name: "w1", Capacity: 1})
+	r.Heartbeat("1", false, 0)
+	if s := state(); s != devops.WorkerUp {
+		t.Fatalf("a restarted worker's first report: %s, want UP", s)
 	}
 }
 
@@ -134,22 +175,22 @@ func TestHeartBeats(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		h.Beat(false)
+		h.Beat(false, 0)
 		expect(0, devops.WorkerUp, "after a beat")
 		expect(9*time.Second, devops.WorkerUp, "9s after the beat")
-		h.Beat(true)
+		h.Beat(true, 0)
 		expect(0, devops.WorkerDraining, "after a draining beat")
 		expect(9*time.Second, devops.WorkerDraining, "9s after the last beat (the beat holds off the timer)")
 		expect(2*time.Second, devops.WorkerDown, "11s after the last beat")
 
 		// Removed: a beat is ignored. Registered again: it counts.
 		r.Remove("1")
-		h.Beat(false)
+		h.Beat(false, 0)
 		if _, err := r.Get("1"); !errors.Is(err, devops.ErrNotFound) {
 			t.Fatalf("a beat brought a removed worker back: %v", err)
 		}
 		r.Register(devops.Worker{ID: "1", Name: "w1", Capacity: 1})
-		h.Beat(false)
+		h.Beat(false, 0)
 		expect(0, devops.WorkerUp, "a beat after registering again")
 		expect(11*time.Second, devops.WorkerDown, "11s after that beat")
 	})
@@ -175,11 +216,11 @@ func TestEachWorkerHasItsOwnDeadline(t *testing.T) {
 		for i := range 6 {
 			id := devops.WorkerID(fmt.Sprint(i))
 			r.Register(devops.Worker{ID: id, Name: fmt.Sprint("w", i), Capacity: 1})
-			r.Heartbeat(id, i%2 == 1)
+			r.Heartbeat(id, i%2 == 1, 0)
 			time.Sleep(time.Second)
 		}
 		// At 6 s: w0 is heard from again, w4 is marked down, w5 leaves.
-		r.Heartbeat("0", false)
+		r.Heartbeat("0", false, 0)
 		r.MarkDown("4")
 		r.Remove("5")
 		time.Sleep(20 * time.Second)
@@ -211,16 +252,16 @@ func BenchmarkHeartbeat(b *testing.B) {
 		ids[i] = devops.WorkerID(fmt.Sprintf("%032x", i))
 		r.Register(devops.Worker{ID: ids[i], Name: fmt.Sprint("w", i), Capacity: 1})
 		hearts[i], _ = r.Heart(ids[i])
-		r.Heartbeat(ids[i], false)
+		r.Heartbeat(ids[i], false, 0)
 	}
 	b.Run("Heartbeat", func(b *testing.B) {
 		for i := 0; b.Loop(); i++ {
-			r.Heartbeat(ids[i%n], false)
+			r.Heartbeat(ids[i%n], false, 0)
 		}
 	})
 	b.Run("Beat", func(b *testing.B) {
 		for i := 0; b.Loop(); i++ {
-			hearts[i%n].Beat(false)
+			hearts[i%n].Beat(false, 0)
 		}
 	})
 }

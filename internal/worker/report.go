@@ -149,16 +149,17 @@ func UntilNextReport(interval time.Duration) time.Duration {
 // 2,000 times a second at 10,000 workers, and the time is a message of its
 // own in it).
 func (w *Worker) statusHealth() *pb.HealthCheckResponse {
-	running, ids, draining := w.snapshot()
+	running, ids, drain := w.snapshot()
 	state := pb.WorkerState_WORKER_STATE_UP
-	if draining {
+	if drain.on {
 		state = pb.WorkerState_WORKER_STATE_DRAINING
 	}
 	return &pb.HealthCheckResponse{
-		State:      state,
-		Running:    int32(running),
-		Capacity:   int32(w.cfg.Capacity),
-		ProcessIds: ids,
+		State:           state,
+		Running:         int32(running),
+		Capacity:        int32(w.cfg.Capacity),
+		ProcessIds:      ids,
+		DrainGeneration: drain.gen,
 	}
 }
 

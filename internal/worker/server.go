@@ -222,6 +222,5 @@ func (w *Worker) sample(ctx context.Context) devops.Metrics {
 }
 
 func (s *server) Drain(ctx context.Context, req *pb.DrainRequest) (*pb.DrainResponse, error) {
-	s.w.Drain(!req.GetUndo())
-	return &pb.DrainResponse{}, nil
+	return &pb.DrainResponse{DrainGeneration: s.w.Drain(!req.GetUndo())}, nil
 }

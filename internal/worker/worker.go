@@ -153,6 +153,10 @@ type Worker struct {
 	// counting them on every start was 7% of a busy worker's CPU.
 	running  int
 	draining bool
+	// drainGen counts the changes of draining. Reports and drain answers
+	// carry it, so the manager can tell a report taken before a change
+	// from one taken after it.
+	drainGen uint64
 	drained  chan struct{} // closed once draining with nothing left to run; replaced on undo
 	// leaving is set while the worker deregisters: the manager ends its
 	// status stream then, and the worker must not register again.
@@ -454,17 +458,18 @@ func (w *Worker) deregister(ctx context.Context, manager pb.WorkerRegistrationSe
 
 // Drain stops taking new work (or, with false, takes it again). Once a
 // draining worker has nothing left to run, Run deregisters it and returns.
-func (w *Worker) Drain(draining bool) {
+// It returns the drain generation that the change, if any, made.
+func (w *Worker) Drain(draining bool) uint64 {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.draining == draining {
-		return
+		return w.drainGen
 	}
 	w.draining = draining
-	// The manager hears it now, not at the next report: a report taken
-	// before a change may reach it after the change (a drain undone right
-	// after it), and would stand for a whole interval; a worker that drains
-	// itself (SIGTERM) would be sent work it refuses meanwhile.
+	w.drainGen++
+	// The manager hears it now, not at the next report: a worker that
+	// drains itself (SIGTERM) would otherwise be sent work it refuses for
+	// up to an interval.
 	select {
 	case w.restate <- struct{}{}:
 	default:
@@ -473,7 +478,7 @@ func (w *Worker) Drain(draining bool) {
 		w.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 		w.log.Info("draining: no new work; waiting for running processes")
 		w.checkDrainedLocked()
-		return
+		return w.drainGen
 	}
 	w.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	w.log.Info("drain undone: taking work again")
@@ -482,6 +487,7 @@ func (w *Worker) Drain(draining bool) {
 		w.drained = make(chan struct{})
 	default:
 	}
+	return w.drainGen
 }
 
 func (w *Worker) checkDrainedLocked() {
@@ -743,7 +749,13 @@ func (w *Worker) get(id devops.ProcessID) (*proc, bool) {
 }
 
 // snapshot reports what the health stream says.
-func (w *Worker) snapshot() (running int, ids []string, draining bool) {
+// drainState is the worker's draining and its generation, read together.
+type drainState struct {
+	on  bool
+	gen uint64
+}
+
+func (w *Worker) snapshot() (running int, ids []string, drain drainState) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	for id, p := range w.procs {
@@ -752,5 +764,5 @@ func (w *Worker) snapshot() (running int, ids []string, draining bool) {
 			ids = append(ids, string(id))
 		}
 	}
-	return running, ids, w.draining
+	return running, ids, drainState{w.draining, w.drainGen}
 }

@@ -3774,9 +3774,12 @@ func (x *DrainRequest) GetUndo() bool {
 }
 
 type DrainResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The worker's drain generation after this request (see
+	// HealthCheckResponse.drain_generation).
+	DrainGeneration uint64 `protobuf:"varint,1,opt,name=drain_generation,json=drainGeneration,proto3" json:"drain_generation,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *DrainResponse) Reset() {
@@ -3807,6 +3810,13 @@ func (x *DrainResponse) ProtoReflect() protoreflect.Message {
 // Deprecated: Use DrainResponse.ProtoReflect.Descriptor instead.
 func (*DrainResponse) Descriptor() ([]byte, []int) {
 	return file_devops_v1_devops_proto_rawDescGZIP(), []int{50}
+}
+
+func (x *DrainResponse) GetDrainGeneration() uint64 {
+	if x != nil {
+		return x.DrainGeneration
+	}
+	return 0
 }
 
 type ExecuteCommandRequest struct {
@@ -4080,9 +4090,14 @@ type HealthCheckResponse struct {
 	Time     *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=time,proto3" json:"time,omitempty"`
 	// Processes the worker knows and has not yet reported as ended, so the
 	// manager can reconcile its records.
-	ProcessIds    []string `protobuf:"bytes,5,rep,name=process_ids,json=processIds,proto3" json:"process_ids,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	ProcessIds []string `protobuf:"bytes,5,rep,name=process_ids,json=processIds,proto3" json:"process_ids,omitempty"`
+	// Counts the worker's changes of drain state since it started. A report
+	// taken before a drain (or its undo) can reach the manager after the
+	// DrainResponse that told of it; the manager keeps, of the two, the state
+	// with the higher generation. 0 from a worker that does not count.
+	DrainGeneration uint64 `protobuf:"varint,6,opt,name=drain_generation,json=drainGeneration,proto3" json:"drain_generation,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *HealthCheckResponse) Reset() {
@@ -4148,6 +4163,13 @@ func (x *HealthCheckResponse) GetProcessIds() []string {
 		return x.ProcessIds
 	}
 	return nil
+}
+
+func (x *HealthCheckResponse) GetDrainGeneration() uint64 {
+	if x != nil {
+		return x.DrainGeneration
+	}
+	return 0
 }
 
 type ReportMetricsRequest struct {
@@ -4479,8 +4501,9 @@ const file_devops_v1_devops_proto_rawDesc = "" +
 	"\x06output\x18\x02 \x01(\v2\x16.devops.v1.OutputChunkH\x00R\x06outputB\a\n" +
 	"\x05event\"\"\n" +
 	"\fDrainRequest\x12\x12\n" +
-	"\x04undo\x18\x01 \x01(\bR\x04undo\"\x0f\n" +
-	"\rDrainResponse\"\x9d\x01\n" +
+	"\x04undo\x18\x01 \x01(\bR\x04undo\":\n" +
+	"\rDrainResponse\x12)\n" +
+	"\x10drain_generation\x18\x01 \x01(\x04R\x0fdrainGeneration\"\x9d\x01\n" +
 	"\x15ExecuteCommandRequest\x12\x1d\n" +
 	"\n" +
 	"process_id\x18\x01 \x01(\tR\tprocessId\x12#\n" +
@@ -4499,14 +4522,15 @@ const file_devops_v1_devops_proto_rawDesc = "" +
 	"started_at\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\tstartedAt\x12\x10\n" +
 	"\x03pid\x18\x02 \x01(\x05R\x03pid\"K\n" +
 	"\x12HealthCheckRequest\x125\n" +
-	"\binterval\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\binterval\"\xca\x01\n" +
+	"\binterval\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\binterval\"\xf5\x01\n" +
 	"\x13HealthCheckResponse\x12,\n" +
 	"\x05state\x18\x01 \x01(\x0e2\x16.devops.v1.WorkerStateR\x05state\x12\x18\n" +
 	"\arunning\x18\x02 \x01(\x05R\arunning\x12\x1a\n" +
 	"\bcapacity\x18\x03 \x01(\x05R\bcapacity\x12.\n" +
 	"\x04time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x1f\n" +
 	"\vprocess_ids\x18\x05 \x03(\tR\n" +
-	"processIds\"M\n" +
+	"processIds\x12)\n" +
+	"\x10drain_generation\x18\x06 \x01(\x04R\x0fdrainGeneration\"M\n" +
 	"\x14ReportMetricsRequest\x125\n" +
 	"\binterval\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\binterval*\x8d\x02\n" +
 	"\fProcessState\x12\x1d\n" +

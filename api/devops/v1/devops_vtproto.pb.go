@@ -3360,6 +3360,11 @@ func (m *DrainResponse) MarshalToSizedBufferVT(dAtA []byte) (int, error) {
 		i -= len(m.unknownFields)
 		copy(dAtA[i:], m.unknownFields)
 	}
+	if m.DrainGeneration != 0 {
+		i = protohelpers.EncodeVarint(dAtA, i, uint64(m.DrainGeneration))
+		i--
+		dAtA[i] = 0x8
+	}
 	return len(dAtA) - i, nil
 }
 
@@ -3659,6 +3664,11 @@ func (m *HealthCheckResponse) MarshalToSizedBufferVT(dAtA []byte) (int, error) {
 	if m.unknownFields != nil {
 		i -= len(m.unknownFields)
 		copy(dAtA[i:], m.unknownFields)
+	}
+	if m.DrainGeneration != 0 {
+		i = protohelpers.EncodeVarint(dAtA, i, uint64(m.DrainGeneration))
+		i--
+		dAtA[i] = 0x30
 	}
 	if len(m.ProcessIds) > 0 {
 		for iNdEx := len(m.ProcessIds) - 1; iNdEx >= 0; iNdEx-- {
@@ -5045,6 +5055,9 @@ func (m *DrainResponse) SizeVT() (n int) {
 	}
 	var l int
 	_ = l
+	if m.DrainGeneration != 0 {
+		n += 1 + protohelpers.SizeOfVarint(uint64(m.DrainGeneration))
+	}
 	n += len(m.unknownFields)
 	return n
 }
@@ -5183,6 +5196,9 @@ func (m *HealthCheckResponse) SizeVT() (n int) {
 			l = len(s)
 			n += 1 + l + protohelpers.SizeOfVarint(uint64(l))
 		}
+	}
+	if m.DrainGeneration != 0 {
+		n += 1 + protohelpers.SizeOfVarint(uint64(m.DrainGeneration))
 	}
 	n += len(m.unknownFields)
 	return n
@@ -13541,6 +13557,25 @@ func (m *DrainResponse) UnmarshalVT(dAtA []byte) error {
 			return fmt.Errorf("proto: DrainResponse: illegal tag %d (wire type %d)", fieldNum, wire)
 		}
 		switch fieldNum {
+		case 1:
+			if wireType != 0 {
+				return fmt.Errorf("proto: wrong wireType = %d for field DrainGeneration", wireType)
+			}
+			m.DrainGeneration = 0
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return protohelpers.ErrIntOverflow
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				m.DrainGeneration |= uint64(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
 		default:
 			iNdEx = preIndex
 			skippy, err := protohelpers.Skip(dAtA[iNdEx:])
@@ -14242,6 +14277,25 @@ func (m *HealthCheckResponse) UnmarshalVT(dAtA []byte) error {
 			}
 			m.ProcessIds = append(m.ProcessIds, string(dAtA[iNdEx:postIndex]))
 			iNdEx = postIndex
+		case 6:
+			if wireType != 0 {
+				return fmt.Errorf("proto: wrong wireType = %d for field DrainGeneration", wireType)
+			}
+			m.DrainGeneration = 0
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return protohelpers.ErrIntOverflow
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				m.DrainGeneration |= uint64(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
 		default:
 			iNdEx = preIndex
 			skippy, err := protohelpers.Skip(dAtA[iNdEx:])
