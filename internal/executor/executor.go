@@ -138,6 +138,16 @@ func New(cfg Config) (*Executor, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	// Each process makes and later frees a directory and its files in
+	// each: spread over the file system, not in one place (spare.Spread).
+	for _, dir := range []string{root, cfg.SpoolDir} {
+		if dir == "" {
+			continue
+		}
+		if err := spare.Spread(dir); err != nil {
+			log.Debug("directories made in one place", "dir", dir, logKeyError, err)
+		}
+	}
 	if cfg.CgroupRoot == "" {
 		cfg.CgroupRoot = "devops"
 	}
