@@ -216,3 +216,40 @@ func TestRemoveAllRemovesATree(t *testing.T) {
 		t.Errorf("RemoveAll of what is gone: %v", err)
 	}
 }
+
+// TestNestedPool checks that a nested pool makes its spares in its nests,
+// in turn, that a take moves one into the pool's directory, and that what
+// an earlier pool left (a nest with a spare in it) is removed at the start
+// and nothing is left after Close.
+func TestNestedPool(t *testing.T) {
+	skipOffLinux(t)
+	dir := t.TempDir()
+	stale := filepath.Join(dir, ".spare-nest-7")
+	if err := os.Mkdir(stale, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := EmptyFile(filepath.Join(stale, ".spare-3")); err != nil {
+		t.Fatal(err)
+	}
+	p := NewNested(dir, ".spare-", 2, 3, EmptyFile, nil)
+	waitReady(t, p, 3)
+	if got := names(t, dir); len(got) != 2 || got[0] != ".spare-nest-0" || got[1] != ".spare-nest-1" {
+		t.Fatalf("the pool's directory holds %v, want the two nests only", got)
+	}
+	// Spares 0 and 2 in the first nest, 1 in the second.
+	if a, b := names(t, filepath.Join(dir, ".spare-nest-0")), names(t, filepath.Join(dir, ".spare-nest-1")); len(a) != 2 || len(b) != 1 {
+		t.Fatalf("nests hold %v and %v, want two spares and one", a, b)
+	}
+	dst := filepath.Join(dir, "p1.out")
+	if !p.Take(dst) {
+		t.Fatal("Take = false with three spares ready")
+	}
+	if st, err := os.Stat(dst); err != nil || !st.Mode().IsRegular() {
+		t.Fatalf("after Take, %s: %v, %v; want a file", dst, st, err)
+	}
+	waitReady(t, p, 3)
+	p.Close()
+	if got := names(t, dir); len(got) != 1 || got[0] != "p1.out" {
+		t.Errorf("after Close the directory holds %v, want only what was taken", got)
+	}
+}

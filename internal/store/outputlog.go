@@ -150,8 +150,12 @@ type outputLog struct {
 }
 
 // Spares of each kind kept made ahead: a burst of starts past them
-// creates its own.
-const outputSpares = 4
+// creates its own. They are made in outputNests directories apart
+// (spare.NewNested).
+const (
+	outputSpares = 4
+	outputNests  = 16
+)
 
 // The names of the spare files; neither starts with the other.
 const (
@@ -243,8 +247,8 @@ func openOutputLog(dir string, maxProcess, maxTotal int64, log *slog.Logger) (*o
 	for _, a := range found {
 		l.order = append(l.order, a.key)
 	}
-	l.idxSpares = spare.New(dir, idxSparePrefix, outputSpares, spare.EmptyFile, log)
-	l.outSpares = spare.New(dir, outSparePrefix, outputSpares, spare.EmptyFile, log)
+	l.idxSpares = spare.NewNested(dir, idxSparePrefix, outputNests, outputSpares, spare.EmptyFile, log)
+	l.outSpares = spare.NewNested(dir, outSparePrefix, outputNests, outputSpares, spare.EmptyFile, log)
 	go l.syncLoop()
 	l.enforce()
 	return l, nil

@@ -194,8 +194,8 @@ func TestEmptyOutputHasNoDataFile(t *testing.T) {
 }
 
 // TestOutputFilesFromSpares: an output's index and data file are spares
-// made ahead and renamed into place; spares are not outputs, and Close
-// removes them.
+// made ahead, in nests of their own, and renamed into place; spares are
+// not outputs, and Close removes them and their nests.
 func TestOutputFilesFromSpares(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("spares are taken only on Linux")
@@ -205,7 +205,7 @@ func TestOutputFilesFromSpares(t *testing.T) {
 	out := filepath.Join(dir, "output")
 	s := open(t, Config{Dir: dir})
 	spares := func(kind string) []string {
-		found, _ := filepath.Glob(filepath.Join(out, ".spare-"+kind+"-*"))
+		found, _ := filepath.Glob(filepath.Join(out, ".spare-"+kind+"-nest-*", ".spare-"+kind+"-*"))
 		return found
 	}
 	deadline := time.Now().Add(10 * time.Second)
@@ -241,8 +241,8 @@ func TestOutputFilesFromSpares(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if left := append(spares("idx"), spares("out")...); len(left) != 0 {
-		t.Errorf("spares left after Close: %v", left)
+	if left, _ := filepath.Glob(filepath.Join(out, ".spare-*")); len(left) != 0 {
+		t.Errorf("spares or nests left after Close: %v", left)
 	}
 	s = open(t, Config{Dir: dir})
 	if got := readAll(t, s, "p"); string(got) != "hello" {
