@@ -152,7 +152,7 @@ func (r *Registry) removeLocked(id devops.WorkerID) {
 
 // Heartbeat records that the worker was heard from: it is UP (unless
 // draining) and its timer restarts. gen is the worker's drain generation
-// when it reported draining: a report older than the drain state already
+// when it took the report: a report older than the drain state already
 // known (a lower gen) changes only the timer.
 func (r *Registry) Heartbeat(id devops.WorkerID, draining bool, gen uint64) {
 	r.mu.Lock()

@@ -97,6 +97,9 @@ func newPool(dir, prefix string, nests, n int, mk func(path string) error, log *
 			nest := filepath.Join(dir, fmt.Sprintf("%snest-%d", prefix, i))
 			if err := os.Mkdir(nest, 0o700); err != nil {
 				log.Warn("make a nest for spares; making them beside their place", "err", err)
+				for _, made := range p.nests {
+					os.Remove(made)
+				}
 				p.nests = nil
 				break
 			}
