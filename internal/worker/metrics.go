@@ -68,7 +68,8 @@ func newWorkerMetrics(w *Worker) (*workerMetrics, error) {
 			return float64(w.cfg.Capacity)
 		}),
 		gauge("worker_draining", "1 while the worker is draining (takes no new work), else 0.", func() float64 {
-			if _, _, drain := w.snapshot(); drain.on {
+			// Not snapshot, which walks every process kept.
+			if w.isDraining() {
 				return 1
 			}
 			return 0

@@ -748,13 +748,20 @@ func (w *Worker) get(id devops.ProcessID) (*proc, bool) {
 	return p, ok
 }
 
-// snapshot reports what the health stream says.
 // drainState is the worker's draining and its generation, read together.
 type drainState struct {
 	on  bool
 	gen uint64
 }
 
+// isDraining says whether the worker takes no new work.
+func (w *Worker) isDraining() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.draining
+}
+
+// snapshot reports what the health stream says.
 func (w *Worker) snapshot() (running int, ids []string, drain drainState) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
