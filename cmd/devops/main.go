@@ -6,6 +6,7 @@ import (
 	"context"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 
 	"golang.org/x/term"
@@ -38,6 +39,7 @@ func run() int {
 	if len(args) > 0 {
 		cmd = args[0]
 	}
+	tuneGC(cmd, os.Getenv)
 	ctx := context.Background()
 	sigterm := make(chan os.Signal, 1)
 	if cmd == "worker" {
@@ -62,4 +64,21 @@ func run() int {
 		Term:       sigterm,
 		IsTerminal: term.IsTerminal(int(os.Stdout.Fd())),
 	})
+}
+
+// clientGCPercent lets a client command's heap grow to five times what is
+// live before the collector runs, not twice.
+const clientGCPercent = 400
+
+// tuneGC sets the collector for a client command, which lives for a call or
+// a few: at the default setting its first read from the manager (into grpc's
+// 1 MiB buffer) set off a collection in nearly every `devops run`, which cost
+// more than the few MiB it gave back (on the AMD VM, `devops run -- true`
+// 47.6 → 44.6 ms, ten interleaved rounds of 20). The manager and the worker
+// keep the default, and GOGC, when set, decides for every command.
+func tuneGC(cmd string, getenv func(string) string) {
+	if cmd == "manager" || cmd == "worker" || getenv("GOGC") != "" {
+		return
+	}
+	debug.SetGCPercent(clientGCPercent)
 }
