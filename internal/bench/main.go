@@ -203,7 +203,9 @@ func run() int {
 	}
 	b.c.close()
 	if ctx.Err() == nil {
-		runScenario(scenario{7, "scale", b.scale}, b.sz.scenarioLimit+time.Minute)
+		// Four windows of a minute each (no workers, then three sizes),
+		// each after its workers joined and settled: ~5.5 minutes.
+		runScenario(scenario{7, "scale", b.scale}, b.sz.scenarioLimit+3*time.Minute)
 	}
 
 	sortRows(res.Rows)
