@@ -42,7 +42,7 @@ func unescapeMount(s string) string {
 // freed in the last minutes, which it finds one by one; with a command's
 // files made and removed by the hundred a second, a create took 76-140 µs
 // on this project's test VM against 3-4 µs on a journaled ext4 of the same
-// disk (see the README's Performance section).
+// disk (see bench/FINDINGS.md).
 func describeStorage(dir string) string {
 	abs, err := filepath.Abs(dir)
 	if err != nil {

@@ -458,7 +458,7 @@ const (
 // them sooner, it only makes each one slower; and a shim whose short
 // command ended meanwhile serves the next one for less. Measured with 64
 // `true` at once on two workers of a 2-core machine (make bench, scenario
-// 3), see the README's Performance.
+// 3), see bench/FINDINGS.md.
 const coldParallel = 2
 
 // take returns an idle shim that is still there, oldest first, and has the
