@@ -185,6 +185,7 @@ func New(ctx context.Context, cfg Config) (*Manager, error) {
 		m.store.Close()
 		return nil, fmt.Errorf("listen on %s: %w", cfg.Listen, err)
 	}
+	m.grpcLis = rawReads(m.grpcLis)
 	if cfg.HTTP != "-" {
 		if m.httpLis, err = net.Listen("tcp", cfg.HTTP); err != nil {
 			m.grpcLis.Close()
