@@ -3,6 +3,7 @@ package manager
 import (
 	"io"
 	"net"
+	"os"
 	"syscall"
 
 	"google.golang.org/grpc/mem"
@@ -16,10 +17,9 @@ import (
 // times a second, and each batch's first read restarted that polling. The
 // entry's bookkeeping is there for calls that block (so that sysmon can hand
 // their P to another thread), and a read of a non-blocking socket never
-// blocks. On
-// the AMD VM, 10,000 simulated workers, five interleaved pairs over a
-// minute: sysmon's sleeps 16,000 → 8,700 a minute, the manager's CPU 10%
-// less at the mean and less in every pair (bench/FINDINGS.md).
+// blocks. On the AMD VM, 10,000 simulated workers, five interleaved pairs
+// over a minute: sysmon's sleeps 16,000 → 8,700 a minute, the manager's CPU
+// 10% less at the mean and less in every pair (bench/FINDINGS.md).
 //
 // gRPC reads a plaintext connection through ReadOnReady when the connection
 // has it (grpc-go's internal/transport/readyreader; it looks for the method,
@@ -66,8 +66,8 @@ func (c *rawReadConn) Read(p []byte) (int, error) {
 	return c.read(func(fd uintptr) (int, syscall.Errno) { return sysRead(fd, p) })
 }
 
-// ReadOnReady waits for data, then takes a buffer of bufSize from pool and
-// reads into it; the caller puts the buffer back. A read that finds nothing
+// ReadOnReady waits for data, then takes a buffer of bufSize (positive) from
+// pool and reads into it; the caller puts the buffer back. A read that finds nothing
 // puts its buffer back before waiting, so a waiting connection holds none.
 func (c *rawReadConn) ReadOnReady(bufSize int, pool mem.BufferPool) (*[]byte, int, error) {
 	var buf *[]byte
@@ -107,7 +107,7 @@ func (c *rawReadConn) read(once func(fd uintptr) (int, syscall.Errno)) (int, err
 	case err != nil:
 		return 0, err
 	case errno != 0:
-		return 0, errno
+		return 0, os.NewSyscallError("read", errno)
 	case n == 0:
 		return 0, io.EOF
 	}

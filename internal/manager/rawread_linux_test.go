@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -205,5 +206,18 @@ func TestGRPCReadsOnReady(t *testing.T) {
 	}
 	if calls.Load() == 0 {
 		t.Fatal("the server read the call without ReadOnReady")
+	}
+}
+
+// TestRawReadConnReset: a reset connection's read fails with the errno,
+// named as a read's error.
+func TestRawReadConnReset(t *testing.T) {
+	client, server := acceptRaw(t)
+	client.(*net.TCPConn).SetLinger(0) // close with a reset
+	client.Close()
+	_, err := server.Read(make([]byte, 8))
+	var serr *os.SyscallError
+	if !errors.Is(err, syscall.ECONNRESET) || !errors.As(err, &serr) {
+		t.Fatalf("Read after a reset: %v, want a read error with ECONNRESET", err)
 	}
 }
