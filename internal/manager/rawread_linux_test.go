@@ -44,8 +44,8 @@ func acceptRaw(t *testing.T) (client net.Conn, server *rawReadConn) {
 }
 
 // TestRawReadConn: a raw-reading connection reads what was sent, through
-// Read and ReadOnReady, and ends as net.Conn does: at its deadline, at the
-// peer's close and at its own.
+// Read and ReadOnReady, and ends as net.Conn does: at its deadline and at
+// the peer's close.
 func TestRawReadConn(t *testing.T) {
 	client, server := acceptRaw(t)
 	buf := make([]byte, 64)
