@@ -67,8 +67,9 @@ func (c *rawReadConn) Read(p []byte) (int, error) {
 }
 
 // ReadOnReady waits for data, then takes a buffer of bufSize (positive) from
-// pool and reads into it; the caller puts the buffer back. A read that finds nothing
-// puts its buffer back before waiting, so a waiting connection holds none.
+// pool and reads into it; the caller puts the buffer back. A read that finds
+// nothing puts its buffer back before waiting, so a waiting connection holds
+// none.
 func (c *rawReadConn) ReadOnReady(bufSize int, pool mem.BufferPool) (*[]byte, int, error) {
 	var buf *[]byte
 	n, err := c.read(func(fd uintptr) (int, syscall.Errno) {

@@ -61,8 +61,11 @@ func TestRawReadConn(t *testing.T) {
 	go client.Write([]byte("world"))
 	pool := mem.DefaultBufferPool()
 	b, n, err := server.ReadOnReady(32, pool)
-	if err != nil || string((*b)[:n]) != "world" {
-		t.Fatalf("ReadOnReady = %q, %v; want \"world\", nil", (*b)[:n], err)
+	if err != nil {
+		t.Fatalf("ReadOnReady: %v", err)
+	}
+	if got := string((*b)[:n]); got != "world" {
+		t.Fatalf("ReadOnReady = %q, want \"world\"", got)
 	}
 	pool.Put(b)
 
