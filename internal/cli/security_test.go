@@ -334,6 +334,26 @@ func TestSecurityWorkers(t *testing.T) {
 		if !auditHas(t, c, "worker.join", "PermissionDenied") {
 			t.Error("audit log has no refused worker.join")
 		}
+
+		// Admitted again, the name may join, but the certificate it held
+		// before stays revoked.
+		if r := c.CLI(ctx, "workers", "revoke", "--undo", "w2"); r.Code != 0 {
+			t.Fatalf("workers revoke --undo w2 = %d %q", r.Code, r.Stderr)
+		}
+		c.StartWorker(1) // w2's data dir: its old certificate
+		if err := c.WaitWorkerExit(1, 10*time.Second); err == nil || !strings.Contains(err.Error(), "certificate revoked") {
+			t.Errorf("w2 with its old certificate exited with %v, want an error saying the certificate is revoked", err)
+		}
+		for _, f := range []string{"worker.crt", "worker.key"} {
+			if err := os.Remove(filepath.Join(c.WorkerDir(1), f)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		c.StartWorker(1) // joins again with the join token
+		c.WaitWorkers(2)
+		if r := c.CLI(ctx, "run", "--worker", "w2", "--", "echo", "back"); r.Code != 0 || r.Stdout != "back\n" {
+			t.Errorf("run on w2 after it joined again = %d %q %q", r.Code, r.Stdout, r.Stderr)
+		}
 	})
 }
 

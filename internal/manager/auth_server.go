@@ -41,10 +41,11 @@ func (s *securityServer) JoinWorker(ctx context.Context, req *pb.JoinWorkerReque
 		}
 		return nil, status.Errorf(codes.Unauthenticated, "join: %v", err)
 	}
-	if s.m.sec.tokens.NameRevoked(req.GetName()) {
+	gen, err := s.m.sec.tokens.WorkerGeneration(req.GetName())
+	if err != nil {
 		return nil, status.Errorf(codes.PermissionDenied, "join: worker %s is revoked (devops workers revoke --undo %s admits it again)", req.GetName(), req.GetName())
 	}
-	return s.issue(req.GetName(), req.GetCsr())
+	return s.issue(req.GetName(), gen, req.GetCsr())
 }
 
 func (s *securityServer) RenewCertificate(ctx context.Context, req *pb.RenewCertificateRequest) (*pb.RenewCertificateResponse, error) {
@@ -52,24 +53,27 @@ func (s *securityServer) RenewCertificate(ctx context.Context, req *pb.RenewCert
 		return nil, err
 	}
 	p := principalFrom(ctx)
-	resp, err := s.issue(p.worker, req.GetCsr())
+	gen, err := s.m.sec.tokens.WorkerGeneration(p.worker)
+	if err != nil {
+		return nil, status.Errorf(codes.PermissionDenied, "renew: worker %s: %v", p.worker, err)
+	}
+	resp, err := s.issue(p.worker, gen, req.GetCsr())
 	if err != nil {
 		return nil, err
 	}
 	return &pb.RenewCertificateResponse{CertificatePem: resp.CertificatePem, CaPem: resp.CaPem}, nil
 }
 
-func (s *securityServer) issue(name string, csrDER []byte) (*pb.JoinWorkerResponse, error) {
+// issue signs a worker certificate for name, of generation gen (see
+// auth.Store.WorkerGeneration).
+func (s *securityServer) issue(name string, gen int, csrDER []byte) (*pb.JoinWorkerResponse, error) {
 	csr, err := pki.ParseRequest(csrDER)
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
-	cert, err := s.m.sec.ca.Issue(csr.PublicKey, pki.Leaf{CommonName: name, Role: pki.RoleWorker, Hosts: []string{name}, TTL: s.m.sec.certTTL})
+	cert, err := s.m.sec.ca.Issue(csr.PublicKey, pki.Leaf{CommonName: name, Role: pki.RoleWorker, Hosts: []string{name}, TTL: s.m.sec.certTTL, Generation: gen})
 	if err != nil {
 		return nil, status.Error(codes.FailedPrecondition, err.Error())
-	}
-	if err := s.m.sec.tokens.RecordCert(pki.SerialString(cert), name, cert.NotAfter); err != nil {
-		return nil, toStatus(err)
 	}
 	s.m.log.Info("worker certificate issued", "worker", name, "serial", pki.SerialString(cert), "not_after", cert.NotAfter)
 	return &pb.JoinWorkerResponse{CertificatePem: pki.EncodeCert(cert), CaPem: s.m.sec.ca.PEM()}, nil

@@ -35,7 +35,6 @@ type principal struct {
 	scope scheduler.Selector // empty: everything
 	// worker is the certificate's worker name, for calls from workers.
 	worker string
-	serial string
 }
 
 func (p principal) scoped() bool { return p.scope.String() != "" }
@@ -122,8 +121,8 @@ func (m *Manager) authenticate(ctx context.Context, method string) (principal, r
 		if leaf == nil || pki.Role(leaf) != pki.RoleWorker {
 			return principal{name: "anonymous"}, r, status.Error(codes.Unauthenticated, "this call needs a worker certificate: join with a join token first")
 		}
-		p := principal{name: "worker:" + leaf.Subject.CommonName, role: auth.Worker, worker: leaf.Subject.CommonName, serial: pki.SerialString(leaf)}
-		if err := m.sec.tokens.CheckWorker(p.serial, p.worker); err != nil {
+		p := principal{name: "worker:" + leaf.Subject.CommonName, role: auth.Worker, worker: leaf.Subject.CommonName}
+		if err := m.sec.tokens.CheckWorker(p.worker, pki.Generation(leaf)); err != nil {
 			return p, r, status.Errorf(codes.PermissionDenied, "worker %s: %v", p.worker, err)
 		}
 		return p, r, nil

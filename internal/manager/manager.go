@@ -224,10 +224,8 @@ func New(ctx context.Context, cfg Config) (*Manager, error) {
 		// for it.
 		grpc.StaticStreamWindowSize(1<<20),
 		grpc.StaticConnWindowSize(1<<20),
-		// With TLS, grpc reads each connection through a buffer of its own
-		// (32 KiB by default; a plaintext one borrows from a pool per
-		// read). What comes in is small.
-		grpc.ReadBufferSize(8<<10),
+		// How grpc reads each connection: see readBufferSize.
+		grpc.ReadBufferSize(m.sec.readBufferSize()),
 		// Followers get output in 256 KiB chunks: grpc's 32 KiB write
 		// buffer made eight writes of each. grpc takes the buffer from a
 		// pool for each flush, so an idle connection (each worker's

@@ -22,6 +22,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -110,6 +111,10 @@ type Leaf struct {
 	Role       string   // RoleManager or RoleWorker, kept in the OU
 	Hosts      []string // DNS names and IP addresses
 	TTL        time.Duration
+	// Generation is how many times the worker's name was revoked when
+	// the certificate was issued (internal/auth), kept in a second OU,
+	// "generation=N", when not 0.
+	Generation int
 }
 
 // Issue signs a certificate for pub, valid for both server and client
@@ -119,9 +124,13 @@ func (ca *CA) Issue(pub crypto.PublicKey, l Leaf) (*x509.Certificate, error) {
 		return nil, errors.New("issue certificate: the CA key is not available")
 	}
 	now := time.Now()
+	ou := []string{l.Role}
+	if l.Generation != 0 {
+		ou = append(ou, generationPrefix+strconv.Itoa(l.Generation))
+	}
 	tmpl := &x509.Certificate{
 		SerialNumber: serial(),
-		Subject:      pkix.Name{CommonName: l.CommonName, OrganizationalUnit: []string{l.Role}},
+		Subject:      pkix.Name{CommonName: l.CommonName, OrganizationalUnit: ou},
 		NotBefore:    now.Add(-Backdate),
 		NotAfter:     now.Add(l.TTL),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
@@ -168,6 +177,23 @@ func Role(cert *x509.Certificate) string {
 		return ""
 	}
 	return cert.Subject.OrganizationalUnit[0]
+}
+
+const generationPrefix = "generation="
+
+// Generation returns the generation a certificate was issued with (see
+// Leaf): 0 when it carries none.
+func Generation(cert *x509.Certificate) int {
+	for _, ou := range cert.Subject.OrganizationalUnit[min(1, len(cert.Subject.OrganizationalUnit)):] {
+		if v, ok := strings.CutPrefix(ou, generationPrefix); ok {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 0 {
+				return -1 // not one we issued: lower than any
+			}
+			return n
+		}
+	}
+	return 0
 }
 
 // SerialString is how serial numbers are written and compared.
