@@ -70,7 +70,8 @@ ci-test: docker-build
 # packages when missing): writes bench/results.json and bench/results.md.
 # QUICK=1: a short run (smaller sizes, no installs) in under 2 minutes.
 # PPROF=1: the manager runs with pprof; profiles land in bench/profiles.
+# INSECURE=1: the clusters run plaintext (--insecure) instead of TLS.
 .PHONY: bench
 bench: build
 	$(GO) build $(if $(PPROF),-tags benchpprof) -o bin/devops-bench ./internal/bench
-	./bin/devops-bench -devops $(BIN) -out bench $(if $(QUICK),-quick) $(if $(PPROF),-pprof)
+	./bin/devops-bench -devops $(BIN) -out bench $(if $(QUICK),-quick) $(if $(PPROF),-pprof) $(if $(INSECURE),-insecure)

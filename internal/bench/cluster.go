@@ -194,10 +194,18 @@ type cluster struct {
 	// workerHTTP is whether the worker has an HTTP server (--http): each
 	// gets one on its own address, for its metrics.
 	workerHTTP bool
-	// insecure holds "--insecure" when the binary has TLS and that flag
-	// (the bench runs plaintext on loopback, as its report says), else
-	// nothing; it goes to the manager, the workers and the CLI.
-	insecure []string
+	// tls is whether the cluster runs as the product does by default:
+	// the manager serves TLS with the CA, admin token and join token it
+	// makes in its data dir, the workers join with that join token, and
+	// clients trust that CA and send the admin token. Off with -insecure,
+	// or with a binary that predates TLS (no --insecure flag).
+	tls bool
+	// managerFlags, workerFlags and clientFlags say so on the command
+	// lines of the manager, the workers and the CLI.
+	managerFlags, workerFlags, clientFlags []string
+	// caFile and joinFile are the manager's CA certificate and join token
+	// (empty without TLS), for the simulated workers.
+	caFile, joinFile string
 }
 
 type worker struct {
@@ -208,14 +216,27 @@ type worker struct {
 
 // startCluster starts a manager; managerArgv, when set, is the command that
 // runs it instead of `bin manager` (the bench's own profiling manager).
-func startCluster(ctx context.Context, bin, dir string, managerArgv []string, pprofAddr string) (*cluster, error) {
+// With useTLS it runs the manager as the product does by default (see
+// cluster.tls).
+func startCluster(ctx context.Context, bin, dir string, managerArgv []string, pprofAddr string, useTLS bool) (*cluster, error) {
 	port, err := freePort("127.0.0.1")
 	if err != nil {
 		return nil, fmt.Errorf("pick manager port: %w", err)
 	}
 	c := &cluster{bin: bin, dir: dir, addr: fmt.Sprintf("127.0.0.1:%d", port), workers: map[string]*worker{}, pprof: pprofAddr}
 	if out, _ := exec.Command(bin, "--help").CombinedOutput(); strings.Contains(string(out), "--insecure") {
-		c.insecure = []string{"--insecure"}
+		c.tls = useTLS
+		if !useTLS {
+			c.managerFlags = []string{"--insecure"}
+			c.workerFlags, c.clientFlags = c.managerFlags, c.managerFlags
+		}
+	}
+	managerDir := filepath.Join(dir, "manager")
+	if c.tls {
+		c.caFile, c.joinFile = filepath.Join(managerDir, "ca.crt"), filepath.Join(managerDir, "join.token")
+		token := filepath.Join(managerDir, "admin.token")
+		c.workerFlags = []string{"--join-token-file", c.joinFile}
+		c.clientFlags = []string{"--ca", c.caFile, "--token-file", token}
 	}
 	if out, _ := exec.Command(bin, "worker", "--help").CombinedOutput(); strings.Contains(string(out), "--http ") {
 		c.workerHTTP = true
@@ -227,9 +248,9 @@ func startCluster(ctx context.Context, bin, dir string, managerArgv []string, pp
 	if len(managerArgv) > 0 && !strings.HasPrefix(managerArgv[0], "-") {
 		argv = managerArgv
 	}
-	argv = append(argv, "--listen", c.addr, "--http", "-", "--data-dir", filepath.Join(dir, "manager"), "--log-level", "warn")
+	argv = append(argv, "--listen", c.addr, "--http", "-", "--data-dir", managerDir, "--log-level", "warn")
 	// The profiling manager (-pprof) takes the same two flags.
-	argv = append(argv, c.insecure...)
+	argv = append(argv, c.managerFlags...)
 	// The bench is one client sending as fast as it can: the per-client
 	// rate limit on runs would measure the limit, not the system.
 	if out, _ := exec.Command(bin, "manager", "--help").CombinedOutput(); strings.Contains(string(out), "--run-rate") {
@@ -238,12 +259,19 @@ func startCluster(ctx context.Context, bin, dir string, managerArgv []string, pp
 	if c.manager, err = startChild("manager", filepath.Join(dir, "manager.log"), argv...); err != nil {
 		return nil, err
 	}
-	if c.client, err = client.Dial(c.addr); err != nil {
+	deadline := time.Now().Add(30 * time.Second)
+	if c.tls {
+		// The manager writes its CA and tokens before it serves.
+		if err := c.waitFiles(ctx, deadline, c.caFile, c.joinFile, filepath.Join(managerDir, "admin.token")); err != nil {
+			c.close()
+			return nil, err
+		}
+	}
+	if c.client, err = c.dial(); err != nil {
 		c.close()
 		return nil, err
 	}
 	c.client.Reconnect = 5 * time.Second
-	deadline := time.Now().Add(30 * time.Second)
 	for {
 		cctx, cancel := context.WithTimeout(ctx, time.Second)
 		_, err := c.client.Workers(cctx)
@@ -263,6 +291,45 @@ func startCluster(ctx context.Context, bin, dir string, managerArgv []string, pp
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// waitFiles waits until every path exists, or the manager exits.
+func (c *cluster) waitFiles(ctx context.Context, deadline time.Time, paths ...string) error {
+	for _, p := range paths {
+		for {
+			if _, err := os.Stat(p); err == nil {
+				break
+			}
+			select {
+			case <-c.manager.done:
+				return fmt.Errorf("manager exited: %v (see %s)", c.manager.err, filepath.Join(c.dir, "manager.log"))
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(20 * time.Millisecond):
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("the manager wrote no %s", p)
+			}
+		}
+	}
+	return nil
+}
+
+// dial is a client of the manager, as the CLI is (TLS and the admin
+// token, or plaintext).
+func (c *cluster) dial() (*client.Client, error) {
+	if !c.tls {
+		return client.Dial(c.addr)
+	}
+	cfg, err := client.TLSConfig(c.caFile)
+	if err != nil {
+		return nil, err
+	}
+	token, err := os.ReadFile(filepath.Join(c.dir, "manager", "admin.token"))
+	if err != nil {
+		return nil, fmt.Errorf("read admin token: %w", err)
+	}
+	return client.Dial(c.addr, client.WithTLS(cfg), client.WithToken(string(token)))
 }
 
 // addWorker starts a worker process named name listening on ip; it does
@@ -291,7 +358,7 @@ func (c *cluster) startWorker(w *worker) error {
 	c.seq++
 	argv := []string{c.bin, "worker", "--manager", c.addr, "--name", w.name, "--listen", w.addr,
 		"--data-dir", w.dir, "--capacity", "64", "--log-level", "warn"}
-	argv = append(argv, c.insecure...)
+	argv = append(argv, c.workerFlags...)
 	if w.http != "" {
 		argv = append(argv, "--http", w.http)
 	}

@@ -56,6 +56,7 @@ type bench struct {
 	tmp     string
 	quick   bool
 	pprof   bool
+	tls     bool // the clusters run TLS, as the product does by default
 	sz      sizes
 	c       *cluster // the main cluster: manager and workers main-1, main-2
 	ssh     *sshd    // nil when unavailable
@@ -71,6 +72,7 @@ func run() int {
 	only := flag.String("only", "", "comma-separated scenarios to run (dispatch,cli,throughput,bandwidth,stalled,idle,fanout,failure,scale); empty: all")
 	keep := flag.Bool("keep", false, "keep the temporary directory (logs of the manager, workers and sshd)")
 	install := flag.Bool("install", true, "install missing baselines with apt-get (never in -quick mode)")
+	plain := flag.Bool("insecure", false, "run the clusters with --insecure (plaintext, no tokens), as the runs before session 24 did; by default they run TLS, as the product does")
 	flag.Parse()
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -81,7 +83,7 @@ func run() int {
 	}
 	raiseFileLimit(logf)
 
-	b := &bench{quick: *quick, pprof: *prof, out: *out, logf: logf, sz: fullSizes}
+	b := &bench{quick: *quick, pprof: *prof, tls: !*plain, out: *out, logf: logf, sz: fullSizes}
 	if b.quick {
 		b.sz = quickSizes
 	}
@@ -184,6 +186,7 @@ func run() int {
 		b.c.close()
 		return 1
 	}
+	res.Env.TLS = b.c.tls
 	res.Env.Processes = "manager and workers are separate processes of bin/devops"
 	if b.pprof {
 		res.Env.Processes = "manager is the bench binary re-run as a manager with pprof (-pprof); workers are bin/devops"
@@ -232,7 +235,7 @@ func (b *bench) newCluster(ctx context.Context, name string) (*cluster, error) {
 		pprofAddr = fmt.Sprintf("127.0.0.1:%d", port)
 		argv = []string{b.self, "-as-manager", "-pprof-addr", pprofAddr}
 	}
-	return startCluster(ctx, b.bin, filepath.Join(b.tmp, name), argv, pprofAddr)
+	return startCluster(ctx, b.bin, filepath.Join(b.tmp, name), argv, pprofAddr, b.tls)
 }
 
 func (b *bench) available(pkg string) bool {
@@ -300,7 +303,7 @@ func raiseFileLimit(logf func(string, ...any)) {
 
 // environment describes the machine and the software under test.
 func environment(bin string) Environment {
-	e := Environment{CPUs: runtime.NumCPU(), GOMAXPROCS: runtime.GOMAXPROCS(0), Go: runtime.Version(), TLS: false}
+	e := Environment{CPUs: runtime.NumCPU(), GOMAXPROCS: runtime.GOMAXPROCS(0), Go: runtime.Version()}
 	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
 		e.Kernel = strings.TrimSpace(string(b))
 	}

@@ -167,8 +167,8 @@ func markdown(res *Results) string {
 	}
 	fmt.Fprintf(&b, "Run %s, %s, took %s; mode: %s; command: `%s`.\n\n", res.Started.UTC().Format(time.RFC3339), "loopback only", res.Duration, mode, res.Command)
 	e := res.Env
-	fmt.Fprintf(&b, "Machine: %s, %d CPUs, %.1f GiB RAM, Linux %s; %s, grpc-go %s, GOMAXPROCS %d; TLS %s; devops %s; %s; their data (the bench's temporary directory, under $TMPDIR) on %s.\n\n",
-		e.CPUModel, e.CPUs, e.MemoryGiB, e.Kernel, e.Go, e.GRPC, e.GOMAXPROCS, onOff(e.TLS), e.Devops, e.Processes, e.Storage)
+	fmt.Fprintf(&b, "Machine: %s, %d CPUs, %.1f GiB RAM, Linux %s; %s, grpc-go %s, GOMAXPROCS %d; %s; devops %s; %s; their data (the bench's temporary directory, under $TMPDIR) on %s.\n\n",
+		e.CPUModel, e.CPUs, e.MemoryGiB, e.Kernel, e.Go, e.GRPC, e.GOMAXPROCS, tlsNote(e.TLS), e.Devops, e.Processes, e.Storage)
 	var bl []string
 	for _, x := range res.Baselines {
 		if x.Available {
@@ -188,11 +188,11 @@ func markdown(res *Results) string {
 	return b.String()
 }
 
-func onOff(b bool) string {
-	if b {
-		return "on"
+func tlsNote(on bool) string {
+	if on {
+		return "TLS on, as by default (TLS 1.3 on every connection, the CLI with an API token, workers and simulated workers joined with the join token)"
 	}
-	return "off"
+	return "TLS off (--insecure: plaintext, no tokens)"
 }
 
 // write saves results.json and results.md in dir and prints the Markdown to w.

@@ -284,7 +284,7 @@ func timeBaseline(ctx context.Context, limit time.Duration, cmd func(context.Con
 // cli: scenario 2.
 func (b *bench) cli(ctx context.Context) ([]Row, error) {
 	ours := func() (time.Duration, error) {
-		d, _, err := timeCmd(exec.CommandContext(ctx, b.bin, append(append([]string{"run", "--manager", b.c.addr}, b.c.insecure...), "--", "/bin/true")...))
+		d, _, err := timeCmd(exec.CommandContext(ctx, b.bin, append(append([]string{"run", "--manager", b.c.addr}, b.c.clientFlags...), "--", "/bin/true")...))
 		return d, err
 	}
 	if _, err := ours(); err != nil {
@@ -586,7 +586,7 @@ func (b *bench) stalled(ctx context.Context) ([]Row, error) {
 	sampler := sampleRSS(20*time.Millisecond, b.c.manager.pid(), w.proc.pid())
 	// A second connection follows, reads one chunk, then stops reading
 	// until the process has ended.
-	follower, err := client.Dial(b.c.addr)
+	follower, err := b.c.dial()
 	if err != nil {
 		return nil, err
 	}
@@ -718,7 +718,7 @@ func (b *bench) fanout(ctx context.Context) ([]Row, error) {
 				break
 			}
 			roundStart := time.Now()
-			d, out, err := timeCmd(exec.CommandContext(ctx, b.bin, append(append([]string{"run", "--manager", b.c.addr, "--selector", fmt.Sprintf("fan%d", n)}, b.c.insecure...), "--", "/usr/bin/uptime")...))
+			d, out, err := timeCmd(exec.CommandContext(ctx, b.bin, append(append([]string{"run", "--manager", b.c.addr, "--selector", fmt.Sprintf("fan%d", n)}, b.c.clientFlags...), "--", "/usr/bin/uptime")...))
 			if err == nil {
 				err = allPresent(out, wantOurs)
 			}
@@ -865,7 +865,7 @@ func (b *bench) scale(ctx context.Context) ([]Row, error) {
 		return nil, err
 	}
 	defer c.close()
-	fleet := &simGroups{self: b.self, manager: c.addr}
+	fleet := &simGroups{self: b.self, manager: c.addr, caFile: c.caFile, joinFile: c.joinFile}
 	defer fleet.close()
 	time.Sleep(b.sz.scaleSettle)
 	base := c.managerStats()

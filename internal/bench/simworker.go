@@ -5,6 +5,9 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -18,10 +21,12 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
 
 	pb "github.com/devops-platform/devops/api/devops/v1"
+	"github.com/devops-platform/devops/internal/pki"
 	"github.com/devops-platform/devops/internal/wire"
 	realworker "github.com/devops-platform/devops/internal/worker"
 )
@@ -44,6 +49,9 @@ const simMetricsRefresh = 12
 // simFleet is a set of simulated workers in this process.
 type simFleet struct {
 	manager string
+	// sec is how the workers join and talk to the manager; nil: plaintext
+	// (a manager run with --insecure).
+	sec     *simSecurity
 	srv     *grpc.Server
 	started time.Time
 	mu      sync.Mutex // protects lis and conns
@@ -54,15 +62,112 @@ type simFleet struct {
 	reports atomic.Int64       // status reports sent
 }
 
-func newSimFleet(managerAddr string, first int) *simFleet {
+func newSimFleet(managerAddr string, first int, sec *simSecurity) *simFleet {
 	// The keepalive of a real worker's server (internal/worker.New): it
 	// decides how often an idle worker pings the manager.
-	srv := grpc.NewServer(
+	opts := []grpc.ServerOption{
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: time.Minute, Timeout: 5 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 4 * time.Second, PermitWithoutStream: true}),
-	)
+	}
+	if sec != nil {
+		opts = append(opts, grpc.Creds(credentials.NewTLS(sec.serverConfig())))
+	}
+	srv := grpc.NewServer(opts...)
 	pb.RegisterWorkerProcessServiceServer(srv, &simServer{})
-	return &simFleet{manager: managerAddr, nextID: first, srv: srv, started: time.Now()}
+	return &simFleet{manager: managerAddr, nextID: first, srv: srv, started: time.Now(), sec: sec}
+}
+
+// simSecurity is what the simulated workers of a TLS manager share: its
+// CA, the join token, a connection to join over, and each worker's
+// certificate by its listen address (one server serves them all).
+type simSecurity struct {
+	ca    *x509.CertPool
+	token string
+	join  *grpc.ClientConn
+	mu    sync.Mutex // protects certs
+	certs map[string]*tls.Certificate
+}
+
+// newSimSecurity reads the manager's CA and join token, and dials the
+// manager for joins as a worker holding only the token does (no client
+// certificate); the bench trusts the CA file where a worker pins it.
+func newSimSecurity(managerAddr, caFile, joinFile string) (*simSecurity, error) {
+	pem, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, fmt.Errorf("read CA: %w", err)
+	}
+	token, err := os.ReadFile(joinFile)
+	if err != nil {
+		return nil, fmt.Errorf("read join token: %w", err)
+	}
+	sec := &simSecurity{ca: x509.NewCertPool(), token: strings.TrimSpace(string(token)), certs: map[string]*tls.Certificate{}}
+	if !sec.ca.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("no certificate in %s", caFile)
+	}
+	sec.join, err = grpc.NewClient(managerAddr, grpc.WithDisableServiceConfig(),
+		grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{MinVersion: tls.VersionTLS13, RootCAs: sec.ca})))
+	if err != nil {
+		return nil, fmt.Errorf("dial manager to join: %w", err)
+	}
+	return sec, nil
+}
+
+// joinAs trades the join token for a certificate for name, as a real
+// worker's first start does (internal/worker's joinOnce), and keeps it as
+// the certificate of the worker listening on listen.
+func (s *simSecurity) joinAs(ctx context.Context, name, listen string) (*tls.Certificate, error) {
+	key, csr, err := pki.NewRequest(name)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := pb.NewSecurityServiceClient(s.join).JoinWorker(ctx, &pb.JoinWorkerRequest{Token: s.token, Name: name, Csr: csr})
+	if err != nil {
+		return nil, fmt.Errorf("join as %s: %w", name, err)
+	}
+	keyPEM, err := pki.EncodeKey(key)
+	if err != nil {
+		return nil, err
+	}
+	cert, err := tls.X509KeyPair(resp.GetCertificatePem(), keyPEM)
+	if err != nil {
+		return nil, fmt.Errorf("certificate of %s: %w", name, err)
+	}
+	s.mu.Lock()
+	s.certs[listen] = &cert
+	s.mu.Unlock()
+	return &cert, nil
+}
+
+// serverConfig serves each simulated worker's listener with its own
+// certificate and, as a real worker, takes the manager's certificate.
+func (s *simSecurity) serverConfig() *tls.Config {
+	return &tls.Config{
+		MinVersion: tls.VersionTLS13,
+		ClientAuth: tls.VerifyClientCertIfGiven,
+		ClientCAs:  s.ca,
+		GetCertificate: func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			if c := s.certs[hello.Conn.LocalAddr().String()]; c != nil {
+				return c, nil
+			}
+			return nil, errors.New("no simulated worker listens here")
+		},
+	}
+}
+
+// creds is the transport of one simulated worker to the manager.
+func (s *simSecurity) creds(cert *tls.Certificate) grpc.DialOption {
+	if s == nil {
+		return grpc.WithTransportCredentials(insecure.NewCredentials())
+	}
+	return grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{MinVersion: tls.VersionTLS13, RootCAs: s.ca, Certificates: []tls.Certificate{*cert}}))
+}
+
+func (s *simSecurity) close() {
+	if s != nil {
+		s.join.Close()
+	}
 }
 
 // grow adds simulated workers until the next one's number is n, registering up to 32 at
@@ -84,11 +189,22 @@ func (f *simFleet) grow(ctx context.Context, n int) error {
 		if err != nil {
 			return fmt.Errorf("listen for simulated worker %d: %w", i, err)
 		}
+		name := fmt.Sprintf("sim-%05d", i)
+		var cert *tls.Certificate
+		if f.sec != nil {
+			jctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			cert, err = f.sec.joinAs(jctx, name, l.Addr().String())
+			cancel()
+			if err != nil {
+				l.Close()
+				return err
+			}
+		}
 		// The client settings of a real worker's connection to the
 		// manager (internal/worker.Run), from the worker's own address.
 		local := &net.TCPAddr{IP: net.ParseIP(ip)}
 		conn, err := grpc.NewClient(f.manager,
-			grpc.WithTransportCredentials(insecure.NewCredentials()),
+			f.sec.creds(cert),
 			grpc.WithDisableServiceConfig(),
 			grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: time.Minute, Timeout: 10 * time.Second}),
 			grpc.WithStaticStreamWindowSize(1<<20),
@@ -116,7 +232,7 @@ func (f *simFleet) grow(ctx context.Context, n int) error {
 			rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 			defer cancel()
 			resp, err := api.RegisterWorker(rctx, &pb.RegisterWorkerRequest{
-				Name: fmt.Sprintf("sim-%05d", i), Labels: map[string]string{"sim": "yes"}, Capacity: 1,
+				Name: name, Labels: map[string]string{"sim": "yes"}, Capacity: 1,
 				Address: l.Addr().String(), Version: "sim",
 				Fingerprint: &pb.Fingerprint{Os: "linux", Arch: "amd64", Cpus: 1, MemoryBytes: 8 << 30},
 			})
@@ -202,6 +318,7 @@ func (f *simFleet) close() {
 	}
 	f.mu.Unlock()
 	f.wg.Wait()
+	f.sec.close()
 }
 
 // simGroupSize is how many simulated workers one child process holds: each
@@ -210,16 +327,25 @@ func (f *simFleet) close() {
 const simGroupSize = 2500
 
 // simMain is a child process holding simulated workers first..first+count-1
-// of the manager at addr. It prints "ready" once all are registered and
+// of the manager at addr, joining with the CA and join token files when
+// given (a TLS manager). It prints "ready" once all are registered and
 // runs until its stdin closes.
 func simMain(args []string) int {
-	if len(args) != 3 {
-		fmt.Fprintln(os.Stderr, "usage: -sim-workers MANAGER FIRST COUNT")
+	if len(args) != 3 && len(args) != 5 {
+		fmt.Fprintln(os.Stderr, "usage: -sim-workers MANAGER FIRST COUNT [CA-FILE JOIN-TOKEN-FILE]")
 		return 2
 	}
 	first, _ := strconv.Atoi(args[1])
 	count, _ := strconv.Atoi(args[2])
-	f := newSimFleet(args[0], first)
+	var sec *simSecurity
+	if len(args) == 5 {
+		var err error
+		if sec, err = newSimSecurity(args[0], args[3], args[4]); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+	}
+	f := newSimFleet(args[0], first, sec)
 	defer f.close()
 	if err := f.grow(context.Background(), first+count); err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -233,16 +359,23 @@ func simMain(args []string) int {
 // simGroups are the child processes holding simulated workers.
 type simGroups struct {
 	self, manager string
-	n             int
-	procs         []*exec.Cmd
-	stdins        []io.WriteCloser
+	// caFile and joinFile are the manager's CA and join token; empty for
+	// a plaintext manager.
+	caFile, joinFile string
+	n                int
+	procs            []*exec.Cmd
+	stdins           []io.WriteCloser
 }
 
 // grow starts children until n simulated workers are registered.
 func (g *simGroups) grow(ctx context.Context, n int) error {
 	for g.n < n {
 		count := min(simGroupSize, n-g.n)
-		cmd := exec.CommandContext(ctx, g.self, "-sim-workers", g.manager, strconv.Itoa(g.n), strconv.Itoa(count))
+		args := []string{"-sim-workers", g.manager, strconv.Itoa(g.n), strconv.Itoa(count)}
+		if g.caFile != "" {
+			args = append(args, g.caFile, g.joinFile)
+		}
+		cmd := exec.CommandContext(ctx, g.self, args...)
 		cmd.Stderr = os.Stderr
 		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 		in, err := cmd.StdinPipe()
