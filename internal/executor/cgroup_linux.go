@@ -294,16 +294,6 @@ func (cg *cgroup) pidsFile() string {
 	return ""
 }
 
-// join moves pid into the cgroup, in every hierarchy.
-func (cg *cgroup) join(pid int) error {
-	for _, dir := range cg.dirs {
-		if err := writeFile(filepath.Join(dir, "cgroup.procs"), strconv.Itoa(pid)); err != nil {
-			return fmt.Errorf("join cgroup %s: %w", dir, err)
-		}
-	}
-	return nil
-}
-
 // procsDir is the directory whose cgroup.procs lists the tree; on v1 any
 // hierarchy does since every process joined them all and children inherit.
 func (cg *cgroup) procsDir() string {

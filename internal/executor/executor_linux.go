@@ -361,6 +361,19 @@ func (in *idleInit) joinCgroup(cs *cgroups, name string) error {
 	// From here abandon removes it, once the init is gone: an init that
 	// joined some hierarchies and failed on the next is still in them.
 	in.cg = cg
+	if err := in.moveInto(cg); err != nil {
+		return err
+	}
+	if in.prevCg != nil {
+		in.prevCg.destroy()
+		in.prevCg = nil
+	}
+	return nil
+}
+
+// moveInto has the init move itself into cg (see joinIdle: on v1 its main
+// thread alone) and waits until it did.
+func (in *idleInit) moveInto(cg *cgroup) error {
 	procs := make([]string, 0, len(cg.dirs))
 	for _, dir := range cg.dirs {
 		procs = append(procs, filepath.Join(dir, "cgroup.procs"))
@@ -384,10 +397,6 @@ func (in *idleInit) joinCgroup(cs *cgroups, name string) error {
 		}
 		return fmt.Errorf("init: %s", line)
 	}
-	if in.prevCg != nil {
-		in.prevCg.destroy()
-		in.prevCg = nil
-	}
 	return nil
 }
 
@@ -406,7 +415,13 @@ func (pl *platform) goAhead(ctx context.Context, in *idleInit, l launch, cg *cgr
 		return nil, err
 	}
 	if cg != nil && cg != in.cg {
-		if err := cg.join(cmd.Process.Pid); err != nil {
+		// The init moves itself, as a warm one does while idle: on v1 its
+		// main thread alone, so the threads its runtime starts later are
+		// not the command's to count. Moved whole, an init whose command
+		// used its pids limit up could not start one, and a Go runtime
+		// that cannot start a thread dies (TestPoolSameAsCold's "pids
+		// limit", now and then under the race detector).
+		if err := in.moveInto(cg); err != nil {
 			return fail(err)
 		}
 	}

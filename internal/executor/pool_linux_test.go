@@ -808,28 +808,40 @@ func TestPoolInitKeepsNoDescriptors(t *testing.T) {
 	}
 }
 
-// TestPoolInitJoinsByItsMainThread: on cgroup v1 a warm init moves only its
+// TestPoolInitJoinsByItsMainThread: on cgroup v1 an init moves only its
 // main thread into the command's cgroup (joinIdle), the one that starts the
 // command, and the pids limit makes room for that one thread, not all the
-// init's.
+// init's: a warm init while idle, a cold one before its go-ahead. (Moved
+// whole, a cold init could not start a thread once its command had used the
+// limit up, and died.)
 func TestPoolInitJoinsByItsMainThread(t *testing.T) {
 	if _, err := os.Stat("/sys/fs/cgroup/pids/tasks"); err != nil {
 		t.Skip("no cgroup v1 pids hierarchy")
 	}
-	e := stayingInits(t, 1)
 	script := `own=$(grep ':pids:' /proc/self/cgroup); n=0
 for t in /proc/1/task/*; do [ "$(grep ':pids:' $t/cgroup)" = "$own" ] && n=$((n+1)); done
 echo "init threads: $n of $(ls /proc/1/task | wc -l)"; cat /sys/fs/cgroup/pids${own##*:}/pids.max`
-	p, dir := startSupervised(t, e, "p1", devops.Spec{Argv: []string{"sh", "-c", script}, Limits: devops.Limits{Pids: 4}})
-	if !p.Pooled() {
-		t.Fatal("the start did not take a warm shim")
-	}
-	if st := waitEnd(t, p, 10*time.Second); st.State != devops.StateSucceeded {
-		t.Fatalf("status = %+v", st)
-	}
-	out, errOut := readFrames(t, dir)
-	lines := strings.Split(strings.TrimSpace(out), "\n")
-	if len(lines) != 2 || !strings.HasPrefix(lines[0], "init threads: 1 of ") || lines[1] != "5" {
-		t.Errorf("got %q (stderr %q), want the init's main thread alone in the cgroup and pids.max 5 (4 and that thread)", out, errOut)
+	for _, warm := range []bool{true, false} {
+		t.Run(fmt.Sprintf("warm=%v", warm), func(t *testing.T) {
+			var e *executor.Executor
+			if warm {
+				e = stayingInits(t, 1)
+			} else {
+				e = newExecutorConfig(t, executor.Config{})
+				requireCgroups(t, e)
+			}
+			p, dir := startSupervised(t, e, "p1", devops.Spec{Argv: []string{"sh", "-c", script}, Limits: devops.Limits{Pids: 4}})
+			if p.Pooled() != warm {
+				t.Fatalf("Pooled = %v", p.Pooled())
+			}
+			if st := waitEnd(t, p, 10*time.Second); st.State != devops.StateSucceeded {
+				t.Fatalf("status = %+v", st)
+			}
+			out, errOut := readFrames(t, dir)
+			lines := strings.Split(strings.TrimSpace(out), "\n")
+			if len(lines) != 2 || !strings.HasPrefix(lines[0], "init threads: 1 of ") || lines[1] != "5" {
+				t.Errorf("got %q (stderr %q), want the init's main thread alone in the cgroup and pids.max 5 (4 and that thread)", out, errOut)
+			}
+		})
 	}
 }
