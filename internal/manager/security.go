@@ -214,7 +214,8 @@ func (s *security) serverOption() grpc.ServerOption {
 // reader; see rawread_linux.go). Over TLS grpc would keep a buffer of its
 // own per connection, every worker's, and for nothing: crypto/tls already
 // holds each record it decrypted and hands it out in any size asked for.
-// 8 KiB there cost 8 KiB of RSS per idle worker (make bench, scenario 7).
+// 8 KiB there cost 7–10 KiB of the manager's RSS per idle worker (2,500
+// simulated workers over TLS, bench/FINDINGS.md).
 func (s *security) readBufferSize() int {
 	if s.insecure {
 		return 8 << 10
