@@ -203,9 +203,10 @@ type cluster struct {
 	// managerFlags, workerFlags and clientFlags say so on the command
 	// lines of the manager, the workers and the CLI.
 	managerFlags, workerFlags, clientFlags []string
-	// caFile and joinFile are the manager's CA certificate and join token
-	// (empty without TLS), for the simulated workers.
-	caFile, joinFile string
+	// caFile, joinFile and tokenFile are the manager's CA certificate, join
+	// token (for the simulated workers) and admin token (for the clients);
+	// empty without TLS.
+	caFile, joinFile, tokenFile string
 }
 
 type worker struct {
@@ -234,9 +235,9 @@ func startCluster(ctx context.Context, bin, dir string, managerArgv []string, pp
 	managerDir := filepath.Join(dir, "manager")
 	if c.tls {
 		c.caFile, c.joinFile = filepath.Join(managerDir, "ca.crt"), filepath.Join(managerDir, "join.token")
-		token := filepath.Join(managerDir, "admin.token")
+		c.tokenFile = filepath.Join(managerDir, "admin.token")
 		c.workerFlags = []string{"--join-token-file", c.joinFile}
-		c.clientFlags = []string{"--ca", c.caFile, "--token-file", token}
+		c.clientFlags = []string{"--ca", c.caFile, "--token-file", c.tokenFile}
 	}
 	if out, _ := exec.Command(bin, "worker", "--help").CombinedOutput(); strings.Contains(string(out), "--http ") {
 		c.workerHTTP = true
@@ -262,7 +263,7 @@ func startCluster(ctx context.Context, bin, dir string, managerArgv []string, pp
 	deadline := time.Now().Add(30 * time.Second)
 	if c.tls {
 		// The manager writes its CA and tokens before it serves.
-		if err := c.waitFiles(ctx, deadline, c.caFile, c.joinFile, filepath.Join(managerDir, "admin.token")); err != nil {
+		if err := c.waitFiles(ctx, deadline, c.caFile, c.joinFile, c.tokenFile); err != nil {
 			c.close()
 			return nil, err
 		}
@@ -325,7 +326,7 @@ func (c *cluster) dial() (*client.Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	token, err := os.ReadFile(filepath.Join(c.dir, "manager", "admin.token"))
+	token, err := os.ReadFile(c.tokenFile)
 	if err != nil {
 		return nil, fmt.Errorf("read admin token: %w", err)
 	}

@@ -6,7 +6,6 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -26,6 +25,7 @@ import (
 	"google.golang.org/grpc/keepalive"
 
 	pb "github.com/devops-platform/devops/api/devops/v1"
+	"github.com/devops-platform/devops/internal/client"
 	"github.com/devops-platform/devops/internal/pki"
 	"github.com/devops-platform/devops/internal/wire"
 	realworker "github.com/devops-platform/devops/internal/worker"
@@ -77,11 +77,12 @@ func newSimFleet(managerAddr string, first int, sec *simSecurity) *simFleet {
 	return &simFleet{manager: managerAddr, nextID: first, srv: srv, started: time.Now(), sec: sec}
 }
 
-// simSecurity is what the simulated workers of a TLS manager share: its
-// CA, the join token, a connection to join over, and each worker's
-// certificate by its listen address (one server serves them all).
+// simSecurity is what the simulated workers of a TLS manager share: a
+// client TLS config that trusts its CA, the join token, a connection to
+// join over, and each worker's certificate by its listen address (one
+// server serves them all).
 type simSecurity struct {
-	ca    *x509.CertPool
+	tls   *tls.Config
 	token string
 	join  *grpc.ClientConn
 	mu    sync.Mutex // protects certs
@@ -92,20 +93,16 @@ type simSecurity struct {
 // manager for joins as a worker holding only the token does (no client
 // certificate); the bench trusts the CA file where a worker pins it.
 func newSimSecurity(managerAddr, caFile, joinFile string) (*simSecurity, error) {
-	pem, err := os.ReadFile(caFile)
+	cfg, err := client.TLSConfig(caFile)
 	if err != nil {
-		return nil, fmt.Errorf("read CA: %w", err)
+		return nil, err
 	}
 	token, err := os.ReadFile(joinFile)
 	if err != nil {
 		return nil, fmt.Errorf("read join token: %w", err)
 	}
-	sec := &simSecurity{ca: x509.NewCertPool(), token: strings.TrimSpace(string(token)), certs: map[string]*tls.Certificate{}}
-	if !sec.ca.AppendCertsFromPEM(pem) {
-		return nil, fmt.Errorf("no certificate in %s", caFile)
-	}
-	sec.join, err = grpc.NewClient(managerAddr, grpc.WithDisableServiceConfig(),
-		grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{MinVersion: tls.VersionTLS13, RootCAs: sec.ca})))
+	sec := &simSecurity{tls: cfg, token: strings.TrimSpace(string(token)), certs: map[string]*tls.Certificate{}}
+	sec.join, err = grpc.NewClient(managerAddr, grpc.WithDisableServiceConfig(), grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
 	if err != nil {
 		return nil, fmt.Errorf("dial manager to join: %w", err)
 	}
@@ -144,7 +141,7 @@ func (s *simSecurity) serverConfig() *tls.Config {
 	return &tls.Config{
 		MinVersion: tls.VersionTLS13,
 		ClientAuth: tls.VerifyClientCertIfGiven,
-		ClientCAs:  s.ca,
+		ClientCAs:  s.tls.RootCAs,
 		GetCertificate: func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
 			s.mu.Lock()
 			defer s.mu.Unlock()
@@ -161,7 +158,9 @@ func (s *simSecurity) creds(cert *tls.Certificate) grpc.DialOption {
 	if s == nil {
 		return grpc.WithTransportCredentials(insecure.NewCredentials())
 	}
-	return grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{MinVersion: tls.VersionTLS13, RootCAs: s.ca, Certificates: []tls.Certificate{*cert}}))
+	cfg := s.tls.Clone()
+	cfg.Certificates = []tls.Certificate{*cert}
+	return grpc.WithTransportCredentials(credentials.NewTLS(cfg))
 }
 
 func (s *simSecurity) close() {

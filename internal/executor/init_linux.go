@@ -41,11 +41,11 @@ type initConfig struct {
 	// threads to PidsFile.
 	Pids     int64  `json:"pids,omitempty"`
 	PidsFile string `json:"pids_file,omitempty"`
-	// Join, alone in a warm init's first config, names the cgroup.procs
-	// files of the cgroup it moves into while idle (on v1 by its main
-	// thread's "tasks" file beside each); it answers on initStatusFD with
-	// one line ("ok", or why not) and waits for its next config, the
-	// command's. See joinIdle.
+	// Join, alone in an init's first config, names the cgroup.procs files
+	// of the cgroup it moves into (on v1 by its main thread's "tasks" file
+	// beside each): a warm init's while idle, a cold one's before its
+	// go-ahead. It answers on initStatusFD with one line ("ok", or why
+	// not) and waits for its next config, the command's. See joinIdle.
 	Join []string `json:"join,omitempty"`
 	// Again: the init stays for another command once this one ended (see
 	// initRounds). The command's stdout and stderr come with the config
@@ -100,7 +100,7 @@ func RunInit(args []string) int {
 	// PID 1 of its namespaces, it will supervise the command: what that
 	// needs is done before the config arrives, so a warm init has it
 	// behind it when its command comes, and a cold one does it while the
-	// executor moves it into its cgroup. The handlers also keep a stop
+	// executor makes its cgroup. The handlers also keep a stop
 	// sent from now on: PID 1 without one drops it.
 	var sigs chan os.Signal
 	if os.Getpid() == 1 {
@@ -276,11 +276,11 @@ func reapAll(deadline time.Time) bool {
 	}
 }
 
-// joinIdle moves the init into a cgroup made ahead and says so on status:
-// done here, by an idle init in a warm shim, it is off the path of every
-// start. The init is past its runtime start by now, so what that cost
-// stays charged to the worker, as it does when the init joins at its
-// go-ahead.
+// joinIdle moves the init into a cgroup and says so on status: a cgroup
+// made ahead, by an idle init in a warm shim, off the path of every start;
+// or its command's, by a cold init before its go-ahead. The init is past
+// its runtime start by now, so what that cost stays charged to the
+// worker.
 //
 // On v1 only the init's main thread moves, by itself (its "tasks" file):
 // the one that starts each command (RunInit locks it), so the command and
