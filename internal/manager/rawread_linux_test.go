@@ -138,8 +138,11 @@ func TestReadOnReadyWaitsWithoutABuffer(t *testing.T) {
 			done <- result{err: err}
 			return
 		}
-		done <- result{data: string((*b)[:n])}
+		// Put back before reporting, so that the count read after the
+		// result is final.
+		data := string((*b)[:n])
 		pool.Put(b)
+		done <- result{data: data}
 	}()
 	// The first attempt finds nothing, puts its buffer back and waits.
 	deadline := time.Now().Add(10 * time.Second)
