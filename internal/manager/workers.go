@@ -22,6 +22,7 @@ import (
 	"github.com/devops-platform/devops"
 	pb "github.com/devops-platform/devops/api/devops/v1"
 	"github.com/devops-platform/devops/internal/grpcbuf"
+	"github.com/devops-platform/devops/internal/registry"
 	"github.com/devops-platform/devops/internal/scheduler"
 	"github.com/devops-platform/devops/internal/wire"
 )
@@ -248,53 +249,80 @@ func (s *registrationServer) ReportStatus(stream pb.WorkerRegistrationService_Re
 // processes it says it runs are reconciled. The stream's end marks the
 // worker DOWN at once (a killed worker's kernel closes the connection),
 // unless a newer stream of the same worker replaced it.
+//
+// The handler's goroutine waits in Recv for as long as the worker is up,
+// one per worker, so its stack is per worker too. The runtime grows a
+// stack to fit the deepest call and shrinks it only while its goroutine
+// uses less than a quarter of it. So what stays on the stack under the
+// parked Recv is kept small (the loop is statusStream.serve;
+// openStatusStream's frame is gone once the stream is open), and the deep
+// work a report may cause (a worker coming UP is persisted and logged) is
+// done on the registry's goroutine, not this one: the stack stays at 8 KiB
+// instead of 16 (bench/FINDINGS.md).
 func (m *Manager) reportStatus(stream pb.WorkerRegistrationService_ReportStatusServer) error {
+	s, first, err := m.openStatusStream(stream)
+	if err != nil {
+		return err
+	}
+	defer s.close()
+	return s.serve(stream, first)
+}
+
+// statusStream is a worker's status stream once it is open.
+type statusStream struct {
+	m     *Manager
+	id    devops.WorkerID
+	name  string
+	heart *registry.Heart
+	wc    *workerConn
+	token uint64
+}
+
+// openStatusStream reads a worker's first report, checks that the worker
+// is registered and is who speaks, and sends it its settings.
+func (m *Manager) openStatusStream(stream pb.WorkerRegistrationService_ReportStatusServer) (*statusStream, *pb.StatusReport, error) {
 	ctx := stream.Context()
 	first, err := stream.Recv()
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
 	id := devops.WorkerID(first.GetWorkerId())
 	w, err := m.registry.Get(string(id))
 	if err != nil || w.ID != id {
-		return status.Errorf(codes.NotFound, "worker %q is not registered: register again", id)
+		return nil, nil, status.Errorf(codes.NotFound, "worker %q is not registered: register again", id)
 	}
 	if err := m.speaksFor(ctx, w, "worker.report"); err != nil {
-		return err
+		return nil, nil, err
 	}
 	heart, err := m.registry.Heart(id)
 	if err != nil {
-		return status.Errorf(codes.NotFound, "worker %q is not registered: register again", id)
+		return nil, nil, status.Errorf(codes.NotFound, "worker %q is not registered: register again", id)
 	}
-	wc, token := m.workers.openStream(id)
-	defer func() {
-		if m.workers.closeStream(id, token) {
-			m.registry.MarkDown(id)
-		}
-	}()
+	s := &statusStream{m: m, id: id, name: w.Name, heart: heart}
+	s.wc, s.token = m.workers.openStream(id)
 	if err := stream.Send(&pb.StatusSettings{
 		HealthInterval:  wire.Duration(m.cfg.HealthInterval),
 		MetricsInterval: wire.Duration(m.cfg.MetricsInterval),
 	}); err != nil {
-		return err
+		s.close()
+		return nil, nil, err
 	}
+	return s, first, nil
+}
+
+// close marks the worker DOWN unless a newer stream replaced this one.
+func (s *statusStream) close() {
+	if s.m.workers.closeStream(s.id, s.token) {
+		s.m.registry.MarkDown(s.id)
+	}
+}
+
+// serve takes the worker's reports until the stream ends.
+func (s *statusStream) serve(stream pb.WorkerRegistrationService_ReportStatusServer, first *pb.StatusReport) error {
 	next := new(pb.StatusReport)
 	for msg := first; ; {
-		h := msg.GetHealth()
-		if h != nil {
-			heart.Beat(h.GetState() == pb.WorkerState_WORKER_STATE_DRAINING, h.GetDrainGeneration())
-		}
-		if s := msg.GetMetrics(); s != nil {
-			m.registry.SetMetrics(id, wire.MetricsFromPB(s))
-		}
-		// Checked after the heartbeat: a cut that came in between has its
-		// MarkDown undone by it, and the deferred closeStream marks the
-		// worker DOWN again.
-		if wc.stream.Load() != token {
-			return status.Errorf(codes.Aborted, "worker %s: a newer stream replaced this one, or the worker was cut off", w.Name)
-		}
-		if h != nil {
-			m.reconcile(id, h.GetProcessIds())
+		if err := s.report(msg); err != nil {
+			return err
 		}
 		// Into the same message each time (the codec resets it): one
 		// allocation less a report. Nothing of the last one is kept.
@@ -306,6 +334,27 @@ func (m *Manager) reportStatus(stream pb.WorkerRegistrationService_ReportStatusS
 		}
 		msg = next
 	}
+}
+
+// report takes one report: a heartbeat, a metrics sample, the processes
+// the worker runs.
+func (s *statusStream) report(msg *pb.StatusReport) error {
+	h := msg.GetHealth()
+	if h != nil {
+		s.heart.Beat(h.GetState() == pb.WorkerState_WORKER_STATE_DRAINING, h.GetDrainGeneration())
+	}
+	if ms := msg.GetMetrics(); ms != nil {
+		s.m.registry.SetMetrics(s.id, wire.MetricsFromPB(ms))
+	}
+	// Checked after the heartbeat: a cut that came in between has its
+	// MarkDown undone by it, and close marks the worker DOWN again.
+	if s.wc.stream.Load() != s.token {
+		return status.Errorf(codes.Aborted, "worker %s: a newer stream replaced this one, or the worker was cut off", s.name)
+	}
+	if h != nil {
+		s.m.reconcile(s.id, h.GetProcessIds())
+	}
+	return nil
 }
 
 // reconcile tells a worker to kill what it runs for processes the manager

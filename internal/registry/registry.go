@@ -20,8 +20,9 @@ import (
 type Config struct {
 	// Timeout is how long a worker may go unheard before it is marked DOWN.
 	Timeout time.Duration
-	// OnChange, if not nil, is called (outside the registry's lock) with the
-	// new record whenever a worker registers or changes state.
+	// OnChange, if not nil, is told the new record whenever a worker
+	// registers or changes state: after the change, in the order of the
+	// changes, from a goroutine of the registry's (see Registry.untold).
 	OnChange func(w devops.Worker, old devops.WorkerState)
 	// Now returns the current time; nil means time.Now.
 	Now func() time.Time
@@ -49,6 +50,17 @@ type Registry struct {
 	expiry  *time.Timer // runs expire; nil until the first heartbeat
 	armed   bool        // expiry is set to fire
 	stopped bool        // Stop was called: expiry stays off
+	// untold are the changes OnChange has not been told yet, oldest
+	// first. One goroutine at a time tells them (telling; told is closed
+	// when it is done), so OnChange sees a worker's changes in the order
+	// they were made (a heartbeat's UP and the timer's DOWN could reach a
+	// listener called by each crossed), and whoever made a change does not
+	// wait for it: the status stream of every worker beats the heart, and
+	// a listener that persists the record and logs went 9 KiB deeper than
+	// its parked handler, which kept a 16 KiB stack a worker.
+	untold  []change
+	telling bool
+	told    chan struct{}
 }
 
 type entry struct {
@@ -136,8 +148,8 @@ func (r *Registry) Register(w devops.Worker) (devops.Worker, error) {
 	// A worker that registers again may have restarted and counts its drain
 	// generations from 0 again.
 	e.draining, e.drainGen = false, 0
+	r.notifyLocked(change{w: w, old: w.State})
 	r.mu.Unlock()
-	r.notify(w, w.State)
 	return w, nil
 }
 
@@ -224,10 +236,9 @@ func (r *Registry) beatLocked(e *entry, draining bool, gen uint64) {
 		r.mu.Unlock()
 		return
 	}
-	w := e.w
 	r.broadcastLocked()
+	r.notifyLocked(change{w: e.w, old: old})
 	r.mu.Unlock()
-	r.notify(w, old)
 }
 
 // unlinkLocked takes e out of live, if it is there.
@@ -261,18 +272,16 @@ func (r *Registry) expire() {
 	r.mu.Lock()
 	r.armed = false
 	now := time.Now()
-	var down []change
+	down := false
 	for e := r.live.next; e != &r.live && !now.Before(e.heard.Add(r.cfg.Timeout)); e = r.live.next {
-		down = append(down, r.downLocked(e))
+		r.notifyLocked(r.downLocked(e))
+		down = true
 	}
-	if len(down) > 0 {
+	if down {
 		r.broadcastLocked()
 	}
 	r.armLocked()
 	r.mu.Unlock()
-	for _, c := range down {
-		r.notify(c.w, c.old)
-	}
 }
 
 // MarkDown marks the worker DOWN, as when its connection failed.
@@ -283,10 +292,9 @@ func (r *Registry) MarkDown(id devops.WorkerID) {
 		r.mu.Unlock()
 		return
 	}
-	c := r.downLocked(e)
+	r.notifyLocked(r.downLocked(e))
 	r.broadcastLocked()
 	r.mu.Unlock()
-	r.notify(c.w, c.old)
 }
 
 // change is a worker's new record and its state before, to notify.
@@ -333,11 +341,9 @@ func (r *Registry) SetDraining(id devops.WorkerID, draining bool, gen uint64) (d
 	w := e.w
 	if old != w.State {
 		r.broadcastLocked()
+		r.notifyLocked(change{w: w, old: old})
 	}
 	r.mu.Unlock()
-	if old != w.State {
-		r.notify(w, old)
-	}
 	return w, nil
 }
 
@@ -453,19 +459,52 @@ func (r *Registry) findLocked(idOrName string) (*entry, error) {
 }
 
 // Stop stops the heartbeat timer: no worker is marked DOWN for its
-// silence after it.
+// silence after it. It returns once OnChange has been told every change
+// made before it.
 func (r *Registry) Stop() {
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	r.stopped = true
 	if r.expiry != nil {
 		r.expiry.Stop()
 	}
 	r.armed = false
+	// What changed before is told before Stop returns: the listener may
+	// persist it, and whoever stops the registry closes the store next.
+	for r.telling {
+		told := r.told
+		r.mu.Unlock()
+		<-told
+		r.mu.Lock()
+	}
+	r.mu.Unlock()
 }
 
-func (r *Registry) notify(w devops.Worker, old devops.WorkerState) {
-	if r.cfg.OnChange != nil {
-		r.cfg.OnChange(w, old)
+// notifyLocked queues c for OnChange, and starts a goroutine to tell it
+// unless one is telling already. The caller holds r.mu.
+func (r *Registry) notifyLocked(c change) {
+	if r.cfg.OnChange == nil {
+		return
 	}
+	r.untold = append(r.untold, c)
+	if !r.telling {
+		r.telling, r.told = true, make(chan struct{})
+		go r.tell()
+	}
+}
+
+// tell tells OnChange the untold changes, oldest first, until none is left.
+func (r *Registry) tell() {
+	r.mu.Lock()
+	for len(r.untold) > 0 {
+		batch := r.untold
+		r.untold = nil
+		r.mu.Unlock()
+		for _, c := range batch {
+			r.cfg.OnChange(c.w, c.old)
+		}
+		r.mu.Lock()
+	}
+	r.telling = false
+	close(r.told)
+	r.mu.Unlock()
 }

@@ -3,6 +3,7 @@ package registry
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -264,4 +265,50 @@ func BenchmarkHeartbeat(b *testing.B) {
 			hearts[i%n].Beat(false, 0)
 		}
 	})
+}
+
+// TestChangesAreToldInOrderWithoutTheCaller: OnChange is told every change
+// in the order it was made, and whoever made it does not wait for it (a
+// worker's status stream beats its heart; the listener persists and
+// logs). Stop returns once everything made before it has been told.
+func TestChangesAreToldInOrderWithoutTheCaller(t *testing.T) {
+	release := make(chan struct{})
+	var mu sync.Mutex // protects told
+	var told []string
+	r := New(Config{Timeout: time.Hour, OnChange: func(w devops.Worker, old devops.WorkerState) {
+		<-release
+		mu.Lock()
+		told = append(told, fmt.Sprintf("%s %s>%s", w.Name, old, w.State))
+		mu.Unlock()
+	}})
+	defer r.Stop()
+	// Each call returns while OnChange waits for release.
+	made := make(chan struct{})
+	go func() {
+		r.Register(devops.Worker{ID: "1", Name: "w1", Capacity: 1})
+		r.Heartbeat("1", false, 0)
+		r.Register(devops.Worker{ID: "2", Name: "w2", Capacity: 1})
+		r.Heartbeat("2", false, 0)
+		r.MarkDown("1")
+		r.SetDraining("2", true, 1)
+		r.Heartbeat("1", false, 0)
+		close(made)
+	}()
+	select {
+	case <-made:
+		close(release)
+	case <-time.After(10 * time.Second):
+		close(release)
+		t.Fatal("the changes waited for OnChange")
+	}
+	r.Stop()
+	want := []string{
+		"w1 DOWN>DOWN", "w1 DOWN>UP", "w2 DOWN>DOWN", "w2 DOWN>UP",
+		"w1 UP>DOWN", "w2 UP>DRAINING", "w1 DOWN>UP",
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if !slices.Equal(told, want) {
+		t.Errorf("told:\n%q\nwant:\n%q", told, want)
+	}
 }
