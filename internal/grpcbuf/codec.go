@@ -82,24 +82,31 @@ func (c Codec) encode(size int, fill func([]byte) error) (mem.BufferSlice, error
 // Unmarshal decodes data into v. proto.Unmarshal copies what it keeps, so
 // data may be freed once it returns.
 func (c Codec) Unmarshal(data mem.BufferSlice, v any) error {
-	var unmarshal func([]byte) error
-	if m, ok := v.(vtMessage); ok && data.Len() <= vtMax {
+	var b []byte
+	if len(data) == 1 {
+		b = data[0].ReadOnlyData()
+	} else {
+		buf := data.MaterializeToBuffer(c.pool)
+		defer buf.Free()
+		b = buf.ReadOnlyData()
+	}
+	if m, ok := v.(vtMessage); ok && len(b) <= vtMax {
 		// UnmarshalVT merges into what m holds; a caller may hand the
 		// same message again (the manager's status stream does).
-		// The generated Reset builds no reflection tables.
-		unmarshal = func(b []byte) error {
-			m.Reset()
-			return m.UnmarshalVT(b)
+		if p, ok := v.(interface{ ResetVT() }); ok {
+			// A message generated with vtproto's pool (buf.gen.yaml)
+			// returns its parts to their pools, and UnmarshalVT takes
+			// them back: a message decoded into again and again (each
+			// worker's status reports) allocates nothing for them.
+			p.ResetVT()
+		} else {
+			m.Reset() // the generated Reset builds no reflection tables
 		}
-	} else if m, ok := v.(proto.Message); ok {
-		unmarshal = func(b []byte) error { return proto.Unmarshal(b, m) }
-	} else {
+		return m.UnmarshalVT(b)
+	}
+	m, ok := v.(proto.Message)
+	if !ok {
 		return fmt.Errorf("unmarshal: %T is not a proto message", v)
 	}
-	if len(data) == 1 {
-		return unmarshal(data[0].ReadOnlyData())
-	}
-	buf := data.MaterializeToBuffer(c.pool)
-	defer buf.Free()
-	return unmarshal(buf.ReadOnlyData())
+	return proto.Unmarshal(b, m)
 }

@@ -117,3 +117,50 @@ func TestCodecLargeKeepsItsOwn(t *testing.T) {
 		}
 	}
 }
+
+// TestCodecStatusReportReusesItsParts: a status report decoded into the
+// same message again takes its health and metrics messages back from
+// their pools instead of allocating new ones, and still holds only what
+// the new report has (a report without metrics has none).
+func TestCodecStatusReportReusesItsParts(t *testing.T) {
+	c := NewCodec(New())
+	full := &pb.StatusReport{
+		WorkerId: "w1",
+		Health:   &pb.HealthCheckResponse{State: pb.WorkerState_WORKER_STATE_UP, Running: 2, Capacity: 4, ProcessIds: []string{"p1", "p2"}},
+		Metrics:  &pb.WorkerMetrics{CpuPercent: 12.5, MemoryUsedBytes: 1 << 30},
+	}
+	healthOnly := &pb.StatusReport{Health: &pb.HealthCheckResponse{State: pb.WorkerState_WORKER_STATE_DRAINING, Capacity: 4}}
+	into := &pb.StatusReport{}
+	decode := func(in *pb.StatusReport) {
+		t.Helper()
+		data, err := c.Marshal(in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer data.Free()
+		if err := c.Unmarshal(data, into); err != nil {
+			t.Fatal(err)
+		}
+		if !proto.Equal(into, in) {
+			t.Fatalf("decoded %v, want %v", into, in)
+		}
+	}
+	for _, in := range []*pb.StatusReport{full, healthOnly, full, full, healthOnly} {
+		decode(in)
+	}
+	data, err := c.Marshal(full)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer data.Free()
+	allocs := testing.AllocsPerRun(100, func() {
+		if err := c.Unmarshal(data, into); err != nil {
+			t.Fatal(err)
+		}
+	})
+	// The worker id and the two process ids are new strings each time;
+	// the health and metrics messages are not new.
+	if allocs > 3 {
+		t.Errorf("%v allocations a report, want at most 3 (its strings)", allocs)
+	}
+}

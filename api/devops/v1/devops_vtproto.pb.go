@@ -15,6 +15,7 @@ import (
 	timestamppb1 "google.golang.org/protobuf/types/known/timestamppb"
 	io "io"
 	math "math"
+	sync "sync"
 )
 
 const (
@@ -3750,6 +3751,72 @@ func (m *ReportMetricsRequest) MarshalToSizedBufferVT(dAtA []byte) (int, error) 
 	return len(dAtA) - i, nil
 }
 
+var vtprotoPool_WorkerMetrics = sync.Pool{
+	New: func() interface{} {
+		return &WorkerMetrics{}
+	},
+}
+
+func (m *WorkerMetrics) ResetVT() {
+	if m != nil {
+		m.Reset()
+	}
+}
+func (m *WorkerMetrics) ReturnToVTPool() {
+	if m != nil {
+		m.ResetVT()
+		vtprotoPool_WorkerMetrics.Put(m)
+	}
+}
+func WorkerMetricsFromVTPool() *WorkerMetrics {
+	return vtprotoPool_WorkerMetrics.Get().(*WorkerMetrics)
+}
+
+var vtprotoPool_StatusReport = sync.Pool{
+	New: func() interface{} {
+		return &StatusReport{}
+	},
+}
+
+func (m *StatusReport) ResetVT() {
+	if m != nil {
+		m.Health.ReturnToVTPool()
+		m.Metrics.ReturnToVTPool()
+		m.Reset()
+	}
+}
+func (m *StatusReport) ReturnToVTPool() {
+	if m != nil {
+		m.ResetVT()
+		vtprotoPool_StatusReport.Put(m)
+	}
+}
+func StatusReportFromVTPool() *StatusReport {
+	return vtprotoPool_StatusReport.Get().(*StatusReport)
+}
+
+var vtprotoPool_HealthCheckResponse = sync.Pool{
+	New: func() interface{} {
+		return &HealthCheckResponse{}
+	},
+}
+
+func (m *HealthCheckResponse) ResetVT() {
+	if m != nil {
+		f0 := m.ProcessIds[:0]
+		m.Reset()
+		m.ProcessIds = f0
+	}
+}
+func (m *HealthCheckResponse) ReturnToVTPool() {
+	if m != nil {
+		m.ResetVT()
+		vtprotoPool_HealthCheckResponse.Put(m)
+	}
+}
+func HealthCheckResponseFromVTPool() *HealthCheckResponse {
+	return vtprotoPool_HealthCheckResponse.Get().(*HealthCheckResponse)
+}
 func (m *Limits) SizeVT() (n int) {
 	if m == nil {
 		return 0
@@ -7854,7 +7921,7 @@ func (m *StatusReport) UnmarshalVT(dAtA []byte) error {
 				return io.ErrUnexpectedEOF
 			}
 			if m.Health == nil {
-				m.Health = &HealthCheckResponse{}
+				m.Health = HealthCheckResponseFromVTPool()
 			}
 			if err := m.Health.UnmarshalVT(dAtA[iNdEx:postIndex]); err != nil {
 				return err
@@ -7890,7 +7957,7 @@ func (m *StatusReport) UnmarshalVT(dAtA []byte) error {
 				return io.ErrUnexpectedEOF
 			}
 			if m.Metrics == nil {
-				m.Metrics = &WorkerMetrics{}
+				m.Metrics = WorkerMetricsFromVTPool()
 			}
 			if err := m.Metrics.UnmarshalVT(dAtA[iNdEx:postIndex]); err != nil {
 				return err
