@@ -159,8 +159,15 @@ func TestCodecStatusReportReusesItsParts(t *testing.T) {
 		}
 	})
 	// The worker id and the two process ids are new strings each time;
-	// the health and metrics messages are not new.
-	if allocs > 3 {
-		t.Errorf("%v allocations a report, want at most 3 (its strings)", allocs)
+	// the health and metrics messages are not new. Under the race
+	// detector sync.Pool drops a quarter of what is put back, so the two
+	// messages are new a quarter of the time: 3.5 on average. The codec
+	// before the pools made 7.
+	limit := 3.0
+	if raceEnabled {
+		limit = 4
+	}
+	if allocs > limit {
+		t.Errorf("%v allocations a report, want at most %v (its strings)", allocs, limit)
 	}
 }
