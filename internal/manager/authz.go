@@ -489,7 +489,7 @@ func filterResponse(m *Manager, p principal, resp any) {
 // Its frame stays on the stack under the handler for as long as the
 // stream lives, under every worker's parked status stream too (see
 // reportStatus), so it holds only what it passes on: the work is in
-// streamCaller and authStream.serve. It had 840 bytes of frame before.
+// streamCaller and authStream.serve.
 func (m *Manager) authStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 	ss, err := m.streamCaller(ss, info.FullMethod)
 	if err != nil {

@@ -318,21 +318,21 @@ func (s *statusStream) close() {
 }
 
 // serve takes the worker's reports until the stream ends.
-func (s *statusStream) serve(stream pb.WorkerRegistrationService_ReportStatusServer, first *pb.StatusReport) error {
-	next := new(pb.StatusReport)
-	for msg := first; ; {
+func (s *statusStream) serve(stream pb.WorkerRegistrationService_ReportStatusServer, msg *pb.StatusReport) error {
+	for {
 		if err := s.report(msg); err != nil {
 			return err
 		}
-		// Into the same message each time (the codec resets it): one
-		// allocation less a report. Nothing of the last one is kept.
-		if err := stream.RecvMsg(next); err != nil {
+		// Into the same message each time: the codec resets it with
+		// ResetVT, which puts its health and metrics messages back in
+		// their pools for the decode to take (internal/grpcbuf). Nothing
+		// of the last report is kept.
+		if err := stream.RecvMsg(msg); err != nil {
 			if errors.Is(err, io.EOF) {
 				return nil
 			}
 			return err
 		}
-		msg = next
 	}
 }
 
