@@ -205,7 +205,7 @@ func (f *simFleet) grow(ctx context.Context, n int) error {
 		conn, err := grpc.NewClient(f.manager,
 			f.sec.creds(cert),
 			grpc.WithDisableServiceConfig(),
-			grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: time.Minute, Timeout: 10 * time.Second}),
+			grpc.WithKeepaliveParams(realworker.ManagerKeepalive()),
 			grpc.WithStaticStreamWindowSize(1<<20),
 			grpc.WithStaticConnWindowSize(1<<20),
 			grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {

@@ -269,6 +269,19 @@ func (w *Worker) ID() devops.WorkerID {
 	return w.id
 }
 
+// ManagerKeepalive is the keepalive of a worker's connection to its
+// manager. The status stream sends every health interval but reads
+// nothing, and grpc pings when nothing was read for Time. A manager that is
+// gone is noticed without pings: grpc sets TCP_USER_TIMEOUT to Timeout, so
+// reports unacknowledged that long close the connection. The pings only
+// find a manager gone behind something that acknowledges for it (a TCP
+// proxy), so they are rare: once a minute, 10,000 workers' pings and the
+// manager's answers were a quarter of its idle CPU (bench/FINDINGS.md,
+// session 26).
+func ManagerKeepalive() keepalive.ClientParameters {
+	return keepalive.ClientParameters{Time: 10 * time.Minute, Timeout: 10 * time.Second}
+}
+
 // Run serves and keeps the worker registered until ctx ends. Then it stops
 // serving and leaves what it still runs to its shims: the next worker on the
 // same data dir adopts them (a restart for an upgrade must not kill running
@@ -285,16 +298,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		grpc.WithTransportCredentials(w.ident.managerCreds(w.cfg.Manager)),
 		grpc.WithDisableServiceConfig(), // no TXT lookup: see client.Dial
 		experimental.WithBufferPool(w.bufs),
-		grpc.WithKeepaliveParams(keepalive.ClientParameters{
-			// The status stream sends every health interval but reads
-			// nothing, and grpc pings when nothing was read for Time: at
-			// 10,000 workers, every second of Time is 10,000 pings the
-			// manager answers. A manager that is gone is noticed without
-			// them: grpc sets TCP_USER_TIMEOUT to Timeout, so reports
-			// unacknowledged that long close the connection.
-			Time:    time.Minute,
-			Timeout: 10 * time.Second,
-		}),
+		grpc.WithKeepaliveParams(ManagerKeepalive()),
 		// After a manager restart the worker reconnects within a few
 		// seconds, not grpc's default backoff of up to two minutes: until
 		// it does, it is DOWN.
