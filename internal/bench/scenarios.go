@@ -53,11 +53,12 @@ var fullSizes = sizes{
 	// Idle is the steady state: the first seconds after the workers joined
 	// carry their first metrics samples and the collection that follows the
 	// heap's growth, and a 10 s window caught or missed a collection (~0.25 s
-	// of CPU at 10,000 workers) by chance. A minute: each connection's
-	// keepalive ping, and the manager's keepalive check of it, come once a
-	// minute, and workers that joined together ping together; a 30 s window
-	// counted some of them and not others (5.29% of a core at 10,000 on the
-	// AMD VM, where 150 s read 7.25%).
+	// of CPU at 10,000 workers) by chance. A minute: the manager's
+	// keepalive check of each connection comes once a minute, and workers
+	// that joined together are checked together; a 30 s window counted
+	// some of them and not others (5.29% of a core at 10,000 on the AMD VM,
+	// where 150 s read 7.25%, when workers still pinged once a minute too;
+	// now every 10 minutes, which the window does not see).
 	fanout: []int{8, 32}, scale: []int{1000, 5000, 10000}, scaleSettle: 15 * time.Second, scaleWindow: time.Minute,
 	// ssh sessions start one after the other at ~1 s each on a slow day.
 	idleCommands: 12, idleWindow: 2 * time.Second,
