@@ -43,7 +43,7 @@ func TestWorkerKilledMidRunIsAdopted(t *testing.T) {
 	// spool (the killed one's were removed); adopting did not take them
 	// for processes.
 	testcluster.Eventually(t, 10*time.Second, "four spare directories in the spool", func() bool {
-		found, _ := filepath.Glob(filepath.Join(c.WorkerDir(0), "spool", ".spare-nest-*", ".spare-*"))
+		found, _ := filepath.Glob(filepath.Join(c.WorkerDir(0), "spool", ".spare-*"))
 		return len(found) == 4
 	})
 }

@@ -175,10 +175,10 @@ func New(cfg Config) (*Executor, error) {
 	e.startPool(cfg.WarmShims)
 	if cfg.WarmShims > 0 {
 		n := max(cfg.WarmShims, minSpares)
-		e.homes = spare.NewNested(root, spareDirPrefix, sparesPerNest, n, func(path string) error { return os.Mkdir(path, 0o700) }, log)
+		e.homes = spare.New(root, spareDirPrefix, n, func(path string) error { return os.Mkdir(path, 0o700) }, log)
 		if cfg.SpoolDir != "" {
 			e.spoolDir = filepath.Clean(cfg.SpoolDir)
-			e.spool = spare.NewNested(e.spoolDir, spareDirPrefix, sparesPerNest, n, makeProcessDir, log)
+			e.spool = spare.New(e.spoolDir, spareDirPrefix, n, makeProcessDir, log)
 		}
 	}
 	return e, nil
@@ -186,17 +186,13 @@ func New(cfg Config) (*Executor, error) {
 
 // minSpares is the fewest directories of each kind kept made ahead when
 // there are warm shims: a burst of starts past them creates its own.
-// They are made sparesPerNest to a nest (spare.NewNested): made straight
-// in root or the spool, both spread, each cost a pass over every block
-// group of the file system (3.9% of the CPU of our processes at
-// concurrency 64 on this project's test VM; 1.2% four to a nest). Sixteen
-// to a nest put each nest's processes' files, made and freed together, in
-// one group: finding a free inode there (ext4 without a journal skips
-// those freed lately) went 1.0 → 3.9%, as much as was saved.
-const (
-	minSpares     = 4
-	sparesPerNest = 4
-)
+// They are made in place, not in nests as the manager's output files are
+// (spare.NewNested): a mkdir in the spread root costs a pass over every
+// block group, but a take from a nest renames a directory across
+// directories, which the kernel serializes over the whole file system;
+// at 64 commands at once the takes' threads then spent 7.7 s of every 8
+// waiting for one another (bench/FINDINGS.md, session 27).
+const minSpares = 4
 
 // spareDirPrefix names the directories made ahead; a process id never
 // starts with a dot.

@@ -28,19 +28,15 @@ import (
 // starts with this one's: New removes what matches it.
 type Pool struct {
 	dir, prefix string
-	perNest     int // spares made in each nest (NewNested); 0: in dir
+	nests       []string // where spares are made, in turn; dir when empty
 	n           int
 	mk          func(path string) error
 	log         *slog.Logger
 
-	mu    sync.Mutex // protects ready, seq, off, perNest, nest, inNest, lastTake and quiet
+	mu    sync.Mutex // protects ready, seq, off, lastTake and quiet
 	ready []string   // spares made, in the order they were
 	seq   int        // the number in the next spare's name
 	off   bool       // this file system cannot rename without replacing
-	// nest is the directory spares are made in now (NewNested), "" when
-	// none is; inNest is how many were made in it so far.
-	nest   string
-	inNest int
 	// lastTake is when a spare was last taken; quiet says whether that
 	// take came quietGap or more after the one before (see pause).
 	lastTake time.Time
@@ -61,35 +57,29 @@ func New(dir, prefix string, n int, mk func(path string) error, log *slog.Logger
 	return newPool(dir, prefix, 0, n, mk, log)
 }
 
-// NewNested is New for spares made in nests: directories of their own in
-// dir (named prefix, "nest-" and a number), which the file system is asked
-// to place apart (Spread on dir), a new one for every perNest spares. A
-// take renames a spare from its nest into dir, and a nest goes once its
-// spares have all been taken.
+// NewNested is New for spares that are files, made in turn in nests
+// directories of their own in dir (named prefix, "nest-" and a number),
+// which the file system is asked to place apart (Spread on dir), and
+// renamed from there into dir when taken.
 //
-// Why: an inode stays where it was made, and a directory's files are made
-// near it. Made in dir, all of a pool's spares, and their files, would be
-// made and later freed in dir's block group, where on ext4 without a
-// journal each new inode first passes over those freed in the last
-// minutes (see Spread): 12% of a busy manager's CPU went to making its
-// output files ahead. A directory made in a spread dir costs a pass over
-// every group's counters instead: on this project's test VM (2,016 block
-// groups, no flex_bg) 120-220 µs a mkdir against 20 µs in a nest, a
-// sixth of a busy worker's CPU. A new nest every few spares pays that pass
-// once for them all, and moves on to another group before one fills with
-// freed inodes. A nest that cannot be made leaves the pool making its
+// Why: a file's inode stays where it was made. Made in dir, all of a
+// pool's files are made, and later freed, in dir's block group, where on
+// ext4 without a journal each new inode first passes over those freed in
+// the last minutes (see Spread): 12% of a busy manager's CPU went to
+// making its output files ahead. Made in nests apart, each group sees a
+// fraction of them. A nest that cannot be made leaves the pool making its
 // spares in dir.
-func NewNested(dir, prefix string, perNest, n int, mk func(path string) error, log *slog.Logger) *Pool {
-	return newPool(dir, prefix, perNest, n, mk, log)
+func NewNested(dir, prefix string, nests, n int, mk func(path string) error, log *slog.Logger) *Pool {
+	return newPool(dir, prefix, nests, n, mk, log)
 }
 
-func newPool(dir, prefix string, perNest, n int, mk func(path string) error, log *slog.Logger) *Pool {
+func newPool(dir, prefix string, nests, n int, mk func(path string) error, log *slog.Logger) *Pool {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	p := &Pool{dir: dir, prefix: prefix, perNest: perNest, n: n, mk: mk, log: log,
+	p := &Pool{dir: dir, prefix: prefix, n: n, mk: mk, log: log,
 		wake: make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{})}
-	// The nests too, with what they held.
+	// The nests too, with what they held: they are made again below.
 	if old, err := filepath.Glob(filepath.Join(dir, globEscape(prefix)+"*")); err == nil {
 		for _, path := range old {
 			os.RemoveAll(path)
@@ -99,62 +89,33 @@ func newPool(dir, prefix string, perNest, n int, mk func(path string) error, log
 		close(p.done)
 		return p
 	}
-	if perNest > 0 {
+	if nests > 0 {
 		if err := Spread(dir); err != nil {
 			log.Debug("spare nests made in one place", "dir", dir, "err", err)
+		}
+		for i := range nests {
+			nest := filepath.Join(dir, fmt.Sprintf("%snest-%d", prefix, i))
+			if err := os.Mkdir(nest, 0o700); err != nil {
+				log.Warn("make a nest for spares; making them beside their place", "err", err)
+				for _, made := range p.nests {
+					os.Remove(made)
+				}
+				p.nests = nil
+				break
+			}
+			p.nests = append(p.nests, nest)
 		}
 	}
 	go p.fill()
 	return p
 }
 
-// where is the directory the next spare is made in: dir without nests,
-// else the current nest, or a new one once the current one has had its
-// perNest spares. Only the filler calls it.
-func (p *Pool) where() string {
-	p.mu.Lock()
-	if p.perNest == 0 {
-		p.mu.Unlock()
+// where is the directory in which spare number seq is made.
+func (p *Pool) where(seq int) string {
+	if len(p.nests) == 0 {
 		return p.dir
 	}
-	if p.nest != "" && p.inNest < p.perNest {
-		p.inNest++
-		defer p.mu.Unlock()
-		return p.nest
-	}
-	old := p.nest
-	nest := filepath.Join(p.dir, fmt.Sprintf("%snest-%d", p.prefix, p.seq))
-	p.mu.Unlock()
-	err := os.Mkdir(nest, 0o700)
-	p.mu.Lock()
-	if err != nil {
-		p.log.Warn("make a nest for spares; making them beside their place", "err", err)
-		p.perNest, p.nest, nest = 0, "", p.dir
-	} else {
-		p.nest, p.inNest = nest, 1
-	}
-	p.mu.Unlock()
-	if old != "" {
-		// Empty if its spares were all taken; if not, the take of the last
-		// one removes it (leftNest).
-		os.Remove(old)
-	}
-	return nest
-}
-
-// leftNest removes the nest that spare src was made in, now that src has
-// left it, unless spares are still made there or left in it.
-func (p *Pool) leftNest(src string) {
-	nest := filepath.Dir(src)
-	if nest == p.dir {
-		return
-	}
-	p.mu.Lock()
-	current := nest == p.nest
-	p.mu.Unlock()
-	if !current {
-		os.Remove(nest) // fails while a spare is left in it
-	}
+	return p.nests[seq%len(p.nests)]
 }
 
 // globEscape quotes the characters filepath.Match treats specially.
@@ -175,9 +136,8 @@ func (p *Pool) fill() {
 	defer close(p.done)
 	for {
 		for p.short() {
-			where := p.where()
 			p.mu.Lock()
-			path := filepath.Join(where, fmt.Sprintf("%s%d", p.prefix, p.seq))
+			path := filepath.Join(p.where(p.seq), fmt.Sprintf("%s%d", p.prefix, p.seq))
 			p.seq++
 			p.mu.Unlock()
 			if err := p.mk(path); err != nil {
@@ -279,7 +239,6 @@ func (p *Pool) Take(dst string) bool {
 	p.mu.Unlock()
 	err := renameNoReplace(src, dst)
 	if err == nil {
-		p.leftNest(src)
 		p.poke()
 		return true
 	}
@@ -295,7 +254,6 @@ func (p *Pool) Take(dst string) bool {
 		p.mu.Unlock()
 	}
 	os.RemoveAll(src)
-	p.leftNest(src)
 	p.poke()
 	return false
 }
@@ -354,13 +312,8 @@ func (p *Pool) Close() {
 		p.mu.Unlock()
 		for _, path := range left {
 			os.RemoveAll(path)
-			p.leftNest(path)
 		}
-		p.mu.Lock()
-		nest := p.nest
-		p.nest = ""
-		p.mu.Unlock()
-		if nest != "" {
+		for _, nest := range p.nests {
 			os.Remove(nest) // empty now, unless a spare's removal failed
 		}
 	})

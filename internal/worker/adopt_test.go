@@ -7,7 +7,7 @@ import (
 )
 
 // TestAdoptLeavesSpareDirectories: the executor's spare directories (in
-// the spool and under processes/, named ".spare-…") are not processes a
+// the spool and under processes/, named ".spare-N") are not processes a
 // previous worker left: adopting at start neither takes nor removes them
 // (the executor's own pools handle them).
 func TestAdoptLeavesSpareDirectories(t *testing.T) {
