@@ -1,14 +1,17 @@
 package cli
 
 import (
+	"context"
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/devops-platform/devops"
+	"github.com/devops-platform/devops/internal/heaptrim"
 	"github.com/devops-platform/devops/internal/manager"
 	"github.com/devops-platform/devops/internal/scheduler"
 	"github.com/devops-platform/devops/internal/worker"
@@ -38,7 +41,15 @@ func newManagerCmd(env *Env, g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return m.Run(cmd.Context())
+			// Trims are the process's, so they run here and not in the
+			// Manager (tests run several in one process).
+			ctx, cancel := context.WithCancel(cmd.Context())
+			var wg sync.WaitGroup
+			wg.Go(func() { heaptrim.Run(ctx, 10*time.Second, log) })
+			err = m.Run(ctx)
+			cancel()
+			wg.Wait()
+			return err
 		},
 	}
 	f := cmd.Flags()
