@@ -377,7 +377,16 @@ func (m *Manager) workerChanged(w devops.Worker, old devops.WorkerState) {
 	if old != w.State {
 		m.log.Info("worker state", "worker", w.Name, "worker_id", w.ID, "from", old, "to", w.State)
 	}
-	if w.State == devops.WorkerDown {
+	if w.State == devops.WorkerDown && old != devops.WorkerDown && m.stillDown(w.ID) {
 		m.procs.cancelStreamsOn(w.ID)
 	}
+}
+
+// stillDown reports whether the worker is DOWN now. The registry tells of
+// its changes from a goroutine of its own, after the listener persisted the
+// ones before, so a worker may be UP again, with calls to it under way,
+// by the time its going DOWN is told; those calls must not be cut.
+func (m *Manager) stillDown(id devops.WorkerID) bool {
+	w, err := m.registry.Get(string(id))
+	return err != nil || w.ID != id || w.State == devops.WorkerDown
 }

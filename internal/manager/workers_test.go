@@ -274,3 +274,28 @@ func TestHealthIntervalDefault(t *testing.T) {
 		})
 	}
 }
+
+// TestLateDownLeavesNewCalls: the registry tells of a worker's changes from
+// a goroutine of its own, behind the persisting of those before; a DOWN
+// told once the worker is UP again, or the DOWN a new worker registers in,
+// must not cut the calls made to it since. A DOWN that still holds does.
+func TestLateDownLeavesNewCalls(t *testing.T) {
+	m := startManager(t, Config{})
+	f := startFakeWorker(t, m, "w1")
+	ctx, cancel := context.WithCancel(t.Context())
+	f.open(t, ctx, f.id)
+	eventually(t, 5*time.Second, "worker UP", func() bool { return state(m, f.id) == devops.WorkerUp })
+
+	e := m.procs.add(devops.Process{ID: "p-late-down", WorkerID: f.id, WorkerName: "w1", State: devops.StateRunning})
+	var cut atomic.Bool
+	m.procs.setStreamCancel(e, func() { cut.Store(true) })
+	down := devops.Worker{ID: f.id, Name: "w1", State: devops.WorkerDown}
+	m.workerChanged(down, devops.WorkerUp)   // gone and back before it was told
+	m.workerChanged(down, devops.WorkerDown) // registered
+	if cut.Load() {
+		t.Fatal("a call to an UP worker was cut by a DOWN told late")
+	}
+
+	cancel() // the status stream ends: DOWN for real
+	eventually(t, 5*time.Second, "the call cut once the worker is DOWN", cut.Load)
+}
