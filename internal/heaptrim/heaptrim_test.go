@@ -5,6 +5,7 @@ import (
 	"context"
 	"log/slog"
 	"runtime"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"testing"
@@ -12,24 +13,28 @@ import (
 	"time"
 )
 
-func TestIdle(t *testing.T) {
+func TestWorth(t *testing.T) {
 	const mib = 1 << 20
 	tests := []struct {
-		name string
-		live uint64
-		rate float64 // bytes a second
-		want bool
+		name             string
+		live, held, kept uint64
+		rate             float64 // bytes a second
+		want             bool
 	}{
-		{"nothing allocated", 300 * mib, 0, true},
-		{"10,000 idle workers", 300 * mib, 0.45 * mib, true},
-		{"just under half the live heap in two minutes", 240 * mib, 0.99 * mib, true},
-		{"just over", 240 * mib, 1.01 * mib, false},
-		{"relaying output", 300 * mib, 150 * mib, false},
+		{"10,000 workers just joined", 240 * mib, 420 * mib, 0, 0.45 * mib, true},
+		{"the same after a trim at 5,000", 240 * mib, 420 * mib, 46 * mib, 0.45 * mib, true},
+		{"small", 32 * mib, 128 * mib, 0, 0, false},
+		{"just under the size", MinLive - 1, 4 * MinLive, 0, 0, false},
+		{"held what is live and what comes by the next forced collection", 240 * mib, 300 * mib, 0, 0.5 * mib, false},
+		{"a quarter more than that", 240 * mib, 361 * mib, 0, 0.5 * mib, true},
+		{"what the last trim could not give back", 120 * mib, 187 * mib, 64 * mib, 0, false},
+		{"scraped: garbage that fills it again", 240 * mib, 420 * mib, 0, 1 * mib, false},
+		{"relaying output", 240 * mib, 480 * mib, 0, 150 * mib, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := Idle(tt.live, tt.rate); got != tt.want {
-				t.Errorf("Idle(%d, %.0f) = %v, want %v", tt.live, tt.rate, got, tt.want)
+			if got := Worth(tt.live, tt.held, tt.kept, tt.rate); got != tt.want {
+				t.Errorf("Worth(%d, %d, %d, %.0f) = %v, want %v", tt.live, tt.held, tt.kept, tt.rate, got, tt.want)
 			}
 		})
 	}
@@ -63,37 +68,49 @@ func garbage(n int) {
 	}
 }
 
-// spell runs Run in a bubble over a heap holding live bytes: a busy spell
-// (garbage of twice the live heap within one look), then twenty idle looks.
-// It returns what Run logged.
+// runOver makes a live heap of n bytes and starts Run over it, looking
+// every second, in the caller's bubble; stop ends Run, and the heap stays
+// live until then.
+func runOver(t *testing.T, n int, logs *logBuffer) (stop func()) {
+	t.Helper()
+	held := make([]byte, n)
+	for i := 0; i < len(held); i += 4096 {
+		held[i] = 1 // backed, as a real heap is
+	}
+	// The collector must have found it live, and what earlier tests left
+	// must be gone.
+	debug.FreeOSMemory()
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		Run(ctx, time.Second, slog.New(slog.NewTextHandler(logs, nil)))
+	}()
+	return func() {
+		cancel()
+		<-done
+		runtime.KeepAlive(held)
+	}
+}
+
+// spell runs Run over a heap holding live bytes: a busy spell (garbage of
+// twice the live heap within one look), then two quiet minutes. It returns
+// what Run logged.
 func spell(t *testing.T, live int) string {
 	t.Helper()
 	var logs logBuffer
 	synctest.Test(t, func(t *testing.T) {
-		held := make([]byte, live)
-		for i := 0; i < len(held); i += 4096 {
-			held[i] = 1 // backed, as a real heap is
-		}
-		runtime.GC() // the collector must have found it live
-
-		ctx, cancel := context.WithCancel(t.Context())
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			Run(ctx, time.Second, slog.New(slog.NewTextHandler(&logs, nil)))
-		}()
+		stop := runOver(t, live, &logs)
 		time.Sleep(time.Second / 2)
-		garbage(2 * live)            // busy
-		time.Sleep(20 * time.Second) // idle
-		cancel()
-		<-done
-		runtime.KeepAlive(held)
+		garbage(2 * live)
+		time.Sleep(2 * time.Minute) // quiet: the spell leaves the last minute
+		stop()
 	})
 	return logs.String()
 }
 
 // TestRunTrimsALargeHeapAfterABusySpell: a heap of MinLive and more that a
-// busy spell grew is trimmed once, at an idle look after it.
+// busy spell grew is trimmed once, at a quiet look after it.
 func TestRunTrimsALargeHeapAfterABusySpell(t *testing.T) {
 	logs := spell(t, MinLive+8<<20)
 	if n := strings.Count(logs, "returned heap memory"); n != 1 {
@@ -108,32 +125,40 @@ func TestRunLeavesASmallHeap(t *testing.T) {
 	}
 }
 
-// TestRunWaitsForTheBusySpellToEnd: no trim while the process is busy, nor
-// when it never was.
+// TestRunWaitsForTheBusySpellToEnd: no trim while garbage comes fast, nor
+// while the heap holds only what is live.
 func TestRunWaitsForTheBusySpellToEnd(t *testing.T) {
 	var logs logBuffer
 	synctest.Test(t, func(t *testing.T) {
-		held := make([]byte, MinLive+8<<20)
-		for i := 0; i < len(held); i += 4096 {
-			held[i] = 1
-		}
-		runtime.GC()
-		ctx, cancel := context.WithCancel(t.Context())
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			Run(ctx, time.Second, slog.New(slog.NewTextHandler(&logs, nil)))
-		}()
-		time.Sleep(10 * time.Second) // idle, never busy: nothing to give back
+		live := MinLive + 8<<20
+		stop := runOver(t, live, &logs)
+		time.Sleep(10 * time.Second) // quiet, holding what is live
 		for range 10 {               // busy at every look
-			garbage(2 * len(held))
+			garbage(2 * live)
 			time.Sleep(time.Second)
 		}
-		if logs.String() != "" {
-			t.Errorf("trimmed while busy or never busy; logs:\n%s", logs.String())
-		}
-		cancel()
-		<-done
-		runtime.KeepAlive(held)
+		stop()
 	})
+	if logs.String() != "" {
+		t.Errorf("trimmed while busy, or a heap holding what is live; logs:\n%s", logs.String())
+	}
+}
+
+// TestRunLeavesAHeapThatScrapesFill: garbage that comes every 15 s (a
+// Prometheus scrape) fills the heap again; looks between two scrapes must
+// not take it for a heap a burst left.
+func TestRunLeavesAHeapThatScrapesFill(t *testing.T) {
+	var logs logBuffer
+	synctest.Test(t, func(t *testing.T) {
+		live := MinLive + 8<<20
+		stop := runOver(t, live, &logs)
+		for range 16 { // four minutes
+			garbage(live / 4)
+			time.Sleep(15 * time.Second)
+		}
+		stop()
+	})
+	if logs.String() != "" {
+		t.Errorf("trimmed a heap that scrapes fill; logs:\n%s", logs.String())
+	}
 }
