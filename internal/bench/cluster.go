@@ -218,8 +218,8 @@ type worker struct {
 // startCluster starts a manager; managerArgv, when set, is the command that
 // runs it instead of `bin manager` (the bench's own profiling manager).
 // With useTLS it runs the manager as the product does by default (see
-// cluster.tls).
-func startCluster(ctx context.Context, bin, dir string, managerArgv []string, pprofAddr string, useTLS bool) (*cluster, error) {
+// cluster.tls). The manager logs at logLevel.
+func startCluster(ctx context.Context, bin, dir string, managerArgv []string, pprofAddr string, useTLS bool, logLevel string) (*cluster, error) {
 	port, err := freePort("127.0.0.1")
 	if err != nil {
 		return nil, fmt.Errorf("pick manager port: %w", err)
@@ -249,7 +249,7 @@ func startCluster(ctx context.Context, bin, dir string, managerArgv []string, pp
 	if len(managerArgv) > 0 && !strings.HasPrefix(managerArgv[0], "-") {
 		argv = managerArgv
 	}
-	argv = append(argv, "--listen", c.addr, "--http", "-", "--data-dir", managerDir, "--log-level", "warn")
+	argv = append(argv, "--listen", c.addr, "--http", "-", "--data-dir", managerDir, "--log-level", logLevel)
 	// The profiling manager (-pprof) takes the same two flags.
 	argv = append(argv, c.managerFlags...)
 	// The bench is one client sending as fast as it can: the per-client

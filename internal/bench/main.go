@@ -170,7 +170,7 @@ func run() int {
 		res.Rows = append(res.Rows, rows...)
 	}
 
-	if b.c, err = b.newCluster(ctx, "main"); err != nil {
+	if b.c, err = b.newCluster(ctx, "main", "warn"); err != nil {
 		logf("start cluster: %v", err)
 		return 1
 	}
@@ -223,8 +223,8 @@ func run() int {
 }
 
 // newCluster starts a manager (bin/devops, or this program with -pprof) in
-// a directory of its own.
-func (b *bench) newCluster(ctx context.Context, name string) (*cluster, error) {
+// a directory of its own, logging at logLevel.
+func (b *bench) newCluster(ctx context.Context, name, logLevel string) (*cluster, error) {
 	var argv []string
 	pprofAddr := ""
 	if b.pprof {
@@ -235,7 +235,7 @@ func (b *bench) newCluster(ctx context.Context, name string) (*cluster, error) {
 		pprofAddr = fmt.Sprintf("127.0.0.1:%d", port)
 		argv = []string{b.self, "-as-manager", "-pprof-addr", pprofAddr}
 	}
-	return startCluster(ctx, b.bin, filepath.Join(b.tmp, name), argv, pprofAddr, b.tls)
+	return startCluster(ctx, b.bin, filepath.Join(b.tmp, name), argv, pprofAddr, b.tls, logLevel)
 }
 
 func (b *bench) available(pkg string) bool {
