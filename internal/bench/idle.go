@@ -82,11 +82,21 @@ type cpuSpan struct {
 // readings are a sampling step apart at worst.
 const trimPad = 250 * time.Millisecond
 
+// cpuUse is CPU used over some time.
+type cpuUse struct{ time, cpu time.Duration }
+
+// percent is the CPU in percent of one core.
+func (u cpuUse) percent() float64 {
+	if u.time <= 0 {
+		return 0
+	}
+	return float64(u.cpu) / float64(u.time) * 100
+}
+
 // splitSpans adds up, from the first span on, the spans that overlap no
 // trim until they hold window (all of them if they hold less), and
 // separately the spans that overlap one.
-func splitSpans(spans []cpuSpan, trims []heapTrim, window time.Duration) (kept, left cpuSpan) {
-	var keptTime, leftTime time.Duration
+func splitSpans(spans []cpuSpan, trims []heapTrim, window time.Duration) (kept, left cpuUse) {
 	for _, s := range spans {
 		d := s.to.Sub(s.from)
 		overlaps := false
@@ -99,25 +109,13 @@ func splitSpans(spans []cpuSpan, trims []heapTrim, window time.Duration) (kept, 
 		switch {
 		case overlaps:
 			left.cpu += s.cpu
-			leftTime += d
-		case keptTime < window:
+			left.time += d
+		case kept.time < window:
 			kept.cpu += s.cpu
-			keptTime += d
+			kept.time += d
 		}
 	}
-	// from and to carry only the lengths.
-	kept.to = kept.from.Add(keptTime)
-	left.to = left.from.Add(leftTime)
 	return kept, left
-}
-
-// percent is s's CPU in percent of one core.
-func (s cpuSpan) percent() float64 {
-	d := s.to.Sub(s.from)
-	if d <= 0 {
-		return 0
-	}
-	return float64(s.cpu) / float64(d) * 100
 }
 
 // idleCPU is the manager's CPU use over window, in percent of one core,
@@ -144,7 +142,7 @@ func (b *bench) idleCPU(c *cluster, window time.Duration) (pct float64, note str
 		more, off = readTrims(logPath, off)
 		trims = append(trims, more...)
 		kept, _ := splitSpans(spans, trims, window+settle)
-		if kept.to.Sub(kept.from) >= window+settle || at.After(deadline) {
+		if kept.time >= window+settle || at.After(deadline) {
 			break
 		}
 	}
@@ -155,7 +153,7 @@ func (b *bench) idleCPU(c *cluster, window time.Duration) (pct float64, note str
 			took += t.took
 		}
 		note = fmt.Sprintf("the manager's heap trims left out of the window: %d, %.2f s long, %.2f s of its CPU in the %.1f s left out",
-			len(trims), took.Seconds(), left.cpu.Seconds(), left.to.Sub(left.from).Seconds())
+			len(trims), took.Seconds(), left.cpu.Seconds(), left.time.Seconds())
 	}
 	return kept.percent(), note
 }
