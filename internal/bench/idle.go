@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/devops-platform/devops/internal/heaptrim"
 )
 
 // Scenario 7's idle CPU is the manager's steady state, and a manager that
@@ -21,8 +23,8 @@ import (
 // of each trim the manager logged and runs on until it holds window of the
 // rest. The row's note says what was left out.
 
-// trimMsg is what the manager logs after each trim (internal/heaptrim).
-const trimMsg = `msg="returned heap memory to the OS"`
+// trimMsg is how a trim's line in the manager's log (slog's text) names it.
+const trimMsg = `msg="` + heaptrim.TrimLogged + `"`
 
 // heapTrim is one trim the manager logged: it ended at end and took took.
 type heapTrim struct {

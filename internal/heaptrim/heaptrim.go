@@ -38,6 +38,11 @@ const (
 	spacing = 100
 )
 
+// TrimLogged is the message Run logs after each trim, with the attributes
+// held_bytes, live_bytes, held_after_bytes and took; the bench finds trims
+// in the manager's log by it.
+const TrimLogged = "returned heap memory to the OS"
+
 // Worth reports whether a heap that holds held bytes, live of them live, is
 // worth trimming in a process that allocates rate bytes a second: it holds
 // more than it will need again before the runtime's next forced collection
@@ -107,7 +112,7 @@ func Run(ctx context.Context, interval time.Duration, log *slog.Logger) {
 			took := time.Since(now)
 			kept = after - min(after, live)
 			notBefore = now.Add(took + spacing*took)
-			log.Info("returned heap memory to the OS",
+			log.Info(TrimLogged,
 				"held_bytes", held, "live_bytes", live, "held_after_bytes", after, "took", took)
 		}
 	}
