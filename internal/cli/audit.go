@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"github.com/devops-platform/devops/internal/client"
 	"strings"
-	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 )
@@ -27,7 +26,7 @@ func newAuditCmd(env *Env, g *globals) *cobra.Command {
 				if output == "json" {
 					return writeJSON(env.Stdout, es)
 				}
-				tw := tabwriter.NewWriter(env.Stdout, 0, 0, 2, ' ', 0)
+				tw := newTable(env.Stdout, 2)
 				fmt.Fprintln(tw, "TIME\tWHO\tROLE\tACTION\tWORKERS\tWHAT\tRESULT")
 				for _, e := range es {
 					what := e.Target

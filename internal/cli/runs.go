@@ -9,7 +9,6 @@ import (
 	"strings"
 	"sync"
 	"syscall"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -199,7 +198,7 @@ func runLine(r devops.Run) string {
 }
 
 func printPlan(w io.Writer, r devops.Run) {
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	tw := newTable(w, 2)
 	fmt.Fprintln(tw, "WORKER\tWOULD RUN\tWHY NOT")
 	for _, t := range r.Tasks {
 		run := "yes"
@@ -218,7 +217,7 @@ func printPlan(w io.Writer, r devops.Run) {
 // printRunSummary prints a run's table, one row per target; with --retries
 // one row per attempt, the earlier ones first, and an ATTEMPT column.
 func printRunSummary(w io.Writer, r devops.Run) {
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	tw := newTable(w, 2)
 	attempts := r.Options.Retries > 0
 	col := func(attempt string) string {
 		if !attempts {
@@ -583,7 +582,7 @@ func newRunsCmd(env *Env, g *globals) *cobra.Command {
 				if output == "json" {
 					return writeJSON(env.Stdout, rs)
 				}
-				tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
+				tw := newTable(env.Stdout, 2)
 				fmt.Fprintln(tw, "ID\tSTATE\tTARGET\tDONE\tFAILED\tSKIPPED\tCREATED\tCOMMAND")
 				for _, r := range rs {
 					s := r.Summary
@@ -613,7 +612,7 @@ func newRunStatusCmd(env *Env, g *globals) *cobra.Command {
 				if output == "json" {
 					return writeJSON(env.Stdout, r)
 				}
-				tw := tabwriter.NewWriter(env.Stdout, 0, 4, 1, ' ', 0)
+				tw := newTable(env.Stdout, 1)
 				row := func(k, v string) { fmt.Fprintf(tw, "%s:\t%s\n", k, v) }
 				row("ID", string(r.ID))
 				row("State", r.State.String())

@@ -3,7 +3,6 @@ package cli
 import (
 	"fmt"
 	"github.com/devops-platform/devops/internal/client"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -71,7 +70,7 @@ func newTokenListCmd(env *Env, g *globals) *cobra.Command {
 				if output == "json" {
 					return writeJSON(env.Stdout, ts)
 				}
-				tw := tabwriter.NewWriter(env.Stdout, 0, 0, 2, ' ', 0)
+				tw := newTable(env.Stdout, 2)
 				fmt.Fprintln(tw, "ID\tROLE\tSCOPE\tSTATE\tEXPIRES\tCREATED\tBY\tDESCRIPTION")
 				now := time.Now()
 				for _, t := range ts {
