@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"bytes"
 	"syscall"
 	"testing"
 
@@ -52,24 +51,6 @@ func TestParseLabels(t *testing.T) {
 		if _, err := parseLabels(bad); err == nil {
 			t.Errorf("parseLabels(%q) succeeded, want an error", bad)
 		}
-	}
-}
-
-func TestPrinterPrefixesWholeLines(t *testing.T) {
-	var out, errb bytes.Buffer
-	p := newPrinter(&out, &errb, true)
-	p.name("1", "w1")
-	p.name("2", "w2")
-	p.write("1", devops.Stdout, []byte("hel"))
-	p.write("2", devops.Stdout, []byte("one\ntw"))
-	p.write("1", devops.Stdout, []byte("lo\nwor"))
-	p.write("1", devops.Stderr, []byte("oops\n"))
-	p.flushAll()
-	if want := "w2: one\nw1: hello\nw1: wor\nw2: tw\n"; out.String() != want && out.String() != "w2: one\nw1: hello\nw2: tw\nw1: wor\n" {
-		t.Errorf("stdout = %q, want %q", out.String(), want)
-	}
-	if errb.String() != "w1: oops\n" {
-		t.Errorf("stderr = %q", errb.String())
 	}
 }
 

@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -149,9 +148,8 @@ func runSingle(ctx context.Context, c *client.Client, req client.RunRequest, ret
 		}
 		return nil
 	}
-	fanout := req.Target.All || req.Target.Selector != ""
 	for attempt := 1; ; attempt++ {
-		err := runAndFollow(ctx, c, req, env, fanout)
+		err := runAndFollow(ctx, c, req, env)
 		var xe *exitError
 		if attempt > retries || !errors.As(err, &xe) || !xe.retryable {
 			return err
@@ -164,8 +162,7 @@ func runSingle(ctx context.Context, c *client.Client, req client.RunRequest, ret
 
 // runAndFollow runs the command, prints its output as it arrives and turns
 // the final states into the exit code.
-func runAndFollow(ctx context.Context, c *client.Client, req client.RunRequest, env *Env, fanout bool) error {
-	out := newPrinter(env.Stdout, env.Stderr, fanout)
+func runAndFollow(ctx context.Context, c *client.Client, req client.RunRequest, env *Env) error {
 	var mu sync.Mutex // protects final, ids and said
 	final := map[devops.ProcessID]devops.Process{}
 	var ids []devops.ProcessID
@@ -189,10 +186,16 @@ func runAndFollow(ctx context.Context, c *client.Client, req client.RunRequest, 
 	err := c.Run(ctx, req, func(ev client.Event) error {
 		if ev.Chunk != nil {
 			lostNote(env.Stderr, ev.ID, ev.Lost)
-			return out.write(ev.ID, ev.Chunk.Stream, ev.Chunk.Data)
+			// As it comes, like ssh; a fleet run's printer (runPrinter)
+			// puts the worker's name in front of each line.
+			w := env.Stdout
+			if ev.Chunk.Stream == devops.Stderr {
+				w = env.Stderr
+			}
+			_, err := w.Write(ev.Chunk.Data)
+			return err
 		}
 		p := *ev.Process
-		out.name(p.ID, p.WorkerName)
 		mu.Lock()
 		defer mu.Unlock()
 		if _, seen := final[p.ID]; !seen && !containsID(ids, p.ID) {
@@ -200,13 +203,11 @@ func runAndFollow(ctx context.Context, c *client.Client, req client.RunRequest, 
 		}
 		if p.State.Terminal() {
 			final[p.ID] = p
-			out.flush(p.ID)
 		} else {
 			said[p.ID] = noteReason(env.Stderr, p, said[p.ID])
 		}
 		return nil
 	})
-	out.flushAll()
 	if err != nil {
 		if ctx.Err() != nil {
 			return &exitError{code: 130, msg: "stopped waiting; the processes may still run"}
@@ -218,7 +219,7 @@ func runAndFollow(ctx context.Context, c *client.Client, req client.RunRequest, 
 	defer mu.Unlock()
 	for _, id := range ids {
 		p := final[id]
-		if msg := endMessage(p, fanout); msg != "" {
+		if msg := endMessage(p, false); msg != "" {
 			fmt.Fprintln(env.Stderr, "devops:", msg)
 		}
 		code = max(code, p.ExitCode())
@@ -300,100 +301,6 @@ func endMessage(p devops.Process, fanout bool) string {
 		msg += ": " + p.Reason
 	}
 	return msg
-}
-
-// printer writes output: raw for one process, or line by line with the
-// worker's name in front for many, like pdsh.
-type printer struct {
-	stdout, stderr io.Writer
-	prefix         bool
-
-	mu    sync.Mutex // protects names and parts
-	names map[devops.ProcessID]string
-	parts map[devops.ProcessID]*[3]bytes.Buffer // an unfinished line per stream
-}
-
-func newPrinter(stdout, stderr io.Writer, prefix bool) *printer {
-	return &printer{stdout: stdout, stderr: stderr, prefix: prefix, names: map[devops.ProcessID]string{}, parts: map[devops.ProcessID]*[3]bytes.Buffer{}}
-}
-
-func (p *printer) name(id devops.ProcessID, name string) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if name != "" {
-		p.names[id] = name
-	}
-}
-
-func (p *printer) dest(s devops.Stream) io.Writer {
-	if s == devops.Stderr {
-		return p.stderr
-	}
-	return p.stdout
-}
-
-func (p *printer) write(id devops.ProcessID, s devops.Stream, data []byte) error {
-	if !p.prefix {
-		_, err := p.dest(s).Write(data)
-		return err
-	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	bufs, ok := p.parts[id]
-	if !ok {
-		bufs = new([3]bytes.Buffer)
-		p.parts[id] = bufs
-	}
-	buf := &bufs[s%3]
-	buf.Write(data)
-	for {
-		line, err := buf.ReadBytes('\n')
-		if err != nil {
-			// An unfinished line waits for the rest.
-			rest := append([]byte(nil), line...)
-			buf.Reset()
-			buf.Write(rest)
-			return nil
-		}
-		if _, err := fmt.Fprintf(p.dest(s), "%s: %s", p.label(id), line); err != nil {
-			return err
-		}
-	}
-}
-
-func (p *printer) label(id devops.ProcessID) string {
-	if n := p.names[id]; n != "" {
-		return n
-	}
-	return string(id)
-}
-
-// flush prints the unfinished lines of a process, with a newline.
-func (p *printer) flush(id devops.ProcessID) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	bufs, ok := p.parts[id]
-	if !ok {
-		return
-	}
-	for s := range bufs {
-		if bufs[s].Len() > 0 {
-			fmt.Fprintf(p.dest(devops.Stream(s)), "%s: %s\n", p.label(id), bufs[s].Bytes())
-			bufs[s].Reset()
-		}
-	}
-}
-
-func (p *printer) flushAll() {
-	p.mu.Lock()
-	ids := make([]devops.ProcessID, 0, len(p.parts))
-	for id := range p.parts {
-		ids = append(ids, id)
-	}
-	p.mu.Unlock()
-	for _, id := range ids {
-		p.flush(id)
-	}
 }
 
 // noteReason says on w why a process that has not ended waits (its worker

@@ -267,6 +267,7 @@ type runPrinter struct {
 	names    map[devops.ProcessID]string
 	parts    map[devops.ProcessID]*[3]bytes.Buffer // an unfinished line per stream
 	blocks   map[devops.ProcessID]*[3]bytes.Buffer // --group: the output so far per stream
+	lines    []byte                                // a chunk's whole lines as printed; reused
 	ended    map[devops.ProcessID]bool
 	total    int
 	done     int
@@ -404,27 +405,54 @@ func (p *runPrinter) chunk(id devops.ProcessID, c devops.Chunk) error {
 		bufs = new([3]bytes.Buffer)
 		p.parts[id] = bufs
 	}
-	buf := &bufs[c.Stream%3]
-	buf.Write(c.Data)
+	// The chunk's whole lines are printed in one write: a write per line
+	// was a system call per line, most of the CLI's time when workers
+	// print much (4 million short lines from two workers: 5.4 s).
+	part := &bufs[c.Stream%3]
+	head := p.lineHeadLocked(id)
+	out := p.lines[:0]
+	data := c.Data
 	for {
-		line, err := buf.ReadBytes('\n')
-		if err != nil {
-			rest := append([]byte(nil), line...)
-			buf.Reset()
-			buf.Write(rest)
-			return nil
+		i := bytes.IndexByte(data, '\n')
+		if i < 0 {
+			break
 		}
-		if err := p.lineLocked(id, c.Stream, line); err != nil {
-			return err
-		}
+		out = append(out, head...)
+		out = append(out, part.Bytes()...)
+		part.Reset()
+		out = append(out, data[:i+1]...)
+		data = data[i+1:]
 	}
+	// An unfinished line waits for the rest.
+	part.Write(data)
+	p.lines = out
+	return p.printLocked(id, c.Stream, out)
+}
+
+// lineHeadLocked is what goes in front of each line of id's output that
+// arrives now: the time with --timestamps, and the worker's name unless the
+// lines are kept for a --group block, which names it once.
+func (p *runPrinter) lineHeadLocked(id devops.ProcessID) string {
+	ts := ""
+	if p.f.timestamps {
+		ts = time.Now().Format("2006-01-02T15:04:05.000Z07:00") + " "
+	}
+	if p.f.group {
+		return ts
+	}
+	return ts + p.label(id) + ": "
 }
 
 // lineLocked prints or keeps one whole line (ending in a newline).
 func (p *runPrinter) lineLocked(id devops.ProcessID, s devops.Stream, line []byte) error {
-	ts := ""
-	if p.f.timestamps {
-		ts = time.Now().Format("2006-01-02T15:04:05.000Z07:00") + " "
+	return p.printLocked(id, s, append([]byte(p.lineHeadLocked(id)), line...))
+}
+
+// printLocked prints whole lines, each with its head, or keeps them for
+// their --group block.
+func (p *runPrinter) printLocked(id devops.ProcessID, s devops.Stream, lines []byte) error {
+	if len(lines) == 0 {
+		return nil
 	}
 	if p.f.group {
 		b, ok := p.blocks[id]
@@ -432,12 +460,11 @@ func (p *runPrinter) lineLocked(id devops.ProcessID, s devops.Stream, line []byt
 			b = new([3]bytes.Buffer)
 			p.blocks[id] = b
 		}
-		b[s%3].WriteString(ts)
-		b[s%3].Write(line)
+		b[s%3].Write(lines)
 		return nil
 	}
 	p.clearProgressLocked()
-	_, err := fmt.Fprintf(p.dest(s), "%s%s: %s", ts, p.label(id), line)
+	_, err := p.dest(s).Write(lines)
 	return err
 }
 

@@ -1,0 +1,127 @@
+package cli
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/devops-platform/devops"
+)
+
+// writeCounter counts the writes it is handed, as a terminal would count
+// system calls.
+type writeCounter struct {
+	strings.Builder
+	writes int
+}
+
+func (w *writeCounter) Write(p []byte) (int, error) {
+	w.writes++
+	return w.Builder.Write(p)
+}
+
+func TestWorkersTableIsWrittenInLargeWrites(t *testing.T) {
+	now := time.Now()
+	ws := make([]devops.Worker, 1000)
+	for i := range ws {
+		ws[i] = devops.Worker{ID: devops.WorkerID(fmt.Sprintf("id-%d", i)), Name: fmt.Sprintf("worker-%d", i),
+			Address: "127.0.0.1:50061", Capacity: 8, State: devops.WorkerUp, LastSeen: now}
+	}
+	var out writeCounter
+	printWorkers(&out, ws, false)
+
+	lines := strings.Split(strings.TrimSuffix(out.String(), "\n"), "\n")
+	if len(lines) != len(ws)+1 {
+		t.Fatalf("%d lines, want a header and %d rows", len(lines), len(ws))
+	}
+	// The rows are lined up: every row's state starts where the header's does.
+	col := strings.Index(lines[0], "STATE")
+	for _, l := range lines[1:] {
+		if !strings.HasPrefix(l[col:], "UP ") {
+			t.Fatalf("row not lined up under STATE at %d:\n%s\n%s", col, lines[0], l)
+		}
+	}
+	if max := out.Len()/(64<<10) + 1; out.writes > max {
+		t.Errorf("%d bytes in %d writes, want at most %d", out.Len(), out.writes, max)
+	}
+}
+
+// fleetPrinter is a fleet run's printer whose children 1 and 2 ran on w1
+// and w2.
+func fleetPrinter(f *fleetFlags) (p *runPrinter, stdout, stderr *writeCounter) {
+	stdout, stderr = new(writeCounter), new(writeCounter)
+	p = newRunPrinter(&Env{Stdout: stdout, Stderr: stderr}, f)
+	p.process(devops.Process{ID: "1", WorkerName: "w1", State: devops.StateRunning})
+	p.process(devops.Process{ID: "2", WorkerName: "w2", State: devops.StateRunning})
+	return p, stdout, stderr
+}
+
+func chunk(s devops.Stream, data string) devops.Chunk {
+	return devops.Chunk{Stream: s, Data: []byte(data)}
+}
+
+func TestFleetOutputIsPrefixedWholeLines(t *testing.T) {
+	p, stdout, stderr := fleetPrinter(&fleetFlags{output: "text"})
+	p.chunk("1", chunk(devops.Stdout, "hel"))
+	p.chunk("2", chunk(devops.Stdout, "one\ntw"))
+	p.chunk("1", chunk(devops.Stdout, "lo\nwor"))
+	p.chunk("1", chunk(devops.Stderr, "oops\n"))
+	p.chunk("2", chunk(devops.Stdout, "o\nthree\nfour\nfi"))
+	if want := "w2: one\nw1: hello\nw2: two\nw2: three\nw2: four\n"; stdout.String() != want {
+		t.Errorf("stdout = %q, want %q", stdout.String(), want)
+	}
+	// Each chunk's whole lines in one write; a chunk with none, no write.
+	if stdout.writes != 3 {
+		t.Errorf("stdout took %d writes for 3 chunks with whole lines, want 3", stdout.writes)
+	}
+	if stderr.String() != "w1: oops\n" {
+		t.Errorf("stderr = %q", stderr.String())
+	}
+
+	// A child's unfinished line is a whole line once the child ended; the
+	// others' at the end of the run.
+	p.process(devops.Process{ID: "2", WorkerName: "w2", State: devops.StateSucceeded})
+	p.end()
+	if want := "w2: one\nw1: hello\nw2: two\nw2: three\nw2: four\nw2: fi\nw1: wor\n"; stdout.String() != want {
+		t.Errorf("stdout = %q, want %q", stdout.String(), want)
+	}
+}
+
+func TestFleetOutputWithTimestamps(t *testing.T) {
+	p, stdout, _ := fleetPrinter(&fleetFlags{output: "text", timestamps: true})
+	before := time.Now()
+	p.chunk("1", chunk(devops.Stdout, "a\nb\n"))
+	lines := strings.Split(strings.TrimSuffix(stdout.String(), "\n"), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("stdout = %q, want two lines", stdout.String())
+	}
+	for i, l := range lines {
+		ts, rest, _ := strings.Cut(l, " ")
+		at, err := time.Parse("2006-01-02T15:04:05.000Z07:00", ts)
+		if err != nil || at.Before(before.Truncate(time.Millisecond)) || at.After(time.Now()) {
+			t.Errorf("line %q: time %q (%v) is not when it arrived", l, ts, err)
+		}
+		if want := "w1: " + string(rune('a'+i)); rest != want {
+			t.Errorf("line %q, want %q after the time", l, want)
+		}
+	}
+}
+
+func TestFleetOutputGroupedByWorker(t *testing.T) {
+	p, stdout, stderr := fleetPrinter(&fleetFlags{output: "text", group: true})
+	p.chunk("1", chunk(devops.Stdout, "one\ntw"))
+	p.chunk("2", chunk(devops.Stdout, "other\n"))
+	p.chunk("1", chunk(devops.Stderr, "oops\n"))
+	p.chunk("1", chunk(devops.Stdout, "o\n"))
+	if stdout.Len()+stderr.Len() != 0 {
+		t.Fatalf("printed before the end: %q %q", stdout.String(), stderr.String())
+	}
+	p.process(devops.Process{ID: "1", WorkerName: "w1", State: devops.StateFailed, Code: 2})
+	if want := "==> w1: FAILED, exit 2 <==\none\ntwo\n"; stdout.String() != want {
+		t.Errorf("stdout = %q, want %q", stdout.String(), want)
+	}
+	if want := "oops\ndevops: w1: exit code 2\n"; stderr.String() != want {
+		t.Errorf("stderr = %q, want %q: w1's block's stderr, then its end", stderr.String(), want)
+	}
+}
