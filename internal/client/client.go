@@ -355,30 +355,56 @@ func (c *Client) Status(ctx context.Context, id devops.ProcessID) (devops.Proces
 	return wire.ProcessFromPB(resp.GetProcess()), nil
 }
 
-// Processes lists processes, filtered by state and worker when they are set.
+// Processes lists processes, oldest first, filtered by state and worker
+// when they are set.
 func (c *Client) Processes(ctx context.Context, state devops.State, worker string) ([]devops.Process, error) {
-	resp, err := c.api.ListProcesses(ctx, &pb.ListProcessesRequest{State: wire.StateToPB(state), Worker: worker})
-	if err != nil {
-		return nil, err
-	}
-	ps := make([]devops.Process, len(resp.GetProcesses()))
-	for i, p := range resp.GetProcesses() {
-		ps[i] = wire.ProcessFromPB(p)
-	}
-	return ps, nil
+	return listPages(func(token string) ([]devops.Process, string, error) {
+		resp, err := c.api.ListProcesses(ctx, &pb.ListProcessesRequest{State: wire.StateToPB(state), Worker: worker,
+			PageSize: listPageSize, PageToken: token})
+		return convert(resp.GetProcesses(), wire.ProcessFromPB), resp.GetNextPageToken(), err
+	})
 }
 
 // Workers lists the manager's workers.
 func (c *Client) Workers(ctx context.Context) ([]devops.Worker, error) {
-	resp, err := c.api.ListWorkers(ctx, &pb.ListWorkersRequest{})
-	if err != nil {
-		return nil, err
+	return listPages(func(token string) ([]devops.Worker, string, error) {
+		resp, err := c.api.ListWorkers(ctx, &pb.ListWorkersRequest{PageSize: listPageSize, PageToken: token})
+		return convert(resp.GetWorkers(), wire.WorkerFromPB), resp.GetNextPageToken(), err
+	})
+}
+
+// listPageSize is how many items a listing asks for at once. The manager
+// answers fewer when they would make too large a message.
+const listPageSize = 5000
+
+// listPages gathers a listing the manager answers a page at a time: ask
+// gets one page, the one after token, and the token of the next ("" after
+// the last).
+func listPages[T any](ask func(token string) ([]T, string, error)) ([]T, error) {
+	var all []T
+	token := ""
+	for {
+		items, next, err := ask(token)
+		if err != nil {
+			return nil, err
+		}
+		all = append(all, items...)
+		if next == "" {
+			return all, nil
+		}
+		if next == token {
+			return nil, fmt.Errorf("list: the manager answered page %q with itself as the next", token)
+		}
+		token = next
 	}
-	ws := make([]devops.Worker, len(resp.GetWorkers()))
-	for i, w := range resp.GetWorkers() {
-		ws[i] = wire.WorkerFromPB(w)
+}
+
+func convert[P, T any](ps []P, from func(P) T) []T {
+	ts := make([]T, len(ps))
+	for i, p := range ps {
+		ts[i] = from(p)
 	}
-	return ws, nil
+	return ts
 }
 
 // Terminate asks for a process to end: sig (0: SIGTERM) to its process

@@ -76,15 +76,10 @@ func (c *Client) FleetRun(ctx context.Context, id devops.RunID) (devops.Run, err
 
 // FleetRuns lists the fleet runs, oldest first.
 func (c *Client) FleetRuns(ctx context.Context) ([]devops.Run, error) {
-	resp, err := c.api.ListRuns(ctx, &pb.ListRunsRequest{})
-	if err != nil {
-		return nil, err
-	}
-	rs := make([]devops.Run, len(resp.GetRuns()))
-	for i, r := range resp.GetRuns() {
-		rs[i] = wire.RunFromPB(r)
-	}
-	return rs, nil
+	return listPages(func(token string) ([]devops.Run, string, error) {
+		resp, err := c.api.ListRuns(ctx, &pb.ListRunsRequest{PageSize: listPageSize, PageToken: token})
+		return convert(resp.GetRuns(), wire.RunFromPB), resp.GetNextPageToken(), err
+	})
 }
 
 // ResumeRun continues a run paused after its canary.

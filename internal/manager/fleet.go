@@ -233,23 +233,6 @@ func (m *Manager) FleetRun(id devops.RunID) (devops.Run, error) {
 	return m.fillRun(r), nil
 }
 
-// FleetRuns lists every fleet run, oldest first.
-func (m *Manager) FleetRuns() []devops.Run {
-	m.fleet.mu.Lock()
-	es := make([]*runEntry, 0, len(m.fleet.byID))
-	for _, e := range m.fleet.byID {
-		es = append(es, e)
-	}
-	m.fleet.mu.Unlock()
-	rs := make([]devops.Run, len(es))
-	for i, e := range es {
-		r, _ := m.fleet.snapshot(e)
-		rs[i] = m.fillRun(r)
-	}
-	slices.SortFunc(rs, func(a, b devops.Run) int { return strings.Compare(string(a.ID), string(b.ID)) })
-	return rs
-}
-
 // fillRun copies the children's states into the run's tasks and counts
 // them. The record of an ended run already holds its final states.
 func (m *Manager) fillRun(r devops.Run) devops.Run {

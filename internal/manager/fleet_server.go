@@ -47,10 +47,11 @@ func (s *processServer) GetRun(ctx context.Context, req *pb.GetRunRequest) (*pb.
 }
 
 func (s *processServer) ListRuns(ctx context.Context, req *pb.ListRunsRequest) (*pb.ListRunsResponse, error) {
-	rs := s.m.FleetRuns()
-	resp := &pb.ListRunsResponse{Runs: make([]*pb.Run, len(rs))}
-	for i, r := range rs {
-		resp.Runs[i] = wire.RunToPB(r)
+	n := pageLen(req.GetPageSize())
+	page, more := fillPage(s.m.FleetRunPage(devops.RunID(req.GetPageToken()), lookahead(n)), n, wire.RunToPB)
+	resp := &pb.ListRunsResponse{Runs: page}
+	if more {
+		resp.NextPageToken = page[len(page)-1].GetId()
 	}
 	return resp, nil
 }

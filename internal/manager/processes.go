@@ -156,17 +156,16 @@ type ProcessFilter struct {
 	Worker string // a worker name or id
 }
 
+func (f ProcessFilter) keep(p devops.Process) bool {
+	if f.State != devops.StateUnknown && p.State != f.State {
+		return false
+	}
+	return f.Worker == "" || string(p.WorkerID) == f.Worker || p.WorkerName == f.Worker
+}
+
 // Processes lists the processes that pass the filter, oldest first.
 func (m *Manager) Processes(f ProcessFilter) []devops.Process {
-	return m.procs.list(func(p devops.Process) bool {
-		if f.State != devops.StateUnknown && p.State != f.State {
-			return false
-		}
-		if f.Worker != "" && string(p.WorkerID) != f.Worker && p.WorkerName != f.Worker {
-			return false
-		}
-		return true
-	})
+	return m.procs.list(f.keep)
 }
 
 // Workers lists every known worker, by name.

@@ -112,6 +112,9 @@ func (t *table) endedBefore(cutoff time.Time) []devops.ProcessID {
 func (t *table) remove(ids []devops.ProcessID) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if len(ids) == 0 {
+		return
+	}
 	for _, id := range ids {
 		e, ok := t.byID[id]
 		if !ok {
@@ -127,6 +130,7 @@ func (t *table) remove(ids []devops.ProcessID) {
 			}
 		}
 	}
+	t.order = slices.DeleteFunc(t.order, func(id devops.ProcessID) bool { _, ok := t.byID[id]; return !ok })
 }
 
 // endedBefore returns the runs that ended before cutoff, with their

@@ -122,19 +122,23 @@ func (s *processServer) GetProcessStatus(ctx context.Context, req *pb.GetProcess
 }
 
 func (s *processServer) ListProcesses(ctx context.Context, req *pb.ListProcessesRequest) (*pb.ListProcessesResponse, error) {
-	ps := s.m.Processes(ProcessFilter{State: wire.StateFromPB(req.GetState()), Worker: req.GetWorker()})
-	resp := &pb.ListProcessesResponse{Processes: make([]*pb.Process, len(ps))}
-	for i, p := range ps {
-		resp.Processes[i] = wire.ProcessToPB(p)
+	n := pageLen(req.GetPageSize())
+	ps := s.m.ProcessPage(ProcessFilter{State: wire.StateFromPB(req.GetState()), Worker: req.GetWorker()},
+		devops.ProcessID(req.GetPageToken()), lookahead(n))
+	page, more := fillPage(ps, n, wire.ProcessToPB)
+	resp := &pb.ListProcessesResponse{Processes: page}
+	if more {
+		resp.NextPageToken = page[len(page)-1].GetId()
 	}
 	return resp, nil
 }
 
 func (s *processServer) ListWorkers(ctx context.Context, req *pb.ListWorkersRequest) (*pb.ListWorkersResponse, error) {
-	ws := s.m.Workers()
-	resp := &pb.ListWorkersResponse{Workers: make([]*pb.Worker, len(ws))}
-	for i, w := range ws {
-		resp.Workers[i] = wire.WorkerToPB(w)
+	ws := after(s.m.Workers(), req.GetPageToken(), func(w devops.Worker) string { return w.Name })
+	page, more := fillPage(ws, pageLen(req.GetPageSize()), wire.WorkerToPB)
+	resp := &pb.ListWorkersResponse{Workers: page}
+	if more {
+		resp.NextPageToken = page[len(page)-1].GetName()
 	}
 	return resp, nil
 }

@@ -18,6 +18,13 @@ type table struct {
 	mu    sync.Mutex // protects every field below and every entry's fields
 	byID  map[devops.ProcessID]*entry
 	byKey map[string][]devops.ProcessID // idempotency key to the processes it created
+	// order holds every id of byID, sorted once unsorted is false, for
+	// listings a page at a time (page). Ids are UUIDv7s made as processes
+	// are created, so an id added is nearly always the greatest: the ones
+	// that are not (a restart loads the store's in its order) are sorted in
+	// at the next listing, once, rather than each inserted in place.
+	order    []devops.ProcessID
+	unsorted bool
 }
 
 type entry struct {
@@ -53,6 +60,12 @@ func (t *table) add(p devops.Process) *entry {
 
 func (t *table) addLocked(p devops.Process) *entry {
 	e := &entry{p: p, changed: make(chan struct{}), kill: make(chan struct{}), out: newTail(p.OutputBytes, p.State.Terminal())}
+	if _, again := t.byID[p.ID]; !again {
+		if n := len(t.order); n > 0 && t.order[n-1] > p.ID {
+			t.unsorted = true
+		}
+		t.order = append(t.order, p.ID)
+	}
 	t.byID[p.ID] = e
 	if p.IdempotencyKey != "" {
 		t.byKey[p.IdempotencyKey] = append(t.byKey[p.IdempotencyKey], p.ID)
@@ -152,6 +165,35 @@ func (t *table) list(keep func(devops.Process) bool) []devops.Process {
 		}
 	}
 	slices.SortFunc(ps, func(a, b devops.Process) int { return strings.Compare(string(a.ID), string(b.ID)) })
+	return ps
+}
+
+// page returns, in id order, up to n records that pass keep and whose id
+// comes after after (from the first if after is empty). Unlike list, it
+// goes over no more of the table than it needs.
+func (t *table) page(after devops.ProcessID, n int, keep func(devops.Process) bool) []devops.Process {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.unsorted {
+		slices.Sort(t.order)
+		t.unsorted = false
+	}
+	i := 0
+	if after != "" {
+		i, _ = slices.BinarySearch(t.order, after)
+		if i < len(t.order) && t.order[i] == after {
+			i++
+		}
+	}
+	var ps []devops.Process
+	for _, id := range t.order[i:] {
+		if len(ps) == n {
+			break
+		}
+		if e, ok := t.byID[id]; ok && keep(e.p) {
+			ps = append(ps, e.p)
+		}
+	}
 	return ps
 }
 

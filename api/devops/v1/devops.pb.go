@@ -2442,8 +2442,16 @@ func (x *GetRunResponse) GetRun() *Run {
 	return nil
 }
 
+// Runs come oldest first (by id).
 type ListRunsRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Answer a page at a time: at most this many (the manager may answer
+	// fewer, and does to keep each answer well under the message size limit),
+	// in order, and next_page_token to ask for the rest. 0 answers all of them
+	// at once, as older clients ask, which fails once they pass that limit.
+	PageSize int32 `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// The last answer's next_page_token: the page after it.
+	PageToken     string `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2478,9 +2486,26 @@ func (*ListRunsRequest) Descriptor() ([]byte, []int) {
 	return file_devops_v1_devops_proto_rawDescGZIP(), []int{26}
 }
 
+func (x *ListRunsRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListRunsRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
 type ListRunsResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Runs          []*Run                 `protobuf:"bytes,1,rep,name=runs,proto3" json:"runs,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Runs  []*Run                 `protobuf:"bytes,1,rep,name=runs,proto3" json:"runs,omitempty"`
+	// Set when there may be more: ask again with it as page_token. Empty on
+	// the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2520,6 +2545,13 @@ func (x *ListRunsResponse) GetRuns() []*Run {
 		return x.Runs
 	}
 	return nil
+}
+
+func (x *ListRunsResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
 }
 
 type ResumeRunRequest struct {
@@ -3410,11 +3442,19 @@ func (x *GetProcessStatusResponse) GetProcess() *Process {
 	return nil
 }
 
+// Processes come oldest first (by id).
 type ListProcessesRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	State ProcessState           `protobuf:"varint,1,opt,name=state,proto3,enum=devops.v1.ProcessState" json:"state,omitempty"`
 	// A worker name or id.
-	Worker        string `protobuf:"bytes,2,opt,name=worker,proto3" json:"worker,omitempty"`
+	Worker string `protobuf:"bytes,2,opt,name=worker,proto3" json:"worker,omitempty"`
+	// Answer a page at a time: at most this many (the manager may answer
+	// fewer, and does to keep each answer well under the message size limit),
+	// in order, and next_page_token to ask for the rest. 0 answers all of them
+	// at once, as older clients ask, which fails once they pass that limit.
+	PageSize int32 `protobuf:"varint,3,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// The last answer's next_page_token: the page after it.
+	PageToken     string `protobuf:"bytes,4,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3463,9 +3503,26 @@ func (x *ListProcessesRequest) GetWorker() string {
 	return ""
 }
 
+func (x *ListProcessesRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListProcessesRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
 type ListProcessesResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Processes     []*Process             `protobuf:"bytes,1,rep,name=processes,proto3" json:"processes,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Processes []*Process             `protobuf:"bytes,1,rep,name=processes,proto3" json:"processes,omitempty"`
+	// Set when there may be more: ask again with it as page_token. Empty on
+	// the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3507,8 +3564,23 @@ func (x *ListProcessesResponse) GetProcesses() []*Process {
 	return nil
 }
 
+func (x *ListProcessesResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+// Workers come by name.
 type ListWorkersRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Answer a page at a time: at most this many (the manager may answer
+	// fewer, and does to keep each answer well under the message size limit),
+	// in order, and next_page_token to ask for the rest. 0 answers all of them
+	// at once, as older clients ask, which fails once they pass that limit.
+	PageSize int32 `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// The last answer's next_page_token: the page after it.
+	PageToken     string `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3543,9 +3615,26 @@ func (*ListWorkersRequest) Descriptor() ([]byte, []int) {
 	return file_devops_v1_devops_proto_rawDescGZIP(), []int{45}
 }
 
+func (x *ListWorkersRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListWorkersRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
 type ListWorkersResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Workers       []*Worker              `protobuf:"bytes,1,rep,name=workers,proto3" json:"workers,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Workers []*Worker              `protobuf:"bytes,1,rep,name=workers,proto3" json:"workers,omitempty"`
+	// Set when there may be more: ask again with it as page_token. Empty on
+	// the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3585,6 +3674,13 @@ func (x *ListWorkersResponse) GetWorkers() []*Worker {
 		return x.Workers
 	}
 	return nil
+}
+
+func (x *ListWorkersResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
 }
 
 type StreamOutputRequest struct {
@@ -4423,10 +4519,14 @@ const file_devops_v1_devops_proto_rawDesc = "" +
 	"\rGetRunRequest\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\"2\n" +
 	"\x0eGetRunResponse\x12 \n" +
-	"\x03run\x18\x01 \x01(\v2\x0e.devops.v1.RunR\x03run\"\x11\n" +
-	"\x0fListRunsRequest\"6\n" +
+	"\x03run\x18\x01 \x01(\v2\x0e.devops.v1.RunR\x03run\"M\n" +
+	"\x0fListRunsRequest\x12\x1b\n" +
+	"\tpage_size\x18\x01 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x02 \x01(\tR\tpageToken\"^\n" +
 	"\x10ListRunsResponse\x12\"\n" +
-	"\x04runs\x18\x01 \x03(\v2\x0e.devops.v1.RunR\x04runs\")\n" +
+	"\x04runs\x18\x01 \x03(\v2\x0e.devops.v1.RunR\x04runs\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\")\n" +
 	"\x10ResumeRunRequest\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\"5\n" +
 	"\x11ResumeRunResponse\x12 \n" +
@@ -4481,15 +4581,23 @@ const file_devops_v1_devops_proto_rawDesc = "" +
 	"\n" +
 	"process_id\x18\x01 \x01(\tR\tprocessId\"H\n" +
 	"\x18GetProcessStatusResponse\x12,\n" +
-	"\aprocess\x18\x01 \x01(\v2\x12.devops.v1.ProcessR\aprocess\"]\n" +
+	"\aprocess\x18\x01 \x01(\v2\x12.devops.v1.ProcessR\aprocess\"\x99\x01\n" +
 	"\x14ListProcessesRequest\x12-\n" +
 	"\x05state\x18\x01 \x01(\x0e2\x17.devops.v1.ProcessStateR\x05state\x12\x16\n" +
-	"\x06worker\x18\x02 \x01(\tR\x06worker\"I\n" +
+	"\x06worker\x18\x02 \x01(\tR\x06worker\x12\x1b\n" +
+	"\tpage_size\x18\x03 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x04 \x01(\tR\tpageToken\"q\n" +
 	"\x15ListProcessesResponse\x120\n" +
-	"\tprocesses\x18\x01 \x03(\v2\x12.devops.v1.ProcessR\tprocesses\"\x14\n" +
-	"\x12ListWorkersRequest\"B\n" +
+	"\tprocesses\x18\x01 \x03(\v2\x12.devops.v1.ProcessR\tprocesses\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"P\n" +
+	"\x12ListWorkersRequest\x12\x1b\n" +
+	"\tpage_size\x18\x01 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x02 \x01(\tR\tpageToken\"j\n" +
 	"\x13ListWorkersResponse\x12+\n" +
-	"\aworkers\x18\x01 \x03(\v2\x11.devops.v1.WorkerR\aworkers\"m\n" +
+	"\aworkers\x18\x01 \x03(\v2\x11.devops.v1.WorkerR\aworkers\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"m\n" +
 	"\x13StreamOutputRequest\x12\x1d\n" +
 	"\n" +
 	"process_id\x18\x01 \x01(\tR\tprocessId\x12\x1f\n" +
