@@ -5,11 +5,13 @@
 package audit
 
 import (
-	"bufio"
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"os"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -36,9 +38,14 @@ type Entry struct {
 // project's test VM, more on disks with slower syncs, where it capped how
 // many runs a second the manager could accept).
 type Log struct {
-	fileMu   sync.Mutex // serializes writes, syncs and reads of f
+	fileMu   sync.Mutex // serializes writes and syncs of f
 	f        *os.File
 	syncFile func() error // f.Sync; a test's stand-in
+	// written is how long f is: every byte before it was written, and the
+	// log only grows, so Tail reads before it without holding fileMu.
+	written atomic.Int64
+	// block is how much Tail reads at a time, from the end back.
+	block int
 
 	mu       sync.Mutex // guards the fields below
 	flushed  *sync.Cond // on mu: a batch was written and synced, or failed
@@ -63,7 +70,13 @@ func Open(path string) (*Log, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open audit log: %w", err)
 	}
-	l := &Log{f: f, syncFile: f.Sync, next: &batch{}}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("open audit log: %w", err)
+	}
+	l := &Log{f: f, syncFile: f.Sync, next: &batch{}, block: 64 << 10}
+	l.written.Store(fi.Size())
 	l.flushed = sync.NewCond(&l.mu)
 	return l, nil
 }
@@ -110,7 +123,9 @@ func (l *Log) Append(e Entry) error {
 func (l *Log) write(data []byte) error {
 	l.fileMu.Lock()
 	defer l.fileMu.Unlock()
-	if _, err := l.f.Write(data); err != nil {
+	n, err := l.f.Write(data)
+	l.written.Add(int64(n)) // a torn entry too: Tail skips it, and the next starts after it
+	if err != nil {
 		return fmt.Errorf("append audit entry: %w", err)
 	}
 	if err := l.syncFile(); err != nil {
@@ -119,33 +134,48 @@ func (l *Log) write(data []byte) error {
 	return nil
 }
 
-// Tail returns the last n entries, oldest first.
+// Tail returns the last n entries, oldest first. It reads back from the
+// end only as far as they go, and waits for no write or sync: it once read
+// the whole log under the lock that appends take, and a log of 200,000
+// entries held every run's audit entry, and so the run, for a second.
 func (l *Log) Tail(n int) ([]Entry, error) {
-	l.fileMu.Lock()
-	defer l.fileMu.Unlock()
-	if _, err := l.f.Seek(0, 0); err != nil {
-		return nil, err
-	}
-	var ring []Entry
-	sc := bufio.NewScanner(l.f)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		var e Entry
-		if json.Unmarshal(sc.Bytes(), &e) != nil {
-			continue // a torn last line after a crash
+	var es []Entry // newest first
+	var rest []byte
+	for pos := l.written.Load(); pos > 0 && len(es) < n; {
+		k := min(int64(l.block), pos)
+		pos -= k
+		data := make([]byte, k, k+int64(len(rest)))
+		if _, err := l.f.ReadAt(data, pos); err != nil {
+			return nil, fmt.Errorf("read audit log: %w", err)
 		}
-		ring = append(ring, e)
-		if len(ring) > 2*n {
-			ring = append(ring[:0], ring[len(ring)-n:]...)
+		data = append(data, rest...)
+		// The lines after data's first newline are whole; the bytes before
+		// it are the end of a line that starts further back, unless data
+		// starts at the beginning of the file.
+		first := 0
+		if pos > 0 {
+			i := bytes.IndexByte(data, '\n')
+			if i < 0 {
+				rest = data
+				continue
+			}
+			first = i + 1
 		}
+		lines := data[first:]
+		for len(lines) > 0 && len(es) < n {
+			i := bytes.LastIndexByte(lines[:len(lines)-1], '\n') + 1
+			if line := bytes.TrimSuffix(lines[i:], []byte("\n")); len(line) > 0 {
+				var e Entry
+				if json.Unmarshal(line, &e) == nil { // else a torn line, after a crash
+					es = append(es, e)
+				}
+			}
+			lines = lines[:i]
+		}
+		rest = data[:first]
 	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("read audit log: %w", err)
-	}
-	if len(ring) > n {
-		ring = ring[len(ring)-n:]
-	}
-	return ring, nil
+	slices.Reverse(es)
+	return es, nil
 }
 
 // Close closes the file. An Append after it fails.

@@ -3,7 +3,10 @@ package audit
 import (
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -179,4 +182,123 @@ func BenchmarkAppendParallel(b *testing.B) {
 			}
 		}
 	})
+}
+
+// BenchmarkTail: the last 100 entries of a log of 200,000 (a day of a
+// busy manager's runs is millions).
+func BenchmarkTail(b *testing.B) {
+	l, err := Open(filepath.Join(b.TempDir(), "audit.log"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer l.Close()
+	l.syncFile = func() error { return nil }
+	e := Entry{Principal: "token:0123456789ab", Role: "admin", Action: "run", Argv: []string{"sh", "-c", "echo a nightly job"},
+		Workers: []string{"worker-1"}, Result: "ok", Peer: "127.0.0.1:50000"}
+	for range 200_000 {
+		if err := l.Append(e); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ResetTimer()
+	for b.Loop() {
+		if es, err := l.Tail(100); err != nil || len(es) != 100 {
+			b.Fatalf("Tail(100) = %d entries, %v", len(es), err)
+		}
+	}
+}
+
+// TestTailReadsBackFromTheEnd: the last n entries, whatever the size of the
+// blocks Tail reads against the lines', after a reopen too; a torn last
+// line (a crash mid-write) is left out, and so is an empty line.
+func TestTailReadsBackFromTheEnd(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "audit.log")
+	l, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if es, err := l.Tail(5); err != nil || len(es) != 0 {
+		t.Fatalf("Tail of an empty log = %v, %v", es, err)
+	}
+	const count = 40
+	for i := range count {
+		// Lines of different lengths, some longer than the smallest blocks.
+		if err := l.Append(Entry{Principal: fmt.Sprint("p", i), Action: "run", Argv: []string{strings.Repeat("x", i*7)}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l.Close()
+	f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// An empty line, then one torn where a read from the end sees "{}",
+	// valid JSON, first.
+	f.WriteString("\n" + `{"time":"2026-01-01T00:00:00Z","principal":"torn {}`)
+	f.Close()
+
+	if l, err = Open(path); err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	for _, block := range []int{1, 2, 7, 64, 200, 64 << 10} {
+		l.block = block
+		for _, n := range []int{1, 3, count, count + 10} {
+			es, err := l.Tail(n)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, e := range es {
+				got = append(got, e.Principal)
+			}
+			var want []string
+			for i := max(count-n, 0); i < count; i++ {
+				want = append(want, fmt.Sprint("p", i))
+			}
+			if !slices.Equal(got, want) {
+				t.Errorf("block %d: Tail(%d) = %v, want %v", block, n, got, want)
+			}
+		}
+	}
+}
+
+// TestTailWaitsForNoSync: a listing of the log is not held up by an
+// append's sync, nor holds one up; it has the entries written so far.
+func TestTailWaitsForNoSync(t *testing.T) {
+	l := openLog(t)
+	if err := l.Append(Entry{Principal: "before", Action: "run"}); err != nil {
+		t.Fatal(err)
+	}
+	syncing, release := make(chan struct{}), make(chan struct{})
+	sync0 := l.syncFile
+	l.syncFile = func() error {
+		close(syncing)
+		<-release
+		return sync0()
+	}
+	appended := make(chan error, 1)
+	go func() { appended <- l.Append(Entry{Principal: "during", Action: "run"}) }()
+	<-syncing
+	tailed := make(chan []Entry, 1)
+	go func() {
+		es, err := l.Tail(10)
+		if err != nil {
+			t.Error(err)
+		}
+		tailed <- es
+	}()
+	select {
+	case es := <-tailed:
+		if len(es) != 2 || es[0].Principal != "before" || es[1].Principal != "during" {
+			t.Errorf("Tail during a sync = %+v, want before and during", es)
+		}
+	case <-time.After(10 * time.Second):
+		close(release) // so that the test ends, and the log closes
+		t.Fatal("Tail waited 10 s for an append's sync")
+	}
+	close(release)
+	if err := <-appended; err != nil {
+		t.Fatal(err)
+	}
 }

@@ -2,10 +2,12 @@ package cli
 
 import (
 	"fmt"
-	"github.com/devops-platform/devops/internal/client"
 	"strings"
 
 	"github.com/spf13/cobra"
+
+	"github.com/devops-platform/devops"
+	"github.com/devops-platform/devops/internal/client"
 )
 
 func newAuditCmd(env *Env, g *globals) *cobra.Command {
@@ -19,9 +21,15 @@ func newAuditCmd(env *Env, g *globals) *cobra.Command {
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return g.call(func(c *client.Client) error {
-				es, err := c.Audit(cmd.Context(), limit)
+				if limit > maxAudit {
+					return fmt.Errorf("--limit: %w: %d: at most %d (the whole log is audit.log in the manager's data dir)", devops.ErrInvalid, limit, maxAudit)
+				}
+				es, leftOut, err := c.Audit(cmd.Context(), limit)
 				if err != nil {
 					return err
+				}
+				if leftOut > 0 {
+					fmt.Fprintf(env.Stderr, "devops: the %d oldest of the entries asked for were left out: they would not fit one answer (the whole log is audit.log in the manager's data dir)\n", leftOut)
 				}
 				if output == "json" {
 					return writeJSON(env.Stdout, es)
@@ -40,10 +48,13 @@ func newAuditCmd(env *Env, g *globals) *cobra.Command {
 			})
 		},
 	}
-	cmd.Flags().IntVarP(&limit, "limit", "n", 100, "most recent entries to show")
+	cmd.Flags().IntVarP(&limit, "limit", "n", 100, fmt.Sprintf("most recent entries to show (at most %d)", maxAudit))
 	cmd.Flags().StringVarP(&output, "output", "o", "table", "table or json")
 	return cmd
 }
+
+// maxAudit is the most entries the manager answers at once.
+const maxAudit = 10_000
 
 func oneLine(s string, max int) string {
 	s = strings.Join(strings.Fields(s), " ")

@@ -60,7 +60,7 @@ func wantCode(t *testing.T, what string, err error, code codes.Code, msg string)
 // result containing result.
 func auditHas(t *testing.T, c *testcluster.Cluster, action, result string) bool {
 	t.Helper()
-	es, err := c.Client.Audit(t.Context(), 1000)
+	es, _, err := c.Client.Audit(t.Context(), 1000)
 	if err != nil {
 		t.Fatalf("audit: %v", err)
 	}

@@ -139,18 +139,20 @@ type AuditEntry struct {
 	Result, Peer                    string
 }
 
-// Audit returns the last limit entries of the audit log, oldest first.
-func (c *Client) Audit(ctx context.Context, limit int) ([]AuditEntry, error) {
+// Audit returns the last limit entries of the audit log, oldest first, and
+// how many of the oldest of them the manager left out to keep its answer
+// under the message size limit.
+func (c *Client) Audit(ctx context.Context, limit int) (es []AuditEntry, leftOut int, err error) {
 	resp, err := c.security().ListAudit(ctx, &pb.ListAuditRequest{Limit: int32(limit)})
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
-	out := make([]AuditEntry, len(resp.GetEntries()))
+	es = make([]AuditEntry, len(resp.GetEntries()))
 	for i, e := range resp.GetEntries() {
-		out[i] = AuditEntry{Time: e.GetTime().AsTime(), Principal: e.GetPrincipal(), Role: e.GetRole(), Action: e.GetAction(),
+		es[i] = AuditEntry{Time: e.GetTime().AsTime(), Principal: e.GetPrincipal(), Role: e.GetRole(), Action: e.GetAction(),
 			Target: e.GetTarget(), Argv: e.GetArgv(), Workers: e.GetWorkers(), Result: e.GetResult(), Peer: e.GetPeer()}
 	}
-	return out, nil
+	return es, int(resp.GetLeftOut()), nil
 }
 
 // WhoAmI returns who the client's token is: principal, role and scope.

@@ -3,6 +3,7 @@ package manager
 import (
 	"context"
 	"errors"
+	"slices"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/devops-platform/devops"
 	pb "github.com/devops-platform/devops/api/devops/v1"
+	"github.com/devops-platform/devops/internal/audit"
 	"github.com/devops-platform/devops/internal/auth"
 	"github.com/devops-platform/devops/internal/pki"
 	"github.com/devops-platform/devops/internal/scheduler"
@@ -175,17 +177,24 @@ func (s *securityServer) ListAudit(ctx context.Context, req *pb.ListAuditRequest
 	if n <= 0 {
 		n = 100
 	}
-	es, err := s.m.sec.audit.Tail(n)
+	es, err := s.m.sec.audit.Tail(min(n, maxAuditEntries))
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	resp := &pb.ListAuditResponse{}
-	for _, e := range es {
-		resp.Entries = append(resp.Entries, &pb.AuditEntry{Time: timestamppb.New(e.Time), Principal: e.Principal, Role: e.Role,
-			Action: e.Action, Argv: e.Argv, Workers: e.Workers, Target: e.Target, Result: e.Result, Peer: e.Peer})
-	}
-	return resp, nil
+	// The newest first, as long as they fit a page (pages.go): refused calls
+	// are audited too, so anyone who can reach the manager could otherwise
+	// write entries enough to make the answer fail.
+	slices.Reverse(es)
+	page, _ := fillPage(es, maxAuditEntries, func(e audit.Entry) *pb.AuditEntry {
+		return &pb.AuditEntry{Time: timestamppb.New(e.Time), Principal: e.Principal, Role: e.Role,
+			Action: e.Action, Argv: e.Argv, Workers: e.Workers, Target: e.Target, Result: e.Result, Peer: e.Peer}
+	})
+	slices.Reverse(page)
+	return &pb.ListAuditResponse{Entries: page, LeftOut: int32(len(es) - len(page))}, nil
 }
+
+// maxAuditEntries bounds how many entries one ListAudit answers.
+const maxAuditEntries = 10_000
 
 func (s *securityServer) WhoAmI(ctx context.Context, req *pb.WhoAmIRequest) (*pb.WhoAmIResponse, error) {
 	p := principalFrom(ctx)

@@ -9,6 +9,7 @@ import (
 
 	"github.com/devops-platform/devops"
 	pb "github.com/devops-platform/devops/api/devops/v1"
+	"github.com/devops-platform/devops/internal/audit"
 	"github.com/devops-platform/devops/internal/store"
 	"github.com/devops-platform/devops/internal/wire"
 )
@@ -147,5 +148,36 @@ func TestPagesStayUnderTheMessageLimit(t *testing.T) {
 	}
 	if page, more := fillPage(ps, pageLen(0), wire.ProcessToPB); len(page) != 10 || more {
 		t.Errorf("all at once: a page of %d (more: %v), want all 10", len(page), more)
+	}
+}
+
+// TestAuditAnswerStaysUnderTheMessageLimit: refused calls are audited, so
+// anyone could fill the log with entries as large as an entry may be; the
+// answer keeps the newest that fit and says how many it left out.
+func TestAuditAnswerStaysUnderTheMessageLimit(t *testing.T) {
+	m := startManager(t, Config{})
+	big := strings.Repeat("x", 5000) // clipped to 4 KiB a field
+	for i := range 1000 {
+		if err := m.sec.audit.Append(audit.Entry{Principal: "anonymous", Action: "call", Target: big, Result: fmt.Sprint(i, big)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	srv := &securityServer{m: m}
+	resp, err := srv.ListAudit(t.Context(), &pb.ListAuditRequest{Limit: 900})
+	if err != nil {
+		t.Fatal(err)
+	}
+	es := resp.GetEntries()
+	if len(es) == 0 || resp.SizeVT() > pageBytes+16<<10 {
+		t.Fatalf("%d entries in %d bytes, want some, in at most about %d", len(es), resp.SizeVT(), pageBytes)
+	}
+	if got := len(es) + int(resp.GetLeftOut()); got != 900 {
+		t.Errorf("%d entries and %d left out, want 900 in all", len(es), resp.GetLeftOut())
+	}
+	if last := es[len(es)-1].GetResult(); !strings.HasPrefix(last, "999x") {
+		t.Errorf("the last entry is %.10q…, want the newest, 999", last)
+	}
+	if first := es[0].GetResult(); !strings.HasPrefix(first, fmt.Sprint(1000-len(es), "x")) {
+		t.Errorf("the first entry is %.10q…, want %d: the newest that fit, oldest first", first, 1000-len(es))
 	}
 }

@@ -840,7 +840,7 @@ func (x *AuditEntry) GetPeer() string {
 
 type ListAuditRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The most recent entries to return; zero: 100.
+	// The most recent entries to return; zero: 100; at most 10,000.
 	Limit         int32 `protobuf:"varint,1,opt,name=limit,proto3" json:"limit,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -884,8 +884,14 @@ func (x *ListAuditRequest) GetLimit() int32 {
 }
 
 type ListAuditResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Entries       []*AuditEntry          `protobuf:"bytes,1,rep,name=entries,proto3" json:"entries,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Oldest first.
+	Entries []*AuditEntry `protobuf:"bytes,1,rep,name=entries,proto3" json:"entries,omitempty"`
+	// How many of the oldest entries asked for were left out, to keep the
+	// answer well under the message size limit (an entry holds up to 4 KiB
+	// of each of its fields). The whole log is audit.log in the manager's
+	// data dir.
+	LeftOut       int32 `protobuf:"varint,2,opt,name=left_out,json=leftOut,proto3" json:"left_out,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -925,6 +931,13 @@ func (x *ListAuditResponse) GetEntries() []*AuditEntry {
 		return x.Entries
 	}
 	return nil
+}
+
+func (x *ListAuditResponse) GetLeftOut() int32 {
+	if x != nil {
+		return x.LeftOut
+	}
+	return 0
 }
 
 type WhoAmIRequest struct {
@@ -1084,9 +1097,10 @@ const file_devops_v1_security_proto_rawDesc = "" +
 	"\x06result\x18\b \x01(\tR\x06result\x12\x12\n" +
 	"\x04peer\x18\t \x01(\tR\x04peer\"(\n" +
 	"\x10ListAuditRequest\x12\x14\n" +
-	"\x05limit\x18\x01 \x01(\x05R\x05limit\"D\n" +
+	"\x05limit\x18\x01 \x01(\x05R\x05limit\"_\n" +
 	"\x11ListAuditResponse\x12/\n" +
-	"\aentries\x18\x01 \x03(\v2\x15.devops.v1.AuditEntryR\aentries\"\x0f\n" +
+	"\aentries\x18\x01 \x03(\v2\x15.devops.v1.AuditEntryR\aentries\x12\x19\n" +
+	"\bleft_out\x18\x02 \x01(\x05R\aleftOut\"\x0f\n" +
 	"\rWhoAmIRequest\"X\n" +
 	"\x0eWhoAmIResponse\x12\x1c\n" +
 	"\tprincipal\x18\x01 \x01(\tR\tprincipal\x12\x12\n" +
