@@ -1,6 +1,7 @@
 package manager
 
 import (
+	"maps"
 	"strings"
 	"time"
 
@@ -180,11 +181,7 @@ func stateLabel(s string) string { return strings.ToLower(s) }
 func (t *table) countByState() map[devops.State]int {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	n := make(map[devops.State]int)
-	for _, e := range t.byID {
-		n[e.p.State]++
-	}
-	return n
+	return maps.Clone(t.byState)
 }
 
 // Metrics returns the registry that /metrics serves, for tests and for a

@@ -25,6 +25,10 @@ type table struct {
 	// at the next listing, once, rather than each inserted in place.
 	order    []devops.ProcessID
 	unsorted bool
+	// byState counts the processes in each state, for /metrics: counting
+	// them at each scrape held up every submission while it went over the
+	// whole table, a week of processes by default.
+	byState map[devops.State]int
 }
 
 type entry struct {
@@ -49,7 +53,7 @@ type entry struct {
 }
 
 func newTable() *table {
-	return &table{byID: make(map[devops.ProcessID]*entry), byKey: make(map[string][]devops.ProcessID)}
+	return &table{byID: make(map[devops.ProcessID]*entry), byKey: make(map[string][]devops.ProcessID), byState: make(map[devops.State]int)}
 }
 
 func (t *table) add(p devops.Process) *entry {
@@ -60,12 +64,15 @@ func (t *table) add(p devops.Process) *entry {
 
 func (t *table) addLocked(p devops.Process) *entry {
 	e := &entry{p: p, changed: make(chan struct{}), kill: make(chan struct{}), out: newTail(p.OutputBytes, p.State.Terminal())}
-	if _, again := t.byID[p.ID]; !again {
+	if old, again := t.byID[p.ID]; again {
+		t.byState[old.p.State]--
+	} else {
 		if n := len(t.order); n > 0 && t.order[n-1] > p.ID {
 			t.unsorted = true
 		}
 		t.order = append(t.order, p.ID)
 	}
+	t.byState[p.State]++
 	t.byID[p.ID] = e
 	if p.IdempotencyKey != "" {
 		t.byKey[p.IdempotencyKey] = append(t.byKey[p.IdempotencyKey], p.ID)
@@ -107,6 +114,8 @@ func (t *table) update(e *entry, f func(p *devops.Process)) (devops.Process, boo
 	f(&e.p)
 	if e.p.State != old {
 		e.p.StateChangedAt = time.Now()
+		t.byState[old]--
+		t.byState[e.p.State]++
 	}
 	close(e.changed)
 	e.changed = make(chan struct{})
