@@ -2,7 +2,9 @@ package cli_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -70,5 +72,20 @@ func TestPsListsAWeekOfHistory(t *testing.T) {
 	}
 	if got := strings.Count(r.Stdout, "\n") - 1; got != want || strings.Contains(r.Stdout, "SUCCEEDED") {
 		t.Errorf("ps --state failed --worker old-1 listed %d processes, want %d failed ones", got, want)
+	}
+
+	// The most recent few, oldest first, filtered.
+	r = c.CLI(t.Context(), "ps", "-n", "3", "--state", "failed", "-o", "json")
+	var last []devops.Process
+	if err := json.Unmarshal([]byte(r.Stdout), &last); err != nil || r.Code != 0 {
+		t.Fatalf("ps -n 3 --state failed = %d, %v: %s", r.Code, err, r.Stderr)
+	}
+	var got []string
+	for _, p := range last {
+		got = append(got, string(p.ID))
+	}
+	wantIDs := []string{"00000000-0000-7000-8000-000000049990", "00000000-0000-7000-8000-000000050000", "00000000-0000-7000-8000-000000050010"}
+	if !slices.Equal(got, wantIDs) {
+		t.Errorf("ps -n 3 --state failed listed %v, want %v", got, wantIDs)
 	}
 }

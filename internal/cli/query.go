@@ -21,11 +21,13 @@ import (
 
 func newPsCmd(env *Env, g *globals) *cobra.Command {
 	var stateName, worker, output string
+	var last int
 	cmd := &cobra.Command{
 		Use:   "ps",
 		Short: "List processes",
 		Example: `  devops ps
   devops ps --state RUNNING --worker w1
+  devops ps -n 20
   devops ps -o json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -37,7 +39,7 @@ func newPsCmd(env *Env, g *globals) *cobra.Command {
 				}
 			}
 			return g.call(func(c *client.Client) error {
-				ps, err := c.Processes(cmd.Context(), state, worker)
+				ps, err := c.RecentProcesses(cmd.Context(), state, worker, last)
 				if err != nil {
 					return err
 				}
@@ -56,6 +58,7 @@ func newPsCmd(env *Env, g *globals) *cobra.Command {
 	}
 	cmd.Flags().StringVar(&stateName, "state", "", "only processes in this state (PENDING, RUNNING, SUCCEEDED, FAILED, TERMINATED, TIMED_OUT, LOST, DISCONNECTED)")
 	cmd.Flags().StringVar(&worker, "worker", "", "only processes on this worker (name or id)")
+	cmd.Flags().IntVarP(&last, "limit", "n", 0, "only the most recent this many (0: all the manager keeps)")
 	cmd.Flags().StringVarP(&output, "output", "o", "table", "output format: table or json")
 	return cmd
 }

@@ -9,6 +9,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -363,6 +365,33 @@ func (c *Client) Processes(ctx context.Context, state devops.State, worker strin
 			PageSize: listPageSize, PageToken: token})
 		return convert(resp.GetProcesses(), wire.ProcessFromPB), resp.GetNextPageToken(), err
 	})
+}
+
+// RecentProcesses lists the n most recent processes (by creation) that
+// pass the filters, oldest first; n <= 0 lists them all, as Processes.
+func (c *Client) RecentProcesses(ctx context.Context, state devops.State, worker string, n int) ([]devops.Process, error) {
+	if n <= 0 {
+		return c.Processes(ctx, state, worker)
+	}
+	var ps []devops.Process
+	token := ""
+	for len(ps) < n {
+		resp, err := c.api.ListProcesses(ctx, &pb.ListProcessesRequest{State: wire.StateToPB(state), Worker: worker,
+			PageSize: int32(min(n-len(ps), listPageSize)), PageToken: token, NewestFirst: true})
+		if err != nil {
+			return nil, err
+		}
+		ps = append(ps, convert(resp.GetProcesses(), wire.ProcessFromPB)...)
+		next := resp.GetNextPageToken()
+		if next == "" || next == token {
+			break
+		}
+		token = next
+	}
+	// Oldest first, by id; and a manager that pages nothing (older than the
+	// client) answered every process, oldest first: the last n are asked.
+	slices.SortFunc(ps, func(a, b devops.Process) int { return strings.Compare(string(a.ID), string(b.ID)) })
+	return ps[max(len(ps)-n, 0):], nil
 }
 
 // Workers lists the manager's workers.

@@ -74,9 +74,10 @@ func after[T any](items []T, token string, key func(T) string) []T {
 }
 
 // ProcessPage lists, oldest first, up to n processes that pass the filter
-// and were created after the process afterID (from the first if empty).
-func (m *Manager) ProcessPage(f ProcessFilter, afterID devops.ProcessID, n int) []devops.Process {
-	return m.procs.page(afterID, n, f.keep)
+// and were created after the process afterID (from the first if empty);
+// newestFirst, newest first, those created before it (from the last).
+func (m *Manager) ProcessPage(f ProcessFilter, afterID devops.ProcessID, n int, newestFirst bool) []devops.Process {
+	return m.procs.page(afterID, n, newestFirst, f.keep)
 }
 
 // FleetRunPage lists, oldest first, up to n fleet runs started after the

@@ -63,9 +63,9 @@ func TestListingsComePageByPage(t *testing.T) {
 	}
 	srv := &processServer{m: m}
 	ctx := t.Context()
-	processes := func(size int32, worker string) [][]string {
+	processesIn := func(newestFirst bool, size int32, worker string) [][]string {
 		return pageAll(t, func(token string) ([]string, string) {
-			resp, err := srv.ListProcesses(ctx, &pb.ListProcessesRequest{Worker: worker, PageSize: size, PageToken: token})
+			resp, err := srv.ListProcesses(ctx, &pb.ListProcessesRequest{Worker: worker, PageSize: size, PageToken: token, NewestFirst: newestFirst})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -76,6 +76,8 @@ func TestListingsComePageByPage(t *testing.T) {
 			return ids, resp.GetNextPageToken()
 		})
 	}
+	processes := func(size int32, worker string) [][]string { return processesIn(false, size, worker) }
+	newest := func(size int32, worker string) [][]string { return processesIn(true, size, worker) }
 	keys := func(prefix string, from, to, step int) []string {
 		var ks []string
 		for i := from; i < to; i += step {
@@ -94,6 +96,11 @@ func TestListingsComePageByPage(t *testing.T) {
 	check("processes, all at once (older clients)", processes(0, ""), keys("p", 0, 30, 1))
 	check("processes on b, 10 a page", processes(10, "b"), keys("p", 1, 21, 2), keys("p", 21, 30, 2))
 	check("processes, exactly a page: no empty one after it", processes(30, ""), keys("p", 0, 30, 1))
+	backward := func(ks []string) []string { slices.Reverse(ks); return ks }
+	check("processes newest first, 12 a page", newest(12, ""),
+		backward(keys("p", 18, 30, 1)), backward(keys("p", 6, 18, 1)), backward(keys("p", 0, 6, 1)))
+	check("processes on a newest first, 6 a page", newest(6, "a"), backward(keys("p", 18, 30, 2)), backward(keys("p", 6, 18, 2)),
+		backward(keys("p", 0, 6, 2)))
 
 	// Processes forgotten past --retention leave the listing.
 	m.procs.remove([]devops.ProcessID{"p00", "p13", "p29"})

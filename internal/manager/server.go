@@ -124,7 +124,7 @@ func (s *processServer) GetProcessStatus(ctx context.Context, req *pb.GetProcess
 func (s *processServer) ListProcesses(ctx context.Context, req *pb.ListProcessesRequest) (*pb.ListProcessesResponse, error) {
 	n := pageLen(req.GetPageSize())
 	ps := s.m.ProcessPage(ProcessFilter{State: wire.StateFromPB(req.GetState()), Worker: req.GetWorker()},
-		devops.ProcessID(req.GetPageToken()), lookahead(n))
+		devops.ProcessID(req.GetPageToken()), lookahead(n), req.GetNewestFirst())
 	page, more := fillPage(ps, n, wire.ProcessToPB)
 	resp := &pb.ListProcessesResponse{Processes: page}
 	if more {

@@ -178,26 +178,36 @@ func (t *table) list(keep func(devops.Process) bool) []devops.Process {
 }
 
 // page returns, in id order, up to n records that pass keep and whose id
-// comes after after (from the first if after is empty). Unlike list, it
-// goes over no more of the table than it needs.
-func (t *table) page(after devops.ProcessID, n int, keep func(devops.Process) bool) []devops.Process {
+// comes after after (from the first if after is empty); backward, in
+// reverse order, those whose id comes before it (from the last). Unlike
+// list, it goes over no more of the table than it needs.
+func (t *table) page(after devops.ProcessID, n int, backward bool, keep func(devops.Process) bool) []devops.Process {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.unsorted {
 		slices.Sort(t.order)
 		t.unsorted = false
 	}
-	i := 0
-	if after != "" {
-		i, _ = slices.BinarySearch(t.order, after)
-		if i < len(t.order) && t.order[i] == after {
-			i++
-		}
+	i, found := slices.BinarySearch(t.order, after)
+	var ids []devops.ProcessID
+	switch {
+	case backward && after == "":
+		ids = t.order
+	case backward:
+		ids = t.order[:i]
+	case found:
+		ids = t.order[i+1:]
+	default:
+		ids = t.order[i:]
 	}
 	var ps []devops.Process
-	for _, id := range t.order[i:] {
+	for k := range ids {
 		if len(ps) == n {
 			break
+		}
+		id := ids[k]
+		if backward {
+			id = ids[len(ids)-1-k]
 		}
 		if e, ok := t.byID[id]; ok && keep(e.p) {
 			ps = append(ps, e.p)

@@ -3454,7 +3454,10 @@ type ListProcessesRequest struct {
 	// at once, as older clients ask, which fails once they pass that limit.
 	PageSize int32 `protobuf:"varint,3,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
 	// The last answer's next_page_token: the page after it.
-	PageToken     string `protobuf:"bytes,4,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	PageToken string `protobuf:"bytes,4,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	// Newest first instead, each page older than the last: for the most
+	// recent few of a long history.
+	NewestFirst   bool `protobuf:"varint,5,opt,name=newest_first,json=newestFirst,proto3" json:"newest_first,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3515,6 +3518,13 @@ func (x *ListProcessesRequest) GetPageToken() string {
 		return x.PageToken
 	}
 	return ""
+}
+
+func (x *ListProcessesRequest) GetNewestFirst() bool {
+	if x != nil {
+		return x.NewestFirst
+	}
+	return false
 }
 
 type ListProcessesResponse struct {
@@ -4581,13 +4591,14 @@ const file_devops_v1_devops_proto_rawDesc = "" +
 	"\n" +
 	"process_id\x18\x01 \x01(\tR\tprocessId\"H\n" +
 	"\x18GetProcessStatusResponse\x12,\n" +
-	"\aprocess\x18\x01 \x01(\v2\x12.devops.v1.ProcessR\aprocess\"\x99\x01\n" +
+	"\aprocess\x18\x01 \x01(\v2\x12.devops.v1.ProcessR\aprocess\"\xbc\x01\n" +
 	"\x14ListProcessesRequest\x12-\n" +
 	"\x05state\x18\x01 \x01(\x0e2\x17.devops.v1.ProcessStateR\x05state\x12\x16\n" +
 	"\x06worker\x18\x02 \x01(\tR\x06worker\x12\x1b\n" +
 	"\tpage_size\x18\x03 \x01(\x05R\bpageSize\x12\x1d\n" +
 	"\n" +
-	"page_token\x18\x04 \x01(\tR\tpageToken\"q\n" +
+	"page_token\x18\x04 \x01(\tR\tpageToken\x12!\n" +
+	"\fnewest_first\x18\x05 \x01(\bR\vnewestFirst\"q\n" +
 	"\x15ListProcessesResponse\x120\n" +
 	"\tprocesses\x18\x01 \x03(\v2\x12.devops.v1.ProcessR\tprocesses\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"P\n" +
