@@ -596,13 +596,14 @@ func (p *runPrinter) end() {
 
 func newRunsCmd(env *Env, g *globals) *cobra.Command {
 	var output string
+	var last int
 	cmd := &cobra.Command{
 		Use:   "runs",
 		Short: "List fleet runs",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return g.call(func(c *client.Client) error {
-				rs, err := c.FleetRuns(cmd.Context())
+				rs, err := c.RecentFleetRuns(cmd.Context(), last)
 				if err != nil {
 					return err
 				}
@@ -621,6 +622,7 @@ func newRunsCmd(env *Env, g *globals) *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVarP(&output, "output", "o", "table", "output format: table or json")
+	cmd.Flags().IntVarP(&last, "limit", "n", 0, "only the most recent this many (0: all the manager keeps)")
 	return cmd
 }
 

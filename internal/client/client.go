@@ -373,25 +373,11 @@ func (c *Client) RecentProcesses(ctx context.Context, state devops.State, worker
 	if n <= 0 {
 		return c.Processes(ctx, state, worker)
 	}
-	var ps []devops.Process
-	token := ""
-	for len(ps) < n {
+	return recentPages(n, func(token string, size int32) ([]devops.Process, string, error) {
 		resp, err := c.api.ListProcesses(ctx, &pb.ListProcessesRequest{State: wire.StateToPB(state), Worker: worker,
-			PageSize: int32(min(n-len(ps), listPageSize)), PageToken: token, NewestFirst: true})
-		if err != nil {
-			return nil, err
-		}
-		ps = append(ps, convert(resp.GetProcesses(), wire.ProcessFromPB)...)
-		next := resp.GetNextPageToken()
-		if next == "" || next == token {
-			break
-		}
-		token = next
-	}
-	// Oldest first, by id; and a manager that pages nothing (older than the
-	// client) answered every process, oldest first: the last n are asked.
-	slices.SortFunc(ps, func(a, b devops.Process) int { return strings.Compare(string(a.ID), string(b.ID)) })
-	return ps[max(len(ps)-n, 0):], nil
+			PageSize: size, PageToken: token, NewestFirst: true})
+		return convert(resp.GetProcesses(), wire.ProcessFromPB), resp.GetNextPageToken(), err
+	}, func(p devops.Process) string { return string(p.ID) })
 }
 
 // Workers lists the manager's workers.
@@ -426,6 +412,28 @@ func listPages[T any](ask func(token string) ([]T, string, error)) ([]T, error) 
 		}
 		token = next
 	}
+}
+
+// recentPages gathers the n newest items of a listing the manager answers
+// a page at a time from the newest back (ask), and returns them oldest
+// first, by id. A manager that pages nothing (older than the client)
+// answers every item, oldest first: the last n are kept.
+func recentPages[T any](n int, ask func(token string, size int32) ([]T, string, error), id func(T) string) ([]T, error) {
+	var items []T
+	token := ""
+	for len(items) < n {
+		page, next, err := ask(token, int32(min(n-len(items), listPageSize)))
+		if err != nil {
+			return nil, err
+		}
+		items = append(items, page...)
+		if next == "" || next == token {
+			break
+		}
+		token = next
+	}
+	slices.SortFunc(items, func(a, b T) int { return strings.Compare(id(a), id(b)) })
+	return items[max(len(items)-n, 0):], nil
 }
 
 func convert[P, T any](ps []P, from func(P) T) []T {

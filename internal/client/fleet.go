@@ -82,6 +82,18 @@ func (c *Client) FleetRuns(ctx context.Context) ([]devops.Run, error) {
 	})
 }
 
+// RecentFleetRuns lists the n most recent fleet runs, oldest first; n <= 0
+// lists them all, as FleetRuns.
+func (c *Client) RecentFleetRuns(ctx context.Context, n int) ([]devops.Run, error) {
+	if n <= 0 {
+		return c.FleetRuns(ctx)
+	}
+	return recentPages(n, func(token string, size int32) ([]devops.Run, string, error) {
+		resp, err := c.api.ListRuns(ctx, &pb.ListRunsRequest{PageSize: size, PageToken: token, NewestFirst: true})
+		return convert(resp.GetRuns(), wire.RunFromPB), resp.GetNextPageToken(), err
+	}, func(r devops.Run) string { return string(r.ID) })
+}
+
 // ResumeRun continues a run paused after its canary.
 func (c *Client) ResumeRun(ctx context.Context, id devops.RunID) (devops.Run, error) {
 	resp, err := c.api.ResumeRun(ctx, &pb.ResumeRunRequest{RunId: string(id)})

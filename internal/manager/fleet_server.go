@@ -48,7 +48,7 @@ func (s *processServer) GetRun(ctx context.Context, req *pb.GetRunRequest) (*pb.
 
 func (s *processServer) ListRuns(ctx context.Context, req *pb.ListRunsRequest) (*pb.ListRunsResponse, error) {
 	n := pageLen(req.GetPageSize())
-	page, more := fillPage(s.m.FleetRunPage(devops.RunID(req.GetPageToken()), lookahead(n)), n, wire.RunToPB)
+	page, more := fillPage(s.m.FleetRunPage(devops.RunID(req.GetPageToken()), lookahead(n), req.GetNewestFirst()), n, wire.RunToPB)
 	resp := &pb.ListRunsResponse{Runs: page}
 	if more {
 		resp.NextPageToken = page[len(page)-1].GetId()

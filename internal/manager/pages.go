@@ -81,8 +81,9 @@ func (m *Manager) ProcessPage(f ProcessFilter, afterID devops.ProcessID, n int, 
 }
 
 // FleetRunPage lists, oldest first, up to n fleet runs started after the
-// run afterID (from the first if empty).
-func (m *Manager) FleetRunPage(afterID devops.RunID, n int) []devops.Run {
+// run afterID (from the first if empty); newestFirst, newest first, those
+// started before it (from the last).
+func (m *Manager) FleetRunPage(afterID devops.RunID, n int, newestFirst bool) []devops.Run {
 	type idEntry struct {
 		id devops.RunID
 		e  *runEntry
@@ -95,7 +96,15 @@ func (m *Manager) FleetRunPage(afterID devops.RunID, n int) []devops.Run {
 	m.fleet.mu.Unlock()
 	// Sorted by id before any run is copied: only the page's are.
 	slices.SortFunc(es, func(a, b idEntry) int { return strings.Compare(string(a.id), string(b.id)) })
-	es = after(es, string(afterID), func(e idEntry) string { return string(e.id) })
+	if newestFirst {
+		if afterID != "" {
+			i, _ := slices.BinarySearchFunc(es, afterID, func(e idEntry, id devops.RunID) int { return strings.Compare(string(e.id), string(id)) })
+			es = es[:i]
+		}
+		slices.Reverse(es)
+	} else {
+		es = after(es, string(afterID), func(e idEntry) string { return string(e.id) })
+	}
 	es = es[:min(n, len(es))]
 	rs := make([]devops.Run, len(es))
 	for i, e := range es {

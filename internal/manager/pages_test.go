@@ -123,18 +123,22 @@ func TestListingsComePageByPage(t *testing.T) {
 	})
 	check("workers, 5 a page", workers, keys("w", 0, 5, 1), keys("w", 5, 10, 1), keys("w", 10, 12, 1))
 
-	runs := pageAll(t, func(token string) ([]string, string) {
-		resp, err := srv.ListRuns(ctx, &pb.ListRunsRequest{PageSize: 4, PageToken: token})
-		if err != nil {
-			t.Fatal(err)
-		}
-		var ids []string
-		for _, r := range resp.GetRuns() {
-			ids = append(ids, r.GetId())
-		}
-		return ids, resp.GetNextPageToken()
-	})
-	check("runs, 4 a page", runs, keys("run-", 0, 4, 1), keys("run-", 4, 8, 1), keys("run-", 8, 10, 1))
+	runsIn := func(newestFirst bool) [][]string {
+		return pageAll(t, func(token string) ([]string, string) {
+			resp, err := srv.ListRuns(ctx, &pb.ListRunsRequest{PageSize: 4, PageToken: token, NewestFirst: newestFirst})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var ids []string
+			for _, r := range resp.GetRuns() {
+				ids = append(ids, r.GetId())
+			}
+			return ids, resp.GetNextPageToken()
+		})
+	}
+	check("runs, 4 a page", runsIn(false), keys("run-", 0, 4, 1), keys("run-", 4, 8, 1), keys("run-", 8, 10, 1))
+	check("runs newest first, 4 a page", runsIn(true), backward(keys("run-", 6, 10, 1)), backward(keys("run-", 2, 6, 1)),
+		backward(keys("run-", 0, 2, 1)))
 }
 
 // TestPagesStayUnderTheMessageLimit: a page is cut by its size in bytes

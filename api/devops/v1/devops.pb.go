@@ -2445,6 +2445,8 @@ func (x *GetRunResponse) GetRun() *Run {
 // Runs come oldest first (by id).
 type ListRunsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
+	// Newest first instead, each page older than the last.
+	NewestFirst bool `protobuf:"varint,3,opt,name=newest_first,json=newestFirst,proto3" json:"newest_first,omitempty"`
 	// Answer a page at a time: at most this many (the manager may answer
 	// fewer, and does to keep each answer well under the message size limit),
 	// in order, and next_page_token to ask for the rest. 0 answers all of them
@@ -2484,6 +2486,13 @@ func (x *ListRunsRequest) ProtoReflect() protoreflect.Message {
 // Deprecated: Use ListRunsRequest.ProtoReflect.Descriptor instead.
 func (*ListRunsRequest) Descriptor() ([]byte, []int) {
 	return file_devops_v1_devops_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *ListRunsRequest) GetNewestFirst() bool {
+	if x != nil {
+		return x.NewestFirst
+	}
+	return false
 }
 
 func (x *ListRunsRequest) GetPageSize() int32 {
@@ -4529,8 +4538,9 @@ const file_devops_v1_devops_proto_rawDesc = "" +
 	"\rGetRunRequest\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\"2\n" +
 	"\x0eGetRunResponse\x12 \n" +
-	"\x03run\x18\x01 \x01(\v2\x0e.devops.v1.RunR\x03run\"M\n" +
-	"\x0fListRunsRequest\x12\x1b\n" +
+	"\x03run\x18\x01 \x01(\v2\x0e.devops.v1.RunR\x03run\"p\n" +
+	"\x0fListRunsRequest\x12!\n" +
+	"\fnewest_first\x18\x03 \x01(\bR\vnewestFirst\x12\x1b\n" +
 	"\tpage_size\x18\x01 \x01(\x05R\bpageSize\x12\x1d\n" +
 	"\n" +
 	"page_token\x18\x02 \x01(\tR\tpageToken\"^\n" +
