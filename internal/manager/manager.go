@@ -13,14 +13,17 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/experimental"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/status"
 
 	"github.com/devops-platform/devops"
 	pb "github.com/devops-platform/devops/api/devops/v1"
@@ -140,6 +143,8 @@ type Manager struct {
 	server   *grpc.Server
 	health   *health.Server
 	httpSrv  *http.Server
+	calls    unaryCalls         // the unary calls being served, for shutdown
+	stopping atomic.Bool        // shutdown has begun
 	wg       sync.WaitGroup     // every goroutine the manager starts
 	runCtx   context.Context    // lives as long as Run; parent of process trackers
 	stopRuns context.CancelFunc // ends runCtx
@@ -234,7 +239,7 @@ func New(ctx context.Context, cfg Config) (*Manager, error) {
 		// worker (make bench, scenario 7), 256 KiB within its noise.
 		grpc.WriteBufferSize(256<<10),
 		m.sec.serverOption(),
-		grpc.ChainUnaryInterceptor(m.metrics.grpcServer.UnaryServerInterceptor(), m.authUnary),
+		grpc.ChainUnaryInterceptor(m.calls.count, m.metrics.grpcServer.UnaryServerInterceptor(), m.authUnary),
 		grpc.ChainStreamInterceptor(unlessReportStatus(m.metrics.grpcServer.StreamServerInterceptor()), m.authStream),
 	)
 	pb.RegisterSecurityServiceServer(m.server, &securityServer{m: m})
@@ -305,8 +310,8 @@ func (m *Manager) load(ctx context.Context) error {
 	return nil
 }
 
-// Run serves until ctx ends, then stops gracefully (in-flight calls get a
-// few seconds) and closes the store.
+// Run serves until ctx ends, then stops (shutdown: unary calls under way
+// get up to 5 s, streams are cut) and closes the store.
 func (m *Manager) Run(ctx context.Context) error {
 	// Workers loaded from the store are DOWN until they report again: each
 	// registers anew and opens its ReportStatus stream by itself.
@@ -343,15 +348,24 @@ func (m *Manager) Run(ctx context.Context) error {
 	return err
 }
 
+// shutdown stops serving: it takes no new call, lets the unary calls under
+// way finish (for up to 5 s), then cuts the streams. Those never end by
+// themselves: every worker's status stream, every follower of output.
+// Waiting for them (grpc's GracefulStop) made every stop of a manager with
+// workers take its whole 5 s, a restart 5 s without a manager. Cutting them
+// is what a crash does, gently: workers and followers reconnect to the next
+// manager and go on from where they were.
 func (m *Manager) shutdown() {
+	m.stopping.Store(true)
 	m.health.Shutdown()
 	stopped := make(chan struct{})
 	go func() { m.server.GracefulStop(); close(stopped) }()
 	select {
-	case <-stopped:
+	case <-m.calls.drain():
 	case <-time.After(5 * time.Second):
-		m.server.Stop()
 	}
+	m.server.Stop()
+	<-stopped
 	if m.httpSrv != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		m.httpSrv.Shutdown(ctx)
@@ -367,6 +381,49 @@ func (m *Manager) shutdown() {
 		m.log.Error("close store", "err", err)
 	}
 	m.sec.close()
+}
+
+// unaryCalls counts the unary calls being served; drain waits for them to
+// end and refuses new ones.
+type unaryCalls struct {
+	mu       sync.Mutex
+	n        int
+	draining bool
+	idle     chan struct{} // closed once n is 0 while draining
+}
+
+// count is a unary interceptor that counts the call while it is served.
+func (c *unaryCalls) count(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	c.mu.Lock()
+	if c.draining {
+		c.mu.Unlock()
+		return nil, status.Error(codes.Unavailable, "the manager is stopping")
+	}
+	c.n++
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		if c.n--; c.n == 0 && c.idle != nil {
+			close(c.idle)
+			c.idle = nil
+		}
+		c.mu.Unlock()
+	}()
+	return handler(ctx, req)
+}
+
+// drain refuses new calls and returns a channel closed once none is served.
+func (c *unaryCalls) drain() <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.draining = true
+	idle := make(chan struct{})
+	if c.n == 0 {
+		close(idle)
+	} else {
+		c.idle = idle
+	}
+	return idle
 }
 
 // workerChanged persists a worker's new record and reacts to its state.

@@ -310,9 +310,12 @@ func (m *Manager) openStatusStream(stream pb.WorkerRegistrationService_ReportSta
 	return s, first, nil
 }
 
-// close marks the worker DOWN unless a newer stream replaced this one.
+// close marks the worker DOWN unless a newer stream replaced this one, or
+// the stream ends because the manager stops: the next manager loads every
+// worker DOWN until it hears from it, and marking and storing each
+// (thousands, at once) made a stop take seconds more.
 func (s *statusStream) close() {
-	if s.m.workers.closeStream(s.id, s.token) {
+	if s.m.workers.closeStream(s.id, s.token) && !s.m.stopping.Load() {
 		s.m.registry.MarkDown(s.id)
 	}
 }
