@@ -20,10 +20,10 @@ func newAuditCmd(env *Env, g *globals) *cobra.Command {
   devops audit -n 1000 -o json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if limit > maxAudit {
+				return fmt.Errorf("--limit: %w: %d: at most %d (the whole log is audit.log in the manager's data dir)", devops.ErrInvalid, limit, maxAudit)
+			}
 			return g.call(func(c *client.Client) error {
-				if limit > maxAudit {
-					return fmt.Errorf("--limit: %w: %d: at most %d (the whole log is audit.log in the manager's data dir)", devops.ErrInvalid, limit, maxAudit)
-				}
 				es, leftOut, err := c.Audit(cmd.Context(), limit)
 				if err != nil {
 					return err

@@ -61,12 +61,17 @@ func fillPage[T any, P interface{ SizeVT() int }](items []T, n int, toPB func(T)
 	return page, false
 }
 
-// after returns the part of items, sorted by key, that comes after token.
-func after[T any](items []T, token string, key func(T) string) []T {
+// span returns the part of items, sorted by key, that the page after token
+// is taken from: what comes after token, or, backward, what comes before it
+// (for a page walked from its end); all of items when token is empty.
+func span[T any](items []T, token string, key func(T) string, backward bool) []T {
 	if token == "" {
 		return items
 	}
 	i, found := slices.BinarySearchFunc(items, token, func(it T, token string) int { return strings.Compare(key(it), token) })
+	if backward {
+		return items[:i]
+	}
 	if found {
 		i++
 	}
@@ -96,14 +101,9 @@ func (m *Manager) FleetRunPage(afterID devops.RunID, n int, newestFirst bool) []
 	m.fleet.mu.Unlock()
 	// Sorted by id before any run is copied: only the page's are.
 	slices.SortFunc(es, func(a, b idEntry) int { return strings.Compare(string(a.id), string(b.id)) })
+	es = span(es, string(afterID), func(e idEntry) string { return string(e.id) }, newestFirst)
 	if newestFirst {
-		if afterID != "" {
-			i, _ := slices.BinarySearchFunc(es, afterID, func(e idEntry, id devops.RunID) int { return strings.Compare(string(e.id), string(id)) })
-			es = es[:i]
-		}
 		slices.Reverse(es)
-	} else {
-		es = after(es, string(afterID), func(e idEntry) string { return string(e.id) })
 	}
 	es = es[:min(n, len(es))]
 	rs := make([]devops.Run, len(es))

@@ -163,11 +163,6 @@ func (f ProcessFilter) keep(p devops.Process) bool {
 	return f.Worker == "" || string(p.WorkerID) == f.Worker || p.WorkerName == f.Worker
 }
 
-// Processes lists the processes that pass the filter, oldest first.
-func (m *Manager) Processes(f ProcessFilter) []devops.Process {
-	return m.procs.list(f.keep)
-}
-
 // Workers lists every known worker, by name.
 func (m *Manager) Workers() []devops.Worker {
 	return m.registry.Snapshot()

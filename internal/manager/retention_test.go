@@ -56,7 +56,7 @@ func TestForgetPastRetention(t *testing.T) {
 	m.forget(ctx, now.Add(-time.Hour))
 
 	var left []devops.ProcessID
-	for _, p := range m.Processes(ProcessFilter{}) {
+	for _, p := range m.procs.list(ProcessFilter{}.keep) {
 		left = append(left, p.ID)
 	}
 	want := []devops.ProcessID{"child-of-recent-run", "pending", "recent"}
@@ -103,7 +103,7 @@ func TestForgetKeepsARunWithAChildNotDone(t *testing.T) {
 	if _, ok := m.fleet.get("run"); !ok {
 		t.Error("the run went before its last child had ended long enough")
 	}
-	if got := len(m.Processes(ProcessFilter{})); got != 2 {
+	if got := len(m.procs.list(ProcessFilter{}.keep)); got != 2 {
 		t.Errorf("%d processes left, want both children", got)
 	}
 }

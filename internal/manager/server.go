@@ -134,7 +134,7 @@ func (s *processServer) ListProcesses(ctx context.Context, req *pb.ListProcesses
 }
 
 func (s *processServer) ListWorkers(ctx context.Context, req *pb.ListWorkersRequest) (*pb.ListWorkersResponse, error) {
-	ws := after(s.m.Workers(), req.GetPageToken(), func(w devops.Worker) string { return w.Name })
+	ws := span(s.m.Workers(), req.GetPageToken(), func(w devops.Worker) string { return w.Name }, false)
 	page, more := fillPage(ws, pageLen(req.GetPageSize()), wire.WorkerToPB)
 	resp := &pb.ListWorkersResponse{Workers: page}
 	if more {

@@ -188,18 +188,7 @@ func (t *table) page(after devops.ProcessID, n int, backward bool, keep func(dev
 		slices.Sort(t.order)
 		t.unsorted = false
 	}
-	i, found := slices.BinarySearch(t.order, after)
-	var ids []devops.ProcessID
-	switch {
-	case backward && after == "":
-		ids = t.order
-	case backward:
-		ids = t.order[:i]
-	case found:
-		ids = t.order[i+1:]
-	default:
-		ids = t.order[i:]
-	}
+	ids := span(t.order, string(after), func(id devops.ProcessID) string { return string(id) }, backward)
 	var ps []devops.Process
 	for k := range ids {
 		if len(ps) == n {
