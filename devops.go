@@ -42,7 +42,18 @@ type Spec struct {
 	// SecretEnvKeys names the Env entries whose values never leave the worker
 	// in status, logs or audit.
 	SecretEnvKeys []string
+	// Stdin is what the command reads as its standard input, then end of
+	// file; empty: nothing (/dev/null). It travels with a request, never in
+	// a record (a week of records sits in the manager's memory): the manager
+	// keeps it in a file of its own until the worker has it, and StdinBytes
+	// says how long it is.
+	Stdin      []byte `json:"-"`
+	StdinBytes int64  `json:",omitempty"`
 }
+
+// MaxStdin bounds Spec.Stdin. It is sent whole with the command, in one
+// message to the manager and one to the worker, under gRPC's 8 MiB.
+const MaxStdin = 4 << 20
 
 // DefaultGrace is how long a signalled process gets before SIGKILL.
 const DefaultGrace = 10 * time.Second
@@ -54,6 +65,9 @@ func (s Spec) Validate() error {
 	}
 	if s.Timeout < 0 || s.Grace < 0 {
 		return fmt.Errorf("%w: negative duration", ErrInvalid)
+	}
+	if len(s.Stdin) > MaxStdin {
+		return fmt.Errorf("%w: standard input of %d bytes is over the %d MiB sent with a command", ErrInvalid, len(s.Stdin), MaxStdin>>20)
 	}
 	for k := range s.Env {
 		if k == "" {

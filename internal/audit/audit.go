@@ -27,6 +27,9 @@ type Entry struct {
 	Target    string    `json:"target,omitempty"`
 	Result    string    `json:"result"` // "ok" or the refusal
 	Peer      string    `json:"peer,omitempty"`
+	// Stdin describes the standard input sent with a command (run -i):
+	// its length and SHA-256, never its bytes.
+	Stdin string `json:"stdin,omitempty"`
 }
 
 // Log appends entries to one file (mode 0600).

@@ -41,6 +41,9 @@ func newAuditCmd(env *Env, g *globals) *cobra.Command {
 					if len(e.Argv) > 0 {
 						what = strings.TrimSpace(what + " -- " + strings.Join(e.Argv, " "))
 					}
+					if e.Stdin != "" {
+						what += " < stdin of " + e.Stdin
+					}
 					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", e.Time.Local().Format("2006-01-02 15:04:05"), e.Principal, orDash(e.Role),
 						e.Action, orDash(strings.Join(e.Workers, ",")), orDash(oneLine(what, 80)), oneLine(e.Result, 100))
 				}

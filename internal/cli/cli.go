@@ -24,7 +24,9 @@ import (
 // Env is what a command reads from and writes to.
 type Env struct {
 	Stdout, Stderr io.Writer
-	Getenv         func(string) string
+	// Stdin is what run --stdin sends and login reads; nil: os.Stdin.
+	Stdin  io.Reader
+	Getenv func(string) string
 	// Interrupt delivers Ctrl-C presses; nil means none will come.
 	Interrupt <-chan os.Signal
 	// Term delivers SIGTERM to commands that handle it themselves (a worker
@@ -52,6 +54,9 @@ func Main(ctx context.Context, args []string, env Env) int {
 	root.SetArgs(args)
 	root.SetOut(env.Stdout)
 	root.SetErr(env.Stderr)
+	if env.Stdin != nil {
+		root.SetIn(env.Stdin)
+	}
 	err := root.ExecuteContext(ctx)
 	if err == nil {
 		return 0

@@ -94,6 +94,9 @@ func printStatus(w io.Writer, p devops.Process) {
 	row("State", p.State.String())
 	row("Worker", fmt.Sprintf("%s (%s)", dash(p.WorkerName), dash(string(p.WorkerID))))
 	row("Command", commandText(p.Spec.Argv, 0))
+	if p.Spec.StdinBytes > 0 {
+		row("Stdin", fmt.Sprintf("%d bytes", p.Spec.StdinBytes))
+	}
 	row("Exit code", exitText(p))
 	if p.Signal != 0 {
 		row("Signal", strconv.Itoa(p.Signal))

@@ -21,7 +21,7 @@ func newRunCmd(env *Env, g *globals) *cobra.Command {
 		req                 client.RunRequest
 		envs                []string
 		secretEnvs          []string
-		detach              bool
+		detach, stdin       bool
 		retries             int
 		mem, maxOut         string
 		timeoutFlag, grace  time.Duration
@@ -51,6 +51,7 @@ Ctrl-C terminates the remote process(es), or cancels the fleet run; a second
 Ctrl-C stops waiting.`,
 		Example: `  devops run -- uname -a
   devops run --all -- uptime
+  devops run --all -i -- sh < check.sh
   devops run --selector zone=a --timeout 1m -- sh -c 'make test'
   devops run --detach -- sleep 600
   devops run --image devops-base:busybox --memory 64M -- sh -c 'cat /etc/os-release'
@@ -77,6 +78,11 @@ Ctrl-C stops waiting.`,
 			}
 			if retries < 0 {
 				return fmt.Errorf("--retries: %w: %d: want 0 or more", devops.ErrInvalid, retries)
+			}
+			if stdin && !fleet.dryRun {
+				if req.Spec.Stdin, err = readStdin(cmd.InOrStdin()); err != nil {
+					return err
+				}
 			}
 			if fleet.isFleet(req) {
 				fr, err := fleet.request(req)
@@ -106,6 +112,7 @@ Ctrl-C stops waiting.`,
 	f.StringArrayVar(&secretEnvs, "secret-env", nil, "set a secret environment variable K=V: its value never shows in status, logs, audit or metrics (repeatable)")
 	f.StringVar(&req.Spec.Dir, "dir", "", "working directory on the worker (default: a fresh directory per process)")
 	f.BoolVarP(&detach, "detach", "d", false, "print the process id(s) and return at once")
+	f.BoolVarP(&stdin, "stdin", "i", false, "send your standard input to the command, read to its end (at most 4 MiB) before it starts; without it the command reads nothing")
 	f.DurationVar(&queueTimeout, "queue-timeout", 0, "how long to wait for a free slot when workers are full (default 1m)")
 	f.DurationVar(&dGrac, "disconnect-grace", 0, "how long the process may be unreachable before it is LOST (default 2m)")
 	f.StringVar(&req.Spec.User, "user", "", "run as this user[:group] on the worker")
@@ -117,6 +124,20 @@ Ctrl-C stops waiting.`,
 	f.BoolVar(&req.Spec.KeepDir, "keep-dir", false, "keep the process's working directory when it ends")
 	fleet.add(f)
 	return cmd
+}
+
+// readStdin reads what run --stdin sends, all of it: the command gets it
+// whole with its request, which may start it again (--retries) or on many
+// workers.
+func readStdin(r io.Reader) ([]byte, error) {
+	data, err := io.ReadAll(io.LimitReader(r, devops.MaxStdin+1))
+	if err != nil {
+		return nil, fmt.Errorf("--stdin: read standard input: %w", err)
+	}
+	if len(data) > devops.MaxStdin {
+		return nil, fmt.Errorf("--stdin: %w: standard input is over %d MiB, the most sent with a command; put larger data where the workers can read it", devops.ErrInvalid, devops.MaxStdin>>20)
+	}
+	return data, nil
 }
 
 func parseEnv(kvs []string) (map[string]string, error) {

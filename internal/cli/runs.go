@@ -649,6 +649,9 @@ func newRunStatusCmd(env *Env, g *globals) *cobra.Command {
 					row("Reason", r.Reason)
 				}
 				row("Command", commandText(r.Spec.Argv, 0))
+				if r.Spec.StdinBytes > 0 {
+					row("Stdin", fmt.Sprintf("%d bytes", r.Spec.StdinBytes))
+				}
 				row("Target", r.Target.String())
 				o := r.Options
 				row("Options", fmt.Sprintf("max-concurrency %s, max-errors %s, stop-on-error %s, canary %d, pause-after-canary %t, retries %d",

@@ -136,6 +136,7 @@ type AuditEntry struct {
 	Time                            time.Time
 	Principal, Role, Action, Target string
 	Argv, Workers                   []string
+	Stdin                           string // length and SHA-256 of a command's input
 	Result, Peer                    string
 }
 
@@ -150,7 +151,7 @@ func (c *Client) Audit(ctx context.Context, limit int) (es []AuditEntry, leftOut
 	es = make([]AuditEntry, len(resp.GetEntries()))
 	for i, e := range resp.GetEntries() {
 		es[i] = AuditEntry{Time: e.GetTime().AsTime(), Principal: e.GetPrincipal(), Role: e.GetRole(), Action: e.GetAction(),
-			Target: e.GetTarget(), Argv: e.GetArgv(), Workers: e.GetWorkers(), Result: e.GetResult(), Peer: e.GetPeer()}
+			Target: e.GetTarget(), Argv: e.GetArgv(), Stdin: e.GetStdin(), Workers: e.GetWorkers(), Result: e.GetResult(), Peer: e.GetPeer()}
 	}
 	return es, int(resp.GetLeftOut()), nil
 }

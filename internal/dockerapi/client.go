@@ -224,7 +224,17 @@ func (c *Client) ContainerCreate(ctx context.Context, name string, req container
 // stdcopy), until the container ends. Attach before the start, so no byte
 // is missed. ctx bounds the call only, not the stream.
 func (c *Client) ContainerAttach(ctx context.Context, id string) (io.ReadCloser, error) {
-	q := url.Values{"stream": {"1"}, "stdout": {"1"}, "stderr": {"1"}}
+	return c.attach(ctx, id, url.Values{"stream": {"1"}, "stdout": {"1"}, "stderr": {"1"}})
+}
+
+// ContainerAttachStdin attaches to the standard input of a container made
+// with OpenStdin and StdinOnce: what is written goes to it, and Close
+// closes it, so the container reads end of file.
+func (c *Client) ContainerAttachStdin(ctx context.Context, id string) (io.WriteCloser, error) {
+	return c.attach(ctx, id, url.Values{"stream": {"1"}, "stdin": {"1"}})
+}
+
+func (c *Client) attach(ctx context.Context, id string, q url.Values) (io.ReadWriteCloser, error) {
 	req, err := c.request(ctx, http.MethodPost, "/containers/"+id+"/attach", q, nil)
 	if err != nil {
 		return nil, fmt.Errorf("attach container %s: %w", id, err)
@@ -246,7 +256,13 @@ func (c *Client) ContainerAttach(ctx context.Context, id string) (io.ReadCloser,
 		resp.Body.Close()
 		return nil, fmt.Errorf("attach container %s: the engine answered %s, not a stream", id, resp.Status)
 	}
-	return resp.Body, nil
+	// net/http's body of a 101 is the connection, both ways.
+	rw, ok := resp.Body.(io.ReadWriteCloser)
+	if !ok {
+		resp.Body.Close()
+		return nil, fmt.Errorf("attach container %s: the stream cannot be written", id)
+	}
+	return rw, nil
 }
 
 // ContainerStart starts a created container.

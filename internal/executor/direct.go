@@ -1,7 +1,9 @@
 package executor
 
 import (
+	"fmt"
 	"log/slog"
+	"os"
 	"os/exec"
 	"syscall"
 )
@@ -19,6 +21,13 @@ func startDirect(l launch, log *slog.Logger) (sandbox, error) {
 		l.stderr.WriteString(execMessage(l.spec.Argv[0], *fail))
 		return &failedSandbox{res: *fail}, nil
 	}
+	stdin, err := openStdin(l.stdin)
+	if err != nil {
+		return nil, err
+	}
+	if stdin != nil {
+		defer stdin.Close() // the command has its own copy
+	}
 	cmd := &exec.Cmd{
 		Path:        path,
 		Args:        l.spec.Argv,
@@ -27,6 +36,9 @@ func startDirect(l launch, log *slog.Logger) (sandbox, error) {
 		Stdout:      l.stdout,
 		Stderr:      l.stderr,
 		SysProcAttr: &syscall.SysProcAttr{Setsid: true},
+	}
+	if stdin != nil {
+		cmd.Stdin = stdin
 	}
 	if l.cred != nil {
 		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: l.cred.uid, Gid: l.cred.gid, Groups: l.cred.groups}
@@ -68,3 +80,16 @@ func (s *failedSandbox) signal(syscall.Signal)               {}
 func (s *failedSandbox) kill()                               {}
 func (s *failedSandbox) usage(*syscall.Rusage) usage         { return usage{} }
 func (s *failedSandbox) destroy()                            {}
+
+// openStdin opens the file a command reads as its standard input; nil for
+// none ("").
+func openStdin(path string) (*os.File, error) {
+	if path == "" {
+		return nil, nil
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("open the standard input: %w", err)
+	}
+	return f, nil
+}

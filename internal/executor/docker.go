@@ -156,7 +156,12 @@ func containerConfig(l launch) container.CreateRequest {
 			Hostname:     l.hostname,
 			AttachStdout: true,
 			AttachStderr: true,
-			Labels:       map[string]string{LabelProcessID: string(l.id)},
+			// With an input, the container's stdin is a pipe that closes
+			// when the one attached to it lets go (startContainer).
+			AttachStdin: l.stdin != "",
+			OpenStdin:   l.stdin != "",
+			StdinOnce:   l.stdin != "",
+			Labels:      map[string]string{LabelProcessID: string(l.id)},
 		},
 		HostConfig: hc,
 	}
@@ -205,12 +210,28 @@ func (e *Executor) startContainer(ctx context.Context, l launch, log *slog.Logge
 			log.Warn("read container output", logKeyError, err)
 		}
 	}()
+	var stdin io.WriteCloser
+	if l.stdin != "" {
+		if stdin, err = c.ContainerAttachStdin(ctx, sb.id); err != nil {
+			att.Close()
+			sb.destroy()
+			return nil, err
+		}
+	}
 	if err := c.ContainerStart(ctx, sb.id); err != nil {
 		att.Close()
+		if stdin != nil {
+			stdin.Close()
+		}
 		sb.destroy()
 		// The container never ran: like a command that could not be
 		// executed (its executable is missing from the image, say).
 		return nil, fmt.Errorf("%w: %v", devops.ErrInvalid, err)
+	}
+	if stdin != nil {
+		// Written as the container reads it; the engine drops the
+		// connection once the container ended, whatever it read.
+		go sendStdin(l.stdin, stdin, log)
 	}
 	info, err := c.ContainerInspect(ctx, sb.id)
 	if err == nil && info.State != nil {
@@ -317,5 +338,20 @@ func (s *containerSandbox) destroy() {
 	defer cancel()
 	if err := s.c.ContainerRemove(ctx, s.id); err != nil && !dockerapi.IsNotFound(err) {
 		s.log.Warn("remove container", "container", s.id, logKeyError, err)
+	}
+}
+
+// sendStdin copies the file at path to a container's attached stdin, and
+// closes it: the container reads end of file.
+func sendStdin(path string, stdin io.WriteCloser, log *slog.Logger) {
+	defer stdin.Close()
+	f, err := os.Open(path)
+	if err != nil {
+		log.Warn("open the standard input", logKeyError, err)
+		return
+	}
+	defer f.Close()
+	if _, err := io.Copy(stdin, f); err != nil {
+		log.Debug("write the container's standard input", logKeyError, err)
 	}
 }

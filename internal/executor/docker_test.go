@@ -84,6 +84,9 @@ func TestContainerOutputAndExit(t *testing.T) {
 		{name: "user", spec: devops.Spec{Argv: []string{"id", "-u"}, User: "nobody"}, state: devops.StateSucceeded, stdout: "65534\n"},
 		{name: "killed itself", spec: devops.Spec{Argv: []string{"sh", "-c", "kill -9 $$"}}, state: devops.StateFailed, code: 137},
 		{name: "not found", spec: devops.Spec{Argv: []string{"no-such-command-xyz"}}, state: devops.StateFailed, code: 127},
+		{name: "stdin", spec: devops.Spec{Argv: []string{"sh", "-c", `read a; echo "got $a"; cat`}, Stdin: []byte("first\nthe rest")},
+			state: devops.StateSucceeded, stdout: "got first\nthe rest"},
+		{name: "no stdin", spec: devops.Spec{Argv: []string{"sh", "-c", "cat; echo end"}}, state: devops.StateSucceeded, stdout: "end\n"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -131,6 +134,25 @@ func TestContainerSupervised(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, executor.ExitFile)); err != nil {
 		t.Errorf("no exit status file: %v", err)
+	}
+	waitRemoved(t, c, id, 10*time.Second)
+}
+
+// TestContainerStdinSupervised: a container under a shim reads its input
+// from the process's directory, then end of file.
+func TestContainerStdinSupervised(t *testing.T) {
+	e := newExecutor(t, "", devops.Limits{})
+	c := requireImage(t, e)
+	id := uniqueID(t, "stdin")
+	dir := filepath.Join(t.TempDir(), string(id))
+	input := strings.Repeat("0123456789abcdef", 64<<10) // 1 MiB: past a pipe's buffer
+	p, err := e.StartSupervised(t.Context(), id, devops.Spec{Image: testImage, Argv: []string{"wc", "-c"}, Stdin: []byte(input)}, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := waitEnd(t, p, 20*time.Second)
+	if o, e := readFrames(t, dir); st.State != devops.StateSucceeded || strings.TrimSpace(o) != fmt.Sprint(len(input)) {
+		t.Errorf("ended %v (%s), output %q / %q; want %d", st.State, st.Reason, o, e, len(input))
 	}
 	waitRemoved(t, c, id, 10*time.Second)
 }

@@ -299,6 +299,7 @@ type launch struct {
 	env      []string
 	cred     *credential
 	hostname string
+	stdin    string // the file the command reads as its stdin; "": /dev/null
 	stdout   *os.File
 	stderr   *os.File
 }
@@ -356,7 +357,27 @@ func (e *Executor) Start(ctx context.Context, id devops.ProcessID, spec devops.S
 	if err != nil {
 		return nil, fmt.Errorf("start %s: %w", id, err)
 	}
+	if len(spec.Stdin) > 0 {
+		// Beside the process's directory, not in it: that is the
+		// command's own (its HOME).
+		pr.stdin = pr.home + ".stdin"
+		if err := os.WriteFile(pr.stdin, spec.Stdin, 0o600); err != nil {
+			os.RemoveAll(pr.home)
+			return nil, fmt.Errorf("start %s: write its standard input: %w", id, err)
+		}
+	}
 	p, err := e.launch(ctx, id, spec, pr, stdout, stderr)
+	if pr.stdin != "" {
+		if err != nil {
+			os.Remove(pr.stdin)
+		} else {
+			// The command may open it any time until then.
+			go func() {
+				<-p.done
+				os.Remove(pr.stdin)
+			}()
+		}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("start %s: %w", id, err)
 	}
@@ -365,9 +386,10 @@ func (e *Executor) Start(ctx context.Context, id devops.ProcessID, spec devops.S
 
 // prepared is what prepare found and made for one process.
 type prepared struct {
-	cred *credential // nil: as the worker
-	home string      // the process's own directory, made by prepare
-	cwd  string
+	cred  *credential // nil: as the worker
+	home  string      // the process's own directory, made by prepare
+	cwd   string
+	stdin string // the file holding the command's standard input; "": none
 }
 
 // prepare checks spec (capping its limits), resolves its user and makes the
@@ -482,6 +504,7 @@ func newLaunch(id devops.ProcessID, spec devops.Spec, pr prepared) launch {
 		env:      buildEnv(spec.Env, pr.home, id),
 		cred:     pr.cred,
 		hostname: hostname(id),
+		stdin:    pr.stdin,
 	}
 }
 

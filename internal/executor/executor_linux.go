@@ -435,6 +435,7 @@ func (pl *platform) goAhead(ctx context.Context, in *idleInit, l launch, cg *cgr
 		Dir:        l.dir,
 		Home:       envValue(l.env, "HOME"),
 		Hostname:   l.hostname,
+		Stdin:      l.stdin,
 	}
 	if l.spec.Limits.Pids > 0 && pl.namespaces && cg != nil {
 		// The pids controller counts threads: the init, which outlives the
@@ -449,7 +450,18 @@ func (pl *platform) goAhead(ctx context.Context, in *idleInit, l launch, cg *cgr
 	}
 	if in.again {
 		c.Again = true
-		err := sendConfig(cfgW, c, in.outW, in.errW)
+		fds := []*os.File{in.outW, in.errW}
+		if l.stdin != "" {
+			// As a file of its own, like the output: this init's mounts
+			// may hide the path by now (a /tmp of an earlier command).
+			stdin, err := openStdin(l.stdin)
+			if err != nil {
+				return fail(err)
+			}
+			defer stdin.Close()
+			fds, c.Stdin = append(fds, stdin), ""
+		}
+		err := sendConfig(cfgW, c, fds...)
 		// The init has its own copies: EOF comes when the command's last
 		// process is gone.
 		in.outW.Close()

@@ -47,6 +47,10 @@ type initConfig struct {
 	// go-ahead. It answers on initStatusFD with one line ("ok", or why
 	// not) and waits for its next config, the command's. See joinIdle.
 	Join []string `json:"join,omitempty"`
+	// Stdin is the file the command reads as its standard input; empty:
+	// /dev/null, or the third file that came with the config (Again). The
+	// init opens it before it mounts anything, as the worker's.
+	Stdin string `json:"stdin,omitempty"`
 	// Again: the init stays for another command once this one ended (see
 	// initRounds). The command's stdout and stderr come with the config
 	// (SCM_RIGHTS, on the space before it), not as the init's own.
@@ -140,6 +144,11 @@ func RunInit(args []string) int {
 	if len(c.Argv) == 0 {
 		return report(initResult{Code: 125, Reason: "init: empty command"})
 	}
+	stdin, err := openStdin(c.Stdin)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "devops: init: %v\n", err)
+		return report(initResult{Code: 125, Reason: "init: " + err.Error()})
+	}
 	if c.Namespaces {
 		if err := new(roundMounts).setup(c); err != nil {
 			fmt.Fprintf(os.Stderr, "devops: init: %v\n", err)
@@ -152,14 +161,14 @@ func RunInit(args []string) int {
 		return report(*fail)
 	}
 	if !c.Namespaces {
-		res := execCommand(c, path)
+		res := execCommand(c, path, stdin)
 		fmt.Fprint(os.Stderr, execMessage(c.Argv[0], res))
 		return report(res)
 	}
 	if sigs == nil {
 		sigs = notifySupervised()
 	}
-	return report(supervise(c, path, sigs, os.Stdout, os.Stderr))
+	return report(supervise(c, path, sigs, stdin, os.Stdout, os.Stderr))
 }
 
 // nextConfig reads the executor's next config, moving the init into the
@@ -228,16 +237,22 @@ func initRounds(c initConfig, configs *json.Decoder, in *rightsReader, status *o
 	}
 }
 
-// initRound runs one command of initRounds with the stdout and stderr
-// that came with its config; stays says whether the init may take another.
+// initRound runs one command of initRounds with the stdout, stderr and
+// (when it has one) stdin that came with its config; stays says whether
+// the init may take another.
 func initRound(c initConfig, fds []int, sigs <-chan os.Signal, m *roundMounts) (initResult, bool) {
-	if len(fds) != 2 {
+	if len(fds) != 2 && len(fds) != 3 {
 		for _, fd := range fds {
 			syscall.Close(fd)
 		}
 		return initResult{Code: 125, Reason: "init: the command's output did not come with its config"}, false
 	}
 	stdout, stderr := os.NewFile(uintptr(fds[0]), "stdout"), os.NewFile(uintptr(fds[1]), "stderr")
+	var stdin *os.File
+	if len(fds) == 3 {
+		stdin = os.NewFile(uintptr(fds[2]), "stdin")
+		defer stdin.Close()
+	}
 	// A command that never started: its output ends here.
 	end := func(r initResult, stays bool) (initResult, bool) {
 		stdout.Close()
@@ -256,7 +271,7 @@ func initRound(c initConfig, fds []int, sigs <-chan os.Signal, m *roundMounts) (
 		fmt.Fprint(stderr, execMessage(c.Argv[0], *notFound))
 		return end(*notFound, true)
 	}
-	res := supervise(c, path, sigs, stdout, stderr)
+	res := supervise(c, path, sigs, stdin, stdout, stderr)
 	return res, reapAll(time.Now().Add(reapWait))
 }
 
@@ -406,9 +421,15 @@ func mountTmp() error {
 	return nil
 }
 
-// execCommand replaces the init with the command, as the user asked; it
-// returns only when that failed.
-func execCommand(c initConfig, path string) initResult {
+// execCommand replaces the init with the command, as the user asked, with
+// stdin (when not nil) as its standard input; it returns only when that
+// failed.
+func execCommand(c initConfig, path string, stdin *os.File) initResult {
+	if stdin != nil {
+		if err := syscall.Dup3(int(stdin.Fd()), 0, 0); err != nil {
+			return initResult{Code: 125, Reason: "init: set the standard input: " + err.Error()}
+		}
+	}
 	if c.RlimitAS > 0 {
 		lim := syscall.Rlimit{Cur: c.RlimitAS, Max: c.RlimitAS}
 		if err := syscall.Setrlimit(syscall.RLIMIT_AS, &lim); err != nil {
@@ -445,11 +466,11 @@ func notifySupervised() chan os.Signal {
 	return sigs
 }
 
-// supervise runs the command as a child of this PID 1 with stdout and
-// stderr (closed here once it ended), forwards the signals sigs gets to the
+// supervise runs the command as a child of this PID 1 with stdin (nil:
+// /dev/null), stdout and stderr (closed here once it ended), forwards the signals sigs gets to the
 // namespace, reaps every process that ends and returns how the command
 // ended once it did, after killing whatever it left.
-func supervise(c initConfig, path string, sigs <-chan os.Signal, stdout, stderr *os.File) initResult {
+func supervise(c initConfig, path string, sigs <-chan os.Signal, stdin, stdout, stderr *os.File) initResult {
 	cmd := &exec.Cmd{
 		Path:        path,
 		Args:        c.Argv,
@@ -458,6 +479,9 @@ func supervise(c initConfig, path string, sigs <-chan os.Signal, stdout, stderr 
 		Stdout:      stdout,
 		Stderr:      stderr,
 		SysProcAttr: &syscall.SysProcAttr{Setsid: true},
+	}
+	if stdin != nil {
+		cmd.Stdin = stdin
 	}
 	if c.Again {
 		// Mounts and IPC objects of its own, gone with it: an init that

@@ -58,7 +58,9 @@ const (
 	// of length (big endian), then the data. Each frame is one write.
 	OutputFile = "output"
 	// ExitFile holds the devops.ExitStatus as JSON once the process ended.
-	ExitFile  = "exit.json"
+	ExitFile = "exit.json"
+	// StdinFile holds the command's standard input, when it has one.
+	StdinFile = "stdin"
 	stateFile = "shim.json"
 	stopFile  = "stop.json"
 	logFile   = "shim.log"
@@ -185,6 +187,15 @@ func (e *Executor) startShim(ctx context.Context, id devops.ProcessID, spec devo
 		return nil, err
 	}
 	defer out.Close()
+	if len(spec.Stdin) > 0 {
+		// Not synced: a crash of the machine ends the process with it.
+		if err := os.WriteFile(filepath.Join(dir, StdinFile), spec.Stdin, 0o600); err != nil {
+			return nil, fmt.Errorf("write the standard input: %w", err)
+		}
+		// What tells the shim to give it to the command: the bytes
+		// themselves do not go in its config (devops.Spec.Stdin).
+		spec.StdinBytes = int64(len(spec.Stdin))
+	}
 	c := e.newShimConfig(id, spec, pr, dir)
 	// A container's shim needs the Docker environment, and no init: it
 	// starts cold.
@@ -720,6 +731,9 @@ func superviseShim(c shimConfig, ready, out *os.File, stops <-chan os.Signal, in
 	pl.cgroups = c.Cgroups.cgroups(log)
 	e := &Executor{root: c.Root, log: log, platform: pl, statusFirst: true}
 	pr := prepared{home: c.Home, cwd: c.Cwd}
+	if c.Spec.StdinBytes > 0 {
+		pr.stdin = filepath.Join(c.Dir, StdinFile)
+	}
 	if c.Cred != nil {
 		pr.cred = &credential{uid: c.Cred.UID, gid: c.Cred.GID, groups: c.Cred.Groups}
 	}

@@ -187,7 +187,7 @@ func (s *securityServer) ListAudit(ctx context.Context, req *pb.ListAuditRequest
 	slices.Reverse(es)
 	page, _ := fillPage(es, maxAuditEntries, func(e audit.Entry) *pb.AuditEntry {
 		return &pb.AuditEntry{Time: timestamppb.New(e.Time), Principal: e.Principal, Role: e.Role,
-			Action: e.Action, Argv: e.Argv, Workers: e.Workers, Target: e.Target, Result: e.Result, Peer: e.Peer}
+			Action: e.Action, Argv: e.Argv, Stdin: e.Stdin, Workers: e.Workers, Target: e.Target, Result: e.Result, Peer: e.Peer}
 	})
 	slices.Reverse(page)
 	return &pb.ListAuditResponse{Entries: page, LeftOut: int32(len(es) - len(page))}, nil

@@ -2,6 +2,7 @@ package manager
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -272,12 +273,22 @@ func actionOr(action, method string) string {
 	return "call " + method[strings.LastIndex(method, "/")+1:]
 }
 
+// describeStdin is what the audit log keeps of a command's standard input:
+// enough to tell which script ran (`sh` alone says little), not its bytes,
+// which may hold secrets.
+func describeStdin(s *pb.Spec) string {
+	if len(s.GetStdin()) == 0 {
+		return ""
+	}
+	return fmt.Sprintf("%d bytes, sha256 %x", len(s.GetStdin()), sha256.Sum256(s.GetStdin()))
+}
+
 // describeRequest is what the audit log keeps of a request. It never
 // keeps environment values.
 func describeRequest(req any) audit.Entry {
 	switch r := req.(type) {
 	case *pb.ExecuteDistributedCommandRequest:
-		e := audit.Entry{Argv: r.GetSpec().GetArgv(), Target: describeTarget(r.GetTarget())}
+		e := audit.Entry{Argv: r.GetSpec().GetArgv(), Stdin: describeStdin(r.GetSpec()), Target: describeTarget(r.GetTarget())}
 		if w := r.GetTarget().GetWorker(); w != "" {
 			e.Workers = []string{w}
 		}
@@ -292,7 +303,8 @@ func describeRequest(req any) audit.Entry {
 		return audit.Entry{Workers: []string{r.GetWorker()}, Target: fmt.Sprintf("undo=%v", r.GetUndo())}
 	case *pb.StartRunRequest:
 		t := r.GetTarget()
-		return audit.Entry{Argv: r.GetSpec().GetArgv(), Workers: t.GetWorkers(), Target: fmt.Sprintf("selector=%q all=%v dry_run=%v", t.GetSelector(), t.GetAll(), r.GetDryRun())}
+		return audit.Entry{Argv: r.GetSpec().GetArgv(), Stdin: describeStdin(r.GetSpec()), Workers: t.GetWorkers(),
+			Target: fmt.Sprintf("selector=%q all=%v dry_run=%v", t.GetSelector(), t.GetAll(), r.GetDryRun())}
 	case *pb.CancelRunRequest:
 		return audit.Entry{Target: "run " + r.GetRunId()}
 	case *pb.ResumeRunRequest:

@@ -209,6 +209,14 @@ func (m *Manager) StartRun(ctx context.Context, s RunSubmission) (devops.Run, er
 	r.ID = devops.RunID(devops.RunIDPrefix + newID())
 	r.State = devops.RunRunning
 	r.CreatedAt = time.Now()
+	input := r.Spec.Stdin
+	r.Spec.Stdin, r.Spec.StdinBytes = nil, int64(len(input))
+	if len(input) > 0 {
+		// Each child's input is a link to the run's (startChild).
+		if err := m.inputs.put(string(r.ID), input); err != nil {
+			return devops.Run{}, err
+		}
+	}
 	m.fleet.mu.Lock()
 	if id, ok := m.fleet.byKey[s.IdempotencyKey]; ok && s.IdempotencyKey != "" {
 		m.fleet.mu.Unlock()
@@ -642,6 +650,12 @@ func (m *Manager) startChild(ctx context.Context, e *runEntry, r devops.Run, t d
 			QueueTimeout:    r.QueueTimeout,
 			DisconnectGrace: r.DisconnectGrace,
 		})
+		if r.Spec.StdinBytes > 0 {
+			// Without it the child fails as it is sent (errNoInput).
+			if err := m.inputs.link(string(r.ID), string(t.ProcessID)); err != nil {
+				m.log.Error("give a fleet run's input to its child", "run_id", r.ID, "process_id", t.ProcessID, "err", err)
+			}
+		}
 		m.persist(ctx, pe)
 		m.fleet.mu.Lock()
 		killed, sig, grace := e.killed, e.killSig, e.killGrace

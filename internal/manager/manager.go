@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -133,7 +134,9 @@ type Manager struct {
 	store    Store
 	registry *registry.Registry
 	procs    *table
-	fleet    *fleet // fleet runs (fleet.go)
+	fleet    *fleet    // fleet runs (fleet.go)
+	inputs   inputs    // standard inputs of commands (inputs.go)
+	bornAt   time.Time // when New made it: workers it loaded are DOWN until they come back
 	workers  *connections
 	metrics  *managerMetrics
 	sec      *security // TLS, tokens, audit log
@@ -158,7 +161,8 @@ func New(ctx context.Context, cfg Config) (*Manager, error) {
 		cfg.Logger.Warn("the health interval is not shorter than the worker timeout: workers will be marked DOWN between reports",
 			"health_interval", cfg.HealthInterval, "worker_timeout", cfg.WorkerTimeout)
 	}
-	m := &Manager{cfg: cfg, log: cfg.Logger, store: cfg.Store, procs: newTable(), fleet: newFleet(), bufs: grpcbuf.New()}
+	m := &Manager{cfg: cfg, log: cfg.Logger, store: cfg.Store, procs: newTable(), fleet: newFleet(), bufs: grpcbuf.New(),
+		inputs: inputs{dir: filepath.Join(cfg.DataDir, "input")}, bornAt: time.Now()}
 	if m.store == nil {
 		st, err := store.OpenJetStream(ctx, store.Config{
 			Dir:                   cfg.DataDir,
@@ -305,6 +309,16 @@ func (m *Manager) load(ctx context.Context) error {
 	}
 	if err := m.loadRuns(ctx); err != nil {
 		return err
+	}
+	// An input whose record was never stored: the manager stopped in
+	// between.
+	err = m.inputs.prune(func(id string) bool {
+		_, isProcess := m.procs.get(devops.ProcessID(id))
+		_, isRun := m.fleet.get(devops.RunID(id))
+		return isProcess || isRun
+	})
+	if err != nil {
+		m.log.Warn("remove inputs without a record", "err", err)
 	}
 	m.log.Info("loaded state", "workers", len(ws), "processes", len(ps))
 	return nil

@@ -3,11 +3,13 @@ package manager
 import (
 	"context"
 	"fmt"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/devops-platform/devops"
 	"github.com/devops-platform/devops/internal/scheduler"
@@ -51,6 +53,8 @@ func (m *Manager) Submit(ctx context.Context, s Submission) ([]devops.ProcessID,
 	if err != nil {
 		return nil, err
 	}
+	input := s.Spec.Stdin
+	s.Spec.Stdin, s.Spec.StdinBytes = nil, int64(len(input))
 	now := time.Now()
 	base := devops.Process{
 		Spec:            s.Spec,
@@ -83,14 +87,37 @@ func (m *Manager) Submit(ctx context.Context, s Submission) ([]devops.ProcessID,
 
 	ids := make([]devops.ProcessID, len(entries))
 	for i, e := range entries {
+		ids[i] = e.p.ID
+	}
+	if len(input) > 0 {
+		if err := m.putInputs(ids, input); err != nil {
+			m.procs.remove(ids)
+			return nil, err
+		}
+	}
+	for _, e := range entries {
 		if !e.pinned {
 			m.placeNow(e)
 		}
 		m.persist(ctx, e)
-		ids[i] = e.p.ID
 		m.startTracking(e)
 	}
 	return ids, nil
+}
+
+// putInputs keeps data as the standard input of each of ids: one file,
+// linked to the others.
+func (m *Manager) putInputs(ids []devops.ProcessID, data []byte) error {
+	err := m.inputs.put(string(ids[0]), data)
+	for _, id := range ids[1:] {
+		if err == nil {
+			err = m.inputs.link(string(ids[0]), string(id))
+		}
+	}
+	if err != nil {
+		m.inputs.prune(func(id string) bool { return !slices.Contains(ids, devops.ProcessID(id)) })
+	}
+	return err
 }
 
 // placeNow puts a process that may run anywhere on a worker with a free

@@ -85,6 +85,16 @@ func (m *Manager) forget(ctx context.Context, cutoff time.Time) {
 	}
 	m.procs.remove(procs)
 	m.fleet.remove(goneRuns)
+	gone := make(map[string]bool, len(procs)+len(goneRuns))
+	for _, id := range procs {
+		gone[string(id)] = true
+	}
+	for _, id := range goneRuns {
+		gone[string(id)] = true
+	}
+	if err := m.inputs.prune(func(id string) bool { return !gone[id] }); err != nil {
+		m.log.Warn("remove inputs past retention", "err", err)
+	}
 	m.log.Info("forgot processes past retention", "processes", len(procs), "runs", len(goneRuns), "retention", m.cfg.Retention)
 }
 

@@ -52,6 +52,15 @@ func TestForgetPastRetention(t *testing.T) {
 	m.fleet.addLocked(devops.Run{ID: "run-old", State: devops.RunFailed, EndedAt: long, IdempotencyKey: "k-run",
 		Tasks: []devops.RunTask{{ProcessID: "child-of-old-run", Previous: []devops.RunAttempt{{ProcessID: "retried-of-old-run"}}}}})
 	m.fleet.mu.Unlock()
+	// Standard inputs: a process's own, a run's and its child's link.
+	for _, id := range []string{"old", "recent", "run-old"} {
+		if err := m.inputs.put(id, []byte("input of "+id)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := m.inputs.link("run-old", "child-of-old-run"); err != nil {
+		t.Fatal(err)
+	}
 
 	m.forget(ctx, now.Add(-time.Hour))
 
@@ -85,6 +94,14 @@ func TestForgetPastRetention(t *testing.T) {
 	m.fleet.mu.Unlock()
 	if keyLeft {
 		t.Error("the idempotency key of run-old is still known")
+	}
+	for _, id := range []string{"old", "run-old", "child-of-old-run"} {
+		if _, err := m.inputs.read(id, int64(len("input of "+id))); !errors.Is(err, errNoInput) {
+			t.Errorf("input of %s after forget: %v, want it gone", id, err)
+		}
+	}
+	if b, err := m.inputs.read("recent", int64(len("input of recent"))); err != nil || string(b) != "input of recent" {
+		t.Errorf("input of recent after forget: %q, %v; want it kept", b, err)
 	}
 }
 

@@ -44,6 +44,9 @@ func (m *Manager) track(ctx context.Context, e *entry) {
 	p, _ := m.procs.snapshot(e)
 	log := m.log.With("process_id", p.ID)
 	if p.State == devops.StatePending && p.WorkerID == "" {
+		if p.CreatedAt.Before(m.bornAt) {
+			m.awaitReconnects(ctx)
+		}
 		w, err := m.schedule(ctx, e, nil)
 		if err != nil {
 			if ctx.Err() == nil {
@@ -64,6 +67,29 @@ func (m *Manager) track(ctx context.Context, e *entry) {
 	p, _ = m.procs.snapshot(e)
 	log = log.With("worker", p.WorkerName)
 	m.follow(ctx, e, log)
+}
+
+// awaitReconnects waits until a worker is up, for at most a worker timeout
+// after this manager started. Workers are loaded DOWN and come back by
+// themselves within that: a process queued before a restart of the manager
+// would otherwise fail at once for their absence ("the only worker w1 is
+// down").
+func (m *Manager) awaitReconnects(ctx context.Context) {
+	end := time.NewTimer(time.Until(m.bornAt.Add(m.cfg.WorkerTimeout)))
+	defer end.Stop()
+	for {
+		changed := m.registry.Changed()
+		if slices.ContainsFunc(m.registry.Snapshot(), func(w devops.Worker) bool { return w.State == devops.WorkerUp }) {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-end.C:
+			return
+		case <-changed:
+		}
+	}
 }
 
 func stateForScheduleError(err error) devops.State {
@@ -186,6 +212,10 @@ func (m *Manager) follow(ctx context.Context, e *entry, log *slog.Logger) {
 		if err == nil || ctx.Err() != nil {
 			return
 		}
+		if errors.Is(err, errNoInput) {
+			m.finish(ctx, e, devops.ExitStatus{State: devops.StateFailed, Reason: err.Error(), EndedAt: time.Now()})
+			return
+		}
 		if attachOnly && status.Code(err) == codes.NotFound {
 			m.finish(ctx, e, devops.ExitStatus{State: devops.StateLost, Reason: fmt.Sprintf("worker %s no longer knows the process (it restarted without it)", p.WorkerName), EndedAt: time.Now()})
 			return
@@ -266,11 +296,17 @@ func (m *Manager) stream(ctx context.Context, e *entry, p devops.Process, attach
 		defer t.Stop()
 		reached = func() { t.Stop() }
 	}
+	spec := p.Spec
+	if !attachOnly && spec.StdinBytes > 0 {
+		if spec.Stdin, err = m.inputs.read(string(p.ID), spec.StdinBytes); err != nil {
+			return err
+		}
+	}
 	m.procs.setStreamCancel(e, cancel)
 	defer m.procs.setStreamCancel(e, nil)
 	stream, err := client.ExecuteCommand(ctx, &pb.ExecuteCommandRequest{
 		ProcessId:  string(p.ID),
-		Spec:       wire.SpecToPB(p.Spec),
+		Spec:       wire.SpecToPB(spec),
 		FromOffset: p.OutputBytes,
 		AttachOnly: attachOnly,
 	})

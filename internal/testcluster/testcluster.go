@@ -165,7 +165,7 @@ func (c *Cluster) StartManager() {
 	cfg := manager.Config{
 		Listen:          c.Addr(),
 		HTTP:            c.httpAddr(),
-		DataDir:         filepath.Join(c.dir, "manager"),
+		DataDir:         c.ManagerDir(),
 		HealthInterval:  100 * time.Millisecond,
 		MetricsInterval: 200 * time.Millisecond,
 		WorkerTimeout:   2 * time.Second,
@@ -358,6 +358,13 @@ type Result struct {
 func (c *Cluster) CLI(ctx context.Context, args ...string) Result {
 	var out, errb bytes.Buffer
 	code := cli.Main(ctx, append(c.cliFlags(), args...), cli.Env{Stdout: &out, Stderr: &errb})
+	return Result{Stdout: out.String(), Stderr: errb.String(), Code: code}
+}
+
+// CLIStdin runs the command line in-process with stdin as its standard input.
+func (c *Cluster) CLIStdin(ctx context.Context, stdin io.Reader, args ...string) Result {
+	var out, errb bytes.Buffer
+	code := cli.Main(ctx, append(c.cliFlags(), args...), cli.Env{Stdout: &out, Stderr: &errb, Stdin: stdin})
 	return Result{Stdout: out.String(), Stderr: errb.String(), Code: code}
 }
 

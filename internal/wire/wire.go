@@ -67,6 +67,8 @@ func SpecToPB(s devops.Spec) *pb.Spec {
 		KeepDir:       s.KeepDir,
 		Image:         s.Image,
 		SecretEnvKeys: s.SecretEnvKeys,
+		Stdin:         s.Stdin,
+		StdinBytes:    s.StdinBytes,
 		Limits: &pb.Limits{
 			MemoryBytes:    s.Limits.MemoryBytes,
 			Cpus:           s.Limits.CPUs,
@@ -82,6 +84,10 @@ func SpecFromPB(s *pb.Spec) devops.Spec {
 		return devops.Spec{}
 	}
 	l := s.GetLimits()
+	n := s.GetStdinBytes()
+	if len(s.GetStdin()) > 0 {
+		n = int64(len(s.GetStdin())) // the bytes themselves say
+	}
 	return devops.Spec{
 		Argv:          s.GetArgv(),
 		Env:           s.GetEnv(),
@@ -92,6 +98,8 @@ func SpecFromPB(s *pb.Spec) devops.Spec {
 		KeepDir:       s.GetKeepDir(),
 		Image:         s.GetImage(),
 		SecretEnvKeys: s.GetSecretEnvKeys(),
+		Stdin:         s.GetStdin(),
+		StdinBytes:    n,
 		Limits: devops.Limits{
 			MemoryBytes:    l.GetMemoryBytes(),
 			CPUs:           l.GetCpus(),
@@ -104,8 +112,10 @@ func SpecFromPB(s *pb.Spec) devops.Spec {
 // Redacted is what a secret value is replaced with wherever a spec is shown.
 const Redacted = "[redacted]"
 
-// RedactSpec returns a copy of s whose secret environment values are replaced.
+// RedactSpec returns a copy of s whose secret environment values are
+// replaced, without its standard input (StdinBytes stays).
 func RedactSpec(s devops.Spec) devops.Spec {
+	s.Stdin = nil
 	if len(s.SecretEnvKeys) == 0 {
 		return s
 	}

@@ -15,7 +15,8 @@ func TestProcessRoundTrip(t *testing.T) {
 		CreatedAt: at, StartedAt: at.Add(time.Second), EndedAt: at.Add(2 * time.Second), StateChangedAt: at.Add(2 * time.Second),
 		OutputBytes: 42, OutputLost: 7, PeakMemory: 1 << 20, CPUTime: 3 * time.Millisecond,
 		Spec: devops.Spec{Argv: []string{"sh", "-c", "x"}, Env: map[string]string{"A": "1"}, Dir: "/d", Timeout: time.Minute,
-			Grace: time.Second, User: "nobody", KeepDir: true, Limits: devops.Limits{MemoryBytes: 1 << 30, CPUs: 0.5, Pids: 10, MaxOutputBytes: 100}},
+			Grace: time.Second, User: "nobody", KeepDir: true, Limits: devops.Limits{MemoryBytes: 1 << 30, CPUs: 0.5, Pids: 10, MaxOutputBytes: 100},
+			StdinBytes: 12},
 	}
 	if got := ProcessFromPB(ProcessToPB(p)); !reflect.DeepEqual(got, p) {
 		t.Errorf("round trip:\n got %+v\nwant %+v", got, p)
@@ -54,5 +55,22 @@ func TestRunRoundTrip(t *testing.T) {
 	}
 	if got := RunFromPB(RunToPB(r)); !reflect.DeepEqual(got, r) {
 		t.Errorf("round trip:\n got %+v\nwant %+v", got, r)
+	}
+}
+
+// TestStdinGoesToTheWorkerOnly: a spec sent to a worker carries the input's
+// bytes; one shown to a client only its length.
+func TestStdinGoesToTheWorkerOnly(t *testing.T) {
+	s := devops.Spec{Argv: []string{"sh"}, Stdin: []byte("echo hi\n")}
+	if got := SpecFromPB(SpecToPB(s)); string(got.Stdin) != "echo hi\n" || got.StdinBytes != 8 {
+		t.Errorf("sent to a worker: %q, %d bytes; want the input and 8", got.Stdin, got.StdinBytes)
+	}
+	p := devops.Process{Spec: s}
+	p.Spec.StdinBytes = 8
+	if got := ProcessToPB(p).GetSpec(); got.GetStdin() != nil || got.GetStdinBytes() != 8 {
+		t.Errorf("shown to a client: %q, %d bytes; want no input and 8", got.GetStdin(), got.GetStdinBytes())
+	}
+	if got := RunToPB(devops.Run{Spec: p.Spec}).GetSpec(); got.GetStdin() != nil || got.GetStdinBytes() != 8 {
+		t.Errorf("a run shown to a client: %q, %d bytes; want no input and 8", got.GetStdin(), got.GetStdinBytes())
 	}
 }

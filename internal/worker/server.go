@@ -35,6 +35,9 @@ func (s *server) ExecuteCommand(req *pb.ExecuteCommandRequest, stream pb.WorkerP
 		if err := spec.Validate(); err != nil {
 			return status.Error(codes.InvalidArgument, err.Error())
 		}
+		if spec.StdinBytes != int64(len(spec.Stdin)) {
+			return status.Errorf(codes.InvalidArgument, "standard input of %d bytes came without its bytes", spec.StdinBytes)
+		}
 	}
 	if req.GetFromOffset() < 0 {
 		return status.Error(codes.InvalidArgument, "negative offset")

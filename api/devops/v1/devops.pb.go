@@ -393,6 +393,12 @@ type Spec struct {
 	Image   string               `protobuf:"bytes,9,opt,name=image,proto3" json:"image,omitempty"`
 	// Keys of env whose values are secret: never shown in status, logs or audit.
 	SecretEnvKeys []string `protobuf:"bytes,10,rep,name=secret_env_keys,json=secretEnvKeys,proto3" json:"secret_env_keys,omitempty"`
+	// What the command reads as its standard input, then end of file; at most
+	// 4 MiB. Empty: nothing (/dev/null). Sent with a request only: records
+	// carry stdin_bytes instead.
+	Stdin []byte `protobuf:"bytes,11,opt,name=stdin,proto3" json:"stdin,omitempty"`
+	// The length of stdin, in records; the manager sets it.
+	StdinBytes    int64 `protobuf:"varint,12,opt,name=stdin_bytes,json=stdinBytes,proto3" json:"stdin_bytes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -495,6 +501,20 @@ func (x *Spec) GetSecretEnvKeys() []string {
 		return x.SecretEnvKeys
 	}
 	return nil
+}
+
+func (x *Spec) GetStdin() []byte {
+	if x != nil {
+		return x.Stdin
+	}
+	return nil
+}
+
+func (x *Spec) GetStdinBytes() int64 {
+	if x != nil {
+		return x.StdinBytes
+	}
+	return 0
 }
 
 // OutputChunk is a run of bytes of one stream. Offsets count the bytes of
@@ -4340,7 +4360,7 @@ const file_devops_v1_devops_proto_rawDesc = "" +
 	"\fmemory_bytes\x18\x01 \x01(\x03R\vmemoryBytes\x12\x12\n" +
 	"\x04cpus\x18\x02 \x01(\x01R\x04cpus\x12\x12\n" +
 	"\x04pids\x18\x03 \x01(\x03R\x04pids\x12(\n" +
-	"\x10max_output_bytes\x18\x04 \x01(\x03R\x0emaxOutputBytes\"\x8e\x03\n" +
+	"\x10max_output_bytes\x18\x04 \x01(\x03R\x0emaxOutputBytes\"\xc5\x03\n" +
 	"\x04Spec\x12\x12\n" +
 	"\x04argv\x18\x01 \x03(\tR\x04argv\x12*\n" +
 	"\x03env\x18\x02 \x03(\v2\x18.devops.v1.Spec.EnvEntryR\x03env\x12\x10\n" +
@@ -4352,7 +4372,10 @@ const file_devops_v1_devops_proto_rawDesc = "" +
 	"\bkeep_dir\x18\b \x01(\bR\akeepDir\x12\x14\n" +
 	"\x05image\x18\t \x01(\tR\x05image\x12&\n" +
 	"\x0fsecret_env_keys\x18\n" +
-	" \x03(\tR\rsecretEnvKeys\x1a6\n" +
+	" \x03(\tR\rsecretEnvKeys\x12\x14\n" +
+	"\x05stdin\x18\v \x01(\fR\x05stdin\x12\x1f\n" +
+	"\vstdin_bytes\x18\f \x01(\x03R\n" +
+	"stdinBytes\x1a6\n" +
 	"\bEnvEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x83\x01\n" +

@@ -109,6 +109,18 @@ func (m *Spec) MarshalToSizedBufferVT(dAtA []byte) (int, error) {
 		i -= len(m.unknownFields)
 		copy(dAtA[i:], m.unknownFields)
 	}
+	if m.StdinBytes != 0 {
+		i = protohelpers.EncodeVarint(dAtA, i, uint64(m.StdinBytes))
+		i--
+		dAtA[i] = 0x60
+	}
+	if len(m.Stdin) > 0 {
+		i -= len(m.Stdin)
+		copy(dAtA[i:], m.Stdin)
+		i = protohelpers.EncodeVarint(dAtA, i, uint64(len(m.Stdin)))
+		i--
+		dAtA[i] = 0x5a
+	}
 	if len(m.SecretEnvKeys) > 0 {
 		for iNdEx := len(m.SecretEnvKeys) - 1; iNdEx >= 0; iNdEx-- {
 			i -= len(m.SecretEnvKeys[iNdEx])
@@ -3969,6 +3981,13 @@ func (m *Spec) SizeVT() (n int) {
 			n += 1 + l + protohelpers.SizeOfVarint(uint64(l))
 		}
 	}
+	l = len(m.Stdin)
+	if l > 0 {
+		n += 1 + l + protohelpers.SizeOfVarint(uint64(l))
+	}
+	if m.StdinBytes != 0 {
+		n += 1 + protohelpers.SizeOfVarint(uint64(m.StdinBytes))
+	}
 	n += len(m.unknownFields)
 	return n
 }
@@ -5964,6 +5983,59 @@ func (m *Spec) UnmarshalVT(dAtA []byte) error {
 			}
 			m.SecretEnvKeys = append(m.SecretEnvKeys, string(dAtA[iNdEx:postIndex]))
 			iNdEx = postIndex
+		case 11:
+			if wireType != 2 {
+				return fmt.Errorf("proto: wrong wireType = %d for field Stdin", wireType)
+			}
+			var byteLen int
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return protohelpers.ErrIntOverflow
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				byteLen |= int(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
+			if byteLen < 0 {
+				return protohelpers.ErrInvalidLength
+			}
+			postIndex := iNdEx + byteLen
+			if postIndex < 0 {
+				return protohelpers.ErrInvalidLength
+			}
+			if postIndex > l {
+				return io.ErrUnexpectedEOF
+			}
+			m.Stdin = append(m.Stdin[:0], dAtA[iNdEx:postIndex]...)
+			if m.Stdin == nil {
+				m.Stdin = []byte{}
+			}
+			iNdEx = postIndex
+		case 12:
+			if wireType != 0 {
+				return fmt.Errorf("proto: wrong wireType = %d for field StdinBytes", wireType)
+			}
+			m.StdinBytes = 0
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return protohelpers.ErrIntOverflow
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				m.StdinBytes |= int64(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
 		default:
 			iNdEx = preIndex
 			skippy, err := protohelpers.Skip(dAtA[iNdEx:])

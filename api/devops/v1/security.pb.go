@@ -739,8 +739,11 @@ type AuditEntry struct {
 	// What the action was aimed at: a process id, a selector, a token id...
 	Target string `protobuf:"bytes,7,opt,name=target,proto3" json:"target,omitempty"`
 	// "ok", or the gRPC code and message of the refusal or failure.
-	Result        string `protobuf:"bytes,8,opt,name=result,proto3" json:"result,omitempty"`
-	Peer          string `protobuf:"bytes,9,opt,name=peer,proto3" json:"peer,omitempty"`
+	Result string `protobuf:"bytes,8,opt,name=result,proto3" json:"result,omitempty"`
+	Peer   string `protobuf:"bytes,9,opt,name=peer,proto3" json:"peer,omitempty"`
+	// The standard input sent with a command (run -i): its length and
+	// SHA-256, never its bytes.
+	Stdin         string `protobuf:"bytes,10,opt,name=stdin,proto3" json:"stdin,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -834,6 +837,13 @@ func (x *AuditEntry) GetResult() string {
 func (x *AuditEntry) GetPeer() string {
 	if x != nil {
 		return x.Peer
+	}
+	return ""
+}
+
+func (x *AuditEntry) GetStdin() string {
+	if x != nil {
+		return x.Stdin
 	}
 	return ""
 }
@@ -1084,7 +1094,7 @@ const file_devops_v1_security_proto_rawDesc = "" +
 	"\x06worker\x18\x01 \x01(\tR\x06worker\x12\x12\n" +
 	"\x04undo\x18\x02 \x01(\bR\x04undo\".\n" +
 	"\x14RevokeWorkerResponse\x12\x16\n" +
-	"\x06worker\x18\x01 \x01(\tR\x06worker\"\xf8\x01\n" +
+	"\x06worker\x18\x01 \x01(\tR\x06worker\"\x8e\x02\n" +
 	"\n" +
 	"AuditEntry\x12.\n" +
 	"\x04time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x1c\n" +
@@ -1095,7 +1105,9 @@ const file_devops_v1_security_proto_rawDesc = "" +
 	"\aworkers\x18\x06 \x03(\tR\aworkers\x12\x16\n" +
 	"\x06target\x18\a \x01(\tR\x06target\x12\x16\n" +
 	"\x06result\x18\b \x01(\tR\x06result\x12\x12\n" +
-	"\x04peer\x18\t \x01(\tR\x04peer\"(\n" +
+	"\x04peer\x18\t \x01(\tR\x04peer\x12\x14\n" +
+	"\x05stdin\x18\n" +
+	" \x01(\tR\x05stdin\"(\n" +
 	"\x10ListAuditRequest\x12\x14\n" +
 	"\x05limit\x18\x01 \x01(\x05R\x05limit\"_\n" +
 	"\x11ListAuditResponse\x12/\n" +
