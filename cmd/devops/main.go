@@ -57,12 +57,13 @@ func run() int {
 		defer stop()
 	}
 	return cli.Main(ctx, args, cli.Env{
-		Stdout:     os.Stdout,
-		Stderr:     os.Stderr,
-		Getenv:     os.Getenv,
-		Interrupt:  interrupt,
-		Term:       sigterm,
-		IsTerminal: term.IsTerminal(int(os.Stdout.Fd())),
+		Stdout:          os.Stdout,
+		Stderr:          os.Stderr,
+		Getenv:          os.Getenv,
+		Interrupt:       interrupt,
+		Term:            sigterm,
+		IsTerminal:      term.IsTerminal(int(os.Stdout.Fd())),
+		StdinIsTerminal: term.IsTerminal(int(os.Stdin.Fd())),
 	})
 }
 

@@ -34,6 +34,8 @@ type Env struct {
 	Term <-chan os.Signal
 	// IsTerminal reports whether Stdout is a terminal (for --watch and tables).
 	IsTerminal bool
+	// StdinIsTerminal reports whether Stdin is one (run -i says it reads).
+	StdinIsTerminal bool
 }
 
 // exitError carries a process exit code out of a command.

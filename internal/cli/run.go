@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 	"sync"
 	"syscall"
@@ -80,7 +81,10 @@ Ctrl-C stops waiting.`,
 				return fmt.Errorf("--retries: %w: %d: want 0 or more", devops.ErrInvalid, retries)
 			}
 			if stdin && !fleet.dryRun {
-				if req.Spec.Stdin, err = readStdin(cmd.InOrStdin()); err != nil {
+				if env.StdinIsTerminal {
+					fmt.Fprintln(env.Stderr, "devops: reading the command's standard input to its end (Ctrl-D)")
+				}
+				if req.Spec.Stdin, err = readStdin(cmd.Context(), cmd.InOrStdin(), env.Interrupt); err != nil {
 					return err
 				}
 			}
@@ -128,16 +132,33 @@ Ctrl-C stops waiting.`,
 
 // readStdin reads what run --stdin sends, all of it: the command gets it
 // whole with its request, which may start it again (--retries) or on many
-// workers.
-func readStdin(r io.Reader) ([]byte, error) {
-	data, err := io.ReadAll(io.LimitReader(r, devops.MaxStdin+1))
-	if err != nil {
-		return nil, fmt.Errorf("--stdin: read standard input: %w", err)
+// workers. Ctrl-C stops the read (the CLI takes SIGINT itself, so a read
+// from a terminal would otherwise ignore it), and nothing runs.
+func readStdin(ctx context.Context, r io.Reader, interrupt <-chan os.Signal) ([]byte, error) {
+	type read struct {
+		data []byte
+		err  error
 	}
-	if len(data) > devops.MaxStdin {
+	done := make(chan read, 1)
+	go func() {
+		data, err := io.ReadAll(io.LimitReader(r, devops.MaxStdin+1))
+		done <- read{data, err}
+	}()
+	var res read
+	select {
+	case res = <-done:
+	case <-interrupt:
+		return nil, &exitError{code: 130, msg: "interrupted while reading the standard input; nothing ran"}
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	if res.err != nil {
+		return nil, fmt.Errorf("--stdin: read standard input: %w", res.err)
+	}
+	if len(res.data) > devops.MaxStdin {
 		return nil, fmt.Errorf("--stdin: %w: standard input is over %d MiB, the most sent with a command; put larger data where the workers can read it", devops.ErrInvalid, devops.MaxStdin>>20)
 	}
-	return data, nil
+	return res.data, nil
 }
 
 func parseEnv(kvs []string) (map[string]string, error) {

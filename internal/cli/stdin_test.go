@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/devops-platform/devops"
+	"github.com/devops-platform/devops/internal/cli"
 	"github.com/devops-platform/devops/internal/testcluster"
 )
 
@@ -66,6 +68,25 @@ func TestRunSendsStdin(t *testing.T) {
 	r = c.CLIStdin(ctx, big, "run", "-i", "--", "cat")
 	if r.Code == 0 || !strings.Contains(r.Stderr, "over 4 MiB") {
 		t.Errorf("run -i with 4 MiB + 1 = %d %q, want a refusal", r.Code, r.Stderr)
+	}
+}
+
+// TestCtrlCWhileReadingStdin: Ctrl-C stops run -i while it still reads its
+// input (a terminal's, say), and nothing runs.
+func TestCtrlCWhileReadingStdin(t *testing.T) {
+	c := testcluster.Start(t, testcluster.Options{})
+	ctx := t.Context()
+	in, out := io.Pipe() // never closed: a terminal nobody types into
+	defer out.Close()
+	interrupt := make(chan os.Signal, 1)
+	interrupt <- os.Interrupt
+	var stderr bytes.Buffer
+	code := c.CLIEnv(ctx, cli.Env{Stdout: io.Discard, Stderr: &stderr, Stdin: in, Interrupt: interrupt}, "run", "-i", "--", "cat")
+	if code != 130 || !strings.Contains(stderr.String(), "nothing ran") {
+		t.Errorf("run -i interrupted while reading = %d %q, want 130 and nothing ran", code, stderr.String())
+	}
+	if ps, err := c.Client.Processes(ctx, 0, ""); err != nil || len(ps) != 0 {
+		t.Errorf("processes after the interrupted read: %v, %v; want none", ps, err)
 	}
 }
 

@@ -364,8 +364,13 @@ func (c *Cluster) CLI(ctx context.Context, args ...string) Result {
 // CLIStdin runs the command line in-process with stdin as its standard input.
 func (c *Cluster) CLIStdin(ctx context.Context, stdin io.Reader, args ...string) Result {
 	var out, errb bytes.Buffer
-	code := cli.Main(ctx, append(c.cliFlags(), args...), cli.Env{Stdout: &out, Stderr: &errb, Stdin: stdin})
+	code := c.CLIEnv(ctx, cli.Env{Stdout: &out, Stderr: &errb, Stdin: stdin}, args...)
 	return Result{Stdout: out.String(), Stderr: errb.String(), Code: code}
+}
+
+// CLIEnv runs the command line in-process in env, against this cluster.
+func (c *Cluster) CLIEnv(ctx context.Context, env cli.Env, args ...string) int {
+	return cli.Main(ctx, append(c.cliFlags(), args...), env)
 }
 
 // CLIWith runs the command line with the given output writers and Ctrl-C channel.
