@@ -210,9 +210,20 @@ func (e *Executor) startContainer(ctx context.Context, l launch, log *slog.Logge
 			log.Warn("read container output", logKeyError, err)
 		}
 	}()
-	var stdin io.WriteCloser
+	var (
+		stdin io.WriteCloser
+		input *os.File
+	)
 	if l.stdin != "" {
-		if stdin, err = c.ContainerAttachStdin(ctx, sb.id); err != nil {
+		// Opened now: the shim removes the file once the container ended,
+		// which may be before the copy below gets to it.
+		if input, err = openStdin(l.stdin); err == nil {
+			stdin, err = c.ContainerAttachStdin(ctx, sb.id)
+		}
+		if err != nil {
+			if input != nil {
+				input.Close()
+			}
 			att.Close()
 			sb.destroy()
 			return nil, err
@@ -222,6 +233,7 @@ func (e *Executor) startContainer(ctx context.Context, l launch, log *slog.Logge
 		att.Close()
 		if stdin != nil {
 			stdin.Close()
+			input.Close()
 		}
 		sb.destroy()
 		// The container never ran: like a command that could not be
@@ -231,7 +243,7 @@ func (e *Executor) startContainer(ctx context.Context, l launch, log *slog.Logge
 	if stdin != nil {
 		// Written as the container reads it; the engine drops the
 		// connection once the container ended, whatever it read.
-		go sendStdin(l.stdin, stdin, log)
+		go sendStdin(input, stdin, log)
 	}
 	info, err := c.ContainerInspect(ctx, sb.id)
 	if err == nil && info.State != nil {
@@ -341,15 +353,10 @@ func (s *containerSandbox) destroy() {
 	}
 }
 
-// sendStdin copies the file at path to a container's attached stdin, and
-// closes it: the container reads end of file.
-func sendStdin(path string, stdin io.WriteCloser, log *slog.Logger) {
+// sendStdin copies f to a container's attached stdin, and closes both:
+// the container reads end of file.
+func sendStdin(f *os.File, stdin io.WriteCloser, log *slog.Logger) {
 	defer stdin.Close()
-	f, err := os.Open(path)
-	if err != nil {
-		log.Warn("open the standard input", logKeyError, err)
-		return
-	}
 	defer f.Close()
 	if _, err := io.Copy(stdin, f); err != nil {
 		log.Debug("write the container's standard input", logKeyError, err)

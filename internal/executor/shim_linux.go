@@ -819,6 +819,11 @@ func superviseShim(c shimConfig, ready, out *os.File, stops <-chan os.Signal, in
 		}
 	}
 	status := p.Wait()
+	if pr.stdin != "" {
+		// Up to 4 MiB that the finished output would keep for
+		// --keep-finished otherwise; the manager has the input.
+		os.Remove(pr.stdin)
+	}
 	// Every byte of output is in the file before the status goes: the
 	// worker reads the file to its end once it has it.
 	<-drained

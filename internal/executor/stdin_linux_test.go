@@ -1,7 +1,11 @@
 package executor_test
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -36,6 +40,9 @@ func TestStdin(t *testing.T) {
 		}
 		st := waitEnd(t, p, 20*time.Second)
 		stdout, stderr := readFrames(t, dir)
+		if _, err := os.Stat(filepath.Join(dir, executor.StdinFile)); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("%s: the input's file is left in the process's directory (%v)", id, err)
+		}
 		return st, stdout, stderr
 	}
 

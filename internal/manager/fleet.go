@@ -220,6 +220,7 @@ func (m *Manager) StartRun(ctx context.Context, s RunSubmission) (devops.Run, er
 	m.fleet.mu.Lock()
 	if id, ok := m.fleet.byKey[s.IdempotencyKey]; ok && s.IdempotencyKey != "" {
 		m.fleet.mu.Unlock()
+		m.inputs.drop(string(r.ID)) // the same request's run has its own
 		return m.FleetRun(id)
 	}
 	e := m.fleet.addLocked(r)

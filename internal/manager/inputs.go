@@ -68,6 +68,13 @@ func (in inputs) read(id string, n int64) ([]byte, error) {
 	return data, nil
 }
 
+// drop removes the inputs of ids, of a submission that did not go ahead.
+func (in inputs) drop(ids ...string) {
+	for _, id := range ids {
+		os.Remove(in.path(id))
+	}
+}
+
 // prune removes the inputs whose ids keep says no to. It looks at the
 // directory, not at every id: few commands have an input.
 func (in inputs) prune(keep func(id string) bool) error {

@@ -3,7 +3,6 @@ package manager
 import (
 	"context"
 	"fmt"
-	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -115,7 +114,9 @@ func (m *Manager) putInputs(ids []devops.ProcessID, data []byte) error {
 		}
 	}
 	if err != nil {
-		m.inputs.prune(func(id string) bool { return !slices.Contains(ids, devops.ProcessID(id)) })
+		for _, id := range ids {
+			m.inputs.drop(string(id))
+		}
 	}
 	return err
 }
