@@ -178,7 +178,14 @@ func (g *globals) dial() (*client.Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	return client.Dial(g.manager, opts...)
+	c, err := client.Dial(g.manager, opts...)
+	if err != nil {
+		return nil, err
+	}
+	// A wait for the manager is a wait for a reason other than the command:
+	// said on stderr, as a process's are.
+	c.Notify = func(msg string) { fmt.Fprintln(g.env.Stderr, "devops:", msg) }
+	return c, nil
 }
 
 // withSub adds subcommands to a command.

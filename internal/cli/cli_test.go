@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -16,6 +17,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/devops-platform/devops"
+	"github.com/devops-platform/devops/internal/cli"
 	"github.com/devops-platform/devops/internal/client"
 	"github.com/devops-platform/devops/internal/testcluster"
 	"github.com/devops-platform/devops/internal/worker"
@@ -206,8 +208,8 @@ func TestManagerRestartKeepsRecordsAndFollowers(t *testing.T) {
 	})
 
 	script := `i=1; while [ $i -le 40 ]; do echo "n $i"; i=$((i+1)); sleep 0.05; done`
-	// stderr apart: it may tell of a wait while the manager is back.
-	out, _, code := startCLI(t, c, "run", "--", "sh", "-c", script)
+	// stderr apart: it tells of the wait for the manager.
+	out, errOut, code := startCLI(t, c, "run", "--", "sh", "-c", script)
 	testcluster.Eventually(t, 5*time.Second, "output started", func() bool { return strings.Contains(out.String(), "n 3\n") })
 	c.StopManager()
 	c.StartManager()
@@ -220,6 +222,12 @@ func TestManagerRestartKeepsRecordsAndFollowers(t *testing.T) {
 	}
 	if out.String() != want.String() {
 		t.Errorf("output across the restart:\n%s\nwant:\n%s", out.String(), want.String())
+	}
+	// It said why it waited, and when that was over.
+	e := errOut.String()
+	if !strings.Contains(e, "devops: manager unreachable (") || !strings.Contains(e, "trying again for up to 1m0s") ||
+		!strings.Contains(e, "devops: manager reachable again\n") {
+		t.Errorf("stderr across the restart does not tell of the wait and its end:\n%s", e)
 	}
 	r := c.CLI(t.Context(), "logs", doneID)
 	if r.Code != 0 || r.Stdout != "kept\n" {
@@ -294,6 +302,28 @@ func TestBadInputGetsAProperStatus(t *testing.T) {
 	defer cancel()
 	if err := w.Run(runCtx); err == nil || !strings.Contains(err.Error(), "in use") {
 		t.Errorf("duplicate worker Run = %v, want a name-in-use error", err)
+	}
+}
+
+// TestNoManagerFailsLikeSSH: run against an address where no manager
+// answers says so at once and exits 255 after the first-contact window (it
+// waited a minute, silently, before).
+func TestNoManagerFailsLikeSSH(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close() // nothing listens there now: connection refused
+	var out, errb bytes.Buffer
+	start := time.Now()
+	code := cli.Main(t.Context(), []string{"run", "--manager", addr, "--insecure", "--", "true"}, cli.Env{Stdout: &out, Stderr: &errb})
+	took := time.Since(start)
+	if code != 255 || took > 15*time.Second {
+		t.Errorf("run with no manager = %d after %v, want 255 within the 5s window; stderr %q", code, took, errb.String())
+	}
+	if e := errb.String(); !strings.Contains(e, "trying again for up to 5s") || !strings.Contains(e, "no answer for 5s") {
+		t.Errorf("stderr does not tell of the wait and why it ended:\n%s", e)
 	}
 }
 

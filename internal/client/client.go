@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -37,6 +38,16 @@ type Client struct {
 	// Reconnect is how long a follower keeps trying to reach a manager that
 	// went away before it gives up.
 	Reconnect time.Duration
+	// FirstContact is how long a call keeps trying a manager that has not
+	// answered this client yet: long enough to ride over a restart, short
+	// enough that a wrong address fails about as fast as ssh's.
+	FirstContact time.Duration
+	// Notify, if set, is told when calls start waiting for the manager and
+	// when it answers again.
+	Notify func(msg string)
+
+	answered atomic.Bool // the manager answered a call once
+	waiting  atomic.Bool // calls wait for the manager: Notify was told so
 }
 
 // Dial returns a client of the manager at addr. It does not wait for the
@@ -69,11 +80,58 @@ func Dial(addr string, opts ...Option) (*Client, error) {
 		}),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(8<<20), grpc.MaxCallSendMsgSize(8<<20), grpc.ForceCodecV2(grpcbuf.NewCodec(bufs))),
 	}
+	c := &Client{Reconnect: time.Minute, FirstContact: 5 * time.Second}
+	dopts = append(dopts, grpc.WithChainUnaryInterceptor(c.unaryAnswer), grpc.WithChainStreamInterceptor(c.streamAnswer))
 	conn, err := grpc.NewClient(addr, append(dopts, o.grpc()...)...)
 	if err != nil {
 		return nil, fmt.Errorf("dial manager %s: %w", addr, err)
 	}
-	return &Client{conn: conn, api: pb.NewProcessManagementServiceClient(conn), Reconnect: time.Minute}, nil
+	c.conn, c.api = conn, pb.NewProcessManagementServiceClient(conn)
+	return c, nil
+}
+
+// noteAnswer notes whether err, a call's outcome, is an answer from the
+// manager: anything but Unavailable is.
+func (c *Client) noteAnswer(err error) {
+	if err != nil && status.Code(err) == codes.Unavailable {
+		return
+	}
+	c.answered.Store(true)
+	if c.waiting.CompareAndSwap(true, false) && c.Notify != nil {
+		c.Notify("manager reachable again")
+	}
+}
+
+func (c *Client) unaryAnswer(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+	err := invoker(ctx, method, req, reply, cc, opts...)
+	c.noteAnswer(err)
+	return err
+}
+
+func (c *Client) streamAnswer(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+	s, err := streamer(ctx, desc, cc, method, opts...)
+	if err != nil {
+		c.noteAnswer(err)
+		return nil, err
+	}
+	return &answeredStream{ClientStream: s, c: c}, nil
+}
+
+// answeredStream notes the manager's answer at a stream's first message (a
+// stream's start sends nothing).
+type answeredStream struct {
+	grpc.ClientStream
+	c    *Client
+	seen bool
+}
+
+func (s *answeredStream) RecvMsg(m any) error {
+	err := s.ClientStream.RecvMsg(m)
+	if !s.seen && err != io.EOF {
+		s.seen = err == nil
+		s.c.noteAnswer(err)
+	}
+	return err
 }
 
 // Close closes the connection.
@@ -268,7 +326,7 @@ func unwrapPermanent(err error) error {
 
 // retryUnavailable calls f until it succeeds, fails for a reason other than
 // the manager being unreachable, or the manager stays unreachable for
-// c.Reconnect.
+// c.Reconnect (c.FirstContact while it never answered this client).
 func (c *Client) retryUnavailable(ctx context.Context, f func() error) error {
 	b := retry.Backoff{Min: 100 * time.Millisecond, Max: 2 * time.Second}
 	var since time.Time
@@ -278,13 +336,21 @@ func (c *Client) retryUnavailable(ctx context.Context, f func() error) error {
 		if err == nil || errors.As(err, &p) || status.Code(err) != codes.Unavailable || ctx.Err() != nil {
 			return err
 		}
+		limit := c.Reconnect
+		if !c.answered.Load() {
+			limit = c.FirstContact
+		}
 		if since.IsZero() {
 			since = time.Now()
+			if c.waiting.CompareAndSwap(false, true) && c.Notify != nil {
+				c.Notify(fmt.Sprintf("manager unreachable (%s); trying again for up to %v", status.Convert(err).Message(), limit))
+			}
 		}
-		if time.Since(since) > c.Reconnect {
-			return fmt.Errorf("manager unreachable for %v: %w", c.Reconnect, err)
+		left := limit - time.Since(since)
+		if left <= 0 {
+			return status.Errorf(codes.Unavailable, "no answer for %v: %s", limit, status.Convert(err).Message())
 		}
-		if err := retry.Sleep(ctx, b.Next()); err != nil {
+		if err := retry.Sleep(ctx, min(b.Next(), left)); err != nil {
 			return err
 		}
 	}
