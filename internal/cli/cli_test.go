@@ -305,6 +305,17 @@ func TestBadInputGetsAProperStatus(t *testing.T) {
 	}
 }
 
+// TestNoWorkerTakesIt: a command every worker refuses (its user exists on
+// none) fails saying why once, with every worker that refused it.
+func TestNoWorkerTakesIt(t *testing.T) {
+	c := testcluster.Start(t, testcluster.Options{Workers: 2})
+	r := c.CLI(t.Context(), "run", "--user", "no-such-user-here", "--", "true")
+	if r.Code == 0 || !strings.Contains(r.Stderr, `FAILED: no worker took the command: invalid argument: user "no-such-user-here"`) ||
+		!strings.Contains(r.Stderr, "w1") || !strings.Contains(r.Stderr, "w2") || strings.Count(r.Stderr, "no-such-user-here") != 2 {
+		t.Errorf("run as an unknown user = %d, stderr:\n%s", r.Code, r.Stderr)
+	}
+}
+
 // TestNoManagerFailsLikeSSH: run against an address where no manager
 // answers says so at once and exits 255 after the first-contact window (it
 // waited a minute, silently, before).

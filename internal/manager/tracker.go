@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"slices"
+	"strings"
 	"syscall"
 	"time"
 
@@ -101,6 +102,32 @@ func stateForScheduleError(err error) devops.State {
 
 var errKilledWhilePending = errors.New("terminated before it started")
 
+// errAllTried: every worker was tried for a command, and none took it.
+var errAllTried = errors.New("every worker was tried")
+
+// refusals are the workers that did not take a command, in order, with
+// why; workers that refused for the same reason are told as one.
+type refusals []struct{ why, workers string }
+
+func (r *refusals) add(worker string, err error) {
+	why := status.Convert(err).Message()
+	for i := range *r {
+		if (*r)[i].why == why {
+			(*r)[i].workers += ", " + worker
+			return
+		}
+	}
+	*r = append(*r, struct{ why, workers string }{why, worker})
+}
+
+func (r refusals) String() string {
+	parts := make([]string, len(r))
+	for i, x := range r {
+		parts[i] = fmt.Sprintf("%s (%s)", x.why, x.workers)
+	}
+	return strings.Join(parts, "; ")
+}
+
 // errNotDelivered marks a call that certainly did not reach the worker, so
 // the command may be sent elsewhere without running twice.
 var errNotDelivered = errors.New("not delivered")
@@ -113,7 +140,7 @@ func (m *Manager) schedule(ctx context.Context, e *entry, exclude map[devops.Wor
 		all := len(ws)
 		ws = slices.DeleteFunc(ws, func(w devops.Worker) bool { return exclude[w.ID] })
 		if len(ws) == 0 && all > 0 {
-			return devops.Worker{}, fmt.Errorf("%w: no other worker", devops.ErrNoMatch)
+			return devops.Worker{}, fmt.Errorf("%w: %w", devops.ErrNoMatch, errAllTried)
 		}
 		return scheduler.Pick(ws, scheduler.Selector{})
 	})
@@ -184,6 +211,7 @@ func (m *Manager) follow(ctx context.Context, e *entry, log *slog.Logger) {
 	b := retry.Backoff{Min: 50 * time.Millisecond, Max: 2 * time.Second}
 	var lostSince time.Time
 	tried := map[devops.WorkerID]bool{} // workers that refused it or could not be reached
+	var refusals refusals               // and why, for the reason it fails with
 	for ctx.Err() == nil {
 		p, _ := m.procs.snapshot(e)
 		// A process the worker may have started is only ever attached to, so
@@ -224,13 +252,18 @@ func (m *Manager) follow(ctx context.Context, e *entry, log *slog.Logger) {
 		if cur.State == devops.StatePending && (refused(err) || errors.Is(err, errNotDelivered)) && !e.pinned && len(tried)+1 < m.cfg.DispatchAttempts {
 			// It certainly did not start there: try another worker.
 			tried[p.WorkerID] = true
+			refusals.add(p.WorkerName, err)
 			log.Warn("worker did not take the command; trying another", "err", err)
 			if m.procs.releaseSlot(e) {
 				m.registry.Release(p.WorkerID)
 			}
 			w, serr := m.schedule(ctx, e, tried)
 			if serr != nil {
-				m.finish(ctx, e, devops.ExitStatus{State: devops.StateFailed, Reason: fmt.Sprintf("worker %s did not take the command (%v), and no other could: %v", p.WorkerName, status.Convert(err).Message(), serr), EndedAt: time.Now()})
+				reason := "no worker took the command: " + refusals.String()
+				if !errors.Is(serr, errAllTried) {
+					reason = fmt.Sprintf("%s; and no other could: %v", reason, serr)
+				}
+				m.finish(ctx, e, devops.ExitStatus{State: devops.StateFailed, Reason: reason, EndedAt: time.Now()})
 				return
 			}
 			m.procs.update(e, func(p *devops.Process) { p.WorkerID, p.WorkerName = w.ID, w.Name })
@@ -239,7 +272,12 @@ func (m *Manager) follow(ctx context.Context, e *entry, log *slog.Logger) {
 			continue
 		}
 		if refused(err) && cur.State == devops.StatePending {
-			m.finish(ctx, e, devops.ExitStatus{State: devops.StateFailed, Reason: fmt.Sprintf("worker %s refused the command: %v", p.WorkerName, status.Convert(err).Message()), EndedAt: time.Now()})
+			reason := fmt.Sprintf("worker %s refused the command: %v", p.WorkerName, status.Convert(err).Message())
+			if len(refusals) > 0 {
+				refusals.add(p.WorkerName, err)
+				reason = "no worker took the command: " + refusals.String()
+			}
+			m.finish(ctx, e, devops.ExitStatus{State: devops.StateFailed, Reason: reason, EndedAt: time.Now()})
 			return
 		}
 		if cur.State == devops.StateRunning {

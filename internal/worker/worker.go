@@ -680,7 +680,8 @@ func (w *Worker) start(ctx context.Context, id devops.ProcessID, spec devops.Spe
 			os.RemoveAll(dir)
 		}
 		if errors.Is(err, devops.ErrInvalid) {
-			return nil, status.Error(codes.InvalidArgument, err.Error())
+			// The manager names the process already.
+			return nil, status.Error(codes.InvalidArgument, strings.TrimPrefix(err.Error(), "start "+string(id)+": "))
 		}
 		return nil, status.Errorf(codes.Internal, "start: %v", err)
 	}
