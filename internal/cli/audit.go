@@ -20,6 +20,9 @@ func newAuditCmd(env *Env, g *globals) *cobra.Command {
   devops audit -n 1000 -o json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkLimit(limit); err != nil {
+				return err
+			}
 			if limit > maxAudit {
 				return fmt.Errorf("--limit: %w: %d: at most %d (the whole log is audit.log in the manager's data dir)", devops.ErrInvalid, limit, maxAudit)
 			}
@@ -54,6 +57,14 @@ func newAuditCmd(env *Env, g *globals) *cobra.Command {
 	cmd.Flags().IntVarP(&limit, "limit", "n", 100, fmt.Sprintf("most recent entries to show (at most %d)", maxAudit))
 	cmd.Flags().StringVarP(&output, "output", "o", "table", "table or json")
 	return cmd
+}
+
+// checkLimit refuses a negative -n, which listed everything as 0 does.
+func checkLimit(n int) error {
+	if n < 0 {
+		return fmt.Errorf("--limit: %w: %d: want 0 or more", devops.ErrInvalid, n)
+	}
+	return nil
 }
 
 // maxAudit is the most entries the manager answers at once.

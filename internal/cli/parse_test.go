@@ -1,6 +1,8 @@
 package cli
 
 import (
+	"bytes"
+	"strings"
 	"syscall"
 	"testing"
 
@@ -70,6 +72,18 @@ func TestExitCodes(t *testing.T) {
 	for _, tt := range tests {
 		if got := tt.p.ExitCode(); got != tt.want {
 			t.Errorf("ExitCode(%s code=%d signal=%d) = %d, want %d", tt.p.State, tt.p.Code, tt.p.Signal, got, tt.want)
+		}
+	}
+}
+
+// TestListLimitsAreChecked: -n is checked before the manager is asked
+// (here none listens): a negative one listed everything before.
+func TestListLimitsAreChecked(t *testing.T) {
+	for _, args := range [][]string{{"ps", "-n", "-1"}, {"runs", "-n", "-1"}, {"audit", "-n", "-1"}, {"audit", "-n", "20000"}} {
+		var out, errb bytes.Buffer
+		code := Main(t.Context(), append(args, "--manager", "127.0.0.1:1", "--insecure"), Env{Stdout: &out, Stderr: &errb})
+		if code != 1 || !strings.Contains(errb.String(), "--limit: invalid argument") {
+			t.Errorf("devops %v = %d %q, want 1 and a --limit error", args, code, errb.String())
 		}
 	}
 }

@@ -31,6 +31,9 @@ func newPsCmd(env *Env, g *globals) *cobra.Command {
   devops ps -o json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkLimit(last); err != nil {
+				return err
+			}
 			var state devops.State
 			if stateName != "" {
 				var err error

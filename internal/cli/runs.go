@@ -602,6 +602,9 @@ func newRunsCmd(env *Env, g *globals) *cobra.Command {
 		Short: "List fleet runs",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkLimit(last); err != nil {
+				return err
+			}
 			return g.call(func(c *client.Client) error {
 				rs, err := c.RecentFleetRuns(cmd.Context(), last)
 				if err != nil {
