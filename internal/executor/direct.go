@@ -25,9 +25,6 @@ func startDirect(l launch, log *slog.Logger) (sandbox, error) {
 	if err != nil {
 		return nil, err
 	}
-	if stdin != nil {
-		defer stdin.Close() // the command has its own copy
-	}
 	cmd := &exec.Cmd{
 		Path:        path,
 		Args:        l.spec.Argv,
@@ -39,6 +36,7 @@ func startDirect(l launch, log *slog.Logger) (sandbox, error) {
 	}
 	if stdin != nil {
 		cmd.Stdin = stdin
+		defer stdin.Close() // the command has its own copy
 	}
 	if l.cred != nil {
 		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: l.cred.uid, Gid: l.cred.gid, Groups: l.cred.groups}

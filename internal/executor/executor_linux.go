@@ -41,17 +41,6 @@ type platform struct {
 func newPlatform(cfg Config, log *slog.Logger) (*platform, error) {
 	pl := &platform{log: log, initPath: cfg.InitPath, root: os.Geteuid() == 0}
 	var missing []string
-	cg, err := detectCgroups(cfg.CgroupRoot, log)
-	if err != nil {
-		missing = append(missing, "cgroups ("+err.Error()+")")
-	} else {
-		pl.cgroups = cg
-		for c, ok := range map[string]bool{"memory": cg.memory, "cpu": cg.cpu, "pids": cg.pids} {
-			if !ok {
-				missing = append(missing, c+" cgroup controller")
-			}
-		}
-	}
 	if pl.root {
 		if err := pl.probe(true); err == nil {
 			pl.useInit, pl.namespaces = true, true
@@ -66,6 +55,21 @@ func newPlatform(cfg Config, log *slog.Logger) (*platform, error) {
 			pl.useInit = true
 		} else {
 			missing = append(missing, "init binary ("+err.Error()+")")
+		}
+	}
+	if !pl.useInit {
+		// Only an init moves a command into its cgroup: without one each
+		// command left an empty cgroup behind, and its limits were not
+		// enforced though the fingerprint offered them.
+		missing = append(missing, "cgroups (without the init nothing joins them)")
+	} else if cg, err := detectCgroups(cfg.CgroupRoot, log); err != nil {
+		missing = append(missing, "cgroups ("+err.Error()+")")
+	} else {
+		pl.cgroups = cg
+		for c, ok := range map[string]bool{"memory": cg.memory, "cpu": cg.cpu, "pids": cg.pids} {
+			if !ok {
+				missing = append(missing, c+" cgroup controller")
+			}
 		}
 	}
 	if len(missing) > 0 {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"testing"
@@ -14,7 +15,8 @@ import (
 )
 
 // TestStdin: a command reads Spec.Stdin, byte for byte, then end of file,
-// however it starts: in this process (Start), under a cold shim, a warm one
+// however it starts: in this process (Start, through an init or not),
+// under a cold shim, a warm one
 // (twice on the same shim: the second time in the namespaces of the first's
 // init, its /tmp new), as another user, and without namespaces (where the
 // init becomes the command). Without Stdin it reads end of file at once.
@@ -51,6 +53,23 @@ func TestStdin(t *testing.T) {
 		r := run(t, e, "start", spec)
 		check(t, "with input", r.status, r.stdout, r.stderr, want)
 		r = run(t, e, "start-none", none)
+		check(t, "without", r.status, r.stdout, r.stderr, "end of file\n")
+	})
+	t.Run("start without an init", func(t *testing.T) {
+		// An init binary that does not answer: the command starts in this
+		// process, without cgroups, which nothing would make it join.
+		e, err := executor.New(executor.Config{Root: t.TempDir(), InitPath: "/bin/true", NoDocker: true,
+			CgroupRoot: fmt.Sprintf("devops-test-%d-noinit", os.Getpid()), Logger: slog.New(slog.DiscardHandler)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { e.Close() })
+		if fp := e.Fingerprint(); fp.Cgroups != "" || fp.Namespaces {
+			t.Errorf("fingerprint without an init: %+v, want no cgroups and no namespaces", fp)
+		}
+		r := run(t, e, "direct", spec)
+		check(t, "with input", r.status, r.stdout, r.stderr, want)
+		r = run(t, e, "direct-none", none)
 		check(t, "without", r.status, r.stdout, r.stderr, "end of file\n")
 	})
 	t.Run("cold", func(t *testing.T) {
