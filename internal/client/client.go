@@ -127,9 +127,13 @@ type answeredStream struct {
 
 func (s *answeredStream) RecvMsg(m any) error {
 	err := s.ClientStream.RecvMsg(m)
-	if !s.seen && err != io.EOF {
-		s.seen = err == nil
-		s.c.noteAnswer(err)
+	if !s.seen {
+		s.seen = true
+		if err == io.EOF {
+			s.c.noteAnswer(nil) // it ended, as the manager meant
+		} else {
+			s.c.noteAnswer(err)
+		}
 	}
 	return err
 }
