@@ -321,7 +321,12 @@ func (m *Manager) Watch(ctx context.Context, ids []devops.ProcessID, from int64,
 func (m *Manager) watchOne(ctx context.Context, e *entry, from int64, follow, states bool, send func(Event) error) error {
 	p, changed := m.procs.snapshot(e)
 	id := p.ID
-	if states {
+	// A process that ended before the watch began is told last, after its
+	// output, as any other: told first, its end came before its output
+	// (fleet runs' children of a few milliseconds, one in ten: --group
+	// printed their block empty and dropped what came after, -o json put
+	// the end object first).
+	if states && (!p.State.Terminal() || from >= p.OutputBytes) {
 		if err := send(Event{ID: id, Process: &p}); err != nil {
 			return err
 		}

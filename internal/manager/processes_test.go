@@ -2,6 +2,7 @@ package manager
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -53,5 +54,41 @@ func TestSubmitPlacesAtOnce(t *testing.T) {
 	}
 	if p.ID != ids[0] || p.State != devops.StatePending || p.WorkerID != f.id {
 		t.Errorf("first record: id %s state %v worker %q; want %s PENDING on %q", p.ID, p.State, p.WorkerID, ids[0], f.id)
+	}
+}
+
+// TestWatchSendsTheEndAfterTheOutput: a process that ended before its
+// watcher came is sent as it would have been live: its output, then its
+// final record, once.
+func TestWatchSendsTheEndAfterTheOutput(t *testing.T) {
+	mem := store.NewMemory()
+	ctx := t.Context()
+	at := time.Now().Add(-time.Second)
+	p := devops.Process{ID: "done", State: devops.StateSucceeded, Spec: devops.Spec{Argv: []string{"echo", "hi"}},
+		CreatedAt: at, StartedAt: at, EndedAt: at, OutputBytes: 3}
+	if err := mem.PutProcess(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	if err := mem.AppendOutput(ctx, "done", devops.Chunk{Stream: devops.Stdout, Data: []byte("hi\n")}); err != nil {
+		t.Fatal(err)
+	}
+	if err := mem.CloseOutput(ctx, "done"); err != nil {
+		t.Fatal(err)
+	}
+	m := startManager(t, Config{Store: mem})
+	var got []string
+	err := m.Watch(ctx, []devops.ProcessID{"done"}, 0, true, true, func(ev Event) error {
+		if ev.Chunk != nil {
+			got = append(got, "chunk "+string(ev.Chunk.Data))
+		} else {
+			got = append(got, "record "+ev.Process.State.String())
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"chunk hi\n", "record SUCCEEDED"}; !slices.Equal(got, want) {
+		t.Errorf("events %q, want %q", got, want)
 	}
 }
