@@ -95,6 +95,19 @@ func TestSecurityClients(t *testing.T) {
 		_, err = cl.Workers(ctx)
 		wantCode(t, "ListWorkers without a token", err, codes.Unauthenticated, "no API token")
 	})
+	t.Run("negative ttl", func(t *testing.T) {
+		before, err := c.Client.Tokens(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := c.CLI(ctx, "token", "create", "--role", "admin", "--ttl", "-1h")
+		if r.Code == 0 || !strings.Contains(r.Stderr, "ttl") {
+			t.Errorf("token create --ttl -1h = %d %q %q, want refused (it made a token that never expires)", r.Code, r.Stdout, r.Stderr)
+		}
+		if after, _ := c.Client.Tokens(ctx); len(after) != len(before) {
+			t.Errorf("tokens after a refused create: %d, want %d", len(after), len(before))
+		}
+	})
 	t.Run("wrong token", func(t *testing.T) {
 		path := filepath.Join(t.TempDir(), "bad")
 		os.WriteFile(path, []byte("0123456789ab.0123456789abcdef0123456789abcdef\n"), 0o600)

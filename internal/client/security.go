@@ -11,9 +11,9 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
-	"google.golang.org/protobuf/types/known/durationpb"
 
 	pb "github.com/devops-platform/devops/api/devops/v1"
+	"github.com/devops-platform/devops/internal/wire"
 )
 
 // Option adjusts Dial.
@@ -89,10 +89,9 @@ func tokenFromPB(t *pb.Token) TokenInfo {
 // CreateToken creates a token and returns it with its secret, the token
 // string itself (shown once).
 func (c *Client) CreateToken(ctx context.Context, role, scope, description string, ttl time.Duration) (TokenInfo, string, error) {
-	req := &pb.CreateTokenRequest{Role: role, Scope: scope, Description: description}
-	if ttl > 0 {
-		req.Ttl = durationpb.New(ttl)
-	}
+	// A negative ttl goes too, for the manager to refuse: dropped, it made
+	// a token that never expires.
+	req := &pb.CreateTokenRequest{Role: role, Scope: scope, Description: description, Ttl: wire.Duration(ttl)}
 	resp, err := c.security().CreateToken(ctx, req)
 	if err != nil {
 		return TokenInfo{}, "", err
