@@ -371,10 +371,10 @@ func TestFullWorkersQueueThenFail(t *testing.T) {
 	if r.Code == 0 || !strings.Contains(r.Stderr, "free slot") {
 		t.Errorf("queued run = %d %q, want a no-free-slot failure", r.Code, r.Stderr)
 	}
-	// Waits, and runs as soon as the slot frees.
-	var out testcluster.SyncBuffer
+	// Waits, saying so, and runs as soon as the slot frees.
+	var out, errOut testcluster.SyncBuffer
 	done := make(chan int)
-	go func() { done <- c.CLIWith(t.Context(), &out, &out, nil, "run", "--", "echo", "second") }()
+	go func() { done <- c.CLIWith(t.Context(), &out, &errOut, nil, "run", "--", "echo", "second") }()
 	testcluster.Eventually(t, 5*time.Second, "second pending", func() bool {
 		ps, _ := c.Client.Processes(t.Context(), devops.StatePending, "")
 		return len(ps) == 1
@@ -384,6 +384,11 @@ func TestFullWorkersQueueThenFail(t *testing.T) {
 	}
 	if code := <-done; code != 0 || out.String() != "second\n" {
 		t.Errorf("queued run = %d %q, want 0 second", code, out.String())
+	}
+	// It said why it waited, and when it ran (it had not run before: no "again").
+	if e := errOut.String(); !strings.Contains(e, ": PENDING: waiting: no free slot: all 1 matching workers are full\n") ||
+		!strings.Contains(e, ": RUNNING\n") {
+		t.Errorf("queued run's stderr does not tell of its wait and its start:\n%s", e)
 	}
 }
 

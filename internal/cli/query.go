@@ -141,7 +141,7 @@ and says on stderr why the process waits (its worker unreachable) and when that 
 					return logsRun(cmd.Context(), env, c, devops.RunID(args[0]), follow)
 				}
 				var final *devops.Process
-				said := ""
+				var said note
 				err := c.Logs(cmd.Context(), devops.ProcessID(args[0]), from, follow, func(ev client.Event) error {
 					if ev.Chunk != nil {
 						lostNote(env.Stderr, ev.ID, ev.Lost)

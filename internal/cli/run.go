@@ -208,7 +208,7 @@ func runAndFollow(ctx context.Context, c *client.Client, req client.RunRequest, 
 	var mu sync.Mutex // protects final, ids and said
 	final := map[devops.ProcessID]devops.Process{}
 	var ids []devops.ProcessID
-	said := map[devops.ProcessID]string{} // the last reason told on stderr
+	said := map[devops.ProcessID]note{} // what was told on stderr last
 
 	// Ctrl-C terminates every process; a second one stops waiting.
 	ctx, cancel := context.WithCancel(ctx)
@@ -345,18 +345,28 @@ func endMessage(p devops.Process, fanout bool) string {
 	return msg
 }
 
-// noteReason says on w why a process that has not ended waits (its worker
-// unreachable, the manager's disk full), or that it no longer does, when
-// that changed since last, the reason said before. It returns the reason
-// now said.
-func noteReason(w io.Writer, p devops.Process, last string) string {
-	if p.Reason == last {
+// note is what noteReason last said of a process: its state then, and why
+// it waited.
+type note struct {
+	state  devops.State
+	reason string
+}
+
+// noteReason says on w why a process that has not ended waits (a free
+// slot, its worker unreachable, the manager's disk full), or that it no
+// longer does, when that changed since last, what was said before. It
+// returns what it said now.
+func noteReason(w io.Writer, p devops.Process, last note) note {
+	if p.Reason == last.reason {
 		return last
 	}
-	if p.Reason != "" {
+	switch {
+	case p.Reason != "":
 		fmt.Fprintf(w, "devops: %s: %s: %s\n", p.ID, p.State, p.Reason)
-	} else {
+	case last.state == devops.StatePending:
+		fmt.Fprintf(w, "devops: %s: %s\n", p.ID, p.State) // it had not run yet
+	default:
 		fmt.Fprintf(w, "devops: %s: %s again\n", p.ID, p.State)
 	}
-	return p.Reason
+	return note{p.State, p.Reason}
 }

@@ -282,14 +282,14 @@ type runPrinter struct {
 	held      map[devops.ProcessID]devops.Process    // ended, maybe to be run again: not told yet
 	retried   map[devops.ProcessID]devops.RunAttempt // run again, per the record: told once its end is seen
 	announced map[devops.ProcessID]bool
-	said      map[devops.ProcessID]string // why each child waits, as last told (noteReason)
+	said      map[devops.ProcessID]note // why each child waits, as last told (noteReason)
 }
 
 func newRunPrinter(env *Env, f *fleetFlags) *runPrinter {
 	return &runPrinter{env: env, f: f, start: time.Now(), names: map[devops.ProcessID]string{},
 		parts: map[devops.ProcessID]*[3]bytes.Buffer{}, blocks: map[devops.ProcessID]*[3]bytes.Buffer{}, ended: map[devops.ProcessID]bool{},
 		attempts: map[devops.ProcessID]int{}, held: map[devops.ProcessID]devops.Process{},
-		retried: map[devops.ProcessID]devops.RunAttempt{}, announced: map[devops.ProcessID]bool{}, said: map[devops.ProcessID]string{}}
+		retried: map[devops.ProcessID]devops.RunAttempt{}, announced: map[devops.ProcessID]bool{}, said: map[devops.ProcessID]note{}}
 }
 
 func (p *runPrinter) dest(s devops.Stream) io.Writer {
@@ -477,7 +477,7 @@ func (p *runPrinter) process(pr devops.Process) error {
 	if !pr.State.Terminal() {
 		// Why a child waits (its worker unreachable), and when that is
 		// over, as a single run says it; where its end would be told.
-		if pr.Reason != p.said[pr.ID] && !p.f.summary && p.f.output != "json" {
+		if pr.Reason != p.said[pr.ID].reason && !p.f.summary && p.f.output != "json" {
 			p.clearProgressLocked()
 			p.said[pr.ID] = noteReason(p.env.Stderr, pr, p.said[pr.ID])
 			p.progressLocked()

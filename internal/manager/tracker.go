@@ -182,6 +182,7 @@ func (m *Manager) acquire(ctx context.Context, e *entry, pick func([]devops.Work
 	}
 	deadline := time.NewTimer(timeout)
 	defer deadline.Stop()
+	waiting := false
 	for {
 		changed := m.registry.Changed()
 		w, err := m.registry.Acquire(pick)
@@ -191,6 +192,13 @@ func (m *Manager) acquire(ctx context.Context, e *entry, pick func([]devops.Work
 		}
 		if !errors.Is(err, devops.ErrNoCapacity) {
 			return devops.Worker{}, err
+		}
+		if !waiting {
+			// Its watchers are told why it waits (devops run says so on
+			// stderr), and status shows it, until it runs (started) or
+			// ends.
+			waiting = true
+			m.procs.update(e, func(p *devops.Process) { p.Reason = "waiting: " + err.Error() })
 		}
 		select {
 		case <-ctx.Done():
