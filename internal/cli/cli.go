@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"strings"
+	"sync/atomic"
 
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc/codes"
@@ -52,7 +53,7 @@ func Main(ctx context.Context, args []string, env Env) int {
 	if env.Getenv == nil {
 		env.Getenv = func(string) string { return "" }
 	}
-	root := newRoot(&env)
+	root, g := newRoot(&env)
 	root.SetArgs(args)
 	root.SetOut(env.Stdout)
 	root.SetErr(env.Stderr)
@@ -60,8 +61,8 @@ func Main(ctx context.Context, args []string, env Env) int {
 		root.SetIn(env.Stdin)
 	}
 	err := root.ExecuteContext(ctx)
-	if err == nil {
-		return 0
+	if g.stop != nil {
+		g.stop()
 	}
 	var xe *exitError
 	if errors.As(err, &xe) {
@@ -69,6 +70,12 @@ func Main(ctx context.Context, args []string, env Env) int {
 			fmt.Fprintln(env.Stderr, "devops:", xe.msg)
 		}
 		return xe.code
+	}
+	if g.interrupted.Load() {
+		return 130 // Ctrl-C: what it cut short says nothing more
+	}
+	if err == nil {
+		return 0
 	}
 	fmt.Fprintln(env.Stderr, "devops:", describe(err))
 	if isUnreachable(err) {
@@ -99,9 +106,16 @@ type globals struct {
 	logLevel  string
 	sec       securityFlags // --ca, --token-file, --insecure (login.go)
 	env       *Env
+
+	stop        context.CancelFunc // ends the command's context (stopOnInterrupt)
+	interrupted atomic.Bool        // Ctrl-C ended it
 }
 
-func newRoot(env *Env) *cobra.Command {
+// ownsInterrupt marks a command that handles Ctrl-C itself (run: the first
+// terminates what it started, the second stops waiting).
+const ownsInterrupt = "owns-interrupt"
+
+func newRoot(env *Env) (*cobra.Command, *globals) {
 	g := &globals{env: env}
 	root := &cobra.Command{
 		Use:           "devops",
@@ -109,6 +123,16 @@ func newRoot(env *Env) *cobra.Command {
 		Version:       devops.Version,
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		// Every other command stops at Ctrl-C. The binary takes SIGINT for
+		// the CLI to handle (cmd/devops), so a command that did not look
+		// at it could not be stopped: logs -f, workers --watch, a call to
+		// a manager that does not answer.
+		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
+			if env.Interrupt != nil && cmd.Annotations[ownsInterrupt] == "" {
+				g.stopOnInterrupt(cmd)
+			}
+			return nil
+		},
 	}
 	root.PersistentFlags().StringVar(&g.manager, "manager", defaultManager(env.Getenv), "manager address host:port (default from MANAGER_HOST and MANAGER_PORT)")
 	root.PersistentFlags().StringVar(&g.logFormat, "log-format", "text", "log format: text or json")
@@ -132,7 +156,22 @@ func newRoot(env *Env) *cobra.Command {
 		newAuditCmd(env, g),
 		newLoginCmd(env, g),
 	)
-	return root
+	return root, g
+}
+
+// stopOnInterrupt ends cmd's context at the first Ctrl-C.
+func (g *globals) stopOnInterrupt(cmd *cobra.Command) {
+	ctx, cancel := context.WithCancel(cmd.Context())
+	cmd.SetContext(ctx)
+	g.stop = cancel
+	go func() {
+		select {
+		case <-ctx.Done():
+		case <-g.env.Interrupt:
+			g.interrupted.Store(true)
+			cancel()
+		}
+	}()
 }
 
 // defaultManager builds host:port from MANAGER_HOST and MANAGER_PORT, as the

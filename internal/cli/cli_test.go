@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -313,6 +314,35 @@ func TestNoWorkerTakesIt(t *testing.T) {
 	if r.Code == 0 || !strings.Contains(r.Stderr, `FAILED: no worker took the command: invalid argument: user "no-such-user-here"`) ||
 		!strings.Contains(r.Stderr, "w1") || !strings.Contains(r.Stderr, "w2") || strings.Count(r.Stderr, "no-such-user-here") != 2 {
 		t.Errorf("run as an unknown user = %d, stderr:\n%s", r.Code, r.Stderr)
+	}
+}
+
+// TestCtrlCStopsEveryCommand: Ctrl-C stops a command that follows or
+// watches (they ignored it: the CLI takes SIGINT, and only run looked at
+// it), exit 130, and what it followed goes on.
+func TestCtrlCStopsEveryCommand(t *testing.T) {
+	c := testcluster.Start(t, testcluster.Options{})
+	ctx := t.Context()
+	id := strings.TrimSpace(c.CLI(ctx, "run", "--detach", "--", "sleep", "60").Stdout)
+	runID := strings.TrimSpace(c.CLI(ctx, "run", "--detach", "--all", "--", "sleep", "60").Stdout)
+	testcluster.Eventually(t, 10*time.Second, "the process running", func() bool {
+		p, err := c.Client.Status(ctx, devops.ProcessID(id))
+		return err == nil && p.State == devops.StateRunning
+	})
+	for _, args := range [][]string{{"logs", "-f", id}, {"logs", "-f", runID}, {"workers", "--watch"}} {
+		interrupt := make(chan os.Signal, 1)
+		interrupt <- os.Interrupt // pressed as it starts
+		var errb testcluster.SyncBuffer
+		code := make(chan int, 1)
+		go func() {
+			code <- c.CLIEnv(ctx, cli.Env{Stdout: io.Discard, Stderr: &errb, Interrupt: interrupt}, args...)
+		}()
+		if got := exitOf(t, code, 10*time.Second, fmt.Sprintf("devops %v did not stop at Ctrl-C", args)); got != 130 {
+			t.Errorf("devops %v at Ctrl-C = %d %q, want 130", args, got, errb.String())
+		}
+	}
+	if p, err := c.Client.Status(ctx, devops.ProcessID(id)); err != nil || p.State != devops.StateRunning {
+		t.Errorf("the followed process after Ctrl-C: %v, %v; want it RUNNING", p.State, err)
 	}
 }
 

@@ -159,6 +159,9 @@ and says on stderr why the process waits (its worker unreachable) and when that 
 					return nil
 				})
 				if err != nil {
+					if follow && cmd.Context().Err() != nil {
+						return &exitError{code: 130, msg: "stopped following; the process goes on"}
+					}
 					return err
 				}
 				if follow && final != nil && final.State.Terminal() {

@@ -30,8 +30,9 @@ func newRunCmd(env *Env, g *globals) *cobra.Command {
 		fleet               fleetFlags
 	)
 	cmd := &cobra.Command{
-		Use:   "run [flags] -- CMD [ARGS...]",
-		Short: "Run a command on one worker, or on many, and follow its output",
+		Use:         "run [flags] -- CMD [ARGS...]",
+		Annotations: map[string]string{ownsInterrupt: "the first Ctrl-C terminates, the second stops waiting"},
+		Short:       "Run a command on one worker, or on many, and follow its output",
 		Long: `Run a command remotely. Its stdout and stderr arrive live on yours and devops exits
 with its exit code: 128+signal when it was killed, 124 when it timed out, 255 when it
 was lost or the manager cannot be reached (like ssh).

@@ -21,9 +21,10 @@ func newManagerCmd(env *Env, g *globals) *cobra.Command {
 	var cfg manager.Config
 	var maxOut, maxOutTotal string
 	cmd := &cobra.Command{
-		Use:   "manager",
-		Short: "Run the manager: registers workers, places commands, serves the API",
-		Args:  cobra.NoArgs,
+		Use:         "manager",
+		Annotations: map[string]string{ownsInterrupt: "cmd/devops stops it"},
+		Short:       "Run the manager: registers workers, places commands, serves the API",
+		Args:        cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			log, err := g.logger(env.Stderr)
 			if err != nil {
@@ -74,8 +75,9 @@ func newWorkerCmd(env *Env, g *globals) *cobra.Command {
 	var cfg worker.Config
 	var labels, maxMem, maxOut, spoolMax, joinTokenFile string
 	cmd := &cobra.Command{
-		Use:   "worker",
-		Short: "Run a worker: joins the manager and runs the commands it is given",
+		Use:         "worker",
+		Annotations: map[string]string{ownsInterrupt: "cmd/devops stops it; SIGTERM drains"},
+		Short:       "Run a worker: joins the manager and runs the commands it is given",
 		Long: "Run a worker. It finds the manager at --manager, by default MANAGER_HOST:MANAGER_PORT\n" +
 			"(localhost:50051), registers itself and keeps retrying with backoff until the manager answers.",
 		Args: cobra.NoArgs,
