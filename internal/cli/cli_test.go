@@ -453,3 +453,28 @@ func tail(s string) string {
 	}
 	return s
 }
+
+// TestRunAsAnotherUser: --user works on a worker whose data dir it made
+// itself. It made it 0700, so no other user could reach the command's
+// directory, and every --user command failed with "permission denied".
+func TestRunAsAnotherUser(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to run as another user")
+	}
+	// Under a directory other users may pass through, as /var/lib is.
+	base, err := os.MkdirTemp("/var/tmp", "devops-runas-")
+	if err != nil {
+		t.Skipf("no /var/tmp: %v", err)
+	}
+	t.Cleanup(func() { os.RemoveAll(base) })
+	if err := os.Chmod(base, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	c := testcluster.Start(t, testcluster.Options{Worker: func(i int, cfg *worker.Config) {
+		cfg.DataDir = filepath.Join(base, cfg.Name) // made by the worker
+	}})
+	r := c.CLI(t.Context(), "run", "--user", "nobody", "--", "sh", "-c", "id -u; touch $HOME/f && echo wrote")
+	if r.Code != 0 || r.Stdout != "65534\nwrote\n" {
+		t.Errorf("run --user nobody = %d %q %q, want 65534 and wrote", r.Code, r.Stdout, r.Stderr)
+	}
+}

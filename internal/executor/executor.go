@@ -166,6 +166,7 @@ func New(cfg Config) (*Executor, error) {
 	if err != nil {
 		return nil, fmt.Errorf("new executor: %w", err)
 	}
+	pl.checkReach(root)
 	e := &Executor{root: root, log: log, max: cfg.MaxLimits, spoolMax: cfg.SpoolMax, platform: pl}
 	if !cfg.NoDocker {
 		if e.docker, err = newDockerClient(context.Background()); err != nil {

@@ -80,6 +80,25 @@ func newPlatform(cfg Config, log *slog.Logger) (*platform, error) {
 	return pl, nil
 }
 
+// checkReach warns when a command run as another user (--user) could not
+// reach its own directory under root: every directory above it must let
+// other users pass (o+x). Such a command fails at its start with
+// "permission denied", which says nothing of where.
+func (pl *platform) checkReach(root string) {
+	if !pl.root {
+		return
+	}
+	for dir := root; ; dir = filepath.Dir(dir) {
+		if fi, err := os.Stat(dir); err == nil && fi.Mode().Perm()&0o001 == 0 {
+			pl.log.Warn("commands run as another user (--user) cannot reach their directories", "dir", dir, "fix", "chmod o+x "+dir)
+			return
+		}
+		if dir == filepath.Dir(dir) {
+			return
+		}
+	}
+}
+
 // probe starts the init once with nothing to run, to learn whether the
 // binary speaks the init protocol and the kernel lets us make namespaces.
 func (pl *platform) probe(namespaces bool) error {

@@ -17,6 +17,9 @@ import (
 // session per process, no cgroups, no namespaces, no user switch.
 type platform struct{}
 
+// checkReach has nothing to check: no user is switched here.
+func (pl *platform) checkReach(root string) {}
+
 func newPlatform(cfg Config, log *slog.Logger) (*platform, error) {
 	log.Warn("executor runs without isolation on this OS", logKeyMissing, "cgroups; namespaces; run-as")
 	return &platform{}, nil

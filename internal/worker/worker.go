@@ -189,6 +189,12 @@ func New(cfg Config) (*Worker, error) {
 	}
 	w := &Worker{cfg: cfg, bufs: grpcbuf.New(), log: cfg.Logger.With("worker", cfg.Name), procs: make(map[devops.ProcessID]*proc), starting: make(map[devops.ProcessID]chan struct{}), started: time.Now(), cpu: newCPUMeter(), quit: make(chan struct{}), crash: make(chan struct{}), drained: make(chan struct{}), restate: make(chan struct{}, 1)}
 	w.spoolDir = filepath.Join(cfg.DataDir, "spool")
+	// Searchable by all, not readable: a command run as another user
+	// (--user) must reach its own directory under it. Made 0700, as the
+	// spool is, it failed every such command (permission denied).
+	if err := os.MkdirAll(cfg.DataDir, 0o711); err != nil {
+		return nil, fmt.Errorf("create data dir: %w", err)
+	}
 	if err := os.MkdirAll(w.spoolDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data dir: %w", err)
 	}
