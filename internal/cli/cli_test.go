@@ -346,6 +346,31 @@ func TestCtrlCStopsEveryCommand(t *testing.T) {
 	}
 }
 
+// TestWatchOutlivesAManagerRestart: workers --watch says the manager is
+// unreachable and goes on once it is back; it ended with exit 255.
+func TestWatchOutlivesAManagerRestart(t *testing.T) {
+	c := testcluster.Start(t, testcluster.Options{})
+	interrupt := make(chan os.Signal, 1)
+	var out, errb testcluster.SyncBuffer
+	code := make(chan int, 1)
+	go func() {
+		code <- c.CLIEnv(t.Context(), cli.Env{Stdout: &out, Stderr: &errb, Interrupt: interrupt}, "workers", "--watch", "--interval", "50ms")
+	}()
+	tables := func() int { return strings.Count(out.String(), "NAME ") }
+	testcluster.Eventually(t, 10*time.Second, "a first table", func() bool { return tables() > 0 })
+	c.StopManager()
+	testcluster.Eventually(t, 10*time.Second, "the watch to say the manager is unreachable", func() bool {
+		return strings.Contains(errb.String(), "manager unreachable")
+	})
+	before := tables()
+	c.StartManager()
+	testcluster.Eventually(t, 10*time.Second, "a table from the restarted manager", func() bool { return tables() > before })
+	interrupt <- os.Interrupt
+	if got := exitOf(t, code, 10*time.Second, "workers --watch did not stop at Ctrl-C"); got != 130 {
+		t.Errorf("workers --watch = %d, want 130 at Ctrl-C; stderr %q", got, errb.String())
+	}
+}
+
 // TestNoManagerFailsLikeSSH: run against an address where no manager
 // answers says so at once and exits 255 after the first-contact window (it
 // waited a minute, silently, before).

@@ -244,6 +244,16 @@ func newWorkersCmd(env *Env, g *globals) *cobra.Command {
 			return g.call(func(c *client.Client) error {
 				for {
 					ws, err := c.Workers(cmd.Context())
+					if err != nil && watch && isUnreachable(err) && cmd.Context().Err() == nil {
+						// A restart of the manager does not end a watch.
+						fmt.Fprintf(env.Stderr, "devops: %s; trying again in %v\n", describe(err), every)
+						select {
+						case <-cmd.Context().Done():
+							return nil
+						case <-time.After(every):
+						}
+						continue
+					}
 					if err != nil {
 						return err
 					}
