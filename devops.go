@@ -306,5 +306,5 @@ var (
 	ErrAlreadyExists = errors.New("already exists")
 	ErrUnavailable   = errors.New("unavailable")
 	ErrOutOfRange    = errors.New("out of range")
-	ErrTerminal      = errors.New("process already ended")
+	ErrTerminal      = errors.New("already ended")
 )

@@ -87,3 +87,21 @@ func TestListLimitsAreChecked(t *testing.T) {
 		}
 	}
 }
+
+// TestIDsOfTheOtherKindAreNamed: status of a run id, or run-status of a
+// process id, says which command it wants (it said "not found").
+func TestIDsOfTheOtherKindAreNamed(t *testing.T) {
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"status", "run-01a24e12-9efa-74a8-83cb-0f759ee86423"}, "is a fleet run: see devops run-status run-01a24e12"},
+		{[]string{"run-status", "01a24e12-9ee7-746a-bfc7-9c225efbbce9"}, "is not a fleet run (run-…): see devops status 01a24e12"},
+	} {
+		var out, errb bytes.Buffer
+		code := Main(t.Context(), append(tt.args, "--manager", "127.0.0.1:1", "--insecure"), Env{Stdout: &out, Stderr: &errb})
+		if code != 1 || !strings.Contains(errb.String(), tt.want) {
+			t.Errorf("devops %v = %d %q, want 1 and %q", tt.args, code, errb.String(), tt.want)
+		}
+	}
+}

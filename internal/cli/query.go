@@ -73,6 +73,9 @@ func newStatusCmd(env *Env, g *globals) *cobra.Command {
 		Short: "Show a process's status",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if devops.IsRunID(args[0]) {
+				return fmt.Errorf("%w: %s is a fleet run: see devops run-status %s", devops.ErrInvalid, args[0], args[0])
+			}
 			return g.call(func(c *client.Client) error {
 				p, err := c.Status(cmd.Context(), devops.ProcessID(args[0]))
 				if err != nil {

@@ -636,6 +636,9 @@ func newRunStatusCmd(env *Env, g *globals) *cobra.Command {
 		Short: "Show a fleet run: its options, its targets and their children, and its summary",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if !devops.IsRunID(args[0]) {
+				return fmt.Errorf("%w: %s is not a fleet run (run-…): see devops status %s", devops.ErrInvalid, args[0], args[0])
+			}
 			return g.call(func(c *client.Client) error {
 				r, err := c.FleetRun(cmd.Context(), devops.RunID(args[0]))
 				if err != nil {

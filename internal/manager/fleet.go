@@ -318,7 +318,7 @@ func (m *Manager) CancelRun(ctx context.Context, id devops.RunID, sig syscall.Si
 		}
 	})
 	if !changed {
-		return m.fillRun(r), fmt.Errorf("cancel %s: run already ended (%s): %w", id, r.State, devops.ErrTerminal)
+		return m.fillRun(r), fmt.Errorf("cancel %s: run %w (%s)", id, devops.ErrTerminal, r.State)
 	}
 	m.persistRun(ctx, e)
 	m.killChildren(ctx, e, sig, grace)

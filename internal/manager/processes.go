@@ -213,7 +213,7 @@ func (m *Manager) Terminate(ctx context.Context, id devops.ProcessID, sig syscal
 	}
 	p, _ := m.procs.snapshot(e)
 	if p.State.Terminal() {
-		return p, fmt.Errorf("terminate %s: %w (%s)", id, devops.ErrTerminal, p.State)
+		return p, fmt.Errorf("terminate %s: process %w (%s)", id, devops.ErrTerminal, p.State)
 	}
 	// Recorded first, so a process being delivered right now is terminated
 	// as soon as its worker reports it started.
