@@ -86,6 +86,7 @@ cat <<TXT
 The cluster is up (logs in $DATA/logs). In another terminal, try:
   export MANAGER_HOST=127.0.0.1 MANAGER_PORT=50051
   ./bin/devops run -- uname -a
+  printf 'uname -r\\nid -un\\n' | ./bin/devops run --all -i -- sh
   ./bin/devops run --selector zone=a -- sh -c 'echo to stdout; echo to stderr >&2; exit 3'; echo "exit code \$?"
   ./bin/devops run --detach -- sh -c 'for i in \$(seq 100); do echo \$i; sleep 1; done'
   ./bin/devops logs -f --from 0 ID
