@@ -149,3 +149,24 @@ func TestQueuedCommandOutlivesAManagerRestart(t *testing.T) {
 		t.Errorf("the input's file is gone before retention: %v", err)
 	}
 }
+
+// TestFleetRunInputOutlivesAManagerRestart: children a fleet run starts
+// after a restart of the manager (one at a time here) still read its
+// input: the run's file is kept, and theirs are linked to it then.
+func TestFleetRunInputOutlivesAManagerRestart(t *testing.T) {
+	c := testcluster.Start(t, testcluster.Options{Workers: 3})
+	ctx := t.Context()
+	r := c.CLIStdin(ctx, strings.NewReader("kept\n"), "run", "--all", "--max-concurrency", "1", "--detach", "-i", "--",
+		"sh", "-c", `read x; sleep 0.3; echo "got $x"`)
+	id := devops.RunID(strings.TrimSpace(r.Stdout))
+	testcluster.Eventually(t, 10*time.Second, "first child running", func() bool {
+		run, err := c.Client.FleetRun(ctx, id)
+		return err == nil && run.Summary.Running == 1
+	})
+	c.StopManager()
+	c.StartManager()
+	f := c.CLI(ctx, "logs", "-f", string(id))
+	if f.Code != 0 || strings.Count(f.Stdout, ": got kept\n") != 3 {
+		t.Errorf("logs -f after a restart = %d %q %q, want every child to read the input", f.Code, f.Stdout, f.Stderr)
+	}
+}
