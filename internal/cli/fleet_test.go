@@ -324,18 +324,26 @@ func TestFleetKillRunAndJSONOutput(t *testing.T) {
 	}
 }
 
+// restartUnderFirstChild waits until fleet run id (one child at a time)
+// runs its first child, restarts the manager, and follows the run to its
+// end: the children after the first start on the new manager.
+func restartUnderFirstChild(t *testing.T, c *testcluster.Cluster, id devops.RunID) testcluster.Result {
+	t.Helper()
+	testcluster.Eventually(t, 10*time.Second, "first child running", func() bool {
+		run, err := c.Client.FleetRun(t.Context(), id)
+		return err == nil && run.Summary.Running == 1
+	})
+	c.StopManager()
+	c.StartManager()
+	return c.CLI(t.Context(), "logs", "-f", string(id))
+}
+
 func TestFleetRunSurvivesManagerRestart(t *testing.T) {
 	c := testcluster.Start(t, testcluster.Options{Workers: 3})
 	ctx := t.Context()
 	r := c.CLI(ctx, "run", "--all", "--max-concurrency", "1", "--detach", "--", "sh", "-c", "sleep 0.3; echo ok")
 	id := devops.RunID(strings.TrimSpace(r.Stdout))
-	testcluster.Eventually(t, 10*time.Second, "first child running", func() bool {
-		run, err := c.Client.FleetRun(ctx, id)
-		return err == nil && run.Summary.Running == 1
-	})
-	c.StopManager()
-	c.StartManager()
-	f := c.CLI(ctx, "logs", "-f", string(id))
+	f := restartUnderFirstChild(t, c, id)
 	if f.Code != 0 || strings.Count(f.Stdout, ": ok\n") != 3 {
 		t.Errorf("logs -f after a restart = %d %q %q", f.Code, f.Stdout, f.Stderr)
 	}

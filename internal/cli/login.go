@@ -2,10 +2,8 @@ package cli
 
 import (
 	"bufio"
-	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -143,7 +141,9 @@ func newLoginCmd(env *Env, g *globals) *cobra.Command {
 				return err
 			}
 			if g.sec.tokenFile == "" && env.Getenv("DEVOPS_TOKEN") == "" {
-				line, err := readLine(cmd.Context(), cmd.InOrStdin())
+				line, err := awaitRead(cmd.Context(), nil, func() (string, error) {
+					return bufio.NewReader(cmd.InOrStdin()).ReadString('\n')
+				})
 				if cmd.Context().Err() != nil {
 					return cmd.Context().Err() // Ctrl-C
 				}
@@ -214,24 +214,4 @@ func parseSecretEnv(envs, secrets []string) (map[string]string, []string, error)
 		keys = append(keys, k)
 	}
 	return env, keys, nil
-}
-
-// readLine reads a line from r until ctx ends: a read from a terminal
-// does not end by itself at Ctrl-C, as the CLI takes SIGINT.
-func readLine(ctx context.Context, r io.Reader) (string, error) {
-	type read struct {
-		line string
-		err  error
-	}
-	done := make(chan read, 1)
-	go func() {
-		line, err := bufio.NewReader(r).ReadString('\n')
-		done <- read{line, err}
-	}()
-	select {
-	case res := <-done:
-		return res.line, res.err
-	case <-ctx.Done():
-		return "", ctx.Err()
-	}
 }

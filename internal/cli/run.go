@@ -133,33 +133,52 @@ Ctrl-C stops waiting.`,
 
 // readStdin reads what run --stdin sends, all of it: the command gets it
 // whole with its request, which may start it again (--retries) or on many
-// workers. Ctrl-C stops the read (the CLI takes SIGINT itself, so a read
-// from a terminal would otherwise ignore it), and nothing runs.
+// workers. Ctrl-C stops the read, and nothing runs.
 func readStdin(ctx context.Context, r io.Reader, interrupt <-chan os.Signal) ([]byte, error) {
-	type read struct {
-		data []byte
-		err  error
-	}
-	done := make(chan read, 1)
-	go func() {
-		data, err := io.ReadAll(io.LimitReader(r, devops.MaxStdin+1))
-		done <- read{data, err}
-	}()
-	var res read
-	select {
-	case res = <-done:
-	case <-interrupt:
+	data, err := awaitRead(ctx, interrupt, func() ([]byte, error) {
+		return io.ReadAll(io.LimitReader(r, devops.MaxStdin+1))
+	})
+	if errors.Is(err, errInterrupted) {
 		return nil, &exitError{code: 130, msg: "interrupted while reading the standard input; nothing ran"}
-	case <-ctx.Done():
+	}
+	if ctx.Err() != nil {
 		return nil, ctx.Err()
 	}
-	if res.err != nil {
-		return nil, fmt.Errorf("--stdin: read standard input: %w", res.err)
+	if err != nil {
+		return nil, fmt.Errorf("--stdin: read standard input: %w", err)
 	}
-	if len(res.data) > devops.MaxStdin {
+	if len(data) > devops.MaxStdin {
 		return nil, fmt.Errorf("--stdin: %w: standard input is over %d MiB, the most sent with a command; put larger data where the workers can read it", devops.ErrInvalid, devops.MaxStdin>>20)
 	}
-	return res.data, nil
+	return data, nil
+}
+
+// errInterrupted: Ctrl-C came before what was awaited.
+var errInterrupted = errors.New("interrupted")
+
+// awaitRead returns what read returns, unless ctx ends first, or interrupt
+// (when not nil) fires: errInterrupted. read runs in a goroutine of its
+// own, as a read from a terminal does not end by itself at Ctrl-C (the CLI
+// takes SIGINT); left behind, it ends with the process.
+func awaitRead[T any](ctx context.Context, interrupt <-chan os.Signal, read func() (T, error)) (T, error) {
+	type result struct {
+		v   T
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		v, err := read()
+		done <- result{v, err}
+	}()
+	var zero T
+	select {
+	case r := <-done:
+		return r.v, r.err
+	case <-interrupt:
+		return zero, errInterrupted
+	case <-ctx.Done():
+		return zero, ctx.Err()
+	}
 }
 
 func parseEnv(kvs []string) (map[string]string, error) {

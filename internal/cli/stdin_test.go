@@ -158,14 +158,7 @@ func TestFleetRunInputOutlivesAManagerRestart(t *testing.T) {
 	ctx := t.Context()
 	r := c.CLIStdin(ctx, strings.NewReader("kept\n"), "run", "--all", "--max-concurrency", "1", "--detach", "-i", "--",
 		"sh", "-c", `read x; sleep 0.3; echo "got $x"`)
-	id := devops.RunID(strings.TrimSpace(r.Stdout))
-	testcluster.Eventually(t, 10*time.Second, "first child running", func() bool {
-		run, err := c.Client.FleetRun(ctx, id)
-		return err == nil && run.Summary.Running == 1
-	})
-	c.StopManager()
-	c.StartManager()
-	f := c.CLI(ctx, "logs", "-f", string(id))
+	f := restartUnderFirstChild(t, c, devops.RunID(strings.TrimSpace(r.Stdout)))
 	if f.Code != 0 || strings.Count(f.Stdout, ": got kept\n") != 3 {
 		t.Errorf("logs -f after a restart = %d %q %q, want every child to read the input", f.Code, f.Stdout, f.Stderr)
 	}
