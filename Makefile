@@ -10,7 +10,7 @@ PROTOC_GEN_GO_VERSION   := v1.36.12
 PROTOC_GEN_GRPC_VERSION := v1.6.2
 PROTOC_GEN_VTPROTO_VERSION := v0.6.1-0.20240319094008-0393e58bdf10
 
-.PHONY: all deps proto proto-tools build run run-manager run-worker test ci-test vet fmt clean
+.PHONY: all deps proto proto-tools build dist run run-manager run-worker test ci-test vet fmt clean
 
 all: build
 
@@ -28,6 +28,18 @@ proto: proto-tools
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/devops
+
+# The binary for each platform it ships for, static (no cgo), in bin/dist:
+# devops-linux-amd64, ..., devops-windows-amd64.exe. Workers run on Linux
+# (other Unix systems without isolation, Windows not at all); the client
+# commands run on each.
+DIST_PLATFORMS ?= linux/amd64 linux/arm64 darwin/amd64 darwin/arm64 windows/amd64
+dist:
+	@for p in $(DIST_PLATFORMS); do \
+		os=$${p%/*}; arch=$${p#*/}; out=bin/dist/devops-$$os-$$arch; [ $$os = windows ] && out=$$out.exe; \
+		echo "$$out"; \
+		CGO_ENABLED=0 GOOS=$$os GOARCH=$$arch $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $$out ./cmd/devops || exit 1; \
+	done
 
 # A manager and two workers on loopback, a demo command on both, then the cluster stays up until Ctrl-C.
 run: build

@@ -12,7 +12,6 @@ import (
 	"golang.org/x/term"
 
 	"github.com/devops-platform/devops/internal/cli"
-	"github.com/devops-platform/devops/internal/executor"
 	"github.com/devops-platform/devops/internal/store"
 )
 
@@ -23,9 +22,8 @@ func main() {
 	if len(os.Args) < 2 || os.Args[1] != "manager" {
 		store.StopNATSSampler()
 	}
-	// The executor re-runs this binary as the init of a command's namespaces.
-	if len(os.Args) > 1 && os.Args[1] == "__init" {
-		os.Exit(executor.RunInit(os.Args[2:]))
+	if code, ok := runInit(os.Args[1:]); ok {
+		os.Exit(code)
 	}
 	os.Exit(run())
 }

@@ -162,6 +162,41 @@ func TestKillLeavesNoChildBehind(t *testing.T) {
 	}
 }
 
+// TestKillSendsTheNamedSignal: the signal a user names is the one the
+// command gets, sent by its Linux number whatever the client's OS, and is
+// named back in kill's answer and in status.
+func TestKillSendsTheNamedSignal(t *testing.T) {
+	c := testcluster.Start(t, testcluster.Options{})
+	r := c.CLI(t.Context(), "run", "--detach", "--", "sh", "-c", `trap 'echo got USR1; exit 3' USR1; echo ready; while :; do sleep 0.05; done`)
+	if r.Code != 0 {
+		t.Fatalf("run --detach exited %d: %s", r.Code, r.Stderr)
+	}
+	id := strings.TrimSpace(r.Stdout)
+	testcluster.Eventually(t, 5*time.Second, "the trap set", func() bool {
+		return strings.Contains(c.CLI(t.Context(), "logs", id).Stdout, "ready")
+	})
+	k := c.CLI(t.Context(), "kill", "--signal", "usr1", "--grace", "10s", id)
+	if k.Code != 0 || !strings.Contains(k.Stdout, id+": SIGUSR1 sent") {
+		t.Fatalf("kill --signal usr1 = %d, %q, %q; want SIGUSR1 sent", k.Code, k.Stdout, k.Stderr)
+	}
+	if f := c.CLI(t.Context(), "logs", "-f", id); f.Code != 3 || !strings.Contains(f.Stdout, "got USR1") {
+		t.Errorf("logs -f = %d, %q; want the trap's line and exit 3", f.Code, f.Stdout)
+	}
+
+	r = c.CLI(t.Context(), "run", "--detach", "--", "sleep", "30")
+	id = strings.TrimSpace(r.Stdout)
+	if k := c.CLI(t.Context(), "kill", "-s", "9", id); k.Code != 0 || !strings.Contains(k.Stdout, "SIGKILL sent") {
+		t.Fatalf("kill -s 9 = %d, %q, %q", k.Code, k.Stdout, k.Stderr)
+	}
+	c.CLI(t.Context(), "logs", "-f", id)
+	if st := c.CLI(t.Context(), "status", id); !strings.Contains(st.Stdout, "9 (SIGKILL)") {
+		t.Errorf("status of a killed process = %q; want its signal named", st.Stdout)
+	}
+	if k := c.CLI(t.Context(), "kill", "-s", "NOPE", id); k.Code == 0 || !strings.Contains(k.Stderr, `unknown signal "NOPE"`) {
+		t.Errorf("kill -s NOPE = %d, %q", k.Code, k.Stderr)
+	}
+}
+
 func TestCtrlCTerminatesTheRemoteProcess(t *testing.T) {
 	c := testcluster.Start(t, testcluster.Options{})
 	interrupt := make(chan os.Signal, 1)

@@ -3,7 +3,6 @@ package cli
 import (
 	"bytes"
 	"strings"
-	"syscall"
 	"testing"
 
 	"github.com/devops-platform/devops"
@@ -23,23 +22,6 @@ func TestParseSize(t *testing.T) {
 		got, err := parseSize(tt.in)
 		if (err == nil) != tt.ok || got != tt.want {
 			t.Errorf("parseSize(%q) = %d, %v; want %d (ok=%v)", tt.in, got, err, tt.want, tt.ok)
-		}
-	}
-}
-
-func TestParseSignal(t *testing.T) {
-	tests := []struct {
-		in   string
-		want syscall.Signal
-	}{{"TERM", syscall.SIGTERM}, {"sigkill", syscall.SIGKILL}, {"SIGINT", syscall.SIGINT}, {"9", syscall.SIGKILL}, {"hup", syscall.SIGHUP}}
-	for _, tt := range tests {
-		if got, err := parseSignal(tt.in); err != nil || got != tt.want {
-			t.Errorf("parseSignal(%q) = %v, %v; want %v", tt.in, got, err, tt.want)
-		}
-	}
-	for _, bad := range []string{"", "NOPE", "0", "99"} {
-		if _, err := parseSignal(bad); err == nil {
-			t.Errorf("parseSignal(%q) succeeded, want an error", bad)
 		}
 	}
 }

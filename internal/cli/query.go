@@ -105,7 +105,7 @@ func printStatus(w io.Writer, p devops.Process) {
 	}
 	row("Exit code", exitText(p))
 	if p.Signal != 0 {
-		row("Signal", strconv.Itoa(p.Signal))
+		row("Signal", fmt.Sprintf("%d (%s)", p.Signal, devops.SignalName(syscall.Signal(p.Signal))))
 	}
 	if p.Reason != "" {
 		row("Reason", p.Reason)
@@ -194,7 +194,7 @@ func newKillCmd(env *Env, g *globals) *cobra.Command {
 period: no child survives.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			sig, err := parseSignal(sigName)
+			sig, err := devops.ParseSignal(sigName)
 			if err != nil {
 				return err
 			}
@@ -206,30 +206,14 @@ period: no child survives.`,
 				if err != nil {
 					return err
 				}
-				fmt.Fprintf(env.Stdout, "%s: %s sent (was %s)\n", p.ID, sig, p.State)
+				fmt.Fprintf(env.Stdout, "%s: %s sent (was %s)\n", p.ID, devops.SignalName(sig), p.State)
 				return nil
 			})
 		},
 	}
-	cmd.Flags().StringVarP(&sigName, "signal", "s", "TERM", "signal name or number")
+	cmd.Flags().StringVarP(&sigName, "signal", "s", "TERM", "signal name or Linux number")
 	cmd.Flags().DurationVar(&grace, "grace", devops.DefaultGrace, "time before SIGKILL")
 	return cmd
-}
-
-var signals = map[string]syscall.Signal{
-	"HUP": syscall.SIGHUP, "INT": syscall.SIGINT, "QUIT": syscall.SIGQUIT, "KILL": syscall.SIGKILL,
-	"USR1": syscall.SIGUSR1, "USR2": syscall.SIGUSR2, "TERM": syscall.SIGTERM, "STOP": syscall.SIGSTOP, "CONT": syscall.SIGCONT,
-}
-
-func parseSignal(s string) (syscall.Signal, error) {
-	name := strings.TrimPrefix(strings.ToUpper(strings.TrimSpace(s)), "SIG")
-	if sig, ok := signals[name]; ok {
-		return sig, nil
-	}
-	if n, err := strconv.Atoi(name); err == nil && n > 0 && n < 65 {
-		return syscall.Signal(n), nil
-	}
-	return 0, fmt.Errorf("%w: unknown signal %q", devops.ErrInvalid, s)
 }
 
 func newWorkersCmd(env *Env, g *globals) *cobra.Command {

@@ -357,7 +357,7 @@ func endMessage(p devops.Process, fanout bool) string {
 	}
 	msg := fmt.Sprintf("process %s%s %s", p.ID, where, p.State)
 	if p.Signal != 0 {
-		msg += fmt.Sprintf(" (signal %d)", p.Signal)
+		msg += fmt.Sprintf(" (signal %d, %s)", p.Signal, devops.SignalName(syscall.Signal(p.Signal)))
 	}
 	if p.Reason != "" {
 		msg += ": " + p.Reason

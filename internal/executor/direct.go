@@ -58,7 +58,9 @@ func (s *directSandbox) wait() (initResult, *syscall.Rusage) {
 	return waitResult(ws), ru
 }
 
-func (s *directSandbox) signal(sig syscall.Signal) { syscall.Kill(-s.cmd.Process.Pid, sig) }
+func (s *directSandbox) signal(sig syscall.Signal) {
+	syscall.Kill(-s.cmd.Process.Pid, localSignal(sig))
+}
 
 // kill SIGKILLs the session's group. After the leader was reaped its pid
 // could in principle be reused by a new group; that window is the price of

@@ -209,6 +209,24 @@ func (e *Executor) spoolSpares(dir string) *spare.Pool {
 	return e.spool
 }
 
+// Files in a supervised process's directory. They are here, not beside the
+// shim, because every Unix build makes and reads them.
+const (
+	// OutputFile holds the output as frames: one byte of stream, four bytes
+	// of length (big endian), then the data. Each frame is one write.
+	OutputFile = "output"
+	// ExitFile holds the devops.ExitStatus as JSON once the process ended.
+	ExitFile = "exit.json"
+	// StdinFile holds the command's standard input, when it has one.
+	StdinFile = "stdin"
+	stateFile = "shim.json"
+	stopFile  = "stop.json"
+	logFile   = "shim.log"
+)
+
+// FrameHeader is the size of a frame's header in OutputFile.
+const FrameHeader = 5
+
 // makeProcessDir makes a spare process directory for StartSupervised: the
 // directory with its empty output and shim log, as a start would.
 func makeProcessDir(path string) error {
@@ -285,11 +303,10 @@ type Process struct {
 	statusFirst bool
 
 	mu sync.Mutex // protects the fields below
-	// stopReason is set by the first Terminate or the timeout; it decides
+	// stopState is set by the first Terminate or the timeout; it decides
 	// between TERMINATED and TIMED_OUT.
-	stopState  devops.State
-	stopSignal syscall.Signal
-	status     devops.ExitStatus
+	stopState devops.State
+	status    devops.ExitStatus
 }
 
 // launch is what a platform needs to start one process.
@@ -731,7 +748,7 @@ func (p *Process) stop(state devops.State, sig syscall.Signal, grace time.Durati
 	default:
 	}
 	if p.stopState == devops.StateUnknown {
-		p.stopState, p.stopSignal = state, sig
+		p.stopState = state
 	}
 	// Added under the lock, before run can see exited and start waiting on
 	// the group, so wg.Add never races wg.Wait, and run destroys the
@@ -776,7 +793,7 @@ func (p *Process) run() {
 	}
 
 	p.mu.Lock()
-	p.status = classify(res, u, p.stopState, p.stopSignal, p.out.truncated())
+	p.status = classify(res, u, p.stopState, p.out.truncated())
 	p.status.EndedAt = time.Now()
 	st := p.status
 	p.mu.Unlock()
@@ -798,7 +815,7 @@ func (p *Process) cleanup() {
 }
 
 // classify turns how the command ended into an ExitStatus.
-func classify(res initResult, u usage, stopState devops.State, stopSignal syscall.Signal, truncated bool) devops.ExitStatus {
+func classify(res initResult, u usage, stopState devops.State, truncated bool) devops.ExitStatus {
 	st := devops.ExitStatus{Code: res.Code, Signal: res.Signal, CPUTime: u.cpu, PeakMemory: u.peak}
 	var reasons []string
 	switch {
@@ -807,10 +824,10 @@ func classify(res initResult, u usage, stopState devops.State, stopSignal syscal
 		st.State = devops.StateFailed
 		reasons = append(reasons, res.Reason)
 	case stopState != devops.StateUnknown:
+		// A command that caught the signal and exited keeps its own code,
+		// as ssh would report it: `trap 'exit 3' USR1` ends TERMINATED
+		// with code 3, not with the signal it caught.
 		st.State = stopState
-		if st.Signal == 0 {
-			st.Signal = int(stopSignal)
-		}
 	case u.oomKilled && res.Signal == int(syscall.SIGKILL):
 		st.State = devops.StateFailed
 		reasons = append(reasons, ReasonOOMKilled)
@@ -834,10 +851,11 @@ func classify(res initResult, u usage, stopState devops.State, stopSignal syscal
 	return st
 }
 
-// waitResult reads how a directly started process ended.
+// waitResult reads how a directly started process ended. The signal is
+// told by its Linux number, as the API carries signals.
 func waitResult(ws syscall.WaitStatus) initResult {
 	if ws.Signaled() {
-		return initResult{Signal: int(ws.Signal())}
+		return initResult{Signal: int(wireSignal(ws.Signal()))}
 	}
 	return initResult{Code: ws.ExitStatus()}
 }

@@ -766,3 +766,8 @@ func socketPair() (*os.File, *os.File, error) {
 	}
 	return os.NewFile(uintptr(fds[0]), "socket"), os.NewFile(uintptr(fds[1]), "socket"), nil
 }
+
+// localSignal and wireSignal turn the API's signal numbers, which are
+// Linux's, into this OS's and back: here they are the same.
+func localSignal(sig syscall.Signal) syscall.Signal { return sig }
+func wireSignal(sig syscall.Signal) syscall.Signal  { return sig }

@@ -89,13 +89,6 @@ func (p *Process) StartedAt() time.Time { return p.started }
 // Pooled is false: there is no warm pool outside Linux.
 func (p *Process) Pooled() bool { return false }
 
-// OutputFile and ExitFile name the files of a supervised process.
-const (
-	OutputFile  = "output"
-	ExitFile    = "exit.json"
-	FrameHeader = 5
-)
-
 type shimHandle struct{}
 
 // pool is empty: warm shims serve StartSupervised, which needs Linux.
@@ -114,3 +107,37 @@ const readBuffer = 32 << 10
 
 // outputPipe makes a pipe for a command's stdout or stderr.
 func outputPipe() (r, w *os.File, err error) { return os.Pipe() }
+
+// signalNames are this OS's signals by the names the API's Linux numbers
+// have: some numbers differ (SIGUSR1 is 30 on macOS, 10 on Linux).
+var signalNames = map[string]syscall.Signal{
+	"SIGHUP": syscall.SIGHUP, "SIGINT": syscall.SIGINT, "SIGQUIT": syscall.SIGQUIT, "SIGILL": syscall.SIGILL,
+	"SIGTRAP": syscall.SIGTRAP, "SIGABRT": syscall.SIGABRT, "SIGBUS": syscall.SIGBUS, "SIGFPE": syscall.SIGFPE,
+	"SIGKILL": syscall.SIGKILL, "SIGUSR1": syscall.SIGUSR1, "SIGSEGV": syscall.SIGSEGV, "SIGUSR2": syscall.SIGUSR2,
+	"SIGPIPE": syscall.SIGPIPE, "SIGALRM": syscall.SIGALRM, "SIGTERM": syscall.SIGTERM, "SIGCHLD": syscall.SIGCHLD,
+	"SIGCONT": syscall.SIGCONT, "SIGSTOP": syscall.SIGSTOP, "SIGTSTP": syscall.SIGTSTP, "SIGTTIN": syscall.SIGTTIN,
+	"SIGTTOU": syscall.SIGTTOU, "SIGURG": syscall.SIGURG, "SIGXCPU": syscall.SIGXCPU, "SIGXFSZ": syscall.SIGXFSZ,
+	"SIGVTALRM": syscall.SIGVTALRM, "SIGPROF": syscall.SIGPROF, "SIGWINCH": syscall.SIGWINCH, "SIGIO": syscall.SIGIO,
+	"SIGSYS": syscall.SIGSYS,
+}
+
+// localSignal turns a signal number of the API (Linux's) into this OS's.
+// A signal this OS does not have by that name is sent by its number.
+func localSignal(sig syscall.Signal) syscall.Signal {
+	if local, ok := signalNames[devops.SignalName(sig)]; ok {
+		return local
+	}
+	return sig
+}
+
+// wireSignal turns this OS's signal number into the API's.
+func wireSignal(sig syscall.Signal) syscall.Signal {
+	for name, local := range signalNames {
+		if local == sig {
+			if wire, err := devops.ParseSignal(name); err == nil {
+				return wire
+			}
+		}
+	}
+	return sig
+}

@@ -52,23 +52,6 @@ import (
 	"github.com/devops-platform/devops"
 )
 
-// Files in a supervised process's directory.
-const (
-	// OutputFile holds the output as frames: one byte of stream, four bytes
-	// of length (big endian), then the data. Each frame is one write.
-	OutputFile = "output"
-	// ExitFile holds the devops.ExitStatus as JSON once the process ended.
-	ExitFile = "exit.json"
-	// StdinFile holds the command's standard input, when it has one.
-	StdinFile = "stdin"
-	stateFile = "shim.json"
-	stopFile  = "stop.json"
-	logFile   = "shim.log"
-)
-
-// FrameHeader is the size of a frame's header in OutputFile.
-const FrameHeader = 5
-
 // shimArg follows initArg to make the init binary a shim.
 const shimArg = "shim"
 
