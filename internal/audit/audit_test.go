@@ -14,7 +14,7 @@ import (
 
 func openLog(t *testing.T) *Log {
 	t.Helper()
-	l, err := Open(filepath.Join(t.TempDir(), "audit.log"))
+	l, err := Open(filepath.Join(t.TempDir(), "audit.log"), Rotation{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -54,7 +54,7 @@ func TestAppendsShareASync(t *testing.T) {
 	var mu sync.Mutex
 	syncs := 0
 	sync0 := l.syncFile
-	l.syncFile = func() error {
+	l.syncFile = func(f *os.File) error {
 		mu.Lock()
 		syncs++
 		first := syncs == 1
@@ -62,7 +62,7 @@ func TestAppendsShareASync(t *testing.T) {
 		if first {
 			<-release // the first sync holds while the others queue
 		}
-		return sync0()
+		return sync0(f)
 	}
 	const n = 10
 	errs := make(chan error, n+1)
@@ -114,12 +114,12 @@ func TestAppendErrorReachesItsBatch(t *testing.T) {
 	broken := errors.New("disk gone")
 	fail := true
 	sync0 := l.syncFile
-	l.syncFile = func() error {
+	l.syncFile = func(f *os.File) error {
 		if fail {
 			fail = false // one failure; the next sync works
 			return broken
 		}
-		return sync0()
+		return sync0(f)
 	}
 	if err := l.Append(Entry{Principal: "a", Action: "run"}); !errors.Is(err, broken) {
 		t.Fatalf("Append with a failing sync = %v, want %v", err, broken)
@@ -168,7 +168,7 @@ func TestConcurrentAppendsAllLand(t *testing.T) {
 // BenchmarkAppendParallel: appends from concurrent callers (runs arriving
 // at once), each waiting for its own sync.
 func BenchmarkAppendParallel(b *testing.B) {
-	l, err := Open(filepath.Join(b.TempDir(), "audit.log"))
+	l, err := Open(filepath.Join(b.TempDir(), "audit.log"), Rotation{})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -187,12 +187,12 @@ func BenchmarkAppendParallel(b *testing.B) {
 // BenchmarkTail: the last 100 entries of a log of 200,000 (a day of a
 // busy manager's runs is millions).
 func BenchmarkTail(b *testing.B) {
-	l, err := Open(filepath.Join(b.TempDir(), "audit.log"))
+	l, err := Open(filepath.Join(b.TempDir(), "audit.log"), Rotation{})
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer l.Close()
-	l.syncFile = func() error { return nil }
+	l.syncFile = func(f *os.File) error { return nil }
 	e := Entry{Principal: "token:0123456789ab", Role: "admin", Action: "run", Argv: []string{"sh", "-c", "echo a nightly job"},
 		Workers: []string{"worker-1"}, Result: "ok", Peer: "127.0.0.1:50000"}
 	for range 200_000 {
@@ -213,7 +213,7 @@ func BenchmarkTail(b *testing.B) {
 // line (a crash mid-write) is left out, and so is an empty line.
 func TestTailReadsBackFromTheEnd(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "audit.log")
-	l, err := Open(path)
+	l, err := Open(path, Rotation{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -237,7 +237,7 @@ func TestTailReadsBackFromTheEnd(t *testing.T) {
 	f.WriteString("\n" + `{"time":"2026-01-01T00:00:00Z","principal":"torn {}`)
 	f.Close()
 
-	if l, err = Open(path); err != nil {
+	if l, err = Open(path, Rotation{}); err != nil {
 		t.Fatal(err)
 	}
 	defer l.Close()
@@ -272,10 +272,10 @@ func TestTailWaitsForNoSync(t *testing.T) {
 	}
 	syncing, release := make(chan struct{}), make(chan struct{})
 	sync0 := l.syncFile
-	l.syncFile = func() error {
+	l.syncFile = func(f *os.File) error {
 		close(syncing)
 		<-release
-		return sync0()
+		return sync0(f)
 	}
 	appended := make(chan error, 1)
 	go func() { appended <- l.Append(Entry{Principal: "during", Action: "run"}) }()
@@ -300,5 +300,146 @@ func TestTailWaitsForNoSync(t *testing.T) {
 	close(release)
 	if err := <-appended; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestRotationBoundsTheLog: a full file is set aside, the oldest set-aside
+// files go past Keep, and Tail reads on across the files that are left.
+func TestRotationBoundsTheLog(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "audit.log")
+	l, err := Open(path, Rotation{MaxSize: 1000, Keep: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	l.block = 100 // reads across block edges too
+	const n = 60
+	for i := range n {
+		if err := l.Append(Entry{Principal: fmt.Sprintf("p%02d", i), Action: "run", Argv: []string{"true"}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	names, _ := filepath.Glob(filepath.Join(dir, "audit.log*"))
+	if len(names) != 3 {
+		t.Fatalf("files %v; want audit.log and the 2 newest set aside", names)
+	}
+	var kept int
+	for _, name := range names {
+		fi, err := os.Stat(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Mode().Perm() != 0o600 {
+			t.Errorf("%s is %v, want 0600", name, fi.Mode().Perm())
+		}
+		// A file is set aside at the first write that finds it full, so it
+		// is at most one entry past MaxSize.
+		if fi.Size() > 1000+200 {
+			t.Errorf("%s holds %d bytes, want about 1000 at most", name, fi.Size())
+		}
+		data, _ := os.ReadFile(name)
+		kept += strings.Count(string(data), "\n")
+	}
+	es, err := l.Tail(n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(es) != kept {
+		t.Fatalf("Tail(%d) = %d entries, want the %d the files keep", n, len(es), kept)
+	}
+	for i, e := range es {
+		if want := fmt.Sprintf("p%02d", n-kept+i); e.Principal != want {
+			t.Fatalf("entry %d is %s, want %s: Tail = %v", i, e.Principal, want, es)
+		}
+	}
+	if es, _ := l.Tail(3); len(es) != 3 || es[2].Principal != fmt.Sprintf("p%02d", n-1) {
+		t.Errorf("Tail(3) = %v, want the 3 newest", es)
+	}
+
+	// A reopened log goes on where it was, and sets aside a full file.
+	l.Close()
+	if l, err = Open(path, Rotation{MaxSize: 1000, Keep: 2}); err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	for i := range 10 {
+		if err := l.Append(Entry{Principal: fmt.Sprintf("q%02d", i), Action: "run"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	es, _ = l.Tail(1000)
+	if len(es) < 10 || es[len(es)-1].Principal != "q09" || es[len(es)-11].Principal != "p59" {
+		t.Errorf("after a reopen Tail = %v; want p59, then q00 to q09", es)
+	}
+}
+
+// TestRotationKeepsEveryFileWithoutKeep: Keep 0 sets files aside and
+// removes none; files that only look like the log's are left alone.
+func TestRotationKeepsEveryFileWithoutKeep(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "audit.log")
+	other := filepath.Join(dir, "audit.log.bak")
+	if err := os.WriteFile(other, []byte("mine\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	l, err := Open(path, Rotation{MaxSize: 300})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	for i := range 40 {
+		if err := l.Append(Entry{Principal: fmt.Sprintf("p%02d", i), Action: "run"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	aside, err := l.setAside()
+	if err != nil || len(aside) < 5 {
+		t.Fatalf("set aside %v, %v; want every full file", aside, err)
+	}
+	if es, _ := l.Tail(100); len(es) != 40 {
+		t.Errorf("Tail(100) = %d entries, want all 40", len(es))
+	}
+	if _, err := os.Stat(other); err != nil {
+		t.Errorf("a file that only looks like the log's: %v", err)
+	}
+}
+
+// TestTailDuringRotations: Tails beside appends that rotate see each entry
+// once, newest last, and never fail.
+func TestTailDuringRotations(t *testing.T) {
+	l, err := Open(filepath.Join(t.TempDir(), "audit.log"), Rotation{MaxSize: 500, Keep: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := range 300 {
+			if err := l.Append(Entry{Principal: fmt.Sprintf("p%03d", i), Action: "run"}); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	}()
+	defer func() { <-done }() // the appends end before the log closes
+	for {
+		select {
+		case <-done:
+			return
+		default:
+		}
+		es, err := l.Tail(50)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		for i := 1; i < len(es); i++ {
+			if es[i-1].Principal >= es[i].Principal {
+				t.Errorf("Tail out of order or twice: %s then %s", es[i-1].Principal, es[i].Principal)
+				return
+			}
+		}
 	}
 }

@@ -24,7 +24,7 @@ func newAuditCmd(env *Env, g *globals) *cobra.Command {
 				return err
 			}
 			if limit > maxAudit {
-				return fmt.Errorf("--limit: %w: %d: at most %d (the whole log is audit.log in the manager's data dir)", devops.ErrInvalid, limit, maxAudit)
+				return fmt.Errorf("--limit: %w: %d: at most %d (the whole log is audit.log and the audit.log.<time> files set aside beside it, in the manager's data dir)", devops.ErrInvalid, limit, maxAudit)
 			}
 			return g.call(func(c *client.Client) error {
 				es, leftOut, err := c.Audit(cmd.Context(), limit)
@@ -32,7 +32,7 @@ func newAuditCmd(env *Env, g *globals) *cobra.Command {
 					return err
 				}
 				if leftOut > 0 {
-					fmt.Fprintf(env.Stderr, "devops: the %d oldest of the entries asked for were left out: they would not fit one answer (the whole log is audit.log in the manager's data dir)\n", leftOut)
+					fmt.Fprintf(env.Stderr, "devops: the %d oldest of the entries asked for were left out: they would not fit one answer (the whole log is audit.log and the audit.log.<time> files set aside beside it, in the manager's data dir)\n", leftOut)
 				}
 				if output == "json" {
 					return writeJSON(env.Stdout, es)

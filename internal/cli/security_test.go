@@ -3,6 +3,7 @@ package cli_test
 import (
 	"context"
 	"crypto/tls"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -386,5 +387,38 @@ func TestSecretEnvNeverShown(t *testing.T) {
 	ps, err := c.Client.Processes(ctx, devops.StateUnknown, "")
 	if err != nil || len(ps) != 1 || ps[0].Spec.Env["PASSWORD"] == "hunter2" || ps[0].Spec.Env["PLAIN"] != "visible" {
 		t.Errorf("process record env = %v (%v), want the secret redacted", ps, err)
+	}
+}
+
+// TestAuditLogRotates: the manager sets a full audit.log aside, keeps
+// --audit-keep of those, and `devops audit` reads on across them.
+func TestAuditLogRotates(t *testing.T) {
+	c := testcluster.Start(t, testcluster.Options{
+		Manager: func(cfg *manager.Config) { cfg.Security.AuditMaxSize, cfg.Security.AuditKeep = 2000, 2 },
+	})
+	ctx := t.Context()
+	for i := range 30 {
+		if r := c.CLI(ctx, "run", "--", "echo", fmt.Sprintf("call-%02d", i)); r.Code != 0 {
+			t.Fatalf("run %d = %d %q", i, r.Code, r.Stderr)
+		}
+	}
+	aside, _ := filepath.Glob(filepath.Join(c.ManagerDir(), "audit.log.*Z"))
+	if len(aside) != 2 {
+		t.Fatalf("set-aside audit logs %v; want the 2 newest", aside)
+	}
+	r := c.CLI(ctx, "audit", "-n", "1000")
+	if r.Code != 0 || !strings.Contains(r.Stdout, "call-29") || strings.Contains(r.Stdout, "call-00") {
+		t.Fatalf("devops audit = %d %q %q; want the newest runs, not the first", r.Code, r.Stdout, r.Stderr)
+	}
+	var kept int
+	for _, name := range append(aside, filepath.Join(c.ManagerDir(), "audit.log")) {
+		data, err := os.ReadFile(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		kept += strings.Count(string(data), "\n")
+	}
+	if got := strings.Count(r.Stdout, "\n") - 1; got != kept { // a header line
+		t.Errorf("devops audit listed %d entries; the files keep %d:\n%s", got, kept, r.Stdout)
 	}
 }

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"strconv"
@@ -18,7 +19,8 @@ import (
 
 func newManagerCmd(env *Env, g *globals) *cobra.Command {
 	var cfg manager.Config
-	var maxOut, maxOutTotal string
+	var maxOut, maxOutTotal, auditMax string
+	var auditKeep int
 	cmd := &cobra.Command{
 		Use:         "manager",
 		Annotations: map[string]string{ownsInterrupt: "cmd/devops stops it"},
@@ -35,6 +37,16 @@ func newManagerCmd(env *Env, g *globals) *cobra.Command {
 			if cfg.MaxOutputBytes, err = parseSize(maxOutTotal); err != nil {
 				return fmt.Errorf("--max-output-total: %w", err)
 			}
+			if cfg.Security.AuditMaxSize, err = parseSize(auditMax); err != nil {
+				return fmt.Errorf("--audit-max-size: %w", err)
+			}
+			if auditKeep < 0 {
+				return fmt.Errorf("--audit-keep: %w: %d: want a count, 0 for every file", devops.ErrInvalid, auditKeep)
+			}
+			// 0 on the command line is no bound; in the config it is the
+			// default, and no bound is negative.
+			cfg.Security.AuditMaxSize = cmp.Or(cfg.Security.AuditMaxSize, -1)
+			cfg.Security.AuditKeep = cmp.Or(auditKeep, -1)
 			cfg.Logger = log
 			cfg.Security.Insecure = g.sec.insecure
 			m, err := manager.New(cmd.Context(), cfg)
@@ -66,6 +78,8 @@ func newManagerCmd(env *Env, g *globals) *cobra.Command {
 	f.StringVar(&maxOut, "max-output", "1G", "output kept per process (beyond it output is not stored)")
 	f.StringVar(&maxOutTotal, "max-output-total", "8G", "output kept across all processes (the oldest is dropped)")
 	f.DurationVar(&cfg.Retention, "retention", 7*24*time.Hour, "how long processes and fleet runs are kept once ended (then their records and output are deleted; 0 keeps them for good)")
+	f.StringVar(&auditMax, "audit-max-size", "100M", "size at which audit.log is set aside as audit.log.<UTC time> and a new one started (0: it grows for good)")
+	f.IntVar(&auditKeep, "audit-keep", manager.DefaultAuditKeep, "set-aside audit logs kept, the oldest removed first (0: every one)")
 	addManagerSecurityFlags(cmd, &cfg.Security)
 	return cmd
 }

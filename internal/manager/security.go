@@ -1,6 +1,7 @@
 package manager
 
 import (
+	"cmp"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -40,7 +41,20 @@ type SecurityConfig struct {
 	// address) [10/s, burst 50]; a negative RunRate disables the limit.
 	RunRate  float64
 	RunBurst int
+	// AuditMaxSize is how large audit.log grows before it is set aside as
+	// audit.log.<UTC time> [100 MiB]; negative: it grows for good.
+	AuditMaxSize int64
+	// AuditKeep is how many set-aside audit logs are kept, the oldest
+	// removed first [10]; negative: every one.
+	AuditKeep int
 }
+
+// Defaults of the audit log's rotation: 1.1 GB at most, some 3 million
+// entries of a few hundred bytes.
+const (
+	DefaultAuditMaxSize = 100 << 20
+	DefaultAuditKeep    = 10
+)
 
 // security holds the manager's TLS material, token store and audit log.
 type security struct {
@@ -80,7 +94,9 @@ func newSecurity(cfg Config, log *slog.Logger) (*security, error) {
 	}
 	s.runLimit = auth.NewLimiter(rate, burst, nil)
 	var err error
-	if s.audit, err = audit.Open(filepath.Join(cfg.DataDir, "audit.log")); err != nil {
+	rot := audit.Rotation{MaxSize: cmp.Or(sc.AuditMaxSize, DefaultAuditMaxSize), Keep: cmp.Or(sc.AuditKeep, DefaultAuditKeep)}
+	rot.MaxSize, rot.Keep = max(rot.MaxSize, 0), max(rot.Keep, 0) // negative: no bound
+	if s.audit, err = audit.Open(filepath.Join(cfg.DataDir, "audit.log"), rot); err != nil {
 		return nil, err
 	}
 	if sc.Insecure {
