@@ -138,7 +138,8 @@ func (s State) Terminal() bool {
 
 // ExitCode is what a CLI should exit with for a process that ended in this
 // state: the remote code, 128+signal when killed, 124 on timeout (like
-// coreutils timeout), 255 when lost (like ssh).
+// coreutils timeout), 255 when lost or when it never ran (like ssh, whose
+// own failures are 255, so that a script can tell them from the command's).
 func (p Process) ExitCode() int {
 	switch p.State {
 	case StateSucceeded:
@@ -152,7 +153,7 @@ func (p Process) ExitCode() int {
 		return 128 + p.Signal
 	}
 	if p.State == StateFailed && p.Code == 0 {
-		return 1 // failed before it ran: no worker, no slot
+		return 255 // failed before it ran: no worker, no slot, refused
 	}
 	return p.Code
 }

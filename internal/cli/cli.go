@@ -60,7 +60,7 @@ func Main(ctx context.Context, args []string, env Env) int {
 	if env.Stdin != nil {
 		root.SetIn(env.Stdin)
 	}
-	err := root.ExecuteContext(ctx)
+	cmd, err := root.ExecuteContextC(ctx)
 	if g.stop != nil {
 		g.stop()
 	}
@@ -78,8 +78,11 @@ func Main(ctx context.Context, args []string, env Env) int {
 		return 0
 	}
 	fmt.Fprintln(env.Stderr, "devops:", describe(err))
-	if isUnreachable(err) {
-		return 255 // like ssh when it cannot connect
+	if isUnreachable(err) || cmd != nil && cmd.Name() == "run" {
+		// Like ssh when it cannot connect. run's own failures are all 255,
+		// as ssh's are: `devops run --worker w3 -- grep -q x f` exiting 1
+		// must mean that grep found nothing, not that w3 is unknown.
+		return 255
 	}
 	return 1
 }
@@ -156,6 +159,7 @@ func newRoot(env *Env) (*cobra.Command, *globals) {
 		newAuditCmd(env, g),
 		newLoginCmd(env, g),
 	)
+	addCompletions(root, g)
 	return root, g
 }
 

@@ -79,6 +79,13 @@ func TestRunExitCodes(t *testing.T) {
 		{"timeout", []string{"--timeout", "300ms", "--grace", "200ms", "--", "sleep", "30"}, 124, "TIMED_OUT"},
 		{"timeout, SIGTERM ignored", []string{"--timeout", "300ms", "--grace", "200ms", "--", "sh", "-c", "trap '' TERM; sleep 30"}, 124, "TIMED_OUT"},
 		{"command not found", []string{"--", "no-such-command-here"}, 127, "command not found"},
+		// devops's own failures are 255, as ssh's are: a script tells them
+		// from the command's own codes.
+		{"unknown worker", []string{"--worker", "nosuch", "--", "true"}, 255, `unknown worker "nosuch"`},
+		{"no matching worker", []string{"--selector", "zone=z", "--", "true"}, 255, "no worker matches zone=z"},
+		{"refused by every worker", []string{"--user", "nosuchuser", "--", "true"}, 255, "no worker took the command"},
+		{"a bad flag", []string{"--memory", "lots", "--", "true"}, 255, "lots"},
+		{"no command", []string{}, 255, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -533,8 +540,12 @@ func TestRunAsAnotherUser(t *testing.T) {
 	c := testcluster.Start(t, testcluster.Options{Worker: func(i int, cfg *worker.Config) {
 		cfg.DataDir = filepath.Join(base, cfg.Name) // made by the worker
 	}})
-	r := c.CLI(t.Context(), "run", "--user", "nobody", "--", "sh", "-c", "id -u; touch $HOME/f && echo wrote")
-	if r.Code != 0 || r.Stdout != "65534\nwrote\n" {
-		t.Errorf("run --user nobody = %d %q %q, want 65534 and wrote", r.Code, r.Stdout, r.Stderr)
+	r := c.CLI(t.Context(), "run", "--user", "nobody", "--", "sh", "-c", "id -u; echo $USER $LOGNAME; touch $HOME/f && echo wrote")
+	if r.Code != 0 || r.Stdout != "65534\nnobody nobody\nwrote\n" {
+		t.Errorf("run --user nobody = %d %q %q, want 65534, its name and wrote", r.Code, r.Stdout, r.Stderr)
+	}
+	// Without --user, as the worker: USER is the worker's (root here).
+	if r := c.CLI(t.Context(), "run", "--", "sh", "-c", "echo $USER $LOGNAME"); r.Stdout != "root root\n" {
+		t.Errorf("run without --user: USER and LOGNAME = %q, want root", r.Stdout)
 	}
 }

@@ -49,7 +49,7 @@ func TestExitCodes(t *testing.T) {
 		{devops.Process{State: devops.StateTerminated, Signal: 15}, 143},
 		{devops.Process{State: devops.StateTimedOut, Signal: 15}, 124},
 		{devops.Process{State: devops.StateLost}, 255},
-		{devops.Process{State: devops.StateFailed, Reason: "no free slot"}, 1},
+		{devops.Process{State: devops.StateFailed, Reason: "no free slot"}, 255},
 	}
 	for _, tt := range tests {
 		if got := tt.p.ExitCode(); got != tt.want {

@@ -88,6 +88,34 @@ func TestFleetOutputIsPrefixedWholeLines(t *testing.T) {
 	}
 }
 
+// TestFleetOutputCutsLongLines: output with no newline is printed in lines
+// of maxLine, not held whole until the end.
+func TestFleetOutputCutsLongLines(t *testing.T) {
+	p, stdout, _ := fleetPrinter(&fleetFlags{output: "text"})
+	// 2.5 maxLine bytes with no newline, in chunks of a third of it.
+	third := strings.Repeat("x", maxLine/3+1)
+	for range 7 {
+		p.chunk("1", chunk(devops.Stdout, third))
+	}
+	lines := strings.Split(strings.TrimSuffix(stdout.String(), "\n"), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("printed %d lines before the end, want 2 whole pieces", len(lines))
+	}
+	for _, l := range lines {
+		if l != "w1: "+strings.Repeat("x", maxLine) {
+			t.Fatalf("a piece of %d bytes, want the head and %d", len(l), maxLine)
+		}
+	}
+	if held := p.parts["1"][devops.Stdout%3].Len(); held != 7*len(third)-2*maxLine {
+		t.Errorf("holds %d bytes, want the rest, %d", held, 7*len(third)-2*maxLine)
+	}
+	p.process(devops.Process{ID: "1", WorkerName: "w1", State: devops.StateSucceeded})
+	p.end()
+	if got := strings.Count(stdout.String(), "x"); got != 7*len(third) {
+		t.Errorf("printed %d bytes of output, want all %d", got, 7*len(third))
+	}
+}
+
 func TestFleetOutputWithTimestamps(t *testing.T) {
 	p, stdout, _ := fleetPrinter(&fleetFlags{output: "text", timestamps: true})
 	before := time.Now()

@@ -34,8 +34,9 @@ func newRunCmd(env *Env, g *globals) *cobra.Command {
 		Annotations: map[string]string{ownsInterrupt: "the first Ctrl-C terminates, the second stops waiting"},
 		Short:       "Run a command on one worker, or on many, and follow its output",
 		Long: `Run a command remotely. Its stdout and stderr arrive live on yours and devops exits
-with its exit code: 128+signal when it was killed, 124 when it timed out, 255 when it
-was lost or the manager cannot be reached (like ssh).
+with its exit code: 128+signal when it was killed, 124 when it timed out, 255 when
+devops itself failed (the manager cannot be reached, no worker could run it, a bad
+flag, the process was lost), like ssh.
 
 Without a target the scheduler picks one worker. --worker names one; --all and
 --selector run it on every matching worker and prefix each line with the worker

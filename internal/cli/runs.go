@@ -423,11 +423,26 @@ func (p *runPrinter) chunk(id devops.ProcessID, c devops.Chunk) error {
 		out = append(out, data[:i+1]...)
 		data = data[i+1:]
 	}
+	// A line longer than maxLine is printed in pieces, each on a line of
+	// its own with the head: else output with no newline (a binary, `\r`
+	// progress) was held whole, and the CLI grew by all of it.
+	for part.Len()+len(data) >= maxLine {
+		n := maxLine - part.Len()
+		out = append(out, head...)
+		out = append(out, part.Bytes()...)
+		part.Reset()
+		out = append(out, data[:n]...)
+		out = append(out, '\n')
+		data = data[n:]
+	}
 	// An unfinished line waits for the rest.
 	part.Write(data)
 	p.lines = out
 	return p.printLocked(id, c.Stream, out)
 }
+
+// maxLine is the longest line a fleet run's output prints whole.
+const maxLine = 64 << 10
 
 // lineHeadLocked is what goes in front of each line of id's output that
 // arrives now: the time with --timestamps, and the worker's name unless the

@@ -97,6 +97,7 @@ type Executor struct {
 	max      devops.Limits
 	spoolMax int64
 	platform *platform
+	userName string // the worker's own user, for USER in its commands' environment
 
 	dockerMu sync.Mutex        // protects docker
 	docker   *dockerapi.Client // nil: no engine answered (docker.go)
@@ -168,6 +169,9 @@ func New(cfg Config) (*Executor, error) {
 	}
 	pl.checkReach(root)
 	e := &Executor{root: root, log: log, max: cfg.MaxLimits, spoolMax: cfg.SpoolMax, platform: pl}
+	if u, err := user.Current(); err == nil {
+		e.userName = u.Username
+	}
 	if !cfg.NoDocker {
 		if e.docker, err = newDockerClient(context.Background()); err != nil {
 			log.Info("containers unavailable", logKeyMissing, "docker", logKeyError, err)
@@ -326,6 +330,7 @@ type launch struct {
 type credential struct {
 	uid, gid uint32
 	groups   []uint32
+	name     string // the user's name; "" for a uid with no passwd entry
 }
 
 // usage is what a process consumed, read after it ended.
@@ -405,6 +410,7 @@ func (e *Executor) Start(ctx context.Context, id devops.ProcessID, spec devops.S
 // prepared is what prepare found and made for one process.
 type prepared struct {
 	cred  *credential // nil: as the worker
+	user  string      // the name the command runs as, for USER and LOGNAME; "": unknown
 	home  string      // the process's own directory, made by prepare
 	cwd   string
 	stdin string // the file holding the command's standard input; "": none
@@ -448,7 +454,14 @@ func (e *Executor) prepare(ctx context.Context, id devops.ProcessID, spec *devop
 	if spec.Dir != "" || spec.Image != "" {
 		cwd = spec.Dir
 	}
-	return prepared{cred: cred, home: home, cwd: cwd}, nil
+	user := e.userName
+	if cred != nil {
+		user = cred.name
+	}
+	if spec.Image != "" {
+		user = "" // the image's
+	}
+	return prepared{cred: cred, user: user, home: home, cwd: cwd}, nil
 }
 
 // launch starts a checked and prepared spec in this process: the command's
@@ -519,7 +532,7 @@ func newLaunch(id devops.ProcessID, spec devops.Spec, pr prepared) launch {
 		id:       id,
 		spec:     spec,
 		dir:      pr.cwd,
-		env:      buildEnv(spec.Env, pr.home, id),
+		env:      buildEnv(spec.Env, pr.home, pr.user, id),
 		cred:     pr.cred,
 		hostname: hostname(id),
 		stdin:    pr.stdin,
@@ -592,9 +605,14 @@ func capInt(v, max int64) int64 {
 }
 
 // buildEnv makes the whole environment of a command: nothing of the worker's
-// own leaks in. The spec may set PATH and HOME; DEVOPS_PROCESS_ID is ours.
-func buildEnv(specEnv map[string]string, home string, id devops.ProcessID) []string {
+// own leaks in. USER and LOGNAME name who it runs as, as ssh, cron and
+// systemd set them: scripts read $USER. The spec may set any of them;
+// DEVOPS_PROCESS_ID is ours.
+func buildEnv(specEnv map[string]string, home, user string, id devops.ProcessID) []string {
 	env := map[string]string{"PATH": defaultPath, "HOME": home}
+	if user != "" {
+		env["USER"], env["LOGNAME"] = user, user
+	}
 	for k, v := range specEnv {
 		env[k] = v
 	}
@@ -891,6 +909,7 @@ func parseUser(s string) (*credential, error) {
 	if u != nil {
 		gid, _ := strconv.ParseUint(u.Gid, 10, 32)
 		cred.gid = uint32(gid)
+		cred.name = u.Username
 	}
 	if hasGroup {
 		if gid, err := strconv.ParseUint(group, 10, 32); err == nil {

@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"os"
+	"os/user"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -312,12 +313,22 @@ func TestCleanEnv(t *testing.T) {
 	if strings.Contains(r.stdout, "hunter2") {
 		t.Errorf("env shows the worker's secret:\n%s", r.stdout)
 	}
-	want := []string{"PATH", "HOME", "DEVOPS_PROCESS_ID", "FOO"}
+	want := []string{"PATH", "HOME", "USER", "LOGNAME", "DEVOPS_PROCESS_ID", "FOO"}
 	if len(got) != len(want) {
 		t.Errorf("env = %v, want only %v", got, want)
 	}
-	if got["DEVOPS_PROCESS_ID"] != "env-1" || got["FOO"] != "bar" || got["PATH"] != "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" {
+	self, err := user.Current()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got["DEVOPS_PROCESS_ID"] != "env-1" || got["FOO"] != "bar" || got["PATH"] != "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" ||
+		got["USER"] != self.Username || got["LOGNAME"] != self.Username {
 		t.Errorf("env = %v", got)
+	}
+	// The spec may name the user otherwise.
+	r = run(t, e, "env-2", devops.Spec{Argv: []string{"sh", "-c", "echo $USER $LOGNAME"}, Env: map[string]string{"USER": "deploy"}})
+	if r.stdout != "deploy "+self.Username+"\n" {
+		t.Errorf("USER set by the spec: %q", r.stdout)
 	}
 }
 

@@ -73,6 +73,7 @@ type shimConfig struct {
 	Home       string           `json:"home"`
 	Cwd        string           `json:"cwd"`
 	Cred       *initCred        `json:"cred,omitempty"`
+	User       string           `json:"user,omitempty"`
 	InitPath   string           `json:"init_path"`
 	RunAsRoot  bool             `json:"run_as_root,omitempty"`
 	UseInit    bool             `json:"use_init,omitempty"`
@@ -285,7 +286,7 @@ func (e *Executor) createProcessDir(id devops.ProcessID, dir string) (*os.File, 
 func (e *Executor) newShimConfig(id devops.ProcessID, spec devops.Spec, pr prepared, dir string) shimConfig {
 	pl := e.platform
 	c := shimConfig{
-		ID: id, Spec: spec, Dir: dir, Root: e.root, Home: pr.home, Cwd: pr.cwd,
+		ID: id, Spec: spec, Dir: dir, Root: e.root, Home: pr.home, Cwd: pr.cwd, User: pr.user,
 		InitPath: pl.initPath, RunAsRoot: pl.root, UseInit: pl.useInit, Namespaces: pl.namespaces,
 		SpoolMax: e.spoolMax,
 	}
@@ -713,7 +714,7 @@ func superviseShim(c shimConfig, ready, out *os.File, stops <-chan os.Signal, in
 	pl := &platform{log: log, initPath: c.InitPath, root: c.RunAsRoot, useInit: c.UseInit, namespaces: c.Namespaces}
 	pl.cgroups = c.Cgroups.cgroups(log)
 	e := &Executor{root: c.Root, log: log, platform: pl, statusFirst: true}
-	pr := prepared{home: c.Home, cwd: c.Cwd}
+	pr := prepared{home: c.Home, cwd: c.Cwd, user: c.User}
 	if c.Spec.StdinBytes > 0 {
 		pr.stdin = filepath.Join(c.Dir, StdinFile)
 	}
