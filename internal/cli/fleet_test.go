@@ -370,3 +370,18 @@ func TestNamedWorkerThatCannotRunFailsTheRun(t *testing.T) {
 		t.Errorf("run on w1 and a down w2 = %d %q %q, want w1's output and a failure naming w2", r.Code, r.Stdout, r.Stderr)
 	}
 }
+
+// TestWorkersTakeRanges: --workers expands pdsh-style ranges, the comma
+// inside brackets too.
+func TestWorkersTakeRanges(t *testing.T) {
+	c := testcluster.Start(t, testcluster.Options{Workers: 4})
+	r := c.CLI(t.Context(), "run", "--workers", "w[1,3-4]", "--", "echo", "hi")
+	lines := strings.Split(strings.TrimSpace(r.Stdout), "\n")
+	slices.Sort(lines)
+	if r.Code != 0 || !slices.Equal(lines, []string{"w1: hi", "w3: hi", "w4: hi"}) {
+		t.Errorf("run --workers w[1,3-4] = %d %q %q; want w1, w3 and w4", r.Code, r.Stdout, r.Stderr)
+	}
+	if r := c.CLI(t.Context(), "run", "--workers", "w[2-1]", "--", "true"); r.Code != 255 || !strings.Contains(r.Stderr, `--workers "w[2-1]"`) {
+		t.Errorf("run --workers w[2-1] = %d %q", r.Code, r.Stderr)
+	}
+}

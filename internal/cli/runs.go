@@ -39,7 +39,7 @@ func (f *fleetFlags) add(fs interface {
 	IntVar(*int, string, int, string)
 	StringVarP(*string, string, string, string, string)
 }) {
-	fs.StringSliceVar(&f.workers, "workers", nil, "run on exactly these workers (names or ids, comma-separated)")
+	fs.StringSliceVar(&f.workers, "workers", nil, "run on exactly these workers (names or ids, comma-separated; web[1-3,7] and db[08-10] expand as pdsh's do)")
 	fs.BoolVar(&f.dryRun, "dry-run", false, "print which workers would run it, and why the others would not; run nothing")
 	fs.StringVar(&f.maxConcurrency, "max-concurrency", "", "at most N (or P% of the targets) running at once, a sliding window (default: all)")
 	fs.StringVar(&f.maxErrors, "max-errors", "", "error budget: once more than N (or P%) failed, start no more (default: no budget)")
@@ -61,16 +61,19 @@ func (f *fleetFlags) isFleet(req client.RunRequest) bool {
 
 // request turns the flags and the single-run request into a fleet request.
 func (f *fleetFlags) request(req client.RunRequest) (client.FleetRequest, error) {
+	workers, err := expandWorkers(f.workers)
+	if err != nil {
+		return client.FleetRequest{}, err
+	}
 	fr := client.FleetRequest{
 		Spec:            req.Spec,
-		Target:          devops.RunTarget{Workers: f.workers, Selector: req.Target.Selector, All: req.Target.All},
+		Target:          devops.RunTarget{Workers: workers, Selector: req.Target.Selector, All: req.Target.All},
 		QueueTimeout:    req.QueueTimeout,
 		DisconnectGrace: req.DisconnectGrace,
 	}
 	if req.Target.Worker != "" {
 		fr.Target.Workers = append([]string{req.Target.Worker}, fr.Target.Workers...)
 	}
-	var err error
 	if fr.Options.MaxConcurrency, err = devops.ParseLimit(f.maxConcurrency); err != nil {
 		return fr, fmt.Errorf("--max-concurrency: %w", err)
 	}
