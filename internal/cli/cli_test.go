@@ -549,3 +549,43 @@ func TestRunAsAnotherUser(t *testing.T) {
 		t.Errorf("run without --user: USER and LOGNAME = %q, want root", r.Stdout)
 	}
 }
+
+// TestLogsTail: --tail N prints the last N lines, reading back from the end
+// (past its first window too), and -f then follows.
+func TestLogsTail(t *testing.T) {
+	c := testcluster.Start(t, testcluster.Options{})
+	ctx := t.Context()
+	r := c.CLI(ctx, "run", "--detach", "--", "seq", "1", "200000") // 1.3 MB
+	id := strings.TrimSpace(r.Stdout)
+	c.CLI(ctx, "logs", "-f", id)
+	if got := c.CLI(ctx, "logs", "--tail", "3", id); got.Code != 0 || got.Stdout != "199998\n199999\n200000\n" {
+		t.Errorf("logs --tail 3 = %d %q %q", got.Code, got.Stdout, got.Stderr)
+	}
+	if got := c.CLI(ctx, "logs", "-n", "100000", id); strings.Count(got.Stdout, "\n") != 100000 || !strings.HasPrefix(got.Stdout, "100001\n") {
+		t.Errorf("logs -n 100000 printed %d lines from %q", strings.Count(got.Stdout, "\n"), got.Stdout[:min(20, len(got.Stdout))])
+	}
+	if got := c.CLI(ctx, "logs", "-n", "300000", id); strings.Count(got.Stdout, "\n") != 200000 {
+		t.Errorf("logs -n 300000 printed %d lines, want all 200000", strings.Count(got.Stdout, "\n"))
+	}
+
+	r = c.CLI(ctx, "run", "--detach", "--", "sh", "-c", "seq 1 5; echo err >&2; while [ ! -e go ]; do sleep 0.02; done; echo late; exit 4")
+	id = strings.TrimSpace(r.Stdout)
+	testcluster.Eventually(t, 5*time.Second, "the first lines", func() bool {
+		return strings.Contains(c.CLI(ctx, "logs", id).Stderr, "err")
+	})
+	var out, errb testcluster.SyncBuffer
+	done := make(chan int)
+	go func() { done <- c.CLIWith(ctx, &out, &errb, nil, "logs", "-f", "--tail", "2", id) }()
+	testcluster.Eventually(t, 5*time.Second, "the tail", func() bool { return strings.Contains(errb.String(), "err") })
+	// The command waits in its own directory, its HOME, for a file.
+	if err := os.WriteFile(filepath.Join(c.WorkerDir(0), "processes", id, "go"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if code := exitOf(t, done, 10*time.Second, "logs -f --tail did not end"); code != 4 || out.String() != "5\nlate\n" || errb.String() != "err\n" {
+		t.Errorf("logs -f --tail 2 = %d, stdout %q, stderr %q; want 4, 5 and late, err", code, out.String(), errb.String())
+	}
+
+	if got := c.CLI(ctx, "logs", "--tail", "2", "--from", "3", id); got.Code == 0 {
+		t.Errorf("logs --tail --from = %d, want refused", got.Code)
+	}
+}

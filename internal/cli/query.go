@@ -2,6 +2,7 @@ package cli
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -130,18 +131,32 @@ func printStatus(w io.Writer, p devops.Process) {
 func newLogsCmd(env *Env, g *globals) *cobra.Command {
 	var follow bool
 	var from int64
+	var tail int
 	cmd := &cobra.Command{
-		Use:   "logs [-f] [--from OFFSET] ID|RUN_ID",
+		Use:   "logs [-f] [--from OFFSET | --tail N] ID|RUN_ID",
 		Short: "Print a process's output, from any offset, and follow it",
 		Long: `Print a process's output: stdout to stdout, stderr to stderr. Offsets count the
 bytes of both streams together, so --from resumes exactly where a reader stopped.
 With -f it follows the output until the process ends and exits with its exit code,
-and says on stderr why the process waits (its worker unreachable) and when that is over.`,
+and says on stderr why the process waits (its worker unreachable) and when that is over.
+--tail N starts at the last N lines instead (of both streams together).`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if cmd.Flags().Changed("tail") && (tail < 0 || cmd.Flags().Changed("from")) {
+				return fmt.Errorf("%w: --tail %d: want 0 or more lines, and no --from", devops.ErrInvalid, tail)
+			}
 			return g.call(func(c *client.Client) error {
 				if devops.IsRunID(args[0]) {
+					if cmd.Flags().Changed("tail") {
+						return fmt.Errorf("%w: --tail is for a process id; a run's children each have their own: devops run-status %s lists them", devops.ErrInvalid, args[0])
+					}
 					return logsRun(cmd.Context(), env, c, devops.RunID(args[0]), follow)
+				}
+				if cmd.Flags().Changed("tail") {
+					var err error
+					if from, err = tailStart(cmd.Context(), c, devops.ProcessID(args[0]), tail); err != nil {
+						return err
+					}
 				}
 				var final *devops.Process
 				var said note
@@ -181,7 +196,63 @@ and says on stderr why the process waits (its worker unreachable) and when that 
 	}
 	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing until the process ends")
 	cmd.Flags().Int64Var(&from, "from", 0, "start at this byte offset")
+	cmd.Flags().IntVarP(&tail, "tail", "n", 0, "start at the last N lines")
 	return cmd
+}
+
+// tailBack is how far back --tail reads at most: past it a line too long
+// to reach the start of is printed from there.
+const tailBack = 64 << 20
+
+// tailStart finds the offset at which the last n lines of id's output
+// start: it reads back from the end, a window four times larger each time,
+// until the window holds n newlines before the last line.
+func tailStart(ctx context.Context, c *client.Client, id devops.ProcessID, n int) (int64, error) {
+	p, err := c.Status(ctx, id)
+	if err != nil {
+		return 0, err
+	}
+	end := p.OutputBytes
+	for window := int64(64 << 10); ; window *= 4 {
+		from := max(0, end-min(window, tailBack))
+		var chunks []devops.Chunk
+		err := c.Logs(ctx, id, from, false, func(ev client.Event) error {
+			if ev.Chunk != nil && ev.Chunk.Offset < end {
+				chunks = append(chunks, *ev.Chunk)
+			}
+			return nil
+		})
+		if err != nil {
+			return 0, err
+		}
+		if start, ok := lastLines(chunks, end, n); ok || from == 0 || window >= tailBack {
+			return start, nil
+		}
+	}
+}
+
+// lastLines finds where the last n lines of chunks (which end at end)
+// start: after the nth newline from the end, a newline that ends the
+// output not counted (an unfinished last line is a line). ok is false when
+// the chunks hold fewer lines; start is then where they begin.
+func lastLines(chunks []devops.Chunk, end int64, n int) (start int64, ok bool) {
+	if len(chunks) == 0 || n == 0 {
+		return end, true
+	}
+	seen := 0
+	for i := len(chunks) - 1; i >= 0; i-- {
+		ch := chunks[i]
+		data := ch.Data[:min(int64(len(ch.Data)), end-ch.Offset)]
+		for j := len(data) - 1; j >= 0; j-- {
+			if data[j] != '\n' || ch.Offset+int64(j) == end-1 {
+				continue
+			}
+			if seen++; seen == n {
+				return ch.Offset + int64(j) + 1, true
+			}
+		}
+	}
+	return chunks[0].Offset, false
 }
 
 func newKillCmd(env *Env, g *globals) *cobra.Command {
