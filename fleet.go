@@ -183,19 +183,24 @@ type RunTarget struct {
 	Workers  []string // names or ids
 	Selector string
 	All      bool
+	Exclude  []string // names or ids left out of the others, as `pdsh -x`
 }
 
 // Empty reports whether the target names no worker at all.
 func (t RunTarget) Empty() bool { return len(t.Workers) == 0 && t.Selector == "" && !t.All }
 
 func (t RunTarget) String() string {
+	except := ""
+	if len(t.Exclude) > 0 {
+		except = " except " + strings.Join(t.Exclude, ",")
+	}
 	switch {
 	case len(t.Workers) > 0:
-		return "workers " + strings.Join(t.Workers, ",")
+		return "workers " + strings.Join(t.Workers, ",") + except
 	case t.Selector != "":
-		return "selector " + t.Selector
+		return "selector " + t.Selector + except
 	}
-	return "all"
+	return "all" + except
 }
 
 // RunTask is one targeted worker of a fleet run and the child process that

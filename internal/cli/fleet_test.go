@@ -381,7 +381,46 @@ func TestWorkersTakeRanges(t *testing.T) {
 	if r.Code != 0 || !slices.Equal(lines, []string{"w1: hi", "w3: hi", "w4: hi"}) {
 		t.Errorf("run --workers w[1,3-4] = %d %q %q; want w1, w3 and w4", r.Code, r.Stdout, r.Stderr)
 	}
-	if r := c.CLI(t.Context(), "run", "--workers", "w[2-1]", "--", "true"); r.Code != 255 || !strings.Contains(r.Stderr, `--workers "w[2-1]"`) {
+	if r := c.CLI(t.Context(), "run", "--workers", "w[2-1]", "--", "true"); r.Code != 255 || !strings.Contains(r.Stderr, `--workers: invalid argument: "w[2-1]"`) {
 		t.Errorf("run --workers w[2-1] = %d %q", r.Code, r.Stderr)
+	}
+}
+
+// TestCoalesce: --coalesce prints one block for the workers whose output
+// and end are the same.
+func TestCoalesce(t *testing.T) {
+	c := testcluster.Start(t, testcluster.Options{Workers: 3})
+	script := `echo same; case $HOME in */w3/*) echo odd; exit 2;; esac`
+	r := c.CLI(t.Context(), "run", "--all", "--coalesce", "--", "sh", "-c", script)
+	want := "==> w1, w2 (2): SUCCEEDED, exit 0 <==\nsame\n==> w3 (1): FAILED, exit 2 <==\nsame\nodd\n"
+	if r.Code != 2 || r.Stdout != want {
+		t.Errorf("run --all --coalesce = %d %q %q; want 2 and %q", r.Code, r.Stdout, r.Stderr, want)
+	}
+	if r := c.CLI(t.Context(), "run", "--all", "--coalesce", "-o", "json", "--", "true"); r.Code != 255 || !strings.Contains(r.Stderr, "--coalesce") {
+		t.Errorf("--coalesce -o json = %d %q, want refused", r.Code, r.Stderr)
+	}
+}
+
+// TestExclude: --exclude leaves workers out of --all, a selector or a list,
+// ranges too, and --dry-run says so; a name that is no worker is ignored.
+func TestExclude(t *testing.T) {
+	c := testcluster.Start(t, testcluster.Options{Workers: 4})
+	ctx := t.Context()
+	r := c.CLI(ctx, "run", "--all", "--exclude", "w[2-3],nosuch", "--", "echo", "hi")
+	lines := strings.Split(strings.TrimSpace(r.Stdout), "\n")
+	slices.Sort(lines)
+	if r.Code != 0 || !slices.Equal(lines, []string{"w1: hi", "w4: hi"}) {
+		t.Errorf("run --all --exclude w[2-3] = %d %q %q; want w1 and w4", r.Code, r.Stdout, r.Stderr)
+	}
+	run, _ := lastRun(t, c)
+	if got := run.Target.String(); got != "all except w2,w3,nosuch" {
+		t.Errorf("the run's target = %q", got)
+	}
+	d := c.CLI(ctx, "run", "--workers", "w1,w4", "--exclude", "w4", "--dry-run", "--", "true")
+	if d.Code != 0 || !strings.Contains(d.Stdout, "w4") || !strings.Contains(d.Stdout, "excluded (--exclude)") {
+		t.Errorf("--dry-run with --exclude = %d %q %q; want w4 named as excluded", d.Code, d.Stdout, d.Stderr)
+	}
+	if r := c.CLI(ctx, "run", "--all", "--exclude", "w[1-4]", "--", "true"); r.Code != 255 || !strings.Contains(r.Stderr, "excluded (--exclude)") {
+		t.Errorf("everything excluded = %d %q; want refused, saying why", r.Code, r.Stderr)
 	}
 }

@@ -6,11 +6,12 @@ import (
 	"strings"
 
 	"github.com/devops-platform/devops"
+	"github.com/devops-platform/devops/internal/validate"
 )
 
-// maxExpanded bounds what one --workers list expands to: a typo such as
-// w[1-1000000] must not make a million names.
-const maxExpanded = 100_000
+// maxExpanded bounds what one list expands to, as the manager bounds it: a
+// typo such as w[1-1000000] must not make a million names.
+const maxExpanded = validate.MaxWorkerNames
 
 // expandWorkers expands pdsh-style ranges in worker names, as `pdsh -w`
 // does: "web[1-3,7]" is web1, web2, web3 and web7; "db[08-10]" keeps the
@@ -28,11 +29,11 @@ func expandWorkers(items []string) ([]string, error) {
 		}
 		names, err := expandOne(item)
 		if err != nil {
-			return nil, fmt.Errorf("%w: --workers %q: %v", devops.ErrInvalid, item, err)
+			return nil, fmt.Errorf("%w: %q: %v", devops.ErrInvalid, item, err)
 		}
 		out = append(out, names...)
 		if len(out) > maxExpanded {
-			return nil, fmt.Errorf("%w: --workers expands to more than %d names", devops.ErrInvalid, maxExpanded)
+			return nil, fmt.Errorf("%w: more than %d names", devops.ErrInvalid, maxExpanded)
 		}
 	}
 	return out, nil

@@ -153,3 +153,30 @@ func TestFleetOutputGroupedByWorker(t *testing.T) {
 		t.Errorf("stderr = %q, want %q: w1's block's stderr, then its end", stderr.String(), want)
 	}
 }
+
+// TestFleetOutputCoalesced: --coalesce prints one block per distinct output
+// and end, naming its workers, the most shared first, when the run ends.
+func TestFleetOutputCoalesced(t *testing.T) {
+	p, stdout, _ := fleetPrinter(&fleetFlags{output: "text", group: true, coalesce: true})
+	p.process(devops.Process{ID: "3", WorkerName: "w3", State: devops.StateRunning})
+	p.process(devops.Process{ID: "4", WorkerName: "w4", State: devops.StateRunning})
+	p.chunk("1", chunk(devops.Stdout, "6.1\n"))
+	p.chunk("2", chunk(devops.Stdout, "6.18\n"))
+	p.chunk("3", chunk(devops.Stdout, "6.1"))
+	p.chunk("3", chunk(devops.Stdout, "8\n"))
+	p.chunk("4", chunk(devops.Stdout, "6.18\n"))
+	p.process(devops.Process{ID: "3", WorkerName: "w3", State: devops.StateSucceeded})
+	p.process(devops.Process{ID: "1", WorkerName: "w1", State: devops.StateSucceeded})
+	p.process(devops.Process{ID: "4", WorkerName: "w4", State: devops.StateFailed, Code: 1})
+	p.process(devops.Process{ID: "2", WorkerName: "w2", State: devops.StateSucceeded})
+	if stdout.Len() != 0 {
+		t.Fatalf("printed before the run ended: %q", stdout.String())
+	}
+	p.end()
+	want := "==> w2, w3 (2): SUCCEEDED, exit 0 <==\n6.18\n" +
+		"==> w1 (1): SUCCEEDED, exit 0 <==\n6.1\n" +
+		"==> w4 (1): FAILED, exit 1 <==\n6.18\n"
+	if stdout.String() != want {
+		t.Errorf("stdout = %q, want %q", stdout.String(), want)
+	}
+}

@@ -54,6 +54,7 @@ Ctrl-C terminates the remote process(es), or cancels the fleet run; a second
 Ctrl-C stops waiting.`,
 		Example: `  devops run -- uname -a
   devops run --all -- uptime
+  devops run --all --coalesce -- uname -r
   devops run --all -i -- sh < check.sh
   devops run --selector zone=a --timeout 1m -- sh -c 'make test'
   devops run --detach -- sleep 600

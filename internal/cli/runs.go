@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -20,6 +21,7 @@ import (
 // fleetFlags are the flags of `devops run` that make it a fleet run.
 type fleetFlags struct {
 	workers          []string
+	exclude          []string
 	dryRun           bool
 	maxConcurrency   string
 	maxErrors        string
@@ -28,6 +30,7 @@ type fleetFlags struct {
 	pauseAfterCanary bool
 	output           string
 	group            bool
+	coalesce         bool // --group, and the same blocks as one (dshbak -c)
 	summary          bool
 	timestamps       bool
 }
@@ -40,6 +43,7 @@ func (f *fleetFlags) add(fs interface {
 	StringVarP(*string, string, string, string, string)
 }) {
 	fs.StringSliceVar(&f.workers, "workers", nil, "run on exactly these workers (names or ids, comma-separated; web[1-3,7] and db[08-10] expand as pdsh's do)")
+	fs.StringSliceVar(&f.exclude, "exclude", nil, "leave these workers out (names or ids, ranges as in --workers), as pdsh -x does")
 	fs.BoolVar(&f.dryRun, "dry-run", false, "print which workers would run it, and why the others would not; run nothing")
 	fs.StringVar(&f.maxConcurrency, "max-concurrency", "", "at most N (or P% of the targets) running at once, a sliding window (default: all)")
 	fs.StringVar(&f.maxErrors, "max-errors", "", "error budget: once more than N (or P%) failed, start no more (default: no budget)")
@@ -48,26 +52,31 @@ func (f *fleetFlags) add(fs interface {
 	fs.BoolVar(&f.pauseAfterCanary, "pause-after-canary", false, "after a successful canary, wait for devops run-resume ID")
 	fs.StringVarP(&f.output, "output", "o", "text", "output of a fleet run: text (lines prefixed with the worker) or json (one object per chunk)")
 	fs.BoolVar(&f.group, "group", false, "print each worker's output as one block when it ends")
+	fs.BoolVar(&f.coalesce, "coalesce", false, "print one block per distinct output and exit, naming the workers that share it, when the run ends (like dshbak -c)")
 	fs.BoolVar(&f.summary, "summary", false, "print only the summary table")
 	fs.BoolVar(&f.timestamps, "timestamps", false, "put the time each line arrived in front of it")
 }
 
 // isFleet reports whether the flags ask for a fleet run.
 func (f *fleetFlags) isFleet(req client.RunRequest) bool {
-	return req.Target.All || req.Target.Selector != "" || len(f.workers) > 0 || f.dryRun ||
+	return req.Target.All || req.Target.Selector != "" || len(f.workers) > 0 || len(f.exclude) > 0 || f.dryRun ||
 		f.maxConcurrency != "" || f.maxErrors != "" || f.canary > 0 || f.pauseAfterCanary ||
-		f.output != "text" || f.group || f.summary || f.timestamps
+		f.output != "text" || f.group || f.coalesce || f.summary || f.timestamps
 }
 
 // request turns the flags and the single-run request into a fleet request.
 func (f *fleetFlags) request(req client.RunRequest) (client.FleetRequest, error) {
 	workers, err := expandWorkers(f.workers)
 	if err != nil {
-		return client.FleetRequest{}, err
+		return client.FleetRequest{}, fmt.Errorf("--workers: %w", err)
+	}
+	exclude, err := expandWorkers(f.exclude)
+	if err != nil {
+		return client.FleetRequest{}, fmt.Errorf("--exclude: %w", err)
 	}
 	fr := client.FleetRequest{
 		Spec:            req.Spec,
-		Target:          devops.RunTarget{Workers: workers, Selector: req.Target.Selector, All: req.Target.All},
+		Target:          devops.RunTarget{Workers: workers, Selector: req.Target.Selector, All: req.Target.All, Exclude: exclude},
 		QueueTimeout:    req.QueueTimeout,
 		DisconnectGrace: req.DisconnectGrace,
 	}
@@ -90,6 +99,12 @@ func (f *fleetFlags) request(req client.RunRequest) (client.FleetRequest, error)
 	fr.Options.PauseAfterCanary = f.pauseAfterCanary
 	if f.output != "text" && f.output != "json" {
 		return fr, fmt.Errorf("%w: -o %q: want text or json", devops.ErrInvalid, f.output)
+	}
+	if f.coalesce {
+		if f.output == "json" {
+			return fr, fmt.Errorf("%w: --coalesce prints text blocks, not -o json", devops.ErrInvalid)
+		}
+		f.group = true // each child's output is kept whole, without prefixes
 	}
 	return fr, nil
 }
@@ -270,6 +285,7 @@ type runPrinter struct {
 	names    map[devops.ProcessID]string
 	parts    map[devops.ProcessID]*[3]bytes.Buffer // an unfinished line per stream
 	blocks   map[devops.ProcessID]*[3]bytes.Buffer // --group: the output so far per stream
+	same     []*sameBlock                          // --coalesce: the ended blocks, each once
 	lines    []byte                                // a chunk's whole lines as printed; reused
 	ended    map[devops.ProcessID]bool
 	total    int
@@ -545,6 +561,10 @@ func (p *runPrinter) outputEndLocked(pr devops.Process) error {
 			}
 		}
 	}
+	if p.f.coalesce {
+		p.coalesceLocked(pr)
+		return nil
+	}
 	if p.f.group {
 		p.clearProgressLocked()
 		fmt.Fprintf(p.env.Stdout, "==> %s: %s, exit %d <==\n", p.attemptLabel(pr.ID), pr.State, pr.ExitCode())
@@ -555,6 +575,42 @@ func (p *runPrinter) outputEndLocked(pr devops.Process) error {
 		}
 	}
 	return nil
+}
+
+// sameBlock is the output and end that some workers share (--coalesce).
+type sameBlock struct {
+	state          devops.State
+	code           int
+	stdout, stderr []byte
+	workers        []string
+}
+
+// coalesceLocked keeps an ended child's block with those it equals.
+func (p *runPrinter) coalesceLocked(pr devops.Process) {
+	var stdout, stderr []byte
+	if b, ok := p.blocks[pr.ID]; ok {
+		stdout, stderr = b[devops.Stdout].Bytes(), b[devops.Stderr].Bytes()
+		delete(p.blocks, pr.ID)
+	}
+	for _, sb := range p.same {
+		if sb.state == pr.State && sb.code == pr.ExitCode() && bytes.Equal(sb.stdout, stdout) && bytes.Equal(sb.stderr, stderr) {
+			sb.workers = append(sb.workers, p.attemptLabel(pr.ID))
+			return
+		}
+	}
+	p.same = append(p.same, &sameBlock{state: pr.State, code: pr.ExitCode(), stdout: stdout, stderr: stderr, workers: []string{p.attemptLabel(pr.ID)}})
+}
+
+// printSameLocked prints the --coalesce blocks, the most shared first.
+func (p *runPrinter) printSameLocked() {
+	slices.SortStableFunc(p.same, func(a, b *sameBlock) int { return len(b.workers) - len(a.workers) })
+	for _, sb := range p.same {
+		slices.Sort(sb.workers)
+		fmt.Fprintf(p.env.Stdout, "==> %s (%d): %s, exit %d <==\n", strings.Join(sb.workers, ", "), len(sb.workers), sb.state, sb.code)
+		p.env.Stdout.Write(sb.stdout)
+		p.env.Stderr.Write(sb.stderr)
+	}
+	p.same = nil
 }
 
 // finalLocked counts a child's end as its worker's last and says what the
@@ -609,6 +665,9 @@ func (p *runPrinter) end() {
 				p.lineLocked(id, devops.Stream(s), line)
 			}
 		}
+	}
+	if p.f.coalesce {
+		p.printSameLocked()
 	}
 }
 

@@ -304,7 +304,7 @@ func describeRequest(req any) audit.Entry {
 	case *pb.StartRunRequest:
 		t := r.GetTarget()
 		return audit.Entry{Argv: r.GetSpec().GetArgv(), Stdin: describeStdin(r.GetSpec()), Workers: t.GetWorkers(),
-			Target: fmt.Sprintf("selector=%q all=%v dry_run=%v", t.GetSelector(), t.GetAll(), r.GetDryRun())}
+			Target: fmt.Sprintf("selector=%q all=%v exclude=%q dry_run=%v", t.GetSelector(), t.GetAll(), strings.Join(t.GetExclude(), ","), r.GetDryRun())}
 	case *pb.CancelRunRequest:
 		return audit.Entry{Target: "run " + r.GetRunId()}
 	case *pb.ResumeRunRequest:

@@ -152,6 +152,7 @@ func (m *Manager) PlanRun(s RunSubmission) (devops.Run, error) {
 	if err != nil {
 		return devops.Run{}, err
 	}
+	fit, unfit = exclude(fit, unfit, s.Target.Exclude)
 	r := devops.Run{
 		Spec:            s.Spec,
 		Target:          s.Target,
@@ -166,6 +167,26 @@ func (m *Manager) PlanRun(s RunSubmission) (devops.Run, error) {
 	}
 	r.Summary = summarize(r)
 	return r, nil
+}
+
+// excludedReason is why a worker a run left out with --exclude is not in it.
+const excludedReason = "excluded (--exclude)"
+
+// exclude moves the workers named, or given by id, in names from fit to
+// unfit. A name that is no worker is ignored, as pdsh -x ignores it.
+func exclude(fit []devops.Worker, unfit []devops.Exclusion, names []string) ([]devops.Worker, []devops.Exclusion) {
+	if len(names) == 0 {
+		return fit, unfit
+	}
+	kept := fit[:0:0]
+	for _, w := range fit {
+		if slices.Contains(names, w.Name) || slices.Contains(names, string(w.ID)) {
+			unfit = append(unfit, devops.Exclusion{WorkerID: w.ID, WorkerName: w.Name, Reason: excludedReason})
+			continue
+		}
+		kept = append(kept, w)
+	}
+	return kept, unfit
 }
 
 // emptyPlanError explains why a plan has no target: ErrNoMatch.

@@ -159,12 +159,14 @@ func Request(req any) error {
 		if err := Selector(r.GetTarget().GetSelector()); err != nil {
 			return err
 		}
-		if len(r.GetTarget().GetWorkers()) > MaxWorkerNames {
-			return invalid("too many workers")
-		}
-		for _, w := range r.GetTarget().GetWorkers() {
-			if err := Name("worker", w); err != nil {
-				return err
+		for _, names := range [][]string{r.GetTarget().GetWorkers(), r.GetTarget().GetExclude()} {
+			if len(names) > MaxWorkerNames {
+				return invalid("too many workers")
+			}
+			for _, w := range names {
+				if err := Name("worker", w); err != nil {
+					return err
+				}
 			}
 		}
 		if n := r.GetOptions().GetRetries(); n < 0 || n > devops.MaxRetries {

@@ -23,12 +23,12 @@ func LimitFromPB(l *pb.Limit) devops.Limit {
 
 // RunTargetToPB converts a fleet run's target.
 func RunTargetToPB(t devops.RunTarget) *pb.RunTarget {
-	return &pb.RunTarget{Workers: t.Workers, Selector: t.Selector, All: t.All}
+	return &pb.RunTarget{Workers: t.Workers, Selector: t.Selector, All: t.All, Exclude: t.Exclude}
 }
 
 // RunTargetFromPB converts a fleet run's target.
 func RunTargetFromPB(t *pb.RunTarget) devops.RunTarget {
-	return devops.RunTarget{Workers: t.GetWorkers(), Selector: t.GetSelector(), All: t.GetAll()}
+	return devops.RunTarget{Workers: t.GetWorkers(), Selector: t.GetSelector(), All: t.GetAll(), Exclude: t.GetExclude()}
 }
 
 // RunOptionsToPB converts a fleet run's options.

@@ -1618,9 +1618,12 @@ func (x *Limit) GetPercent() bool {
 type RunTarget struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Worker names or ids.
-	Workers       []string `protobuf:"bytes,1,rep,name=workers,proto3" json:"workers,omitempty"`
-	Selector      string   `protobuf:"bytes,2,opt,name=selector,proto3" json:"selector,omitempty"`
-	All           bool     `protobuf:"varint,3,opt,name=all,proto3" json:"all,omitempty"`
+	Workers  []string `protobuf:"bytes,1,rep,name=workers,proto3" json:"workers,omitempty"`
+	Selector string   `protobuf:"bytes,2,opt,name=selector,proto3" json:"selector,omitempty"`
+	All      bool     `protobuf:"varint,3,opt,name=all,proto3" json:"all,omitempty"`
+	// Worker names or ids left out of the others (pdsh -x); names that are
+	// not workers are ignored.
+	Exclude       []string `protobuf:"bytes,4,rep,name=exclude,proto3" json:"exclude,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1674,6 +1677,13 @@ func (x *RunTarget) GetAll() bool {
 		return x.All
 	}
 	return false
+}
+
+func (x *RunTarget) GetExclude() []string {
+	if x != nil {
+		return x.Exclude
+	}
+	return nil
 }
 
 type RunOptions struct {
@@ -4485,11 +4495,12 @@ const file_devops_v1_devops_proto_rawDesc = "" +
 	"\tworker_id\x18\x01 \x01(\tR\bworkerId\"7\n" +
 	"\x05Limit\x12\x14\n" +
 	"\x05value\x18\x01 \x01(\x05R\x05value\x12\x18\n" +
-	"\apercent\x18\x02 \x01(\bR\apercent\"S\n" +
+	"\apercent\x18\x02 \x01(\bR\apercent\"m\n" +
 	"\tRunTarget\x12\x18\n" +
 	"\aworkers\x18\x01 \x03(\tR\aworkers\x12\x1a\n" +
 	"\bselector\x18\x02 \x01(\tR\bselector\x12\x10\n" +
-	"\x03all\x18\x03 \x01(\bR\x03all\"\x94\x02\n" +
+	"\x03all\x18\x03 \x01(\bR\x03all\x12\x18\n" +
+	"\aexclude\x18\x04 \x03(\tR\aexclude\"\x94\x02\n" +
 	"\n" +
 	"RunOptions\x129\n" +
 	"\x0fmax_concurrency\x18\x01 \x01(\v2\x10.devops.v1.LimitR\x0emaxConcurrency\x12/\n" +
