@@ -142,6 +142,7 @@ func addCompletions(root *cobra.Command, g *globals) {
 		case "run":
 			c.RegisterFlagCompletionFunc("worker", g.complete(false, listWorkers))
 			c.RegisterFlagCompletionFunc("workers", g.complete(true, listWorkers))
+			c.RegisterFlagCompletionFunc("exclude", g.complete(true, listWorkers))
 		}
 	}
 }

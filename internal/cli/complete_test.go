@@ -60,6 +60,9 @@ func TestShellCompletion(t *testing.T) {
 	if got := complete("run", "--workers", "w1,"); !has(got, "w1,w2") {
 		t.Errorf("run --workers w1,<TAB> = %q; want w1,w2 among them", got)
 	}
+	if got := complete("run", "--all", "--exclude", "w"); !has(got, "w1\tUP") {
+		t.Errorf("run --exclude w<TAB> = %q; want the workers", got)
+	}
 	if got := complete("drain", "w2"); len(got) != 1 || !strings.HasPrefix(got[0], "w2\t") {
 		t.Errorf("drain w2<TAB> = %q", got)
 	}

@@ -392,7 +392,7 @@ func TestCoalesce(t *testing.T) {
 	c := testcluster.Start(t, testcluster.Options{Workers: 3})
 	script := `echo same; case $HOME in */w3/*) echo odd; exit 2;; esac`
 	r := c.CLI(t.Context(), "run", "--all", "--coalesce", "--", "sh", "-c", script)
-	want := "==> w1, w2 (2): SUCCEEDED, exit 0 <==\nsame\n==> w3 (1): FAILED, exit 2 <==\nsame\nodd\n"
+	want := "==> w[1-2] (2): SUCCEEDED, exit 0 <==\nsame\n==> w3 (1): FAILED, exit 2 <==\nsame\nodd\n"
 	if r.Code != 2 || r.Stdout != want {
 		t.Errorf("run --all --coalesce = %d %q %q; want 2 and %q", r.Code, r.Stdout, r.Stderr, want)
 	}

@@ -1,7 +1,9 @@
 package cli
 
 import (
+	"cmp"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -83,4 +85,63 @@ func expandOne(s string) ([]string, error) {
 		}
 	}
 	return out, nil
+}
+
+// compressWorkers is expandWorkers' inverse, for people to read: names
+// that differ only in a number at their end, written with as many digits,
+// share one bracket (web01, web02, web03 and web07 are web[01-03,07]).
+// Other names stay as they are. The result is sorted.
+func compressWorkers(names []string) string {
+	type numbered struct {
+		prefix string
+		width  int
+		n      int
+	}
+	var plain []string
+	var nums []numbered
+	for _, name := range names {
+		i := len(name)
+		for i > 0 && name[i-1] >= '0' && name[i-1] <= '9' {
+			i--
+		}
+		n, err := strconv.Atoi(name[i:])
+		if i == len(name) || err != nil {
+			plain = append(plain, name)
+			continue
+		}
+		nums = append(nums, numbered{name[:i], len(name) - i, n})
+	}
+	slices.SortFunc(nums, func(a, b numbered) int {
+		return cmp.Or(strings.Compare(a.prefix, b.prefix), a.width-b.width, a.n-b.n)
+	})
+	nums = slices.Compact(nums)
+	out := slices.Clone(plain)
+	for len(nums) > 0 {
+		j := 1
+		for j < len(nums) && nums[j].prefix == nums[0].prefix && nums[j].width == nums[0].width {
+			j++
+		}
+		group := nums[:j]
+		nums = nums[j:]
+		if len(group) == 1 {
+			out = append(out, fmt.Sprintf("%s%0*d", group[0].prefix, group[0].width, group[0].n))
+			continue
+		}
+		var ranges []string
+		for k := 0; k < len(group); {
+			l := k
+			for l+1 < len(group) && group[l+1].n <= group[l].n+1 {
+				l++
+			}
+			r := fmt.Sprintf("%0*d", group[k].width, group[k].n)
+			if group[l].n != group[k].n {
+				r += fmt.Sprintf("-%0*d", group[l].width, group[l].n)
+			}
+			ranges = append(ranges, r)
+			k = l + 1
+		}
+		out = append(out, group[0].prefix+"["+strings.Join(ranges, ",")+"]")
+	}
+	slices.Sort(out)
+	return strings.Join(out, ",")
 }

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -28,5 +29,33 @@ func TestExpandWorkers(t *testing.T) {
 		if got, err := expandWorkers(bad); err == nil {
 			t.Errorf("expandWorkers(%q) = %q, want an error", bad, got)
 		}
+	}
+}
+
+func TestCompressWorkers(t *testing.T) {
+	tests := []struct {
+		in   []string
+		want string
+	}{
+		{[]string{"w2", "w1", "w3"}, "w[1-3]"},
+		{[]string{"web07", "web01", "web02", "web03"}, "web[01-03,07]"},
+		{[]string{"w9", "w10", "w11"}, "w9,w[10-11]"},
+		{[]string{"db", "w1"}, "db,w1"},
+		{[]string{"a1b", "a1c"}, "a1b,a1c"},
+		{[]string{"r1n1", "r1n2", "r2n1"}, "r1n[1-2],r2n1"},
+		{[]string{"w1", "w1"}, "w1"},
+	}
+	for _, tt := range tests {
+		if got := compressWorkers(tt.in); got != tt.want {
+			t.Errorf("compressWorkers(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+	// What it writes expands back to the names.
+	names := []string{"web01", "web02", "web05", "web10", "db1", "x"}
+	back, err := expandWorkers(strings.Split(compressWorkers(names), ","))
+	slices.Sort(back)
+	want := slices.Sorted(slices.Values(names))
+	if err != nil || !slices.Equal(back, want) {
+		t.Errorf("expand(compress(%q)) = %q, %v", names, back, err)
 	}
 }

@@ -173,7 +173,7 @@ func TestFleetOutputCoalesced(t *testing.T) {
 		t.Fatalf("printed before the run ended: %q", stdout.String())
 	}
 	p.end()
-	want := "==> w2, w3 (2): SUCCEEDED, exit 0 <==\n6.18\n" +
+	want := "==> w[2-3] (2): SUCCEEDED, exit 0 <==\n6.18\n" +
 		"==> w1 (1): SUCCEEDED, exit 0 <==\n6.1\n" +
 		"==> w4 (1): FAILED, exit 1 <==\n6.18\n"
 	if stdout.String() != want {

@@ -605,8 +605,7 @@ func (p *runPrinter) coalesceLocked(pr devops.Process) {
 func (p *runPrinter) printSameLocked() {
 	slices.SortStableFunc(p.same, func(a, b *sameBlock) int { return len(b.workers) - len(a.workers) })
 	for _, sb := range p.same {
-		slices.Sort(sb.workers)
-		fmt.Fprintf(p.env.Stdout, "==> %s (%d): %s, exit %d <==\n", strings.Join(sb.workers, ", "), len(sb.workers), sb.state, sb.code)
+		fmt.Fprintf(p.env.Stdout, "==> %s (%d): %s, exit %d <==\n", compressWorkers(sb.workers), len(sb.workers), sb.state, sb.code)
 		p.env.Stdout.Write(sb.stdout)
 		p.env.Stderr.Write(sb.stderr)
 	}
