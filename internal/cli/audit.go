@@ -24,7 +24,7 @@ func newAuditCmd(env *Env, g *globals) *cobra.Command {
 				return err
 			}
 			if limit > maxAudit {
-				return fmt.Errorf("--limit: %w: %d: at most %d (the whole log is audit.log and the audit.log.<time> files set aside beside it, in the manager's data dir)", devops.ErrInvalid, limit, maxAudit)
+				return fmt.Errorf("--limit: %w: %d: at most %d (%s)", devops.ErrInvalid, limit, maxAudit, wholeLog)
 			}
 			return g.call(func(c *client.Client) error {
 				es, leftOut, err := c.Audit(cmd.Context(), limit)
@@ -32,7 +32,7 @@ func newAuditCmd(env *Env, g *globals) *cobra.Command {
 					return err
 				}
 				if leftOut > 0 {
-					fmt.Fprintf(env.Stderr, "devops: the %d oldest of the entries asked for were left out: they would not fit one answer (the whole log is audit.log and the audit.log.<time> files set aside beside it, in the manager's data dir)\n", leftOut)
+					fmt.Fprintf(env.Stderr, "devops: the %d oldest of the entries asked for were left out: they would not fit one answer (%s)\n", leftOut, wholeLog)
 				}
 				if output == "json" {
 					return writeJSON(env.Stdout, es)
@@ -66,6 +66,9 @@ func checkLimit(n int) error {
 	}
 	return nil
 }
+
+// wholeLog says where to read more of the audit log than one answer holds.
+const wholeLog = "the whole log is audit.log and the audit.log.<time> files set aside beside it, in the manager's data dir"
 
 // maxAudit is the most entries the manager answers at once.
 const maxAudit = 10_000

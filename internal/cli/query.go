@@ -142,17 +142,18 @@ and says on stderr why the process waits (its worker unreachable) and when that 
 --tail N starts at the last N lines instead (of both streams together).`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if cmd.Flags().Changed("tail") && (tail < 0 || cmd.Flags().Changed("from")) {
+			tailing := cmd.Flags().Changed("tail")
+			if tailing && (tail < 0 || cmd.Flags().Changed("from")) {
 				return fmt.Errorf("%w: --tail %d: want 0 or more lines, and no --from", devops.ErrInvalid, tail)
 			}
 			return g.call(func(c *client.Client) error {
 				if devops.IsRunID(args[0]) {
-					if cmd.Flags().Changed("tail") {
+					if tailing {
 						return fmt.Errorf("%w: --tail is for a process id; a run's children each have their own: devops run-status %s lists them", devops.ErrInvalid, args[0])
 					}
 					return logsRun(cmd.Context(), env, c, devops.RunID(args[0]), follow)
 				}
-				if cmd.Flags().Changed("tail") {
+				if tailing {
 					var err error
 					if from, err = tailStart(cmd.Context(), c, devops.ProcessID(args[0]), tail); err != nil {
 						return err

@@ -30,7 +30,7 @@ type fleetFlags struct {
 	pauseAfterCanary bool
 	output           string
 	group            bool
-	coalesce         bool // --group, and the same blocks as one (dshbak -c)
+	coalesce         bool // grouped, and the same blocks as one (dshbak -c)
 	summary          bool
 	timestamps       bool
 }
@@ -56,6 +56,10 @@ func (f *fleetFlags) add(fs interface {
 	fs.BoolVar(&f.summary, "summary", false, "print only the summary table")
 	fs.BoolVar(&f.timestamps, "timestamps", false, "put the time each line arrived in front of it")
 }
+
+// grouped reports whether each child's output is kept whole, without
+// prefixes, to be printed as a block: --group, and --coalesce.
+func (f *fleetFlags) grouped() bool { return f.group || f.coalesce }
 
 // isFleet reports whether the flags ask for a fleet run.
 func (f *fleetFlags) isFleet(req client.RunRequest) bool {
@@ -100,11 +104,8 @@ func (f *fleetFlags) request(req client.RunRequest) (client.FleetRequest, error)
 	if f.output != "text" && f.output != "json" {
 		return fr, fmt.Errorf("%w: -o %q: want text or json", devops.ErrInvalid, f.output)
 	}
-	if f.coalesce {
-		if f.output == "json" {
-			return fr, fmt.Errorf("%w: --coalesce prints text blocks, not -o json", devops.ErrInvalid)
-		}
-		f.group = true // each child's output is kept whole, without prefixes
+	if f.coalesce && f.output == "json" {
+		return fr, fmt.Errorf("%w: --coalesce prints text blocks, not -o json", devops.ErrInvalid)
 	}
 	return fr, nil
 }
@@ -471,7 +472,7 @@ func (p *runPrinter) lineHeadLocked(id devops.ProcessID) string {
 	if p.f.timestamps {
 		ts = time.Now().Format("2006-01-02T15:04:05.000Z07:00") + " "
 	}
-	if p.f.group {
+	if p.f.grouped() {
 		return ts
 	}
 	return ts + p.label(id) + ": "
@@ -488,7 +489,7 @@ func (p *runPrinter) printLocked(id devops.ProcessID, s devops.Stream, lines []b
 	if len(lines) == 0 {
 		return nil
 	}
-	if p.f.group {
+	if p.f.grouped() {
 		b, ok := p.blocks[id]
 		if !ok {
 			b = new([3]bytes.Buffer)
@@ -565,7 +566,7 @@ func (p *runPrinter) outputEndLocked(pr devops.Process) error {
 		p.coalesceLocked(pr)
 		return nil
 	}
-	if p.f.group {
+	if p.f.grouped() {
 		p.clearProgressLocked()
 		fmt.Fprintf(p.env.Stdout, "==> %s: %s, exit %d <==\n", p.attemptLabel(pr.ID), pr.State, pr.ExitCode())
 		if b, ok := p.blocks[pr.ID]; ok {
