@@ -17,7 +17,12 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+
 	"github.com/devops-platform/devops"
+	pb "github.com/devops-platform/devops/api/devops/v1"
+	"github.com/devops-platform/devops/internal/wire"
 )
 
 // workerNames are the compose services that run workers (docker-compose.yml).
@@ -219,11 +224,29 @@ func (c *cluster) workers(ctx context.Context) ([]devops.Worker, error) {
 	if r.code != 0 {
 		return nil, fmt.Errorf("devops workers: exit %d: %s", r.code, r.stderr)
 	}
-	var ws []devops.Worker
-	if err := json.Unmarshal(r.stdout, &ws); err != nil {
+	ws, err := decodeList(r.stdout, func() *pb.Worker { return &pb.Worker{} }, wire.WorkerFromPB)
+	if err != nil {
 		return nil, fmt.Errorf("devops workers -o json: %v", err)
 	}
 	return ws, nil
+}
+
+// decodeList reads a list that -o json printed, the API's messages in
+// protobuf's JSON mapping, and converts each.
+func decodeList[M proto.Message, T any](out []byte, newM func() M, convert func(M) T) ([]T, error) {
+	var raws []json.RawMessage
+	if err := json.Unmarshal(out, &raws); err != nil {
+		return nil, err
+	}
+	xs := make([]T, len(raws))
+	for i, raw := range raws {
+		m := newM()
+		if err := protojson.Unmarshal(raw, m); err != nil {
+			return nil, fmt.Errorf("item %d: %w", i, err)
+		}
+		xs[i] = convert(m)
+	}
+	return xs, nil
 }
 
 // waitWorker waits until the named worker is in state and returns how long
@@ -250,11 +273,11 @@ func (c *cluster) status(ctx context.Context, id devops.ProcessID) (devops.Proce
 	if r.code != 0 {
 		return devops.Process{}, fmt.Errorf("devops status: exit %d: %s", r.code, r.stderr)
 	}
-	var p devops.Process
-	if err := json.Unmarshal(r.stdout, &p); err != nil {
+	var p pb.Process
+	if err := protojson.Unmarshal(r.stdout, &p); err != nil {
 		return devops.Process{}, fmt.Errorf("devops status -o json: %v", err)
 	}
-	return p, nil
+	return wire.ProcessFromPB(&p), nil
 }
 
 // waitProcess waits until ok accepts the process and returns it and how

@@ -4,7 +4,6 @@ package e2e
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"os/exec"
 	"slices"
@@ -13,6 +12,8 @@ import (
 	"time"
 
 	"github.com/devops-platform/devops"
+	pb "github.com/devops-platform/devops/api/devops/v1"
+	"github.com/devops-platform/devops/internal/wire"
 )
 
 // The failure tests break a container on purpose and print how long the
@@ -231,8 +232,8 @@ func TestManagerRestart(t *testing.T) {
 // processes is `devops ps -o json`.
 func (c *cluster) processes(ctx context.Context) []devops.Process {
 	c.tb.Helper()
-	var ps []devops.Process
-	if err := json.Unmarshal(c.mustDevops(ctx, "ps", "-o", "json"), &ps); err != nil {
+	ps, err := decodeList(c.mustDevops(ctx, "ps", "-o", "json"), func() *pb.Process { return &pb.Process{} }, wire.ProcessFromPB)
+	if err != nil {
 		c.tb.Fatalf("devops ps -o json: %v", err)
 	}
 	return ps

@@ -18,7 +18,7 @@ cleanup() {
   # ones: the data dir keeps every process ever run, and a kill for each
   # made a stop take 25 s after a day of use.
   for state in PENDING RUNNING DISCONNECTED; do
-    for id in $($BIN ps --state "$state" -o json 2>/dev/null | sed -n 's/.*"ID": "\(.*\)",/\1/p'); do
+    for id in $($BIN ps --state "$state" -o json 2>/dev/null | sed -n 's/^    "id": "\(.*\)",$/\1/p'); do
       $BIN kill --grace 2s "$id" >/dev/null 2>&1 || true
     done
   done
@@ -63,7 +63,7 @@ for _ in $(seq 1 100); do
       exit 1
     fi
   done
-  up=$($BIN workers -o json 2>/dev/null | grep -c '"State": 1' || true)
+  up=$($BIN workers -o json 2>/dev/null | grep -c '"state": "WORKER_STATE_UP"' || true)
   [ "$up" -ge 2 ] && break
   sleep 0.1
 done

@@ -35,7 +35,7 @@ func newAuditCmd(env *Env, g *globals) *cobra.Command {
 					fmt.Fprintf(env.Stderr, "devops: the %d oldest of the entries asked for were left out: they would not fit one answer (%s)\n", leftOut, wholeLog)
 				}
 				if output == "json" {
-					return writeJSON(env.Stdout, es)
+					return writeJSONList(env.Stdout, convertAll(es, auditToPB))
 				}
 				tw := newTable(env.Stdout, 2)
 				fmt.Fprintln(tw, "TIME\tWHO\tROLE\tACTION\tWORKERS\tWHAT\tRESULT")

@@ -2,7 +2,6 @@ package cli_test
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"slices"
 	"strings"
@@ -10,6 +9,7 @@ import (
 	"time"
 
 	"github.com/devops-platform/devops"
+	pb "github.com/devops-platform/devops/api/devops/v1"
 	"github.com/devops-platform/devops/internal/manager"
 	"github.com/devops-platform/devops/internal/store"
 	"github.com/devops-platform/devops/internal/testcluster"
@@ -76,13 +76,12 @@ func TestPsListsAWeekOfHistory(t *testing.T) {
 
 	// The most recent few, oldest first, filtered.
 	r = c.CLI(t.Context(), "ps", "-n", "3", "--state", "failed", "-o", "json")
-	var last []devops.Process
-	if err := json.Unmarshal([]byte(r.Stdout), &last); err != nil || r.Code != 0 {
-		t.Fatalf("ps -n 3 --state failed = %d, %v: %s", r.Code, err, r.Stderr)
+	if r.Code != 0 {
+		t.Fatalf("ps -n 3 --state failed = %d: %s", r.Code, r.Stderr)
 	}
 	var got []string
-	for _, p := range last {
-		got = append(got, string(p.ID))
+	for _, p := range decodeJSONList(t, "ps -n 3", r.Stdout, func() *pb.Process { return &pb.Process{} }) {
+		got = append(got, p.GetId())
 	}
 	wantIDs := []string{"00000000-0000-7000-8000-000000049990", "00000000-0000-7000-8000-000000050000", "00000000-0000-7000-8000-000000050010"}
 	if !slices.Equal(got, wantIDs) {

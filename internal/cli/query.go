@@ -3,7 +3,6 @@ package cli
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"maps"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/devops-platform/devops"
 	"github.com/devops-platform/devops/internal/client"
+	"github.com/devops-platform/devops/internal/wire"
 )
 
 func newPsCmd(env *Env, g *globals) *cobra.Command {
@@ -48,7 +48,7 @@ func newPsCmd(env *Env, g *globals) *cobra.Command {
 					return err
 				}
 				if output == "json" {
-					return writeJSON(env.Stdout, ps)
+					return writeJSONList(env.Stdout, convertAll(ps, wire.ProcessToPB))
 				}
 				tw := newTable(env.Stdout, 2)
 				fmt.Fprintln(tw, "ID\tWORKER\tSTATE\tEXIT\tSTARTED\tDURATION\tCOMMAND")
@@ -83,7 +83,7 @@ func newStatusCmd(env *Env, g *globals) *cobra.Command {
 					return err
 				}
 				if output == "json" {
-					return writeJSON(env.Stdout, p)
+					return writeJSON(env.Stdout, wire.ProcessToPB(p))
 				}
 				printStatus(env.Stdout, p)
 				return nil
@@ -321,7 +321,7 @@ func newWorkersCmd(env *Env, g *globals) *cobra.Command {
 					}
 					switch output {
 					case "json":
-						if err := writeJSON(env.Stdout, ws); err != nil {
+						if err := writeJSONList(env.Stdout, convertAll(ws, wire.WorkerToPB)); err != nil {
 							return err
 						}
 					case "table", "wide":
@@ -365,12 +365,6 @@ func printWorkers(w io.Writer, ws []devops.Worker, wide bool) {
 		fmt.Fprintln(tw, line)
 	}
 	tw.Flush()
-}
-
-func writeJSON(w io.Writer, v any) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
 }
 
 func dash(s string) string {

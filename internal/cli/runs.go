@@ -16,6 +16,7 @@ import (
 
 	"github.com/devops-platform/devops"
 	"github.com/devops-platform/devops/internal/client"
+	"github.com/devops-platform/devops/internal/wire"
 )
 
 // fleetFlags are the flags of `devops run` that make it a fleet run.
@@ -118,7 +119,7 @@ func runFleet(ctx context.Context, c *client.Client, f *fleetFlags, fr client.Fl
 			return err
 		}
 		if f.output == "json" {
-			if err := writeJSON(env.Stdout, r); err != nil {
+			if err := writeJSON(env.Stdout, wire.RunToPB(r)); err != nil {
 				return err
 			}
 		} else {
@@ -688,7 +689,7 @@ func newRunsCmd(env *Env, g *globals) *cobra.Command {
 					return err
 				}
 				if output == "json" {
-					return writeJSON(env.Stdout, rs)
+					return writeJSONList(env.Stdout, convertAll(rs, wire.RunToPB))
 				}
 				tw := newTable(env.Stdout, 2)
 				fmt.Fprintln(tw, "ID\tSTATE\tTARGET\tDONE\tFAILED\tSKIPPED\tCREATED\tCOMMAND")
@@ -722,7 +723,7 @@ func newRunStatusCmd(env *Env, g *globals) *cobra.Command {
 					return err
 				}
 				if output == "json" {
-					return writeJSON(env.Stdout, r)
+					return writeJSON(env.Stdout, wire.RunToPB(r))
 				}
 				tw := newTable(env.Stdout, 1)
 				row := func(k, v string) { fmt.Fprintf(tw, "%s:\t%s\n", k, v) }

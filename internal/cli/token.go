@@ -68,7 +68,7 @@ func newTokenListCmd(env *Env, g *globals) *cobra.Command {
 					return err
 				}
 				if output == "json" {
-					return writeJSON(env.Stdout, ts)
+					return writeJSONList(env.Stdout, convertAll(ts, tokenToPB))
 				}
 				tw := newTable(env.Stdout, 2)
 				fmt.Fprintln(tw, "ID\tROLE\tSCOPE\tSTATE\tEXPIRES\tCREATED\tBY\tDESCRIPTION")
