@@ -60,7 +60,7 @@ func (p Permission) String() string {
 	case Write:
 		return "run, kill and drain"
 	case Manage:
-		return "token and worker management"
+		return "manage tokens, revoke workers or read the audit log"
 	}
 	return fmt.Sprintf("Permission(%d)", int(p))
 }

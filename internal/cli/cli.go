@@ -137,7 +137,7 @@ func newRoot(env *Env) (*cobra.Command, *globals) {
 			return nil
 		},
 	}
-	root.PersistentFlags().StringVar(&g.manager, "manager", defaultManager(env.Getenv), "manager address host:port (default from MANAGER_HOST and MANAGER_PORT)")
+	root.PersistentFlags().StringVar(&g.manager, "manager", defaultManager(env.Getenv), "manager address host:port; MANAGER_HOST and MANAGER_PORT set its default")
 	root.PersistentFlags().StringVar(&g.logFormat, "log-format", "text", "log format: text or json")
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	g.sec.register(root)

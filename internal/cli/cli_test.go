@@ -85,7 +85,8 @@ func TestRunExitCodes(t *testing.T) {
 		{"no matching worker", []string{"--selector", "zone=z", "--", "true"}, 255, "no worker matches zone=z"},
 		{"refused by every worker", []string{"--user", "nosuchuser", "--", "true"}, 255, "no worker took the command"},
 		{"a bad flag", []string{"--memory", "lots", "--", "true"}, 255, "lots"},
-		{"no command", []string{}, 255, ""},
+		{"no command", []string{}, 255, "no command to run: devops run [flags] -- CMD [ARGS...]"},
+		{"no command after --", []string{"--all", "--"}, 255, "no command to run"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -322,6 +322,29 @@ func TestFleetKillRunAndJSONOutput(t *testing.T) {
 	if chunks != 3 || ends != 3 {
 		t.Errorf("json output has %d chunks and %d ends, want 3 and 3:\n%s", chunks, ends, r.Stdout)
 	}
+
+	// Bytes that are not UTF-8 come whole, in base64; before, each became
+	// U+FFFD.
+	r = c.CLI(ctx, "run", "--workers", "w1", "-o", "json", "--", "printf", `\377\376x\n`)
+	var got []byte
+	sc = bufio.NewScanner(strings.NewReader(r.Stdout))
+	for sc.Scan() {
+		var m struct {
+			Data       *string `json:"data"`
+			DataBase64 []byte  `json:"data_base64"`
+			State      string  `json:"state"`
+		}
+		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
+			t.Fatalf("line %q: %v", sc.Text(), err)
+		}
+		if m.State == "" && (m.Data == nil) == (m.DataBase64 == nil) {
+			t.Errorf("chunk %q has both data and data_base64, or neither", sc.Text())
+		}
+		got = append(got, m.DataBase64...)
+	}
+	if want := "\xff\xfex\n"; r.Code != 0 || string(got) != want {
+		t.Errorf("run -o json of non-UTF-8 output = %d, data_base64 %q, want %q:\n%s", r.Code, got, want, r.Stdout)
+	}
 }
 
 // restartUnderFirstChild waits until fleet run id (one child at a time)

@@ -34,7 +34,7 @@ const (
 func (f *securityFlags) register(root *cobra.Command) {
 	pf := root.PersistentFlags()
 	pf.StringVar(&f.ca, "ca", "", "CA certificate that signs the manager's (default $DEVOPS_CA, else "+defaultCA+")")
-	pf.StringVar(&f.tokenFile, "token-file", "", "file holding the API token (default $DEVOPS_TOKEN, else the `devops login` token, else "+defaultToken+")")
+	pf.StringVar(&f.tokenFile, "token-file", "", "file holding the API token (default $DEVOPS_TOKEN, else the token devops login kept, else "+defaultToken+")")
 	pf.BoolVar(&f.insecure, "insecure", false, "plaintext, no authentication: development on loopback only")
 }
 

@@ -63,7 +63,12 @@ Ctrl-C stops waiting.`,
   devops run --all --max-concurrency 25% --max-errors 1 --stop-on-error kill -- ./upgrade.sh
   devops run --workers w1,w2,w3 --canary 1 --pause-after-canary -- ./deploy.sh
   devops run --all --retries 2 -- ./flaky-check.sh`,
-		Args: cobra.MinimumNArgs(1),
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return fmt.Errorf("%w: no command to run: devops run [flags] -- CMD [ARGS...]", devops.ErrInvalid)
+			}
+			return nil
+		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			req.Spec.Argv = args
 			req.Spec.Timeout = timeoutFlag

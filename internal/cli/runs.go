@@ -11,6 +11,7 @@ import (
 	"sync"
 	"syscall"
 	"time"
+	"unicode/utf8"
 
 	"github.com/spf13/cobra"
 
@@ -399,7 +400,11 @@ type jsonChunk struct {
 	Stream    string    `json:"stream"`
 	Offset    int64     `json:"offset"`
 	Timestamp time.Time `json:"timestamp"`
-	Data      string    `json:"data"`
+	// Data holds the bytes as text when they are UTF-8, else DataBase64
+	// holds them: a JSON string cannot carry other bytes, and encoding/json
+	// would have replaced each with U+FFFD.
+	Data       string `json:"data,omitempty"`
+	DataBase64 []byte `json:"data_base64,omitempty"`
 }
 
 type jsonEnd struct {
@@ -418,8 +423,13 @@ func (p *runPrinter) chunk(id devops.ProcessID, c devops.Chunk) error {
 		return nil
 	}
 	if p.f.output == "json" {
-		return json.NewEncoder(p.env.Stdout).Encode(jsonChunk{Worker: p.label(id), ProcessID: string(id), Stream: c.Stream.String(),
-			Offset: c.Offset, Timestamp: time.Now().UTC(), Data: string(c.Data)})
+		out := jsonChunk{Worker: p.label(id), ProcessID: string(id), Stream: c.Stream.String(), Offset: c.Offset, Timestamp: time.Now().UTC()}
+		if utf8.Valid(c.Data) {
+			out.Data = string(c.Data)
+		} else {
+			out.DataBase64 = c.Data
+		}
+		return json.NewEncoder(p.env.Stdout).Encode(out)
 	}
 	bufs, ok := p.parts[id]
 	if !ok {

@@ -149,7 +149,7 @@ func TestSecurityClients(t *testing.T) {
 			t.Errorf("viewer: devops run = %d %q, want refused", r.Code, r.Stderr)
 		}
 		r = c.CLI(ctx, "--token-file", viewer, "token", "list")
-		if r.Code == 0 || !strings.Contains(r.Stderr, "role viewer may not") {
+		if r.Code == 0 || !strings.Contains(r.Stderr, "role viewer may not manage tokens, revoke workers or read the audit log (ListTokens)") {
 			t.Errorf("viewer: devops token list = %d %q, want refused", r.Code, r.Stderr)
 		}
 	})
