@@ -87,6 +87,7 @@ func TestRunExitCodes(t *testing.T) {
 		{"a bad flag", []string{"--memory", "lots", "--", "true"}, 255, "lots"},
 		{"no command", []string{}, 255, "no command to run: devops run [flags] -- CMD [ARGS...]"},
 		{"no command after --", []string{"--all", "--"}, 255, "no command to run"},
+		{"a fleet's output flag without a target", []string{"-o", "json", "--", "true"}, 255, "-o json makes a fleet run: name its workers with --worker, --workers, --selector or --all"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -134,7 +134,7 @@ func TestFleetEmptyTargetIsAnError(t *testing.T) {
 		t.Errorf("run on an unknown worker = %d %q", r.Code, r.Stderr)
 	}
 	r = c.CLI(t.Context(), "run", "--max-errors", "1", "--", "true")
-	if r.Code == 0 || !strings.Contains(r.Stderr, "needs workers, a selector or all") {
+	if r.Code != 255 || !strings.Contains(r.Stderr, "--max-errors makes a fleet run: name its workers") {
 		t.Errorf("fleet flags without a target = %d %q", r.Code, r.Stderr)
 	}
 	if rs, _ := c.Client.FleetRuns(t.Context()); len(rs) != 0 {

@@ -65,9 +65,26 @@ func (f *fleetFlags) grouped() bool { return f.group || f.coalesce }
 
 // isFleet reports whether the flags ask for a fleet run.
 func (f *fleetFlags) isFleet(req client.RunRequest) bool {
-	return req.Target.All || req.Target.Selector != "" || len(f.workers) > 0 || len(f.exclude) > 0 || f.dryRun ||
-		f.maxConcurrency != "" || f.maxErrors != "" || f.canary > 0 || f.pauseAfterCanary ||
-		f.output != "text" || f.group || f.coalesce || f.summary || f.timestamps
+	return req.Target.All || req.Target.Selector != "" || len(f.workers) > 0 || f.fleetFlag() != ""
+}
+
+// fleetFlag names the first flag set, other than a target, that makes a
+// run a fleet run; "" when there is none.
+func (f *fleetFlags) fleetFlag() string {
+	for _, x := range []struct {
+		set  bool
+		name string
+	}{
+		{len(f.exclude) > 0, "--exclude"}, {f.dryRun, "--dry-run"}, {f.maxConcurrency != "", "--max-concurrency"},
+		{f.maxErrors != "", "--max-errors"}, {f.canary > 0, "--canary"}, {f.pauseAfterCanary, "--pause-after-canary"},
+		{f.output != "text", "-o " + f.output}, {f.group, "--group"}, {f.coalesce, "--coalesce"}, {f.summary, "--summary"},
+		{f.timestamps, "--timestamps"},
+	} {
+		if x.set {
+			return x.name
+		}
+	}
+	return ""
 }
 
 // request turns the flags and the single-run request into a fleet request.
@@ -88,6 +105,11 @@ func (f *fleetFlags) request(req client.RunRequest) (client.FleetRequest, error)
 	}
 	if req.Target.Worker != "" {
 		fr.Target.Workers = append([]string{req.Target.Worker}, fr.Target.Workers...)
+	}
+	if len(fr.Target.Workers) == 0 && fr.Target.Selector == "" && !fr.Target.All {
+		// The manager would say that a fleet run needs workers; the user
+		// asked for none by name, only for a flag that makes one.
+		return fr, fmt.Errorf("%w: %s makes a fleet run: name its workers with --worker, --workers, --selector or --all", devops.ErrInvalid, f.fleetFlag())
 	}
 	if fr.Options.MaxConcurrency, err = devops.ParseLimit(f.maxConcurrency); err != nil {
 		return fr, fmt.Errorf("--max-concurrency: %w", err)
