@@ -124,7 +124,7 @@ func ParseState(name string) (State, error) {
 			return State(i), nil
 		}
 	}
-	return StateUnknown, fmt.Errorf("%w: unknown state %q", ErrInvalid, name)
+	return StateUnknown, fmt.Errorf("%w: unknown state %q: want one of %s", ErrInvalid, name, strings.Join(stateNames[1:], ", "))
 }
 
 // Terminal reports whether a process in this state has ended for good.
