@@ -57,7 +57,7 @@ func run() int {
 	return cli.Main(ctx, args, cli.Env{
 		Stdout:          os.Stdout,
 		Stderr:          os.Stderr,
-		Getenv:          os.Getenv,
+		LookupEnv:       os.LookupEnv,
 		Interrupt:       interrupt,
 		Term:            sigterm,
 		IsTerminal:      term.IsTerminal(int(os.Stdout.Fd())),

@@ -26,8 +26,9 @@ import (
 type Env struct {
 	Stdout, Stderr io.Writer
 	// Stdin is what run --stdin sends and login reads; nil: os.Stdin.
-	Stdin  io.Reader
-	Getenv func(string) string
+	Stdin io.Reader
+	// LookupEnv reads the caller's environment (os.LookupEnv); nil: empty.
+	LookupEnv func(string) (string, bool)
 	// Interrupt delivers Ctrl-C presses; nil means none will come.
 	Interrupt <-chan os.Signal
 	// Term delivers SIGTERM to commands that handle it themselves (a worker
@@ -37,6 +38,12 @@ type Env struct {
 	IsTerminal bool
 	// StdinIsTerminal reports whether Stdin is one (run -i says it reads).
 	StdinIsTerminal bool
+}
+
+// getenv is os.Getenv of the caller's environment.
+func (e *Env) getenv(key string) string {
+	v, _ := e.LookupEnv(key)
+	return v
 }
 
 // exitError carries a process exit code out of a command.
@@ -50,8 +57,8 @@ func (e *exitError) Error() string { return e.msg }
 
 // Main runs the command line and returns the exit code.
 func Main(ctx context.Context, args []string, env Env) int {
-	if env.Getenv == nil {
-		env.Getenv = func(string) string { return "" }
+	if env.LookupEnv == nil {
+		env.LookupEnv = func(string) (string, bool) { return "", false }
 	}
 	root, g := newRoot(&env)
 	root.SetArgs(args)
@@ -137,7 +144,7 @@ func newRoot(env *Env) (*cobra.Command, *globals) {
 			return nil
 		},
 	}
-	root.PersistentFlags().StringVar(&g.manager, "manager", defaultManager(env.Getenv), "manager address host:port; MANAGER_HOST and MANAGER_PORT set its default")
+	root.PersistentFlags().StringVar(&g.manager, "manager", defaultManager(env.getenv), "manager address host:port; MANAGER_HOST and MANAGER_PORT set its default")
 	root.PersistentFlags().StringVar(&g.logFormat, "log-format", "text", "log format: text or json")
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	g.sec.register(root)

@@ -43,8 +43,8 @@ func (g *globals) caFile() (string, error) {
 	switch {
 	case g.sec.ca != "":
 		return g.sec.ca, nil
-	case g.env.Getenv("DEVOPS_CA") != "":
-		return g.env.Getenv("DEVOPS_CA"), nil
+	case g.env.getenv("DEVOPS_CA") != "":
+		return g.env.getenv("DEVOPS_CA"), nil
 	}
 	if _, err := os.Stat(defaultCA); err == nil {
 		return defaultCA, nil
@@ -54,11 +54,11 @@ func (g *globals) caFile() (string, error) {
 
 // loginFile is where `devops login` keeps the token.
 func (g *globals) loginFile() string {
-	dir := g.env.Getenv("DEVOPS_CONFIG_DIR")
+	dir := g.env.getenv("DEVOPS_CONFIG_DIR")
 	if dir == "" {
-		base := g.env.Getenv("XDG_CONFIG_HOME")
+		base := g.env.getenv("XDG_CONFIG_HOME")
 		if base == "" {
-			home := g.env.Getenv("HOME")
+			home := g.env.getenv("HOME")
 			if home == "" {
 				return ""
 			}
@@ -80,7 +80,7 @@ func (g *globals) token() (string, error) {
 		}
 		return strings.TrimSpace(string(b)), nil
 	}
-	if t := g.env.Getenv("DEVOPS_TOKEN"); t != "" {
+	if t := g.env.getenv("DEVOPS_TOKEN"); t != "" {
 		return strings.TrimSpace(t), nil
 	}
 	for _, f := range []string{g.loginFile(), defaultToken} {
@@ -123,7 +123,7 @@ func (g *globals) joinToken(file string) (string, error) {
 		}
 		return strings.TrimSpace(string(b)), nil
 	}
-	return strings.TrimSpace(g.env.Getenv("DEVOPS_JOIN_TOKEN")), nil
+	return strings.TrimSpace(g.env.getenv("DEVOPS_JOIN_TOKEN")), nil
 }
 
 func newLoginCmd(env *Env, g *globals) *cobra.Command {
@@ -140,7 +140,7 @@ func newLoginCmd(env *Env, g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if g.sec.tokenFile == "" && env.Getenv("DEVOPS_TOKEN") == "" {
+			if g.sec.tokenFile == "" && env.getenv("DEVOPS_TOKEN") == "" {
 				line, err := awaitRead(cmd.Context(), nil, func() (string, error) {
 					return bufio.NewReader(cmd.InOrStdin()).ReadString('\n')
 				})
@@ -203,8 +203,8 @@ func addManagerSecurityFlags(cmd *cobra.Command, sc *manager.SecurityConfig) {
 
 // parseSecretEnv merges --env and --secret-env; the keys of the latter are
 // marked secret.
-func parseSecretEnv(envs, secrets []string) (map[string]string, []string, error) {
-	env, err := parseEnv(append(slices.Clone(envs), secrets...))
+func parseSecretEnv(envs, secrets []string, lookup func(string) (string, bool)) (map[string]string, []string, error) {
+	env, err := parseEnv(append(slices.Clone(envs), secrets...), lookup)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -76,7 +76,7 @@ Ctrl-C stops waiting.`,
 			req.QueueTimeout = queueTimeout
 			req.DisconnectGrace = dGrac
 			var err error
-			if req.Spec.Env, req.Spec.SecretEnvKeys, err = parseSecretEnv(envs, secretEnvs); err != nil {
+			if req.Spec.Env, req.Spec.SecretEnvKeys, err = parseSecretEnv(envs, secretEnvs, env.LookupEnv); err != nil {
 				return err
 			}
 			if req.Spec.Limits.MemoryBytes, err = parseSize(mem); err != nil {
@@ -120,8 +120,8 @@ Ctrl-C stops waiting.`,
 	f.BoolVar(&req.Target.All, "all", false, "run on every worker that is up")
 	f.DurationVar(&timeoutFlag, "timeout", 0, "end the command after this long (exit code 124); 0: no limit")
 	f.DurationVar(&grace, "grace", 0, "time between SIGTERM and SIGKILL when it is terminated or times out (default 10s)")
-	f.StringArrayVarP(&envs, "env", "e", nil, "set an environment variable K=V (repeatable)")
-	f.StringArrayVar(&secretEnvs, "secret-env", nil, "set a secret environment variable K=V: its value never shows in status, logs, audit or metrics (repeatable)")
+	f.StringArrayVarP(&envs, "env", "e", nil, "set an environment variable K=V, or K to pass on its value here (repeatable)")
+	f.StringArrayVar(&secretEnvs, "secret-env", nil, "set a secret environment variable K=V, or K to pass on its value here (off the command line): its value never shows in status, logs, audit or metrics (repeatable)")
 	f.StringVar(&req.Spec.Dir, "dir", "", "working directory on the worker (default: a fresh directory per process)")
 	f.BoolVarP(&detach, "detach", "d", false, "print the process id(s) and return at once")
 	f.BoolVarP(&stdin, "stdin", "i", false, "send your standard input to the command, read to its end (at most 4 MiB) before it starts; without it the command reads nothing")
@@ -188,15 +188,24 @@ func awaitRead[T any](ctx context.Context, interrupt <-chan os.Signal, read func
 	}
 }
 
-func parseEnv(kvs []string) (map[string]string, error) {
+func parseEnv(kvs []string, lookup func(string) (string, bool)) (map[string]string, error) {
 	if len(kvs) == 0 {
 		return nil, nil
 	}
 	env := make(map[string]string, len(kvs))
 	for _, kv := range kvs {
 		k, v, ok := strings.Cut(kv, "=")
-		if !ok || k == "" {
-			return nil, fmt.Errorf("--env %q: want K=V", kv)
+		if k == "" {
+			return nil, fmt.Errorf("%w: --env %q: want K=V, or K for its value here", devops.ErrInvalid, kv)
+		}
+		if !ok {
+			// K alone passes this shell's value on, as docker run -e K
+			// does; it keeps a secret off the command line, where ps
+			// would show it. Unset is an error rather than nothing, so
+			// that a script's typo does not run the command without it.
+			if v, ok = lookup(k); !ok {
+				return nil, fmt.Errorf("%w: --env %s: %s is not set here (K= sends an empty value)", devops.ErrInvalid, k, k)
+			}
 		}
 		env[k] = v
 	}

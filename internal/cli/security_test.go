@@ -1,6 +1,7 @@
 package cli_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"fmt"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/devops-platform/devops"
 	pb "github.com/devops-platform/devops/api/devops/v1"
+	"github.com/devops-platform/devops/internal/cli"
 	"github.com/devops-platform/devops/internal/client"
 	"github.com/devops-platform/devops/internal/manager"
 	"github.com/devops-platform/devops/internal/testcluster"
@@ -387,6 +389,37 @@ func TestSecretEnvNeverShown(t *testing.T) {
 	ps, err := c.Client.Processes(ctx, devops.StateUnknown, "")
 	if err != nil || len(ps) != 1 || ps[0].Spec.Env["PASSWORD"] == "hunter2" || ps[0].Spec.Env["PLAIN"] != "visible" {
 		t.Errorf("process record env = %v (%v), want the secret redacted", ps, err)
+	}
+}
+
+// TestEnvFromTheCaller: -e K and --secret-env K pass the caller's value on,
+// as docker run -e K does, so that a secret need not be on the command line
+// (where ps shows it); K unset here is an error, K= an empty value.
+func TestEnvFromTheCaller(t *testing.T) {
+	c := testcluster.Start(t, testcluster.Options{})
+	ctx := t.Context()
+	here := map[string]string{"API_KEY": "s3cret", "REGION": "eu", "EMPTY": ""}
+	lookup := func(k string) (string, bool) { v, ok := here[k]; return v, ok }
+	run := func(args ...string) testcluster.Result {
+		var out, errb bytes.Buffer
+		code := c.CLIEnv(ctx, cli.Env{Stdout: &out, Stderr: &errb, LookupEnv: lookup}, args...)
+		return testcluster.Result{Stdout: out.String(), Stderr: errb.String(), Code: code}
+	}
+	r := run("run", "--secret-env", "API_KEY", "-e", "REGION", "-e", "EMPTY", "-e", "ZONE=", "--", "sh", "-c",
+		`echo "$REGION ${#API_KEY} [${EMPTY-unset}] [${ZONE-unset}]"`)
+	if r.Code != 0 || r.Stdout != "eu 6 [] []\n" {
+		t.Fatalf("run -e REGION --secret-env API_KEY = %d %q %q", r.Code, r.Stdout, r.Stderr)
+	}
+	ps, err := c.Client.Processes(ctx, devops.StateUnknown, "")
+	if err != nil || len(ps) != 1 || ps[0].Spec.Env["API_KEY"] == "s3cret" || ps[0].Spec.Env["REGION"] != "eu" {
+		t.Errorf("process record env = %v (%v), want REGION and the secret redacted", ps, err)
+	}
+	r = run("run", "-e", "NOT_HERE", "--", "true")
+	if r.Code != 255 || !strings.Contains(r.Stderr, "NOT_HERE is not set here") {
+		t.Errorf("run -e NOT_HERE = %d %q, want refused", r.Code, r.Stderr)
+	}
+	if r = run("run", "-e", "=x", "--", "true"); r.Code != 255 || !strings.Contains(r.Stderr, "want K=V") {
+		t.Errorf("run -e =x = %d %q, want refused", r.Code, r.Stderr)
 	}
 }
 
