@@ -6,10 +6,13 @@ import (
 	"crypto/rand"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -218,6 +221,119 @@ func TestCtrlCTerminatesTheRemoteProcess(t *testing.T) {
 	interrupt <- os.Interrupt
 	if code := exitOf(t, done, 15*time.Second, "run did not return after Ctrl-C"); code != 128+15 {
 		t.Errorf("run exited %d after Ctrl-C, want 143; output: %s", code, out.String())
+	}
+}
+
+// TestKillReachesEverySignal: a command in its own PID namespace gets any
+// signal, not only the nine its init forwarded before session 33: SIGPIPE
+// ended nothing (after a 5 s wait), and SIGSTOP stopped the init alone.
+func TestKillReachesEverySignal(t *testing.T) {
+	c := testcluster.Start(t, testcluster.Options{})
+	ctx := t.Context()
+	start := func(marker string) string {
+		t.Helper()
+		r := c.CLI(ctx, "run", "--detach", "--", "sh", "-c", "echo "+marker+"; while :; do sleep 0.05; done")
+		if r.Code != 0 {
+			t.Fatalf("run --detach exited %d: %s", r.Code, r.Stderr)
+		}
+		id := strings.TrimSpace(r.Stdout)
+		testcluster.Eventually(t, 5*time.Second, "the command started", func() bool {
+			return strings.Contains(c.CLI(ctx, "logs", id).Stdout, marker)
+		})
+		return id
+	}
+	id := start("pipe-me")
+	if k := c.CLI(ctx, "kill", "-s", "PIPE", "--grace", "60s", id); k.Code != 0 || !strings.Contains(k.Stdout, "SIGPIPE sent") {
+		t.Fatalf("kill -s PIPE = %d, %q, %q", k.Code, k.Stdout, k.Stderr)
+	}
+	// Well before the grace's SIGKILL.
+	if f := c.CLI(ctx, "logs", "-f", id); f.Code != 128+13 {
+		t.Errorf("logs -f after SIGPIPE = %d, want 141", f.Code)
+	}
+
+	// STOP stops the command itself, and CONT lets it go on.
+	id = start("stop-me")
+	stopped := func() (bool, string) {
+		out, err := exec.Command("pgrep", "-f", "echo stop-me").Output()
+		pids := strings.Fields(string(out))
+		if err != nil || len(pids) == 0 {
+			return false, fmt.Sprintf("pgrep: %v", err)
+		}
+		all := true
+		for _, pid := range pids {
+			b, _ := os.ReadFile("/proc/" + pid + "/stat")
+			// The state follows the command name in parentheses.
+			f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+			all = all && len(f) > 0 && f[0] == "T"
+		}
+		return all, ""
+	}
+	if k := c.CLI(ctx, "kill", "-s", "STOP", id); k.Code != 0 {
+		t.Fatalf("kill -s STOP = %d, %q", k.Code, k.Stderr)
+	}
+	testcluster.Eventually(t, 5*time.Second, "the command stopped", func() bool { ok, _ := stopped(); return ok })
+	if k := c.CLI(ctx, "kill", "-s", "CONT", id); k.Code != 0 {
+		t.Fatalf("kill -s CONT = %d, %q", k.Code, k.Stderr)
+	}
+	testcluster.Eventually(t, 5*time.Second, "the command going on", func() bool { ok, _ := stopped(); return !ok })
+	if p, err := c.Client.Status(ctx, devops.ProcessID(id)); err != nil || p.State != devops.StateRunning {
+		t.Errorf("after STOP and CONT the command is %v (%v), want RUNNING", p.State, err)
+	}
+}
+
+// closedPipe is a standard output whose reader went away after the first
+// write (`devops run … | head -1`): what a write to it returns then, once
+// SIGPIPE no longer kills the CLI.
+type closedPipe struct {
+	mu     sync.Mutex
+	closed bool
+}
+
+func (p *closedPipe) Write(b []byte) (int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return 0, &fs.PathError{Op: "write", Path: "/dev/stdout", Err: syscall.EPIPE}
+	}
+	p.closed = true
+	return len(b), nil
+}
+
+// TestClosedOutputEndsTheCommand: when nobody reads run's output any more
+// the command ends with SIGPIPE, as over ssh, and run exits 141; before, the
+// CLI died and the command ran on for good. A fleet run is cancelled.
+func TestClosedOutputEndsTheCommand(t *testing.T) {
+	c := testcluster.Start(t, testcluster.Options{Workers: 2})
+	ctx := t.Context()
+	loop := []string{"sh", "-c", "while true; do echo y; sleep 0.05; done"}
+	for _, target := range [][]string{{"--worker", "w1"}, {"--all"}} {
+		var errb testcluster.SyncBuffer
+		// --worker alone is a single run, --all a fleet run.
+		code := c.CLIEnv(ctx, cli.Env{Stdout: &closedPipe{}, Stderr: &errb}, append(append([]string{"run"}, target...), append([]string{"--"}, loop...)...)...)
+		if code != 141 {
+			t.Errorf("run %v | head -1 exited %d, want 141; stderr: %s", target, code, errb.String())
+		}
+	}
+	testcluster.Eventually(t, 15*time.Second, "every command ended", func() bool {
+		ps, err := c.Client.Processes(ctx, devops.StateUnknown, "")
+		if err != nil || len(ps) != 3 {
+			return false
+		}
+		for _, p := range ps {
+			if !p.State.Terminal() {
+				return false
+			}
+		}
+		return true
+	})
+	ps, _ := c.Client.Processes(ctx, devops.StateUnknown, "")
+	for _, p := range ps {
+		if p.State != devops.StateTerminated || p.Signal != int(syscall.SIGPIPE) {
+			t.Errorf("process on %s ended %s, signal %d; want TERMINATED by SIGPIPE", p.WorkerName, p.State, p.Signal)
+		}
+	}
+	if rs, err := c.Client.FleetRuns(ctx); err != nil || len(rs) != 1 || rs[0].State != devops.RunCancelled {
+		t.Errorf("fleet runs = %v (%v), want one, CANCELLED", rs, err)
 	}
 }
 

@@ -226,6 +226,7 @@ func runSingle(ctx context.Context, c *client.Client, req client.RunRequest, ret
 		}
 		return nil
 	}
+	defer catchBrokenPipe()()
 	for attempt := 1; ; attempt++ {
 		err := runAndFollow(ctx, c, req, env)
 		var xe *exitError
@@ -289,6 +290,20 @@ func runAndFollow(ctx context.Context, c *client.Client, req client.RunRequest, 
 	if err != nil {
 		if ctx.Err() != nil {
 			return &exitError{code: 130, msg: "stopped waiting; the processes may still run"}
+		}
+		if brokenPipe(err) {
+			// Nobody reads the output: end the command with the signal
+			// that a closed pipe gives (SIGKILL after the grace), as the
+			// closed channel of ssh would end it, rather than let it run on.
+			mu.Lock()
+			todo := append([]devops.ProcessID(nil), ids...)
+			mu.Unlock()
+			for _, id := range todo {
+				if _, err := c.Terminate(ctx, id, syscall.SIGPIPE, 0); err != nil {
+					fmt.Fprintf(env.Stderr, "devops: terminate %s: %s\n", id, describe(err))
+				}
+			}
+			return &exitError{code: exitBrokenPipe}
 		}
 		return err
 	}

@@ -164,7 +164,16 @@ func runFleet(ctx context.Context, c *client.Client, f *fleetFlags, fr client.Fl
 	for _, x := range r.Excluded {
 		fmt.Fprintf(env.Stderr, "devops: not running on %s: %s\n", x.WorkerName, x.Reason)
 	}
+	defer catchBrokenPipe()()
 	err = followRun(ctx, c, r.ID, true, f, env)
+	if brokenPipe(err) {
+		// Nobody reads the output: cancel the run, as run does its
+		// single process (runAndFollow).
+		if _, err := c.CancelRun(ctx, r.ID, syscall.SIGPIPE, 0); err != nil {
+			fmt.Fprintf(env.Stderr, "devops: cancel %s: %s\n", r.ID, describe(err))
+		}
+		return &exitError{code: exitBrokenPipe}
+	}
 	// A worker named with --workers that could not run it is a failure:
 	// the exit code is 0 only when every targeted worker succeeded.
 	if err == nil && len(fr.Target.Workers) > 0 && len(r.Excluded) > 0 {

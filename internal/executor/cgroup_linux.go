@@ -321,9 +321,14 @@ func (cg *cgroup) procs() []int {
 }
 
 // signal sends sig to every process in the cgroup.
-func (cg *cgroup) signal(sig syscall.Signal) {
-	for _, pid := range cg.procs() {
-		syscall.Kill(pid, sig)
+func (cg *cgroup) signal(sig syscall.Signal) { cg.signalExcept(sig, 0) }
+
+// signalExcept sends sig to every process in the cgroup but pid.
+func (cg *cgroup) signalExcept(sig syscall.Signal, pid int) {
+	for _, p := range cg.procs() {
+		if p != pid {
+			syscall.Kill(p, sig)
+		}
 	}
 }
 

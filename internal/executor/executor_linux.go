@@ -607,6 +607,10 @@ func (s *initSandbox) wait() (initResult, *syscall.Rusage) {
 
 func (s *initSandbox) signal(sig syscall.Signal) {
 	switch {
+	case s.pidns && !initForwards(sig) && s.cg != nil:
+		// The init cannot catch it (STOP), or must not: each other process
+		// of the command gets it, as the init's forwarding would do.
+		s.cg.signalExcept(sig, s.cmd.Process.Pid)
 	case s.pidns:
 		// The init forwards it to every process of its namespace. As PID 1
 		// of that namespace it gets from us only the signals it catches, so

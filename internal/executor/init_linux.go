@@ -63,11 +63,22 @@ type initCred struct {
 	Groups []uint32 `json:"groups"`
 }
 
-// forwarded are the signals the init passes on to every process of its
-// namespace; as PID 1 it would otherwise ignore them.
-var forwarded = []os.Signal{
-	syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGQUIT,
-	syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGCONT, syscall.SIGWINCH, syscall.SIGALRM,
+// initForwards reports whether the init passes sig on to every process of
+// its namespace; as PID 1 it would otherwise ignore it. Every signal that a
+// command could be sent, but those the init cannot catch (KILL, STOP), its
+// own (CHLD), the one Go's runtime preempts its threads with (URG), those
+// the runtime takes for a fault of its own (ILL, TRAP, BUS, FPE, SEGV, SYS)
+// and 32 and 33, which C libraries keep: the executor sends those to the
+// command's cgroup itself (initSandbox.signal). Before session 33 the init
+// forwarded nine (TERM, INT, HUP, QUIT, USR1, USR2, CONT, WINCH, ALRM), and
+// `devops kill -s PIPE` reached nothing.
+func initForwards(sig syscall.Signal) bool {
+	switch sig {
+	case syscall.SIGKILL, syscall.SIGSTOP, syscall.SIGCHLD, syscall.SIGURG,
+		syscall.SIGILL, syscall.SIGTRAP, syscall.SIGBUS, syscall.SIGFPE, syscall.SIGSEGV, syscall.SIGSYS, 32, 33:
+		return false
+	}
+	return sig >= 1 && sig <= 64
 }
 
 // RunInit is the init the executor re-executes: the devops binary's main
@@ -462,7 +473,13 @@ func execCommand(c initConfig, path string, stdin *os.File) initResult {
 // signals it forwards. Before the command starts, so none is missed.
 func notifySupervised() chan os.Signal {
 	sigs := make(chan os.Signal, 32)
-	signal.Notify(sigs, append([]os.Signal{syscall.SIGCHLD}, forwarded...)...)
+	caught := []os.Signal{syscall.SIGCHLD}
+	for n := syscall.Signal(1); n <= 64; n++ {
+		if initForwards(n) {
+			caught = append(caught, n)
+		}
+	}
+	signal.Notify(sigs, caught...)
 	return sigs
 }
 

@@ -698,7 +698,13 @@ func shimSetup(mode string, fds ...int) (<-chan os.Signal, bool) {
 		}
 		syscall.CloseOnExec(fd)
 	}
-	signal.Ignore(syscall.SIGHUP, syscall.SIGINT, syscall.SIGTERM, syscall.SIGQUIT, syscall.SIGPIPE)
+	signal.Ignore(syscall.SIGHUP, syscall.SIGINT, syscall.SIGTERM, syscall.SIGQUIT)
+	// SIGPIPE is caught, not ignored: a write to a worker that is gone
+	// fails with EPIPE either way, but the init inherits an ignored one,
+	// and Go's runtime then hands a SIGPIPE sent to it to that inherited
+	// SIG_IGN rather than to its Notify: `devops kill -s PIPE` reached
+	// nothing. A caught signal is reset at exec.
+	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
 	stops := make(chan os.Signal, 1)
 	signal.Notify(stops, syscall.SIGUSR1)
 	return stops, true
@@ -811,7 +817,7 @@ func superviseShim(c shimConfig, ready, out *os.File, stops <-chan os.Signal, in
 	// Every byte of output is in the file before the status goes: the
 	// worker reads the file to its end once it has it.
 	<-drained
-	// A worker that is gone does not read it (EPIPE; SIGPIPE is ignored).
+	// A worker that is gone does not read it (EPIPE; SIGPIPE is caught).
 	json.NewEncoder(ready).Encode(shimReady{Status: &status, Back: reuse})
 	if err := <-synced; err != nil {
 		log.Warn("sync output", logKeyError, err)
