@@ -335,6 +335,13 @@ func TestClosedOutputEndsTheCommand(t *testing.T) {
 	if rs, err := c.Client.FleetRuns(ctx); err != nil || len(rs) != 1 || rs[0].State != devops.RunCancelled {
 		t.Errorf("fleet runs = %v (%v), want one, CANCELLED", rs, err)
 	}
+
+	// A command that ended before its output was closed is no news: run
+	// exits 141 and says nothing, as ssh does.
+	var errb testcluster.SyncBuffer
+	if code := c.CLIEnv(ctx, cli.Env{Stdout: &closedPipe{}, Stderr: &errb}, "run", "--", "seq", "200000"); code != 141 || errb.String() != "" {
+		t.Errorf("run -- seq 200000 | head -1 = %d, stderr %q; want 141 and nothing", code, errb.String())
+	}
 }
 
 func TestLogsReattachFromAnyOffset(t *testing.T) {

@@ -5,6 +5,9 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // exitBrokenPipe is run's exit code once nobody reads its output: 128 +
@@ -25,3 +28,8 @@ func catchBrokenPipe() (stop func()) {
 
 // brokenPipe reports whether err is a write to a pipe nobody reads.
 func brokenPipe(err error) bool { return errors.Is(err, syscall.EPIPE) }
+
+// alreadyEnded reports whether the manager refused to end a process or a
+// run because it had ended: `devops run -- seq 100000 | head -1` closes
+// its pipe after seq is done, and that is no news to print.
+func alreadyEnded(err error) bool { return status.Code(err) == codes.FailedPrecondition }

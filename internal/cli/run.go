@@ -299,7 +299,7 @@ func runAndFollow(ctx context.Context, c *client.Client, req client.RunRequest, 
 			todo := append([]devops.ProcessID(nil), ids...)
 			mu.Unlock()
 			for _, id := range todo {
-				if _, err := c.Terminate(ctx, id, syscall.SIGPIPE, 0); err != nil {
+				if _, err := c.Terminate(ctx, id, syscall.SIGPIPE, 0); err != nil && !alreadyEnded(err) {
 					fmt.Fprintf(env.Stderr, "devops: terminate %s: %s\n", id, describe(err))
 				}
 			}

@@ -169,7 +169,7 @@ func runFleet(ctx context.Context, c *client.Client, f *fleetFlags, fr client.Fl
 	if brokenPipe(err) {
 		// Nobody reads the output: cancel the run, as run does its
 		// single process (runAndFollow).
-		if _, err := c.CancelRun(ctx, r.ID, syscall.SIGPIPE, 0); err != nil {
+		if _, err := c.CancelRun(ctx, r.ID, syscall.SIGPIPE, 0); err != nil && !alreadyEnded(err) {
 			fmt.Fprintf(env.Stderr, "devops: cancel %s: %s\n", r.ID, describe(err))
 		}
 		return &exitError{code: exitBrokenPipe}
