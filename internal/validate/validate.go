@@ -6,6 +6,7 @@ package validate
 
 import (
 	"fmt"
+	"path"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -113,6 +114,12 @@ func Spec(s *pb.Spec) error {
 	}
 	if len(s.GetDir()) > MaxPath || strings.IndexByte(s.GetDir(), 0) >= 0 {
 		return invalid("bad working directory")
+	}
+	if d := s.GetDir(); d != "" && !path.IsAbs(d) {
+		// Refused here, before a record exists: each worker refused it,
+		// and the process was stored FAILED "on" one of them. path, not
+		// filepath: it names a directory on a worker, a Unix system.
+		return invalid("working directory %q is not an absolute path", d)
 	}
 	if err := Name("user", s.GetUser()); err != nil {
 		return err

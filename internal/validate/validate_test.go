@@ -8,6 +8,15 @@ import (
 	pb "github.com/devops-platform/devops/api/devops/v1"
 )
 
+func TestSpecWorkingDirectory(t *testing.T) {
+	for dir, ok := range map[string]bool{"": true, "/srv/app": true, "/": true, "relative": false, "./x": false, "~/x": false} {
+		err := Spec(&pb.Spec{Argv: []string{"pwd"}, Dir: dir})
+		if (err == nil) != ok || err != nil && !errors.Is(err, devops.ErrInvalid) {
+			t.Errorf("Spec(dir %q) = %v, want ok %t", dir, err, ok)
+		}
+	}
+}
+
 func TestStartRunRetries(t *testing.T) {
 	tests := []struct {
 		retries int32
