@@ -55,6 +55,11 @@ type Spec struct {
 // message to the manager and one to the worker, under gRPC's 8 MiB.
 const MaxStdin = 4 << 20
 
+// MinMemory is the least memory limit a command may ask for. Under it not
+// even `true` starts reliably (64 KiB killed it), and such a limit is a
+// unit left out: `--memory 10` is ten bytes.
+const MinMemory = 1 << 20
+
 // DefaultGrace is how long a signalled process gets before SIGKILL.
 const DefaultGrace = 10 * time.Second
 

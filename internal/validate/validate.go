@@ -134,6 +134,9 @@ func Spec(s *pb.Spec) error {
 		if l.GetMemoryBytes() < 0 || l.GetPids() < 0 || l.GetMaxOutputBytes() < 0 || l.GetCpus() < 0 || l.GetCpus() > 1<<16 {
 			return invalid("negative or absurd limit")
 		}
+		if m := l.GetMemoryBytes(); m > 0 && m < devops.MinMemory {
+			return invalid("memory limit of %d bytes: at least 1 MiB (a number without a unit is bytes: 256M is 256 MiB)", m)
+		}
 	}
 	return nil
 }

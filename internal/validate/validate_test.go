@@ -17,6 +17,15 @@ func TestSpecWorkingDirectory(t *testing.T) {
 	}
 }
 
+func TestSpecMemoryLimit(t *testing.T) {
+	for m, ok := range map[int64]bool{0: true, 10: false, devops.MinMemory - 1: false, devops.MinMemory: true, 256 << 20: true} {
+		err := Spec(&pb.Spec{Argv: []string{"true"}, Limits: &pb.Limits{MemoryBytes: m}})
+		if (err == nil) != ok || err != nil && !errors.Is(err, devops.ErrInvalid) {
+			t.Errorf("Spec(memory %d) = %v, want ok %t", m, err, ok)
+		}
+	}
+}
+
 func TestStartRunRetries(t *testing.T) {
 	tests := []struct {
 		retries int32
