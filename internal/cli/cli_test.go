@@ -287,13 +287,18 @@ func TestKillReachesEverySignal(t *testing.T) {
 type closedPipe struct {
 	mu     sync.Mutex
 	closed bool
+	err    syscall.Errno // what a write fails with then; 0: EPIPE
 }
 
 func (p *closedPipe) Write(b []byte) (int, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.closed {
-		return 0, &fs.PathError{Op: "write", Path: "/dev/stdout", Err: syscall.EPIPE}
+		err := p.err
+		if err == 0 {
+			err = syscall.EPIPE
+		}
+		return 0, &fs.PathError{Op: "write", Path: "/dev/stdout", Err: err}
 	}
 	p.closed = true
 	return len(b), nil
@@ -342,6 +347,19 @@ func TestClosedOutputEndsTheCommand(t *testing.T) {
 	if code := c.CLIEnv(ctx, cli.Env{Stdout: &closedPipe{}, Stderr: &errb}, "run", "--", "seq", "200000"); code != 141 || errb.String() != "" {
 		t.Errorf("run -- seq 200000 | head -1 = %d, stderr %q; want 141 and nothing", code, errb.String())
 	}
+
+	// Output that cannot be printed otherwise (> /dev/full) ends the
+	// command too, and run says why and exits 255; before, it exited and
+	// left the command running.
+	var full testcluster.SyncBuffer
+	if code := c.CLIEnv(ctx, cli.Env{Stdout: &closedPipe{err: syscall.ENOSPC}, Stderr: &full}, append([]string{"run", "--"}, loop...)...); code != 255 ||
+		!strings.Contains(full.String(), "cannot print the output (write /dev/stdout: no space left on device): ended the command with SIGPIPE") {
+		t.Errorf("run > /dev/full = %d, stderr %q", code, full.String())
+	}
+	testcluster.Eventually(t, 15*time.Second, "the command ended", func() bool {
+		ps, err := c.Client.Processes(ctx, devops.StateUnknown, "")
+		return err == nil && len(ps) == 5 && ps[4].State == devops.StateTerminated && ps[4].Signal == int(syscall.SIGPIPE)
+	})
 }
 
 func TestLogsReattachFromAnyOffset(t *testing.T) {

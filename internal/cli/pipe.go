@@ -2,6 +2,7 @@ package cli
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"os/signal"
 	"syscall"
@@ -26,10 +27,48 @@ func catchBrokenPipe() (stop func()) {
 	return func() { signal.Stop(ch) }
 }
 
-// brokenPipe reports whether err is a write to a pipe nobody reads.
-func brokenPipe(err error) bool { return errors.Is(err, syscall.EPIPE) }
+// outputError is a failed write of a command's output to the CLI's own
+// standard output or error: a closed pipe, a full disk (> /dev/full).
+type outputError struct{ err error }
 
-// alreadyEnded reports whether the manager refused to end a process or a
-// run because it had ended: `devops run -- seq 100000 | head -1` closes
-// its pipe after seq is done, and that is no news to print.
-func alreadyEnded(err error) bool { return status.Code(err) == codes.FailedPrecondition }
+func (e *outputError) Error() string { return e.err.Error() }
+func (e *outputError) Unwrap() error { return e.err }
+
+// printing marks an error of printing a command's output as an outputError.
+func printing(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &outputError{err}
+}
+
+// outputLost turns a failed write of the output into run's end, after end
+// (which stops the command or the run) ran: nobody can read the output,
+// so the command is ended with the signal a closed pipe gives, as ssh's
+// closed channel ends it, rather than left to run on unread. A closed pipe
+// exits 141 and says nothing, as ssh does; any other failure exits 255
+// and says what it was. It returns err unchanged when it is no such
+// failure.
+func outputLost(err error, end func() error) error {
+	var oe *outputError
+	if !errors.As(err, &oe) {
+		return err
+	}
+	endErr := end()
+	if endErr != nil && status.Code(endErr) == codes.FailedPrecondition {
+		// It had ended before the pipe closed (`devops run -- seq 100000
+		// | head -1`): no news.
+		endErr = nil
+	}
+	if errors.Is(oe.err, syscall.EPIPE) {
+		if endErr != nil {
+			return &exitError{code: 255, msg: fmt.Sprintf("nobody reads the output, and ending the command failed: %s", describe(endErr))}
+		}
+		return &exitError{code: exitBrokenPipe}
+	}
+	msg := fmt.Sprintf("cannot print the output (%v): ended the command with SIGPIPE", oe.err)
+	if endErr != nil {
+		msg = fmt.Sprintf("cannot print the output (%v), and ending the command failed: %s", oe.err, describe(endErr))
+	}
+	return &exitError{code: 255, msg: msg}
+}

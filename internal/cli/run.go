@@ -272,7 +272,7 @@ func runAndFollow(ctx context.Context, c *client.Client, req client.RunRequest, 
 				w = env.Stderr
 			}
 			_, err := w.Write(ev.Chunk.Data)
-			return err
+			return printing(err)
 		}
 		p := *ev.Process
 		mu.Lock()
@@ -291,21 +291,18 @@ func runAndFollow(ctx context.Context, c *client.Client, req client.RunRequest, 
 		if ctx.Err() != nil {
 			return &exitError{code: 130, msg: "stopped waiting; the processes may still run"}
 		}
-		if brokenPipe(err) {
-			// Nobody reads the output: end the command with the signal
-			// that a closed pipe gives (SIGKILL after the grace), as the
-			// closed channel of ssh would end it, rather than let it run on.
+		return outputLost(err, func() error {
 			mu.Lock()
 			todo := append([]devops.ProcessID(nil), ids...)
 			mu.Unlock()
+			var errs []error
 			for _, id := range todo {
-				if _, err := c.Terminate(ctx, id, syscall.SIGPIPE, 0); err != nil && !alreadyEnded(err) {
-					fmt.Fprintf(env.Stderr, "devops: terminate %s: %s\n", id, describe(err))
+				if _, err := c.Terminate(ctx, id, syscall.SIGPIPE, 0); err != nil {
+					errs = append(errs, err)
 				}
 			}
-			return &exitError{code: exitBrokenPipe}
-		}
-		return err
+			return errors.Join(errs...)
+		})
 	}
 	code := 0
 	mu.Lock()

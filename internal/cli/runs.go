@@ -166,14 +166,10 @@ func runFleet(ctx context.Context, c *client.Client, f *fleetFlags, fr client.Fl
 	}
 	defer catchBrokenPipe()()
 	err = followRun(ctx, c, r.ID, true, f, env)
-	if brokenPipe(err) {
-		// Nobody reads the output: cancel the run, as run does its
-		// single process (runAndFollow).
-		if _, err := c.CancelRun(ctx, r.ID, syscall.SIGPIPE, 0); err != nil && !alreadyEnded(err) {
-			fmt.Fprintf(env.Stderr, "devops: cancel %s: %s\n", r.ID, describe(err))
-		}
-		return &exitError{code: exitBrokenPipe}
-	}
+	err = outputLost(err, func() error {
+		_, err := c.CancelRun(ctx, r.ID, syscall.SIGPIPE, 0)
+		return err
+	})
 	// A worker named with --workers that could not run it is a failure:
 	// the exit code is 0 only when every targeted worker succeeded.
 	if err == nil && len(fr.Target.Workers) > 0 && len(r.Excluded) > 0 {
@@ -211,9 +207,9 @@ func followRun(ctx context.Context, c *client.Client, id devops.RunID, follow bo
 			return nil
 		case ev.Chunk != nil:
 			lostNote(env.Stderr, ev.ID, ev.Lost)
-			return out.chunk(ev.ID, *ev.Chunk)
+			return printing(out.chunk(ev.ID, *ev.Chunk))
 		default:
-			return out.process(*ev.Process)
+			return printing(out.process(*ev.Process))
 		}
 	})
 	out.end()
