@@ -204,14 +204,22 @@ func addManagerSecurityFlags(cmd *cobra.Command, sc *manager.SecurityConfig) {
 // parseSecretEnv merges --env and --secret-env; the keys of the latter are
 // marked secret.
 func parseSecretEnv(envs, secrets []string, lookup func(string) (string, bool)) (map[string]string, []string, error) {
-	env, err := parseEnv(append(slices.Clone(envs), secrets...), lookup)
+	env, err := parseEnv("--env", envs, lookup)
 	if err != nil {
 		return nil, nil, err
 	}
+	secret, err := parseEnv("--secret-env", secrets, lookup)
+	if err != nil {
+		return nil, nil, err
+	}
+	if env == nil && len(secret) > 0 {
+		env = map[string]string{}
+	}
 	var keys []string
-	for _, kv := range secrets {
-		k, _, _ := strings.Cut(kv, "=")
+	for k, v := range secret {
+		env[k] = v
 		keys = append(keys, k)
 	}
+	slices.Sort(keys)
 	return env, keys, nil
 }

@@ -188,7 +188,8 @@ func awaitRead[T any](ctx context.Context, interrupt <-chan os.Signal, read func
 	}
 }
 
-func parseEnv(kvs []string, lookup func(string) (string, bool)) (map[string]string, error) {
+// parseEnv reads the K=V (or K) values of flag.
+func parseEnv(flag string, kvs []string, lookup func(string) (string, bool)) (map[string]string, error) {
 	if len(kvs) == 0 {
 		return nil, nil
 	}
@@ -196,7 +197,7 @@ func parseEnv(kvs []string, lookup func(string) (string, bool)) (map[string]stri
 	for _, kv := range kvs {
 		k, v, ok := strings.Cut(kv, "=")
 		if k == "" {
-			return nil, fmt.Errorf("%w: --env %q: want K=V, or K for its value here", devops.ErrInvalid, kv)
+			return nil, fmt.Errorf("%w: %s %q: want K=V, or K for its value here", devops.ErrInvalid, flag, kv)
 		}
 		if !ok {
 			// K alone passes this shell's value on, as docker run -e K
@@ -204,7 +205,7 @@ func parseEnv(kvs []string, lookup func(string) (string, bool)) (map[string]stri
 			// would show it. Unset is an error rather than nothing, so
 			// that a script's typo does not run the command without it.
 			if v, ok = lookup(k); !ok {
-				return nil, fmt.Errorf("%w: --env %s: %s is not set here (K= sends an empty value)", devops.ErrInvalid, k, k)
+				return nil, fmt.Errorf("%w: %s %s: %s is not set here (K= sends an empty value)", devops.ErrInvalid, flag, k, k)
 			}
 		}
 		env[k] = v

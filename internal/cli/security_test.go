@@ -421,6 +421,9 @@ func TestEnvFromTheCaller(t *testing.T) {
 	if r = run("run", "-e", "=x", "--", "true"); r.Code != 255 || !strings.Contains(r.Stderr, "want K=V") {
 		t.Errorf("run -e =x = %d %q, want refused", r.Code, r.Stderr)
 	}
+	if r = run("run", "--secret-env", "TOKEN", "--", "true"); r.Code != 255 || !strings.Contains(r.Stderr, "--secret-env TOKEN: TOKEN is not set here") {
+		t.Errorf("run --secret-env TOKEN = %d %q, want refused, naming the flag", r.Code, r.Stderr)
+	}
 }
 
 // TestAuditLogRotates: the manager sets a full audit.log aside, keeps
