@@ -26,6 +26,25 @@ func TestParseSize(t *testing.T) {
 	}
 }
 
+// TestWorkerFlagsRefused: a worker refuses settings that were taken for
+// something else (--capacity -1 for 64) or that no command could run under
+// (--max-memory 10, ten bytes), before it starts.
+func TestWorkerFlagsRefused(t *testing.T) {
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--capacity", "-1"}, "--capacity -1: invalid argument: at least 1"},
+		{[]string{"--max-memory", "10"}, "--max-memory 10: invalid argument: 10 bytes, under the least a command may ask for, 1M"},
+	} {
+		var out, errb bytes.Buffer
+		args := append([]string{"worker", "--insecure", "--manager", "127.0.0.1:1", "--data-dir", t.TempDir(), "--http", "-", "--listen", "127.0.0.1:0"}, tt.args...)
+		if code := Main(t.Context(), args, Env{Stdout: &out, Stderr: &errb}); code != 1 || !strings.Contains(errb.String(), tt.want) {
+			t.Errorf("worker %v = %d, %q; want refused with %q", tt.args, code, errb.String(), tt.want)
+		}
+	}
+}
+
 func TestParseLabels(t *testing.T) {
 	got, err := parseLabels("zone=a, env=prod")
 	if err != nil || len(got) != 2 || got["zone"] != "a" || got["env"] != "prod" {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/devops-platform/devops"
 	"github.com/devops-platform/devops/internal/worker"
 )
 
@@ -29,8 +30,16 @@ func newWorkerCmd(env *Env, g *globals) *cobra.Command {
 			if cfg.Labels, err = parseLabels(labels); err != nil {
 				return err
 			}
+			if cfg.Capacity < 0 {
+				// 0 is the default; a negative was taken for it too.
+				return fmt.Errorf("--capacity %d: %w: at least 1 (0: the default, 64)", cfg.Capacity, devops.ErrInvalid)
+			}
 			if cfg.MaxLimits.MemoryBytes, err = parseSize(maxMem); err != nil {
 				return fmt.Errorf("--max-memory: %w", err)
+			}
+			if m := cfg.MaxLimits.MemoryBytes; m > 0 && m < devops.MinMemory {
+				// Every process's limit would be capped to it: none would run.
+				return fmt.Errorf("--max-memory %s: %w: %d bytes, under the least a command may ask for, 1M (a number without a unit is bytes)", maxMem, devops.ErrInvalid, m)
 			}
 			if cfg.MaxLimits.MaxOutputBytes, err = parseSize(maxOut); err != nil {
 				return fmt.Errorf("--max-output: %w", err)
