@@ -88,6 +88,7 @@ func TestRunExitCodes(t *testing.T) {
 		{"no matching worker", []string{"--selector", "zone=z", "--", "true"}, 255, "no worker matches zone=z"},
 		{"refused by every worker", []string{"--user", "nosuchuser", "--", "true"}, 255, "no worker took the command"},
 		{"a bad flag", []string{"--memory", "lots", "--", "true"}, 255, "lots"},
+		{"too many retries", []string{"--retries", "101", "--", "true"}, 255, "--retries: invalid argument: 101: want 0 to 100"},
 		{"no command", []string{}, 255, "no command to run: devops run [flags] -- CMD [ARGS...]"},
 		{"no command after --", []string{"--all", "--"}, 255, "no command to run"},
 		{"a fleet's output flag without a target", []string{"-o", "json", "--", "true"}, 255, "-o json makes a fleet run: name its workers with --worker, --workers, --selector or --all"},

@@ -85,8 +85,10 @@ Ctrl-C stops waiting.`,
 			if req.Spec.Limits.MaxOutputBytes, err = parseSize(maxOut); err != nil {
 				return fmt.Errorf("--max-output: %w", err)
 			}
-			if retries < 0 {
-				return fmt.Errorf("--retries: %w: %d: want 0 or more", devops.ErrInvalid, retries)
+			if retries < 0 || retries > devops.MaxRetries {
+				// The manager bounds a fleet run's; a single run's are the
+				// CLI's own, and took any number.
+				return fmt.Errorf("--retries: %w: %d: want 0 to %d", devops.ErrInvalid, retries, devops.MaxRetries)
 			}
 			if stdin && !fleet.dryRun {
 				if env.StdinIsTerminal {
