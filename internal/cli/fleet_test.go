@@ -255,8 +255,8 @@ func TestFleetPauseResumeAndReattach(t *testing.T) {
 	if ps, _ := c.Client.Processes(ctx, 0, ""); len(ps) != 1 {
 		t.Errorf("%d processes ran before the resume, want 1", len(ps))
 	}
-	if r := c.CLI(ctx, "run-resume", string(id)); r.Code != 0 {
-		t.Fatalf("run-resume = %d %q", r.Code, r.Stderr)
+	if r := c.CLI(ctx, "run-resume", string(id)); r.Code != 0 || r.Stdout != string(id)+": resumed; its other targets start now (devops logs -f "+string(id)+" follows them)\n" {
+		t.Fatalf("run-resume = %d %q %q", r.Code, r.Stdout, r.Stderr)
 	}
 	f := c.CLI(ctx, "logs", "-f", string(id))
 	lines := strings.Split(strings.TrimSpace(f.Stdout), "\n")
@@ -271,6 +271,11 @@ func TestFleetPauseResumeAndReattach(t *testing.T) {
 	ls := c.CLI(ctx, "runs")
 	if !strings.Contains(ls.Stdout, string(id)) {
 		t.Errorf("runs lacks %s:\n%s", id, ls.Stdout)
+	}
+	// Before, it printed the state the answer held: "PAUSED" after a
+	// resume, and "SUCCEEDED" for an ended run, as if it had done something.
+	if r := c.CLI(ctx, "run-resume", string(id)); r.Code != 0 || !strings.Contains(r.Stdout, "nothing to resume: it ended SUCCEEDED") {
+		t.Errorf("run-resume of an ended run = %d %q", r.Code, r.Stdout)
 	}
 }
 

@@ -801,7 +801,16 @@ func newRunResumeCmd(env *Env, g *globals) *cobra.Command {
 				if err != nil {
 					return err
 				}
-				fmt.Fprintf(env.Stdout, "%s: %s\n", r.ID, r.State)
+				// The run goes on a moment after the answer, which still
+				// reads PAUSED: say what the resume did, not that.
+				switch {
+				case r.State.Terminal():
+					fmt.Fprintf(env.Stdout, "%s: nothing to resume: it ended %s\n", r.ID, r.State)
+				case r.State == devops.RunPaused || r.Resumed && r.Options.PauseAfterCanary:
+					fmt.Fprintf(env.Stdout, "%s: resumed; its other targets start now (devops logs -f %s follows them)\n", r.ID, r.ID)
+				default:
+					fmt.Fprintf(env.Stdout, "%s: nothing to resume: it is %s, not paused\n", r.ID, r.State)
+				}
 				return nil
 			})
 		},
