@@ -149,8 +149,8 @@ func newRoot(env *Env) (*cobra.Command, *globals) {
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	g.sec.register(root)
 	root.AddCommand(
-		newManagerCmd(env, g),
-		newWorkerCmd(env, g),
+		hideInherited(newManagerCmd(env, g), "ca", "manager", "token-file"),
+		hideInherited(newWorkerCmd(env, g), "token-file"),
 		newRunCmd(env, g),
 		newPsCmd(env, g),
 		newStatusCmd(env, g),
@@ -168,6 +168,21 @@ func newRoot(env *Env) (*cobra.Command, *globals) {
 	)
 	addCompletions(root, g)
 	return root, g
+}
+
+// hideInherited leaves the root's flags names out of cmd's help: the
+// client's flags (--token-file, --ca) mean nothing to the manager, which
+// listed them among its own. They stay accepted.
+func hideInherited(cmd *cobra.Command, names ...string) *cobra.Command {
+	cmd.SetHelpFunc(func(c *cobra.Command, args []string) {
+		for _, n := range names {
+			if f := c.InheritedFlags().Lookup(n); f != nil {
+				f.Hidden = true // only this process, which prints help and exits
+			}
+		}
+		c.Root().HelpFunc()(c, args)
+	})
+	return cmd
 }
 
 // stopOnInterrupt ends cmd's context at the first Ctrl-C.

@@ -45,6 +45,33 @@ func TestWorkerFlagsRefused(t *testing.T) {
 	}
 }
 
+// TestHelpShowsTheFlagsThatApply: the manager's help leaves out the
+// client's flags, which mean nothing to it; a client command keeps them.
+func TestHelpShowsTheFlagsThatApply(t *testing.T) {
+	help := func(cmd string) string {
+		var out bytes.Buffer
+		if code := Main(t.Context(), []string{cmd, "--help"}, Env{Stdout: &out, Stderr: &out}); code != 0 {
+			t.Fatalf("%s --help = %d: %s", cmd, code, out.String())
+		}
+		return out.String()
+	}
+	m := help("manager")
+	for _, gone := range []string{"--token-file", "--ca ", "--manager "} {
+		if strings.Contains(m, gone) {
+			t.Errorf("manager --help lists %s:\n%s", gone, m)
+		}
+	}
+	if !strings.Contains(m, "--insecure") || !strings.Contains(m, "--log-level") {
+		t.Errorf("manager --help lost a flag it takes:\n%s", m)
+	}
+	if w := help("worker"); strings.Contains(w, "--token-file") || !strings.Contains(w, "--ca ") {
+		t.Errorf("worker --help: want --ca and no --token-file:\n%s", w)
+	}
+	if r := help("run"); !strings.Contains(r, "--token-file") || !strings.Contains(r, "--ca ") {
+		t.Errorf("run --help lost the client's flags:\n%s", r)
+	}
+}
+
 func TestParseLabels(t *testing.T) {
 	got, err := parseLabels("zone=a, env=prod")
 	if err != nil || len(got) != 2 || got["zone"] != "a" || got["env"] != "prod" {
