@@ -227,7 +227,7 @@ func TestCtrlCTerminatesTheRemoteProcess(t *testing.T) {
 
 // TestKillReachesEverySignal: a command in its own PID namespace gets any
 // signal, not only the nine its init forwarded before session 33: SIGPIPE
-// ended nothing (after a 5 s wait), and SIGSTOP stopped the init alone.
+// ended nothing, and SIGSTOP stopped the init alone.
 func TestKillReachesEverySignal(t *testing.T) {
 	c := testcluster.Start(t, testcluster.Options{})
 	ctx := t.Context()
