@@ -35,6 +35,7 @@ type fleetFlags struct {
 	coalesce         bool // grouped, and the same blocks as one (dshbak -c)
 	summary          bool
 	timestamps       bool
+	noPrefix         bool // lines without the worker's name (pdsh -N)
 }
 
 func (f *fleetFlags) add(fs interface {
@@ -57,6 +58,7 @@ func (f *fleetFlags) add(fs interface {
 	fs.BoolVar(&f.coalesce, "coalesce", false, "print one block per distinct output and exit, naming the workers that share it, when the run ends (like dshbak -c)")
 	fs.BoolVar(&f.summary, "summary", false, "print only the summary table")
 	fs.BoolVar(&f.timestamps, "timestamps", false, "put the time each line arrived in front of it")
+	fs.BoolVar(&f.noPrefix, "no-prefix", false, "print each line without the worker's name in front (as pdsh -N): the outputs one after the other, for a pipe")
 }
 
 // grouped reports whether each child's output is kept whole, without
@@ -78,7 +80,7 @@ func (f *fleetFlags) fleetFlag() string {
 		{len(f.exclude) > 0, "--exclude"}, {f.dryRun, "--dry-run"}, {f.maxConcurrency != "", "--max-concurrency"},
 		{f.maxErrors != "", "--max-errors"}, {f.canary > 0, "--canary"}, {f.pauseAfterCanary, "--pause-after-canary"},
 		{f.output != "text", "-o " + f.output}, {f.group, "--group"}, {f.coalesce, "--coalesce"}, {f.summary, "--summary"},
-		{f.timestamps, "--timestamps"},
+		{f.timestamps, "--timestamps"}, {f.noPrefix, "--no-prefix"},
 	} {
 		if x.set {
 			return x.name
@@ -130,6 +132,9 @@ func (f *fleetFlags) request(req client.RunRequest) (client.FleetRequest, error)
 	}
 	if f.coalesce && f.output == "json" {
 		return fr, fmt.Errorf("%w: --coalesce prints text blocks, not -o json", devops.ErrInvalid)
+	}
+	if f.noPrefix && f.output == "json" {
+		return fr, fmt.Errorf("%w: --no-prefix is for text lines; -o json names the worker in each object", devops.ErrInvalid)
 	}
 	return fr, nil
 }
@@ -504,13 +509,13 @@ const maxLine = 64 << 10
 
 // lineHeadLocked is what goes in front of each line of id's output that
 // arrives now: the time with --timestamps, and the worker's name unless the
-// lines are kept for a --group block, which names it once.
+// lines are kept for a --group block, which names it once, or --no-prefix.
 func (p *runPrinter) lineHeadLocked(id devops.ProcessID) string {
 	ts := ""
 	if p.f.timestamps {
 		ts = time.Now().Format("2006-01-02T15:04:05.000Z07:00") + " "
 	}
-	if p.f.grouped() {
+	if p.f.grouped() || p.f.noPrefix {
 		return ts
 	}
 	return ts + p.label(id) + ": "
