@@ -726,19 +726,30 @@ func TestLogsTail(t *testing.T) {
 		t.Errorf("logs -n 300000 printed %d lines, want all 200000", strings.Count(got.Stdout, "\n"))
 	}
 
-	r = c.CLI(ctx, "run", "--detach", "--", "sh", "-c", "seq 1 5; echo err >&2; while [ ! -e go ]; do sleep 0.02; done; echo late; exit 4")
+	// stdout and stderr are two pipes, read apart: "err" comes after "5"
+	// only once "5" is in the output, hence the file "one". Without it, on
+	// a loaded machine, "err" came first and was not among the last two.
+	r = c.CLI(ctx, "run", "--detach", "--", "sh", "-c",
+		"seq 1 5; while [ ! -e one ]; do sleep 0.02; done; echo err >&2; while [ ! -e go ]; do sleep 0.02; done; echo late; exit 4")
 	id = strings.TrimSpace(r.Stdout)
+	// The command waits in its own directory, its HOME, for the files.
+	dir := filepath.Join(c.WorkerDir(0), "processes", id)
 	// Deadlines, not waits: two race-detector suites at once on two cores
 	// took over 5 s here.
 	testcluster.Eventually(t, 20*time.Second, "the first lines", func() bool {
+		return strings.Contains(c.CLI(ctx, "logs", id).Stdout, "5\n")
+	})
+	if err := os.WriteFile(filepath.Join(dir, "one"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	testcluster.Eventually(t, 20*time.Second, "the line on stderr", func() bool {
 		return strings.Contains(c.CLI(ctx, "logs", id).Stderr, "err")
 	})
 	var out, errb testcluster.SyncBuffer
 	done := make(chan int)
 	go func() { done <- c.CLIWith(ctx, &out, &errb, nil, "logs", "-f", "--tail", "2", id) }()
 	testcluster.Eventually(t, 20*time.Second, "the tail", func() bool { return strings.Contains(errb.String(), "err") })
-	// The command waits in its own directory, its HOME, for a file.
-	if err := os.WriteFile(filepath.Join(c.WorkerDir(0), "processes", id, "go"), nil, 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, "go"), nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	if code := exitOf(t, done, 10*time.Second, "logs -f --tail did not end"); code != 4 || out.String() != "5\nlate\n" || errb.String() != "err\n" {
