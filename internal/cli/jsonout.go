@@ -22,15 +22,19 @@ import (
 // durations nanoseconds. Scalars, lists and maps are printed even when
 // empty (exit_code 0 is there for jq); a time or duration that is not set
 // (ended_at of a running process) is left out.
-func jsonOptions() protojson.MarshalOptions {
-	return protojson.MarshalOptions{UseProtoNames: true, EmitDefaultValues: true}
+func marshalJSON(m proto.Message) ([]byte, error) {
+	b, err := protojson.MarshalOptions{UseProtoNames: true, EmitDefaultValues: true}.Marshal(m)
+	if err != nil {
+		return nil, fmt.Errorf("encoding %s as JSON: %w", m.ProtoReflect().Descriptor().Name(), err)
+	}
+	return b, nil
 }
 
 // writeJSON prints one message, indented.
 func writeJSON(w io.Writer, m proto.Message) error {
-	b, err := jsonOptions().Marshal(m)
+	b, err := marshalJSON(m)
 	if err != nil {
-		return fmt.Errorf("encoding %s as JSON: %w", m.ProtoReflect().Descriptor().Name(), err)
+		return err
 	}
 	return writeIndented(w, b)
 }
@@ -39,9 +43,9 @@ func writeJSON(w io.Writer, m proto.Message) error {
 func writeJSONList[M proto.Message](w io.Writer, ms []M) error {
 	items := make([]json.RawMessage, len(ms))
 	for i, m := range ms {
-		b, err := jsonOptions().Marshal(m)
+		b, err := marshalJSON(m)
 		if err != nil {
-			return fmt.Errorf("encoding %s as JSON: %w", m.ProtoReflect().Descriptor().Name(), err)
+			return err
 		}
 		items[i] = b
 	}

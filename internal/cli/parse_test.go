@@ -26,6 +26,14 @@ func TestParseSize(t *testing.T) {
 	}
 }
 
+// runMain runs the command line in this process, with nothing to reach.
+func runMain(t *testing.T, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code = Main(t.Context(), args, Env{Stdout: &out, Stderr: &errb})
+	return code, out.String(), errb.String()
+}
+
 // TestWorkerFlagsRefused: a worker refuses settings that were taken for
 // something else (--capacity -1 for 64) or that no command could run under
 // (--max-memory 10, ten bytes), before it starts.
@@ -37,10 +45,9 @@ func TestWorkerFlagsRefused(t *testing.T) {
 		{[]string{"--capacity", "-1"}, "--capacity -1: invalid argument: at least 1"},
 		{[]string{"--max-memory", "10"}, "--max-memory 10: invalid argument: 10 bytes, under the least a command may ask for, 1M"},
 	} {
-		var out, errb bytes.Buffer
 		args := append([]string{"worker", "--insecure", "--manager", "127.0.0.1:1", "--data-dir", t.TempDir(), "--http", "-", "--listen", "127.0.0.1:0"}, tt.args...)
-		if code := Main(t.Context(), args, Env{Stdout: &out, Stderr: &errb}); code != 1 || !strings.Contains(errb.String(), tt.want) {
-			t.Errorf("worker %v = %d, %q; want refused with %q", tt.args, code, errb.String(), tt.want)
+		if code, _, stderr := runMain(t, args...); code != 1 || !strings.Contains(stderr, tt.want) {
+			t.Errorf("worker %v = %d, %q; want refused with %q", tt.args, code, stderr, tt.want)
 		}
 	}
 }
@@ -49,11 +56,11 @@ func TestWorkerFlagsRefused(t *testing.T) {
 // client's flags, which mean nothing to it; a client command keeps them.
 func TestHelpShowsTheFlagsThatApply(t *testing.T) {
 	help := func(cmd string) string {
-		var out bytes.Buffer
-		if code := Main(t.Context(), []string{cmd, "--help"}, Env{Stdout: &out, Stderr: &out}); code != 0 {
-			t.Fatalf("%s --help = %d: %s", cmd, code, out.String())
+		code, stdout, stderr := runMain(t, cmd, "--help")
+		if code != 0 {
+			t.Fatalf("%s --help = %d: %s", cmd, code, stderr)
 		}
-		return out.String()
+		return stdout + stderr
 	}
 	m := help("manager")
 	for _, gone := range []string{"--token-file", "--ca ", "--manager "} {
@@ -108,10 +115,9 @@ func TestExitCodes(t *testing.T) {
 // (here none listens): a negative one listed everything before.
 func TestListLimitsAreChecked(t *testing.T) {
 	for _, args := range [][]string{{"ps", "-n", "-1"}, {"runs", "-n", "-1"}, {"audit", "-n", "-1"}, {"audit", "-n", "20000"}} {
-		var out, errb bytes.Buffer
-		code := Main(t.Context(), append(args, "--manager", "127.0.0.1:1", "--insecure"), Env{Stdout: &out, Stderr: &errb})
-		if code != 1 || !strings.Contains(errb.String(), "--limit: invalid argument") {
-			t.Errorf("devops %v = %d %q, want 1 and a --limit error", args, code, errb.String())
+		code, _, stderr := runMain(t, append(args, "--manager", "127.0.0.1:1", "--insecure")...)
+		if code != 1 || !strings.Contains(stderr, "--limit: invalid argument") {
+			t.Errorf("devops %v = %d %q, want 1 and a --limit error", args, code, stderr)
 		}
 	}
 }
@@ -126,10 +132,9 @@ func TestIDsOfTheOtherKindAreNamed(t *testing.T) {
 		{[]string{"status", "run-01a24e12-9efa-74a8-83cb-0f759ee86423"}, "is a fleet run: see devops run-status run-01a24e12"},
 		{[]string{"run-status", "01a24e12-9ee7-746a-bfc7-9c225efbbce9"}, "is not a fleet run (run-…): see devops status 01a24e12"},
 	} {
-		var out, errb bytes.Buffer
-		code := Main(t.Context(), append(tt.args, "--manager", "127.0.0.1:1", "--insecure"), Env{Stdout: &out, Stderr: &errb})
-		if code != 1 || !strings.Contains(errb.String(), tt.want) {
-			t.Errorf("devops %v = %d %q, want 1 and %q", tt.args, code, errb.String(), tt.want)
+		code, _, stderr := runMain(t, append(tt.args, "--manager", "127.0.0.1:1", "--insecure")...)
+		if code != 1 || !strings.Contains(stderr, tt.want) {
+			t.Errorf("devops %v = %d %q, want 1 and %q", tt.args, code, stderr, tt.want)
 		}
 	}
 }

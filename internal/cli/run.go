@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -250,19 +251,27 @@ func runAndFollow(ctx context.Context, c *client.Client, req client.RunRequest, 
 	var ids []devops.ProcessID
 	said := map[devops.ProcessID]note{} // what was told on stderr last
 
+	// terminateAll sends sig to every process started so far, then SIGKILL
+	// after the grace, and tells failed of each it could not.
+	terminateAll := func(sig syscall.Signal, failed func(devops.ProcessID, error)) {
+		mu.Lock()
+		todo := slices.Clone(ids)
+		mu.Unlock()
+		for _, id := range todo {
+			if _, err := c.Terminate(ctx, id, sig, 0); err != nil {
+				failed(id, err)
+			}
+		}
+	}
+
 	// Ctrl-C terminates every process; a second one stops waiting.
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go onInterrupt(ctx, env, cancel, func() {
-		mu.Lock()
-		todo := append([]devops.ProcessID(nil), ids...)
-		mu.Unlock()
 		fmt.Fprintln(env.Stderr, "devops: terminating; press Ctrl-C again to stop waiting")
-		for _, id := range todo {
-			if _, err := c.Terminate(ctx, id, syscall.SIGTERM, 0); err != nil {
-				fmt.Fprintf(env.Stderr, "devops: terminate %s: %s\n", id, describe(err))
-			}
-		}
+		terminateAll(syscall.SIGTERM, func(id devops.ProcessID, err error) {
+			fmt.Fprintf(env.Stderr, "devops: terminate %s: %s\n", id, describe(err))
+		})
 	})
 
 	err := c.Run(ctx, req, func(ev client.Event) error {
@@ -295,15 +304,8 @@ func runAndFollow(ctx context.Context, c *client.Client, req client.RunRequest, 
 			return &exitError{code: 130, msg: "stopped waiting; the processes may still run"}
 		}
 		return outputLost(err, func() error {
-			mu.Lock()
-			todo := append([]devops.ProcessID(nil), ids...)
-			mu.Unlock()
 			var errs []error
-			for _, id := range todo {
-				if _, err := c.Terminate(ctx, id, syscall.SIGPIPE, 0); err != nil {
-					errs = append(errs, err)
-				}
-			}
+			terminateAll(syscall.SIGPIPE, func(_ devops.ProcessID, err error) { errs = append(errs, err) })
 			return errors.Join(errs...)
 		})
 	}
