@@ -49,10 +49,19 @@ type Spec struct {
 	// says how long it is.
 	Stdin      []byte `json:"-"`
 	StdinBytes int64  `json:",omitempty"`
+	// StdinUpload names a larger standard input, sent to the manager ahead
+	// of the request (UploadStdin), in place of Stdin; request only.
+	StdinUpload string `json:"-"`
+	// StdinFile is a file on the worker's machine that holds the standard
+	// input, in place of Stdin: the executor moves it into place. Never
+	// sent: the worker sets it for an input it was handed apart (PutStdin).
+	StdinFile string `json:"-"`
 }
 
 // MaxStdin bounds Spec.Stdin. It is sent whole with the command, in one
-// message to the manager and one to the worker, under gRPC's 8 MiB.
+// message to the manager and one to the worker, under gRPC's 8 MiB. A
+// larger input is uploaded to the manager (StdinUpload) and handed to the
+// worker apart, ahead of the command.
 const MaxStdin = 4 << 20
 
 // MinMemory is the least memory limit a command may ask for. Under it not
@@ -72,7 +81,10 @@ func (s Spec) Validate() error {
 		return fmt.Errorf("%w: negative duration", ErrInvalid)
 	}
 	if len(s.Stdin) > MaxStdin {
-		return fmt.Errorf("%w: standard input of %d bytes is over the %d MiB sent with a command", ErrInvalid, len(s.Stdin), MaxStdin>>20)
+		return fmt.Errorf("%w: standard input of %d bytes is over the %d MiB sent with a command: upload it first", ErrInvalid, len(s.Stdin), MaxStdin>>20)
+	}
+	if len(s.Stdin) > 0 && s.StdinUpload != "" {
+		return fmt.Errorf("%w: a standard input both sent and uploaded", ErrInvalid)
 	}
 	for k := range s.Env {
 		if k == "" {

@@ -91,11 +91,12 @@ Ctrl-C stops waiting.`,
 				// CLI's own, and took any number.
 				return fmt.Errorf("--retries: %w: %d: want 0 to %d", devops.ErrInvalid, retries, devops.MaxRetries)
 			}
+			var stdinRest io.Reader
 			if stdin && !fleet.dryRun {
 				if env.StdinIsTerminal {
 					fmt.Fprintln(env.Stderr, "devops: reading the command's standard input to its end (Ctrl-D)")
 				}
-				if req.Spec.Stdin, err = readStdin(cmd.Context(), cmd.InOrStdin(), env.Interrupt); err != nil {
+				if req.Spec.Stdin, stdinRest, err = readStdin(cmd.Context(), cmd.InOrStdin(), env.Interrupt); err != nil {
 					return err
 				}
 			}
@@ -108,10 +109,16 @@ Ctrl-C stops waiting.`,
 				// the retries go on without this CLI.
 				fr.Options.Retries = retries
 				return g.call(func(c *client.Client) error {
+					if err := uploadStdin(cmd.Context(), c, &fr.Spec, stdinRest, env); err != nil {
+						return err
+					}
 					return runFleet(cmd.Context(), c, &fleet, fr, detach, env)
 				})
 			}
 			return g.call(func(c *client.Client) error {
+				if err := uploadStdin(cmd.Context(), c, &req.Spec, stdinRest, env); err != nil {
+					return err
+				}
 				return runSingle(cmd.Context(), c, req, retries, detach, env)
 			})
 		},
@@ -127,7 +134,7 @@ Ctrl-C stops waiting.`,
 	f.StringArrayVar(&secretEnvs, "secret-env", nil, "set a secret environment variable K=V, or K to pass on its value here (off the command line): its value never shows in status, logs, audit or metrics (repeatable)")
 	f.StringVar(&req.Spec.Dir, "dir", "", "working directory on the worker (default: a fresh directory per process)")
 	f.BoolVarP(&detach, "detach", "d", false, "print the process id(s) and return at once")
-	f.BoolVarP(&stdin, "stdin", "i", false, "send your standard input to the command, read to its end (at most 4 MiB) before it starts; without it the command reads nothing")
+	f.BoolVarP(&stdin, "stdin", "i", false, "send your standard input to the command, read to its end before it starts (over 4 MiB it is uploaded to the manager first; at most its --max-stdin); without it the command reads nothing")
 	f.DurationVar(&queueTimeout, "queue-timeout", 0, "how long to wait for a free slot when workers are full (default 1m)")
 	f.DurationVar(&dGrac, "disconnect-grace", 0, "how long the process may be unreachable before it is LOST (default 2m)")
 	f.StringVar(&req.Spec.User, "user", "", "run as this user[:group] on the worker")
@@ -141,26 +148,51 @@ Ctrl-C stops waiting.`,
 	return cmd
 }
 
-// readStdin reads what run --stdin sends, all of it: the command gets it
-// whole with its request, which may start it again (--retries) or on many
-// workers. Ctrl-C stops the read, and nothing runs.
-func readStdin(ctx context.Context, r io.Reader, interrupt <-chan os.Signal) ([]byte, error) {
+// readStdin reads what run --stdin sends, all of it before the command
+// starts: the command gets it whole, and may start again (--retries) or on
+// many workers. Up to devops.MaxStdin it goes with the request; beyond, it
+// returns what it read and the rest to read, for uploadStdin. Ctrl-C
+// stops the read, and nothing runs.
+func readStdin(ctx context.Context, r io.Reader, interrupt <-chan os.Signal) ([]byte, io.Reader, error) {
 	data, err := awaitRead(ctx, interrupt, func() ([]byte, error) {
 		return io.ReadAll(io.LimitReader(r, devops.MaxStdin+1))
 	})
 	if errors.Is(err, errInterrupted) {
-		return nil, &exitError{code: 130, msg: "interrupted while reading the standard input; nothing ran"}
+		return nil, nil, &exitError{code: 130, msg: "interrupted while reading the standard input; nothing ran"}
 	}
 	if ctx.Err() != nil {
-		return nil, ctx.Err()
+		return nil, nil, ctx.Err()
 	}
 	if err != nil {
-		return nil, fmt.Errorf("--stdin: read standard input: %w", err)
+		return nil, nil, fmt.Errorf("--stdin: read standard input: %w", err)
 	}
 	if len(data) > devops.MaxStdin {
-		return nil, fmt.Errorf("--stdin: %w: standard input is over %d MiB, the most sent with a command; put larger data where the workers can read it", devops.ErrInvalid, devops.MaxStdin>>20)
+		return data, r, nil
 	}
-	return data, nil
+	return data, nil, nil
+}
+
+// uploadStdin sends the manager a standard input larger than a request
+// carries, spec.Stdin then rest, and names the upload in spec instead.
+// Nothing runs until the manager has it all, synced.
+func uploadStdin(ctx context.Context, c *client.Client, spec *devops.Spec, rest io.Reader, env *Env) error {
+	if rest == nil {
+		return nil
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel() // an interrupted upload ends with the call
+	id, err := awaitRead(ctx, env.Interrupt, func() (string, error) {
+		id, _, err := c.UploadStdin(ctx, spec.Stdin, rest)
+		return id, err
+	})
+	if errors.Is(err, errInterrupted) {
+		return &exitError{code: 130, msg: "interrupted while sending the standard input; nothing ran"}
+	}
+	if err != nil {
+		return fmt.Errorf("--stdin: send standard input: %w", err)
+	}
+	spec.Stdin, spec.StdinUpload = nil, id
+	return nil
 }
 
 // errInterrupted: Ctrl-C came before what was awaited.

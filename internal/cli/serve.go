@@ -19,7 +19,7 @@ import (
 
 func newManagerCmd(env *Env, g *globals) *cobra.Command {
 	var cfg manager.Config
-	var maxOut, maxOutTotal, auditMax string
+	var maxOut, maxOutTotal, maxStdin, auditMax string
 	var auditKeep int
 	cmd := &cobra.Command{
 		Use:         "manager",
@@ -36,6 +36,9 @@ func newManagerCmd(env *Env, g *globals) *cobra.Command {
 			}
 			if cfg.MaxOutputBytes, err = parseSize(maxOutTotal); err != nil {
 				return fmt.Errorf("--max-output-total: %w", err)
+			}
+			if cfg.MaxStdin, err = parseSize(maxStdin); err != nil || cfg.MaxStdin <= 0 {
+				return fmt.Errorf("--max-stdin: %w: %q: want a size, e.g. 16G", devops.ErrInvalid, maxStdin)
 			}
 			if cfg.Security.AuditMaxSize, err = parseSize(auditMax); err != nil {
 				return fmt.Errorf("--audit-max-size: %w", err)
@@ -77,6 +80,7 @@ func newManagerCmd(env *Env, g *globals) *cobra.Command {
 	f.IntVar(&cfg.DispatchAttempts, "dispatch-attempts", 3, "workers tried when one refuses a command")
 	f.StringVar(&maxOut, "max-output", "1G", "output kept per process (beyond it output is not stored)")
 	f.StringVar(&maxOutTotal, "max-output-total", "8G", "output kept across all processes (the oldest is dropped)")
+	f.StringVar(&maxStdin, "max-stdin", "16G", "largest standard input a run may upload (run --stdin over 4 MiB), kept on disk until its processes end")
 	f.DurationVar(&cfg.Retention, "retention", 7*24*time.Hour, "how long processes and fleet runs are kept once ended (then their records and output are deleted; 0 keeps them for good)")
 	f.StringVar(&auditMax, "audit-max-size", "100M", "size at which audit.log is set aside as audit.log.<UTC time> and a new one started (0: it grows for good)")
 	f.IntVar(&auditKeep, "audit-keep", manager.DefaultAuditKeep, "set-aside audit logs kept, the oldest removed first (0: every one)")

@@ -15,6 +15,7 @@ import (
 
 	"github.com/devops-platform/devops"
 	"github.com/devops-platform/devops/internal/cli"
+	"github.com/devops-platform/devops/internal/manager"
 	"github.com/devops-platform/devops/internal/testcluster"
 )
 
@@ -63,11 +64,90 @@ func TestRunSendsStdin(t *testing.T) {
 	if p, _ := c.Client.Status(ctx, id); p.Spec.StdinBytes != 5 || p.Spec.Stdin != nil {
 		t.Errorf("record's spec: %d bytes of input, data %q; want 5 and no data", p.Spec.StdinBytes, p.Spec.Stdin)
 	}
+}
 
-	big := bytes.NewReader(make([]byte, devops.MaxStdin+1))
-	r = c.CLIStdin(ctx, big, "run", "-i", "--", "cat")
-	if r.Code == 0 || !strings.Contains(r.Stderr, "over 4 MiB") {
-		t.Errorf("run -i with 4 MiB + 1 = %d %q, want a refusal", r.Code, r.Stderr)
+// TestRunUploadsALargeStdin: an input over the 4 MiB a request carries is
+// uploaded to the manager first and handed to the worker apart, as
+// `tar c . | ssh host tar x` would send it: every byte, on one worker or
+// many; the audit log names it by its SHA-256; its copies go once the
+// processes that read it ended; the manager's --max-stdin bounds it.
+func TestRunUploadsALargeStdin(t *testing.T) {
+	c := testcluster.Start(t, testcluster.Options{Workers: 2, Manager: func(cfg *manager.Config) { cfg.MaxStdin = 40 << 20 }})
+	ctx := t.Context()
+	data := make([]byte, 12<<20+7)
+	rand.Read(data)
+	sum := fmt.Sprintf("%x", sha256.Sum256(data))
+
+	r := c.CLIStdin(ctx, bytes.NewReader(data), "run", "--worker", "w1", "-i", "--detach", "--", "sha256sum")
+	id := devops.ProcessID(strings.TrimSpace(r.Stdout))
+	testcluster.Eventually(t, 20*time.Second, "sha256sum ended", func() bool {
+		p, err := c.Client.Status(ctx, id)
+		return err == nil && p.State.Terminal()
+	})
+	if l := c.CLI(ctx, "logs", string(id)); l.Stdout != sum+"  -\n" {
+		p, _ := c.Client.Status(ctx, id)
+		t.Errorf("sha256sum of a 12 MiB input printed %q (%v: %s), want %s", l.Stdout, p.State, p.Reason, sum)
+	}
+	if p, _ := c.Client.Status(ctx, id); p.Spec.StdinBytes != int64(len(data)) {
+		t.Errorf("record's input is %d bytes, want %d", p.Spec.StdinBytes, len(data))
+	}
+	a := c.CLI(ctx, "audit", "-o", "json")
+	if !strings.Contains(a.Stdout, fmt.Sprintf("%d bytes, sha256 %s", len(data), sum)) || !strings.Contains(a.Stdout, "an upload, sha256 "+sum) {
+		t.Errorf("audit does not name the upload and the run's input by its SHA-256:\n%s", a.Stdout)
+	}
+	// Nothing reads it again: neither the manager's copy nor the
+	// worker's staged one stays.
+	testcluster.Eventually(t, 10*time.Second, "the input's copies removed", func() bool {
+		_, err := os.Stat(filepath.Join(c.ManagerDir(), "input", string(id)))
+		staged, _ := os.ReadDir(filepath.Join(c.WorkerDir(1), "spool", ".stdin"))
+		return os.IsNotExist(err) && len(staged) == 0
+	})
+
+	// A fleet run: each worker reads it whole, and the same bytes are one
+	// upload.
+	r = c.CLIStdin(ctx, bytes.NewReader(data), "run", "--all", "-i", "--", "sha256sum")
+	for _, w := range []string{"w1", "w2"} {
+		if r.Code != 0 || !strings.Contains(r.Stdout, w+": "+sum+"  -\n") {
+			t.Errorf("fleet run of sha256sum = %d %q (stderr %q), want %s's sum", r.Code, r.Stdout, r.Stderr, w)
+		}
+	}
+	if ups, _ := os.ReadDir(filepath.Join(c.ManagerDir(), "upload")); len(ups) != 1 || ups[0].Name() != sum {
+		t.Errorf("uploads on the manager: %v, want one named %s", ups, sum)
+	}
+
+	before, _ := c.Client.Processes(ctx, 0, "")
+	r = c.CLIStdin(ctx, bytes.NewReader(make([]byte, 41<<20)), "run", "-i", "--", "wc", "-c")
+	if r.Code != 255 || !strings.Contains(r.Stderr, "over the manager's bound of 40 MiB (devops manager --max-stdin)") {
+		t.Errorf("run -i with 41 MiB (manager's bound 40) = %d %q, want a refusal that names --max-stdin", r.Code, r.Stderr)
+	}
+	if ps, _ := c.Client.Processes(ctx, 0, ""); len(ps) != len(before) {
+		t.Errorf("%d processes after the refused upload, want the %d before", len(ps), len(before))
+	}
+}
+
+// TestCtrlCWhileUploadingStdin: Ctrl-C while run -i sends a large input to
+// the manager ends it, and nothing runs.
+func TestCtrlCWhileUploadingStdin(t *testing.T) {
+	c := testcluster.Start(t, testcluster.Options{})
+	ctx := t.Context()
+	in, out := io.Pipe()
+	interrupt := make(chan os.Signal, 1)
+	go func() {
+		// Once the CLI has read 6 MiB it is sending: the first 4 MiB
+		// and one byte went to decide that.
+		if _, err := out.Write(make([]byte, 6<<20)); err == nil {
+			interrupt <- os.Interrupt
+		}
+		// Then nothing more, as a slow producer: the pipe stays open.
+	}()
+	defer out.Close()
+	var stderr bytes.Buffer
+	code := c.CLIEnv(ctx, cli.Env{Stdout: io.Discard, Stderr: &stderr, Stdin: in, Interrupt: interrupt}, "run", "-i", "--", "cat")
+	if code != 130 || !strings.Contains(stderr.String(), "interrupted while sending the standard input; nothing ran") {
+		t.Errorf("run -i interrupted while uploading = %d %q, want 130 and nothing ran", code, stderr.String())
+	}
+	if ps, err := c.Client.Processes(ctx, 0, ""); err != nil || len(ps) != 0 {
+		t.Errorf("processes after the interrupted upload: %v, %v; want none", ps, err)
 	}
 }
 
@@ -144,10 +224,11 @@ func TestQueuedCommandOutlivesAManagerRestart(t *testing.T) {
 		p, _ := c.Client.Status(ctx, queued)
 		t.Errorf("logs of the queued cat = %q, want its input; it ended %v: %s", r.Stdout, p.State, p.Reason)
 	}
-	// Retention removes it (TestForgetPastRetention), not the run.
-	if _, err := os.Stat(filepath.Join(c.ManagerDir(), "input", string(queued))); err != nil {
-		t.Errorf("the input's file is gone before retention: %v", err)
-	}
+	// Nothing reads it again once the process ended.
+	testcluster.Eventually(t, 10*time.Second, "the input's file removed", func() bool {
+		_, err := os.Stat(filepath.Join(c.ManagerDir(), "input", string(queued)))
+		return os.IsNotExist(err)
+	})
 }
 
 // TestFleetRunInputOutlivesAManagerRestart: children a fleet run starts

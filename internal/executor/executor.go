@@ -380,13 +380,19 @@ func (e *Executor) Start(ctx context.Context, id devops.ProcessID, spec devops.S
 	if err != nil {
 		return nil, fmt.Errorf("start %s: %w", id, err)
 	}
-	if len(spec.Stdin) > 0 {
+	if len(spec.Stdin) > 0 || spec.StdinFile != "" {
 		// Beside the process's directory, not in it: that is the
 		// command's own (its HOME).
 		pr.stdin = pr.home + ".stdin"
-		if err := os.WriteFile(pr.stdin, spec.Stdin, 0o600); err != nil {
+		var err error
+		if spec.StdinFile != "" {
+			err = os.Rename(spec.StdinFile, pr.stdin)
+		} else {
+			err = os.WriteFile(pr.stdin, spec.Stdin, 0o600)
+		}
+		if err != nil {
 			os.RemoveAll(pr.home)
-			return nil, fmt.Errorf("start %s: write its standard input: %w", id, err)
+			return nil, fmt.Errorf("start %s: put its standard input in place: %w", id, err)
 		}
 	}
 	p, err := e.launch(ctx, id, spec, pr, stdout, stderr)

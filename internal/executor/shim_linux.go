@@ -171,7 +171,13 @@ func (e *Executor) startShim(ctx context.Context, id devops.ProcessID, spec devo
 		return nil, err
 	}
 	defer out.Close()
-	if len(spec.Stdin) > 0 {
+	switch {
+	case spec.StdinFile != "":
+		// Staged by the worker in the same file system: no copy.
+		if err := os.Rename(spec.StdinFile, filepath.Join(dir, StdinFile)); err != nil {
+			return nil, fmt.Errorf("move the standard input in place: %w", err)
+		}
+	case len(spec.Stdin) > 0:
 		// Not synced: a crash of the machine ends the process with it.
 		if err := os.WriteFile(filepath.Join(dir, StdinFile), spec.Stdin, 0o600); err != nil {
 			return nil, fmt.Errorf("write the standard input: %w", err)

@@ -84,6 +84,7 @@ var rules = map[string]rule{
 	svcProc + "ResumeRun":                 {client, auth.Write, "fleet.resume", true},
 	svcProc + "CancelRun":                 {client, auth.Write, "fleet.cancel", true},
 	svcProc + "WatchRun":                  {client, auth.Read, "", true},
+	svcProc + "UploadStdin":               {client, auth.Write, "stdin.upload", true},
 	svcReg + "RegisterWorker":             {workerCaller, 0, "", false},
 	svcReg + "DeregisterWorker":           {workerCaller, 0, "", false},
 	svcReg + "ReportStatus":               {workerCaller, 0, "", false},
@@ -277,6 +278,10 @@ func actionOr(action, method string) string {
 // enough to tell which script ran (`sh` alone says little), not its bytes,
 // which may hold secrets.
 func describeStdin(s *pb.Spec) string {
+	if u := s.GetStdinUpload(); u != "" {
+		// Its id is its SHA-256; its upload's entry says how long it is.
+		return "an upload, sha256 " + u
+	}
 	if len(s.GetStdin()) == 0 {
 		return ""
 	}
@@ -590,6 +595,9 @@ func (s *authStream) RecvMsg(msg any) error {
 }
 
 func (s *authStream) SendMsg(msg any) error {
+	if up, ok := msg.(*pb.UploadStdinResponse); ok {
+		s.entry.Stdin = fmt.Sprintf("%d bytes, sha256 %s", up.GetSize(), up.GetUploadId())
+	}
 	if s.r.action != "" && s.recorded == nil {
 		// The first answer means the request was accepted: record it now
 		// rather than when a long follow ends. The sync runs beside the

@@ -230,10 +230,18 @@ func (m *Manager) StartRun(ctx context.Context, s RunSubmission) (devops.Run, er
 	r.ID = devops.RunID(devops.RunIDPrefix + newID())
 	r.State = devops.RunRunning
 	r.CreatedAt = time.Now()
-	input := r.Spec.Stdin
-	r.Spec.Stdin, r.Spec.StdinBytes = nil, int64(len(input))
-	if len(input) > 0 {
-		// Each child's input is a link to the run's (startChild).
+	input, upload := r.Spec.Stdin, r.Spec.StdinUpload
+	r.Spec.Stdin, r.Spec.StdinUpload, r.Spec.StdinBytes = nil, "", int64(len(input))
+	// Each child's input is a link to the run's (startChild).
+	switch {
+	case upload != "":
+		if r.Spec.StdinBytes, err = m.inputs.uploaded(upload); err != nil {
+			return devops.Run{}, err
+		}
+		if err := m.inputs.linkUpload(upload, string(r.ID)); err != nil {
+			return devops.Run{}, err
+		}
+	case len(input) > 0:
 		if err := m.inputs.put(string(r.ID), input); err != nil {
 			return devops.Run{}, err
 		}
@@ -416,10 +424,16 @@ func (m *Manager) driveAll() {
 // startDriving starts the run's controller; the manager owns it and waits
 // for it at shutdown.
 func (m *Manager) startDriving(e *runEntry) {
+	m.fleet.mu.Lock()
+	id := e.r.ID
+	m.fleet.mu.Unlock()
 	m.wg.Add(1)
 	go func() {
 		defer m.wg.Done()
 		m.drive(m.runCtx, e)
+		if r, err := m.FleetRun(id); err == nil && r.State.Terminal() && r.Spec.StdinBytes > 0 {
+			m.inputs.drop(string(r.ID)) // no child starts again
+		}
 	}()
 }
 

@@ -75,6 +75,9 @@ type Config struct {
 
 	MaxOutputBytes        int64 // output kept across all processes [8 GiB]
 	MaxProcessOutputBytes int64 // output kept per process [1 GiB]
+	// MaxStdin bounds a standard input uploaded ahead of a run [16 GiB]:
+	// the manager keeps it on disk until the processes that read it end.
+	MaxStdin int64
 	// Retention is how long processes and fleet runs are kept once they
 	// ended: then their records and output are deleted (retention.go).
 	// Zero keeps them for good.
@@ -121,6 +124,9 @@ func (c *Config) setDefaults() {
 	if c.WorkerIdleTimeout <= 0 {
 		c.WorkerIdleTimeout = 5 * time.Minute
 	}
+	if c.MaxStdin <= 0 {
+		c.MaxStdin = 16 << 30
+	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -162,7 +168,7 @@ func New(ctx context.Context, cfg Config) (*Manager, error) {
 			"health_interval", cfg.HealthInterval, "worker_timeout", cfg.WorkerTimeout)
 	}
 	m := &Manager{cfg: cfg, log: cfg.Logger, store: cfg.Store, procs: newTable(), fleet: newFleet(), bufs: grpcbuf.New(),
-		inputs: inputs{dir: filepath.Join(cfg.DataDir, "input")}, bornAt: time.Now()}
+		inputs: inputs{dir: filepath.Join(cfg.DataDir, "input"), uploads: filepath.Join(cfg.DataDir, "upload"), maxUpload: cfg.MaxStdin}, bornAt: time.Now()}
 	if m.store == nil {
 		st, err := store.OpenJetStream(ctx, store.Config{
 			Dir:                   cfg.DataDir,
@@ -310,15 +316,21 @@ func (m *Manager) load(ctx context.Context) error {
 	if err := m.loadRuns(ctx); err != nil {
 		return err
 	}
-	// An input whose record was never stored: the manager stopped in
-	// between.
+	// An input whose record was never stored (the manager stopped in
+	// between), or whose readers ended as it stopped.
 	err = m.inputs.prune(func(id string) bool {
-		_, isProcess := m.procs.get(devops.ProcessID(id))
-		_, isRun := m.fleet.get(devops.RunID(id))
-		return isProcess || isRun
+		if e, ok := m.procs.get(devops.ProcessID(id)); ok {
+			p, _ := m.procs.snapshot(e)
+			return !p.State.Terminal()
+		}
+		r, err := m.FleetRun(devops.RunID(id))
+		return err == nil && !r.State.Terminal()
 	})
 	if err != nil {
-		m.log.Warn("remove inputs without a record", "err", err)
+		m.log.Warn("remove inputs no process reads", "err", err)
+	}
+	if err := m.inputs.pruneUploads(time.Now().Add(-uploadTTL)); err != nil {
+		m.log.Warn("remove old uploads", "err", err)
 	}
 	m.log.Info("loaded state", "workers", len(ws), "processes", len(ps))
 	return nil

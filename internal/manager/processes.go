@@ -52,8 +52,13 @@ func (m *Manager) Submit(ctx context.Context, s Submission) ([]devops.ProcessID,
 	if err != nil {
 		return nil, err
 	}
-	input := s.Spec.Stdin
-	s.Spec.Stdin, s.Spec.StdinBytes = nil, int64(len(input))
+	input, upload := s.Spec.Stdin, s.Spec.StdinUpload
+	s.Spec.Stdin, s.Spec.StdinUpload, s.Spec.StdinBytes = nil, "", int64(len(input))
+	if upload != "" {
+		if s.Spec.StdinBytes, err = m.inputs.uploaded(upload); err != nil {
+			return nil, err
+		}
+	}
 	now := time.Now()
 	base := devops.Process{
 		Spec:            s.Spec,
@@ -88,8 +93,8 @@ func (m *Manager) Submit(ctx context.Context, s Submission) ([]devops.ProcessID,
 	for i, e := range entries {
 		ids[i] = e.p.ID
 	}
-	if len(input) > 0 {
-		if err := m.putInputs(ids, input); err != nil {
+	if len(input) > 0 || upload != "" {
+		if err := m.putInputs(ids, input, upload); err != nil {
 			m.procs.remove(ids)
 			return nil, err
 		}
@@ -104,10 +109,15 @@ func (m *Manager) Submit(ctx context.Context, s Submission) ([]devops.ProcessID,
 	return ids, nil
 }
 
-// putInputs keeps data as the standard input of each of ids: one file,
-// linked to the others.
-func (m *Manager) putInputs(ids []devops.ProcessID, data []byte) error {
-	err := m.inputs.put(string(ids[0]), data)
+// putInputs keeps data, or the upload, as the standard input of each of
+// ids: one file, linked to the others.
+func (m *Manager) putInputs(ids []devops.ProcessID, data []byte, upload string) error {
+	var err error
+	if upload != "" {
+		err = m.inputs.linkUpload(upload, string(ids[0]))
+	} else {
+		err = m.inputs.put(string(ids[0]), data)
+	}
 	for _, id := range ids[1:] {
 		if err == nil {
 			err = m.inputs.link(string(ids[0]), string(id))

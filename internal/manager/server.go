@@ -105,6 +105,20 @@ func (s *processServer) ExecuteDistributedCommand(req *pb.ExecuteDistributedComm
 	return toStatus(s.m.Watch(ctx, ids, 0, true, true, send))
 }
 
+// UploadStdin keeps a standard input too large for a request, for the
+// run that names it next.
+func (s *processServer) UploadStdin(stream pb.ProcessManagementService_UploadStdinServer) error {
+	id, n, err := s.m.inputs.receive(func() ([]byte, error) {
+		msg, err := stream.Recv()
+		return msg.GetData(), err
+	})
+	if err != nil {
+		return toStatus(err)
+	}
+	s.m.log.Info("standard input uploaded", "upload_id", id, "bytes", n)
+	return stream.SendAndClose(&pb.UploadStdinResponse{UploadId: id, Size: n})
+}
+
 func (s *processServer) TerminateProcess(ctx context.Context, req *pb.TerminateProcessRequest) (*pb.TerminateProcessResponse, error) {
 	p, err := s.m.Terminate(ctx, devops.ProcessID(req.GetProcessId()), syscall.Signal(req.GetSignal()), wire.FromDuration(req.GetGrace()))
 	if err != nil {

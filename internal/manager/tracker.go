@@ -35,6 +35,11 @@ func (m *Manager) startTracking(e *entry) {
 	go func() {
 		defer m.wg.Done()
 		m.track(m.runCtx, e)
+		if p, _ := m.procs.snapshot(e); p.State.Terminal() && p.Spec.StdinBytes > 0 {
+			// Nothing reads it again (nothing runs twice), and an
+			// uploaded one may be gigabytes.
+			m.inputs.drop(string(p.ID))
+		}
 	}()
 }
 
@@ -343,7 +348,13 @@ func (m *Manager) stream(ctx context.Context, e *entry, p devops.Process, attach
 		reached = func() { t.Stop() }
 	}
 	spec := p.Spec
-	if !attachOnly && spec.StdinBytes > 0 {
+	switch {
+	case attachOnly || spec.StdinBytes == 0:
+	case spec.StdinBytes > devops.MaxStdin:
+		if err := m.pushStdin(ctx, client, p.ID, spec.StdinBytes); err != nil {
+			return err
+		}
+	default:
 		if spec.Stdin, err = m.inputs.read(string(p.ID), spec.StdinBytes); err != nil {
 			return err
 		}
@@ -552,4 +563,46 @@ func (m *Manager) signalWorker(ctx context.Context, p devops.Process, sig syscal
 	}
 	_, err = client.TerminateProcess(ctx, &pb.TerminateProcessRequest{ProcessId: string(p.ID), Signal: int32(sig), Grace: wire.Duration(grace)})
 	return err
+}
+
+// stdinChunk is how much of a standard input goes in one message.
+const stdinChunk = 1 << 20
+
+// pushStdin hands the worker a process's standard input of n bytes ahead
+// of its ExecuteCommand, which may not carry that much. A worker that
+// answers ends it as a refusal of the command; one that cannot be reached
+// never got the command.
+func (m *Manager) pushStdin(ctx context.Context, client pb.WorkerProcessServiceClient, id devops.ProcessID, n int64) error {
+	f, err := m.inputs.open(string(id), n)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	stream, err := client.PutStdin(ctx)
+	if err != nil {
+		return fmt.Errorf("%w: %v", errNotDelivered, err)
+	}
+	msg := &pb.PutStdinRequest{ProcessId: string(id), Size: n}
+	for sent := int64(0); sent < n; {
+		// A new buffer each time: a sent message may be read later (by
+		// gRPC's stats handlers), so it is not reused.
+		msg.Data = make([]byte, min(stdinChunk, n-sent))
+		if _, err := io.ReadFull(f, msg.Data); err != nil {
+			return fmt.Errorf("%w: %v", errNoInput, err)
+		}
+		if err := stream.Send(msg); errors.Is(err, io.EOF) {
+			break // the worker answered early: CloseAndRecv says what
+		} else if err != nil {
+			return fmt.Errorf("%w: send its standard input: %v", errNotDelivered, err)
+		}
+		sent += int64(len(msg.Data))
+		msg = &pb.PutStdinRequest{}
+	}
+	if _, err := stream.CloseAndRecv(); err != nil {
+		if refused(err) {
+			return err
+		}
+		return fmt.Errorf("%w: send its standard input: %v", errNotDelivered, err)
+	}
+	return nil
 }

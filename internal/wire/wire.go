@@ -69,6 +69,7 @@ func SpecToPB(s devops.Spec) *pb.Spec {
 		SecretEnvKeys: s.SecretEnvKeys,
 		Stdin:         s.Stdin,
 		StdinBytes:    s.StdinBytes,
+		StdinUpload:   s.StdinUpload,
 		Limits: &pb.Limits{
 			MemoryBytes:    s.Limits.MemoryBytes,
 			Cpus:           s.Limits.CPUs,
@@ -100,6 +101,7 @@ func SpecFromPB(s *pb.Spec) devops.Spec {
 		SecretEnvKeys: s.GetSecretEnvKeys(),
 		Stdin:         s.GetStdin(),
 		StdinBytes:    n,
+		StdinUpload:   s.GetStdinUpload(),
 		Limits: devops.Limits{
 			MemoryBytes:    l.GetMemoryBytes(),
 			CPUs:           l.GetCpus(),

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"math"
+	"os"
 	"runtime"
 	"syscall"
 	"time"
@@ -35,14 +36,23 @@ func (s *server) ExecuteCommand(req *pb.ExecuteCommandRequest, stream pb.WorkerP
 		if err := spec.Validate(); err != nil {
 			return status.Error(codes.InvalidArgument, err.Error())
 		}
-		if spec.StdinBytes != int64(len(spec.Stdin)) {
-			return status.Errorf(codes.InvalidArgument, "standard input of %d bytes came without its bytes", spec.StdinBytes)
+		if len(spec.Stdin) == 0 && spec.StdinBytes > 0 {
+			// It came apart (PutStdin), unless this id started already:
+			// then start attaches, and the file went to the process.
+			path, err := s.w.stagedStdin(id, spec.StdinBytes)
+			if err != nil && !s.w.known(id) {
+				return status.Error(codes.FailedPrecondition, err.Error())
+			}
+			spec.StdinFile = path
 		}
 	}
 	if req.GetFromOffset() < 0 {
 		return status.Error(codes.InvalidArgument, "negative offset")
 	}
 	p, err := s.w.start(stream.Context(), id, spec, req.GetAttachOnly())
+	if spec.StdinFile != "" {
+		os.Remove(spec.StdinFile) // left when the start failed, or attached
+	}
 	if err != nil {
 		return err
 	}

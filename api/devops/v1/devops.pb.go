@@ -397,8 +397,11 @@ type Spec struct {
 	// 4 MiB. Empty: nothing (/dev/null). Sent with a request only: records
 	// carry stdin_bytes instead.
 	Stdin []byte `protobuf:"bytes,11,opt,name=stdin,proto3" json:"stdin,omitempty"`
-	// The length of stdin, in records; the manager sets it.
-	StdinBytes    int64 `protobuf:"varint,12,opt,name=stdin_bytes,json=stdinBytes,proto3" json:"stdin_bytes,omitempty"`
+	// The length of the standard input, in records; the manager sets it.
+	StdinBytes int64 `protobuf:"varint,12,opt,name=stdin_bytes,json=stdinBytes,proto3" json:"stdin_bytes,omitempty"`
+	// A larger standard input, sent before the request with UploadStdin: the
+	// upload_id it answered. Not with stdin.
+	StdinUpload   string `protobuf:"bytes,13,opt,name=stdin_upload,json=stdinUpload,proto3" json:"stdin_upload,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -515,6 +518,13 @@ func (x *Spec) GetStdinBytes() int64 {
 		return x.StdinBytes
 	}
 	return 0
+}
+
+func (x *Spec) GetStdinUpload() string {
+	if x != nil {
+		return x.StdinUpload
+	}
+	return ""
 }
 
 // OutputChunk is a run of bytes of one stream. Offsets count the bytes of
@@ -1562,6 +1572,103 @@ func (x *RegisterWorkerResponse) GetWorkerId() string {
 	return ""
 }
 
+type UploadStdinRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Data          []byte                 `protobuf:"bytes,1,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UploadStdinRequest) Reset() {
+	*x = UploadStdinRequest{}
+	mi := &file_devops_v1_devops_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UploadStdinRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UploadStdinRequest) ProtoMessage() {}
+
+func (x *UploadStdinRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_devops_v1_devops_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UploadStdinRequest.ProtoReflect.Descriptor instead.
+func (*UploadStdinRequest) Descriptor() ([]byte, []int) {
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *UploadStdinRequest) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+type UploadStdinResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The SHA-256 of the bytes, in hex: the same bytes have the same id.
+	UploadId      string `protobuf:"bytes,1,opt,name=upload_id,json=uploadId,proto3" json:"upload_id,omitempty"`
+	Size          int64  `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UploadStdinResponse) Reset() {
+	*x = UploadStdinResponse{}
+	mi := &file_devops_v1_devops_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UploadStdinResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UploadStdinResponse) ProtoMessage() {}
+
+func (x *UploadStdinResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_devops_v1_devops_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UploadStdinResponse.ProtoReflect.Descriptor instead.
+func (*UploadStdinResponse) Descriptor() ([]byte, []int) {
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *UploadStdinResponse) GetUploadId() string {
+	if x != nil {
+		return x.UploadId
+	}
+	return ""
+}
+
+func (x *UploadStdinResponse) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
 // Limit is a count or a percentage of the targets. An absent Limit is no limit.
 type Limit struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1573,7 +1680,7 @@ type Limit struct {
 
 func (x *Limit) Reset() {
 	*x = Limit{}
-	mi := &file_devops_v1_devops_proto_msgTypes[14]
+	mi := &file_devops_v1_devops_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1585,7 +1692,7 @@ func (x *Limit) String() string {
 func (*Limit) ProtoMessage() {}
 
 func (x *Limit) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[14]
+	mi := &file_devops_v1_devops_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1598,7 +1705,7 @@ func (x *Limit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Limit.ProtoReflect.Descriptor instead.
 func (*Limit) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{14}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Limit) GetValue() int32 {
@@ -1630,7 +1737,7 @@ type RunTarget struct {
 
 func (x *RunTarget) Reset() {
 	*x = RunTarget{}
-	mi := &file_devops_v1_devops_proto_msgTypes[15]
+	mi := &file_devops_v1_devops_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1642,7 +1749,7 @@ func (x *RunTarget) String() string {
 func (*RunTarget) ProtoMessage() {}
 
 func (x *RunTarget) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[15]
+	mi := &file_devops_v1_devops_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1655,7 +1762,7 @@ func (x *RunTarget) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunTarget.ProtoReflect.Descriptor instead.
 func (*RunTarget) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{15}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *RunTarget) GetWorkers() []string {
@@ -1703,7 +1810,7 @@ type RunOptions struct {
 
 func (x *RunOptions) Reset() {
 	*x = RunOptions{}
-	mi := &file_devops_v1_devops_proto_msgTypes[16]
+	mi := &file_devops_v1_devops_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1715,7 +1822,7 @@ func (x *RunOptions) String() string {
 func (*RunOptions) ProtoMessage() {}
 
 func (x *RunOptions) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[16]
+	mi := &file_devops_v1_devops_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1728,7 +1835,7 @@ func (x *RunOptions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunOptions.ProtoReflect.Descriptor instead.
 func (*RunOptions) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{16}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *RunOptions) GetMaxConcurrency() *Limit {
@@ -1793,7 +1900,7 @@ type RunTask struct {
 
 func (x *RunTask) Reset() {
 	*x = RunTask{}
-	mi := &file_devops_v1_devops_proto_msgTypes[17]
+	mi := &file_devops_v1_devops_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1805,7 +1912,7 @@ func (x *RunTask) String() string {
 func (*RunTask) ProtoMessage() {}
 
 func (x *RunTask) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[17]
+	mi := &file_devops_v1_devops_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1818,7 +1925,7 @@ func (x *RunTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunTask.ProtoReflect.Descriptor instead.
 func (*RunTask) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{17}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *RunTask) GetWorkerId() string {
@@ -1897,7 +2004,7 @@ type RunAttempt struct {
 
 func (x *RunAttempt) Reset() {
 	*x = RunAttempt{}
-	mi := &file_devops_v1_devops_proto_msgTypes[18]
+	mi := &file_devops_v1_devops_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1909,7 +2016,7 @@ func (x *RunAttempt) String() string {
 func (*RunAttempt) ProtoMessage() {}
 
 func (x *RunAttempt) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[18]
+	mi := &file_devops_v1_devops_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1922,7 +2029,7 @@ func (x *RunAttempt) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunAttempt.ProtoReflect.Descriptor instead.
 func (*RunAttempt) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{18}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *RunAttempt) GetProcessId() string {
@@ -1957,7 +2064,7 @@ type Exclusion struct {
 
 func (x *Exclusion) Reset() {
 	*x = Exclusion{}
-	mi := &file_devops_v1_devops_proto_msgTypes[19]
+	mi := &file_devops_v1_devops_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1969,7 +2076,7 @@ func (x *Exclusion) String() string {
 func (*Exclusion) ProtoMessage() {}
 
 func (x *Exclusion) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[19]
+	mi := &file_devops_v1_devops_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1982,7 +2089,7 @@ func (x *Exclusion) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Exclusion.ProtoReflect.Descriptor instead.
 func (*Exclusion) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{19}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Exclusion) GetWorkerId() string {
@@ -2020,7 +2127,7 @@ type RunSummary struct {
 
 func (x *RunSummary) Reset() {
 	*x = RunSummary{}
-	mi := &file_devops_v1_devops_proto_msgTypes[20]
+	mi := &file_devops_v1_devops_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2032,7 +2139,7 @@ func (x *RunSummary) String() string {
 func (*RunSummary) ProtoMessage() {}
 
 func (x *RunSummary) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[20]
+	mi := &file_devops_v1_devops_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2045,7 +2152,7 @@ func (x *RunSummary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunSummary.ProtoReflect.Descriptor instead.
 func (*RunSummary) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{20}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *RunSummary) GetTotal() int32 {
@@ -2114,7 +2221,7 @@ type Run struct {
 
 func (x *Run) Reset() {
 	*x = Run{}
-	mi := &file_devops_v1_devops_proto_msgTypes[21]
+	mi := &file_devops_v1_devops_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2126,7 +2233,7 @@ func (x *Run) String() string {
 func (*Run) ProtoMessage() {}
 
 func (x *Run) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[21]
+	mi := &file_devops_v1_devops_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2139,7 +2246,7 @@ func (x *Run) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Run.ProtoReflect.Descriptor instead.
 func (*Run) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{21}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *Run) GetId() string {
@@ -2263,7 +2370,7 @@ type StartRunRequest struct {
 
 func (x *StartRunRequest) Reset() {
 	*x = StartRunRequest{}
-	mi := &file_devops_v1_devops_proto_msgTypes[22]
+	mi := &file_devops_v1_devops_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2275,7 +2382,7 @@ func (x *StartRunRequest) String() string {
 func (*StartRunRequest) ProtoMessage() {}
 
 func (x *StartRunRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[22]
+	mi := &file_devops_v1_devops_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2288,7 +2395,7 @@ func (x *StartRunRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartRunRequest.ProtoReflect.Descriptor instead.
 func (*StartRunRequest) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{22}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *StartRunRequest) GetSpec() *Spec {
@@ -2349,7 +2456,7 @@ type StartRunResponse struct {
 
 func (x *StartRunResponse) Reset() {
 	*x = StartRunResponse{}
-	mi := &file_devops_v1_devops_proto_msgTypes[23]
+	mi := &file_devops_v1_devops_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2361,7 +2468,7 @@ func (x *StartRunResponse) String() string {
 func (*StartRunResponse) ProtoMessage() {}
 
 func (x *StartRunResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[23]
+	mi := &file_devops_v1_devops_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2374,7 +2481,7 @@ func (x *StartRunResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartRunResponse.ProtoReflect.Descriptor instead.
 func (*StartRunResponse) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{23}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *StartRunResponse) GetRun() *Run {
@@ -2393,7 +2500,7 @@ type GetRunRequest struct {
 
 func (x *GetRunRequest) Reset() {
 	*x = GetRunRequest{}
-	mi := &file_devops_v1_devops_proto_msgTypes[24]
+	mi := &file_devops_v1_devops_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2405,7 +2512,7 @@ func (x *GetRunRequest) String() string {
 func (*GetRunRequest) ProtoMessage() {}
 
 func (x *GetRunRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[24]
+	mi := &file_devops_v1_devops_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2418,7 +2525,7 @@ func (x *GetRunRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRunRequest.ProtoReflect.Descriptor instead.
 func (*GetRunRequest) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{24}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *GetRunRequest) GetRunId() string {
@@ -2437,7 +2544,7 @@ type GetRunResponse struct {
 
 func (x *GetRunResponse) Reset() {
 	*x = GetRunResponse{}
-	mi := &file_devops_v1_devops_proto_msgTypes[25]
+	mi := &file_devops_v1_devops_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2449,7 +2556,7 @@ func (x *GetRunResponse) String() string {
 func (*GetRunResponse) ProtoMessage() {}
 
 func (x *GetRunResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[25]
+	mi := &file_devops_v1_devops_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2462,7 +2569,7 @@ func (x *GetRunResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRunResponse.ProtoReflect.Descriptor instead.
 func (*GetRunResponse) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{25}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *GetRunResponse) GetRun() *Run {
@@ -2490,7 +2597,7 @@ type ListRunsRequest struct {
 
 func (x *ListRunsRequest) Reset() {
 	*x = ListRunsRequest{}
-	mi := &file_devops_v1_devops_proto_msgTypes[26]
+	mi := &file_devops_v1_devops_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2502,7 +2609,7 @@ func (x *ListRunsRequest) String() string {
 func (*ListRunsRequest) ProtoMessage() {}
 
 func (x *ListRunsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[26]
+	mi := &file_devops_v1_devops_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2515,7 +2622,7 @@ func (x *ListRunsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRunsRequest.ProtoReflect.Descriptor instead.
 func (*ListRunsRequest) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{26}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ListRunsRequest) GetNewestFirst() bool {
@@ -2551,7 +2658,7 @@ type ListRunsResponse struct {
 
 func (x *ListRunsResponse) Reset() {
 	*x = ListRunsResponse{}
-	mi := &file_devops_v1_devops_proto_msgTypes[27]
+	mi := &file_devops_v1_devops_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2563,7 +2670,7 @@ func (x *ListRunsResponse) String() string {
 func (*ListRunsResponse) ProtoMessage() {}
 
 func (x *ListRunsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[27]
+	mi := &file_devops_v1_devops_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2576,7 +2683,7 @@ func (x *ListRunsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRunsResponse.ProtoReflect.Descriptor instead.
 func (*ListRunsResponse) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{27}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ListRunsResponse) GetRuns() []*Run {
@@ -2602,7 +2709,7 @@ type ResumeRunRequest struct {
 
 func (x *ResumeRunRequest) Reset() {
 	*x = ResumeRunRequest{}
-	mi := &file_devops_v1_devops_proto_msgTypes[28]
+	mi := &file_devops_v1_devops_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2614,7 +2721,7 @@ func (x *ResumeRunRequest) String() string {
 func (*ResumeRunRequest) ProtoMessage() {}
 
 func (x *ResumeRunRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[28]
+	mi := &file_devops_v1_devops_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2627,7 +2734,7 @@ func (x *ResumeRunRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeRunRequest.ProtoReflect.Descriptor instead.
 func (*ResumeRunRequest) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{28}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ResumeRunRequest) GetRunId() string {
@@ -2646,7 +2753,7 @@ type ResumeRunResponse struct {
 
 func (x *ResumeRunResponse) Reset() {
 	*x = ResumeRunResponse{}
-	mi := &file_devops_v1_devops_proto_msgTypes[29]
+	mi := &file_devops_v1_devops_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2658,7 +2765,7 @@ func (x *ResumeRunResponse) String() string {
 func (*ResumeRunResponse) ProtoMessage() {}
 
 func (x *ResumeRunResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[29]
+	mi := &file_devops_v1_devops_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2671,7 +2778,7 @@ func (x *ResumeRunResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeRunResponse.ProtoReflect.Descriptor instead.
 func (*ResumeRunResponse) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{29}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ResumeRunResponse) GetRun() *Run {
@@ -2694,7 +2801,7 @@ type CancelRunRequest struct {
 
 func (x *CancelRunRequest) Reset() {
 	*x = CancelRunRequest{}
-	mi := &file_devops_v1_devops_proto_msgTypes[30]
+	mi := &file_devops_v1_devops_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2706,7 +2813,7 @@ func (x *CancelRunRequest) String() string {
 func (*CancelRunRequest) ProtoMessage() {}
 
 func (x *CancelRunRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[30]
+	mi := &file_devops_v1_devops_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2719,7 +2826,7 @@ func (x *CancelRunRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelRunRequest.ProtoReflect.Descriptor instead.
 func (*CancelRunRequest) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{30}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *CancelRunRequest) GetRunId() string {
@@ -2752,7 +2859,7 @@ type CancelRunResponse struct {
 
 func (x *CancelRunResponse) Reset() {
 	*x = CancelRunResponse{}
-	mi := &file_devops_v1_devops_proto_msgTypes[31]
+	mi := &file_devops_v1_devops_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2764,7 +2871,7 @@ func (x *CancelRunResponse) String() string {
 func (*CancelRunResponse) ProtoMessage() {}
 
 func (x *CancelRunResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[31]
+	mi := &file_devops_v1_devops_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2777,7 +2884,7 @@ func (x *CancelRunResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelRunResponse.ProtoReflect.Descriptor instead.
 func (*CancelRunResponse) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{31}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *CancelRunResponse) GetRun() *Run {
@@ -2801,7 +2908,7 @@ type WatchRunRequest struct {
 
 func (x *WatchRunRequest) Reset() {
 	*x = WatchRunRequest{}
-	mi := &file_devops_v1_devops_proto_msgTypes[32]
+	mi := &file_devops_v1_devops_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2813,7 +2920,7 @@ func (x *WatchRunRequest) String() string {
 func (*WatchRunRequest) ProtoMessage() {}
 
 func (x *WatchRunRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[32]
+	mi := &file_devops_v1_devops_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2826,7 +2933,7 @@ func (x *WatchRunRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRunRequest.ProtoReflect.Descriptor instead.
 func (*WatchRunRequest) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{32}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *WatchRunRequest) GetRunId() string {
@@ -2871,7 +2978,7 @@ type WatchRunResponse struct {
 
 func (x *WatchRunResponse) Reset() {
 	*x = WatchRunResponse{}
-	mi := &file_devops_v1_devops_proto_msgTypes[33]
+	mi := &file_devops_v1_devops_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2883,7 +2990,7 @@ func (x *WatchRunResponse) String() string {
 func (*WatchRunResponse) ProtoMessage() {}
 
 func (x *WatchRunResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[33]
+	mi := &file_devops_v1_devops_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2896,7 +3003,7 @@ func (x *WatchRunResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRunResponse.ProtoReflect.Descriptor instead.
 func (*WatchRunResponse) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{33}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *WatchRunResponse) GetEvent() isWatchRunResponse_Event {
@@ -2966,7 +3073,7 @@ type DrainWorkerRequest struct {
 
 func (x *DrainWorkerRequest) Reset() {
 	*x = DrainWorkerRequest{}
-	mi := &file_devops_v1_devops_proto_msgTypes[34]
+	mi := &file_devops_v1_devops_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2978,7 +3085,7 @@ func (x *DrainWorkerRequest) String() string {
 func (*DrainWorkerRequest) ProtoMessage() {}
 
 func (x *DrainWorkerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[34]
+	mi := &file_devops_v1_devops_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2991,7 +3098,7 @@ func (x *DrainWorkerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainWorkerRequest.ProtoReflect.Descriptor instead.
 func (*DrainWorkerRequest) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{34}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *DrainWorkerRequest) GetWorker() string {
@@ -3017,7 +3124,7 @@ type DrainWorkerResponse struct {
 
 func (x *DrainWorkerResponse) Reset() {
 	*x = DrainWorkerResponse{}
-	mi := &file_devops_v1_devops_proto_msgTypes[35]
+	mi := &file_devops_v1_devops_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3029,7 +3136,7 @@ func (x *DrainWorkerResponse) String() string {
 func (*DrainWorkerResponse) ProtoMessage() {}
 
 func (x *DrainWorkerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[35]
+	mi := &file_devops_v1_devops_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3042,7 +3149,7 @@ func (x *DrainWorkerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainWorkerResponse.ProtoReflect.Descriptor instead.
 func (*DrainWorkerResponse) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{35}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *DrainWorkerResponse) GetWorker() *Worker {
@@ -3066,7 +3173,7 @@ type Target struct {
 
 func (x *Target) Reset() {
 	*x = Target{}
-	mi := &file_devops_v1_devops_proto_msgTypes[36]
+	mi := &file_devops_v1_devops_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3078,7 +3185,7 @@ func (x *Target) String() string {
 func (*Target) ProtoMessage() {}
 
 func (x *Target) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[36]
+	mi := &file_devops_v1_devops_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3091,7 +3198,7 @@ func (x *Target) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Target.ProtoReflect.Descriptor instead.
 func (*Target) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{36}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *Target) GetWorker() string {
@@ -3133,7 +3240,7 @@ type ExecuteDistributedCommandRequest struct {
 
 func (x *ExecuteDistributedCommandRequest) Reset() {
 	*x = ExecuteDistributedCommandRequest{}
-	mi := &file_devops_v1_devops_proto_msgTypes[37]
+	mi := &file_devops_v1_devops_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3145,7 +3252,7 @@ func (x *ExecuteDistributedCommandRequest) String() string {
 func (*ExecuteDistributedCommandRequest) ProtoMessage() {}
 
 func (x *ExecuteDistributedCommandRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[37]
+	mi := &file_devops_v1_devops_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3158,7 +3265,7 @@ func (x *ExecuteDistributedCommandRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecuteDistributedCommandRequest.ProtoReflect.Descriptor instead.
 func (*ExecuteDistributedCommandRequest) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{37}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *ExecuteDistributedCommandRequest) GetSpec() *Spec {
@@ -3218,7 +3325,7 @@ type ExecuteDistributedCommandResponse struct {
 
 func (x *ExecuteDistributedCommandResponse) Reset() {
 	*x = ExecuteDistributedCommandResponse{}
-	mi := &file_devops_v1_devops_proto_msgTypes[38]
+	mi := &file_devops_v1_devops_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3230,7 +3337,7 @@ func (x *ExecuteDistributedCommandResponse) String() string {
 func (*ExecuteDistributedCommandResponse) ProtoMessage() {}
 
 func (x *ExecuteDistributedCommandResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[38]
+	mi := &file_devops_v1_devops_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3243,7 +3350,7 @@ func (x *ExecuteDistributedCommandResponse) ProtoReflect() protoreflect.Message 
 
 // Deprecated: Use ExecuteDistributedCommandResponse.ProtoReflect.Descriptor instead.
 func (*ExecuteDistributedCommandResponse) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{38}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *ExecuteDistributedCommandResponse) GetEvent() isExecuteDistributedCommandResponse_Event {
@@ -3300,7 +3407,7 @@ type TerminateProcessRequest struct {
 
 func (x *TerminateProcessRequest) Reset() {
 	*x = TerminateProcessRequest{}
-	mi := &file_devops_v1_devops_proto_msgTypes[39]
+	mi := &file_devops_v1_devops_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3312,7 +3419,7 @@ func (x *TerminateProcessRequest) String() string {
 func (*TerminateProcessRequest) ProtoMessage() {}
 
 func (x *TerminateProcessRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[39]
+	mi := &file_devops_v1_devops_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3325,7 +3432,7 @@ func (x *TerminateProcessRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TerminateProcessRequest.ProtoReflect.Descriptor instead.
 func (*TerminateProcessRequest) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{39}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *TerminateProcessRequest) GetProcessId() string {
@@ -3358,7 +3465,7 @@ type TerminateProcessResponse struct {
 
 func (x *TerminateProcessResponse) Reset() {
 	*x = TerminateProcessResponse{}
-	mi := &file_devops_v1_devops_proto_msgTypes[40]
+	mi := &file_devops_v1_devops_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3370,7 +3477,7 @@ func (x *TerminateProcessResponse) String() string {
 func (*TerminateProcessResponse) ProtoMessage() {}
 
 func (x *TerminateProcessResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[40]
+	mi := &file_devops_v1_devops_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3383,7 +3490,7 @@ func (x *TerminateProcessResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TerminateProcessResponse.ProtoReflect.Descriptor instead.
 func (*TerminateProcessResponse) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{40}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *TerminateProcessResponse) GetProcess() *Process {
@@ -3402,7 +3509,7 @@ type GetProcessStatusRequest struct {
 
 func (x *GetProcessStatusRequest) Reset() {
 	*x = GetProcessStatusRequest{}
-	mi := &file_devops_v1_devops_proto_msgTypes[41]
+	mi := &file_devops_v1_devops_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3414,7 +3521,7 @@ func (x *GetProcessStatusRequest) String() string {
 func (*GetProcessStatusRequest) ProtoMessage() {}
 
 func (x *GetProcessStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[41]
+	mi := &file_devops_v1_devops_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3427,7 +3534,7 @@ func (x *GetProcessStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetProcessStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetProcessStatusRequest) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{41}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *GetProcessStatusRequest) GetProcessId() string {
@@ -3446,7 +3553,7 @@ type GetProcessStatusResponse struct {
 
 func (x *GetProcessStatusResponse) Reset() {
 	*x = GetProcessStatusResponse{}
-	mi := &file_devops_v1_devops_proto_msgTypes[42]
+	mi := &file_devops_v1_devops_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3458,7 +3565,7 @@ func (x *GetProcessStatusResponse) String() string {
 func (*GetProcessStatusResponse) ProtoMessage() {}
 
 func (x *GetProcessStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[42]
+	mi := &file_devops_v1_devops_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3471,7 +3578,7 @@ func (x *GetProcessStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetProcessStatusResponse.ProtoReflect.Descriptor instead.
 func (*GetProcessStatusResponse) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{42}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *GetProcessStatusResponse) GetProcess() *Process {
@@ -3503,7 +3610,7 @@ type ListProcessesRequest struct {
 
 func (x *ListProcessesRequest) Reset() {
 	*x = ListProcessesRequest{}
-	mi := &file_devops_v1_devops_proto_msgTypes[43]
+	mi := &file_devops_v1_devops_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3515,7 +3622,7 @@ func (x *ListProcessesRequest) String() string {
 func (*ListProcessesRequest) ProtoMessage() {}
 
 func (x *ListProcessesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[43]
+	mi := &file_devops_v1_devops_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3528,7 +3635,7 @@ func (x *ListProcessesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListProcessesRequest.ProtoReflect.Descriptor instead.
 func (*ListProcessesRequest) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{43}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *ListProcessesRequest) GetState() ProcessState {
@@ -3578,7 +3685,7 @@ type ListProcessesResponse struct {
 
 func (x *ListProcessesResponse) Reset() {
 	*x = ListProcessesResponse{}
-	mi := &file_devops_v1_devops_proto_msgTypes[44]
+	mi := &file_devops_v1_devops_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3590,7 +3697,7 @@ func (x *ListProcessesResponse) String() string {
 func (*ListProcessesResponse) ProtoMessage() {}
 
 func (x *ListProcessesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[44]
+	mi := &file_devops_v1_devops_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3603,7 +3710,7 @@ func (x *ListProcessesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListProcessesResponse.ProtoReflect.Descriptor instead.
 func (*ListProcessesResponse) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{44}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *ListProcessesResponse) GetProcesses() []*Process {
@@ -3636,7 +3743,7 @@ type ListWorkersRequest struct {
 
 func (x *ListWorkersRequest) Reset() {
 	*x = ListWorkersRequest{}
-	mi := &file_devops_v1_devops_proto_msgTypes[45]
+	mi := &file_devops_v1_devops_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3648,7 +3755,7 @@ func (x *ListWorkersRequest) String() string {
 func (*ListWorkersRequest) ProtoMessage() {}
 
 func (x *ListWorkersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[45]
+	mi := &file_devops_v1_devops_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3661,7 +3768,7 @@ func (x *ListWorkersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListWorkersRequest.ProtoReflect.Descriptor instead.
 func (*ListWorkersRequest) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{45}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *ListWorkersRequest) GetPageSize() int32 {
@@ -3690,7 +3797,7 @@ type ListWorkersResponse struct {
 
 func (x *ListWorkersResponse) Reset() {
 	*x = ListWorkersResponse{}
-	mi := &file_devops_v1_devops_proto_msgTypes[46]
+	mi := &file_devops_v1_devops_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3702,7 +3809,7 @@ func (x *ListWorkersResponse) String() string {
 func (*ListWorkersResponse) ProtoMessage() {}
 
 func (x *ListWorkersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[46]
+	mi := &file_devops_v1_devops_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3715,7 +3822,7 @@ func (x *ListWorkersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListWorkersResponse.ProtoReflect.Descriptor instead.
 func (*ListWorkersResponse) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{46}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *ListWorkersResponse) GetWorkers() []*Worker {
@@ -3743,7 +3850,7 @@ type StreamOutputRequest struct {
 
 func (x *StreamOutputRequest) Reset() {
 	*x = StreamOutputRequest{}
-	mi := &file_devops_v1_devops_proto_msgTypes[47]
+	mi := &file_devops_v1_devops_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3755,7 +3862,7 @@ func (x *StreamOutputRequest) String() string {
 func (*StreamOutputRequest) ProtoMessage() {}
 
 func (x *StreamOutputRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[47]
+	mi := &file_devops_v1_devops_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3768,7 +3875,7 @@ func (x *StreamOutputRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamOutputRequest.ProtoReflect.Descriptor instead.
 func (*StreamOutputRequest) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{47}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *StreamOutputRequest) GetProcessId() string {
@@ -3805,7 +3912,7 @@ type StreamOutputResponse struct {
 
 func (x *StreamOutputResponse) Reset() {
 	*x = StreamOutputResponse{}
-	mi := &file_devops_v1_devops_proto_msgTypes[48]
+	mi := &file_devops_v1_devops_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3817,7 +3924,7 @@ func (x *StreamOutputResponse) String() string {
 func (*StreamOutputResponse) ProtoMessage() {}
 
 func (x *StreamOutputResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[48]
+	mi := &file_devops_v1_devops_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3830,7 +3937,7 @@ func (x *StreamOutputResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamOutputResponse.ProtoReflect.Descriptor instead.
 func (*StreamOutputResponse) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{48}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *StreamOutputResponse) GetEvent() isStreamOutputResponse_Event {
@@ -3874,6 +3981,102 @@ func (*StreamOutputResponse_Process) isStreamOutputResponse_Event() {}
 
 func (*StreamOutputResponse_Output) isStreamOutputResponse_Event() {}
 
+type PutStdinRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ProcessId     string                 `protobuf:"bytes,1,opt,name=process_id,json=processId,proto3" json:"process_id,omitempty"`
+	Size          int64                  `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`
+	Data          []byte                 `protobuf:"bytes,3,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PutStdinRequest) Reset() {
+	*x = PutStdinRequest{}
+	mi := &file_devops_v1_devops_proto_msgTypes[51]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PutStdinRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PutStdinRequest) ProtoMessage() {}
+
+func (x *PutStdinRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_devops_v1_devops_proto_msgTypes[51]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PutStdinRequest.ProtoReflect.Descriptor instead.
+func (*PutStdinRequest) Descriptor() ([]byte, []int) {
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{51}
+}
+
+func (x *PutStdinRequest) GetProcessId() string {
+	if x != nil {
+		return x.ProcessId
+	}
+	return ""
+}
+
+func (x *PutStdinRequest) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *PutStdinRequest) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+type PutStdinResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PutStdinResponse) Reset() {
+	*x = PutStdinResponse{}
+	mi := &file_devops_v1_devops_proto_msgTypes[52]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PutStdinResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PutStdinResponse) ProtoMessage() {}
+
+func (x *PutStdinResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_devops_v1_devops_proto_msgTypes[52]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PutStdinResponse.ProtoReflect.Descriptor instead.
+func (*PutStdinResponse) Descriptor() ([]byte, []int) {
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{52}
+}
+
 type DrainRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Undo          bool                   `protobuf:"varint,1,opt,name=undo,proto3" json:"undo,omitempty"`
@@ -3883,7 +4086,7 @@ type DrainRequest struct {
 
 func (x *DrainRequest) Reset() {
 	*x = DrainRequest{}
-	mi := &file_devops_v1_devops_proto_msgTypes[49]
+	mi := &file_devops_v1_devops_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3895,7 +4098,7 @@ func (x *DrainRequest) String() string {
 func (*DrainRequest) ProtoMessage() {}
 
 func (x *DrainRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[49]
+	mi := &file_devops_v1_devops_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3908,7 +4111,7 @@ func (x *DrainRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainRequest.ProtoReflect.Descriptor instead.
 func (*DrainRequest) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{49}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *DrainRequest) GetUndo() bool {
@@ -3929,7 +4132,7 @@ type DrainResponse struct {
 
 func (x *DrainResponse) Reset() {
 	*x = DrainResponse{}
-	mi := &file_devops_v1_devops_proto_msgTypes[50]
+	mi := &file_devops_v1_devops_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3941,7 +4144,7 @@ func (x *DrainResponse) String() string {
 func (*DrainResponse) ProtoMessage() {}
 
 func (x *DrainResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[50]
+	mi := &file_devops_v1_devops_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3954,7 +4157,7 @@ func (x *DrainResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainResponse.ProtoReflect.Descriptor instead.
 func (*DrainResponse) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{50}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *DrainResponse) GetDrainGeneration() uint64 {
@@ -3977,7 +4180,7 @@ type ExecuteCommandRequest struct {
 
 func (x *ExecuteCommandRequest) Reset() {
 	*x = ExecuteCommandRequest{}
-	mi := &file_devops_v1_devops_proto_msgTypes[51]
+	mi := &file_devops_v1_devops_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3989,7 +4192,7 @@ func (x *ExecuteCommandRequest) String() string {
 func (*ExecuteCommandRequest) ProtoMessage() {}
 
 func (x *ExecuteCommandRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[51]
+	mi := &file_devops_v1_devops_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4002,7 +4205,7 @@ func (x *ExecuteCommandRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecuteCommandRequest.ProtoReflect.Descriptor instead.
 func (*ExecuteCommandRequest) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{51}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *ExecuteCommandRequest) GetProcessId() string {
@@ -4047,7 +4250,7 @@ type ExecuteCommandResponse struct {
 
 func (x *ExecuteCommandResponse) Reset() {
 	*x = ExecuteCommandResponse{}
-	mi := &file_devops_v1_devops_proto_msgTypes[52]
+	mi := &file_devops_v1_devops_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4059,7 +4262,7 @@ func (x *ExecuteCommandResponse) String() string {
 func (*ExecuteCommandResponse) ProtoMessage() {}
 
 func (x *ExecuteCommandResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[52]
+	mi := &file_devops_v1_devops_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4072,7 +4275,7 @@ func (x *ExecuteCommandResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecuteCommandResponse.ProtoReflect.Descriptor instead.
 func (*ExecuteCommandResponse) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{52}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *ExecuteCommandResponse) GetEvent() isExecuteCommandResponse_Event {
@@ -4141,7 +4344,7 @@ type Started struct {
 
 func (x *Started) Reset() {
 	*x = Started{}
-	mi := &file_devops_v1_devops_proto_msgTypes[53]
+	mi := &file_devops_v1_devops_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4153,7 +4356,7 @@ func (x *Started) String() string {
 func (*Started) ProtoMessage() {}
 
 func (x *Started) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[53]
+	mi := &file_devops_v1_devops_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4166,7 +4369,7 @@ func (x *Started) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Started.ProtoReflect.Descriptor instead.
 func (*Started) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{53}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *Started) GetStartedAt() *timestamppb.Timestamp {
@@ -4192,7 +4395,7 @@ type HealthCheckRequest struct {
 
 func (x *HealthCheckRequest) Reset() {
 	*x = HealthCheckRequest{}
-	mi := &file_devops_v1_devops_proto_msgTypes[54]
+	mi := &file_devops_v1_devops_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4204,7 +4407,7 @@ func (x *HealthCheckRequest) String() string {
 func (*HealthCheckRequest) ProtoMessage() {}
 
 func (x *HealthCheckRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[54]
+	mi := &file_devops_v1_devops_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4217,7 +4420,7 @@ func (x *HealthCheckRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthCheckRequest.ProtoReflect.Descriptor instead.
 func (*HealthCheckRequest) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{54}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *HealthCheckRequest) GetInterval() *durationpb.Duration {
@@ -4247,7 +4450,7 @@ type HealthCheckResponse struct {
 
 func (x *HealthCheckResponse) Reset() {
 	*x = HealthCheckResponse{}
-	mi := &file_devops_v1_devops_proto_msgTypes[55]
+	mi := &file_devops_v1_devops_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4259,7 +4462,7 @@ func (x *HealthCheckResponse) String() string {
 func (*HealthCheckResponse) ProtoMessage() {}
 
 func (x *HealthCheckResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[55]
+	mi := &file_devops_v1_devops_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4272,7 +4475,7 @@ func (x *HealthCheckResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthCheckResponse.ProtoReflect.Descriptor instead.
 func (*HealthCheckResponse) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{55}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *HealthCheckResponse) GetState() WorkerState {
@@ -4326,7 +4529,7 @@ type ReportMetricsRequest struct {
 
 func (x *ReportMetricsRequest) Reset() {
 	*x = ReportMetricsRequest{}
-	mi := &file_devops_v1_devops_proto_msgTypes[56]
+	mi := &file_devops_v1_devops_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4338,7 +4541,7 @@ func (x *ReportMetricsRequest) String() string {
 func (*ReportMetricsRequest) ProtoMessage() {}
 
 func (x *ReportMetricsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devops_v1_devops_proto_msgTypes[56]
+	mi := &file_devops_v1_devops_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4351,7 +4554,7 @@ func (x *ReportMetricsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportMetricsRequest.ProtoReflect.Descriptor instead.
 func (*ReportMetricsRequest) Descriptor() ([]byte, []int) {
-	return file_devops_v1_devops_proto_rawDescGZIP(), []int{56}
+	return file_devops_v1_devops_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *ReportMetricsRequest) GetInterval() *durationpb.Duration {
@@ -4370,7 +4573,7 @@ const file_devops_v1_devops_proto_rawDesc = "" +
 	"\fmemory_bytes\x18\x01 \x01(\x03R\vmemoryBytes\x12\x12\n" +
 	"\x04cpus\x18\x02 \x01(\x01R\x04cpus\x12\x12\n" +
 	"\x04pids\x18\x03 \x01(\x03R\x04pids\x12(\n" +
-	"\x10max_output_bytes\x18\x04 \x01(\x03R\x0emaxOutputBytes\"\xc5\x03\n" +
+	"\x10max_output_bytes\x18\x04 \x01(\x03R\x0emaxOutputBytes\"\xe8\x03\n" +
 	"\x04Spec\x12\x12\n" +
 	"\x04argv\x18\x01 \x03(\tR\x04argv\x12*\n" +
 	"\x03env\x18\x02 \x03(\v2\x18.devops.v1.Spec.EnvEntryR\x03env\x12\x10\n" +
@@ -4385,7 +4588,8 @@ const file_devops_v1_devops_proto_rawDesc = "" +
 	" \x03(\tR\rsecretEnvKeys\x12\x14\n" +
 	"\x05stdin\x18\v \x01(\fR\x05stdin\x12\x1f\n" +
 	"\vstdin_bytes\x18\f \x01(\x03R\n" +
-	"stdinBytes\x1a6\n" +
+	"stdinBytes\x12!\n" +
+	"\fstdin_upload\x18\r \x01(\tR\vstdinUpload\x1a6\n" +
 	"\bEnvEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x83\x01\n" +
@@ -4492,7 +4696,12 @@ const file_devops_v1_devops_proto_rawDesc = "" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"5\n" +
 	"\x16RegisterWorkerResponse\x12\x1b\n" +
-	"\tworker_id\x18\x01 \x01(\tR\bworkerId\"7\n" +
+	"\tworker_id\x18\x01 \x01(\tR\bworkerId\"(\n" +
+	"\x12UploadStdinRequest\x12\x12\n" +
+	"\x04data\x18\x01 \x01(\fR\x04data\"F\n" +
+	"\x13UploadStdinResponse\x12\x1b\n" +
+	"\tupload_id\x18\x01 \x01(\tR\buploadId\x12\x12\n" +
+	"\x04size\x18\x02 \x01(\x03R\x04size\"7\n" +
 	"\x05Limit\x12\x14\n" +
 	"\x05value\x18\x01 \x01(\x05R\x05value\x12\x18\n" +
 	"\apercent\x18\x02 \x01(\bR\apercent\"m\n" +
@@ -4662,7 +4871,13 @@ const file_devops_v1_devops_proto_rawDesc = "" +
 	"\x14StreamOutputResponse\x12.\n" +
 	"\aprocess\x18\x01 \x01(\v2\x12.devops.v1.ProcessH\x00R\aprocess\x120\n" +
 	"\x06output\x18\x02 \x01(\v2\x16.devops.v1.OutputChunkH\x00R\x06outputB\a\n" +
-	"\x05event\"\"\n" +
+	"\x05event\"X\n" +
+	"\x0fPutStdinRequest\x12\x1d\n" +
+	"\n" +
+	"process_id\x18\x01 \x01(\tR\tprocessId\x12\x12\n" +
+	"\x04size\x18\x02 \x01(\x03R\x04size\x12\x12\n" +
+	"\x04data\x18\x03 \x01(\fR\x04data\"\x12\n" +
+	"\x10PutStdinResponse\"\"\n" +
 	"\fDrainRequest\x12\x12\n" +
 	"\x04undo\x18\x01 \x01(\bR\x04undo\":\n" +
 	"\rDrainResponse\x12)\n" +
@@ -4728,7 +4943,7 @@ const file_devops_v1_devops_proto_rawDesc = "" +
 	"\x19WorkerRegistrationService\x12U\n" +
 	"\x0eRegisterWorker\x12 .devops.v1.RegisterWorkerRequest\x1a!.devops.v1.RegisterWorkerResponse\x12[\n" +
 	"\x10DeregisterWorker\x12\".devops.v1.DeregisterWorkerRequest\x1a#.devops.v1.DeregisterWorkerResponse\x12F\n" +
-	"\fReportStatus\x12\x17.devops.v1.StatusReport\x1a\x19.devops.v1.StatusSettings(\x010\x012\xb1\b\n" +
+	"\fReportStatus\x12\x17.devops.v1.StatusReport\x1a\x19.devops.v1.StatusSettings(\x010\x012\x81\t\n" +
 	"\x18ProcessManagementService\x12x\n" +
 	"\x19ExecuteDistributedCommand\x12+.devops.v1.ExecuteDistributedCommandRequest\x1a,.devops.v1.ExecuteDistributedCommandResponse0\x01\x12[\n" +
 	"\x10TerminateProcess\x12\".devops.v1.TerminateProcessRequest\x1a#.devops.v1.TerminateProcessResponse\x12[\n" +
@@ -4742,13 +4957,15 @@ const file_devops_v1_devops_proto_rawDesc = "" +
 	"\bListRuns\x12\x1a.devops.v1.ListRunsRequest\x1a\x1b.devops.v1.ListRunsResponse\x12F\n" +
 	"\tResumeRun\x12\x1b.devops.v1.ResumeRunRequest\x1a\x1c.devops.v1.ResumeRunResponse\x12F\n" +
 	"\tCancelRun\x12\x1b.devops.v1.CancelRunRequest\x1a\x1c.devops.v1.CancelRunResponse\x12E\n" +
-	"\bWatchRun\x12\x1a.devops.v1.WatchRunRequest\x1a\x1b.devops.v1.WatchRunResponse0\x012\xa6\x03\n" +
+	"\bWatchRun\x12\x1a.devops.v1.WatchRunRequest\x1a\x1b.devops.v1.WatchRunResponse0\x01\x12N\n" +
+	"\vUploadStdin\x12\x1d.devops.v1.UploadStdinRequest\x1a\x1e.devops.v1.UploadStdinResponse(\x012\xed\x03\n" +
 	"\x14WorkerProcessService\x12W\n" +
 	"\x0eExecuteCommand\x12 .devops.v1.ExecuteCommandRequest\x1a!.devops.v1.ExecuteCommandResponse0\x01\x12[\n" +
 	"\x10TerminateProcess\x12\".devops.v1.TerminateProcessRequest\x1a#.devops.v1.TerminateProcessResponse\x12N\n" +
 	"\vHealthCheck\x12\x1d.devops.v1.HealthCheckRequest\x1a\x1e.devops.v1.HealthCheckResponse0\x01\x12L\n" +
 	"\rReportMetrics\x12\x1f.devops.v1.ReportMetricsRequest\x1a\x18.devops.v1.WorkerMetrics0\x01\x12:\n" +
-	"\x05Drain\x12\x17.devops.v1.DrainRequest\x1a\x18.devops.v1.DrainResponseB:Z8github.com/devops-platform/devops/api/devops/v1;devopsv1b\x06proto3"
+	"\x05Drain\x12\x17.devops.v1.DrainRequest\x1a\x18.devops.v1.DrainResponse\x12E\n" +
+	"\bPutStdin\x12\x1a.devops.v1.PutStdinRequest\x1a\x1b.devops.v1.PutStdinResponse(\x01B:Z8github.com/devops-platform/devops/api/devops/v1;devopsv1b\x06proto3"
 
 var (
 	file_devops_v1_devops_proto_rawDescOnce sync.Once
@@ -4763,7 +4980,7 @@ func file_devops_v1_devops_proto_rawDescGZIP() []byte {
 }
 
 var file_devops_v1_devops_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_devops_v1_devops_proto_msgTypes = make([]protoimpl.MessageInfo, 61)
+var file_devops_v1_devops_proto_msgTypes = make([]protoimpl.MessageInfo, 65)
 var file_devops_v1_devops_proto_goTypes = []any{
 	(ProcessState)(0),                         // 0: devops.v1.ProcessState
 	(Stream)(0),                               // 1: devops.v1.Stream
@@ -4784,126 +5001,130 @@ var file_devops_v1_devops_proto_goTypes = []any{
 	(*DeregisterWorkerResponse)(nil),          // 16: devops.v1.DeregisterWorkerResponse
 	(*RegisterWorkerRequest)(nil),             // 17: devops.v1.RegisterWorkerRequest
 	(*RegisterWorkerResponse)(nil),            // 18: devops.v1.RegisterWorkerResponse
-	(*Limit)(nil),                             // 19: devops.v1.Limit
-	(*RunTarget)(nil),                         // 20: devops.v1.RunTarget
-	(*RunOptions)(nil),                        // 21: devops.v1.RunOptions
-	(*RunTask)(nil),                           // 22: devops.v1.RunTask
-	(*RunAttempt)(nil),                        // 23: devops.v1.RunAttempt
-	(*Exclusion)(nil),                         // 24: devops.v1.Exclusion
-	(*RunSummary)(nil),                        // 25: devops.v1.RunSummary
-	(*Run)(nil),                               // 26: devops.v1.Run
-	(*StartRunRequest)(nil),                   // 27: devops.v1.StartRunRequest
-	(*StartRunResponse)(nil),                  // 28: devops.v1.StartRunResponse
-	(*GetRunRequest)(nil),                     // 29: devops.v1.GetRunRequest
-	(*GetRunResponse)(nil),                    // 30: devops.v1.GetRunResponse
-	(*ListRunsRequest)(nil),                   // 31: devops.v1.ListRunsRequest
-	(*ListRunsResponse)(nil),                  // 32: devops.v1.ListRunsResponse
-	(*ResumeRunRequest)(nil),                  // 33: devops.v1.ResumeRunRequest
-	(*ResumeRunResponse)(nil),                 // 34: devops.v1.ResumeRunResponse
-	(*CancelRunRequest)(nil),                  // 35: devops.v1.CancelRunRequest
-	(*CancelRunResponse)(nil),                 // 36: devops.v1.CancelRunResponse
-	(*WatchRunRequest)(nil),                   // 37: devops.v1.WatchRunRequest
-	(*WatchRunResponse)(nil),                  // 38: devops.v1.WatchRunResponse
-	(*DrainWorkerRequest)(nil),                // 39: devops.v1.DrainWorkerRequest
-	(*DrainWorkerResponse)(nil),               // 40: devops.v1.DrainWorkerResponse
-	(*Target)(nil),                            // 41: devops.v1.Target
-	(*ExecuteDistributedCommandRequest)(nil),  // 42: devops.v1.ExecuteDistributedCommandRequest
-	(*ExecuteDistributedCommandResponse)(nil), // 43: devops.v1.ExecuteDistributedCommandResponse
-	(*TerminateProcessRequest)(nil),           // 44: devops.v1.TerminateProcessRequest
-	(*TerminateProcessResponse)(nil),          // 45: devops.v1.TerminateProcessResponse
-	(*GetProcessStatusRequest)(nil),           // 46: devops.v1.GetProcessStatusRequest
-	(*GetProcessStatusResponse)(nil),          // 47: devops.v1.GetProcessStatusResponse
-	(*ListProcessesRequest)(nil),              // 48: devops.v1.ListProcessesRequest
-	(*ListProcessesResponse)(nil),             // 49: devops.v1.ListProcessesResponse
-	(*ListWorkersRequest)(nil),                // 50: devops.v1.ListWorkersRequest
-	(*ListWorkersResponse)(nil),               // 51: devops.v1.ListWorkersResponse
-	(*StreamOutputRequest)(nil),               // 52: devops.v1.StreamOutputRequest
-	(*StreamOutputResponse)(nil),              // 53: devops.v1.StreamOutputResponse
-	(*DrainRequest)(nil),                      // 54: devops.v1.DrainRequest
-	(*DrainResponse)(nil),                     // 55: devops.v1.DrainResponse
-	(*ExecuteCommandRequest)(nil),             // 56: devops.v1.ExecuteCommandRequest
-	(*ExecuteCommandResponse)(nil),            // 57: devops.v1.ExecuteCommandResponse
-	(*Started)(nil),                           // 58: devops.v1.Started
-	(*HealthCheckRequest)(nil),                // 59: devops.v1.HealthCheckRequest
-	(*HealthCheckResponse)(nil),               // 60: devops.v1.HealthCheckResponse
-	(*ReportMetricsRequest)(nil),              // 61: devops.v1.ReportMetricsRequest
-	nil,                                       // 62: devops.v1.Spec.EnvEntry
-	nil,                                       // 63: devops.v1.Worker.LabelsEntry
-	nil,                                       // 64: devops.v1.RegisterWorkerRequest.LabelsEntry
-	nil,                                       // 65: devops.v1.WatchRunRequest.OffsetsEntry
-	(*durationpb.Duration)(nil),               // 66: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),             // 67: google.protobuf.Timestamp
+	(*UploadStdinRequest)(nil),                // 19: devops.v1.UploadStdinRequest
+	(*UploadStdinResponse)(nil),               // 20: devops.v1.UploadStdinResponse
+	(*Limit)(nil),                             // 21: devops.v1.Limit
+	(*RunTarget)(nil),                         // 22: devops.v1.RunTarget
+	(*RunOptions)(nil),                        // 23: devops.v1.RunOptions
+	(*RunTask)(nil),                           // 24: devops.v1.RunTask
+	(*RunAttempt)(nil),                        // 25: devops.v1.RunAttempt
+	(*Exclusion)(nil),                         // 26: devops.v1.Exclusion
+	(*RunSummary)(nil),                        // 27: devops.v1.RunSummary
+	(*Run)(nil),                               // 28: devops.v1.Run
+	(*StartRunRequest)(nil),                   // 29: devops.v1.StartRunRequest
+	(*StartRunResponse)(nil),                  // 30: devops.v1.StartRunResponse
+	(*GetRunRequest)(nil),                     // 31: devops.v1.GetRunRequest
+	(*GetRunResponse)(nil),                    // 32: devops.v1.GetRunResponse
+	(*ListRunsRequest)(nil),                   // 33: devops.v1.ListRunsRequest
+	(*ListRunsResponse)(nil),                  // 34: devops.v1.ListRunsResponse
+	(*ResumeRunRequest)(nil),                  // 35: devops.v1.ResumeRunRequest
+	(*ResumeRunResponse)(nil),                 // 36: devops.v1.ResumeRunResponse
+	(*CancelRunRequest)(nil),                  // 37: devops.v1.CancelRunRequest
+	(*CancelRunResponse)(nil),                 // 38: devops.v1.CancelRunResponse
+	(*WatchRunRequest)(nil),                   // 39: devops.v1.WatchRunRequest
+	(*WatchRunResponse)(nil),                  // 40: devops.v1.WatchRunResponse
+	(*DrainWorkerRequest)(nil),                // 41: devops.v1.DrainWorkerRequest
+	(*DrainWorkerResponse)(nil),               // 42: devops.v1.DrainWorkerResponse
+	(*Target)(nil),                            // 43: devops.v1.Target
+	(*ExecuteDistributedCommandRequest)(nil),  // 44: devops.v1.ExecuteDistributedCommandRequest
+	(*ExecuteDistributedCommandResponse)(nil), // 45: devops.v1.ExecuteDistributedCommandResponse
+	(*TerminateProcessRequest)(nil),           // 46: devops.v1.TerminateProcessRequest
+	(*TerminateProcessResponse)(nil),          // 47: devops.v1.TerminateProcessResponse
+	(*GetProcessStatusRequest)(nil),           // 48: devops.v1.GetProcessStatusRequest
+	(*GetProcessStatusResponse)(nil),          // 49: devops.v1.GetProcessStatusResponse
+	(*ListProcessesRequest)(nil),              // 50: devops.v1.ListProcessesRequest
+	(*ListProcessesResponse)(nil),             // 51: devops.v1.ListProcessesResponse
+	(*ListWorkersRequest)(nil),                // 52: devops.v1.ListWorkersRequest
+	(*ListWorkersResponse)(nil),               // 53: devops.v1.ListWorkersResponse
+	(*StreamOutputRequest)(nil),               // 54: devops.v1.StreamOutputRequest
+	(*StreamOutputResponse)(nil),              // 55: devops.v1.StreamOutputResponse
+	(*PutStdinRequest)(nil),                   // 56: devops.v1.PutStdinRequest
+	(*PutStdinResponse)(nil),                  // 57: devops.v1.PutStdinResponse
+	(*DrainRequest)(nil),                      // 58: devops.v1.DrainRequest
+	(*DrainResponse)(nil),                     // 59: devops.v1.DrainResponse
+	(*ExecuteCommandRequest)(nil),             // 60: devops.v1.ExecuteCommandRequest
+	(*ExecuteCommandResponse)(nil),            // 61: devops.v1.ExecuteCommandResponse
+	(*Started)(nil),                           // 62: devops.v1.Started
+	(*HealthCheckRequest)(nil),                // 63: devops.v1.HealthCheckRequest
+	(*HealthCheckResponse)(nil),               // 64: devops.v1.HealthCheckResponse
+	(*ReportMetricsRequest)(nil),              // 65: devops.v1.ReportMetricsRequest
+	nil,                                       // 66: devops.v1.Spec.EnvEntry
+	nil,                                       // 67: devops.v1.Worker.LabelsEntry
+	nil,                                       // 68: devops.v1.RegisterWorkerRequest.LabelsEntry
+	nil,                                       // 69: devops.v1.WatchRunRequest.OffsetsEntry
+	(*durationpb.Duration)(nil),               // 70: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),             // 71: google.protobuf.Timestamp
 }
 var file_devops_v1_devops_proto_depIdxs = []int32{
-	62,  // 0: devops.v1.Spec.env:type_name -> devops.v1.Spec.EnvEntry
-	66,  // 1: devops.v1.Spec.timeout:type_name -> google.protobuf.Duration
+	66,  // 0: devops.v1.Spec.env:type_name -> devops.v1.Spec.EnvEntry
+	70,  // 1: devops.v1.Spec.timeout:type_name -> google.protobuf.Duration
 	5,   // 2: devops.v1.Spec.limits:type_name -> devops.v1.Limits
-	66,  // 3: devops.v1.Spec.grace:type_name -> google.protobuf.Duration
+	70,  // 3: devops.v1.Spec.grace:type_name -> google.protobuf.Duration
 	1,   // 4: devops.v1.OutputChunk.stream:type_name -> devops.v1.Stream
 	0,   // 5: devops.v1.ExitStatus.state:type_name -> devops.v1.ProcessState
-	67,  // 6: devops.v1.ExitStatus.ended_at:type_name -> google.protobuf.Timestamp
-	66,  // 7: devops.v1.ExitStatus.cpu_time:type_name -> google.protobuf.Duration
+	71,  // 6: devops.v1.ExitStatus.ended_at:type_name -> google.protobuf.Timestamp
+	70,  // 7: devops.v1.ExitStatus.cpu_time:type_name -> google.protobuf.Duration
 	6,   // 8: devops.v1.Process.spec:type_name -> devops.v1.Spec
 	0,   // 9: devops.v1.Process.state:type_name -> devops.v1.ProcessState
-	67,  // 10: devops.v1.Process.created_at:type_name -> google.protobuf.Timestamp
-	67,  // 11: devops.v1.Process.started_at:type_name -> google.protobuf.Timestamp
-	67,  // 12: devops.v1.Process.ended_at:type_name -> google.protobuf.Timestamp
-	66,  // 13: devops.v1.Process.cpu_time:type_name -> google.protobuf.Duration
-	67,  // 14: devops.v1.Process.state_changed_at:type_name -> google.protobuf.Timestamp
-	67,  // 15: devops.v1.WorkerMetrics.time:type_name -> google.protobuf.Timestamp
-	66,  // 16: devops.v1.WorkerMetrics.uptime:type_name -> google.protobuf.Duration
-	63,  // 17: devops.v1.Worker.labels:type_name -> devops.v1.Worker.LabelsEntry
+	71,  // 10: devops.v1.Process.created_at:type_name -> google.protobuf.Timestamp
+	71,  // 11: devops.v1.Process.started_at:type_name -> google.protobuf.Timestamp
+	71,  // 12: devops.v1.Process.ended_at:type_name -> google.protobuf.Timestamp
+	70,  // 13: devops.v1.Process.cpu_time:type_name -> google.protobuf.Duration
+	71,  // 14: devops.v1.Process.state_changed_at:type_name -> google.protobuf.Timestamp
+	71,  // 15: devops.v1.WorkerMetrics.time:type_name -> google.protobuf.Timestamp
+	70,  // 16: devops.v1.WorkerMetrics.uptime:type_name -> google.protobuf.Duration
+	67,  // 17: devops.v1.Worker.labels:type_name -> devops.v1.Worker.LabelsEntry
 	2,   // 18: devops.v1.Worker.state:type_name -> devops.v1.WorkerState
-	67,  // 19: devops.v1.Worker.registered_at:type_name -> google.protobuf.Timestamp
-	67,  // 20: devops.v1.Worker.last_seen:type_name -> google.protobuf.Timestamp
+	71,  // 19: devops.v1.Worker.registered_at:type_name -> google.protobuf.Timestamp
+	71,  // 20: devops.v1.Worker.last_seen:type_name -> google.protobuf.Timestamp
 	10,  // 21: devops.v1.Worker.fingerprint:type_name -> devops.v1.Fingerprint
 	11,  // 22: devops.v1.Worker.metrics:type_name -> devops.v1.WorkerMetrics
-	60,  // 23: devops.v1.StatusReport.health:type_name -> devops.v1.HealthCheckResponse
+	64,  // 23: devops.v1.StatusReport.health:type_name -> devops.v1.HealthCheckResponse
 	11,  // 24: devops.v1.StatusReport.metrics:type_name -> devops.v1.WorkerMetrics
-	66,  // 25: devops.v1.StatusSettings.health_interval:type_name -> google.protobuf.Duration
-	66,  // 26: devops.v1.StatusSettings.metrics_interval:type_name -> google.protobuf.Duration
-	64,  // 27: devops.v1.RegisterWorkerRequest.labels:type_name -> devops.v1.RegisterWorkerRequest.LabelsEntry
+	70,  // 25: devops.v1.StatusSettings.health_interval:type_name -> google.protobuf.Duration
+	70,  // 26: devops.v1.StatusSettings.metrics_interval:type_name -> google.protobuf.Duration
+	68,  // 27: devops.v1.RegisterWorkerRequest.labels:type_name -> devops.v1.RegisterWorkerRequest.LabelsEntry
 	10,  // 28: devops.v1.RegisterWorkerRequest.fingerprint:type_name -> devops.v1.Fingerprint
-	19,  // 29: devops.v1.RunOptions.max_concurrency:type_name -> devops.v1.Limit
-	19,  // 30: devops.v1.RunOptions.max_errors:type_name -> devops.v1.Limit
+	21,  // 29: devops.v1.RunOptions.max_concurrency:type_name -> devops.v1.Limit
+	21,  // 30: devops.v1.RunOptions.max_errors:type_name -> devops.v1.Limit
 	4,   // 31: devops.v1.RunOptions.stop_on_error:type_name -> devops.v1.StopOnError
 	0,   // 32: devops.v1.RunTask.state:type_name -> devops.v1.ProcessState
-	23,  // 33: devops.v1.RunTask.previous:type_name -> devops.v1.RunAttempt
+	25,  // 33: devops.v1.RunTask.previous:type_name -> devops.v1.RunAttempt
 	0,   // 34: devops.v1.RunAttempt.state:type_name -> devops.v1.ProcessState
 	6,   // 35: devops.v1.Run.spec:type_name -> devops.v1.Spec
-	20,  // 36: devops.v1.Run.target:type_name -> devops.v1.RunTarget
-	21,  // 37: devops.v1.Run.options:type_name -> devops.v1.RunOptions
+	22,  // 36: devops.v1.Run.target:type_name -> devops.v1.RunTarget
+	23,  // 37: devops.v1.Run.options:type_name -> devops.v1.RunOptions
 	3,   // 38: devops.v1.Run.state:type_name -> devops.v1.RunState
-	22,  // 39: devops.v1.Run.tasks:type_name -> devops.v1.RunTask
-	24,  // 40: devops.v1.Run.excluded:type_name -> devops.v1.Exclusion
-	25,  // 41: devops.v1.Run.summary:type_name -> devops.v1.RunSummary
-	67,  // 42: devops.v1.Run.created_at:type_name -> google.protobuf.Timestamp
-	67,  // 43: devops.v1.Run.ended_at:type_name -> google.protobuf.Timestamp
-	66,  // 44: devops.v1.Run.queue_timeout:type_name -> google.protobuf.Duration
-	66,  // 45: devops.v1.Run.disconnect_grace:type_name -> google.protobuf.Duration
+	24,  // 39: devops.v1.Run.tasks:type_name -> devops.v1.RunTask
+	26,  // 40: devops.v1.Run.excluded:type_name -> devops.v1.Exclusion
+	27,  // 41: devops.v1.Run.summary:type_name -> devops.v1.RunSummary
+	71,  // 42: devops.v1.Run.created_at:type_name -> google.protobuf.Timestamp
+	71,  // 43: devops.v1.Run.ended_at:type_name -> google.protobuf.Timestamp
+	70,  // 44: devops.v1.Run.queue_timeout:type_name -> google.protobuf.Duration
+	70,  // 45: devops.v1.Run.disconnect_grace:type_name -> google.protobuf.Duration
 	6,   // 46: devops.v1.StartRunRequest.spec:type_name -> devops.v1.Spec
-	20,  // 47: devops.v1.StartRunRequest.target:type_name -> devops.v1.RunTarget
-	21,  // 48: devops.v1.StartRunRequest.options:type_name -> devops.v1.RunOptions
-	66,  // 49: devops.v1.StartRunRequest.queue_timeout:type_name -> google.protobuf.Duration
-	66,  // 50: devops.v1.StartRunRequest.disconnect_grace:type_name -> google.protobuf.Duration
-	26,  // 51: devops.v1.StartRunResponse.run:type_name -> devops.v1.Run
-	26,  // 52: devops.v1.GetRunResponse.run:type_name -> devops.v1.Run
-	26,  // 53: devops.v1.ListRunsResponse.runs:type_name -> devops.v1.Run
-	26,  // 54: devops.v1.ResumeRunResponse.run:type_name -> devops.v1.Run
-	66,  // 55: devops.v1.CancelRunRequest.grace:type_name -> google.protobuf.Duration
-	26,  // 56: devops.v1.CancelRunResponse.run:type_name -> devops.v1.Run
-	65,  // 57: devops.v1.WatchRunRequest.offsets:type_name -> devops.v1.WatchRunRequest.OffsetsEntry
-	26,  // 58: devops.v1.WatchRunResponse.run:type_name -> devops.v1.Run
+	22,  // 47: devops.v1.StartRunRequest.target:type_name -> devops.v1.RunTarget
+	23,  // 48: devops.v1.StartRunRequest.options:type_name -> devops.v1.RunOptions
+	70,  // 49: devops.v1.StartRunRequest.queue_timeout:type_name -> google.protobuf.Duration
+	70,  // 50: devops.v1.StartRunRequest.disconnect_grace:type_name -> google.protobuf.Duration
+	28,  // 51: devops.v1.StartRunResponse.run:type_name -> devops.v1.Run
+	28,  // 52: devops.v1.GetRunResponse.run:type_name -> devops.v1.Run
+	28,  // 53: devops.v1.ListRunsResponse.runs:type_name -> devops.v1.Run
+	28,  // 54: devops.v1.ResumeRunResponse.run:type_name -> devops.v1.Run
+	70,  // 55: devops.v1.CancelRunRequest.grace:type_name -> google.protobuf.Duration
+	28,  // 56: devops.v1.CancelRunResponse.run:type_name -> devops.v1.Run
+	69,  // 57: devops.v1.WatchRunRequest.offsets:type_name -> devops.v1.WatchRunRequest.OffsetsEntry
+	28,  // 58: devops.v1.WatchRunResponse.run:type_name -> devops.v1.Run
 	9,   // 59: devops.v1.WatchRunResponse.process:type_name -> devops.v1.Process
 	7,   // 60: devops.v1.WatchRunResponse.output:type_name -> devops.v1.OutputChunk
 	12,  // 61: devops.v1.DrainWorkerResponse.worker:type_name -> devops.v1.Worker
 	6,   // 62: devops.v1.ExecuteDistributedCommandRequest.spec:type_name -> devops.v1.Spec
-	41,  // 63: devops.v1.ExecuteDistributedCommandRequest.target:type_name -> devops.v1.Target
-	66,  // 64: devops.v1.ExecuteDistributedCommandRequest.queue_timeout:type_name -> google.protobuf.Duration
-	66,  // 65: devops.v1.ExecuteDistributedCommandRequest.disconnect_grace:type_name -> google.protobuf.Duration
+	43,  // 63: devops.v1.ExecuteDistributedCommandRequest.target:type_name -> devops.v1.Target
+	70,  // 64: devops.v1.ExecuteDistributedCommandRequest.queue_timeout:type_name -> google.protobuf.Duration
+	70,  // 65: devops.v1.ExecuteDistributedCommandRequest.disconnect_grace:type_name -> google.protobuf.Duration
 	9,   // 66: devops.v1.ExecuteDistributedCommandResponse.process:type_name -> devops.v1.Process
 	7,   // 67: devops.v1.ExecuteDistributedCommandResponse.output:type_name -> devops.v1.OutputChunk
-	66,  // 68: devops.v1.TerminateProcessRequest.grace:type_name -> google.protobuf.Duration
+	70,  // 68: devops.v1.TerminateProcessRequest.grace:type_name -> google.protobuf.Duration
 	9,   // 69: devops.v1.TerminateProcessResponse.process:type_name -> devops.v1.Process
 	9,   // 70: devops.v1.GetProcessStatusResponse.process:type_name -> devops.v1.Process
 	0,   // 71: devops.v1.ListProcessesRequest.state:type_name -> devops.v1.ProcessState
@@ -4912,58 +5133,62 @@ var file_devops_v1_devops_proto_depIdxs = []int32{
 	9,   // 74: devops.v1.StreamOutputResponse.process:type_name -> devops.v1.Process
 	7,   // 75: devops.v1.StreamOutputResponse.output:type_name -> devops.v1.OutputChunk
 	6,   // 76: devops.v1.ExecuteCommandRequest.spec:type_name -> devops.v1.Spec
-	58,  // 77: devops.v1.ExecuteCommandResponse.started:type_name -> devops.v1.Started
+	62,  // 77: devops.v1.ExecuteCommandResponse.started:type_name -> devops.v1.Started
 	7,   // 78: devops.v1.ExecuteCommandResponse.output:type_name -> devops.v1.OutputChunk
 	8,   // 79: devops.v1.ExecuteCommandResponse.exit:type_name -> devops.v1.ExitStatus
-	67,  // 80: devops.v1.Started.started_at:type_name -> google.protobuf.Timestamp
-	66,  // 81: devops.v1.HealthCheckRequest.interval:type_name -> google.protobuf.Duration
+	71,  // 80: devops.v1.Started.started_at:type_name -> google.protobuf.Timestamp
+	70,  // 81: devops.v1.HealthCheckRequest.interval:type_name -> google.protobuf.Duration
 	2,   // 82: devops.v1.HealthCheckResponse.state:type_name -> devops.v1.WorkerState
-	67,  // 83: devops.v1.HealthCheckResponse.time:type_name -> google.protobuf.Timestamp
-	66,  // 84: devops.v1.ReportMetricsRequest.interval:type_name -> google.protobuf.Duration
+	71,  // 83: devops.v1.HealthCheckResponse.time:type_name -> google.protobuf.Timestamp
+	70,  // 84: devops.v1.ReportMetricsRequest.interval:type_name -> google.protobuf.Duration
 	17,  // 85: devops.v1.WorkerRegistrationService.RegisterWorker:input_type -> devops.v1.RegisterWorkerRequest
 	15,  // 86: devops.v1.WorkerRegistrationService.DeregisterWorker:input_type -> devops.v1.DeregisterWorkerRequest
 	13,  // 87: devops.v1.WorkerRegistrationService.ReportStatus:input_type -> devops.v1.StatusReport
-	42,  // 88: devops.v1.ProcessManagementService.ExecuteDistributedCommand:input_type -> devops.v1.ExecuteDistributedCommandRequest
-	44,  // 89: devops.v1.ProcessManagementService.TerminateProcess:input_type -> devops.v1.TerminateProcessRequest
-	46,  // 90: devops.v1.ProcessManagementService.GetProcessStatus:input_type -> devops.v1.GetProcessStatusRequest
-	48,  // 91: devops.v1.ProcessManagementService.ListProcesses:input_type -> devops.v1.ListProcessesRequest
-	50,  // 92: devops.v1.ProcessManagementService.ListWorkers:input_type -> devops.v1.ListWorkersRequest
-	52,  // 93: devops.v1.ProcessManagementService.StreamOutput:input_type -> devops.v1.StreamOutputRequest
-	39,  // 94: devops.v1.ProcessManagementService.DrainWorker:input_type -> devops.v1.DrainWorkerRequest
-	27,  // 95: devops.v1.ProcessManagementService.StartRun:input_type -> devops.v1.StartRunRequest
-	29,  // 96: devops.v1.ProcessManagementService.GetRun:input_type -> devops.v1.GetRunRequest
-	31,  // 97: devops.v1.ProcessManagementService.ListRuns:input_type -> devops.v1.ListRunsRequest
-	33,  // 98: devops.v1.ProcessManagementService.ResumeRun:input_type -> devops.v1.ResumeRunRequest
-	35,  // 99: devops.v1.ProcessManagementService.CancelRun:input_type -> devops.v1.CancelRunRequest
-	37,  // 100: devops.v1.ProcessManagementService.WatchRun:input_type -> devops.v1.WatchRunRequest
-	56,  // 101: devops.v1.WorkerProcessService.ExecuteCommand:input_type -> devops.v1.ExecuteCommandRequest
-	44,  // 102: devops.v1.WorkerProcessService.TerminateProcess:input_type -> devops.v1.TerminateProcessRequest
-	59,  // 103: devops.v1.WorkerProcessService.HealthCheck:input_type -> devops.v1.HealthCheckRequest
-	61,  // 104: devops.v1.WorkerProcessService.ReportMetrics:input_type -> devops.v1.ReportMetricsRequest
-	54,  // 105: devops.v1.WorkerProcessService.Drain:input_type -> devops.v1.DrainRequest
-	18,  // 106: devops.v1.WorkerRegistrationService.RegisterWorker:output_type -> devops.v1.RegisterWorkerResponse
-	16,  // 107: devops.v1.WorkerRegistrationService.DeregisterWorker:output_type -> devops.v1.DeregisterWorkerResponse
-	14,  // 108: devops.v1.WorkerRegistrationService.ReportStatus:output_type -> devops.v1.StatusSettings
-	43,  // 109: devops.v1.ProcessManagementService.ExecuteDistributedCommand:output_type -> devops.v1.ExecuteDistributedCommandResponse
-	45,  // 110: devops.v1.ProcessManagementService.TerminateProcess:output_type -> devops.v1.TerminateProcessResponse
-	47,  // 111: devops.v1.ProcessManagementService.GetProcessStatus:output_type -> devops.v1.GetProcessStatusResponse
-	49,  // 112: devops.v1.ProcessManagementService.ListProcesses:output_type -> devops.v1.ListProcessesResponse
-	51,  // 113: devops.v1.ProcessManagementService.ListWorkers:output_type -> devops.v1.ListWorkersResponse
-	53,  // 114: devops.v1.ProcessManagementService.StreamOutput:output_type -> devops.v1.StreamOutputResponse
-	40,  // 115: devops.v1.ProcessManagementService.DrainWorker:output_type -> devops.v1.DrainWorkerResponse
-	28,  // 116: devops.v1.ProcessManagementService.StartRun:output_type -> devops.v1.StartRunResponse
-	30,  // 117: devops.v1.ProcessManagementService.GetRun:output_type -> devops.v1.GetRunResponse
-	32,  // 118: devops.v1.ProcessManagementService.ListRuns:output_type -> devops.v1.ListRunsResponse
-	34,  // 119: devops.v1.ProcessManagementService.ResumeRun:output_type -> devops.v1.ResumeRunResponse
-	36,  // 120: devops.v1.ProcessManagementService.CancelRun:output_type -> devops.v1.CancelRunResponse
-	38,  // 121: devops.v1.ProcessManagementService.WatchRun:output_type -> devops.v1.WatchRunResponse
-	57,  // 122: devops.v1.WorkerProcessService.ExecuteCommand:output_type -> devops.v1.ExecuteCommandResponse
-	45,  // 123: devops.v1.WorkerProcessService.TerminateProcess:output_type -> devops.v1.TerminateProcessResponse
-	60,  // 124: devops.v1.WorkerProcessService.HealthCheck:output_type -> devops.v1.HealthCheckResponse
-	11,  // 125: devops.v1.WorkerProcessService.ReportMetrics:output_type -> devops.v1.WorkerMetrics
-	55,  // 126: devops.v1.WorkerProcessService.Drain:output_type -> devops.v1.DrainResponse
-	106, // [106:127] is the sub-list for method output_type
-	85,  // [85:106] is the sub-list for method input_type
+	44,  // 88: devops.v1.ProcessManagementService.ExecuteDistributedCommand:input_type -> devops.v1.ExecuteDistributedCommandRequest
+	46,  // 89: devops.v1.ProcessManagementService.TerminateProcess:input_type -> devops.v1.TerminateProcessRequest
+	48,  // 90: devops.v1.ProcessManagementService.GetProcessStatus:input_type -> devops.v1.GetProcessStatusRequest
+	50,  // 91: devops.v1.ProcessManagementService.ListProcesses:input_type -> devops.v1.ListProcessesRequest
+	52,  // 92: devops.v1.ProcessManagementService.ListWorkers:input_type -> devops.v1.ListWorkersRequest
+	54,  // 93: devops.v1.ProcessManagementService.StreamOutput:input_type -> devops.v1.StreamOutputRequest
+	41,  // 94: devops.v1.ProcessManagementService.DrainWorker:input_type -> devops.v1.DrainWorkerRequest
+	29,  // 95: devops.v1.ProcessManagementService.StartRun:input_type -> devops.v1.StartRunRequest
+	31,  // 96: devops.v1.ProcessManagementService.GetRun:input_type -> devops.v1.GetRunRequest
+	33,  // 97: devops.v1.ProcessManagementService.ListRuns:input_type -> devops.v1.ListRunsRequest
+	35,  // 98: devops.v1.ProcessManagementService.ResumeRun:input_type -> devops.v1.ResumeRunRequest
+	37,  // 99: devops.v1.ProcessManagementService.CancelRun:input_type -> devops.v1.CancelRunRequest
+	39,  // 100: devops.v1.ProcessManagementService.WatchRun:input_type -> devops.v1.WatchRunRequest
+	19,  // 101: devops.v1.ProcessManagementService.UploadStdin:input_type -> devops.v1.UploadStdinRequest
+	60,  // 102: devops.v1.WorkerProcessService.ExecuteCommand:input_type -> devops.v1.ExecuteCommandRequest
+	46,  // 103: devops.v1.WorkerProcessService.TerminateProcess:input_type -> devops.v1.TerminateProcessRequest
+	63,  // 104: devops.v1.WorkerProcessService.HealthCheck:input_type -> devops.v1.HealthCheckRequest
+	65,  // 105: devops.v1.WorkerProcessService.ReportMetrics:input_type -> devops.v1.ReportMetricsRequest
+	58,  // 106: devops.v1.WorkerProcessService.Drain:input_type -> devops.v1.DrainRequest
+	56,  // 107: devops.v1.WorkerProcessService.PutStdin:input_type -> devops.v1.PutStdinRequest
+	18,  // 108: devops.v1.WorkerRegistrationService.RegisterWorker:output_type -> devops.v1.RegisterWorkerResponse
+	16,  // 109: devops.v1.WorkerRegistrationService.DeregisterWorker:output_type -> devops.v1.DeregisterWorkerResponse
+	14,  // 110: devops.v1.WorkerRegistrationService.ReportStatus:output_type -> devops.v1.StatusSettings
+	45,  // 111: devops.v1.ProcessManagementService.ExecuteDistributedCommand:output_type -> devops.v1.ExecuteDistributedCommandResponse
+	47,  // 112: devops.v1.ProcessManagementService.TerminateProcess:output_type -> devops.v1.TerminateProcessResponse
+	49,  // 113: devops.v1.ProcessManagementService.GetProcessStatus:output_type -> devops.v1.GetProcessStatusResponse
+	51,  // 114: devops.v1.ProcessManagementService.ListProcesses:output_type -> devops.v1.ListProcessesResponse
+	53,  // 115: devops.v1.ProcessManagementService.ListWorkers:output_type -> devops.v1.ListWorkersResponse
+	55,  // 116: devops.v1.ProcessManagementService.StreamOutput:output_type -> devops.v1.StreamOutputResponse
+	42,  // 117: devops.v1.ProcessManagementService.DrainWorker:output_type -> devops.v1.DrainWorkerResponse
+	30,  // 118: devops.v1.ProcessManagementService.StartRun:output_type -> devops.v1.StartRunResponse
+	32,  // 119: devops.v1.ProcessManagementService.GetRun:output_type -> devops.v1.GetRunResponse
+	34,  // 120: devops.v1.ProcessManagementService.ListRuns:output_type -> devops.v1.ListRunsResponse
+	36,  // 121: devops.v1.ProcessManagementService.ResumeRun:output_type -> devops.v1.ResumeRunResponse
+	38,  // 122: devops.v1.ProcessManagementService.CancelRun:output_type -> devops.v1.CancelRunResponse
+	40,  // 123: devops.v1.ProcessManagementService.WatchRun:output_type -> devops.v1.WatchRunResponse
+	20,  // 124: devops.v1.ProcessManagementService.UploadStdin:output_type -> devops.v1.UploadStdinResponse
+	61,  // 125: devops.v1.WorkerProcessService.ExecuteCommand:output_type -> devops.v1.ExecuteCommandResponse
+	47,  // 126: devops.v1.WorkerProcessService.TerminateProcess:output_type -> devops.v1.TerminateProcessResponse
+	64,  // 127: devops.v1.WorkerProcessService.HealthCheck:output_type -> devops.v1.HealthCheckResponse
+	11,  // 128: devops.v1.WorkerProcessService.ReportMetrics:output_type -> devops.v1.WorkerMetrics
+	59,  // 129: devops.v1.WorkerProcessService.Drain:output_type -> devops.v1.DrainResponse
+	57,  // 130: devops.v1.WorkerProcessService.PutStdin:output_type -> devops.v1.PutStdinResponse
+	108, // [108:131] is the sub-list for method output_type
+	85,  // [85:108] is the sub-list for method input_type
 	85,  // [85:85] is the sub-list for extension type_name
 	85,  // [85:85] is the sub-list for extension extendee
 	0,   // [0:85] is the sub-list for field type_name
@@ -4974,20 +5199,20 @@ func file_devops_v1_devops_proto_init() {
 	if File_devops_v1_devops_proto != nil {
 		return
 	}
-	file_devops_v1_devops_proto_msgTypes[33].OneofWrappers = []any{
+	file_devops_v1_devops_proto_msgTypes[35].OneofWrappers = []any{
 		(*WatchRunResponse_Run)(nil),
 		(*WatchRunResponse_Process)(nil),
 		(*WatchRunResponse_Output)(nil),
 	}
-	file_devops_v1_devops_proto_msgTypes[38].OneofWrappers = []any{
+	file_devops_v1_devops_proto_msgTypes[40].OneofWrappers = []any{
 		(*ExecuteDistributedCommandResponse_Process)(nil),
 		(*ExecuteDistributedCommandResponse_Output)(nil),
 	}
-	file_devops_v1_devops_proto_msgTypes[48].OneofWrappers = []any{
+	file_devops_v1_devops_proto_msgTypes[50].OneofWrappers = []any{
 		(*StreamOutputResponse_Process)(nil),
 		(*StreamOutputResponse_Output)(nil),
 	}
-	file_devops_v1_devops_proto_msgTypes[52].OneofWrappers = []any{
+	file_devops_v1_devops_proto_msgTypes[56].OneofWrappers = []any{
 		(*ExecuteCommandResponse_Started)(nil),
 		(*ExecuteCommandResponse_Output)(nil),
 		(*ExecuteCommandResponse_Exit)(nil),
@@ -4998,7 +5223,7 @@ func file_devops_v1_devops_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_devops_v1_devops_proto_rawDesc), len(file_devops_v1_devops_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   61,
+			NumMessages:   65,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

@@ -244,6 +244,7 @@ const (
 	ProcessManagementService_ResumeRun_FullMethodName                 = "/devops.v1.ProcessManagementService/ResumeRun"
 	ProcessManagementService_CancelRun_FullMethodName                 = "/devops.v1.ProcessManagementService/CancelRun"
 	ProcessManagementService_WatchRun_FullMethodName                  = "/devops.v1.ProcessManagementService/WatchRun"
+	ProcessManagementService_UploadStdin_FullMethodName               = "/devops.v1.ProcessManagementService/UploadStdin"
 )
 
 // ProcessManagementServiceClient is the client API for ProcessManagementService service.
@@ -280,6 +281,10 @@ type ProcessManagementServiceClient interface {
 	// WatchRun streams a run's changes, its children's state changes and their
 	// output until the run ends; the last message is the run's final record.
 	WatchRun(ctx context.Context, in *WatchRunRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchRunResponse], error)
+	// UploadStdin keeps a standard input larger than a request may carry, for
+	// a run that names it next (Spec.stdin_upload). The manager keeps an
+	// upload for an hour, or until the processes that read it end.
+	UploadStdin(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[UploadStdinRequest, UploadStdinResponse], error)
 }
 
 type processManagementServiceClient struct {
@@ -447,6 +452,19 @@ func (c *processManagementServiceClient) WatchRun(ctx context.Context, in *Watch
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type ProcessManagementService_WatchRunClient = grpc.ServerStreamingClient[WatchRunResponse]
 
+func (c *processManagementServiceClient) UploadStdin(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[UploadStdinRequest, UploadStdinResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &ProcessManagementService_ServiceDesc.Streams[3], ProcessManagementService_UploadStdin_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[UploadStdinRequest, UploadStdinResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type ProcessManagementService_UploadStdinClient = grpc.ClientStreamingClient[UploadStdinRequest, UploadStdinResponse]
+
 // ProcessManagementServiceServer is the server API for ProcessManagementService service.
 // All implementations must embed UnimplementedProcessManagementServiceServer
 // for forward compatibility.
@@ -481,6 +499,10 @@ type ProcessManagementServiceServer interface {
 	// WatchRun streams a run's changes, its children's state changes and their
 	// output until the run ends; the last message is the run's final record.
 	WatchRun(*WatchRunRequest, grpc.ServerStreamingServer[WatchRunResponse]) error
+	// UploadStdin keeps a standard input larger than a request may carry, for
+	// a run that names it next (Spec.stdin_upload). The manager keeps an
+	// upload for an hour, or until the processes that read it end.
+	UploadStdin(grpc.ClientStreamingServer[UploadStdinRequest, UploadStdinResponse]) error
 	mustEmbedUnimplementedProcessManagementServiceServer()
 }
 
@@ -529,6 +551,9 @@ func (UnimplementedProcessManagementServiceServer) CancelRun(context.Context, *C
 }
 func (UnimplementedProcessManagementServiceServer) WatchRun(*WatchRunRequest, grpc.ServerStreamingServer[WatchRunResponse]) error {
 	return status.Error(codes.Unimplemented, "method WatchRun not implemented")
+}
+func (UnimplementedProcessManagementServiceServer) UploadStdin(grpc.ClientStreamingServer[UploadStdinRequest, UploadStdinResponse]) error {
+	return status.Error(codes.Unimplemented, "method UploadStdin not implemented")
 }
 func (UnimplementedProcessManagementServiceServer) mustEmbedUnimplementedProcessManagementServiceServer() {
 }
@@ -765,6 +790,13 @@ func _ProcessManagementService_WatchRun_Handler(srv interface{}, stream grpc.Ser
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type ProcessManagementService_WatchRunServer = grpc.ServerStreamingServer[WatchRunResponse]
 
+func _ProcessManagementService_UploadStdin_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(ProcessManagementServiceServer).UploadStdin(&grpc.GenericServerStream[UploadStdinRequest, UploadStdinResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type ProcessManagementService_UploadStdinServer = grpc.ClientStreamingServer[UploadStdinRequest, UploadStdinResponse]
+
 // ProcessManagementService_ServiceDesc is the grpc.ServiceDesc for ProcessManagementService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -829,6 +861,11 @@ var ProcessManagementService_ServiceDesc = grpc.ServiceDesc{
 			Handler:       _ProcessManagementService_WatchRun_Handler,
 			ServerStreams: true,
 		},
+		{
+			StreamName:    "UploadStdin",
+			Handler:       _ProcessManagementService_UploadStdin_Handler,
+			ClientStreams: true,
+		},
 	},
 	Metadata: "devops/v1/devops.proto",
 }
@@ -839,6 +876,7 @@ const (
 	WorkerProcessService_HealthCheck_FullMethodName      = "/devops.v1.WorkerProcessService/HealthCheck"
 	WorkerProcessService_ReportMetrics_FullMethodName    = "/devops.v1.WorkerProcessService/ReportMetrics"
 	WorkerProcessService_Drain_FullMethodName            = "/devops.v1.WorkerProcessService/Drain"
+	WorkerProcessService_PutStdin_FullMethodName         = "/devops.v1.WorkerProcessService/PutStdin"
 )
 
 // WorkerProcessServiceClient is the client API for WorkerProcessService service.
@@ -859,6 +897,11 @@ type WorkerProcessServiceClient interface {
 	ReportMetrics(ctx context.Context, in *ReportMetricsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WorkerMetrics], error)
 	// Drain stops new work; with undo, the worker takes work again.
 	Drain(ctx context.Context, in *DrainRequest, opts ...grpc.CallOption) (*DrainResponse, error)
+	// PutStdin hands the worker a process's standard input ahead of its
+	// ExecuteCommand, when it is larger than a request may carry; that
+	// request then has stdin_bytes and no stdin. The first message names the
+	// process and the size; the worker ignores it for a process it started.
+	PutStdin(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[PutStdinRequest, PutStdinResponse], error)
 }
 
 type workerProcessServiceClient struct {
@@ -946,6 +989,19 @@ func (c *workerProcessServiceClient) Drain(ctx context.Context, in *DrainRequest
 	return out, nil
 }
 
+func (c *workerProcessServiceClient) PutStdin(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[PutStdinRequest, PutStdinResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &WorkerProcessService_ServiceDesc.Streams[3], WorkerProcessService_PutStdin_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[PutStdinRequest, PutStdinResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type WorkerProcessService_PutStdinClient = grpc.ClientStreamingClient[PutStdinRequest, PutStdinResponse]
+
 // WorkerProcessServiceServer is the server API for WorkerProcessService service.
 // All implementations must embed UnimplementedWorkerProcessServiceServer
 // for forward compatibility.
@@ -964,6 +1020,11 @@ type WorkerProcessServiceServer interface {
 	ReportMetrics(*ReportMetricsRequest, grpc.ServerStreamingServer[WorkerMetrics]) error
 	// Drain stops new work; with undo, the worker takes work again.
 	Drain(context.Context, *DrainRequest) (*DrainResponse, error)
+	// PutStdin hands the worker a process's standard input ahead of its
+	// ExecuteCommand, when it is larger than a request may carry; that
+	// request then has stdin_bytes and no stdin. The first message names the
+	// process and the size; the worker ignores it for a process it started.
+	PutStdin(grpc.ClientStreamingServer[PutStdinRequest, PutStdinResponse]) error
 	mustEmbedUnimplementedWorkerProcessServiceServer()
 }
 
@@ -988,6 +1049,9 @@ func (UnimplementedWorkerProcessServiceServer) ReportMetrics(*ReportMetricsReque
 }
 func (UnimplementedWorkerProcessServiceServer) Drain(context.Context, *DrainRequest) (*DrainResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Drain not implemented")
+}
+func (UnimplementedWorkerProcessServiceServer) PutStdin(grpc.ClientStreamingServer[PutStdinRequest, PutStdinResponse]) error {
+	return status.Error(codes.Unimplemented, "method PutStdin not implemented")
 }
 func (UnimplementedWorkerProcessServiceServer) mustEmbedUnimplementedWorkerProcessServiceServer() {}
 func (UnimplementedWorkerProcessServiceServer) testEmbeddedByValue()                              {}
@@ -1079,6 +1143,13 @@ func _WorkerProcessService_Drain_Handler(srv interface{}, ctx context.Context, d
 	return interceptor(ctx, in, info, handler)
 }
 
+func _WorkerProcessService_PutStdin_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(WorkerProcessServiceServer).PutStdin(&grpc.GenericServerStream[PutStdinRequest, PutStdinResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type WorkerProcessService_PutStdinServer = grpc.ClientStreamingServer[PutStdinRequest, PutStdinResponse]
+
 // WorkerProcessService_ServiceDesc is the grpc.ServiceDesc for WorkerProcessService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1110,6 +1181,11 @@ var WorkerProcessService_ServiceDesc = grpc.ServiceDesc{
 			StreamName:    "ReportMetrics",
 			Handler:       _WorkerProcessService_ReportMetrics_Handler,
 			ServerStreams: true,
+		},
+		{
+			StreamName:    "PutStdin",
+			Handler:       _WorkerProcessService_PutStdin_Handler,
+			ClientStreams: true,
 		},
 	},
 	Metadata: "devops/v1/devops.proto",
