@@ -69,7 +69,7 @@ func run() int {
 	bin := flag.String("devops", "bin/devops", "the devops binary")
 	out := flag.String("out", "bench", "where results.json and results.md go")
 	prof := flag.Bool("pprof", false, "run the manager with pprof and save CPU and heap profiles of the hot scenarios in <out>/profiles")
-	only := flag.String("only", "", "comma-separated scenarios to run (dispatch,cli,throughput,bandwidth,stalled,idle,fanout,failure,scale); empty: all")
+	only := flag.String("only", "", "comma-separated scenarios to run (dispatch,cli,throughput,bandwidth,stdin,stalled,idle,fanout,failure,scale); empty: all")
 	keep := flag.Bool("keep", false, "keep the temporary directory (logs of the manager, workers and sshd)")
 	install := flag.Bool("install", true, "install missing baselines with apt-get (never in -quick mode)")
 	plain := flag.Bool("insecure", false, "run the clusters with --insecure (plaintext, no tokens), as the runs before session 24 did; by default they run TLS, as the product does")
@@ -149,7 +149,7 @@ func run() int {
 		run  func(context.Context) ([]Row, error)
 	}
 	mainScenarios := []scenario{
-		{1, "dispatch", b.dispatch}, {2, "cli", b.cli}, {3, "throughput", b.throughput}, {4, "bandwidth", b.bandwidth},
+		{1, "dispatch", b.dispatch}, {2, "cli", b.cli}, {3, "throughput", b.throughput}, {4, "bandwidth", b.bandwidth}, {4, "stdin", b.stdin},
 		{5, "stalled", b.stalled}, {7, "idle", b.idleSessions}, {6, "fanout", b.fanout}, {8, "failure", b.failure},
 	}
 	runScenario := func(s scenario, limit time.Duration) {

@@ -33,6 +33,7 @@ type sizes struct {
 	bulkBytes     int64 // bulk output size
 	lines         int   // 100-byte lines
 	stallBytes    int64 // output produced while the follower stalls
+	stdinBytes    int64 // standard input sent with a command (run -i)
 	fanout        []int // worker counts
 	scale         []int // simulated worker counts
 	scaleSettle   time.Duration
@@ -49,7 +50,7 @@ var fullSizes = sizes{
 	// (14m22s at 2aea347 with 128 commands per throughput run and 20
 	// idle sleeps, throughput alone 132 s).
 	rounds: 5, dispatchPer: 40, dispatchPaced: 8, cliPer: 4, tputCommands: 96,
-	bulkBytes: 1 << 30, lines: 10_000_000, stallBytes: 1 << 30,
+	bulkBytes: 1 << 30, lines: 10_000_000, stallBytes: 1 << 30, stdinBytes: 256 << 20,
 	// Idle is the steady state: the first seconds after the workers joined
 	// carry their first metrics samples and the collection that follows the
 	// heap's growth, and a 10 s window caught or missed a collection (~0.25 s
@@ -67,7 +68,7 @@ var fullSizes = sizes{
 
 var quickSizes = sizes{
 	rounds: 5, dispatchPer: 8, dispatchPaced: 2, cliPer: 1, tputCommands: 16,
-	bulkBytes: 64 << 20, lines: 500_000, stallBytes: 128 << 20,
+	bulkBytes: 64 << 20, lines: 500_000, stallBytes: 128 << 20, stdinBytes: 16 << 20,
 	fanout: []int{8}, scale: []int{200}, scaleSettle: 3 * time.Second, scaleWindow: 4 * time.Second,
 	idleCommands: 3, idleWindow: 500 * time.Millisecond,
 	failReps: 1, failHangReps: 1, scenarioLimit: 38 * time.Second, // fan-out, with pdsh and Ansible installed, fills it
@@ -564,6 +565,65 @@ func (b *bench) bandwidth(ctx context.Context) ([]Row, error) {
 		compare(Row{Scenario: fmt.Sprintf("4. workers' CPU per GiB of the %s followed", mib(b.sz.bulkBytes)), Unit: "s", Goal: "reported"}, wcpu, nil, nil),
 		compare(Row{Scenario: fmt.Sprintf("4. the rest of the machine's CPU per GiB of the %s followed (the shim, the command, the kernel; not the bench's client)", mib(b.sz.bulkBytes)), Unit: "s", Goal: "reported"}, rcpu, nil, nil),
 	}, nil
+}
+
+// stdin: with scenario 4, the other way. A standard input sent with the
+// command (`run -i`, uploaded to the manager and handed to the worker
+// before the command starts), as `tar c . | ssh host tar x` sends one
+// (streamed): each the whole client process, the command counting the
+// bytes. No goal: the issue sets none; the figure is for users who weigh
+// it against ssh.
+func (b *bench) stdin(ctx context.Context) ([]Row, error) {
+	want := strconv.FormatInt(b.sz.stdinBytes, 10) + "\n"
+	measure := func(cmd *exec.Cmd) (float64, error) {
+		cmd.Stdin = io.LimitReader(zeros{}, b.sz.stdinBytes)
+		d, out, err := timeCmd(cmd)
+		if err != nil {
+			return 0, err
+		}
+		if string(out) != want {
+			return 0, fmt.Errorf("%s: wc -c printed %q, want %q", cmd.Args[0], out, want)
+		}
+		return float64(b.sz.stdinBytes) / 1e6 / d.Seconds(), nil
+	}
+	ours := func() *exec.Cmd {
+		return exec.CommandContext(ctx, b.bin, append(append([]string{"run", "--manager", b.c.addr}, b.c.clientFlags...), "-i", "--", "wc", "-c")...)
+	}
+	var o, base []float64
+	note := ""
+	for range b.sz.rounds {
+		v, err := measure(ours())
+		if err != nil {
+			return nil, err
+		}
+		o = append(o, v)
+		if b.ssh == nil || note != "" {
+			continue
+		}
+		if v, err = measure(b.ssh.command(ctx, false, "localhost", "wc", "-c")); err != nil {
+			note, base = "ssh unavailable: "+err.Error(), nil
+			continue
+		}
+		base = append(base, v)
+	}
+	if b.ssh == nil {
+		note = "ssh unavailable: sshd did not start"
+	}
+	if b.quick {
+		note = strings.TrimPrefix(note+"; QUICK: smaller size", "; ")
+	}
+	return []Row{
+		compare(Row{Scenario: fmt.Sprintf("4. standard input %s, `devops run -i -- wc -c` as a whole process (read whole, then the command starts)", mib(b.sz.stdinBytes)),
+			Unit: "MB/s", Rate: true, Baseline: "`ssh -p 2222 localhost wc -c` (streamed)", Goal: "reported", Note: note}, o, base, nil),
+	}, nil
+}
+
+// zeros reads as /dev/zero does.
+type zeros struct{}
+
+func (zeros) Read(p []byte) (int, error) {
+	clear(p)
+	return len(p), nil
 }
 
 // stalled: scenario 5.

@@ -103,6 +103,15 @@ func TestRunUploadsALargeStdin(t *testing.T) {
 		return os.IsNotExist(err) && len(staged) == 0
 	})
 
+	// --retries: the CLI names the upload again once the first attempt
+	// ended (and its input went).
+	dir := t.TempDir()
+	script := `n=$(wc -c); if [ -e once ]; then echo "again $n"; else touch once; exit 3; fi`
+	r = c.CLIStdin(ctx, bytes.NewReader(data), "run", "--worker", "w1", "--retries", "1", "--dir", dir, "-i", "--", "sh", "-c", script)
+	if want := fmt.Sprintf("again %d\n", len(data)); r.Code != 0 || r.Stdout != want {
+		t.Errorf("run -i --retries 1 = %d %q (stderr %q), want the second attempt to read it all: %q", r.Code, r.Stdout, r.Stderr, want)
+	}
+
 	// A fleet run: each worker reads it whole, and the same bytes are one
 	// upload.
 	r = c.CLIStdin(ctx, bytes.NewReader(data), "run", "--all", "-i", "--", "sha256sum")

@@ -432,7 +432,7 @@ func (m *Manager) startDriving(e *runEntry) {
 		defer m.wg.Done()
 		m.drive(m.runCtx, e)
 		if r, err := m.FleetRun(id); err == nil && r.State.Terminal() && r.Spec.StdinBytes > 0 {
-			m.inputs.drop(string(r.ID)) // no child starts again
+			m.inputs.release(string(r.ID)) // no child starts again
 		}
 	}()
 }

@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -37,6 +38,10 @@ type inputs struct {
 
 // uploadTTL is how long an upload is kept after it was last sent.
 const uploadTTL = time.Hour
+
+// writebackStep is how much of an upload is received before the kernel is
+// asked to start writing it to disk (startWriteback).
+const writebackStep = 8 << 20
 
 // errNoInput: a process's input is not there any more, or not whole; it
 // cannot start.
@@ -151,7 +156,7 @@ func (in inputs) receive(next func() ([]byte, error)) (string, int64, error) {
 
 func (in inputs) write(f *os.File, next func() ([]byte, error)) (string, int64, error) {
 	h := sha256.New()
-	var n int64
+	var n, written int64
 	for {
 		data, err := next()
 		if errors.Is(err, io.EOF) {
@@ -167,6 +172,10 @@ func (in inputs) write(f *os.File, next func() ([]byte, error)) (string, int64, 
 		h.Write(data)
 		if _, err := f.Write(data); err != nil {
 			return "", n, fmt.Errorf("write upload: %w", err)
+		}
+		if n-written >= writebackStep {
+			startWriteback(f, written, n-written)
+			written = n
 		}
 	}
 	if err := f.Sync(); err != nil {
@@ -203,8 +212,9 @@ func (in inputs) linkUpload(id, to string) error {
 	return nil
 }
 
-// pruneUploads removes the uploads (and parts of uploads) last sent or
-// named before cutoff.
+// pruneUploads removes the uploads (and parts of uploads) last sent,
+// named or released before cutoff, unless a process or run still reads
+// it: run --retries names it again when its command ended, hours later.
 func (in inputs) pruneUploads(cutoff time.Time) error {
 	ents, err := os.ReadDir(in.uploads)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -213,9 +223,16 @@ func (in inputs) pruneUploads(cutoff time.Time) error {
 	if err != nil {
 		return fmt.Errorf("read upload directory: %w", err)
 	}
+	var inputs []fs.FileInfo // read once, when an upload is old
 	for _, e := range ents {
 		info, err := e.Info()
 		if err != nil || !info.ModTime().Before(cutoff) {
+			continue
+		}
+		if inputs == nil {
+			inputs = in.infos()
+		}
+		if slices.ContainsFunc(inputs, func(i fs.FileInfo) bool { return os.SameFile(i, info) }) {
 			continue
 		}
 		if err := os.Remove(in.uploadPath(e.Name())); err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -223,6 +240,27 @@ func (in inputs) pruneUploads(cutoff time.Time) error {
 		}
 	}
 	return nil
+}
+
+// infos describes every input (few commands have one); not nil.
+func (in inputs) infos() []fs.FileInfo {
+	infos := []fs.FileInfo{}
+	ents, _ := os.ReadDir(in.dir)
+	for _, e := range ents {
+		if info, err := e.Info(); err == nil {
+			infos = append(infos, info)
+		}
+	}
+	return infos
+}
+
+// release removes id's input, which nothing reads any more. An upload it
+// is a link to is kept uploadTTL from now: its time is the file's, and
+// run --retries names it again once the command ended.
+func (in inputs) release(id string) {
+	now := time.Now()
+	os.Chtimes(in.path(id), now, now)
+	os.Remove(in.path(id))
 }
 
 // open opens id's input, which must be n bytes long (see read).

@@ -38,7 +38,7 @@ func (m *Manager) startTracking(e *entry) {
 		if p, _ := m.procs.snapshot(e); p.State.Terminal() && p.Spec.StdinBytes > 0 {
 			// Nothing reads it again (nothing runs twice), and an
 			// uploaded one may be gigabytes.
-			m.inputs.drop(string(p.ID))
+			m.inputs.release(string(p.ID))
 		}
 	}()
 }
