@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"io"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	pb "github.com/devops-platform/devops/api/devops/v1"
 )
 
@@ -20,10 +23,7 @@ const stdinChunk = 1 << 20
 func (c *Client) UploadStdin(ctx context.Context, head []byte, rest io.Reader) (string, int64, error) {
 	var resp *pb.UploadStdinResponse
 	touched := false
-	err := c.retryUnavailable(ctx, func() error {
-		if touched {
-			return permanent{errors.New("the manager went away while it received the standard input, which cannot be read again; nothing ran")}
-		}
+	send := func() error {
 		// Cancelled, not closed, when the read fails: a close would
 		// have the manager keep what it got as a whole upload.
 		sctx, cancel := context.WithCancel(ctx)
@@ -57,6 +57,13 @@ func (c *Client) UploadStdin(ctx context.Context, head []byte, rest io.Reader) (
 			}
 		}
 		resp, err = stream.CloseAndRecv()
+		return err
+	}
+	err := c.retryUnavailable(ctx, func() error {
+		err := send()
+		if touched && status.Code(err) == codes.Unavailable {
+			return permanent{fmt.Errorf("the manager went away while it received the standard input (%s), which cannot be read again; nothing ran", status.Convert(err).Message())}
+		}
 		return err
 	})
 	if err != nil {

@@ -242,6 +242,15 @@ func (in inputs) pruneUploads(cutoff time.Time) error {
 	return nil
 }
 
+// removeParts removes the parts of uploads that a stop of the manager cut
+// short: at start, when nothing is being received.
+func (in inputs) removeParts() {
+	parts, _ := filepath.Glob(filepath.Join(in.uploads, ".part-*"))
+	for _, p := range parts {
+		os.Remove(p)
+	}
+}
+
 // infos describes every input (few commands have one); not nil.
 func (in inputs) infos() []fs.FileInfo {
 	infos := []fs.FileInfo{}

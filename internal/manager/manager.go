@@ -329,6 +329,7 @@ func (m *Manager) load(ctx context.Context) error {
 	if err != nil {
 		m.log.Warn("remove inputs no process reads", "err", err)
 	}
+	m.inputs.removeParts()
 	if err := m.inputs.pruneUploads(time.Now().Add(-uploadTTL)); err != nil {
 		m.log.Warn("remove old uploads", "err", err)
 	}
