@@ -5,6 +5,7 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -98,6 +99,27 @@ func TestOutputByteExact(t *testing.T) {
 				len(r.stdout), sum, 4<<20, bytes.TrimSpace(r.stderr))
 		}
 	})
+}
+
+// TestLargeStdin sends a standard input over the 4 MiB a request carries
+// (uploaded to the manager, then handed to each worker container across
+// the network) to every worker, which each print its sha256.
+func TestLargeStdin(t *testing.T) {
+	c := newCluster(t)
+	data := make([]byte, 12<<20+3)
+	rand.Read(data)
+	sum := sha256.Sum256(data)
+	cmd := c.command(t.Context(), "run", "--all", "-i", "--", "sha256sum")
+	cmd.Stdin = bytes.NewReader(data)
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("run --all -i -- sha256sum of 12 MiB: %v: %s", err, out)
+	}
+	for _, w := range []string{"w1", "w2", "w3"} {
+		if want := fmt.Sprintf("%s: %x  -\n", w, sum); !strings.Contains(string(out), want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
 }
 
 func TestExitCodes(t *testing.T) {
