@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/grpc/status"
 
 	"github.com/devops-platform/devops"
 	"github.com/devops-platform/devops/internal/client"
@@ -187,6 +188,9 @@ func uploadStdin(ctx context.Context, c *client.Client, spec *devops.Spec, rest 
 	})
 	if errors.Is(err, errInterrupted) {
 		return &exitError{code: 130, msg: "interrupted while sending the standard input; nothing ran"}
+	}
+	if _, ok := status.FromError(err); ok && err != nil {
+		return err // the manager's answer, which says what it refused
 	}
 	if err != nil {
 		return fmt.Errorf("--stdin: send standard input: %w", err)

@@ -150,6 +150,11 @@ func TestSecurityClients(t *testing.T) {
 		if r.Code == 0 || !strings.Contains(r.Stderr, "role viewer may not run") {
 			t.Errorf("viewer: devops run = %d %q, want refused", r.Code, r.Stderr)
 		}
+		// Nor upload a large input: said as plainly, with nothing else.
+		r = c.CLIStdin(ctx, bytes.NewReader(make([]byte, devops.MaxStdin+1)), "--token-file", viewer, "run", "-i", "--", "wc", "-c")
+		if r.Code != 255 || r.Stderr != "devops: role viewer may not run, kill and drain (UploadStdin)\n" {
+			t.Errorf("viewer: devops run -i with 4 MiB + 1 = %d %q, want refused", r.Code, r.Stderr)
+		}
 		r = c.CLI(ctx, "--token-file", viewer, "token", "list")
 		if r.Code == 0 || !strings.Contains(r.Stderr, "role viewer may not manage tokens, revoke workers or read the audit log (ListTokens)") {
 			t.Errorf("viewer: devops token list = %d %q, want refused", r.Code, r.Stderr)
