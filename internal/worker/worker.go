@@ -231,6 +231,7 @@ func New(cfg Config) (*Worker, error) {
 	}
 	w.files = newFileWatcher()
 	w.adopt()
+	w.pruneStaged() // inputs whose command never came, before a stop
 	w.server = grpc.NewServer(
 		experimental.BufferPool(w.bufs),
 		grpc.ForceServerCodecV2(grpcbuf.NewCodec(w.bufs)),
