@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync/atomic"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -22,7 +23,7 @@ const stdinChunk = 1 << 20
 // rest: a pipe is read once.
 func (c *Client) UploadStdin(ctx context.Context, head []byte, rest io.Reader) (string, int64, error) {
 	var resp *pb.UploadStdinResponse
-	touched := false
+	var touched atomic.Bool // rest was read from
 	send := func() error {
 		// Cancelled, not closed, when the read fails: a close would
 		// have the manager keep what it got as a whole upload.
@@ -32,36 +33,41 @@ func (c *Client) UploadStdin(ctx context.Context, head []byte, rest io.Reader) (
 		if err != nil {
 			return err
 		}
-		for data := head; len(data) > 0; data = data[min(stdinChunk, len(data)):] {
-			if err := stream.Send(&pb.UploadStdinRequest{Data: data[:min(stdinChunk, len(data))]}); err != nil {
-				return closeUpload(stream, err)
+		// The answer, or why the call broke, is awaited beside the sends:
+		// a break is known at once, not at the next read of rest, which
+		// waits on whatever produces the input. A read that waits is left
+		// behind; it ends with the process, or when rest does.
+		answer := make(chan error, 1)
+		var got pb.UploadStdinResponse
+		go func() { answer <- stream.RecvMsg(&got) }()
+		sent := make(chan error, 1)
+		go func() { sent <- sendStdin(stream, head, rest, &touched) }()
+		select {
+		case err := <-sent:
+			if errors.Is(err, io.EOF) {
+				return <-answer // the manager ended the call: its answer says why
 			}
+			if err != nil {
+				return err
+			}
+			if err := stream.CloseSend(); err != nil {
+				return err
+			}
+			if err := <-answer; err != nil {
+				return err
+			}
+			resp = &got
+			return nil
+		case err := <-answer:
+			if err == nil {
+				err = errors.New("the manager answered before the end of the standard input")
+			}
+			return err
 		}
-		touched = true
-		for {
-			// A new buffer each time: a sent message may be read later
-			// (by gRPC's stats handlers), so it is not reused.
-			buf := make([]byte, stdinChunk)
-			k, rerr := io.ReadFull(rest, buf)
-			if k > 0 {
-				if err := stream.Send(&pb.UploadStdinRequest{Data: buf[:k]}); err != nil {
-					return closeUpload(stream, err)
-				}
-			}
-			if errors.Is(rerr, io.EOF) || errors.Is(rerr, io.ErrUnexpectedEOF) {
-				break
-			}
-			if rerr != nil {
-				cancel()
-				return permanent{fmt.Errorf("read standard input: %w", rerr)}
-			}
-		}
-		resp, err = stream.CloseAndRecv()
-		return err
 	}
 	err := c.retryUnavailable(ctx, func() error {
 		err := send()
-		if touched && status.Code(err) == codes.Unavailable {
+		if touched.Load() && status.Code(err) == codes.Unavailable {
 			return permanent{fmt.Errorf("the manager went away while it received the standard input (%s), which cannot be read again; nothing ran", status.Convert(err).Message())}
 		}
 		return err
@@ -72,11 +78,30 @@ func (c *Client) UploadStdin(ctx context.Context, head []byte, rest io.Reader) (
 	return resp.GetUploadId(), resp.GetSize(), nil
 }
 
-// closeUpload returns why a send failed: io.EOF from Send means the
-// manager ended the call, and CloseAndRecv tells why.
-func closeUpload(stream pb.ProcessManagementService_UploadStdinClient, err error) error {
-	if errors.Is(err, io.EOF) {
-		_, err = stream.CloseAndRecv()
+// sendStdin sends head, then rest to its end; io.EOF: the manager ended
+// the call first.
+func sendStdin(stream pb.ProcessManagementService_UploadStdinClient, head []byte, rest io.Reader, touched *atomic.Bool) error {
+	for data := head; len(data) > 0; data = data[min(stdinChunk, len(data)):] {
+		if err := stream.Send(&pb.UploadStdinRequest{Data: data[:min(stdinChunk, len(data))]}); err != nil {
+			return err
+		}
 	}
-	return err
+	touched.Store(true)
+	for {
+		// A new buffer each time: a sent message may be read later (by
+		// gRPC's stats handlers), so it is not reused.
+		buf := make([]byte, stdinChunk)
+		k, rerr := io.ReadFull(rest, buf)
+		if k > 0 {
+			if err := stream.Send(&pb.UploadStdinRequest{Data: buf[:k]}); err != nil {
+				return err
+			}
+		}
+		if errors.Is(rerr, io.EOF) || errors.Is(rerr, io.ErrUnexpectedEOF) {
+			return nil
+		}
+		if rerr != nil {
+			return permanent{fmt.Errorf("read standard input: %w", rerr)}
+		}
+	}
 }
