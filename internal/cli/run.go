@@ -189,10 +189,10 @@ func uploadStdin(ctx context.Context, c *client.Client, spec *devops.Spec, rest 
 	if errors.Is(err, errInterrupted) {
 		return &exitError{code: 130, msg: "interrupted while sending the standard input; nothing ran"}
 	}
-	if _, ok := status.FromError(err); ok && err != nil {
-		return err // the manager's answer, which says what it refused
-	}
 	if err != nil {
+		if _, ok := status.FromError(err); ok {
+			return err // the manager's answer, which says what it refused
+		}
 		return fmt.Errorf("--stdin: send standard input: %w", err)
 	}
 	spec.Stdin, spec.StdinUpload = nil, id

@@ -10,11 +10,9 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/devops-platform/devops"
 	pb "github.com/devops-platform/devops/api/devops/v1"
 )
-
-// stdinChunk is how much of a standard input goes in one message.
-const stdinChunk = 1 << 20
 
 // UploadStdin sends the manager a standard input too large for a request
 // (over devops.MaxStdin): head, then rest to its end. It answers the
@@ -81,8 +79,8 @@ func (c *Client) UploadStdin(ctx context.Context, head []byte, rest io.Reader) (
 // sendStdin sends head, then rest to its end; io.EOF: the manager ended
 // the call first.
 func sendStdin(stream pb.ProcessManagementService_UploadStdinClient, head []byte, rest io.Reader, touched *atomic.Bool) error {
-	for data := head; len(data) > 0; data = data[min(stdinChunk, len(data)):] {
-		if err := stream.Send(&pb.UploadStdinRequest{Data: data[:min(stdinChunk, len(data))]}); err != nil {
+	for data := head; len(data) > 0; data = data[min(devops.StdinChunk, len(data)):] {
+		if err := stream.Send(&pb.UploadStdinRequest{Data: data[:min(devops.StdinChunk, len(data))]}); err != nil {
 			return err
 		}
 	}
@@ -90,7 +88,7 @@ func sendStdin(stream pb.ProcessManagementService_UploadStdinClient, head []byte
 	for {
 		// A new buffer each time: a sent message may be read later (by
 		// gRPC's stats handlers), so it is not reused.
-		buf := make([]byte, stdinChunk)
+		buf := make([]byte, devops.StdinChunk)
 		k, rerr := io.ReadFull(rest, buf)
 		if k > 0 {
 			if err := stream.Send(&pb.UploadStdinRequest{Data: buf[:k]}); err != nil {

@@ -28,7 +28,7 @@ import (
 // (UploadStdin): a file in <data-dir>/upload named by its SHA-256, which
 // the request names and the submission links in as above. An upload is
 // kept uploadTTL, so that a request retried after a manager restart still
-// finds it; the inputs of processes that ended go at once (pruneDone).
+// finds it; the inputs of processes that ended go at once (release).
 type inputs struct {
 	dir     string
 	uploads string
@@ -133,8 +133,8 @@ func (in inputs) receive(next func() ([]byte, error)) (string, int64, error) {
 	if err := in.pruneUploads(time.Now().Add(-uploadTTL)); err != nil {
 		return "", 0, err
 	}
-	// A part left by a crash is pruned with old uploads: its name starts
-	// with a dot, unlike any id.
+	// Named with a dot, unlike any id: a part a stop cut short is
+	// removed at the next start (removeParts).
 	f, err := os.CreateTemp(in.uploads, ".part-")
 	if err != nil {
 		return "", 0, fmt.Errorf("create upload: %w", err)

@@ -565,9 +565,6 @@ func (m *Manager) signalWorker(ctx context.Context, p devops.Process, sig syscal
 	return err
 }
 
-// stdinChunk is how much of a standard input goes in one message.
-const stdinChunk = 1 << 20
-
 // pushStdin hands the worker a process's standard input of n bytes ahead
 // of its ExecuteCommand, which may not carry that much. A worker that
 // answers ends it as a refusal of the command; one that cannot be reached
@@ -586,7 +583,7 @@ func (m *Manager) pushStdin(ctx context.Context, client pb.WorkerProcessServiceC
 	for sent := int64(0); sent < n; {
 		// A new buffer each time: a sent message may be read later (by
 		// gRPC's stats handlers), so it is not reused.
-		msg.Data = make([]byte, min(stdinChunk, n-sent))
+		msg.Data = make([]byte, min(devops.StdinChunk, n-sent))
 		if _, err := io.ReadFull(f, msg.Data); err != nil {
 			return fmt.Errorf("%w: %v", errNoInput, err)
 		}

@@ -124,11 +124,10 @@ func Spec(s *pb.Spec) error {
 	if err := Name("user", s.GetUser()); err != nil {
 		return err
 	}
+	// Before the audit log names it (the manager checks it is an upload's
+	// id when it takes the request).
 	if err := Name("standard input upload", s.GetStdinUpload()); err != nil {
 		return err
-	}
-	if s.GetStdinUpload() != "" && len(s.GetStdin()) > 0 {
-		return invalid("a standard input both sent and uploaded")
 	}
 	if err := Duration("timeout", s.GetTimeout()); err != nil {
 		return err

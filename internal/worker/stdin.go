@@ -28,8 +28,10 @@ import (
 // belongs to a command that went elsewhere.
 const stagedTTL = time.Hour
 
+func (w *Worker) stagedDir() string { return filepath.Join(w.spoolDir, ".stdin") }
+
 func (w *Worker) stagedPath(id devops.ProcessID) string {
-	return filepath.Join(w.spoolDir, ".stdin", string(id))
+	return filepath.Join(w.stagedDir(), string(id))
 }
 
 // PutStdin stages a process's standard input; the first message names the
@@ -52,10 +54,10 @@ func (s *server) PutStdin(stream pb.WorkerProcessService_PutStdinServer) error {
 	}
 	s.w.pruneStaged()
 	path := s.w.stagedPath(id)
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+	if err := os.MkdirAll(s.w.stagedDir(), 0o700); err != nil {
 		return status.Errorf(codes.Internal, "create the staging directory: %v", err)
 	}
-	f, err := os.CreateTemp(filepath.Dir(path), "."+string(id)+"-")
+	f, err := os.CreateTemp(s.w.stagedDir(), "."+string(id)+"-")
 	if err != nil {
 		return status.Errorf(codes.Internal, "stage the standard input: %v", err)
 	}
@@ -128,7 +130,7 @@ func (w *Worker) known(id devops.ProcessID) bool {
 // pruneStaged removes the staged inputs (and their parts) older than
 // stagedTTL.
 func (w *Worker) pruneStaged() {
-	dir := filepath.Dir(w.stagedPath("x"))
+	dir := w.stagedDir()
 	ents, err := os.ReadDir(dir)
 	if err != nil {
 		if !errors.Is(err, fs.ErrNotExist) {
