@@ -82,3 +82,34 @@ func TestSplitSpansLeavesOutTrims(t *testing.T) {
 		t.Errorf("without trims kept at %.3f%% of a core, want the trim's CPU in it (over 2%%)", p)
 	}
 }
+
+func TestWaitTrim(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "manager.log")
+	before := "time=2026-12-06T19:32:09.869Z level=INFO msg=\"returned heap memory to the OS\" took=300ms\n"
+	if err := os.WriteFile(path, []byte(before), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	off := int64(len(before))
+	// Nothing past off: none, once the limit has passed.
+	if trims, _ := waitTrim(path, off, 0); len(trims) != 0 {
+		t.Fatalf("waitTrim with nothing logged = %v, want none", trims)
+	}
+	// A trim logged while it waits is found at its next look.
+	go func() {
+		time.Sleep(1500 * time.Millisecond)
+		f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer f.Close()
+		f.WriteString("time=2026-12-06T19:33:00Z level=INFO msg=\"returned heap memory to the OS\" took=1.5s\n")
+	}()
+	trims, waited := waitTrim(path, off, time.Minute)
+	if len(trims) != 1 || trims[0].took != 1500*time.Millisecond {
+		t.Fatalf("waitTrim = %v, want the trim of 1.5s logged while it waited", trims)
+	}
+	if waited < time.Second || waited >= time.Minute {
+		t.Errorf("waitTrim waited %v, want from the trim's logging to its next look", waited)
+	}
+}

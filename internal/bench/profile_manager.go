@@ -33,13 +33,19 @@ func managerMain(args []string) int {
 	fs.StringVar(&cfg.Listen, "listen", ":50051", "")
 	fs.StringVar(&cfg.HTTP, "http", "-", "")
 	fs.StringVar(&cfg.DataDir, "data-dir", "./data/manager", "")
-	fs.String("log-level", "warn", "")
+	logLevel := fs.String("log-level", "warn", "")
 	fs.BoolVar(&cfg.Security.Insecure, "insecure", false, "")
 	fs.Float64Var(&cfg.Security.RunRate, "run-rate", 10, "")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	// At info the manager logs its heap trims, which scenario 7 reads.
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
 	m, err := manager.New(ctx, cfg)
