@@ -593,6 +593,43 @@ func TestNoManagerFailsLikeSSH(t *testing.T) {
 	}
 }
 
+// A manager whose address takes the connection and never answers (a host
+// that hangs, a proxy with nothing behind it; a firewall that drops the
+// packets is the same wait) fails the command within the 5 s of its first
+// contact, not grpc's 20 s connect timeout.
+func TestSilentManagerFailsWithinFirstContact(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		var held []net.Conn // accepted, and never a byte said
+		defer func() {
+			for _, c := range held {
+				c.Close()
+			}
+		}()
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			held = append(held, c)
+		}
+	}()
+	var out, errb bytes.Buffer
+	start := time.Now()
+	code := cli.Main(t.Context(), []string{"run", "--manager", l.Addr().String(), "--insecure", "--", "true"}, cli.Env{Stdout: &out, Stderr: &errb})
+	took := time.Since(start)
+	if code != 255 || took > 10*time.Second {
+		t.Errorf("run with a silent manager = %d after %v, want 255 within the 5s window; stderr %q", code, took, errb.String())
+	}
+	if e := errb.String(); !strings.Contains(e, "no answer for 5s") {
+		t.Errorf("stderr does not say why it ended:\n%s", e)
+	}
+}
+
 func TestRestartedWorkerKeepsItsIdentity(t *testing.T) {
 	c := testcluster.Start(t, testcluster.Options{})
 	before, _ := c.Client.Workers(t.Context())

@@ -36,7 +36,7 @@ type Client struct {
 	conn *grpc.ClientConn
 	api  pb.ProcessManagementServiceClient
 	// Reconnect is how long a follower keeps trying to reach a manager that
-	// went away before it gives up.
+	// went away before it gives up, each time it goes away.
 	Reconnect time.Duration
 	// FirstContact is how long a call keeps trying a manager that has not
 	// answered this client yet: long enough to ride over a restart, short
@@ -46,8 +46,9 @@ type Client struct {
 	// when it answers again.
 	Notify func(msg string)
 
-	answered atomic.Bool // the manager answered a call once
-	waiting  atomic.Bool // calls wait for the manager: Notify was told so
+	answered atomic.Bool   // the manager answered a call once
+	answers  atomic.Uint64 // how many times it answered: an outage ends at an answer
+	waiting  atomic.Bool   // calls wait for the manager: Notify was told so
 }
 
 // Dial returns a client of the manager at addr. It does not wait for the
@@ -73,6 +74,7 @@ func Dial(addr string, opts ...Option) (*Client, error) {
 		// and twice as many context switches in the client before). A
 		// plaintext connection borrows the buffer only for each read.
 		grpc.WithReadBufferSize(1 << 20),
+		retry.Connect(),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{
 			// Within the manager's enforcement policy (MinTime 5s).
 			Time:    10 * time.Second,
@@ -97,6 +99,7 @@ func (c *Client) noteAnswer(err error) {
 		return
 	}
 	c.answered.Store(true)
+	c.answers.Add(1)
 	if c.waiting.CompareAndSwap(true, false) && c.Notify != nil {
 		c.Notify("manager reachable again")
 	}
@@ -330,10 +333,15 @@ func unwrapPermanent(err error) error {
 
 // retryUnavailable calls f until it succeeds, fails for a reason other than
 // the manager being unreachable, or the manager stays unreachable for
-// c.Reconnect (c.FirstContact while it never answered this client).
+// c.Reconnect (c.FirstContact while it never answered this client). Each
+// outage gets its own c.Reconnect: one ends when the manager answers (a
+// follower's stream that resumed). A manager that never answered has been
+// out since the first try, which may have taken the whole connect timeout.
 func (c *Client) retryUnavailable(ctx context.Context, f func() error) error {
 	b := retry.Backoff{Min: 100 * time.Millisecond, Max: 2 * time.Second}
-	var since time.Time
+	first := time.Now()
+	var since time.Time // the outage's start; zero: none yet
+	var answers uint64  // c.answers when it started
 	for {
 		err := f()
 		var p permanent
@@ -344,9 +352,12 @@ func (c *Client) retryUnavailable(ctx context.Context, f func() error) error {
 		if !c.answered.Load() {
 			limit = c.FirstContact
 		}
-		if since.IsZero() {
-			since = time.Now()
-			if c.waiting.CompareAndSwap(false, true) && c.Notify != nil {
+		if n := c.answers.Load(); since.IsZero() || n != answers {
+			since, answers = time.Now(), n
+			if !c.answered.Load() {
+				since = first
+			}
+			if limit-time.Since(since) > 0 && c.waiting.CompareAndSwap(false, true) && c.Notify != nil {
 				c.Notify(fmt.Sprintf("manager unreachable (%s); trying again for up to %v", status.Convert(err).Message(), limit))
 			}
 		}

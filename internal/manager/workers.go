@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/experimental"
@@ -23,6 +22,7 @@ import (
 	pb "github.com/devops-platform/devops/api/devops/v1"
 	"github.com/devops-platform/devops/internal/grpcbuf"
 	"github.com/devops-platform/devops/internal/registry"
+	"github.com/devops-platform/devops/internal/retry"
 	"github.com/devops-platform/devops/internal/scheduler"
 	"github.com/devops-platform/devops/internal/wire"
 )
@@ -196,10 +196,9 @@ func (m *Manager) dialWorkerConn(w devops.Worker) (*grpc.ClientConn, error) {
 		// worker runs something, the output stream keeps it open.
 		grpc.WithIdleTimeout(m.cfg.WorkerIdleTimeout),
 		// A worker that is down is tried again within a few seconds of
-		// the call that needs it, not after grpc's default backoff of up
-		// to two minutes; registered drops a failed connection when the
-		// worker comes back.
-		grpc.WithConnectParams(grpc.ConnectParams{Backoff: backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 5 * time.Second}, MinConnectTimeout: 5 * time.Second}),
+		// the call that needs it; registered drops a failed connection
+		// when the worker comes back.
+		retry.Connect(),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(8<<20), grpc.ForceCodecV2(grpcbuf.NewCodec(m.bufs))),
 		// Few connections are open at once now, but each may carry output
 		// at full speed: grpc's default 32 KiB read buffer.

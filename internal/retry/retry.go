@@ -1,7 +1,7 @@
 // Package retry holds the backoff that every reconnecting loop uses: capped
 // exponential delays with jitter, so that many workers reconnecting to a
-// restarted manager do not arrive in lockstep. It imports only the standard
-// library.
+// restarted manager do not arrive in lockstep; and how our gRPC clients
+// connect (Connect).
 package retry
 
 import (

@@ -20,7 +20,6 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/experimental"
 	"google.golang.org/grpc/health"
@@ -307,12 +306,8 @@ func (w *Worker) Run(ctx context.Context) error {
 		experimental.WithBufferPool(w.bufs),
 		grpc.WithKeepaliveParams(ManagerKeepalive()),
 		// After a manager restart the worker reconnects within a few
-		// seconds, not grpc's default backoff of up to two minutes: until
-		// it does, it is DOWN.
-		grpc.WithConnectParams(grpc.ConnectParams{
-			Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 5 * time.Second},
-			MinConnectTimeout: 5 * time.Second,
-		}),
+		// seconds: until it does, it is DOWN.
+		retry.Connect(),
 		// Little comes back from the manager (answers, the stream's
 		// settings): fixed windows spare grpc's bandwidth-delay PINGs.
 		grpc.WithStaticStreamWindowSize(1<<20),
