@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -93,11 +94,19 @@ Ctrl-C stops waiting.`,
 				return fmt.Errorf("--retries: %w: %d: want 0 to %d", devops.ErrInvalid, retries, devops.MaxRetries)
 			}
 			var stdinRest io.Reader
+			var notice *inputNotice
+			defer func() { notice.quiet() }() // before anything else is said
 			if stdin && !fleet.dryRun {
+				input := cmd.InOrStdin()
 				if env.StdinIsTerminal {
 					fmt.Fprintln(env.Stderr, "devops: reading the command's standard input to its end (Ctrl-D)")
+				} else {
+					notice = newInputNotice(input, env.Stderr)
+					input = notice
 				}
-				if req.Spec.Stdin, stdinRest, err = readStdin(cmd.Context(), cmd.InOrStdin(), env.Interrupt); err != nil {
+				req.Spec.Stdin, stdinRest, err = readStdin(cmd.Context(), input, env.Interrupt)
+				notice.readHead()
+				if err != nil {
 					return err
 				}
 			}
@@ -110,14 +119,18 @@ Ctrl-C stops waiting.`,
 				// the retries go on without this CLI.
 				fr.Options.Retries = retries
 				return g.call(func(c *client.Client) error {
-					if err := uploadStdin(cmd.Context(), c, &fr.Spec, stdinRest, env); err != nil {
+					err := uploadStdin(cmd.Context(), c, &fr.Spec, stdinRest, env)
+					notice.quiet()
+					if err != nil {
 						return err
 					}
 					return runFleet(cmd.Context(), c, &fleet, fr, detach, env)
 				})
 			}
 			return g.call(func(c *client.Client) error {
-				if err := uploadStdin(cmd.Context(), c, &req.Spec, stdinRest, env); err != nil {
+				err := uploadStdin(cmd.Context(), c, &req.Spec, stdinRest, env)
+				notice.quiet()
+				if err != nil {
 					return err
 				}
 				return runSingle(cmd.Context(), c, req, retries, detach, env)
@@ -197,6 +210,85 @@ func uploadStdin(ctx context.Context, c *client.Client, spec *devops.Spec, rest 
 	}
 	spec.Stdin, spec.StdinUpload = nil, id
 	return nil
+}
+
+// inputNoticeAfter is how long run -i reads its standard input before it
+// says that the command waits for the input's end.
+const inputNoticeAfter = 2 * time.Second
+
+// inputNotice reads the standard input of run -i and says once, on stderr,
+// that the command starts only once the input ends, when reading takes
+// longer than inputNoticeAfter: a producer that never ends (`tail -f`,
+// `yes`) would otherwise hold the command with no word, and a large input
+// goes up to the manager for minutes unannounced (docker build says the
+// same of its context). A terminal is told at once, elsewhere.
+//
+// Until the first devops.MaxStdin bytes are read (readHead), a timer says
+// it, for a producer that writes nothing; then only a read does, in the
+// upload's goroutine, after which nothing else writes to stderr but what
+// comes after quiet.
+type inputNotice struct {
+	r     io.Reader
+	w     io.Writer
+	start time.Time
+	timer *time.Timer
+	fired chan struct{} // closed once the timer's notice is done
+	read  atomic.Int64
+
+	mu   sync.Mutex // serialises the notice with quiet
+	done bool       // said, or quiet: nothing more to say
+}
+
+func newInputNotice(r io.Reader, w io.Writer) *inputNotice {
+	n := &inputNotice{r: r, w: w, start: time.Now(), fired: make(chan struct{})}
+	n.timer = time.AfterFunc(inputNoticeAfter, func() {
+		n.say()
+		close(n.fired)
+	})
+	return n
+}
+
+func (n *inputNotice) Read(p []byte) (int, error) {
+	k, err := n.r.Read(p)
+	n.read.Add(int64(k))
+	if time.Since(n.start) >= inputNoticeAfter {
+		n.say()
+	}
+	return k, err
+}
+
+func (n *inputNotice) say() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.done {
+		return
+	}
+	n.done = true
+	fmt.Fprintf(n.w, "devops: the command starts once its standard input ends (-i reads it whole first); %s read so far\n", sizeText(uint64(n.read.Load())))
+}
+
+// readHead stops the timer: the head is read (or its read failed), and
+// any more is read by the upload. A notice the timer was giving is given
+// before it returns, so that what is written next comes after it.
+func (n *inputNotice) readHead() {
+	if n == nil {
+		return
+	}
+	if n.timer.Stop() {
+		close(n.fired) // stopped before it fired: it never will
+	}
+	<-n.fired
+}
+
+// quiet ends the notice for good; once it returns, nothing more is said.
+func (n *inputNotice) quiet() {
+	if n == nil {
+		return
+	}
+	n.readHead()
+	n.mu.Lock()
+	n.done = true
+	n.mu.Unlock()
 }
 
 // errInterrupted: Ctrl-C came before what was awaited.

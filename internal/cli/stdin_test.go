@@ -253,3 +253,40 @@ func TestFleetRunInputOutlivesAManagerRestart(t *testing.T) {
 		t.Errorf("logs -f after a restart = %d %q %q, want every child to read the input", f.Code, f.Stdout, f.Stderr)
 	}
 }
+
+// A standard input that takes long to end is waited for with a word on
+// stderr, once: the command starts only at its end. One that ends at once
+// gets none.
+func TestRunSaysItWaitsForTheInputsEnd(t *testing.T) {
+	c := testcluster.Start(t, testcluster.Options{})
+	ctx := t.Context()
+	pr, pw := io.Pipe()
+	stdout, stderr := new(testcluster.SyncBuffer), new(testcluster.SyncBuffer)
+	code := make(chan int, 1)
+	go func() {
+		code <- c.CLIEnv(ctx, cli.Env{Stdout: stdout, Stderr: stderr, Stdin: pr}, "run", "-i", "--", "cat")
+	}()
+	if _, err := pw.Write([]byte("hello\n")); err != nil {
+		t.Fatal(err)
+	}
+	const word = "devops: the command starts once its standard input ends (-i reads it whole first); 6B read so far\n"
+	testcluster.Eventually(t, 10*time.Second, "the word that it waits for the input's end", func() bool {
+		return strings.Contains(stderr.String(), word)
+	})
+	if stdout.String() != "" {
+		t.Errorf("the command ran before its input ended: %q", stdout.String())
+	}
+	pw.Write([]byte("world\n"))
+	pw.Close()
+	if got := exitOf(t, code, 20*time.Second, "run -i did not end after its input did"); got != 0 || stdout.String() != "hello\nworld\n" {
+		t.Errorf("run -i -- cat = %d %q, want 0 and the whole input", got, stdout.String())
+	}
+	if n := strings.Count(stderr.String(), "devops: the command starts once"); n != 1 {
+		t.Errorf("the word was said %d times, want once:\n%s", n, stderr.String())
+	}
+
+	r := c.CLIStdin(ctx, strings.NewReader("at once\n"), "run", "-i", "--", "cat")
+	if r.Code != 0 || r.Stdout != "at once\n" || r.Stderr != "" {
+		t.Errorf("run -i of an input that ends at once = %d %q, stderr %q; want its output and no word", r.Code, r.Stdout, r.Stderr)
+	}
+}
