@@ -83,31 +83,39 @@ func mib(n int64) string {
 	return fmt.Sprintf("%d MiB", n>>20)
 }
 
-// runOnce runs argv through the API and reports the time to the first
-// output byte and to the final record, the bytes seen and the final state.
-// runOnce runs argv on the cluster and follows it to its end: how long from
-// the submission to the manager's first answer (the process's record), to
-// the first output byte and to the exit, and how many bytes came.
-func runOnce(ctx context.Context, c *client.Client, argv []string) (answer, first, exit time.Duration, n int64, p devops.Process, err error) {
+// runTimes is what runOnce saw of one command, each time from its
+// submission.
+type runTimes struct {
+	answer time.Duration // the manager's first answer (the process's record)
+	first  time.Duration // the first output byte
+	exit   time.Duration // the final record
+	bytes  int64         // output bytes
+}
+
+// runOnce runs argv on the cluster and follows it to its end; a command
+// that does not succeed is an error.
+func runOnce(ctx context.Context, c *client.Client, argv []string) (runTimes, error) {
 	spec := devops.Spec{Argv: argv}
 	if filepath.IsAbs(argv[0]) {
 		// Commands get a private /tmp: running from the program's own
 		// directory binds it back, so a repository under /tmp works too.
 		spec.Dir = filepath.Dir(argv[0])
 	}
+	var t runTimes
+	var p devops.Process
 	start := time.Now()
-	err = c.Run(ctx, client.RunRequest{Spec: spec}, func(e client.Event) error {
+	err := c.Run(ctx, client.RunRequest{Spec: spec}, func(e client.Event) error {
 		if e.Chunk != nil {
-			if n == 0 {
-				first = time.Since(start)
+			if t.bytes == 0 {
+				t.first = time.Since(start)
 			}
-			n += int64(len(e.Chunk.Data))
+			t.bytes += int64(len(e.Chunk.Data))
 		}
-		if e.Process != nil && answer == 0 {
-			answer = time.Since(start)
+		if e.Process != nil && t.answer == 0 {
+			t.answer = time.Since(start)
 		}
 		if e.Process != nil && e.Process.State.Terminal() {
-			exit = time.Since(start)
+			t.exit = time.Since(start)
 			p = *e.Process
 		}
 		return nil
@@ -115,7 +123,7 @@ func runOnce(ctx context.Context, c *client.Client, argv []string) (answer, firs
 	if err == nil && p.State != devops.StateSucceeded {
 		err = fmt.Errorf("%v ended %v (exit %d): %s", argv, p.State, p.ExitCode(), p.Reason)
 	}
-	return answer, first, exit, n, p, err
+	return t, err
 }
 
 // localOnce spawns argv through pipes and reads both to the end.
@@ -160,7 +168,7 @@ func localOnce(ctx context.Context, argv []string) (first, exit time.Duration, n
 // dispatch: scenario 1.
 func (b *bench) dispatch(ctx context.Context) ([]Row, error) {
 	argv := []string{"/bin/echo", "hi"}
-	if _, _, _, _, _, err := runOnce(ctx, b.c.client, argv); err != nil { // warm the client and the worker
+	if _, err := runOnce(ctx, b.c.client, argv); err != nil { // warm the client and the worker
 		return nil, err
 	}
 	var answer, first, exit, lfirst, lexit, pfirst, pexit []float64
@@ -170,11 +178,11 @@ func (b *bench) dispatch(ctx context.Context) ([]Row, error) {
 	for range b.sz.rounds {
 		tally.mark(ctx, b.c)
 		for range b.sz.dispatchPer {
-			a, f, e, _, _, err := runOnce(ctx, b.c.client, argv)
+			t, err := runOnce(ctx, b.c.client, argv)
 			if err != nil {
 				return nil, err
 			}
-			answer, first, exit = append(answer, ms(a)), append(first, ms(f)), append(exit, ms(e))
+			answer, first, exit = append(answer, ms(t.answer)), append(first, ms(t.first)), append(exit, ms(t.exit))
 		}
 		tally.add(ctx, b.c)
 		for range b.sz.dispatchPer {
@@ -190,11 +198,11 @@ func (b *bench) dispatch(ctx context.Context) ([]Row, error) {
 			if pacedErr = b.waitWarmPools(ctx, 10*time.Second); pacedErr != nil {
 				break
 			}
-			_, f, e, _, _, err := runOnce(ctx, b.c.client, argv)
+			t, err := runOnce(ctx, b.c.client, argv)
 			if err != nil {
 				return nil, err
 			}
-			pfirst, pexit = append(pfirst, ms(f)), append(pexit, ms(e))
+			pfirst, pexit = append(pfirst, ms(t.first)), append(pexit, ms(t.exit))
 		}
 	}
 	goal := func(o, l Summary) string { return yesNo(o.Median <= l.Median+1 && o.P99 < 5) }
@@ -296,18 +304,18 @@ func timeBaseline(ctx context.Context, limit time.Duration, cmd func(context.Con
 
 // cli: scenario 2.
 func (b *bench) cli(ctx context.Context) ([]Row, error) {
-	client := func(args ...string) (time.Duration, error) {
+	timeCLI := func(args ...string) (time.Duration, error) {
 		d, _, err := timeCmd(exec.CommandContext(ctx, b.bin, append(append([]string{args[0], "--manager", b.c.addr}, b.c.clientFlags...), args[1:]...)...))
 		return d, err
 	}
-	ours := func() (time.Duration, error) { return client("run", "--", "/bin/true") }
+	ours := func() (time.Duration, error) { return timeCLI("run", "--", "/bin/true") }
 	// Where the round trip's time goes, measured beside it: the binary's
 	// start alone, and the start with a TLS connection and one call.
 	start := func() (time.Duration, error) {
 		d, _, err := timeCmd(exec.CommandContext(ctx, b.bin, "--version"))
 		return d, err
 	}
-	call := func() (time.Duration, error) { return client("workers") }
+	call := func() (time.Duration, error) { return timeCLI("workers") }
 	for _, f := range []func() (time.Duration, error){ours, start, call} {
 		if _, err := f(); err != nil {
 			return nil, err
@@ -399,7 +407,7 @@ func (b *bench) throughput(ctx context.Context) ([]Row, error) {
 			go func() {
 				defer wg.Done()
 				for next.Add(1) <= int64(n) {
-					if _, _, _, _, _, err := runOnce(ctx, b.c.client, argv); err != nil {
+					if _, err := runOnce(ctx, b.c.client, argv); err != nil {
 						errs[i] = err
 						return
 					}
@@ -542,7 +550,8 @@ func (b *bench) bandwidth(ctx context.Context) ([]Row, error) {
 			b.profileStart("output-bulk")
 		}
 		before := b.cpuSplit()
-		_, _, d, n, _, err := runOnce(ctx, b.c.client, bulk)
+		t, err := runOnce(ctx, b.c.client, bulk)
+		d, n := t.exit, t.bytes
 		after := b.cpuSplit()
 		if round == 0 {
 			b.profileStop("output-bulk")
@@ -566,7 +575,8 @@ func (b *bench) bandwidth(ctx context.Context) ([]Row, error) {
 		if round == 0 {
 			b.profileStart("output-lines")
 		}
-		_, _, d, n, _, err = runOnce(ctx, b.c.client, lines)
+		t, err = runOnce(ctx, b.c.client, lines)
+		d, n = t.exit, t.bytes
 		if round == 0 {
 			b.profileStop("output-lines")
 		}
@@ -964,9 +974,10 @@ func (b *bench) scale(ctx context.Context) ([]Row, error) {
 	time.Sleep(b.sz.scaleSettle)
 	base := c.managerStats()
 	idle0, _ := b.idleCPU(c, b.sz.scaleWindow)
+	logPath := filepath.Join(c.dir, "manager.log")
 	var rows []Row
 	for i, n := range b.sz.scale {
-		_, logOff := readTrims(filepath.Join(c.dir, "manager.log"), 0)
+		_, logOff := readTrims(logPath, 0)
 		start := time.Now()
 		if err := fleet.grow(ctx, n); err != nil {
 			return nil, err
@@ -986,11 +997,11 @@ func (b *bench) scale(ctx context.Context) ([]Row, error) {
 			b.profileStopOn(c, "idle-"+strconv.Itoa(n))
 		}
 		last := n == 10000
-		trims, _ := readTrims(filepath.Join(c.dir, "manager.log"), logOff)
+		trims, _ := readTrims(logPath, logOff)
 		waitNote := ""
 		if last && len(trims) == 0 {
 			var waited time.Duration
-			trims, waited = waitTrim(filepath.Join(c.dir, "manager.log"), logOff, trimWait)
+			trims, waited = waitTrim(logPath, logOff, trimWait)
 			waitNote = fmt.Sprintf(", read after waiting %.0fs for it", waited.Seconds())
 			if len(trims) == 0 {
 				waitNote = fmt.Sprintf(", none within %v more", trimWait)

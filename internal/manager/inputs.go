@@ -223,16 +223,16 @@ func (in inputs) pruneUploads(cutoff time.Time) error {
 	if err != nil {
 		return fmt.Errorf("read upload directory: %w", err)
 	}
-	var inputs []fs.FileInfo // read once, when an upload is old
+	var held []fs.FileInfo // the inputs, read once, when an upload is old
 	for _, e := range ents {
 		info, err := e.Info()
 		if err != nil || !info.ModTime().Before(cutoff) {
 			continue
 		}
-		if inputs == nil {
-			inputs = in.infos()
+		if held == nil {
+			held = in.infos()
 		}
-		if slices.ContainsFunc(inputs, func(i fs.FileInfo) bool { return os.SameFile(i, info) }) {
+		if slices.ContainsFunc(held, func(i fs.FileInfo) bool { return os.SameFile(i, info) }) {
 			continue
 		}
 		if err := os.Remove(in.uploadPath(e.Name())); err != nil && !errors.Is(err, fs.ErrNotExist) {
