@@ -75,6 +75,11 @@ func TestJSONOutput(t *testing.T) {
 			t.Errorf("status -o json lacks %s:\n%s", want, st)
 		}
 	}
+	// A record keeps the input's length only: the request-only fields are
+	// left out, not printed as "" beside it (they were, before session 36).
+	if !strings.Contains(st, `"stdin_bytes": "0"`) || strings.Contains(st, `"stdin":`) || strings.Contains(st, `"stdin_upload":`) {
+		t.Errorf("status -o json should hold stdin_bytes and neither stdin nor stdin_upload:\n%s", st)
+	}
 	if p := decodeJSON(t, "status", st, &pb.Process{}); p.GetId() != failed.GetId() {
 		t.Errorf("status -o json is process %s, want %s", p.GetId(), failed.GetId())
 	}

@@ -57,7 +57,7 @@ func FromDuration(d *durationpb.Duration) time.Duration {
 // SpecToPB converts a spec. Secret values are sent as they are: the manager
 // must pass them to the worker. Use RedactSpec before showing a spec.
 func SpecToPB(s devops.Spec) *pb.Spec {
-	return &pb.Spec{
+	p := &pb.Spec{
 		Argv:          s.Argv,
 		Env:           s.Env,
 		Dir:           s.Dir,
@@ -67,9 +67,7 @@ func SpecToPB(s devops.Spec) *pb.Spec {
 		KeepDir:       s.KeepDir,
 		Image:         s.Image,
 		SecretEnvKeys: s.SecretEnvKeys,
-		Stdin:         s.Stdin,
 		StdinBytes:    s.StdinBytes,
-		StdinUpload:   s.StdinUpload,
 		Limits: &pb.Limits{
 			MemoryBytes:    s.Limits.MemoryBytes,
 			Cpus:           s.Limits.CPUs,
@@ -77,6 +75,15 @@ func SpecToPB(s devops.Spec) *pb.Spec {
 			MaxOutputBytes: s.Limits.MaxOutputBytes,
 		},
 	}
+	// Set only when there is one: a record has neither, and its JSON
+	// leaves out an optional field that is not set.
+	if len(s.Stdin) > 0 {
+		p.Stdin = s.Stdin
+	}
+	if s.StdinUpload != "" {
+		p.StdinUpload = &s.StdinUpload
+	}
+	return p
 }
 
 // SpecFromPB converts a spec; nil becomes the zero spec.

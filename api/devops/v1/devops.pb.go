@@ -394,14 +394,16 @@ type Spec struct {
 	// Keys of env whose values are secret: never shown in status, logs or audit.
 	SecretEnvKeys []string `protobuf:"bytes,10,rep,name=secret_env_keys,json=secretEnvKeys,proto3" json:"secret_env_keys,omitempty"`
 	// What the command reads as its standard input, then end of file; at most
-	// 4 MiB. Empty: nothing (/dev/null). Sent with a request only: records
-	// carry stdin_bytes instead.
-	Stdin []byte `protobuf:"bytes,11,opt,name=stdin,proto3" json:"stdin,omitempty"`
+	// 4 MiB. Unset: nothing (/dev/null). Sent with a request only: records
+	// carry stdin_bytes instead. Optional, as stdin_upload is, so that JSON
+	// printed with every empty field (`devops status -o json`) leaves out
+	// what a record never holds rather than show it as "".
+	Stdin []byte `protobuf:"bytes,11,opt,name=stdin,proto3,oneof" json:"stdin,omitempty"`
 	// The length of the standard input, in records; the manager sets it.
 	StdinBytes int64 `protobuf:"varint,12,opt,name=stdin_bytes,json=stdinBytes,proto3" json:"stdin_bytes,omitempty"`
 	// A larger standard input, sent before the request with UploadStdin: the
 	// upload_id it answered. Not with stdin.
-	StdinUpload   string `protobuf:"bytes,13,opt,name=stdin_upload,json=stdinUpload,proto3" json:"stdin_upload,omitempty"`
+	StdinUpload   *string `protobuf:"bytes,13,opt,name=stdin_upload,json=stdinUpload,proto3,oneof" json:"stdin_upload,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -521,8 +523,8 @@ func (x *Spec) GetStdinBytes() int64 {
 }
 
 func (x *Spec) GetStdinUpload() string {
-	if x != nil {
-		return x.StdinUpload
+	if x != nil && x.StdinUpload != nil {
+		return *x.StdinUpload
 	}
 	return ""
 }
@@ -4573,7 +4575,7 @@ const file_devops_v1_devops_proto_rawDesc = "" +
 	"\fmemory_bytes\x18\x01 \x01(\x03R\vmemoryBytes\x12\x12\n" +
 	"\x04cpus\x18\x02 \x01(\x01R\x04cpus\x12\x12\n" +
 	"\x04pids\x18\x03 \x01(\x03R\x04pids\x12(\n" +
-	"\x10max_output_bytes\x18\x04 \x01(\x03R\x0emaxOutputBytes\"\xe8\x03\n" +
+	"\x10max_output_bytes\x18\x04 \x01(\x03R\x0emaxOutputBytes\"\x8d\x04\n" +
 	"\x04Spec\x12\x12\n" +
 	"\x04argv\x18\x01 \x03(\tR\x04argv\x12*\n" +
 	"\x03env\x18\x02 \x03(\v2\x18.devops.v1.Spec.EnvEntryR\x03env\x12\x10\n" +
@@ -4585,14 +4587,16 @@ const file_devops_v1_devops_proto_rawDesc = "" +
 	"\bkeep_dir\x18\b \x01(\bR\akeepDir\x12\x14\n" +
 	"\x05image\x18\t \x01(\tR\x05image\x12&\n" +
 	"\x0fsecret_env_keys\x18\n" +
-	" \x03(\tR\rsecretEnvKeys\x12\x14\n" +
-	"\x05stdin\x18\v \x01(\fR\x05stdin\x12\x1f\n" +
+	" \x03(\tR\rsecretEnvKeys\x12\x19\n" +
+	"\x05stdin\x18\v \x01(\fH\x00R\x05stdin\x88\x01\x01\x12\x1f\n" +
 	"\vstdin_bytes\x18\f \x01(\x03R\n" +
-	"stdinBytes\x12!\n" +
-	"\fstdin_upload\x18\r \x01(\tR\vstdinUpload\x1a6\n" +
+	"stdinBytes\x12&\n" +
+	"\fstdin_upload\x18\r \x01(\tH\x01R\vstdinUpload\x88\x01\x01\x1a6\n" +
 	"\bEnvEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x83\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\b\n" +
+	"\x06_stdinB\x0f\n" +
+	"\r_stdin_upload\"\x83\x01\n" +
 	"\vOutputChunk\x12\x1d\n" +
 	"\n" +
 	"process_id\x18\x01 \x01(\tR\tprocessId\x12\x16\n" +
@@ -5199,6 +5203,7 @@ func file_devops_v1_devops_proto_init() {
 	if File_devops_v1_devops_proto != nil {
 		return
 	}
+	file_devops_v1_devops_proto_msgTypes[1].OneofWrappers = []any{}
 	file_devops_v1_devops_proto_msgTypes[35].OneofWrappers = []any{
 		(*WatchRunResponse_Run)(nil),
 		(*WatchRunResponse_Process)(nil),

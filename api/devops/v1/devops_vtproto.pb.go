@@ -109,10 +109,10 @@ func (m *Spec) MarshalToSizedBufferVT(dAtA []byte) (int, error) {
 		i -= len(m.unknownFields)
 		copy(dAtA[i:], m.unknownFields)
 	}
-	if len(m.StdinUpload) > 0 {
-		i -= len(m.StdinUpload)
-		copy(dAtA[i:], m.StdinUpload)
-		i = protohelpers.EncodeVarint(dAtA, i, uint64(len(m.StdinUpload)))
+	if m.StdinUpload != nil {
+		i -= len(*m.StdinUpload)
+		copy(dAtA[i:], *m.StdinUpload)
+		i = protohelpers.EncodeVarint(dAtA, i, uint64(len(*m.StdinUpload)))
 		i--
 		dAtA[i] = 0x6a
 	}
@@ -121,7 +121,7 @@ func (m *Spec) MarshalToSizedBufferVT(dAtA []byte) (int, error) {
 		i--
 		dAtA[i] = 0x60
 	}
-	if len(m.Stdin) > 0 {
+	if m.Stdin != nil {
 		i -= len(m.Stdin)
 		copy(dAtA[i:], m.Stdin)
 		i = protohelpers.EncodeVarint(dAtA, i, uint64(len(m.Stdin)))
@@ -4167,15 +4167,15 @@ func (m *Spec) SizeVT() (n int) {
 			n += 1 + l + protohelpers.SizeOfVarint(uint64(l))
 		}
 	}
-	l = len(m.Stdin)
-	if l > 0 {
+	if m.Stdin != nil {
+		l = len(m.Stdin)
 		n += 1 + l + protohelpers.SizeOfVarint(uint64(l))
 	}
 	if m.StdinBytes != 0 {
 		n += 1 + protohelpers.SizeOfVarint(uint64(m.StdinBytes))
 	}
-	l = len(m.StdinUpload)
-	if l > 0 {
+	if m.StdinUpload != nil {
+		l = len(*m.StdinUpload)
 		n += 1 + l + protohelpers.SizeOfVarint(uint64(l))
 	}
 	n += len(m.unknownFields)
@@ -6324,7 +6324,8 @@ func (m *Spec) UnmarshalVT(dAtA []byte) error {
 			if postIndex > l {
 				return io.ErrUnexpectedEOF
 			}
-			m.StdinUpload = string(dAtA[iNdEx:postIndex])
+			s := string(dAtA[iNdEx:postIndex])
+			m.StdinUpload = &s
 			iNdEx = postIndex
 		default:
 			iNdEx = preIndex
