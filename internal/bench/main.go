@@ -328,7 +328,8 @@ func environment(bin string) Environment {
 		}
 	}
 	if out, err := exec.Command(bin, "--version").Output(); err == nil {
-		e.Devops = strings.TrimSpace(string(out))
+		// It prints "devops version X"; the report names the binary itself.
+		e.Devops = strings.TrimPrefix(strings.TrimSpace(string(out)), "devops version ")
 	} else if out, err := exec.Command("git", "describe", "--tags", "--always", "--dirty").Output(); err == nil {
 		e.Devops = strings.TrimSpace(string(out))
 	}

@@ -3,6 +3,8 @@
 package main
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -112,5 +114,18 @@ func TestLoopbackIP(t *testing.T) {
 			t.Fatalf("loopbackIP(%d) = %q: repeated or not loopback", i, ip)
 		}
 		seen[ip] = true
+	}
+}
+
+// TestEnvironmentNamesTheVersion: the report names the binary's version
+// once ("devops 1a2b3c4"), not as `--version` words it ("devops devops
+// version 1a2b3c4", until session 36).
+func TestEnvironmentNamesTheVersion(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "devops")
+	if err := os.WriteFile(bin, []byte("#!/bin/sh\necho 'devops version 1a2b3c4'\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if got := environment(bin).Devops; got != "1a2b3c4" {
+		t.Errorf("environment's devops version = %q, want 1a2b3c4", got)
 	}
 }
