@@ -304,17 +304,17 @@ func timeBaseline(ctx context.Context, limit time.Duration, cmd func(context.Con
 
 // cli: scenario 2.
 func (b *bench) cli(ctx context.Context) ([]Row, error) {
-	timeCLI := func(args ...string) (time.Duration, error) {
-		d, _, err := timeCmd(exec.CommandContext(ctx, b.bin, append(append([]string{args[0], "--manager", b.c.addr}, b.c.clientFlags...), args[1:]...)...))
+	timeBin := func(args ...string) (time.Duration, error) {
+		d, _, err := timeCmd(exec.CommandContext(ctx, b.bin, args...))
 		return d, err
+	}
+	timeCLI := func(args ...string) (time.Duration, error) {
+		return timeBin(append(append([]string{args[0], "--manager", b.c.addr}, b.c.clientFlags...), args[1:]...)...)
 	}
 	ours := func() (time.Duration, error) { return timeCLI("run", "--", "/bin/true") }
 	// Where the round trip's time goes, measured beside it: the binary's
 	// start alone, and the start with a TLS connection and one call.
-	start := func() (time.Duration, error) {
-		d, _, err := timeCmd(exec.CommandContext(ctx, b.bin, "--version"))
-		return d, err
-	}
+	start := func() (time.Duration, error) { return timeBin("--version") }
 	call := func() (time.Duration, error) { return timeCLI("workers") }
 	for _, f := range []func() (time.Duration, error){ours, start, call} {
 		if _, err := f(); err != nil {

@@ -46,9 +46,8 @@ type Client struct {
 	// when it answers again.
 	Notify func(msg string)
 
-	answered atomic.Bool   // the manager answered a call once
-	answers  atomic.Uint64 // how many times it answered: an outage ends at an answer
-	waiting  atomic.Bool   // calls wait for the manager: Notify was told so
+	answers atomic.Uint64 // how many times the manager answered: an outage ends at an answer; none yet: first contact
+	waiting atomic.Bool   // calls wait for the manager: Notify was told so
 }
 
 // Dial returns a client of the manager at addr. It does not wait for the
@@ -98,7 +97,6 @@ func (c *Client) noteAnswer(err error) {
 	if err != nil && status.Code(err) == codes.Unavailable {
 		return
 	}
-	c.answered.Store(true)
 	c.answers.Add(1)
 	if c.waiting.CompareAndSwap(true, false) && c.Notify != nil {
 		c.Notify("manager reachable again")
@@ -348,13 +346,14 @@ func (c *Client) retryUnavailable(ctx context.Context, f func() error) error {
 		if err == nil || errors.As(err, &p) || status.Code(err) != codes.Unavailable || ctx.Err() != nil {
 			return err
 		}
+		n := c.answers.Load()
 		limit := c.Reconnect
-		if !c.answered.Load() {
+		if n == 0 {
 			limit = c.FirstContact
 		}
-		if n := c.answers.Load(); since.IsZero() || n != answers {
+		if since.IsZero() || n != answers {
 			since, answers = time.Now(), n
-			if !c.answered.Load() {
+			if n == 0 {
 				since = first
 			}
 			if limit-time.Since(since) > 0 && c.waiting.CompareAndSwap(false, true) && c.Notify != nil {
